@@ -1,0 +1,4 @@
+"""cgsc: the Confidential Guest Spec Compiler."""
+
+__version__ = "1.0.0"
+SPEC_VERSIONS = (1,)

@@ -1,0 +1,5 @@
+import sys
+
+from cgsc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""Diagnostics: what is wrong with a spec, where, and which rule says so."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional, Tuple
+
+KeyPath = Tuple[object, ...]  # ("confidential", "sev-snp", "policy") or ("disk", 0, "path")
+
+ERROR = "error"
+WARNING = "warning"
+
+
+def format_path(path: KeyPath) -> str:
+    """TOML-style key path: disk[0].path, confidential.sev-snp.policy."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    rule: str
+    path: KeyPath
+    message: str
+    hint: str = ""
+    severity: str = ERROR
+    file: str = ""
+    line: int = 0
+    column: int = 0
+
+    def located(self, file: str, line: int, column: int = 0) -> "Diagnostic":
+        return Diagnostic(self.rule, self.path, self.message, self.hint, self.severity,
+                          file, line, column)
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else (self.file or "<spec>")
+        if self.column:
+            where += f":{self.column}"
+        label = "" if self.severity == ERROR else "warning: "
+        text = f"{where}: {format_path(self.path)}: {label}{self.message} [{self.rule}]"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+def sort_key(d: Diagnostic):
+    return (d.file, d.line, format_path(d.path), d.rule, d.message)
+
+
+class SpecError(Exception):
+    """The spec is invalid: carries every diagnostic found (exit status 1)."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = sorted(diagnostics, key=sort_key)
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+
+def error(rule: str, path: KeyPath, message: str, hint: str = "") -> Diagnostic:
+    return Diagnostic(rule, tuple(path), message, hint)
+
+
+def warning(rule: str, path: KeyPath, message: str, hint: str = "") -> Diagnostic:
+    return Diagnostic(rule, tuple(path), message, hint, WARNING)

@@ -1,0 +1,130 @@
+"""Lowering: Guest -> LaunchPlan. The QEMU argv is built here, from typed pieces."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from cgsc.model import Guest
+from cgsc.plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
+from cgsc.qemu import Option, Opts
+
+SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"),
+           ("resourcecontrol", "deny"))
+# virtio device names per arch: PCI everywhere but s390x, which has channel I/O.
+_TRANSPORT = {"x86_64": "pci", "ppc64": "pci", "s390x": "ccw"}
+
+
+def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
+    cgs = guest.mechanism.lower(guest)
+    firmware = _firmware(guest)
+    kernel = Kernel(guest.kernel_image, guest.kernel_initrd, guest.kernel_cmdline)
+    boot_from_disk = guest.kernel_image is None
+    disks = tuple(Disk(f"disk{i}", d.path, d.format, d.bus, d.readonly, d.cache, d.serial,
+                       i + 1 if boot_from_disk else None)
+                  for i, d in enumerate(guest.disks))
+    nics = tuple(Nic(f"net{i}", n.mode, n.tap or n.bridge, n.mac, n.model)
+                 for i, n in enumerate(guest.nets))
+    console = Console(guest.console, guest.console_path)
+    sandbox = _sandbox(guest, nics)
+    emulator = guest.emulator or f"qemu-system-{guest.arch}"
+    plan = LaunchPlan(
+        name=guest.name, description=guest.description, uuid=guest.uuid, arch=guest.arch,
+        machine=guest.machine, cpu=guest.cpu, vcpus=guest.vcpus,
+        memory_mib=guest.memory_mib, emulator=emulator,
+        emulator_default=guest.emulator is None, confidential=cgs, firmware=firmware,
+        kernel=kernel, disks=disks, nics=nics, console=console, vsock_cid=guest.vsock_cid,
+        qmp_socket=guest.qmp_socket, sandbox=sandbox, extra_args=guest.extra_args,
+        options=(), spec_path=spec_path, spec_files=tuple(spec_files),
+        settings={"systemd": guest.systemd, "libvirt": guest.libvirt},
+    )
+    return _replace_options(plan, tuple(_options(plan)))
+
+
+def _replace_options(plan: LaunchPlan, options: Tuple[Option, ...]) -> LaunchPlan:
+    from dataclasses import replace
+    return replace(plan, options=options)
+
+
+def _firmware(g: Guest) -> Firmware:
+    if not g.firmware_code:
+        return Firmware("none")
+    if g.firmware_vars:
+        return Firmware("pflash", g.firmware_code, g.firmware_vars)
+    return Firmware("bios", g.firmware_code)
+
+
+def _sandbox(g: Guest, nics) -> str:
+    if not g.sandbox:
+        return None
+    props = dict(SANDBOX)
+    if any(n.mode == "bridge" for n in nics):
+        props["spawn"] = "allow"   # -netdev bridge runs qemu-bridge-helper
+    return Opts("on", tuple(props.items())).render()
+
+
+def _options(p: LaunchPlan) -> List[Option]:
+    cgs: Confidential = p.confidential
+    bus = _TRANSPORT[p.arch]
+    virtio = (("iommu_platform", True),) if cgs.virtio_iommu else ()
+    opts = [
+        Option("-name", Opts(None, (("guest", p.name), ("debug-threads", True)))),
+        Option("-uuid", p.uuid),
+        Option("-nodefaults"),
+        Option("-no-user-config"),
+        Option("-accel", "kvm"),
+        Option("-machine", Opts(p.machine, (("confidential-guest-support", cgs.object.id),)
+                                + cgs.machine_props)),
+        Option("-cpu", p.cpu),
+        Option("-smp", str(p.vcpus)),
+        Option("-m", f"{p.memory_mib}M"),
+        cgs.object.option(),
+    ]
+    fw = p.firmware
+    if fw.mode == "bios":
+        opts.append(Option("-bios", fw.code))
+    elif fw.mode == "pflash":
+        for unit, path, ro in ((0, fw.code, True), (1, fw.vars, False)):
+            props = (("if", "pflash"), ("format", "raw"), ("unit", unit), ("file", path))
+            opts.append(Option("-drive", Opts(None, props + ((("readonly", True),) if ro else ()))))
+    k = p.kernel
+    for flag, value in (("-kernel", k.image), ("-initrd", k.initrd), ("-append", k.cmdline)):
+        if value is not None:
+            opts.append(Option(flag, value))
+    if any(d.bus == "scsi" for d in p.disks):
+        opts.append(Option("-device", Opts(f"virtio-scsi-{bus}", (("id", "scsi0"),) + virtio)))
+    for d in p.disks:
+        drive = (("if", "none"), ("id", d.id), ("file", d.path), ("format", d.format),
+                 ("cache", d.cache)) + ((("readonly", True),) if d.readonly else ())
+        opts.append(Option("-drive", Opts(None, drive)))
+        if d.bus == "scsi":
+            dev = Opts("scsi-hd", (("bus", "scsi0.0"), ("drive", d.id)))
+        else:
+            dev = Opts(f"virtio-blk-{bus}", (("drive", d.id),) + virtio)
+        extra = ((("serial", d.serial),) if d.serial else ()) + (
+            (("bootindex", d.boot_index),) if d.boot_index else ())
+        opts.append(Option("-device", Opts(dev.head, dev.props + extra)))
+    for n in p.nics:
+        netdev = {"user": (), "tap": (("ifname", n.ifname), ("script", "no"), ("downscript", "no")),
+                  "bridge": (("br", n.ifname),)}[n.mode]
+        opts.append(Option("-netdev", Opts(n.mode, (("id", n.id),) + netdev)))
+        rom = (("romfile", ""),) if cgs.nic_rom_off and bus == "pci" else ()
+        opts.append(Option("-device", Opts(f"virtio-net-{bus}",
+                                           (("netdev", n.id), ("mac", n.mac)) + virtio + rom)))
+    if p.vsock_cid is not None:
+        opts.append(Option("-device", Opts(f"vhost-vsock-{bus}",
+                                           (("guest-cid", p.vsock_cid),) + virtio)))
+    c = p.console
+    if c.kind != "none":
+        chardev = {"stdio": (), "pty": (), "file": (("path", c.path),),
+                   "socket": (("path", c.path), ("server", True), ("wait", False))}[c.kind]
+        opts.append(Option("-chardev", Opts(c.kind, (("id", "console0"),) + chardev)))
+        opts.append(Option("-serial", "chardev:console0"))
+    if p.qmp_socket:
+        opts.append(Option("-chardev", Opts("socket", (("id", "qmp0"), ("path", p.qmp_socket),
+                                                        ("server", True), ("wait", False)))))
+        opts.append(Option("-mon", Opts(None, (("chardev", "qmp0"), ("mode", "control")))))
+    opts.append(Option("-display", "none"))
+    if p.sandbox:
+        opts.append(Option("-sandbox", p.sandbox))
+    opts.extend(Option(arg) for arg in p.extra_args)
+    return opts

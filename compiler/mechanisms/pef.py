@@ -1,0 +1,33 @@
+"""IBM POWER Protected Execution Facility: QEMU's pef-guest object (no properties)."""
+
+from __future__ import annotations
+
+from cgsc.mechanisms import CGS_ID, Mechanism
+from cgsc.plan import Confidential
+from cgsc.qemu import Opts, QemuObject
+
+
+class Pef(Mechanism):
+    name = "pef"
+    title = "IBM POWER PEF"
+    qom_type = "pef-guest"
+    schema_file = "pef.schema.json"
+    arch = "ppc64"
+    machine_pattern = r"pseries|pseries-[0-9][0-9.]*"
+    machine_hint = 'machine = "pseries" (or a versioned pseries-X.Y)'
+    firmware = "none"
+
+    def lower(self, guest) -> Confidential:
+        obj = QemuObject(self.qom_type, CGS_ID)
+        machine = Opts(None, (("confidential-guest-support", CGS_ID),))
+        return Confidential(
+            mechanism=self.name, title=self.title, object=obj,
+            libvirt_passthrough=("-object", obj.option().value.render(),
+                                 "-machine", machine.render()),
+            libvirt_note="libvirt has no native POWER PEF support (no <launchSecurity> type); "
+                         "the pef-guest object is passed to QEMU through <qemu:commandline>, "
+                         "which marks the domain tainted (custom-argv).",
+        )
+
+
+PEF = Pef()

@@ -1,0 +1,114 @@
+"""AMD SEV-SNP: QEMU's sev-snp-guest object (QEMU >= 9.1)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from cgsc.diagnostics import Diagnostic
+from cgsc.mechanisms import CGS_ID, Mechanism, amd
+from cgsc.mechanisms.common import check_blob, flags_to_int
+from cgsc.plan import Confidential, Element
+from cgsc.qemu import Hex, QemuObject
+from cgsc.rules import Rule
+
+MBO_BIT = 1 << 17            # reserved, must be one
+KNOWN = (1 << 25) - 1        # bits 0-24 are defined
+FLAGS = {"smt": (16, True), "migrate-ma": (18, True), "debug": (19, True),
+         "single-socket": (20, True), "cxl": (21, True), "mem-aes-256-xts": (22, True),
+         "rapl-disable": (23, True), "ciphertext-hiding": (24, True)}
+FIELDS = {"abi-minor": 0, "abi-major": 8}
+DEFAULTS = {"smt": True}
+BLOBS = (("guest-visible-workarounds", "guestVisibleWorkarounds", 16),
+         ("id-block", "idBlock", 96), ("id-auth", "idAuth", 4096),
+         ("host-data", "hostData", 32))
+
+MBO_CLEAR = Rule(
+    "CGS-SNP-001", "SNP policy bit 17 (reserved, must be one) is clear",
+    "The SEV-SNP firmware ABI requires bit 17 of the guest policy to be set; "
+    "SNP_LAUNCH_START fails with EINVAL otherwise, long after the spec was merged. "
+    "The named-flag form sets it automatically.",
+    "qemu.md section 4; AMDESE/AMDSEV#256")
+RESERVED_BITS = Rule(
+    "CGS-SNP-002", "SNP policy sets reserved bits 25-63",
+    "Bits above 24 are reserved; firmware rejects the launch. A common cause is a "
+    "mistyped hex constant (0x300000 for 0x30000).", "AMDESE/sev-guest#33")
+BLOB = Rule(
+    "CGS-SNP-003", "an SNP blob is not base64 of the exact size",
+    "QEMU checks the decoded size of guest-visible-workarounds (16), id-block (96), "
+    "id-auth (4096) and host-data (32) only when the guest starts.", "qemu.md section 4")
+AUTHOR_KEY = Rule(
+    "CGS-SNP-004", "author-key needs id-auth",
+    "author-key-enabled says that id-auth carries an author key; without id-auth the "
+    "flag has nothing to describe.", "qemu.md section 4")
+ID_AUTH_ALONE = Rule(
+    "CGS-SNP-005", "id-auth without id-block",
+    "The ID authentication structure signs an ID block; SNP_LAUNCH_FINISH only uses it "
+    "when an ID block is given, so id-auth alone is silently ignored.",
+    "SEV-SNP firmware ABI, SNP_LAUNCH_FINISH")
+
+
+class SevSnp(Mechanism):
+    name = "sev-snp"
+    title = "AMD SEV-SNP"
+    qom_type = "sev-snp-guest"
+    schema_file = "sev-snp.schema.json"
+    firmware = "bios"
+
+    @staticmethod
+    def policy(cfg: dict) -> int:
+        raw = cfg.get("policy", {})
+        if isinstance(raw, int):
+            return raw
+        return flags_to_int(raw, FLAGS, FIELDS, DEFAULTS) | MBO_BIT
+
+    def check(self, guest) -> Iterable[Diagnostic]:
+        cfg, path = guest.confidential, guest.mech_path
+        raw = cfg.get("policy")
+        if isinstance(raw, int):
+            if not raw & MBO_BIT:
+                yield MBO_CLEAR.error(
+                    path + ("policy",), f"policy {raw:#x} has bit 17 clear; it must be set",
+                    f"use {raw | MBO_BIT:#x}, or the named form (policy = {{ smt = true }}), "
+                    "which sets bit 17 for you")
+            if raw & ~KNOWN:
+                yield RESERVED_BITS.error(
+                    path + ("policy",), f"policy {raw:#x} sets reserved bits {raw & ~KNOWN:#x}",
+                    "only bits 0-24 are defined; check for a mistyped constant (0x30000 is the default)")
+        for key, _tag, size in BLOBS:
+            yield from check_blob(BLOB, path + (key,), cfg.get(key), size, key)
+        if cfg.get("author-key") and "id-auth" not in cfg:
+            yield AUTHOR_KEY.error(path + ("author-key",), "is true but id-auth is not given",
+                                   "add id-auth (4096 bytes, base64) or drop author-key")
+        if "id-auth" in cfg and "id-block" not in cfg:
+            yield ID_AUTH_ALONE.error(path + ("id-auth",), "is given without id-block",
+                                      "add the id-block that id-auth signs, or drop id-auth")
+        yield from amd.check_kernel_hashes(guest, path)
+        yield from amd.check_irqchip(guest)
+
+    def lower(self, guest) -> Confidential:
+        cfg = guest.confidential
+        policy = self.policy(cfg)
+        props = amd.common_props(cfg) + (("policy", Hex(policy)),)
+        props += tuple((key, cfg[key]) for key, _tag, _size in BLOBS if key in cfg)
+        if cfg.get("author-key"):
+            props += (("author-key-enabled", True),)
+        if cfg.get("vcek-disabled"):
+            props += (("vcek-disabled", True),)
+        attrs = (("authorKey", "yes" if cfg.get("author-key") else "no"),
+                 ("vcek", "no" if cfg.get("vcek-disabled") else "yes"))
+        return Confidential(
+            mechanism=self.name, title=self.title,
+            object=QemuObject(self.qom_type, CGS_ID, props),
+            machine_props=(("smm", False),),
+            nic_rom_off=True, lock_memory=True, reboot_ends_process=True,
+            host_devices=(amd.sev_device(cfg),),
+            host_params=(amd.host_param("sev_snp", "SEV-SNP"),),
+            libvirt_security=amd.launch_security(
+                "sev-snp", cfg, policy, attrs,
+                [(tag, cfg.get(key)) for key, tag, _size in BLOBS]),
+            libvirt_features=(Element("smm", (("state", "off"),)),),
+            summary=(("policy", f"{policy:#x}"),),
+        )
+
+
+SEV_SNP = SevSnp()

@@ -1,0 +1,148 @@
+"""Intel TDX: QEMU's tdx-guest object (QEMU >= 10.1)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from cgsc.diagnostics import Diagnostic
+from cgsc.mechanisms import CGS_ID, Mechanism
+from cgsc.mechanisms.common import check_blob, check_socket_path
+from cgsc.plan import Confidential, Element, HostParam
+from cgsc.qemu import Hex, QemuObject
+from cgsc.rules import Rule
+
+DEBUG_BIT = 1 << 0
+SEPT_VE_DISABLE = 1 << 28
+MR_FIELDS = (("mrconfigid", "mrConfigId"), ("mrowner", "mrOwner"),
+             ("mrownerconfig", "mrOwnerConfig"))
+QGS_SERVICE = "qgsd.service"   # Intel's Quote Generation Service daemon
+
+DEBUG = Rule(
+    "CGS-TDX-001", "TD debug (attribute bit 0) is requested",
+    "Off-TD debug lets the host read and write the TD's state. Upstream QEMU rejects the "
+    "bit ('Some QEMU unsupported TD attribute bits being requested'), so such a spec "
+    "can never launch.", "qemu.md section 5")
+OTHER_BITS = Rule(
+    "CGS-TDX-002", "TD attributes other than bit 28 (SEPT_VE_DISABLE)",
+    "QEMU accepts only bit 28 from the user; bits 30 (PKS) and 63 (PERFMON) are derived "
+    "from the CPU model by QEMU itself, and everything else is refused at vCPU creation.",
+    "qemu.md section 5")
+NAMED_CPU = Rule(
+    "CGS-TDX-003", "TDX needs cpu = \"host\"",
+    "QEMU refuses named CPU models for TDX ('Named cpu model is not supported for TDX yet!').",
+    "qemu.md section 5")
+MR_BLOB = Rule(
+    "CGS-TDX-004", "mrconfigid/mrowner/mrownerconfig must be base64 of 48 bytes",
+    "They are SHA-384 digests; QEMU checks their size only when the first vCPU is created.",
+    "qemu.md section 5")
+QGS = Rule(
+    "CGS-TDX-005", "quote-generation-socket keys do not fit its type",
+    "A vsock QGS address needs cid and port; a unix one needs path. A wrong address leaves "
+    "the TD without quotes, which only shows when attestation fails.",
+    "qemu.md section 5; canonical/tdx#252")
+
+
+class Tdx(Mechanism):
+    name = "tdx"
+    title = "Intel TDX"
+    qom_type = "tdx-guest"
+    schema_file = "tdx.schema.json"
+    firmware = "bios"
+
+    @staticmethod
+    def attributes(cfg: dict) -> int:
+        raw = cfg.get("attributes", {})
+        if isinstance(raw, int):
+            return raw
+        value = SEPT_VE_DISABLE if raw.get("sept-ve-disable", True) else 0
+        return value | (DEBUG_BIT if raw.get("debug") else 0)
+
+    def check(self, guest) -> Iterable[Diagnostic]:
+        cfg, path = guest.confidential, guest.mech_path
+        raw = cfg.get("attributes")
+        if isinstance(raw, dict) and raw.get("debug"):
+            yield DEBUG.error(path + ("attributes", "debug"),
+                              "TD debug is rejected by QEMU (attribute bit 0)",
+                              "remove debug = true; debug a TD through its guest OS instead")
+        elif isinstance(raw, int):
+            if raw & DEBUG_BIT:
+                yield DEBUG.error(path + ("attributes",),
+                                  f"attributes {raw:#x} set bit 0 (debug), which QEMU rejects",
+                                  "clear bit 0")
+            if raw & ~(DEBUG_BIT | SEPT_VE_DISABLE):
+                yield OTHER_BITS.error(
+                    path + ("attributes",),
+                    f"attributes {raw:#x} set bits {raw & ~(DEBUG_BIT | SEPT_VE_DISABLE):#x}; "
+                    "only bit 28 (0x10000000, SEPT_VE_DISABLE) may be set",
+                    "use attributes = { sept-ve-disable = true } (the default)")
+        if guest.cpu != "host":
+            yield NAMED_CPU.error(("guest", "cpu"), f"is {guest.cpu!r}; TDX accepts only \"host\"",
+                                  "remove cpu or set cpu = \"host\"")
+        for key, _tag in MR_FIELDS:
+            yield from check_blob(MR_BLOB, path + (key,), cfg.get(key), 48, f"{key} (SHA-384)")
+        yield from _check_qgs(cfg.get("quote-generation-socket"),
+                              path + ("quote-generation-socket",))
+
+    def lower(self, guest) -> Confidential:
+        cfg = guest.confidential
+        attributes = self.attributes(cfg)
+        if isinstance(cfg.get("attributes"), int):
+            props = (("attributes", Hex(attributes)),)
+        else:
+            props = (("sept-ve-disable", bool(attributes & SEPT_VE_DISABLE)),)
+        props += tuple((key, cfg[key]) for key, _tag in MR_FIELDS if key in cfg)
+        qgs = cfg.get("quote-generation-socket")
+        children = [Element("policy", text=hex(attributes))]
+        children += [Element(tag, text=cfg[key]) for key, tag in MR_FIELDS if key in cfg]
+        after: tuple = ()
+        families: tuple = ()
+        if qgs:
+            props += (("quote-generation-socket", _socket_address(qgs)),)
+            if qgs["type"] == "unix":
+                after = (QGS_SERVICE,)
+                children.append(Element("quoteGenerationService", (("path", qgs["path"]),)))
+            else:
+                families = ("AF_VSOCK",)
+        # A vsock QGS has no libvirt form: libvirt's <quoteGenerationService> takes a path.
+        unsupported = ("libvirt's <quoteGenerationService> takes only a unix socket path, "
+                       "not a vsock address" if qgs and qgs["type"] == "vsock" else "")
+        return Confidential(
+            mechanism=self.name, title=self.title,
+            object=QemuObject(self.qom_type, CGS_ID, props, json_form=bool(qgs)),
+            machine_props=(("kernel-irqchip", "split"), ("smm", False), ("pic", False)),
+            reboot_ends_process=True,
+            host_params=(HostParam("/sys/module/kvm_intel/parameters/tdx", ("Y", "1"),
+                                   "this host's KVM has no TDX support "
+                                   "(kvm_intel parameter tdx is not Y)"),),
+            libvirt_security=Element("launchSecurity", (("type", "tdx"),),
+                                     children=tuple(children)),
+            libvirt_features=(Element("smm", (("state", "off"),)),
+                              Element("pmu", (("state", "off"),)),
+                              Element("ioapic", (("driver", "qemu"),))),
+            libvirt_unsupported=unsupported,
+            systemd_after=after, address_families=families,
+            summary=(("attributes", f"{attributes:#x}"),),
+        )
+
+
+def _socket_address(qgs: dict) -> dict:
+    # QAPI SocketAddress: vsock cid and port are strings.
+    if qgs["type"] == "vsock":
+        return {"type": "vsock", "cid": str(qgs["cid"]), "port": str(qgs["port"])}
+    return {"type": "unix", "path": qgs["path"]}
+
+
+def _check_qgs(qgs, path) -> Iterable[Diagnostic]:
+    if not qgs:
+        return
+    yield from check_socket_path(path + ("path",), qgs.get("path"))
+    needs = {"vsock": ("cid", "port"), "unix": ("path",)}[qgs["type"]]
+    for key in ("cid", "port", "path"):
+        if key in needs and key not in qgs:
+            yield QGS.error(path, f"type = \"{qgs['type']}\" needs `{key}`",
+                            'e.g. { type = "vsock", cid = 2, port = 4050 } or '
+                            '{ type = "unix", path = "/var/run/tdx-qgs/qgs.socket" }')
+        elif key not in needs and key in qgs:
+            yield QGS.error(path + (key,), f"does not apply to type = \"{qgs['type']}\"",
+                            f"remove `{key}`")
+TDX = Tdx()

@@ -1,0 +1,155 @@
+"""The launch plan: everything a target needs, nothing a target must work out.
+
+Targets read only this. It holds the QEMU argv as typed options plus the facts
+(devices, firmware, confidential settings, host requirements) that targets other
+than the shell need in their own vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from cgsc.qemu import Option, Prop, QemuObject
+
+
+@dataclass(frozen=True)
+class Element:
+    """A target-neutral XML element (for libvirt's <launchSecurity>, <features>)."""
+    tag: str
+    attrs: Tuple[Tuple[str, str], ...] = ()
+    text: Optional[str] = None
+    children: Tuple["Element", ...] = ()
+
+
+@dataclass(frozen=True)
+class HostParam:
+    """A host setting the mechanism needs, read from a file at launch time."""
+    path: str
+    accepted: Tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True)
+class Confidential:
+    mechanism: str                       # the spec's table name: for reports, never for branching
+    title: str                           # "AMD SEV-SNP"
+    object: QemuObject
+    machine_props: Tuple[Prop, ...] = ()
+    virtio_iommu: bool = True            # iommu_platform=on / <driver iommu='on'/>
+    nic_rom_off: bool = False            # no option ROM on virtio-net
+    lock_memory: bool = False            # guest RAM is pinned (memlock)
+    no_balloon: bool = False             # ballooning is forbidden
+    reboot_ends_process: bool = False    # guest reboot ends QEMU (exit 0)
+    host_devices: Tuple[str, ...] = ()   # device nodes QEMU opens besides /dev/kvm
+    host_params: Tuple[HostParam, ...] = ()
+    libvirt_security: Optional[Element] = None
+    libvirt_features: Tuple[Element, ...] = ()
+    libvirt_passthrough: Tuple[str, ...] = ()   # QEMU args for what libvirt cannot say
+    libvirt_note: str = ""               # why passthrough is used, said in the XML
+    libvirt_unsupported: str = ""        # why libvirt cannot express this guest at all
+    systemd_after: Tuple[str, ...] = ()  # host services the guest needs up first
+    address_families: Tuple[str, ...] = ()  # socket families QEMU needs (AF_VSOCK for a QGS)
+    summary: Tuple[Tuple[str, str], ...] = ()   # effective values, for comments and reports
+
+
+@dataclass(frozen=True)
+class Firmware:
+    mode: str                 # "bios" (one read-only image), "pflash" (code + vars), "none"
+    code: Optional[str] = None
+    vars: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Kernel:
+    image: Optional[str] = None
+    initrd: Optional[str] = None
+    cmdline: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    id: str
+    path: str
+    format: str
+    bus: str
+    readonly: bool
+    cache: str
+    serial: Optional[str]
+    boot_index: Optional[int]
+
+
+@dataclass(frozen=True)
+class Nic:
+    id: str
+    mode: str                 # user | tap | bridge
+    ifname: Optional[str]     # tap device or bridge name
+    mac: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Console:
+    kind: str                 # stdio | pty | socket | file | none
+    path: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    name: str
+    description: str
+    uuid: str
+    arch: str
+    machine: str
+    cpu: str
+    vcpus: int
+    memory_mib: int
+    emulator: str
+    emulator_default: bool    # found on PATH at launch time
+    confidential: Confidential
+    firmware: Firmware
+    kernel: Kernel
+    disks: Tuple[Disk, ...]
+    nics: Tuple[Nic, ...]
+    console: Console
+    vsock_cid: Optional[int]
+    qmp_socket: Optional[str]
+    sandbox: Optional[str]    # the -sandbox argument, or None
+    extra_args: Tuple[str, ...]
+    options: Tuple[Option, ...]
+    spec_path: str
+    spec_files: Tuple[Tuple[str, str], ...]   # (path, sha256), the spec first
+    settings: dict = field(default_factory=dict, compare=False, hash=False)  # [targets.*] tables
+    warnings: Tuple[str, ...] = ()
+
+    def argv(self) -> List[str]:
+        """The exact emulator argv, emulator first."""
+        words = [self.emulator]
+        for opt in self.options:
+            words.extend(opt.words())
+        return words
+
+    def device_nodes(self) -> List[Tuple[str, str]]:
+        """(path, what for) of every device node QEMU (or its helpers) opens."""
+        nodes = [("/dev/kvm", "KVM")]
+        nodes += [(dev, f"the {self.confidential.title} firmware interface")
+                  for dev in self.confidential.host_devices]
+        if any(n.mode in ("tap", "bridge") for n in self.nics):
+            nodes.append(("/dev/net/tun", "tap networking"))
+        if self.vsock_cid is not None:
+            nodes.append(("/dev/vhost-vsock", "the vsock device"))
+        return nodes
+
+    def host_files(self) -> List[Tuple[str, str]]:
+        """(path, what) of every file that must exist on the host before launch."""
+        out = []
+        if self.firmware.code:
+            out.append((self.firmware.code, "firmware image"))
+        if self.firmware.vars:
+            out.append((self.firmware.vars, "firmware variable store"))
+        if self.kernel.image:
+            out.append((self.kernel.image, "kernel image"))
+        if self.kernel.initrd:
+            out.append((self.kernel.initrd, "initrd"))
+        out += [(d.path, f"disk {d.id}") for d in self.disks]
+        return out

@@ -1,0 +1,69 @@
+"""The bundled JSON Schema: guest.schema.json plus every mechanism's fragment.
+
+The mechanism registry decides which [confidential.*] tables exist, so adding a
+mechanism never touches guest.schema.json. Fragments keep their own $id and are
+embedded under $defs, which makes the bundle one self-contained document that
+editors and validators can use without fetching anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from typing import Dict
+
+
+def _schema_dir() -> str:
+    import cgsc.schema  # the package that holds the .json files, wherever it is installed
+    return os.path.dirname(cgsc.schema.__file__)
+
+
+def _read(name: str) -> dict:
+    with open(os.path.join(_schema_dir(), name), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@lru_cache(maxsize=None)
+def bundled() -> dict:
+    from cgsc.mechanisms import MECHANISMS
+    root = _read("guest.schema.json")
+    mechs = root["properties"]["confidential"]["properties"]
+    for name, mech in MECHANISMS.items():
+        frag_key = "mechanism-" + mech.schema_file.replace(".schema.json", "")
+        if frag_key not in root["$defs"]:
+            root["$defs"][frag_key] = _read(mech.schema_file)
+            del root["$defs"][frag_key]["$schema"]
+        mechs[name] = {"$ref": mech.schema_file,
+                       "description": f"{mech.title} (QEMU object {mech.qom_type})."}
+    return root
+
+
+@lru_cache(maxsize=None)
+def resources() -> Dict[str, dict]:
+    """Every schema resource in the bundle, by $id (to resolve $ref by hand for hints)."""
+    root = bundled()
+    out = {root["$id"]: root}
+    for sub in root["$defs"].values():
+        if "$id" in sub:
+            out[sub["$id"]] = sub
+    return out
+
+
+def resolve(node: dict, base: str) -> dict:
+    """Follow $ref chains from `node` (inside the resource `base`) to the real subschema."""
+    seen = 0
+    while isinstance(node, dict) and "$ref" in node and seen < 10:
+        ref = node["$ref"]
+        target, _, pointer = ref.partition("#")
+        if target:
+            base = base.rsplit("/", 1)[0] + "/" + target
+        node = resources()[base]
+        for part in [p for p in pointer.split("/") if p]:
+            node = node[part]
+        seen += 1
+    return node
+
+
+def dumps() -> str:
+    return json.dumps(bundled(), indent=2, ensure_ascii=False) + "\n"

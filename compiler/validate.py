@@ -1,0 +1,106 @@
+"""Schema validation, with every error turned into a Diagnostic in TOML words."""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from typing import Iterator, List
+
+from cgsc.diagnostics import Diagnostic, error
+from cgsc.spec_schema import bundled, resolve
+
+_TOML_TYPES = {"string": "a string", "integer": "an integer", "number": "a number",
+               "boolean": "a boolean (true or false)", "object": "a table", "array": "an array",
+               "null": "nothing"}
+
+
+@lru_cache(maxsize=None)
+def validator():
+    """One Draft 2020-12 validator per process."""
+    from jsonschema import Draft202012Validator
+    return Draft202012Validator(bundled())
+
+
+def schema_errors(data: dict) -> List[Diagnostic]:
+    out: List[Diagnostic] = []
+    for err in validator().iter_errors(data):
+        out.extend(_convert(err))
+    return out
+
+
+def _toml_type(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date/time"
+
+
+def _show(value) -> str:
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return _toml_type(value)
+    return str(value)
+
+
+def _convert(err) -> Iterator[Diagnostic]:
+    path = tuple(err.absolute_path)
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    kind = err.validator
+    custom = schema.get("x-cgsc-message")
+    instance = err.instance
+    if kind == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        for key in sorted(k for k in instance if k not in schema.get("properties", {})):
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f'did you mean "{close[0]}"? ' if close else ""
+            hint += ("known keys: " + ", ".join(known)) if known else "this table takes no keys"
+            what = "unknown mechanism" if path == ("confidential",) else "unknown key"
+            yield error("CGS-SCHEMA-001", path + (key,), what, hint)
+    elif kind == "required":
+        for key in err.validator_value:
+            if key not in instance:
+                prop = resolve(schema.get("properties", {}).get(key, {}), bundled()["$id"])
+                hint = prop.get("x-cgsc-hint") or prop.get("description", "")
+                where = "the spec" if not path else "this table"
+                yield error("CGS-SCHEMA-002", path + (key,) if not path else path,
+                            f"missing required key \"{key}\" in {where}", hint)
+    elif kind == "type":
+        expected = err.validator_value
+        expected = [expected] if isinstance(expected, str) else expected
+        names = " or ".join(_TOML_TYPES[t] for t in expected)
+        yield error("CGS-SCHEMA-003", path, f"expected {names}, got {_toml_type(instance)}",
+                    schema.get("description", ""))
+    elif kind in ("minProperties", "maxProperties") and path == ("confidential",):
+        found = ", ".join(sorted(instance)) or "none"
+        yield error("CGS-SCHEMA-005", path,
+                    f"needs exactly one mechanism table, found {len(instance)} ({found})",
+                    "keep one of [confidential.sev], [confidential.sev-es], "
+                    "[confidential.sev-snp], [confidential.tdx], [confidential.pef], "
+                    "[confidential.s390-pv]")
+    elif kind == "enum":
+        rule = "CGS-SPEC-001" if path == ("spec-version",) else "CGS-SCHEMA-004"
+        allowed = ", ".join(_show(v) for v in err.validator_value)
+        noun = "versions this cgsc knows" if rule == "CGS-SPEC-001" else "expected one of"
+        yield error(rule, path, f"{_show(instance)} is not allowed; {noun}: {allowed}",
+                    schema.get("description", ""))
+    elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        rng = f"{lo}..{hi}" if lo is not None and hi is not None else (
+            f">= {lo}" if lo is not None else f"<= {hi}")
+        yield error("CGS-SCHEMA-004", path, f"{_show(instance)} is out of range; expected {rng}",
+                    schema.get("description", ""))
+    else:  # pattern, minLength, and anything else: the schema says what it expects
+        expected = custom or schema.get("description") or err.message
+        yield error("CGS-SCHEMA-004", path, f"{_show(instance)} is not valid; expected {expected}")

@@ -1,0 +1,66 @@
+"""Targets turn a LaunchPlan into artifacts. Found through the `cgsc.targets` entry-point
+group; the built-ins are registered there too, and also known here by name so a
+build never pays for scanning installed distributions unless it asks for another target.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Protocol
+
+from cgsc.diagnostics import Diagnostic
+from cgsc.plan import LaunchPlan
+
+GROUP = "cgsc.targets"
+BUILTIN = {"shell": "cgsc.targets.shell", "systemd": "cgsc.targets.systemd",
+           "libvirt": "cgsc.targets.libvirt"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    filename: str
+    content: str
+    mode: int = 0o644
+
+
+class Target(Protocol):
+    name: str
+    summary: str
+
+    def unsupported(self, plan: LaunchPlan) -> Optional[Diagnostic]:
+        """Why this target cannot express the plan (a rule-ID'd diagnostic), or None."""
+
+    def render(self, plan: LaunchPlan) -> List[Artifact]:
+        """The artifacts, rendered in memory."""
+
+
+_loaded: Dict[str, Target] = {}
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+    try:
+        return list(entry_points(group=GROUP))
+    except TypeError:  # Python < 3.10
+        return list(entry_points().get(GROUP, []))
+
+
+def get(name: str) -> Optional[Target]:
+    if name not in _loaded:
+        if name in BUILTIN:
+            _loaded[name] = importlib.import_module(BUILTIN[name]).TARGET
+        else:
+            for ep in _entry_points():
+                if ep.name == name:
+                    _loaded[name] = ep.load()
+                    break
+            else:
+                return None
+    return _loaded[name]
+
+
+def available() -> Dict[str, str]:
+    """name -> summary of every installed target (built-ins first)."""
+    names = list(BUILTIN) + sorted({ep.name for ep in _entry_points()} - set(BUILTIN))
+    return {name: get(name).summary for name in names if get(name) is not None}

@@ -1,0 +1,44 @@
+"""Shell target: out/<name>/<name>.sh, a POSIX sh launch script that execs QEMU."""
+
+from __future__ import annotations
+
+import shlex
+from typing import List, Optional
+
+from cgsc.escape import shell_word
+from cgsc.plan import LaunchPlan
+from cgsc.targets import Artifact
+from cgsc.targets.render import generated_by, template
+
+
+def argv_lines(argv: List[str]) -> List[str]:
+    """`set -- word ...` with one option (and its argument) per line."""
+    lines, current = [], ["set --", shell_word(argv[0])]
+    for word in argv[1:]:
+        if word.startswith("-") and len(current) > 1:
+            lines.append(" ".join(current))
+            current = ["   "]
+        current.append(shell_word(word))
+    lines.append(" ".join(current))
+    return [line + " \\" for line in lines[:-1]] + lines[-1:]
+
+
+class ShellTarget:
+    name = "shell"
+    summary = "POSIX sh launch script (<name>.sh) that checks the host and execs QEMU"
+
+    def unsupported(self, plan: LaunchPlan) -> Optional[object]:
+        return None
+
+    def render(self, plan: LaunchPlan) -> List[Artifact]:
+        argv = plan.argv()
+        writable = [(d.path, f"disk {d.id}") for d in plan.disks if not d.readonly]
+        if plan.firmware.vars:
+            writable.insert(0, (plan.firmware.vars, "firmware variable store"))
+        text = template("launch.sh.j2").render(
+            plan=plan, header=generated_by(plan), command_line=shlex.join(argv),
+            argv_lines=argv_lines(argv), writable=writable)
+        return [Artifact(f"{plan.name}.sh", text, 0o755)]
+
+
+TARGET = ShellTarget()
