@@ -62,3 +62,14 @@ def xml_comment(value: str) -> str:
 def comment_line(value: str) -> str:
     """Text safe on one comment line of any target: control characters shown escaped."""
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in value)
+
+
+def systemd_path_word(value: str) -> str:
+    """One entry of a space-separated path list (ReadWritePaths=, DeviceAllow=...).
+
+    systemd unquotes these (a backslash takes the next character literally) and
+    expands specifiers, but neither splits nor expands `$`.
+    """
+    if "\n" in value or "\r" in value:
+        raise ValueError("systemd settings are one line")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'

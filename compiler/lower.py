@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from cgsc.model import Guest
 from cgsc.plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
@@ -25,7 +25,7 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
     nics = tuple(Nic(f"net{i}", n.mode, n.tap or n.bridge, n.mac, n.model)
                  for i, n in enumerate(guest.nets))
     console = Console(guest.console, guest.console_path)
-    sandbox = _sandbox(guest, nics)
+    sandbox, relaxed = _sandbox(guest, nics)
     emulator = guest.emulator or f"qemu-system-{guest.arch}"
     plan = LaunchPlan(
         name=guest.name, description=guest.description, uuid=guest.uuid, arch=guest.arch,
@@ -33,7 +33,8 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
         memory_mib=guest.memory_mib, emulator=emulator,
         emulator_default=guest.emulator is None, confidential=cgs, firmware=firmware,
         kernel=kernel, disks=disks, nics=nics, console=console, vsock_cid=guest.vsock_cid,
-        qmp_socket=guest.qmp_socket, sandbox=sandbox, extra_args=guest.extra_args,
+        qmp_socket=guest.qmp_socket, sandbox=sandbox, sandbox_relaxed=relaxed,
+        extra_args=guest.extra_args,
         options=(), spec_path=spec_path, spec_files=tuple(spec_files),
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt},
     )
@@ -53,13 +54,19 @@ def _firmware(g: Guest) -> Firmware:
     return Firmware("bios", g.firmware_code)
 
 
-def _sandbox(g: Guest, nics) -> str:
+def _sandbox(g: Guest, nics) -> Tuple[Optional[str], Tuple[str, ...]]:
+    """The -sandbox argument and why any part of it is relaxed."""
     if not g.sandbox:
-        return None
+        return None, ()
     props = dict(SANDBOX)
+    why: Tuple[str, ...] = ()
     if any(n.mode == "bridge" for n in nics):
-        props["spawn"] = "allow"   # -netdev bridge runs qemu-bridge-helper
-    return Opts("on", tuple(props.items())).render()
+        # QEMU's filter is inherited across exec: the setuid helper must be able to
+        # start (spawn) and to drop from root to the caller's uid (set*uid).
+        props["spawn"] = props["elevateprivileges"] = "allow"
+        why = ("-netdev bridge execs the setuid qemu-bridge-helper, so the sandbox allows "
+               "spawn and elevateprivileges",)
+    return Opts("on", tuple(props.items())).render(), why
 
 
 def _options(p: LaunchPlan) -> List[Option]:

@@ -115,6 +115,7 @@ class LaunchPlan:
     vsock_cid: Optional[int]
     qmp_socket: Optional[str]
     sandbox: Optional[str]    # the -sandbox argument, or None
+    sandbox_relaxed: Tuple[str, ...]   # why parts of the sandbox are allowed
     extra_args: Tuple[str, ...]
     options: Tuple[Option, ...]
     spec_path: str

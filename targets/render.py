@@ -20,7 +20,8 @@ def environment():
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True)
     env.filters.update(sh=escape.shell_word, sdexec=escape.systemd_exec_word,
-                       sdvalue=escape.systemd_value, comment=comment_line)
+                       sdvalue=escape.systemd_value, sdpath=escape.systemd_path_word,
+                       comment=comment_line)
     return env
 
 
