@@ -91,6 +91,9 @@ class QemuObject:
     props: Tuple[Prop, ...] = ()
     json_form: bool = False
 
+    def get(self, key: str, default: object = None) -> object:
+        return dict(self.props).get(key, default)
+
     def option(self) -> "Option":
         head = (("qom-type", self.qom_type), ("id", self.id))
         if self.json_form:

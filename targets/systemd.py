@@ -176,7 +176,8 @@ def _sandbox(plan: LaunchPlan) -> List[Entry]:
     out.append(("RestrictAddressFamilies", " ".join(_dedupe(families)), "; ".join(why)))
     if not user_net:
         out.append(("IPAddressDeny", "any", "no IP sockets are needed (tap traffic is not a socket)"))
-    if not plan.nics and "AF_VSOCK" not in families:
+    # vsock may be namespaced on newer kernels: keep the host's network namespace for it.
+    if not plan.nics and plan.vsock_cid is None and "AF_VSOCK" not in families:
         out.append(("PrivateNetwork", "yes", ""))
     return out
 

@@ -1,0 +1,207 @@
+"""Test helpers: spec discovery, real-consumer oracles (QAPI schema, systemd splitter)."""
+
+from __future__ import annotations
+
+import ast
+import glob
+import io
+import os
+import re
+from contextlib import redirect_stderr, redirect_stdout
+from typing import Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.toml"))) + sorted(
+    glob.glob(os.path.join(ROOT, "examples", "fleet", "web-*.toml")))
+CASES = sorted(glob.glob(os.path.join(ROOT, "tests", "cases", "*.toml")))
+INVALID = sorted(glob.glob(os.path.join(ROOT, "tests", "invalid", "*.toml")))
+VALID_SPECS = EXAMPLES + CASES
+
+
+def rel(path: str) -> str:
+    return os.path.relpath(path, ROOT)
+
+
+def run_cli(*argv: str) -> Tuple[int, str, str]:
+    """cgsc in-process: (exit status, stdout, stderr)."""
+    from cgsc.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def compile_plan(path: str):
+    from cgsc.compile import compile_spec
+    return compile_spec(path).plan
+
+
+def render(path: str, target: str) -> str:
+    from cgsc import targets
+    plan = compile_plan(path)
+    (artifact,) = targets.get(target).render(plan)
+    return artifact.content
+
+
+def assertions(path: str, keyword: str) -> List[str]:
+    """The `## keyword ...` lines of a spec (quadlet-style assertion comments)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return [line[len("## " + keyword):].strip() for line in fh
+                if line.startswith("## " + keyword + " ") or line.rstrip() == "## " + keyword]
+
+
+# -- QAPI: the upstream schema is the oracle for objects Debian's QEMU 7.2 lacks ---------
+
+class QapiSchema:
+    """Reads QEMU's QAPI .json files (Python-literal syntax with # comments)."""
+
+    def __init__(self, directory: str):
+        self.types: Dict[str, dict] = {}
+        for name in ("qom.json", "common.json", "sockets.json"):
+            with open(os.path.join(directory, name), encoding="utf-8") as fh:
+                text = "\n".join(l for l in fh.read().splitlines() if not l.lstrip().startswith("#"))
+            for chunk in re.split(r"\n(?=\{)", text):
+                chunk = chunk.strip()
+                if chunk.startswith("{"):
+                    expr = ast.literal_eval(chunk)
+                    key = next(k for k in ("struct", "enum", "union", "alternate", "command", "event",
+                                           "include", "pragma") if k in expr)
+                    if key in ("struct", "enum", "union", "alternate"):
+                        self.types[expr[key]] = expr
+
+    def object_members(self, qom_type: str) -> Optional[Dict[str, str]]:
+        """member -> QAPI type for an -object type; None when the type takes no properties."""
+        options = self.types["ObjectOptions"]
+        if qom_type not in self.types["ObjectType"]["data"] and not any(
+                isinstance(v, dict) and v.get("name") == qom_type for v in self.types["ObjectType"]["data"]):
+            raise KeyError(f"{qom_type} is not a QAPI ObjectType")
+        struct = options["data"].get(qom_type)
+        if struct is None:
+            return None
+        struct = struct["type"] if isinstance(struct, dict) else struct
+        return self.struct_members(struct)
+
+    def struct_members(self, name: str) -> Dict[str, str]:
+        s = self.types[name]
+        members = self.struct_members(s["base"]) if "base" in s else {}
+        for key, typ in s["data"].items():
+            typ = typ["type"] if isinstance(typ, dict) else typ
+            members[key.lstrip("*")] = typ
+        return members
+
+
+def qapi_accepts(qapi: QapiSchema, typ: str, value) -> bool:
+    """Does a value as cgsc emits it fit a QAPI type?"""
+    if typ in ("uint32", "uint64", "int", "uint8", "uint16", "int64", "size"):
+        if isinstance(value, str):
+            value = int(value, 0)
+        bits = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "size": 64}.get(typ, 63)
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** bits
+    if typ == "bool":
+        return value in (True, False, "on", "off")
+    if typ == "str":
+        return isinstance(value, str)
+    t = qapi.types.get(typ, {})
+    if "enum" in t:
+        return value in [v if isinstance(v, str) else v["name"] for v in t["data"]]
+    if "union" in t:  # SocketAddress: a discriminated union
+        disc = value.get(t["discriminator"])
+        branch = t["data"].get(disc)
+        if branch is None:
+            return False
+        members = qapi.struct_members(branch if isinstance(branch, str) else branch["type"])
+        return all(k in members and qapi_accepts(qapi, members[k], v) for k, v in value.items()
+                   if k != t["discriminator"])
+    return False
+
+
+# -- systemd: Exec*= command-line splitting, from systemd.service(5) "Command lines" ------
+
+_C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+              "\\": "\\", '"': '"', "'": "'", "s": " "}
+
+
+def systemd_split(line: str) -> List[str]:
+    """Split an ExecStart= value the way systemd does (specifiers, quotes, C escapes, $$)."""
+    # 1. specifiers are expanded on the whole value first; cgsc only ever writes %%.
+    out, i = "", 0
+    while i < len(line):
+        if line[i] == "%":
+            if line[i + 1:i + 2] != "%":
+                raise ValueError(f"unexpected specifier at {i}: {line[i:i + 2]!r}")
+            out += "%"
+            i += 2
+        else:
+            out += line[i]
+            i += 1
+    # 2. words: whitespace-separated, quotes wrap a whole item, C escapes everywhere.
+    words, i, text = [], 0, out
+    while True:
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        if i >= len(text):
+            break
+        if text[i] == ";" and (i + 1 == len(text) or text[i + 1] in " \t"):
+            raise ValueError("unquoted ; is a command separator")
+        word, quote = "", None
+        if text[i] in "\"'":
+            quote = text[i]
+            i += 1
+        while i < len(text):
+            c = text[i]
+            if quote and c == quote:
+                i += 1
+                if i < len(text) and text[i] not in " \t":
+                    raise ValueError("closing quote must be followed by whitespace")
+                quote = None
+                break
+            if not quote and c in " \t":
+                break
+            if c == "\\":
+                nxt = text[i + 1:i + 2]
+                if nxt in _C_ESCAPES:
+                    word += _C_ESCAPES[nxt]
+                    i += 2
+                elif nxt == "x":
+                    word += chr(int(text[i + 2:i + 4], 16))
+                    i += 4
+                elif nxt and nxt in "01234567":
+                    word += chr(int(text[i + 1:i + 4], 8))
+                    i += 4
+                elif nxt == "u":
+                    word += chr(int(text[i + 2:i + 6], 16))
+                    i += 6
+                elif nxt == "U":
+                    word += chr(int(text[i + 2:i + 10], 16))
+                    i += 10
+                else:
+                    raise ValueError(f"unknown escape \\{nxt}")
+                continue
+            word += c
+            i += 1
+        if quote:
+            raise ValueError("unterminated quote")
+        words.append(word)
+    # 3. environment variables at exec time: $$ is a literal $, anything else a variable.
+    result = []
+    for w in words:
+        if re.search(r"(?<!\$)\$(?!\$)", w.replace("$$", "")):
+            raise ValueError(f"variable reference in {w!r}")
+        result.append(w.replace("$$", "$"))
+    return result
+
+
+def exec_start(unit_text: str) -> List[str]:
+    lines = [l for l in unit_text.splitlines() if l.startswith("ExecStart=")]
+    assert len(lines) == 1, lines
+    return systemd_split(lines[0][len("ExecStart="):])
+
+
+def unit_values(unit_text: str, section: str, key: str) -> List[str]:
+    current, out = None, []
+    for line in unit_text.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif current == section and line.startswith(key + "="):
+            out.append(line[len(key) + 1:])
+    return out

@@ -1,0 +1,118 @@
+"""The command line: exit statuses, usage, schema, targets, internal errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import EXAMPLES, run_cli
+
+import cgsc
+
+
+def test_version():
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"cgsc {cgsc.__version__}"
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["build"], ["build", "--bogus", "x.toml"]])
+def test_usage_errors_exit_2(argv):
+    code, _out, err = run_cli(*argv)
+    assert code == 2
+    assert "usage" in err.lower()
+
+
+def test_missing_spec_file_is_a_spec_error_not_a_crash(tmp_path):
+    code, _out, err = run_cli("validate", str(tmp_path / "nope.toml"))
+    assert code == 1 and "CGS-LOAD-001" in err and "Traceback" not in err
+
+
+def test_internal_error_exits_3_with_a_bug_message(monkeypatch):
+    import cgsc.compile
+
+    def boom(path):
+        raise RuntimeError("kaputt")
+    monkeypatch.setattr(cgsc.compile, "compile_spec", boom)
+    code, _out, err = run_cli("validate", EXAMPLES[0])
+    assert code == 3 and "This is a bug" in err and "Traceback" not in err
+    code, _out, err = run_cli("--debug", "validate", EXAMPLES[0])
+    assert code == 3 and "Traceback" in err and "kaputt" in err
+
+
+def test_validate_writes_nothing_and_says_valid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = run_cli("validate", *EXAMPLES)
+    assert code == 0 and f"{len(EXAMPLES)} specs valid" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_targets_lists_the_builtins_in_order():
+    code, out, _ = run_cli("targets")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()][:3] == ["shell", "systemd", "libvirt"]
+
+
+def test_unknown_target_is_refused_with_a_rule_id(tmp_path):
+    code, _out, err = run_cli("build", EXAMPLES[0], "-t", "nosuch", "-o", str(tmp_path))
+    assert code == 1 and "CGS-TARGET-001" in err and "no target named 'nosuch'" in err
+
+
+def test_schema_is_a_valid_draft_2020_12_schema_with_descriptions_everywhere():
+    from jsonschema import Draft202012Validator
+    code, out, _ = run_cli("schema")
+    assert code == 0
+    schema = json.loads(out)
+    Draft202012Validator.check_schema(schema)
+    by_file = {d["$id"].rsplit("/", 1)[1]: d for d in schema["$defs"].values() if "$id" in d}
+    by_file["guest.schema.json"] = schema
+    missing = []
+
+    def described(node) -> bool:
+        while "description" not in node and "$ref" in node:
+            target, _, pointer = node["$ref"].partition("#")
+            node = by_file[target] if target else schema
+            for part in filter(None, pointer.split("/")):
+                node = node[part]
+        return "description" in node
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for key, sub in node.get("properties", {}).items():
+                if not described(sub):
+                    missing.append(f"{where}.{key}")
+                walk(sub, f"{where}.{key}")
+            for key, sub in node.items():
+                if key != "properties":
+                    walk(sub, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{where}[{i}]")
+    walk(schema, "")
+    assert not missing
+    assert set(schema["properties"]["confidential"]["properties"]) == {
+        "sev", "sev-es", "sev-snp", "tdx", "pef", "s390-pv"}
+
+
+def test_objects_reject_unknown_keys_everywhere():
+    schema = json.loads(run_cli("schema")[1])
+    open_objects = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if "object" in (node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]):
+                if node.get("additionalProperties") is not False:
+                    open_objects.append(where)
+            for key, sub in node.items():
+                walk(sub, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{where}[{i}]")
+    walk(schema, "#")
+    assert not open_objects
+
+
+def test_python_dash_m_works():
+    result = subprocess.run([sys.executable, "-m", "cgsc", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"cgsc {cgsc.__version__}"
