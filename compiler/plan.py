@@ -48,6 +48,7 @@ class Confidential:
     libvirt_passthrough: Tuple[str, ...] = ()   # QEMU args for what libvirt cannot say
     libvirt_note: str = ""               # why passthrough is used, said in the XML
     libvirt_unsupported: str = ""        # why libvirt cannot express this guest at all
+    libvirt_unsupported_key: str = ""    # the key (in the mechanism's table) that causes it
     systemd_after: Tuple[str, ...] = ()  # host services the guest needs up first
     address_families: Tuple[str, ...] = ()  # socket families QEMU needs (AF_VSOCK for a QGS)
     summary: Tuple[Tuple[str, str], ...] = ()   # effective values, for comments and reports

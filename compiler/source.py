@@ -40,8 +40,8 @@ class Source:
             if src is not None:
                 line = src.lines.get(path) or _nearest_line(src.lines, path)
                 return d.located(src.path, line)
-            if not path:
-                return d.located(self.path, 0)
+            if not path:  # a file-level problem (missing top-level key): the first line
+                return d.located(self.path, 1)
             path = path[:-1]
 
 
@@ -64,8 +64,9 @@ def _parse(path: str) -> Tuple[dict, SourceFile]:
         text = raw.decode("utf-8")
         data = tomllib.loads(text)
     except UnicodeDecodeError as exc:
-        raise SpecError([error("CGS-LOAD-002", (), f"not UTF-8 text ({exc.reason})",
-                               "TOML files are UTF-8").located(path, 0)])
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError([error("CGS-LOAD-002", (), f"not UTF-8 text (byte {raw[exc.start]:#04x})",
+                               "TOML files are UTF-8; re-encode the file").located(path, line)])
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([_syntax_error(path, exc)])
     src = SourceFile(path, hashlib.sha256(raw).hexdigest(), key_lines(text))
@@ -143,7 +144,7 @@ def load(path: str) -> Source:
             raise SpecError([error("CGS-SCHEMA-003", ("extends",),
                                    "expected a string (path of the base spec)")
                              .located(src.path, src.lines.get(("extends",), 0))])
-        nxt = os.path.join(os.path.dirname(current), base)
+        nxt = os.path.normpath(os.path.join(os.path.dirname(current), base))
         if not os.path.isfile(nxt):
             raise SpecError([error("CGS-LOAD-005", ("extends",),
                                    f"base spec {base!r} not found (looked for {nxt})",

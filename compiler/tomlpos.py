@@ -88,6 +88,8 @@ class _Scanner:
             self.array_tables[parent] = self.array_tables.get(parent, -1) + 1
             self.record(parent, line)
         path = self.resolve(keys)
+        for i in range(1, len(keys)):  # [a.b.c] also defines a and a.b
+            self.record(self.resolve(keys[:i]), line)
         self.record(path, line)
         return path
 

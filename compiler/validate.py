@@ -84,7 +84,8 @@ def _convert(err) -> Iterator[Diagnostic]:
                     schema.get("description", ""))
     elif kind in ("minProperties", "maxProperties") and path == ("confidential",):
         found = ", ".join(sorted(instance)) or "none"
-        yield error("CGS-SCHEMA-005", path,
+        extra = list(instance)[1:2]  # point at the second table, not the first
+        yield error("CGS-SCHEMA-005", path + tuple(extra),
                     f"needs exactly one mechanism table, found {len(instance)} ({found})",
                     "keep one of [confidential.sev], [confidential.sev-es], "
                     "[confidential.sev-snp], [confidential.tdx], [confidential.pef], "

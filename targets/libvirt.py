@@ -45,7 +45,8 @@ class LibvirtTarget:
         cgs = plan.confidential
         mech = ("confidential", cgs.mechanism)
         if cgs.libvirt_unsupported:
-            return NOT_EXPRESSIBLE.error(mech, cgs.libvirt_unsupported,
+            key = (cgs.libvirt_unsupported_key,) if cgs.libvirt_unsupported_key else ()
+            return NOT_EXPRESSIBLE.error(mech + key, cgs.libvirt_unsupported,
                                          "build the shell and systemd targets only "
                                          "([targets] build = [\"shell\", \"systemd\"])")
         if not plan.settings["libvirt"].allow_passthrough and _passthrough(plan):

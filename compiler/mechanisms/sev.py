@@ -16,10 +16,7 @@ RESERVED = 0xFFC0   # bits 6-15
 FLAGS = {"debug": (0, False), "key-sharing": (1, False), "send": (3, False),
          "domain": (4, True), "sev-only": (5, True)}
 FIELDS = {"api-major": 16, "api-minor": 24}
-BIT_NAMES = {0: "NODBG (debugging not allowed)", 1: "NOKS (no key sharing)",
-             2: "ES (SEV-ES required)", 3: "NOSEND (may not be sent)",
-             4: "DOMAIN (send only within the domain)", 5: "SEV (send only to SEV platforms)"}
-
+SESSION_FILES = ("dh-cert-file", "session-file")
 ES_UNDER_SEV = Rule(
     "CGS-SEV-001", "policy bit 2 (SEV-ES) is set under [confidential.sev]",
     "QEMU turns a sev-guest into an SEV-ES guest when policy bit 2 is set. cgsc keeps "
@@ -79,6 +76,7 @@ class Sev(Mechanism):
             libvirt_security=amd.launch_security("sev", cfg, policy),
             libvirt_features=(Element("smm", (("state", "off"),)),) if self.es else (),
             libvirt_unsupported=_libvirt_unsupported(cfg),
+            libvirt_unsupported_key=next((k for k in SESSION_FILES if k in cfg), ""),
             summary=(("policy", f"{policy:#06x}"),),
         )
 
@@ -86,7 +84,7 @@ class Sev(Mechanism):
 def _libvirt_unsupported(cfg: dict) -> str:
     # libvirt takes the base64 content inline, and cgsc never reads host files at build
     # time; dropping the launch session silently would break the owner's attestation.
-    files = [k for k in ("dh-cert-file", "session-file") if k in cfg]
+    files = [k for k in SESSION_FILES if k in cfg]
     if not files:
         return ""
     return (f"{' and '.join(files)} name files, but libvirt wants their base64 content "

@@ -120,6 +120,7 @@ class Tdx(Mechanism):
                               Element("pmu", (("state", "off"),)),
                               Element("ioapic", (("driver", "qemu"),))),
             libvirt_unsupported=unsupported,
+            libvirt_unsupported_key="quote-generation-socket" if unsupported else "",
             systemd_after=after, address_families=families,
             summary=(("attributes", f"{attributes:#x}"),),
         )

@@ -1,0 +1,77 @@
+"""tests/invalid/<RULE>.toml: one spec per rule, each refused with the right file:line and key.
+
+`## expect: [FILE:]LINE KEY.PATH RULE "phrase"` lines say what the diagnostics must say
+(FILE defaults to the spec itself; LINE 0: the file has no line); `## args:` replaces the
+spec argument (multi-file cases).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+
+import pytest
+from helpers import CASES, INVALID, ROOT, assertions, run_cli
+
+import cgsc.build  # noqa: F401  (their modules register the target and fleet rules)
+import cgsc.checks  # noqa: F401
+import cgsc.targets.libvirt  # noqa: F401
+from cgsc.rules import CATALOGUE
+
+INVALID_DIR = os.path.join(ROOT, "tests", "invalid")
+
+
+def _expectations(spec):
+    out = []
+    for line in assertions(spec, "expect:"):
+        m = re.fullmatch(r'(?:(\S+):)?(\d+) (\S+(?: level\))?) (CGS-[A-Z0-9]+-\d{3}) "(.*)"', line)
+        assert m, f"malformed expect line: {line}"
+        out.append((m.group(1), int(m.group(2)), m.group(3), m.group(4),
+                    m.group(5).replace('\\"', '"')))
+    return out
+
+
+@pytest.mark.parametrize("spec", INVALID, ids=os.path.basename)
+def test_invalid_spec_is_refused_with_located_messages(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(INVALID_DIR)
+    name = os.path.basename(spec)
+    args = (assertions(spec, "args:") or [name])[0]
+    out_dir = tmp_path / "out"
+    code, stdout, err = run_cli("build", *shlex.split(args), "-o", str(out_dir))
+    assert code == 1, err
+    assert "Traceback" not in err and stdout == ""
+    assert not out_dir.exists(), "an invalid build must write nothing"
+    expected = _expectations(spec)
+    assert expected, "every invalid spec says what it expects"
+    rule_of_file = name[:-len(".toml")]
+    assert any(rule == rule_of_file for _f, _l, _p, rule, _m in expected)
+    lines = err.splitlines()
+    for file_name, line_no, path, rule, phrase in expected:
+        file_name = file_name or shlex.split(args)[0]
+        where = re.escape(file_name) + (f":{line_no}(:\\d+)?" if line_no else "")
+        pattern = f"^{where}: {re.escape(path)}: .*{re.escape(phrase)}.* \\[{rule}\\]$"
+        assert any(re.match(pattern, l) for l in lines), f"no line matches {pattern!r} in:\n{err}"
+    # every diagnostic line has the shape file:line: key.path: message [RULE]
+    for l in lines:
+        if l.startswith(("  hint: ", "cgsc: ")):
+            continue
+        assert re.match(r"^\S.*?(:\d+(:\d+)?)?: \S+.*: .+ \[CGS-[A-Z0-9]+-\d{3}\]$", l), l
+
+
+def test_every_rule_has_a_test():
+    covered = {os.path.basename(s)[:-len(".toml")] for s in INVALID}
+    for case in CASES:
+        covered.update(assertions(case, "assert-warning"))
+    assert sorted(set(CATALOGUE) - covered) == []
+
+
+def test_errors_come_all_at_once_sorted_by_line(monkeypatch):
+    monkeypatch.chdir(INVALID_DIR)
+    code, _out, err = run_cli("validate", "CGS-SCHEMA-004.toml", "CGS-SNP-003.toml")
+    assert code == 1
+    located = [l for l in err.splitlines() if l.startswith("CGS-")]
+    assert len(located) == 7
+    assert err.rstrip().endswith("cgsc: 7 errors; nothing written")
+    schema_lines = [int(l.split(":")[1]) for l in located if l.startswith("CGS-SCHEMA-004")]
+    assert schema_lines == sorted(schema_lines)
