@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import glob
 import io
+import json
 import os
 import re
 from contextlib import redirect_stderr, redirect_stdout
@@ -58,12 +58,14 @@ class QapiSchema:
     def __init__(self, directory: str):
         self.types: Dict[str, dict] = {}
         for name in ("qom.json", "common.json", "sockets.json"):
+            if not os.path.exists(os.path.join(directory, name)):
+                continue  # v7.2.0/ carries only what it needs
             with open(os.path.join(directory, name), encoding="utf-8") as fh:
                 text = "\n".join(l for l in fh.read().splitlines() if not l.lstrip().startswith("#"))
             for chunk in re.split(r"\n(?=\{)", text):
                 chunk = chunk.strip()
                 if chunk.startswith("{"):
-                    expr = ast.literal_eval(chunk)
+                    expr = json.loads(chunk.replace("'", '"'))  # QAPI is JSON with single quotes
                     key = next(k for k in ("struct", "enum", "union", "alternate", "command", "event",
                                            "include", "pragma") if k in expr)
                     if key in ("struct", "enum", "union", "alternate"):
@@ -94,7 +96,10 @@ def qapi_accepts(qapi: QapiSchema, typ: str, value) -> bool:
     """Does a value as cgsc emits it fit a QAPI type?"""
     if typ in ("uint32", "uint64", "int", "uint8", "uint16", "int64", "size"):
         if isinstance(value, str):
-            value = int(value, 0)
+            try:
+                value = int(value, 0)
+            except ValueError:
+                return False
         bits = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "size": 64}.get(typ, 63)
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** bits
     if typ == "bool":
