@@ -123,7 +123,7 @@ def qapi_accepts(qapi: QapiSchema, typ: str, value) -> bool:
 # -- systemd: Exec*= command-line splitting, from systemd.service(5) "Command lines" ------
 
 _C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-              "\\": "\\", '"': '"', "'": "'", "s": " "}
+              "\\": "\\", '"': '"', "'": "'", "s": " ", ";": ";"}
 
 
 def systemd_split(line: str) -> List[str]:
