@@ -126,8 +126,9 @@ _C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", 
               "\\": "\\", '"': '"', "'": "'", "s": " ", ";": ";"}
 
 
-def systemd_split(line: str) -> List[str]:
-    """Split an ExecStart= value the way systemd does (specifiers, quotes, C escapes, $$)."""
+def systemd_split(line: str, exec_line: bool = True) -> List[str]:
+    """Split an ExecStart= value the way systemd does (specifiers, quotes, C escapes, $$).
+    exec_line=False: a path list (ReadWritePaths=...), where $ is not special."""
     # 1. specifiers are expanded on the whole value first; cgsc only ever writes %%.
     out, i = "", 0
     while i < len(line):
@@ -187,6 +188,8 @@ def systemd_split(line: str) -> List[str]:
         if quote:
             raise ValueError("unterminated quote")
         words.append(word)
+    if not exec_line:
+        return words
     # 3. environment variables at exec time: $$ is a literal $, anything else a variable.
     result = []
     for w in words:

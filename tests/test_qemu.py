@@ -200,3 +200,16 @@ def test_the_full_start_check_can_fail(tool, tmp_path):
 
 def test_full_start_covers_at_least_two_specs():
     assert len(FULL_START) >= 2, FULL_START
+
+
+def test_qemu_opens_exactly_the_hostile_disk_path(tool, tmp_path):
+    """QEMU opens -drive files before -preconfig stops: with the image missing, its error
+    names the path it tried, which must be the spec's path to the byte (commas undoubled)."""
+    spec = [s for s in VALID_SPECS if s.endswith("hostile-values.toml")][0]
+    plan = relocated(spec, str(tmp_path / "r"))
+    materialize(plan)
+    assert run_qemu(tcg_argv(plan), preconfig=True).returncode == 0
+    os.unlink(plan.disks[0].path)
+    result = run_qemu(tcg_argv(plan), preconfig=True)
+    assert result.returncode == 1
+    assert f"Could not open '{plan.disks[0].path}': No such file or directory" in result.stderr
