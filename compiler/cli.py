@@ -103,8 +103,11 @@ def _build(args) -> int:
         return EXIT_OK
     for o in outputs:
         write_guest(args.output, o)
-        names = ", ".join(sorted(files_for(o)))
-        print(f"cgsc: {args.output}/{o.name}/: {names}", file=sys.stderr)
+    if len(outputs) == 1:
+        names = ", ".join(sorted(files_for(outputs[0])))
+        print(f"cgsc: {args.output}/{outputs[0].name}/: {names}", file=sys.stderr)
+    else:
+        print(f"cgsc: {len(outputs)} guests written under {args.output}/", file=sys.stderr)
     return EXIT_OK
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from cgsc.diagnostics import ERROR, Diagnostic, SpecError
@@ -38,5 +38,5 @@ def compile_spec(path: str) -> Compiled:
     spec_files = [(f.path, f.sha256) for f in source.files]
     plan = lower(guest, path, spec_files)
     warnings = tuple(found)
-    plan = replace(plan, warnings=tuple(d.render() for d in warnings))
+    plan = plan._replace(warnings=tuple(d.render() for d in warnings))
     return Compiled(plan, warnings, guest.build_targets, source.locate)

@@ -15,6 +15,8 @@ def shell_word(value: str) -> str:
 
 _SYSTEMD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r",
                     "%": "%%", "$": "$$"}
+_SYSTEMD_TABLE = str.maketrans({**{chr(c): f"\\x{c:02x}" for c in list(range(0x20)) + [0x7F]},
+                                **_SYSTEMD_ESCAPES})
 
 
 def systemd_exec_word(value: str) -> str:
@@ -24,15 +26,7 @@ def systemd_exec_word(value: str) -> str:
     `-@:+!` from being prefixes. Inside quotes systemd applies C unescaping, then `%`
     specifiers and `$` variables, hence the doubling.
     """
-    out = []
-    for ch in value:
-        if ch in _SYSTEMD_ESCAPES:
-            out.append(_SYSTEMD_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+    return '"' + value.translate(_SYSTEMD_TABLE) + '"'
 
 
 def systemd_value(value: str) -> str:
@@ -61,6 +55,8 @@ def xml_comment(value: str) -> str:
 
 def comment_line(value: str) -> str:
     """Text safe on one comment line of any target: control characters shown escaped."""
+    if value.isprintable():
+        return value
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in value)
 
 

@@ -38,12 +38,7 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
         options=(), spec_path=spec_path, spec_files=tuple(spec_files),
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt},
     )
-    return _replace_options(plan, tuple(_options(plan)))
-
-
-def _replace_options(plan: LaunchPlan, options: Tuple[Option, ...]) -> LaunchPlan:
-    from dataclasses import replace
-    return replace(plan, options=options)
+    return plan._replace(options=tuple(_options(plan)))
 
 
 def _firmware(g: Guest) -> Firmware:

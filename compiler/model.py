@@ -1,4 +1,5 @@
 """The typed guest model: schema-valid data with units, defaults and derived values resolved.
+Immutable records (NamedTuples, see cgsc.plan).
 
 After `normalize` nothing looks at raw dicts. Mechanism tables are normalized by
 their own mechanism module.
@@ -6,8 +7,7 @@ their own mechanism module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from cgsc.mechanisms import MECHANISMS, Mechanism
 from cgsc.units import derived_mac, derived_uuid, memory_mib
@@ -15,8 +15,7 @@ from cgsc.units import derived_mac, derived_uuid, memory_mib
 DEFAULT_MACHINE = {"x86_64": "q35", "ppc64": "pseries", "s390x": "s390-ccw-virtio"}
 
 
-@dataclass(frozen=True)
-class DiskSpec:
+class DiskSpec(NamedTuple):
     path: str
     format: str
     bus: str = "virtio"
@@ -25,8 +24,7 @@ class DiskSpec:
     serial: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class NetSpec:
+class NetSpec(NamedTuple):
     mode: str
     tap: Optional[str]
     bridge: Optional[str]
@@ -35,8 +33,7 @@ class NetSpec:
     model: str = "virtio"
 
 
-@dataclass(frozen=True)
-class SystemdSettings:
+class SystemdSettings(NamedTuple):
     unit_name: Optional[str] = None
     user: Optional[str] = None
     group: Optional[str] = None
@@ -47,14 +44,12 @@ class SystemdSettings:
     environment_file: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class LibvirtSettings:
+class LibvirtSettings(NamedTuple):
     domain_type: str = "kvm"
     allow_passthrough: bool = True
 
 
-@dataclass(frozen=True)
-class Guest:
+class Guest(NamedTuple):
     name: str
     description: str
     arch: str

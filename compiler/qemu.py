@@ -8,8 +8,7 @@ through `keyval_escape` and nothing else builds these strings.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
 
 class Hex(int):
@@ -56,8 +55,7 @@ def _keyval_value(value: object) -> str:
 Prop = Tuple[str, object]
 
 
-@dataclass(frozen=True)
-class Opts:
+class Opts(NamedTuple):
     """`head,key=value,...`: the key=value form (-machine, -device, -object, ...)."""
     head: Optional[str]
     props: Tuple[Prop, ...] = ()
@@ -71,8 +69,7 @@ class Opts:
         return dict(self.props).get(key, default)
 
 
-@dataclass(frozen=True)
-class JsonOpts:
+class JsonOpts(NamedTuple):
     """The JSON form of an option (needed when a property nests, e.g. TDX's QGS address)."""
     props: Tuple[Prop, ...]
 
@@ -83,8 +80,7 @@ class JsonOpts:
         return dict(self.props).get(key, default)
 
 
-@dataclass(frozen=True)
-class QemuObject:
+class QemuObject(NamedTuple):
     """A QOM object (-object): its type, id and properties in emission order."""
     qom_type: str
     id: str
@@ -101,8 +97,7 @@ class QemuObject:
         return Option("-object", Opts(self.qom_type, (("id", self.id),) + self.props))
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One command-line option and its (optional) argument."""
     flag: str
     value: Union[Opts, JsonOpts, str, None] = None

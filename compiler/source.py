@@ -17,11 +17,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-@dataclass(frozen=True)
 class SourceFile:
-    path: str          # as the user (or the extends chain) named it
-    sha256: str
-    lines: Dict[KeyPath, int]
+    """One parsed file. Its key -> line index is built only when a diagnostic needs it."""
+
+    def __init__(self, path: str, sha256: str, text: str):
+        self.path = path          # as the user (or the extends chain) named it
+        self.sha256 = sha256
+        self._text = text
+        self._lines = None
+
+    @property
+    def lines(self) -> Dict[KeyPath, int]:
+        if self._lines is None:
+            self._lines = key_lines(self._text)
+        return self._lines
 
 
 @dataclass
@@ -69,7 +78,7 @@ def _parse(path: str) -> Tuple[dict, SourceFile]:
                                "TOML files are UTF-8; re-encode the file").located(path, line)])
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([_syntax_error(path, exc)])
-    src = SourceFile(path, hashlib.sha256(raw).hexdigest(), key_lines(text))
+    src = SourceFile(path, hashlib.sha256(raw).hexdigest(), text)
     return data, src
 
 

@@ -54,15 +54,44 @@ def resolve(node: dict, base: str) -> dict:
     """Follow $ref chains from `node` (inside the resource `base`) to the real subschema."""
     seen = 0
     while isinstance(node, dict) and "$ref" in node and seen < 10:
-        ref = node["$ref"]
-        target, _, pointer = ref.partition("#")
-        if target:
-            base = base.rsplit("/", 1)[0] + "/" + target
-        node = resources()[base]
-        for part in [p for p in pointer.split("/") if p]:
-            node = node[part]
+        node, base = _lookup(node["$ref"], base)
         seen += 1
     return node
+
+
+@lru_cache(maxsize=None)
+def inlined() -> dict:
+    """The bundle with every $ref replaced by its target (the schema has no recursion).
+    Same meaning, but validation no longer resolves references on every instance."""
+    root = bundled()
+
+    def expand(node, base):
+        if isinstance(node, list):
+            return [expand(x, base) for x in node]
+        if not isinstance(node, dict):
+            return node
+        base = node.get("$id", base)
+        if "$ref" in node:
+            target, target_base = _lookup(node["$ref"], base)
+            merged = dict(expand(target, target_base))
+            merged.update({k: expand(v, base) for k, v in node.items() if k != "$ref"})
+            merged.pop("$id", None)
+            return merged
+        return {k: expand(v, base) for k, v in node.items() if k != "$defs"}
+
+    out = expand(root, root["$id"])
+    out["$schema"] = root["$schema"]
+    return out
+
+
+def _lookup(ref: str, base: str):
+    target, _, pointer = ref.partition("#")
+    if target:
+        base = base.rsplit("/", 1)[0] + "/" + target
+    node = resources()[base]
+    for part in [p for p in pointer.split("/") if p]:
+        node = node[part]
+    return node, base
 
 
 def dumps() -> str:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Iterator, List
 
 from cgsc.diagnostics import Diagnostic, error
-from cgsc.spec_schema import bundled, resolve
+from cgsc.spec_schema import bundled, inlined, resolve
 
 _TOML_TYPES = {"string": "a string", "integer": "an integer", "number": "a number",
                "boolean": "a boolean (true or false)", "object": "a table", "array": "an array",
@@ -16,9 +16,10 @@ _TOML_TYPES = {"string": "a string", "integer": "an integer", "number": "a numbe
 
 @lru_cache(maxsize=None)
 def validator():
-    """One Draft 2020-12 validator per process."""
+    """One Draft 2020-12 validator per process, over a registry crawled once (otherwise
+    every validation re-crawls the bundle to resolve the mechanism fragments)."""
     from jsonschema import Draft202012Validator
-    return Draft202012Validator(bundled())
+    return Draft202012Validator(inlined())
 
 
 def schema_errors(data: dict) -> List[Diagnostic]:

@@ -3,7 +3,6 @@ Debian's real QEMU 7.2 parses every line whose object it has (reference/qemu.md 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import subprocess
@@ -52,10 +51,9 @@ def relocated(spec: str, root: str):
     source = load(spec)
     g = normalize(source.data)
     move = (lambda p: root + p if p else p)
-    g = dataclasses.replace(
-        g, firmware_code=move(g.firmware_code), firmware_vars=move(g.firmware_vars),
+    g = g._replace( firmware_code=move(g.firmware_code), firmware_vars=move(g.firmware_vars),
         kernel_image=move(g.kernel_image), kernel_initrd=move(g.kernel_initrd),
-        disks=tuple(dataclasses.replace(d, path=move(d.path)) for d in g.disks),
+        disks=tuple(d._replace(path=move(d.path)) for d in g.disks),
         console_path=move(g.console_path), qmp_socket=move(g.qmp_socket))
     return lower(g, spec, [])
 
