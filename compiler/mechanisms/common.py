@@ -1,31 +1,13 @@
-"""Helpers shared by several mechanisms: named flag tables, base64 blobs, extra-args scans."""
+"""Helpers shared by several mechanisms: base64 blobs, socket paths, extra-args scans."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Iterable, Optional
 
 from cgsc.diagnostics import Diagnostic, KeyPath
 from cgsc.rules import Rule
-
-# name -> (bit, value of the flag that sets the bit)
-FlagBits = Dict[str, Tuple[int, bool]]
-FieldBits = Dict[str, int]   # name -> shift of an 8-bit field
-
-
-def flags_to_int(table: dict, flags: FlagBits, fields: FieldBits = None,
-                 defaults: Dict[str, object] = None) -> int:
-    """Named flags -> integer. A flag's bit is set when its value equals the 'sets' value."""
-    defaults = defaults or {}
-    value = 0
-    for name, (bit, sets) in flags.items():
-        if table.get(name, defaults.get(name, False)) == sets:
-            value |= 1 << bit
-    for name, shift in (fields or {}).items():
-        value |= (table.get(name, 0) & 0xFF) << shift
-    return value
-
 
 def decode_blob(text: str) -> Optional[bytes]:
     try:

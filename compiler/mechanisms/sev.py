@@ -6,16 +6,18 @@ from typing import Iterable
 
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism, amd
-from cgsc.mechanisms.common import flags_to_int
+from cgsc.mechanisms.layout import Flag, Layout
 from cgsc.plan import Confidential, Element
 from cgsc.qemu import Hex, QemuObject
 from cgsc.rules import Rule
 
 ES_BIT = 1 << 2
 RESERVED = 0xFFC0   # bits 6-15
-FLAGS = {"debug": (0, False), "key-sharing": (1, False), "send": (3, False),
-         "domain": (4, True), "sev-only": (5, True)}
-FIELDS = {"api-major": 16, "api-minor": 24}
+POLICY = Layout(
+    "policy", {0: "nodbg", 1: "noks", 2: "es", 3: "nosend", 4: "domain", 5: "sev"},
+    flags=(Flag("debug", 0, False), Flag("key-sharing", 1, False), Flag("send", 3, False),
+           Flag("domain", 4, True), Flag("sev-only", 5, True)),
+    fields=(("api-major", 16), ("api-minor", 24)))
 SESSION_FILES = ("dh-cert-file", "session-file")
 ES_UNDER_SEV = Rule(
     "CGS-SEV-001", "policy bit 2 (SEV-ES) is set under [confidential.sev]",
@@ -38,7 +40,7 @@ class Sev(Mechanism):
 
     def policy(self, cfg: dict) -> int:
         raw = cfg.get("policy", {})
-        value = raw if isinstance(raw, int) else flags_to_int(raw, FLAGS, FIELDS)
+        value = raw if isinstance(raw, int) else POLICY.encode(raw)
         return value | ES_BIT if self.es else value
 
     def check(self, guest) -> Iterable[Diagnostic]:

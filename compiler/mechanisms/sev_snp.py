@@ -6,18 +6,23 @@ from typing import Iterable
 
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism, amd
-from cgsc.mechanisms.common import check_blob, flags_to_int
+from cgsc.mechanisms.common import check_blob
+from cgsc.mechanisms.layout import Flag, Layout
 from cgsc.plan import Confidential, Element
 from cgsc.qemu import Hex, QemuObject
 from cgsc.rules import Rule
 
 MBO_BIT = 1 << 17            # reserved, must be one
 KNOWN = (1 << 25) - 1        # bits 0-24 are defined
-FLAGS = {"smt": (16, True), "migrate-ma": (18, True), "debug": (19, True),
-         "single-socket": (20, True), "cxl": (21, True), "mem-aes-256-xts": (22, True),
-         "rapl-disable": (23, True), "ciphertext-hiding": (24, True)}
-FIELDS = {"abi-minor": 0, "abi-major": 8}
-DEFAULTS = {"smt": True}
+POLICY = Layout(
+    "policy", {16: "smt", 17: "reserved-must-be-one", 18: "migrate-ma", 19: "debug",
+               20: "single-socket", 21: "cxl", 22: "mem-aes-256-xts", 23: "rapl-disable",
+               24: "ciphertext-hiding"},
+    flags=(Flag("smt", 16, True, default=True), Flag("migrate-ma", 18, True),
+           Flag("debug", 19, True), Flag("single-socket", 20, True), Flag("cxl", 21, True),
+           Flag("mem-aes-256-xts", 22, True), Flag("rapl-disable", 23, True),
+           Flag("ciphertext-hiding", 24, True)),
+    fields=(("abi-major", 8), ("abi-minor", 0)), always=MBO_BIT)
 BLOBS = (("guest-visible-workarounds", "guestVisibleWorkarounds", 16),
          ("id-block", "idBlock", 96), ("id-auth", "idAuth", 4096),
          ("host-data", "hostData", 32))
@@ -59,7 +64,7 @@ class SevSnp(Mechanism):
         raw = cfg.get("policy", {})
         if isinstance(raw, int):
             return raw
-        return flags_to_int(raw, FLAGS, FIELDS, DEFAULTS) | MBO_BIT
+        return POLICY.encode(raw)
 
     def check(self, guest) -> Iterable[Diagnostic]:
         cfg, path = guest.confidential, guest.mech_path

@@ -7,6 +7,7 @@ from typing import Iterable
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism
 from cgsc.mechanisms.common import check_blob, check_socket_path
+from cgsc.mechanisms.layout import Flag, Layout
 from cgsc.plan import Confidential, Element, HostParam
 from cgsc.qemu import Hex, QemuObject
 from cgsc.rules import Rule
@@ -15,6 +16,9 @@ DEBUG_BIT = 1 << 0
 SEPT_VE_DISABLE = 1 << 28
 MR_FIELDS = (("mrconfigid", "mrConfigId"), ("mrowner", "mrOwner"),
              ("mrownerconfig", "mrOwnerConfig"))
+ATTRIBUTES = Layout(
+    "attributes", {0: "debug", 28: "sept-ve-disable", 30: "pks", 63: "perfmon"},
+    flags=(Flag("sept-ve-disable", 28, True, default=True), Flag("debug", 0, True)))
 QGS_SERVICE = "qgsd.service"   # Intel's Quote Generation Service daemon
 
 DEBUG = Rule(
@@ -52,10 +56,7 @@ class Tdx(Mechanism):
     @staticmethod
     def attributes(cfg: dict) -> int:
         raw = cfg.get("attributes", {})
-        if isinstance(raw, int):
-            return raw
-        value = SEPT_VE_DISABLE if raw.get("sept-ve-disable", True) else 0
-        return value | (DEBUG_BIT if raw.get("debug") else 0)
+        return raw if isinstance(raw, int) else ATTRIBUTES.encode(raw)
 
     def check(self, guest) -> Iterable[Diagnostic]:
         cfg, path = guest.confidential, guest.mech_path
