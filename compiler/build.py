@@ -11,9 +11,11 @@ from cgsc.emit import GuestOutput
 from cgsc.rules import Rule
 
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
-                      "A target named in [targets] build or with --target is not installed.")
+                      "A target named in [targets] build or with --target is not installed.",
+    fix="Use an installed target (`cgsc targets` lists them).")
 DUPLICATE_NAME = Rule("CGS-TARGET-002", "two specs in one build have the same guest name",
-                      "Their artifacts would overwrite each other in out/<name>/.")
+                      "Their artifacts would overwrite each other in out/<name>/.",
+    fix="Give every guest its own [guest] name.")
 
 
 def choose_targets(compiled: Compiled, requested: Sequence[str]):
@@ -68,7 +70,8 @@ def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutp
         names[plan.name] = path
         artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
         outputs.append(GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
-                                   artifacts, plan.warnings))
+                                   artifacts, plan.warnings, plan.waivers, compiled.warnings,
+                                   compiled.locate))
     if problems:
         raise SpecError(problems)
     return outputs

@@ -1,6 +1,7 @@
 """Command line: a thin shell over the pipeline, with one error boundary.
 
-Exit status: 0 success, 1 invalid spec, 2 usage, 3 internal error (a bug).
+Exit status: 0 success, 1 invalid spec or drift found by `check`, 2 usage,
+3 internal error (a bug).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import sys
 from typing import List, Optional, Sequence
 
 import cgsc
-from cgsc.diagnostics import SpecError
+from cgsc.diagnostics import Diagnostic, SpecError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+FORMATS = ("text", "json", "sarif", "github")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse exits 2 too; keep its message, our prefix
+    def error(self, message: str):  # keep argparse's message, our exit path
         self.print_usage(sys.stderr)
         raise _Usage(message)
 
@@ -25,12 +27,17 @@ class _Usage(Exception):
     pass
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cgsc", description="Confidential Guest Spec Compiler: TOML guest "
                 "specs to QEMU launch scripts, systemd units and libvirt domain XML.")
     p.add_argument("--version", action="version", version=f"cgsc {cgsc.__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def with_format(cmd, choices=FORMATS):
+        cmd.add_argument("--format", choices=choices, default="text",
+                         help="diagnostics as text (stderr), or json, sarif, github (stdout)")
+
     b = sub.add_parser("build", help="compile specs into artifacts under out/<name>/")
     b.add_argument("specs", nargs="+", metavar="SPEC")
     b.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
@@ -38,21 +45,38 @@ def _parser() -> argparse.ArgumentParser:
                    help="build only this target (repeatable); default: [targets] build, "
                         "else every built-in target that can express the spec")
     b.add_argument("--stdout", action="store_true", help="print the artifacts instead of writing them")
+    with_format(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
     v.add_argument("specs", nargs="+", metavar="SPEC")
+    with_format(v)
+    c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
+    c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
+                   help="as for build")
+    with_format(c)
+    e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
+    e.add_argument("spec", metavar="SPEC")
+    with_format(e, ("text", "json"))
+    r = sub.add_parser("rules", help="list the rules, or explain one")
+    r.add_argument("rule", nargs="?", metavar="RULE-ID")
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sub.add_parser("targets", help="list installed targets")
+    comp = sub.add_parser("completion", help="print a shell completion script")
+    comp.add_argument("shell", choices=("bash", "zsh"))
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    fmt = "text"
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
         if args.command is None:
-            _parser().print_help(sys.stderr)
+            parser().print_help(sys.stderr)
             return EXIT_USAGE
+        fmt = getattr(args, "format", "text")
         return _COMMANDS[args.command](args)
     except _Usage as exc:
         print(f"cgsc: {exc}", file=sys.stderr)
@@ -60,10 +84,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except SpecError as exc:
-        _report(exc)
+        _report(exc.diagnostics, fmt, failed=True)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `cgsc rules | head`: the reader left; say nothing more
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception:  # the one place a bug is caught
         if debug:
             import traceback
@@ -75,24 +103,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BUG
 
 
-def _report(exc: SpecError) -> None:
-    errors = [d for d in exc.diagnostics if d.severity == "error"]
-    for d in exc.diagnostics:
-        print(d.render(), file=sys.stderr)
-    print(f"cgsc: {len(errors)} error{'s' if len(errors) != 1 else ''}; nothing written",
-          file=sys.stderr)
-
-
-def _print_warnings(lines: List[str]) -> None:
-    for line in lines:
-        print(line, file=sys.stderr)
+def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> None:
+    """Text goes to stderr with a summary line; machine formats go to stdout, whole."""
+    from cgsc.report import RENDER
+    if fmt != "text":
+        sys.stdout.write(RENDER[fmt](diagnostics))
+        return
+    sys.stderr.write(RENDER["text"](diagnostics))
+    if failed:
+        errors = sum(1 for d in diagnostics if d.severity == "error")
+        print(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written", file=sys.stderr)
 
 
 def _build(args) -> int:
     from cgsc.build import build
     from cgsc.emit import files_for, write_guest
     outputs = build(args.specs, args.target)
-    _print_warnings([w for o in outputs for w in o.warnings])
+    _report([d for o in outputs for d in o.diagnostics], args.format)
     if args.stdout:
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
         for o in outputs:
@@ -103,26 +130,74 @@ def _build(args) -> int:
         return EXIT_OK
     for o in outputs:
         write_guest(args.output, o)
-    if len(outputs) == 1:
-        names = ", ".join(sorted(files_for(outputs[0])))
-        print(f"cgsc: {args.output}/{outputs[0].name}/: {names}", file=sys.stderr)
-    else:
-        print(f"cgsc: {len(outputs)} guests written under {args.output}/", file=sys.stderr)
+    if args.format == "text":
+        if len(outputs) == 1:
+            names = ", ".join(sorted(files_for(outputs[0])))
+            print(f"cgsc: {args.output}/{outputs[0].name}/: {names}", file=sys.stderr)
+        else:
+            print(f"cgsc: {len(outputs)} guests written under {args.output}/", file=sys.stderr)
     return EXIT_OK
 
 
 def _validate(args) -> int:
     from cgsc.compile import compile_spec
-    problems = []
+    problems, warnings = [], []
     for spec in args.specs:
         try:
-            compiled = compile_spec(spec)
-            _print_warnings(list(compiled.plan.warnings))
+            warnings.extend(compile_spec(spec).warnings)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
     if problems:
-        raise SpecError(problems)
-    print(f"cgsc: {len(args.specs)} spec{'s' if len(args.specs) != 1 else ''} valid", file=sys.stderr)
+        raise SpecError(problems + warnings)
+    _report(warnings, args.format)
+    if args.format == "text":
+        print(f"cgsc: {len(args.specs)} spec{'s' if len(args.specs) != 1 else ''} valid",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _check(args) -> int:
+    from cgsc.build import build
+    from cgsc.check import DRIFT, compare
+    outputs = build(args.specs, args.target)
+    findings = []
+    for o in outputs:
+        drifts = compare(args.output, o)
+        if args.format == "text":
+            for drift in drifts:
+                sys.stdout.write(drift.detail if drift.detail.endswith("\n") else drift.detail + "\n")
+        findings += [o.locate(DRIFT.error(("guest", "name"), f"{d.path}: {d.kind}; run `cgsc build`",
+                                          "commit what `cgsc build` writes"))
+                     for d in drifts]
+        findings += list(o.diagnostics)
+    _report(findings, args.format)
+    drift_count = sum(1 for d in findings if d.rule == DRIFT.id)
+    if args.format == "text":
+        print(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
+              if drift_count else f"cgsc: {len(outputs)} guest(s) up to date", file=sys.stderr)
+    return EXIT_INVALID if drift_count else EXIT_OK
+
+
+def _explain(args) -> int:
+    from cgsc.explain import explain, to_json, to_text
+    info = explain(args.spec)
+    sys.stdout.write(to_json(info) if args.format == "json" else to_text(info))
+    return EXIT_OK
+
+
+def _rules(args) -> int:
+    from cgsc.report import rule_help
+    from cgsc.rules import load_all
+    catalogue = load_all()
+    if args.rule:
+        rule = catalogue.get(args.rule.upper())
+        if rule is None:
+            raise _Usage(f"no rule {args.rule!r} (`cgsc rules` lists them)")
+        print(rule_help(rule))
+        return EXIT_OK
+    for rule_id in sorted(catalogue):
+        rule = catalogue[rule_id]
+        print(f"{rule_id:16} {rule.severity:8} {rule.summary}")
     return EXIT_OK
 
 
@@ -139,4 +214,11 @@ def _targets(args) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"build": _build, "validate": _validate, "schema": _schema, "targets": _targets}
+def _completion(args) -> int:
+    from cgsc.completion import script
+    sys.stdout.write(script(parser(), args.shell))
+    return EXIT_OK
+
+
+_COMMANDS = {"build": _build, "validate": _validate, "check": _check, "explain": _explain,
+             "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}

@@ -13,8 +13,10 @@ from cgsc.plan import LaunchPlan
 class Compiled:
     plan: LaunchPlan
     warnings: Tuple[Diagnostic, ...]
+    waived: Tuple[Tuple[Diagnostic, str], ...]      # accepted warnings and their reasons
     build_targets: Optional[Tuple[str, ...]]   # [targets] build, when the spec says
     locate: Callable[[Diagnostic], Diagnostic]  # key path -> file:line in this spec
+    data: dict                                  # the merged spec, for reports
 
 
 def compile_spec(path: str) -> Compiled:
@@ -31,12 +33,17 @@ def compile_spec(path: str) -> Compiled:
     from cgsc.lower import lower
     from cgsc.model import normalize
 
+    from cgsc.waivers import apply
+
     guest = normalize(source.data)
-    found: List[Diagnostic] = [source.locate(d) for d in check(guest)]
+    found, waived = apply(source.data.get("waive", {}), check(guest))
+    found = [source.locate(d) for d in found]
+    waived = tuple((source.locate(d), reason) for d, reason in waived)
     if any(d.severity == ERROR for d in found):
         raise SpecError(found)
     spec_files = [(f.path, f.sha256) for f in source.files]
     plan = lower(guest, path, spec_files)
     warnings = tuple(found)
-    plan = plan._replace(warnings=tuple(d.render() for d in warnings))
-    return Compiled(plan, warnings, guest.build_targets, source.locate)
+    plan = plan._replace(warnings=tuple(d.render() for d in warnings),
+                         waivers=tuple((d.rule, reason) for d, reason in waived))
+    return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)

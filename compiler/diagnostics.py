@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Tuple
 
 KeyPath = Tuple[object, ...]  # ("confidential", "sev-snp", "policy") or ("disk", 0, "path")
 

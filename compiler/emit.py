@@ -25,6 +25,9 @@ class GuestOutput:
     spec_files: Sequence  # (path, sha256)
     artifacts: Sequence   # (target name, Artifact)
     warnings: Sequence[str]
+    waivers: Sequence = ()   # (rule, reason)
+    diagnostics: Sequence = ()   # the warnings as Diagnostics, for reports
+    locate: object = None        # key path -> file:line in the spec
 
 
 def sha256(text: str) -> str:
@@ -40,6 +43,7 @@ def manifest(out: GuestOutput) -> str:
         "artifacts": [{"file": a.filename, "target": t, "mode": f"{a.mode:04o}",
                        "sha256": sha256(a.content)} for t, a in out.artifacts],
         "warnings": list(out.warnings),
+        "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 

@@ -116,6 +116,7 @@ class LaunchPlan(NamedTuple):
     spec_files: Tuple[Tuple[str, str], ...]   # (path, sha256), the spec first
     settings: dict            # typed [targets.*] settings by target name
     warnings: Tuple[str, ...] = ()
+    waivers: Tuple[Tuple[str, str], ...] = ()   # (rule, reason) accepted in [waive]
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

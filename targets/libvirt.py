@@ -22,15 +22,18 @@ NOT_EXPRESSIBLE = Rule(
     "CGS-LIBVIRT-001", "libvirt cannot express this guest",
     "Some spec values have no libvirt domain XML form (for example launch-session files, "
     "which libvirt wants inline, or a vsock QGS address). cgsc refuses rather than write a "
-    "domain that silently differs from the launch script.", "libvirt.md")
+    "domain that silently differs from the launch script.", "libvirt.md",
+    fix="Build only the targets that can express the spec: [targets] build = [\"shell\", \"systemd\"].")
 PASSTHROUGH_OFF = Rule(
     "CGS-LIBVIRT-002", "the guest needs <qemu:commandline> but allow-passthrough = false",
     "libvirt has no native form for POWER PEF or for extra-args; they can only be passed to "
-    "QEMU through the qemu namespace, which taints the domain.", "libvirt.md section 7")
+    "QEMU through the qemu namespace, which taints the domain.", "libvirt.md section 7",
+    fix="Set allow-passthrough = true, or leave libvirt out of [targets] build.")
 EMULATOR = Rule(
     "CGS-LIBVIRT-003", "libvirt needs an absolute emulator path",
     "<emulator> takes an absolute path; a command name looked up on PATH has no libvirt form.",
-    "libvirt domaincommon.rng (absFilePath)")
+    "libvirt domaincommon.rng (absFilePath)",
+    fix="Give [qemu] emulator as an absolute path.")
 
 
 def _yes(flag: bool) -> str:
@@ -93,6 +96,8 @@ def domain(plan: LaunchPlan) -> E:
     kids.append(_devices(plan))
     if cgs.libvirt_security is not None:
         kids.append(cgs.libvirt_security)
+    for rule, reason in plan.waivers:
+        kids.append(comment(f"waived {rule}: {reason}"))
     if plan.qmp_socket:
         kids.append(comment(f"[qmp] socket {plan.qmp_socket} has no libvirt form: libvirt owns "
                             "the QMP monitor (use `virsh qemu-monitor-command`)"))

@@ -17,7 +17,8 @@ def _value(text: str) -> str:
 
 @pytest.mark.parametrize("spec", CASES, ids=rel)
 def test_case_has_assertions(spec):
-    keys = ("assert-qemu-arg", "assert-xpath", "assert-unit", "assert-warning", "assert-no-target")
+    keys = ("assert-qemu-arg", "assert-xpath", "assert-unit", "assert-warning", "assert-no-target",
+            "assert-waived")
     assert any(assertions(spec, k) for k in keys), "a case must assert something"
 
 
@@ -60,6 +61,24 @@ def test_unit(spec):
 def test_warnings(spec):
     expected = set(assertions(spec, "assert-warning"))
     assert {w.rule for w in compile_spec(spec).warnings} == expected
+
+
+@pytest.mark.parametrize("spec", CASES, ids=rel)
+def test_waivers(spec, tmp_path):
+    expected = [tuple(line.split(" ", 1)) for line in assertions(spec, "assert-waived")]
+    compiled = compile_spec(spec)
+    assert [(d.rule, reason) for d, reason in compiled.waived] == expected
+    if not expected:
+        return
+    code, _out, err = run_cli("build", spec, "-o", str(tmp_path))
+    assert code == 0
+    plan = compiled.plan
+    manifest = json.loads((tmp_path / plan.name / "manifest.json").read_text())
+    assert [(w["rule"], w["reason"]) for w in manifest["waivers"]] == expected
+    for rule, reason in expected:
+        assert rule not in err, "a waived warning is not printed as a warning"
+        for artifact in manifest["artifacts"]:
+            assert f"waived {rule}: {reason}" in (tmp_path / plan.name / artifact["file"]).read_text()
 
 
 @pytest.mark.parametrize("spec", CASES, ids=rel)

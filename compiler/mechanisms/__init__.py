@@ -27,10 +27,15 @@ class Mechanism:
     machine_pattern = r"q35|pc-q35-[0-9][0-9.]*"
     machine_hint = 'machine = "q35" (or a versioned pc-q35-X.Y)'
     firmware = "pflash-or-bios"   # or "bios" (one stateless image) or "none"
+    layout = None                 # the policy/attributes word's bit layout, if any
     sealed_kernel_args = False    # initrd/cmdline live inside the boot image
 
     def fits_machine(self, machine: str) -> bool:
         return re.fullmatch(self.machine_pattern, machine) is not None
+
+    def word(self, cfg: dict) -> int:
+        """The effective policy/attributes integer (mechanisms with a layout)."""
+        raise NotImplementedError
 
     def normalize(self, table: dict) -> object:
         return table

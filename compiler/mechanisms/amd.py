@@ -15,12 +15,14 @@ KERNEL_HASHES = Rule(
     "kernel-hashes puts SHA-256 hashes of -kernel, -initrd and -append into the OVMF "
     "hash table so they become part of the launch measurement. Without a kernel there is "
     "nothing to hash and QEMU fails or the measurement silently covers nothing.",
-    "qemu.md section 3 (kernel-hashes); AMDESE/AMDSEV#93, #262")
+    "qemu.md section 3 (kernel-hashes); AMDESE/AMDSEV#93, #262",
+    fix="Add [kernel] image (with an AmdSev OVMF build that has the hashes table), or set kernel-hashes = false.")
 IRQCHIP = Rule(
     "CGS-AMD-002", "SEV-ES and SEV-SNP need an in-kernel irqchip",
     "KVM cannot emulate the local APIC of an encrypted-state guest in user space; QEMU "
     "refuses kernel-irqchip=off ('SEV-ES guests require in-kernel irqchip support').",
-    "qemu.md section 3, machine-level requirements")
+    "qemu.md section 3, machine-level requirements",
+    fix="Remove kernel-irqchip=off from extra-args.")
 
 SEV_DEVICE = "/dev/sev"
 
@@ -49,6 +51,14 @@ def check_irqchip(guest) -> Iterable[Diagnostic]:
                                      ("kernel-irqchip=off", "kernel_irqchip=off")):
         yield IRQCHIP.error(("qemu", "extra-args", i), f"contains {needle}",
                             "remove it: SEV-ES and SEV-SNP guests need an in-kernel irqchip")
+
+
+def flag_path(path, cfg: dict, flag: str):
+    """Where a policy flag was said: the flag itself, or the integer policy."""
+    raw = cfg.get("policy")
+    if isinstance(raw, dict) and flag in raw:
+        return path + ("policy", flag)
+    return path + ("policy",) if raw is not None else path
 
 
 def host_param(name: str, title: str) -> HostParam:

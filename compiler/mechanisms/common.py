@@ -45,7 +45,8 @@ def scan_extra_args(extra_args: Iterable[str], needles: Iterable[str]):
 
 SOCKET_LEN = Rule("CGS-PATH-001", "a unix socket path is longer than 107 bytes",
                   "sun_path holds 108 bytes including the NUL; QEMU cannot bind or connect to "
-                  "a longer path.", "unix(7)")
+                  "a longer path.", "unix(7)",
+    fix="Use a shorter socket path, e.g. under /run.")
 SUN_PATH_MAX = 107
 
 

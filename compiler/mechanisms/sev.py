@@ -24,11 +24,39 @@ ES_UNDER_SEV = Rule(
     "QEMU turns a sev-guest into an SEV-ES guest when policy bit 2 is set. cgsc keeps "
     "the mechanism visible in the table name, so a reviewer never has to decode a hex "
     "digit to see that the guest runs with encrypted state.",
-    "qemu.md section 3 (policy table)")
+    "qemu.md section 3 (policy table)",
+    fix="Use [confidential.sev-es] (which sets bit 2), or clear bit 2.")
 RESERVED_BITS = Rule(
     "CGS-SEV-002", "SEV policy sets reserved bits 6-15",
     "Bits 6-15 of the SEV guest policy are reserved and must be zero; firmware refuses "
-    "LAUNCH_START otherwise.", "AMD SEV API, Guest Policy; qemu.md section 3")
+    "LAUNCH_START otherwise.", "AMD SEV API, Guest Policy; qemu.md section 3",
+    fix="Clear bits 6-15; prefer the named form of policy.")
+
+
+DEBUG_ALLOWED = Rule(
+    "CGS-SEV-010", "the SEV policy allows debugging",
+    "With NODBG (bit 0) clear, the host may use the firmware's DBG_DECRYPT/DBG_ENCRYPT "
+    "commands to read and write the guest's memory in the clear.",
+    "AMD SEV API, Guest Policy; qemu.md section 3",
+    fix="Set debug = false (the default), or waive with a reason for a lab guest.",
+    severity="warning")
+KEY_SHARING = Rule(
+    "CGS-SEV-011", "the SEV policy allows key sharing",
+    "With NOKS (bit 1) clear, another guest may be launched with this guest's memory key.",
+    "AMD SEV API, Guest Policy",
+    fix="Set key-sharing = false (the default).", severity="warning")
+SEND_ALLOWED = Rule(
+    "CGS-SEV-012", "the SEV policy allows sending the guest to another platform",
+    "With NOSEND (bit 3) clear, the guest's encrypted state may be exported to another "
+    "machine; cgsc and QEMU treat confidential guests as non-migratable anyway.",
+    "AMD SEV API, Guest Policy; qemu.md section 2 (migration)",
+    fix="Set send = false (the default).", severity="warning")
+PLAIN_SEV = Rule(
+    "CGS-SEV-013", "plain SEV leaves the vCPU register state unencrypted",
+    "SEV encrypts memory only; the host can read and change register state at every exit. "
+    "SEV-ES (or SEV-SNP) protects it.", "qemu.md section 3",
+    fix="Use [confidential.sev-es] or [confidential.sev-snp] where the host supports it.",
+    severity="warning")
 
 
 class Sev(Mechanism):
@@ -36,7 +64,11 @@ class Sev(Mechanism):
     title = "AMD SEV"
     qom_type = "sev-guest"
     schema_file = "sev.schema.json"
+    layout = POLICY
     es = False
+
+    def word(self, cfg: dict) -> int:
+        return self.policy(cfg)
 
     def policy(self, cfg: dict) -> int:
         raw = cfg.get("policy", {})
@@ -58,6 +90,16 @@ class Sev(Mechanism):
         yield from amd.check_kernel_hashes(guest, path)
         if self.es:
             yield from amd.check_irqchip(guest)
+        else:
+            yield PLAIN_SEV.warning(path, "SEV without ES: the host can read vCPU registers",
+                                    "use [confidential.sev-es] if the host supports it")
+        policy = self.policy(cfg)
+        for rule, bit, flag, what in ((DEBUG_ALLOWED, 0, "debug", "debugging"),
+                                      (KEY_SHARING, 1, "key-sharing", "key sharing"),
+                                      (SEND_ALLOWED, 3, "send", "sending the guest")):
+            if not policy >> bit & 1:
+                yield rule.warning(amd.flag_path(path, cfg, flag), f"the policy allows {what} "
+                                   f"(bit {bit} clear in {policy:#x})", f"set {flag} = false")
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential

@@ -32,24 +32,49 @@ MBO_CLEAR = Rule(
     "The SEV-SNP firmware ABI requires bit 17 of the guest policy to be set; "
     "SNP_LAUNCH_START fails with EINVAL otherwise, long after the spec was merged. "
     "The named-flag form sets it automatically.",
-    "qemu.md section 4; AMDESE/AMDSEV#256")
+    "qemu.md section 4; AMDESE/AMDSEV#256",
+    fix="Set bit 17 (0x20000), or use the named form, which always sets it.")
 RESERVED_BITS = Rule(
     "CGS-SNP-002", "SNP policy sets reserved bits 25-63",
     "Bits above 24 are reserved; firmware rejects the launch. A common cause is a "
-    "mistyped hex constant (0x300000 for 0x30000).", "AMDESE/sev-guest#33")
+    "mistyped hex constant (0x300000 for 0x30000).", "AMDESE/sev-guest#33",
+    fix="Clear bits 25-63; 0x30000 is the usual policy.")
 BLOB = Rule(
     "CGS-SNP-003", "an SNP blob is not base64 of the exact size",
     "QEMU checks the decoded size of guest-visible-workarounds (16), id-block (96), "
-    "id-auth (4096) and host-data (32) only when the guest starts.", "qemu.md section 4")
+    "id-auth (4096) and host-data (32) only when the guest starts.", "qemu.md section 4",
+    fix="Give the blob as standard base64 of exactly the size the message names.")
 AUTHOR_KEY = Rule(
     "CGS-SNP-004", "author-key needs id-auth",
     "author-key-enabled says that id-auth carries an author key; without id-auth the "
-    "flag has nothing to describe.", "qemu.md section 4")
+    "flag has nothing to describe.", "qemu.md section 4",
+    fix="Add id-auth, or set author-key = false.")
 ID_AUTH_ALONE = Rule(
     "CGS-SNP-005", "id-auth without id-block",
     "The ID authentication structure signs an ID block; SNP_LAUNCH_FINISH only uses it "
     "when an ID block is given, so id-auth alone is silently ignored.",
-    "SEV-SNP firmware ABI, SNP_LAUNCH_FINISH")
+    "SEV-SNP firmware ABI, SNP_LAUNCH_FINISH",
+    fix="Add the id-block that id-auth signs, or remove id-auth.")
+
+
+DEBUG_ALLOWED = Rule(
+    "CGS-SNP-010", "the SNP policy allows debugging",
+    "With DEBUG (bit 19) set the host may decrypt guest memory with SNP_DBG_DECRYPT. The "
+    "debug bit is not part of the launch measurement, so a verifier must check the policy "
+    "in the attestation report.", "SEV-SNP firmware ABI; confidential-dot-ai/attestation-rs#67",
+    fix="Set debug = false (the default), or waive with a reason for a lab guest.",
+    severity="warning")
+SMT_SINGLE_SOCKET = Rule(
+    "CGS-SNP-011", "the SNP policy allows SMT together with single-socket",
+    "single-socket asks for a host that shares less, yet SMT siblings still share core "
+    "resources with other tenants; the two together usually mean a half-finished hardening.",
+    "SEV-SNP firmware ABI, guest policy",
+    fix="Set smt = false as well, or drop single-socket.", severity="warning")
+MIGRATION_AGENT = Rule(
+    "CGS-SNP-012", "the SNP policy allows a migration agent",
+    "MIGRATE_MA (bit 18) lets a migration agent export the guest; KVM's original policy mask "
+    "does not even accept it, and confidential guests are treated as non-migratable.",
+    "qemu.md section 4", fix="Set migrate-ma = false (the default).", severity="warning")
 
 
 class SevSnp(Mechanism):
@@ -58,6 +83,10 @@ class SevSnp(Mechanism):
     qom_type = "sev-snp-guest"
     schema_file = "sev-snp.schema.json"
     firmware = "bios"
+    layout = POLICY
+
+    def word(self, cfg: dict) -> int:
+        return self.policy(cfg)
 
     @staticmethod
     def policy(cfg: dict) -> int:
@@ -89,6 +118,19 @@ class SevSnp(Mechanism):
                                       "add the id-block that id-auth signs, or drop id-auth")
         yield from amd.check_kernel_hashes(guest, path)
         yield from amd.check_irqchip(guest)
+        policy = self.policy(cfg)
+        if policy >> 19 & 1:
+            yield DEBUG_ALLOWED.warning(amd.flag_path(path, cfg, "debug"),
+                                        f"the policy allows debugging (bit 19 set in {policy:#x})",
+                                        "set debug = false")
+        if policy >> 16 & 1 and policy >> 20 & 1:
+            yield SMT_SINGLE_SOCKET.warning(amd.flag_path(path, cfg, "single-socket"),
+                                            "single-socket is set but SMT stays allowed",
+                                            "set smt = false too")
+        if policy >> 18 & 1:
+            yield MIGRATION_AGENT.warning(amd.flag_path(path, cfg, "migrate-ma"),
+                                          "the policy allows a migration agent (bit 18)",
+                                          "set migrate-ma = false")
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential

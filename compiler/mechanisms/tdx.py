@@ -25,25 +25,39 @@ DEBUG = Rule(
     "CGS-TDX-001", "TD debug (attribute bit 0) is requested",
     "Off-TD debug lets the host read and write the TD's state. Upstream QEMU rejects the "
     "bit ('Some QEMU unsupported TD attribute bits being requested'), so such a spec "
-    "can never launch.", "qemu.md section 5")
+    "can never launch.", "qemu.md section 5",
+    fix="Remove debug = true / clear bit 0.")
 OTHER_BITS = Rule(
     "CGS-TDX-002", "TD attributes other than bit 28 (SEPT_VE_DISABLE)",
     "QEMU accepts only bit 28 from the user; bits 30 (PKS) and 63 (PERFMON) are derived "
     "from the CPU model by QEMU itself, and everything else is refused at vCPU creation.",
-    "qemu.md section 5")
+    "qemu.md section 5",
+    fix="Use attributes = { sept-ve-disable = true } (bit 28 only).")
 NAMED_CPU = Rule(
     "CGS-TDX-003", "TDX needs cpu = \"host\"",
     "QEMU refuses named CPU models for TDX ('Named cpu model is not supported for TDX yet!').",
-    "qemu.md section 5")
+    "qemu.md section 5",
+    fix="Remove cpu or set cpu = \"host\".")
 MR_BLOB = Rule(
     "CGS-TDX-004", "mrconfigid/mrowner/mrownerconfig must be base64 of 48 bytes",
     "They are SHA-384 digests; QEMU checks their size only when the first vCPU is created.",
-    "qemu.md section 5")
+    "qemu.md section 5",
+    fix="Give the SHA-384 digest (48 bytes) as base64, e.g. `sha384sum | xxd -r -p | base64`.")
 QGS = Rule(
     "CGS-TDX-005", "quote-generation-socket keys do not fit its type",
     "A vsock QGS address needs cid and port; a unix one needs path. A wrong address leaves "
     "the TD without quotes, which only shows when attestation fails.",
-    "qemu.md section 5; canonical/tdx#252")
+    "qemu.md section 5; canonical/tdx#252",
+    fix="Use { type = \"vsock\", cid = 2, port = 4050 } or { type = \"unix\", path = \"/var/run/tdx-qgs/qgs.socket\" }.")
+
+
+NO_SEPT_VE_DISABLE = Rule(
+    "CGS-TDX-010", "sept-ve-disable is off",
+    "Linux TD guests refuse to boot unless SEPT_VE_DISABLE (bit 28) is set; other guest "
+    "kernels must handle #VE on pending pages themselves.",
+    "qemu.md section 5; cloud-hypervisor/cloud-hypervisor#5168",
+    fix="Set sept-ve-disable = true (the default) unless the guest OS handles #VE.",
+    severity="warning")
 
 
 class Tdx(Mechanism):
@@ -52,6 +66,10 @@ class Tdx(Mechanism):
     qom_type = "tdx-guest"
     schema_file = "tdx.schema.json"
     firmware = "bios"
+    layout = ATTRIBUTES
+
+    def word(self, cfg: dict) -> int:
+        return self.attributes(cfg)
 
     @staticmethod
     def attributes(cfg: dict) -> int:
@@ -76,6 +94,12 @@ class Tdx(Mechanism):
                     f"attributes {raw:#x} set bits {raw & ~(DEBUG_BIT | SEPT_VE_DISABLE):#x}; "
                     "only bit 28 (0x10000000, SEPT_VE_DISABLE) may be set",
                     "use attributes = { sept-ve-disable = true } (the default)")
+        if not self.attributes(cfg) & SEPT_VE_DISABLE and not (isinstance(raw, int) and raw & ~(
+                DEBUG_BIT | SEPT_VE_DISABLE)):
+            where = path + ("attributes", "sept-ve-disable") if isinstance(raw, dict) and \
+                "sept-ve-disable" in raw else path + ("attributes",)
+            yield NO_SEPT_VE_DISABLE.warning(where, "SEPT_VE_DISABLE (bit 28) is off",
+                                             "Linux guests need sept-ve-disable = true")
         if guest.cpu != "host":
             yield NAMED_CPU.error(("guest", "cpu"), f"is {guest.cpu!r}; TDX accepts only \"host\"",
                                   "remove cpu or set cpu = \"host\"")
