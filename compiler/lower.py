@@ -35,10 +35,14 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
         kernel=kernel, disks=disks, nics=nics, console=console, vsock_cid=guest.vsock_cid,
         qmp_socket=guest.qmp_socket, sandbox=sandbox, sandbox_relaxed=relaxed,
         extra_args=guest.extra_args,
-        options=(), spec_path=spec_path, spec_files=tuple(spec_files),
+        options=(), words=(), spec_path=spec_path, spec_files=tuple(spec_files),
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt},
     )
-    return plan._replace(options=tuple(_options(plan)))
+    options = tuple(_options(plan))
+    words = [plan.emulator]
+    for opt in options:
+        words.extend(opt.words())
+    return plan._replace(options=options, words=tuple(words))
 
 
 def _firmware(g: Guest) -> Firmware:

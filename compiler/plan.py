@@ -112,6 +112,7 @@ class LaunchPlan(NamedTuple):
     sandbox_relaxed: Tuple[str, ...]   # why parts of the sandbox are allowed
     extra_args: Tuple[str, ...]
     options: Tuple[Option, ...]
+    words: Tuple[str, ...]    # the options rendered once: emulator first (see argv())
     spec_path: str
     spec_files: Tuple[Tuple[str, str], ...]   # (path, sha256), the spec first
     settings: dict            # typed [targets.*] settings by target name
@@ -120,10 +121,7 @@ class LaunchPlan(NamedTuple):
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""
-        words = [self.emulator]
-        for opt in self.options:
-            words.extend(opt.words())
-        return words
+        return list(self.words)
 
     def device_nodes(self) -> List[Tuple[str, str]]:
         """(path, what for) of every device node QEMU (or its helpers) opens."""

@@ -29,13 +29,14 @@ def bundled() -> dict:
     from cgsc.mechanisms import MECHANISMS
     root = _read("guest.schema.json")
     mechs = root["properties"]["confidential"]["properties"]
-    for name, mech in MECHANISMS.items():
-        frag_key = "mechanism-" + mech.schema_file.replace(".schema.json", "")
+    for name in MECHANISMS:
+        schema_file = MECHANISMS.schema_file(name)
+        frag_key = "mechanism-" + schema_file.replace(".schema.json", "")
         if frag_key not in root["$defs"]:
-            root["$defs"][frag_key] = _read(mech.schema_file)
+            root["$defs"][frag_key] = _read(schema_file)
             del root["$defs"][frag_key]["$schema"]
-        mechs[name] = {"$ref": mech.schema_file,
-                       "description": f"{mech.title} (QEMU object {mech.qom_type})."}
+        mechs[name] = {"$ref": schema_file,
+                       "description": root["$defs"][frag_key]["description"]}
     return root
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
-from helpers import EXAMPLES, run_cli
+from helpers import EXAMPLES, ROOT, run_cli
 
 import cgsc
 
@@ -116,3 +117,11 @@ def test_objects_reject_unknown_keys_everywhere():
 def test_python_dash_m_works():
     result = subprocess.run([sys.executable, "-m", "cgsc", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == f"cgsc {cgsc.__version__}"
+
+
+def test_mechanism_registry_agrees_with_the_modules():
+    from cgsc.mechanisms import MECHANISMS
+    for name in MECHANISMS:
+        mech = MECHANISMS[name]
+        assert mech.name == name
+        assert os.path.isfile(os.path.join(ROOT, "schema", MECHANISMS.schema_file(name)))

@@ -6,8 +6,10 @@ machine properties, its host requirements and its libvirt form.
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import TYPE_CHECKING, Dict, Iterable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Tuple
 
 from cgsc.diagnostics import Diagnostic
 
@@ -22,7 +24,6 @@ class Mechanism:
     name = ""                 # the [confidential.<name>] table
     title = ""
     qom_type = ""
-    schema_file = ""
     arch = "x86_64"
     machine_pattern = r"q35|pc-q35-[0-9][0-9.]*"
     machine_hint = 'machine = "q35" (or a versioned pc-q35-X.Y)'
@@ -47,10 +48,36 @@ class Mechanism:
         raise NotImplementedError
 
 
-def _registry() -> Dict[str, Mechanism]:
-    from cgsc.mechanisms import pef, s390_pv, sev, sev_snp, tdx
-    mechanisms = (sev.SEV, sev.SEV_ES, sev_snp.SEV_SNP, tdx.TDX, pef.PEF, s390_pv.S390_PV)
-    return {m.name: m for m in mechanisms}
+class _Registry(Mapping):
+    """name -> Mechanism, importing a mechanism's module only when it is first used: a
+    build needs one mechanism, so the others cost nothing at start-up."""
+
+    def __init__(self, entries: Dict[str, Tuple[str, str, str]]):
+        self.entries = entries          # name -> (module, attribute, schema file)
+        self._loaded: Dict[str, Mechanism] = {}
+
+    def __getitem__(self, name: str) -> Mechanism:
+        if name not in self._loaded:
+            module, attr, _schema = self.entries[name]
+            self._loaded[name] = getattr(importlib.import_module(module), attr)
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def schema_file(self, name: str) -> str:
+        return self.entries[name][2]
 
 
-MECHANISMS: Dict[str, Mechanism] = _registry()
+# One line per mechanism: its spec table, where it lives, its schema fragment.
+MECHANISMS = _Registry({
+    "sev": ("cgsc.mechanisms.sev", "SEV", "sev.schema.json"),
+    "sev-es": ("cgsc.mechanisms.sev", "SEV_ES", "sev.schema.json"),
+    "sev-snp": ("cgsc.mechanisms.sev_snp", "SEV_SNP", "sev-snp.schema.json"),
+    "tdx": ("cgsc.mechanisms.tdx", "TDX", "tdx.schema.json"),
+    "pef": ("cgsc.mechanisms.pef", "PEF", "pef.schema.json"),
+    "s390-pv": ("cgsc.mechanisms.s390_pv", "S390_PV", "s390-pv.schema.json"),
+})

@@ -11,7 +11,6 @@ class Pef(Mechanism):
     name = "pef"
     title = "IBM POWER PEF"
     qom_type = "pef-guest"
-    schema_file = "pef.schema.json"
     arch = "ppc64"
     machine_pattern = r"pseries|pseries-[0-9][0-9.]*"
     machine_hint = 'machine = "pseries" (or a versioned pseries-X.Y)'

@@ -34,7 +34,6 @@ class S390Pv(Mechanism):
     name = "s390-pv"
     title = "IBM Z Protected Virtualization"
     qom_type = "s390-pv-guest"
-    schema_file = "s390-pv.schema.json"
     arch = "s390x"
     machine_pattern = r"s390-ccw-virtio|s390-ccw-virtio-[0-9][0-9.]*"
     machine_hint = 'machine = "s390-ccw-virtio"'

@@ -63,7 +63,6 @@ class Sev(Mechanism):
     name = "sev"
     title = "AMD SEV"
     qom_type = "sev-guest"
-    schema_file = "sev.schema.json"
     layout = POLICY
     es = False
 

@@ -81,7 +81,6 @@ class SevSnp(Mechanism):
     name = "sev-snp"
     title = "AMD SEV-SNP"
     qom_type = "sev-snp-guest"
-    schema_file = "sev-snp.schema.json"
     firmware = "bios"
     layout = POLICY
 

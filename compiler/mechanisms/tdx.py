@@ -64,7 +64,6 @@ class Tdx(Mechanism):
     name = "tdx"
     title = "Intel TDX"
     qom_type = "tdx-guest"
-    schema_file = "tdx.schema.json"
     firmware = "bios"
     layout = ATTRIBUTES
 
