@@ -12,10 +12,10 @@ from cgsc.rules import Rule
 
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
                       "A target named in [targets] build or with --target is not installed.",
-    fix="Use an installed target (`cgsc targets` lists them).")
+                      fix="Use an installed target (`cgsc targets` lists them).")
 DUPLICATE_NAME = Rule("CGS-TARGET-002", "two specs in one build have the same guest name",
                       "Their artifacts would overwrite each other in out/<name>/.",
-    fix="Give every guest its own [guest] name.")
+                      fix="Give every guest its own [guest] name.")
 
 
 def choose_targets(compiled: Compiled, requested: Sequence[str]):

@@ -16,46 +16,46 @@ from cgsc.rules import Rule
 ARCH = Rule("CGS-GUEST-001", "the guest arch does not fit the mechanism",
             "Each mechanism exists on one architecture only: SEV, SEV-ES, SEV-SNP and TDX on "
             "x86_64, PEF on ppc64, PV on s390x.", "qemu.md section 1",
-    fix="Set [guest] arch to the mechanism's architecture.")
+            fix="Set [guest] arch to the mechanism's architecture.")
 MACHINE = Rule("CGS-GUEST-002", "the machine type does not fit the mechanism",
                "SEV-SNP and TDX need q35; PEF needs pseries; PV needs s390-ccw-virtio. cgsc "
                "accepts only the machine family each mechanism is tested and documented with.",
                "qemu.md section 1; libvirt.md section 8",
-    fix="Leave machine out (cgsc picks the right one) or use the family the message names.")
+               fix="Leave machine out (cgsc picks the right one) or use the family the message names.")
 FW_MISSING = Rule("CGS-FW-001", "x86_64 confidential guests need [firmware] code",
                   "An encrypted x86 guest boots through OVMF/TDVF built for the mechanism; "
                   "QEMU's default SeaBIOS cannot start it.", "qemu.md sections 3-5",
-    fix="Add [firmware] code with an OVMF/TDVF image built for the mechanism.")
+                  fix="Add [firmware] code with an OVMF/TDVF image built for the mechanism.")
 FW_VARS = Rule("CGS-FW-002", "SEV-SNP and TDX take one stateless firmware image (no vars)",
                "SNP and TDX guests have no read-only memory slots, so pflash fails "
                "('pflash with kvm requires KVM readonly memory support'); they boot with -bios.",
                "qemu.md section 12 item 4; AMDESE/AMDSEV#223",
-    fix="Remove vars and use a stateless image (OVMF.amdsev.fd, OVMF.inteltdx.fd).")
+               fix="Remove vars and use a stateless image (OVMF.amdsev.fd, OVMF.inteltdx.fd).")
 FW_NONE = Rule("CGS-FW-003", "PEF and s390x PV take no [firmware] table",
                "pseries boots SLOF and s390x boots its own loader; a firmware image would be "
                "ignored or break the boot.", "SPEC.md [firmware]",
-    fix="Remove the [firmware] table.")
+               fix="Remove the [firmware] table.")
 KERNEL = Rule("CGS-KERNEL-001", "initrd and cmdline need a kernel image",
               "QEMU refuses -initrd and -append without -kernel.", "qemu-options",
-    fix="Add [kernel] image, or remove initrd/cmdline.")
+              fix="Add [kernel] image, or remove initrd/cmdline.")
 NET_MODE = Rule("CGS-NET-001", "a [[net]] key does not fit its mode",
                 "mode = \"tap\" needs `tap`, mode = \"bridge\" needs `bridge`, and neither "
                 "key means anything in another mode.", "SPEC.md devices",
-    fix="Give the key the mode needs and remove the others.")
+                fix="Give the key the mode needs and remove the others.")
 NET_MAC = Rule("CGS-NET-002", "two interfaces share a MAC address",
                "Duplicate MACs on one guest break ARP and DHCP in ways that are hard to trace.",
-    fix="Give each interface its own mac (or leave mac out: cgsc derives distinct ones).")
+               fix="Give each interface its own mac (or leave mac out: cgsc derives distinct ones).")
 DISK_DUP = Rule("CGS-DISK-001", "the same disk image is attached twice",
                 "Two writers on one image corrupt it.",
-    fix="Attach each image once.")
+                fix="Attach each image once.")
 CONSOLE = Rule("CGS-CONSOLE-001", "[console] path does not fit serial",
                "serial = \"socket\" and \"file\" need a path; the other kinds take none.",
-    fix="Give path for socket/file consoles; remove it otherwise.")
+               fix="Give path for socket/file consoles; remove it otherwise.")
 EXTRA_ARGS = Rule("CGS-QEMU-001", "extra-args bypass cgsc's checks",
                   "extra-args go to QEMU verbatim; cgsc cannot check what they do to the "
                   "guest's confidentiality.",
-    fix="Prefer a spec key; if the arguments are needed, review them and waive the warning with a reason.",
-    severity="warning")
+                  fix="Prefer a spec key; if the arguments are needed, review them and waive the warning with a reason.",
+                  severity="warning")
 NO_SANDBOX = Rule(
     "CGS-QEMU-003", "QEMU's seccomp sandbox is off",
     "Without -sandbox a compromised QEMU may spawn processes, raise privileges and use "
@@ -65,7 +65,7 @@ NO_SANDBOX = Rule(
 EXTRA_BREAKS = Rule("CGS-QEMU-002", "extra-args override what confidentiality depends on",
                     "Turning the IOMMU platform off or relinking confidential-guest-support "
                     "leaves a guest that starts but is not protected as reviewed.",
-    fix="Remove the argument; cgsc sets these from the mechanism.")
+                    fix="Remove the argument; cgsc sets these from the mechanism.")
 
 def check(guest: Guest) -> List[Diagnostic]:
     out: List[Diagnostic] = []

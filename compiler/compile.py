@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from cgsc.diagnostics import ERROR, Diagnostic, SpecError
 from cgsc.plan import LaunchPlan
@@ -32,7 +32,6 @@ def compile_spec(path: str) -> Compiled:
     from cgsc.checks import check
     from cgsc.lower import lower
     from cgsc.model import normalize
-
     from cgsc.waivers import apply
 
     guest = normalize(source.data)

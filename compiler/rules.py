@@ -87,7 +87,7 @@ def load_all() -> Dict[str, Rule]:
     import cgsc.check  # noqa: F401
     import cgsc.checks  # noqa: F401
     import cgsc.mechanisms  # noqa: F401
-    import cgsc.waivers  # noqa: F401
+    import cgsc.waivers  # noqa: F401  (defines the waiver rules)
     from cgsc import targets
     for name in targets.BUILTIN:
         targets.get(name)

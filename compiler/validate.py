@@ -29,20 +29,13 @@ def schema_errors(data: dict) -> List[Diagnostic]:
     return out
 
 
+# bool before int: True is an int to Python, a boolean to TOML.
+_TYPE_NAMES = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+               (dict, "a table"), (list, "an array"))
+
+
 def _toml_type(value) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return "a date/time"
+    return next((name for typ, name in _TYPE_NAMES if isinstance(value, typ)), "a date/time")
 
 
 def _show(value) -> str:

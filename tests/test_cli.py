@@ -60,6 +60,17 @@ def test_unknown_target_is_refused_with_a_rule_id(tmp_path):
     assert code == 1 and "CGS-TARGET-001" in err and "no target named 'nosuch'" in err
 
 
+def _nodes(node, where="#"):
+    """Every subschema of a schema document, with a JSON-pointer-like location."""
+    yield where, node
+    if isinstance(node, dict):
+        for key, sub in node.items():
+            yield from _nodes(sub, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, sub in enumerate(node):
+            yield from _nodes(sub, f"{where}/{i}")
+
+
 def test_schema_is_a_valid_draft_2020_12_schema_with_descriptions_everywhere():
     from jsonschema import Draft202012Validator
     code, out, _ = run_cli("schema")
@@ -68,7 +79,6 @@ def test_schema_is_a_valid_draft_2020_12_schema_with_descriptions_everywhere():
     Draft202012Validator.check_schema(schema)
     by_file = {d["$id"].rsplit("/", 1)[1]: d for d in schema["$defs"].values() if "$id" in d}
     by_file["guest.schema.json"] = schema
-    missing = []
 
     def described(node) -> bool:
         while "description" not in node and "$ref" in node:
@@ -78,19 +88,8 @@ def test_schema_is_a_valid_draft_2020_12_schema_with_descriptions_everywhere():
                 node = node[part]
         return "description" in node
 
-    def walk(node, where):
-        if isinstance(node, dict):
-            for key, sub in node.get("properties", {}).items():
-                if not described(sub):
-                    missing.append(f"{where}.{key}")
-                walk(sub, f"{where}.{key}")
-            for key, sub in node.items():
-                if key != "properties":
-                    walk(sub, f"{where}/{key}")
-        elif isinstance(node, list):
-            for i, sub in enumerate(node):
-                walk(sub, f"{where}[{i}]")
-    walk(schema, "")
+    missing = [f"{where}/{key}" for where, node in _nodes(schema) if isinstance(node, dict)
+               for key, sub in node.get("properties", {}).items() if not described(sub)]
     assert not missing
     assert set(schema["properties"]["confidential"]["properties"]) == {
         "sev", "sev-es", "sev-snp", "tdx", "pef", "s390-pv"}
@@ -98,19 +97,9 @@ def test_schema_is_a_valid_draft_2020_12_schema_with_descriptions_everywhere():
 
 def test_objects_reject_unknown_keys_everywhere():
     schema = json.loads(run_cli("schema")[1])
-    open_objects = []
-
-    def walk(node, where):
-        if isinstance(node, dict):
-            if "object" in (node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]):
-                if node.get("additionalProperties") is not False:
-                    open_objects.append(where)
-            for key, sub in node.items():
-                walk(sub, f"{where}/{key}")
-        elif isinstance(node, list):
-            for i, sub in enumerate(node):
-                walk(sub, f"{where}[{i}]")
-    walk(schema, "#")
+    open_objects = [where for where, node in _nodes(schema) if isinstance(node, dict)
+                    and "object" in (node["type"] if isinstance(node.get("type"), list) else [node.get("type")])
+                    and node.get("additionalProperties") is not False]
     assert not open_objects
 
 

@@ -12,7 +12,7 @@ from helpers import VALID_SPECS, QapiSchema, compile_plan, qapi_accepts, rel
 
 from cgsc.lower import lower
 from cgsc.model import normalize
-from cgsc.qemu import Opts, QemuObject
+from cgsc.qemu import QemuObject
 from cgsc.source import load
 
 QMP_QUIT = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'

@@ -46,7 +46,7 @@ def scan_extra_args(extra_args: Iterable[str], needles: Iterable[str]):
 SOCKET_LEN = Rule("CGS-PATH-001", "a unix socket path is longer than 107 bytes",
                   "sun_path holds 108 bytes including the NUL; QEMU cannot bind or connect to "
                   "a longer path.", "unix(7)",
-    fix="Use a shorter socket path, e.g. under /run.")
+                  fix="Use a shorter socket path, e.g. under /run.")
 SUN_PATH_MAX = 107
 
 
