@@ -46,25 +46,27 @@ _cgsc() {{
 }}
 complete -F _cgsc cgsc
 """
-    lines = "\n".join(f"        {name}) _arguments '*:spec:_files' $(print -- {' '.join(words)!r}) ;;"
-                      for name, words in commands.items())
+    cases = "\n".join(f"        {name}) opts=({' '.join(words)}) ;;" for name, words in commands.items())
     return f"""#compdef cgsc
 # zsh completion for cgsc; install: cgsc completion zsh > "${{fpath[1]}}/_cgsc"
 _cgsc() {{
+    local -a opts
     if (( CURRENT == 2 )); then
         compadd -- {' '.join(commands)} {globals_}
         return
     fi
     case $words[2] in
-{lines}
+{cases}
     esac
-    compadd -- ${{=$(_cgsc_opts $words[2])}}
-    _files
+    if [[ $PREFIX == -* ]]; then
+        compadd -- $opts
+    else
+        _files
+    fi
 }}
-_cgsc_opts() {{
-    case $1 in
-{chr(10).join(f"        {name}) print -- {' '.join(words)!r} ;;" for name, words in commands.items())}
-    esac
-}}
-compdef _cgsc cgsc
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+    _cgsc "$@"
+else
+    compdef _cgsc cgsc
+fi
 """

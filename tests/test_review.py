@@ -227,7 +227,12 @@ def test_zsh_completion_is_valid(tmp_path, tool):
     code, out, _ = run_cli("completion", "zsh")
     path = tmp_path / "_cgsc"
     path.write_text(out)
-    assert code == 0 and subprocess.run([tool("zsh"), "-n", str(path)]).returncode == 0
+    zsh = tool("zsh")
+    assert code == 0 and subprocess.run([zsh, "-n", str(path)]).returncode == 0
+    probe = f"autoload -U compinit; compinit -u; source {shlex.quote(str(path))}; print $_comps[cgsc]"
+    result = subprocess.run([zsh, "-f", "-c", probe], capture_output=True, text=True,
+                            env=dict(os.environ, HOME=str(tmp_path)))
+    assert result.stdout.strip() == "_cgsc", result.stderr
 
 
 def test_pre_commit_hooks_run_for_real(tmp_path, tool):
