@@ -117,7 +117,7 @@ def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> No
 
 def _build(args) -> int:
     from cgsc.build import build
-    from cgsc.emit import files_for, write_guest
+    from cgsc.emit import WriteError, files_for, write_all
     outputs = build(args.specs, args.target)
     _report([d for o in outputs for d in o.diagnostics], args.format)
     if args.stdout:
@@ -128,8 +128,11 @@ def _build(args) -> int:
                     sys.stdout.write(f"==> {o.name}/{a.filename} <==\n")
                 sys.stdout.write(a.content)
         return EXIT_OK
-    for o in outputs:
-        write_guest(args.output, o)
+    try:
+        write_all(args.output, outputs)
+    except WriteError as exc:
+        print(f"cgsc: {exc}; nothing written", file=sys.stderr)
+        return EXIT_USAGE
     if args.format == "text":
         if len(outputs) == 1:
             names = ", ".join(sorted(files_for(outputs[0])))

@@ -55,20 +55,29 @@ def files_for(out: GuestOutput) -> Dict[str, tuple]:
     return files
 
 
-def write_atomic(path: str, content: str, mode: int) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
+class WriteError(Exception):
+    """The output directory cannot take the artifacts (permissions, a file in the way...)."""
+
+
+def _stage(path: str, content: str, mode: int) -> str:
+    """Write content to a temporary file beside `path`; returns the temporary's path."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(content)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
+        _discard([tmp])
+        raise
+    return tmp
+
+
+def _discard(paths) -> None:
+    for path in paths:
         try:
-            os.unlink(tmp)
+            os.unlink(path)
         except OSError:
             pass
-        raise
 
 
 def _previous_files(directory: str) -> List[str]:
@@ -79,22 +88,44 @@ def _previous_files(directory: str) -> List[str]:
         return []
 
 
-def write_guest(root: str, out: GuestOutput) -> List[str]:
-    """Write one guest's directory; returns the paths written. Drops artifacts that the
-    previous manifest listed and this build no longer makes."""
-    directory = os.path.join(root, out.name)
-    os.makedirs(directory, exist_ok=True)
-    files = files_for(out)
-    previous = _previous_files(directory)
-    written = []
-    for name, (content, mode) in files.items():
-        path = os.path.join(directory, name)
-        write_atomic(path, content, mode)
-        written.append(path)
-    for stale in previous:
-        if stale not in files and os.path.basename(stale) == stale:
+def _makedirs(directory: str) -> List[str]:
+    """os.makedirs that returns the directories it created, outermost first."""
+    missing = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for path in reversed(missing):
+        os.mkdir(path)
+    return list(reversed(missing))
+
+
+def write_all(root: str, outputs: Sequence[GuestOutput]) -> None:
+    """Write every guest's directory in two phases: stage every file as a temporary beside
+    its destination (any failure removes them all and changes nothing), then rename each
+    into place. Artifacts that a guest's previous manifest listed and this build no longer
+    makes are removed."""
+    staged: List[tuple] = []     # (temporary, destination)
+    stale: List[str] = []
+    created: List[str] = []      # directories this build made, removed again on failure
+    try:
+        for out in outputs:
+            directory = os.path.join(root, out.name)
+            created += _makedirs(directory)
+            files = files_for(out)
+            stale += [os.path.join(directory, f) for f in _previous_files(directory)
+                      if f not in files and os.path.basename(f) == f]
+            for name, (content, mode) in files.items():
+                path = os.path.join(directory, name)
+                staged.append((_stage(path, content, mode), path))
+    except OSError as exc:
+        _discard(tmp for tmp, _dest in staged)
+        for directory in reversed(created):
             try:
-                os.unlink(os.path.join(directory, stale))
-            except FileNotFoundError:
+                os.rmdir(directory)
+            except OSError:
                 pass
-    return written
+        raise WriteError(f"cannot write under {root}: {exc.strerror or exc}"
+                         + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")) from exc
+    for tmp, dest in staged:
+        os.replace(tmp, dest)
+    _discard(stale)

@@ -98,3 +98,43 @@ def test_two_specs_with_one_name_are_refused(tmp_path):
     code, _out, err = run_cli("build", EXAMPLES[0], EXAMPLES[0], "-o", str(tmp_path))
     assert code == 1 and "CGS-TARGET-002" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_output_is_refused_cleanly_and_nothing_is_written(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    blocker = out / "web-2"
+    blocker.write_text("a file where a guest directory must go\n")
+    fleet = [s for s in EXAMPLES if "/fleet/" in s]
+    code, _out, err = run_cli("build", *fleet, "-o", str(out))
+    assert code == 2 and "cannot write under" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.rglob("*")) == ["web-2"]
+    assert blocker.read_text() == "a file where a guest directory must go\n"
+
+
+def test_a_third_party_target_is_found_through_its_entry_point(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "fake_cgsc_target-0.1.dist-info").mkdir(parents=True)
+    (site / "fake_cgsc_target-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fake-cgsc-target\nVersion: 0.1\n")
+    (site / "fake_cgsc_target-0.1.dist-info" / "entry_points.txt").write_text(
+        "[cgsc.targets]\nargv = fake_cgsc_target:TARGET\n")
+    (site / "fake_cgsc_target.py").write_text(
+        "from cgsc.targets import Artifact\n"
+        "class ArgvTarget:\n"
+        "    name = 'argv'\n"
+        "    summary = 'the QEMU argv, one word per line'\n"
+        "    def unsupported(self, plan):\n"
+        "        return None\n"
+        "    def render(self, plan):\n"
+        "        return [Artifact(plan.name + '.argv', '\\n'.join(plan.argv()) + '\\n')]\n"
+        "TARGET = ArgvTarget()\n")
+    monkeypatch.syspath_prepend(str(site))
+    code, out, _ = run_cli("targets")
+    assert code == 0 and "argv       the QEMU argv, one word per line" in out.splitlines()
+    spec = EXAMPLES[0]
+    code, _out, err = run_cli("build", spec, "-t", "argv", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    plan = compile_spec(spec).plan
+    written = (tmp_path / "out" / plan.name / f"{plan.name}.argv").read_text()
+    assert written.splitlines() == plan.argv()

@@ -43,7 +43,8 @@ KEYS = st.sampled_from(["name", "memory", "arch", "machine", "cpu", "vcpus", "po
                         "reduced-phys-bits", "kernel-hashes", "host-data", "id-block", "attributes",
                         "quote-generation-socket", "code", "vars", "image", "initrd", "cmdline",
                         "path", "format", "bus", "mode", "tap", "bridge", "mac", "serial", "cid",
-                        "socket", "emulator", "sandbox", "extra-args", "build", "bogus", "sev",
+                        "socket", "emulator", "sandbox", "extra-args", "build", "bogus", "waive",
+                        "CGS-SNP-010", "CGS-QEMU-001", "CGS-SNP-001", "sev",
                         "sev-es", "sev-snp", "tdx", "pef", "s390-pv"])
 
 
