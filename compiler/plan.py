@@ -132,6 +132,8 @@ class LaunchPlan(NamedTuple):
             nodes.append(("/dev/net/tun", "tap networking"))
         if self.vsock_cid is not None:
             nodes.append(("/dev/vhost-vsock", "the vsock device"))
+        if self.console.kind == "pty":
+            nodes.append(("/dev/ptmx", "the pty console"))
         return nodes
 
     def host_files(self) -> List[Tuple[str, str]]:

@@ -122,6 +122,8 @@ def _sandbox(plan: LaunchPlan) -> List[Entry]:
     out: List[Entry] = [("DevicePolicy", "closed", "")]
     for path, why in plan.device_nodes():
         out.append(("DeviceAllow", f"{systemd_path_word(path)} rw", why))
+        if path == "/dev/ptmx":  # openpty() opens the pty's other end too
+            out.append(("DeviceAllow", "char-pts rw", "the pty console's terminal side"))
     bridge = any(n.mode == "bridge" for n in plan.nics)
     user_net = any(n.mode == "user" for n in plan.nics)
     host_paths = _all_host_paths(plan)
