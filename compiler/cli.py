@@ -1,7 +1,7 @@
 """Command line: a thin shell over the pipeline, with one error boundary.
 
-Exit status: 0 success, 1 invalid spec or drift found by `check`, 2 usage,
-3 internal error (a bug).
+Exit status: 0 success, 1 invalid spec or drift found by `check`, 2 usage (an unwritable
+output directory included), 3 internal error (a bug).
 """
 
 from __future__ import annotations

@@ -86,9 +86,11 @@ def load_all() -> Dict[str, Rule]:
     import cgsc.build  # noqa: F401
     import cgsc.check  # noqa: F401
     import cgsc.checks  # noqa: F401
-    import cgsc.mechanisms  # noqa: F401
     import cgsc.waivers  # noqa: F401  (defines the waiver rules)
     from cgsc import targets
+    from cgsc.mechanisms import MECHANISMS
+    for name in MECHANISMS:  # mechanism modules load lazily
+        MECHANISMS[name]
     for name in targets.BUILTIN:
         targets.get(name)
     return CATALOGUE

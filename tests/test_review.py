@@ -265,3 +265,10 @@ def test_pre_commit_hooks_run_for_real(tmp_path, tool):
                    capture_output=True)
     result = hook("cgsc-check", "good.toml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_fresh_process_lists_every_rule():
+    """The catalogue must not depend on which modules happen to be imported already."""
+    result = subprocess.run([sys.executable, "-m", "cgsc", "rules"], capture_output=True, text=True)
+    listed = {line.split()[0] for line in result.stdout.splitlines()}
+    assert result.returncode == 0 and listed == set(load_all())
