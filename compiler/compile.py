@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from cgsc.diagnostics import ERROR, Diagnostic, SpecError
 from cgsc.plan import LaunchPlan
@@ -19,20 +19,39 @@ class Compiled:
     data: dict                                  # the merged spec, for reports
 
 
+def _overlaps(a: tuple, b: tuple) -> bool:
+    return a[:len(b)] == b or b[:len(a)] == a
+
+
+def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[Diagnostic]:
+    """Cross-field errors of a spec that also has schema errors, so that one run reports
+    everything: only rules about keys the schema accepted, and only when the data can be
+    normalized at all."""
+    from cgsc.checks import check
+    from cgsc.model import normalize
+    try:
+        found = check(normalize(data))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return []  # too broken to read as a guest: the schema errors say what to fix
+    bad = [d.path for d in errors]
+    return [d for d in found if d.severity == ERROR and not any(_overlaps(d.path, p) for p in bad)]
+
+
 def compile_spec(path: str) -> Compiled:
     """Compile one spec file into a launch plan; raises SpecError with every diagnostic."""
     from cgsc.source import load
     from cgsc.validate import schema_errors
 
-    source = load(path)
-    errors = schema_errors(source.data)
-    if errors:
-        raise SpecError(source.locate(d) for d in errors)
-
     from cgsc.checks import check
     from cgsc.lower import lower
     from cgsc.model import normalize
     from cgsc.waivers import apply
+
+    source = load(path)
+    errors = schema_errors(source.data)
+    if errors:
+        errors += _rules_despite_schema_errors(source.data, errors)
+        raise SpecError(source.locate(d) for d in errors)
 
     guest = normalize(source.data)
     found, waived = apply(source.data.get("waive", {}), check(guest))
