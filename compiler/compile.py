@@ -5,8 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
+from cgsc.checks import check
 from cgsc.diagnostics import ERROR, Diagnostic, SpecError
+from cgsc.lower import lower
+from cgsc.model import normalize
 from cgsc.plan import LaunchPlan
+from cgsc.source import load
+from cgsc.validate import schema_errors
+from cgsc.waivers import apply
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,6 @@ def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[D
     """Cross-field errors of a spec that also has schema errors, so that one run reports
     everything: only rules about keys the schema accepted, and only when the data can be
     normalized at all."""
-    from cgsc.checks import check
-    from cgsc.model import normalize
     try:
         found = check(normalize(data))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
@@ -39,14 +43,6 @@ def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[D
 
 def compile_spec(path: str) -> Compiled:
     """Compile one spec file into a launch plan; raises SpecError with every diagnostic."""
-    from cgsc.source import load
-    from cgsc.validate import schema_errors
-
-    from cgsc.checks import check
-    from cgsc.lower import lower
-    from cgsc.model import normalize
-    from cgsc.waivers import apply
-
     source = load(path)
     errors = schema_errors(source.data)
     if errors:

@@ -13,6 +13,7 @@ from typing import List
 from cgsc.compile import compile_spec
 from cgsc.diagnostics import format_path
 from cgsc.mechanisms import MECHANISMS
+from cgsc.qemu import Opts
 from cgsc.spec_schema import inlined
 
 
@@ -53,8 +54,7 @@ def explain(path: str) -> dict:
         else:
             entry.update(value=None, source="unset")
         settings.append(entry)
-    machine = ",".join(f"{k}={_show(v) if not isinstance(v, bool) else ('on' if v else 'off')}"
-                       for k, v in cgs.machine_props)
+    machine = Opts(None, cgs.machine_props).render()
     adds = [f"-object {cgs.object.qom_type},id={cgs.object.id} linked by "
             f"-machine confidential-guest-support={cgs.object.id}"]
     if machine:

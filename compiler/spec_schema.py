@@ -42,22 +42,13 @@ def bundled() -> dict:
 
 @lru_cache(maxsize=None)
 def resources() -> Dict[str, dict]:
-    """Every schema resource in the bundle, by $id (to resolve $ref by hand for hints)."""
+    """Every schema resource in the bundle, by $id (for inlining the $refs)."""
     root = bundled()
     out = {root["$id"]: root}
     for sub in root["$defs"].values():
         if "$id" in sub:
             out[sub["$id"]] = sub
     return out
-
-
-def resolve(node: dict, base: str) -> dict:
-    """Follow $ref chains from `node` (inside the resource `base`) to the real subschema."""
-    seen = 0
-    while isinstance(node, dict) and "$ref" in node and seen < 10:
-        node, base = _lookup(node["$ref"], base)
-        seen += 1
-    return node
 
 
 @lru_cache(maxsize=None)

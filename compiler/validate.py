@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Iterator, List
 
 from cgsc.diagnostics import Diagnostic, error
-from cgsc.spec_schema import bundled, inlined, resolve
+from cgsc.spec_schema import inlined
 
 _TOML_TYPES = {"string": "a string", "integer": "an integer", "number": "a number",
                "boolean": "a boolean (true or false)", "object": "a table", "array": "an array",
@@ -16,8 +16,8 @@ _TOML_TYPES = {"string": "a string", "integer": "an integer", "number": "a numbe
 
 @lru_cache(maxsize=None)
 def validator():
-    """One Draft 2020-12 validator per process, over a registry crawled once (otherwise
-    every validation re-crawls the bundle to resolve the mechanism fragments)."""
+    """One Draft 2020-12 validator per process, over the inlined bundle (no $ref left to
+    resolve on every instance)."""
     from jsonschema import Draft202012Validator
     return Draft202012Validator(inlined())
 
@@ -65,7 +65,7 @@ def _convert(err) -> Iterator[Diagnostic]:
     elif kind == "required":
         for key in err.validator_value:
             if key not in instance:
-                prop = resolve(schema.get("properties", {}).get(key, {}), bundled()["$id"])
+                prop = schema.get("properties", {}).get(key, {})
                 hint = prop.get("x-cgsc-hint") or prop.get("description", "")
                 where = "the spec" if not path else "this table"
                 yield error("CGS-SCHEMA-002", path + (key,) if not path else path,

@@ -48,16 +48,12 @@ def _runtime_dirs(plan: LaunchPlan) -> Tuple[List[str], List[str]]:
     return _dedupe(runtime), _dedupe(other)
 
 
-def _writable(plan: LaunchPlan) -> List[str]:
+def _writable(plan: LaunchPlan, socket_dirs: List[str]) -> List[str]:
     paths = [plan.firmware.vars] if plan.firmware.vars else []
     paths += [d.path for d in plan.disks if not d.readonly]
     if plan.console.kind == "file":
         paths.append(os.path.dirname(plan.console.path))
-    return _dedupe(paths + _runtime_dirs(plan)[1])
-
-
-def _all_host_paths(plan: LaunchPlan) -> List[str]:
-    return [p for p, _ in plan.host_files()] + _writable(plan) + _sockets(plan)
+    return _dedupe(paths + socket_dirs)
 
 
 def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
@@ -126,9 +122,9 @@ def _sandbox(plan: LaunchPlan) -> List[Entry]:
             out.append(("DeviceAllow", "char-pts rw", "the pty console's terminal side"))
     bridge = any(n.mode == "bridge" for n in plan.nics)
     user_net = any(n.mode == "user" for n in plan.nics)
-    host_paths = _all_host_paths(plan)
-    runtime, _ = _runtime_dirs(plan)
-    writable = _writable(plan)
+    runtime, socket_dirs = _runtime_dirs(plan)
+    writable = _writable(plan, socket_dirs)
+    host_paths = [p for p, _ in plan.host_files()] + writable + _sockets(plan)
     out.append(("ProtectSystem", "strict", ""))
     if writable:
         out.append(("ReadWritePaths", _paths(writable), "disk images, variable store, sockets"))

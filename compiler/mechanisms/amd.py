@@ -53,14 +53,6 @@ def check_irqchip(guest) -> Iterable[Diagnostic]:
                             "remove it: SEV-ES and SEV-SNP guests need an in-kernel irqchip")
 
 
-def flag_path(path, cfg: dict, flag: str):
-    """Where a policy flag was said: the flag itself, or the integer policy."""
-    raw = cfg.get("policy")
-    if isinstance(raw, dict) and flag in raw:
-        return path + ("policy", flag)
-    return path + ("policy",) if raw is not None else path
-
-
 def host_param(name: str, title: str) -> HostParam:
     return HostParam(f"/sys/module/kvm_amd/parameters/{name}", ("Y", "1"),
                      f"this host's KVM has no {title} support (kvm_amd parameter {name} is not Y)")

@@ -29,6 +29,14 @@ class Layout(NamedTuple):
             value |= (table.get(name, 0) & 0xFF) << shift
         return value
 
+    def flag_path(self, path: tuple, cfg: dict, flag: str) -> tuple:
+        """Where a flag was said: the flag in the named form, else the integer word, else
+        the mechanism table (the flag kept its default)."""
+        raw = cfg.get(self.word)
+        if isinstance(raw, dict) and flag in raw:
+            return path + (self.word, flag)
+        return path + (self.word,) if raw is not None else path
+
     def flag_values(self, value: int) -> List[Tuple[str, bool]]:
         return [(f.name, bool(value >> f.bit & 1) == f.sets) for f in self.flags]
 

@@ -97,7 +97,7 @@ class Sev(Mechanism):
                                       (KEY_SHARING, 1, "key-sharing", "key sharing"),
                                       (SEND_ALLOWED, 3, "send", "sending the guest")):
             if not policy >> bit & 1:
-                yield rule.warning(amd.flag_path(path, cfg, flag), f"the policy allows {what} "
+                yield rule.warning(POLICY.flag_path(path, cfg, flag), f"the policy allows {what} "
                                    f"(bit {bit} clear in {policy:#x})", f"set {flag} = false")
 
     def lower(self, guest) -> Confidential:

@@ -119,15 +119,15 @@ class SevSnp(Mechanism):
         yield from amd.check_irqchip(guest)
         policy = self.policy(cfg)
         if policy >> 19 & 1:
-            yield DEBUG_ALLOWED.warning(amd.flag_path(path, cfg, "debug"),
+            yield DEBUG_ALLOWED.warning(POLICY.flag_path(path, cfg, "debug"),
                                         f"the policy allows debugging (bit 19 set in {policy:#x})",
                                         "set debug = false")
         if policy >> 16 & 1 and policy >> 20 & 1:
-            yield SMT_SINGLE_SOCKET.warning(amd.flag_path(path, cfg, "single-socket"),
+            yield SMT_SINGLE_SOCKET.warning(POLICY.flag_path(path, cfg, "single-socket"),
                                             "single-socket is set but SMT stays allowed",
                                             "set smt = false too")
         if policy >> 18 & 1:
-            yield MIGRATION_AGENT.warning(amd.flag_path(path, cfg, "migrate-ma"),
+            yield MIGRATION_AGENT.warning(POLICY.flag_path(path, cfg, "migrate-ma"),
                                           "the policy allows a migration agent (bit 18)",
                                           "set migrate-ma = false")
 

@@ -78,6 +78,8 @@ class Tdx(Mechanism):
     def check(self, guest) -> Iterable[Diagnostic]:
         cfg, path = guest.confidential, guest.mech_path
         raw = cfg.get("attributes")
+        attributes = self.attributes(cfg)
+        other = attributes & ~(DEBUG_BIT | SEPT_VE_DISABLE)
         if isinstance(raw, dict) and raw.get("debug"):
             yield DEBUG.error(path + ("attributes", "debug"),
                               "TD debug is rejected by QEMU (attribute bit 0)",
@@ -87,17 +89,15 @@ class Tdx(Mechanism):
                 yield DEBUG.error(path + ("attributes",),
                                   f"attributes {raw:#x} set bit 0 (debug), which QEMU rejects",
                                   "clear bit 0")
-            if raw & ~(DEBUG_BIT | SEPT_VE_DISABLE):
+            if other:
                 yield OTHER_BITS.error(
                     path + ("attributes",),
-                    f"attributes {raw:#x} set bits {raw & ~(DEBUG_BIT | SEPT_VE_DISABLE):#x}; "
+                    f"attributes {raw:#x} set bits {other:#x}; "
                     "only bit 28 (0x10000000, SEPT_VE_DISABLE) may be set",
                     "use attributes = { sept-ve-disable = true } (the default)")
-        if not self.attributes(cfg) & SEPT_VE_DISABLE and not (isinstance(raw, int) and raw & ~(
-                DEBUG_BIT | SEPT_VE_DISABLE)):
-            where = path + ("attributes", "sept-ve-disable") if isinstance(raw, dict) and \
-                "sept-ve-disable" in raw else path + ("attributes",)
-            yield NO_SEPT_VE_DISABLE.warning(where, "SEPT_VE_DISABLE (bit 28) is off",
+        if not attributes & SEPT_VE_DISABLE and not other:
+            yield NO_SEPT_VE_DISABLE.warning(ATTRIBUTES.flag_path(path, cfg, "sept-ve-disable"),
+                                             "SEPT_VE_DISABLE (bit 28) is off",
                                              "Linux guests need sept-ve-disable = true")
         if guest.cpu != "host":
             yield NAMED_CPU.error(("guest", "cpu"), f"is {guest.cpu!r}; TDX accepts only \"host\"",
