@@ -1,4 +1,3 @@
 """cgsc: the Confidential Guest Spec Compiler."""
 
 __version__ = "1.0.0"
-SPEC_VERSIONS = (1,)

@@ -36,10 +36,6 @@ EMULATOR = Rule(
     fix="Give [qemu] emulator as an absolute path.")
 
 
-def _yes(flag: bool) -> str:
-    return "on" if flag else "off"
-
-
 class LibvirtTarget:
     name = "libvirt"
     summary = "libvirt domain XML (<name>.xml) for `virsh define`"
