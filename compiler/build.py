@@ -46,6 +46,19 @@ def choose_targets(compiled: Compiled, requested: Sequence[str]):
     return chosen, errors
 
 
+def skipped_targets(compiled: Compiled, requested: Sequence[str]) -> List[tuple]:
+    """(target, rule ID, reason) of every built-in target a default build leaves out
+    because it cannot express the spec; empty when targets are named."""
+    if list(requested) or compiled.build_targets:
+        return []
+    out = []
+    for name in targets.BUILTIN:
+        why = targets.get(name).unsupported(compiled.plan)
+        if why is not None:
+            out.append((name, why.rule, why.message))
+    return out
+
+
 def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutput]:
     """Compile and render every spec; raises SpecError carrying every diagnostic of every spec."""
     outputs: List[GuestOutput] = []
@@ -71,7 +84,8 @@ def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutp
         artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
         outputs.append(GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
                                    artifacts, plan.warnings, plan.waivers, compiled.warnings,
-                                   compiled.locate))
+                                   compiled.locate,
+                                   skipped=tuple(skipped_targets(compiled, requested))))
     if problems:
         raise SpecError(problems)
     return outputs

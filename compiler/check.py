@@ -51,3 +51,48 @@ def compare(root: str, out: GuestOutput) -> List[Drift]:
             path = os.path.join(directory, name)
             drifts.append(Drift(path, "extra", f"extra: {path}"))
     return drifts
+
+
+ORPHAN = Rule(
+    "CGS-CHECK-002", "committed artifacts whose spec is gone or no longer builds them",
+    "A directory under the output directory whose manifest names a spec that no longer "
+    "exists (or that now builds a guest of another name) would still be deployed, though "
+    "no reviewed spec describes it.",
+    "cgsc check --all", fix="Remove the directory (`git rm -r out/<name>`), or restore the spec.")
+
+
+def discover(root: str):
+    """Every guest directory under the output directory `root` that has a manifest:
+    [(spec path, targets, directory, base paths)] for those whose spec exists, and a Drift for each
+    whose spec is gone. Spec paths in manifests are relative to the repository that
+    holds the output directory (see cgsc.specpath), else to the working directory."""
+    import json
+
+    from cgsc.emit import MANIFEST
+    from cgsc.specpath import find_root
+    base = find_root(root) or os.getcwd()
+    found, orphans = [], []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return found, orphans
+    for name in names:
+        manifest = os.path.join(root, name, MANIFEST)
+        if not os.path.isfile(manifest):
+            continue
+        try:
+            with open(manifest, encoding="utf-8") as fh:
+                doc = json.load(fh)
+            spec = doc["spec"][0]["path"]
+            bases = [os.path.join(base, s["path"]) for s in doc["spec"][1:]]
+            targets = tuple(dict.fromkeys(a["target"] for a in doc.get("artifacts", [])))
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            orphans.append(Drift(manifest, "orphan", f"unreadable manifest: {manifest} ({exc})"))
+            continue
+        path = os.path.join(base, spec) if isinstance(spec, str) else ""
+        if not path or not os.path.isfile(path):
+            orphans.append(Drift(os.path.join(root, name), "orphan",
+                                 f"orphan: {os.path.join(root, name)}: its spec {spec} is gone"))
+            continue
+        found.append((os.path.relpath(path), targets, os.path.join(root, name), bases))
+    return found, orphans

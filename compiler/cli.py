@@ -48,22 +48,41 @@ def parser() -> argparse.ArgumentParser:
     with_format(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
     v.add_argument("specs", nargs="+", metavar="SPEC")
+    v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
+                   help="as for build")
+    v.add_argument("--base", action="store_true",
+                   help="the SPECs are bases that other specs extend: check their keys and "
+                        "values, not that they are whole guests")
     with_format(v)
     c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
-    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.add_argument("specs", nargs="*", metavar="SPEC")
+    c.add_argument("--all", action="store_true",
+                   help="also check every guest whose manifest is under the output directory, "
+                        "and report guest directories whose spec is gone")
     c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
     c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="as for build")
     with_format(c)
     e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
-    e.add_argument("spec", metavar="SPEC")
-    with_format(e, ("text", "json"))
+    e.add_argument("specs", nargs="+", metavar="SPEC")
+    e.add_argument("--format", choices=("text", "json"), default="text",
+                   help="the explanation as text, or as JSON (one object per spec; a list "
+                        "of them for several specs); on stdout")
+    d = sub.add_parser("diff", help="what a change to specs does: security-relevant differences in words",
+                       description="cgsc diff OLD NEW compares two spec files; cgsc diff --base REV "
+                                   "SPEC... compares each spec (and its extends chain) as of the git "
+                                   "revision REV with the working tree. A report, not a gate: exit 0.")
+    d.add_argument("specs", nargs="+", metavar="SPEC")
+    d.add_argument("--base", metavar="REV", help="compare with the specs as of this git revision")
+    d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
+                   help="the report as text, JSON, GitHub Actions notices or Markdown (for a "
+                        "pull-request comment); on stdout")
     r = sub.add_parser("rules", help="list the rules, or explain one")
     r.add_argument("rule", nargs="?", metavar="RULE-ID")
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sub.add_parser("targets", help="list installed targets")
     comp = sub.add_parser("completion", help="print a shell completion script")
-    comp.add_argument("shell", choices=("bash", "zsh"))
+    comp.add_argument("shell", choices=("bash", "zsh", "fish"))
     return p
 
 
@@ -77,6 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser().print_help(sys.stderr)
             return EXIT_USAGE
         fmt = getattr(args, "format", "text")
+        _DIAGNOSTICS_TO_STDERR[:] = [True] if getattr(args, "stdout", False) else []
+        _known_targets(getattr(args, "target", ()))
         return _COMMANDS[args.command](args)
     except _Usage as exc:
         print(f"cgsc: {exc}", file=sys.stderr)
@@ -103,11 +124,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BUG
 
 
+_DIAGNOSTICS_TO_STDERR = []   # set by `build --stdout`: stdout carries the artifacts only
+
+
 def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> None:
-    """Text goes to stderr with a summary line; machine formats go to stdout, whole."""
+    """Text goes to stderr with a summary line; machine formats go to stdout, whole
+    (to stderr under `build --stdout`, whose stdout is the artifacts)."""
     from cgsc.report import RENDER
     if fmt != "text":
-        sys.stdout.write(RENDER[fmt](diagnostics))
+        (sys.stderr if _DIAGNOSTICS_TO_STDERR else sys.stdout).write(RENDER[fmt](diagnostics))
         return
     sys.stderr.write(RENDER["text"](diagnostics))
     if failed:
@@ -115,11 +140,27 @@ def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> No
         print(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written", file=sys.stderr)
 
 
+def _known_targets(names) -> None:
+    """An unknown -t is a usage error (exit 2), not a fault of the spec."""
+    if not names:
+        return
+    from cgsc import targets
+    unknown = [n for n in names if targets.get(n) is None]
+    if unknown:
+        raise _Usage(f"unknown target {unknown[0]!r}; installed targets: "
+                     + ", ".join(targets.available()))
+
+
 def _build(args) -> int:
     from cgsc.build import build
     from cgsc.emit import WriteError, files_for, write_all
     outputs = build(args.specs, args.target)
     _report([d for o in outputs for d in o.diagnostics], args.format)
+    if args.format == "text":
+        for o in outputs:
+            for target, rule, reason in o.skipped:
+                print(f"cgsc: note: {o.name}: target {target} skipped: {reason} [{rule}]",
+                      file=sys.stderr)
     if args.stdout:
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
         for o in outputs:
@@ -143,27 +184,64 @@ def _build(args) -> int:
 
 
 def _validate(args) -> int:
-    from cgsc.compile import compile_spec
-    problems, warnings = [], []
-    for spec in args.specs:
-        try:
-            warnings.extend(compile_spec(spec).warnings)
-        except SpecError as exc:
-            problems.extend(exc.diagnostics)
-    if problems:
-        raise SpecError(problems + warnings)
+    from cgsc.build import build
+    if args.base:
+        from cgsc.base_spec import check_base
+        problems = [d for spec in args.specs for d in check_base(spec)]
+        if problems:
+            raise SpecError(problems)
+        warnings = []
+    else:  # build's own code path, so validate refuses exactly what build would
+        warnings = [d for o in build(args.specs, args.target) for d in o.diagnostics]
     _report(warnings, args.format)
     if args.format == "text":
-        print(f"cgsc: {len(args.specs)} spec{'s' if len(args.specs) != 1 else ''} valid",
-              file=sys.stderr)
+        print(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
+              f"spec{'s' if len(args.specs) != 1 else ''} valid", file=sys.stderr)
     return EXIT_OK
 
 
 def _check(args) -> int:
+    import os
+
     from cgsc.build import build
-    from cgsc.check import DRIFT, compare
-    outputs = build(args.specs, args.target)
+    from cgsc.check import DRIFT, ORPHAN, Drift, compare, discover
+    if not args.specs and not args.all:
+        raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
+    groups = {tuple(args.target): list(args.specs)}   # targets -> specs built with them
+    homes = {}                                       # spec -> the directory its manifest is in
+    orphans = []
+    if args.all:
+        found, orphans = discover(args.output)
+        # A base named on the command line (pre-commit passes changed files) is checked
+        # through the guests that extend it, not built as a guest of its own.
+        bases = {os.path.realpath(b) for *_rest, chain in found for b in chain}
+        groups[tuple(args.target)] = [s for s in args.specs if os.path.realpath(s) not in bases]
+        named = {os.path.realpath(s) for s in args.specs}
+        for spec, built, directory, _chain in found:
+            if os.path.realpath(spec) not in named:
+                named.add(os.path.realpath(spec))
+                groups.setdefault(tuple(args.target) or built, []).append(spec)
+                homes[spec] = directory
+    outputs, problems = [], []
+    for chosen, specs in groups.items():
+        try:
+            built = build(specs, chosen) if specs else []
+        except SpecError as exc:
+            problems += exc.diagnostics
+            continue
+        outputs += built
+        orphans += [Drift(homes[s], "orphan", f"orphan: {homes[s]}: {s} now builds guest "
+                          f"{o.name!r}, not {os.path.basename(homes[s])!r}")
+                    for s, o in zip(specs, built)
+                    if s in homes and o.name != os.path.basename(homes[s])]
+    if problems:
+        raise SpecError(problems)
     findings = []
+    for drift in orphans:
+        if args.format == "text":
+            sys.stdout.write(drift.detail + "\n")
+        findings.append(ORPHAN.error((), drift.detail, "remove the directory or restore its spec")
+                        .located(drift.path, 0))
     for o in outputs:
         drifts = compare(args.output, o)
         if args.format == "text":
@@ -174,7 +252,7 @@ def _check(args) -> int:
                      for d in drifts]
         findings += list(o.diagnostics)
     _report(findings, args.format)
-    drift_count = sum(1 for d in findings if d.rule == DRIFT.id)
+    drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))
     if args.format == "text":
         print(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
               if drift_count else f"cgsc: {len(outputs)} guest(s) up to date", file=sys.stderr)
@@ -183,8 +261,37 @@ def _check(args) -> int:
 
 def _explain(args) -> int:
     from cgsc.explain import explain, to_json, to_text
-    info = explain(args.spec)
-    sys.stdout.write(to_json(info) if args.format == "json" else to_text(info))
+    infos, problems = [], []
+    for spec in args.specs:
+        try:
+            infos.append(explain(spec))
+        except SpecError as exc:
+            problems += exc.diagnostics
+    if problems:
+        raise SpecError(problems)
+    if args.format == "json":
+        sys.stdout.write(to_json(infos[0] if len(infos) == 1 else infos))
+    else:
+        sys.stdout.write("\n".join(to_text(info) for info in infos))
+    return EXIT_OK
+
+
+def _diff(args) -> int:
+    from cgsc.diff import RENDER, RevisionError, as_dict, diff_against, diff_specs
+    if args.base is None and len(args.specs) != 2:
+        raise _Usage("diff: name two specs (OLD NEW), or --base REV and the specs to compare")
+    reports, problems = [], []
+    pairs = [(args.base, s) for s in args.specs] if args.base is not None else [tuple(args.specs)]
+    for a, b in pairs:
+        try:
+            reports.append(as_dict(*(diff_against(a, b) if args.base is not None else diff_specs(a, b))))
+        except SpecError as exc:
+            problems += exc.diagnostics
+        except RevisionError as exc:
+            raise _Usage(f"diff: {exc}") from None
+    if problems:
+        raise SpecError(problems)
+    sys.stdout.write(RENDER[args.format](reports))
     return EXIT_OK
 
 
@@ -224,4 +331,5 @@ def _completion(args) -> int:
 
 
 _COMMANDS = {"build": _build, "validate": _validate, "check": _check, "explain": _explain,
+             "diff": _diff,
              "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}

@@ -55,9 +55,12 @@ def compile_spec(path: str) -> Compiled:
     waived = tuple((source.locate(d), reason) for d, reason in waived)
     if any(d.severity == ERROR for d in found):
         raise SpecError(found)
-    spec_files = [(f.path, f.sha256) for f in source.files]
-    plan = lower(guest, path, spec_files)
+    from cgsc.specpath import spec_root, stable  # recorded paths never depend on spelling or cwd
+    root = spec_root(path)
+    spec_files = [(stable(f.path, root), f.sha256) for f in source.files]
+    plan = lower(guest, spec_files[0][0], spec_files)
     warnings = tuple(found)
-    plan = plan._replace(warnings=tuple(d.render() for d in warnings),
+    plan = plan._replace(warnings=tuple(d.located(stable(d.file, root), d.line, d.column).render()
+                                        if d.file else d.render() for d in warnings),
                          waivers=tuple((d.rule, reason) for d, reason in waived))
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)

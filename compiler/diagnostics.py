@@ -39,7 +39,7 @@ class Diagnostic:
 
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else (self.file or "<spec>")
-        if self.column:
+        if self.column and not self.path:  # a syntax error; a key path says where on the line
             where += f":{self.column}"
         label = "" if self.severity == ERROR else "warning: "
         text = f"{where}: {format_path(self.path)}: {label}{self.message} [{self.rule}]"

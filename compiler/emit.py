@@ -28,6 +28,7 @@ class GuestOutput:
     waivers: Sequence = ()   # (rule, reason)
     diagnostics: Sequence = ()   # the warnings as Diagnostics, for reports
     locate: object = None        # key path -> file:line in the spec
+    skipped: Sequence = ()       # (target, rule, reason): targets a default build left out
 
 
 def sha256(text: str) -> str:
@@ -44,6 +45,7 @@ def manifest(out: GuestOutput) -> str:
                        "sha256": sha256(a.content)} for t, a in out.artifacts],
         "warnings": list(out.warnings),
         "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],
+        "skipped": [{"target": t, "rule": r, "reason": why} for t, r, why in out.skipped],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 

@@ -40,7 +40,7 @@ def explain(path: str) -> dict:
         if mech.layout is not None and key == mech.layout.word:
             value = mech.word(cfg)
             raw = cfg.get(key)
-            entry.update(value=f"{value:#x}", decoded=mech.layout.decode(value),
+            entry.update(value=value, hex=f"{value:#x}", decoded=mech.layout.decode(value),
                          source="spec" if isinstance(raw, int) and raw == value
                          else "derived" if raw is not None else "default")
             if isinstance(raw, int) and raw != value:
@@ -48,9 +48,9 @@ def explain(path: str) -> dict:
             elif isinstance(raw, dict):
                 entry["note"] = "computed from the named flags; unnamed flags keep their defaults"
         elif key in cfg:
-            entry.update(value=_show(cfg[key]), source="spec")
+            entry.update(value=cfg[key], source="spec")
         elif "default" in prop:
-            entry.update(value=_show(prop["default"]), source="default")
+            entry.update(value=prop["default"], source="default")
         else:
             entry.update(value=None, source="unset")
         settings.append(entry)
@@ -73,8 +73,13 @@ def explain(path: str) -> dict:
         adds.append("no memory balloon")
     if cgs.reboot_ends_process:
         adds.append("a guest reboot ends QEMU; the systemd unit restarts it")
+    from cgsc.build import choose_targets, skipped_targets
+    chosen, _errors = choose_targets(compiled, ())
     return {
-        "guest": plan.name, "spec": path, "mechanism": cgs.mechanism, "title": cgs.title,
+        "guest": plan.name, "spec": path,
+        "targets": [name for name, _target in chosen],
+        "skipped-targets": [{"target": t, "rule": r, "reason": why}
+                            for t, r, why in skipped_targets(compiled, ())], "mechanism": cgs.mechanism, "title": cgs.title,
         "qom-type": cgs.object.qom_type, "settings": settings, "cgsc-adds": adds,
         "warnings": [{"rule": d.rule, "file": d.file, "line": d.line, "key": format_path(d.path),
                       "message": d.message} for d in compiled.warnings],
@@ -89,7 +94,7 @@ def to_text(info: dict) -> str:
                       f"from {info['spec']}", "", "launch security"]
     width = max([len(s["key"]) for s in info["settings"]] + [8])
     for s in info["settings"]:
-        value = "-" if s["value"] is None else s["value"]
+        value = "-" if s["value"] is None else s.get("hex") or _show(s["value"])
         out.append(f"  {s['key']:<{width}}  {value:<20}  {s['source']}")
         if "decoded" in s:
             out.append(f"  {'':<{width}}  {s['decoded']}")
@@ -97,6 +102,8 @@ def to_text(info: dict) -> str:
             out.append(f"  {'':<{width}}  ({s['note']})")
     if not info["settings"]:
         out.append(f"  (no keys: {info['qom-type']} has no properties)")
+    out += ["", "targets", "  " + (", ".join(info["targets"]) or "none")]
+    out += [f"  {t['target']} skipped: {t['reason']} [{t['rule']}]" for t in info["skipped-targets"]]
     out += ["", "cgsc adds"] + [f"  {a}" for a in info["cgsc-adds"]]
     out += ["", "warnings"] + ([f"  {w['file']}:{w['line']}: {w['key']}: {w['message']} [{w['rule']}]"
                                 for w in info["warnings"]] or ["  none"])
@@ -105,5 +112,6 @@ def to_text(info: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_json(info: dict) -> str:
+def to_json(info) -> str:
+    """One object for one spec; a list of them for several."""
     return json.dumps(info, indent=2, ensure_ascii=False) + "\n"

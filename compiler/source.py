@@ -25,6 +25,14 @@ class SourceFile:
         self.sha256 = sha256
         self._text = text
         self._lines = None
+        self._columns = None
+
+    @property
+    def columns(self) -> Dict[KeyPath, int]:
+        if self._columns is None:
+            from cgsc.tomlpos import key_columns
+            self._columns = key_columns(self._text)
+        return self._columns
 
     @property
     def lines(self) -> Dict[KeyPath, int]:
@@ -48,7 +56,8 @@ class Source:
             src = self.owner.get(path)
             if src is not None:
                 line = src.lines.get(path) or _nearest_line(src.lines, path)
-                return d.located(src.path, line)
+                column = src.columns.get(path, 0) if path in src.lines else 0
+                return d.located(src.path, line, column)
             if not path:  # a file-level problem (missing top-level key): the first line
                 return d.located(self.path, 1)
             path = path[:-1]

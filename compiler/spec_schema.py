@@ -37,7 +37,51 @@ def bundled() -> dict:
             del root["$defs"][frag_key]["$schema"]
         mechs[name] = {"$ref": schema_file,
                        "description": root["$defs"][frag_key]["description"]}
+    _required_unless_extends(root)
     return root
+
+
+def _required_unless_extends(root: dict) -> None:
+    """Move every `required` of a table (the spec, [guest], a mechanism table, ...) into
+    one `if extends / else` at the top. A spec with `extends` is completed by its base,
+    whose tables merge key by key, so an editor must not ask it for keys the base gives;
+    cgsc validates the merged spec (which has no `extends`) against the whole `else`.
+    Array elements ([[disk]], [[net]]) replace, never merge: they keep their `required`."""
+    fragments = {sub["$id"].rsplit("/", 1)[-1]: sub for sub in root["$defs"].values() if "$id" in sub}
+    fragments[root["$id"].rsplit("/", 1)[-1]] = root
+    seen: Dict[int, dict] = {}
+
+    def lift(node: dict, doc: dict) -> dict:
+        if "$ref" in node:
+            target, _, pointer = node["$ref"].partition("#")
+            doc = fragments[target] if target else doc
+            node = doc
+            for part in [p for p in pointer.split("/") if p]:
+                node = node[part]
+        if id(node) in seen:  # a fragment shared by two mechanisms (sev, sev-es)
+            return seen[id(node)]
+        need: dict = {}
+        if "required" in node:
+            need["required"] = node.pop("required")
+        props = {key: lift(sub, doc) for key, sub in node.get("properties", {}).items()
+                 if isinstance(sub, dict)}
+        props = {key: dict(sub, description=f"The required keys of `{key}` in a spec "
+                                                "without `extends`.")
+                 for key, sub in props.items() if sub}
+        if props:
+            need["properties"] = props
+        seen[id(node)] = need
+        return need
+
+    root["if"] = {"required": ["extends"]}
+    root["else"] = dict(lift(root, root), description="A spec without `extends` is a whole "
+                        "guest: it has every required key itself.")
+
+
+def partial(schema: dict) -> dict:
+    """The schema of a base spec checked on its own: every key, type and value rule, but
+    no required keys (the specs that extend it must be complete once merged)."""
+    return {k: v for k, v in schema.items() if k not in ("if", "else")}
 
 
 @lru_cache(maxsize=None)

@@ -21,6 +21,7 @@ class _Scanner:
         self.line = 1
         self.lines: Dict[Path, int] = {}
         self.array_tables: Dict[Path, int] = {}
+        self.columns: Dict[Path, int] = {}   # 1-based column of the key (or element)
 
     # -- low level -------------------------------------------------------
     def peek(self, n: int = 1) -> str:
@@ -45,8 +46,10 @@ class _Scanner:
         end = self.text.find("\n", self.pos)
         self.advance((len(self.text) if end < 0 else end) - self.pos)
 
-    def record(self, path: Path, line: int) -> None:
+    def record(self, path: Path, line: int, start: int = -1) -> None:
         self.lines.setdefault(path, line)
+        if start >= 0 and path not in self.columns:
+            self.columns[path] = start - self.text.rfind("\n", 0, start)
 
     # -- grammar ---------------------------------------------------------
     def run(self) -> Dict[Path, int]:
@@ -79,6 +82,7 @@ class _Scanner:
 
     def header(self, array: bool) -> Path:
         line = self.line
+        start = self.pos - (2 if array else 1)
         self.skip_ws()
         keys = self.key()
         self.skip_ws()
@@ -86,11 +90,11 @@ class _Scanner:
         if array:
             parent = self.resolve(keys[:-1]) + (keys[-1],)
             self.array_tables[parent] = self.array_tables.get(parent, -1) + 1
-            self.record(parent, line)
+            self.record(parent, line, start)
         path = self.resolve(keys)
         for i in range(1, len(keys)):  # [a.b.c] also defines a and a.b
-            self.record(self.resolve(keys[:i]), line)
-        self.record(path, line)
+            self.record(self.resolve(keys[:i]), line, start)
+        self.record(path, line, start)
         return path
 
     def key(self) -> List[str]:
@@ -112,17 +116,18 @@ class _Scanner:
 
     def keyval(self, table: Path) -> None:
         line = self.line
+        start = self.pos
         keys = self.key()
         self.skip_ws()
         self.advance()  # "="
         self.skip_ws()
         path = table + tuple(keys)
         for i in range(1, len(keys) + 1):
-            self.record(table + tuple(keys[:i]), line)
+            self.record(table + tuple(keys[:i]), line, start)
         self.value(path)
 
     def value(self, path: Path) -> None:
-        self.record(path, self.line)
+        self.record(path, self.line, self.pos)
         c = self.peek()
         if c in "\"'":
             self.string()
@@ -176,6 +181,16 @@ class _Scanner:
             except ValueError:
                 pass
         return body
+
+
+def key_columns(text: str) -> Dict[Path, int]:
+    """Column (1-based) of every key path's key, or of an array element, in valid TOML."""
+    scanner = _Scanner(text)
+    try:
+        scanner.run()
+    except (IndexError, ValueError):
+        return {}
+    return scanner.columns
 
 
 def key_lines(text: str) -> Dict[Path, int]:

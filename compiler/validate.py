@@ -22,9 +22,18 @@ def validator():
     return Draft202012Validator(inlined())
 
 
-def schema_errors(data: dict) -> List[Diagnostic]:
+@lru_cache(maxsize=None)
+def base_validator():
+    """For a base spec validated on its own: no required keys (see spec_schema.partial)."""
+    from jsonschema import Draft202012Validator
+
+    from cgsc.spec_schema import partial
+    return Draft202012Validator(partial(inlined()))
+
+
+def schema_errors(data: dict, base: bool = False) -> List[Diagnostic]:
     out: List[Diagnostic] = []
-    for err in validator().iter_errors(data):
+    for err in (base_validator() if base else validator()).iter_errors(data):
         out.extend(_convert(err))
     return out
 
@@ -48,6 +57,15 @@ def _show(value) -> str:
     return str(value)
 
 
+def _property(path) -> dict:
+    """The schema of a key, found from the root (required keys are listed apart from
+    their properties: see spec_schema._required_unless_extends)."""
+    node = inlined()
+    for part in path:
+        node = node.get("items", {}) if isinstance(part, int) else node.get("properties", {}).get(part, {})
+    return node
+
+
 def _convert(err) -> Iterator[Diagnostic]:
     path = tuple(err.absolute_path)
     schema = err.schema if isinstance(err.schema, dict) else {}
@@ -65,7 +83,7 @@ def _convert(err) -> Iterator[Diagnostic]:
     elif kind == "required":
         for key in err.validator_value:
             if key not in instance:
-                prop = schema.get("properties", {}).get(key, {})
+                prop = _property(path + (key,))
                 hint = prop.get("x-cgsc-hint") or prop.get("description", "")
                 where = "the spec" if not path else "this table"
                 yield error("CGS-SCHEMA-002", path + (key,) if not path else path,

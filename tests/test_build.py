@@ -23,7 +23,7 @@ def test_every_valid_spec_builds_with_a_manifest(spec, tmp_path):
     assert manifest["guest"] == plan.name
     assert manifest["mechanism"] == plan.confidential.mechanism
     with open(spec, "rb") as fh:
-        assert manifest["spec"][0] == {"path": spec, "sha256": hashlib.sha256(fh.read()).hexdigest()}
+        assert manifest["spec"][0] == {"path": rel(spec).replace(os.sep, "/"), "sha256": hashlib.sha256(fh.read()).hexdigest()}
     on_disk = sorted(p.name for p in guest_dir.iterdir())
     assert on_disk == sorted([a["file"] for a in manifest["artifacts"]] + ["manifest.json"])
     for a in manifest["artifacts"]:
@@ -57,7 +57,7 @@ def test_fleet_in_one_call_extends_merges_tables_and_replaces_arrays(tmp_path):
     policy1 = int(plans["web-1"].confidential.object.get("policy"))
     assert policy3 == policy1 | (1 << 20)
     manifest = json.loads((tmp_path / "web-1" / "manifest.json").read_text())
-    assert [s["path"] for s in manifest["spec"]] == [fleet[0], os.path.join(os.path.dirname(fleet[0]), "base.toml")]
+    assert [s["path"] for s in manifest["spec"]] == ["examples/fleet/web-1.toml", "examples/fleet/base.toml"]
 
 
 def test_failed_build_leaves_the_output_directory_byte_for_byte(tmp_path):

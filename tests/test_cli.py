@@ -31,11 +31,13 @@ def test_missing_spec_file_is_a_spec_error_not_a_crash(tmp_path):
 
 
 def test_internal_error_exits_3_with_a_bug_message(monkeypatch):
+    import cgsc.build
     import cgsc.compile
 
     def boom(path):
         raise RuntimeError("kaputt")
     monkeypatch.setattr(cgsc.compile, "compile_spec", boom)
+    monkeypatch.setattr(cgsc.build, "compile_spec", boom)  # validate shares build's path
     code, _out, err = run_cli("validate", EXAMPLES[0])
     assert code == 3 and "This is a bug" in err and "Traceback" not in err
     code, _out, err = run_cli("--debug", "validate", EXAMPLES[0])
@@ -55,8 +57,21 @@ def test_targets_lists_the_builtins_in_order():
     assert [line.split()[0] for line in out.splitlines()][:3] == ["shell", "systemd", "libvirt"]
 
 
-def test_unknown_target_is_refused_with_a_rule_id(tmp_path):
-    code, _out, err = run_cli("build", EXAMPLES[0], "-t", "nosuch", "-o", str(tmp_path))
+def test_unknown_target_on_the_command_line_is_a_usage_error(tmp_path):
+    """A -t the user typed is a usage error (exit 2) naming the installed targets; the
+    same name in a spec's [targets] build stays a spec error with a rule ID."""
+    from cgsc import targets
+    for command in ("build", "check", "validate"):
+        where = [] if command == "validate" else ["-o", str(tmp_path)]
+        code, out, err = run_cli(command, EXAMPLES[0], "-t", "nosuch", *where)
+        assert code == 2 and "unknown target 'nosuch'" in err, (command, err)
+        assert "installed targets: " + ", ".join(targets.available()) in err
+        assert "CGS-TARGET-001" not in err and out == ""
+    assert not list(tmp_path.iterdir())
+    spec = tmp_path / "g.toml"
+    with open(EXAMPLES[0]) as fh:
+        spec.write_text(fh.read() + '\n[targets]\nbuild = ["nosuch"]\n')
+    code, _out, err = run_cli("build", str(spec), "-o", str(tmp_path / "out"))
     assert code == 1 and "CGS-TARGET-001" in err and "no target named 'nosuch'" in err
 
 

@@ -63,7 +63,7 @@ def test_explain_decodes_every_named_bit_of_what_the_shell_target_emits(mech, ba
     emitted = _emitted_word(str(spec), "sept-ve-disable" if mech == "tdx" else key)
     if mech == "tdx":  # flags go to QEMU as sept-ve-disable; the word is derived from it
         emitted = (1 << 28) if emitted else 0
-    assert setting["value"] == f"{emitted:#x}"
+    assert setting["value"] == emitted and setting["hex"] == f"{emitted:#x}"   # typed JSON
     decoded = setting["decoded"]
     for name, value in flags.items():
         flag = next((f for f in layout.flags if f.name == name), None)
@@ -180,7 +180,7 @@ def test_github_annotations(monkeypatch):
     assert code == 1 and lines
     for line in lines:
         assert re.match(r"^::(error|warning) file=[^,]+(,line=\d+)?(,col=\d+)?,title=CGS-[A-Z0-9]+-\d{3}::\S", line)
-    assert "::error file=CGS-SNP-001.toml,line=6,title=CGS-SNP-001::" in out
+    assert "::error file=CGS-SNP-001.toml,line=6,col=1,title=CGS-SNP-001::" in out  # `policy` starts line 6
 
 
 def test_build_reports_warnings_in_the_chosen_format(tmp_path):
