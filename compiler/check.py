@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Sequence, Tuple
 
 from cgsc.emit import GuestOutput, files_for
 from cgsc.rules import Rule
@@ -96,3 +96,43 @@ def discover(root: str):
             continue
         found.append((os.path.relpath(path), targets, os.path.join(root, name), bases))
     return found, orphans
+
+
+def gather(specs: Sequence[str], root: str, requested: Sequence[str],
+           everything: bool) -> Tuple[List[GuestOutput], List[Drift]]:
+    """Build, in memory, the named specs and (with `everything`) every spec whose manifest
+    is under `root`, each with the targets its manifest lists unless -t names some;
+    returns the outputs and the orphaned guest directories. Raises SpecError."""
+    from cgsc.build import build
+    from cgsc.diagnostics import SpecError
+    groups = {tuple(requested): list(specs)}   # targets -> the specs built with them
+    homes = {}                                 # spec -> the directory of its manifest
+    orphans: List[Drift] = []
+    if everything:
+        found, orphans = discover(root)
+        # A base named on the command line (pre-commit passes changed files) is checked
+        # through the guests that extend it, not built as a guest of its own.
+        bases = {os.path.realpath(b) for *_rest, chain in found for b in chain}
+        groups[tuple(requested)] = [s for s in specs if os.path.realpath(s) not in bases]
+        named = {os.path.realpath(s) for s in specs}
+        for spec, built, directory, _chain in found:
+            if os.path.realpath(spec) not in named:
+                named.add(os.path.realpath(spec))
+                groups.setdefault(tuple(requested) or built, []).append(spec)
+                homes[spec] = directory
+    outputs: List[GuestOutput] = []
+    problems = []
+    for chosen, group in groups.items():
+        try:
+            built = build(group, chosen) if group else []
+        except SpecError as exc:
+            problems += exc.diagnostics
+            continue
+        outputs += built
+        orphans += [Drift(homes[s], "orphan", f"orphan: {homes[s]}: {s} now builds guest "
+                          f"{o.name!r}, not {os.path.basename(homes[s])!r}")
+                    for s, o in zip(group, built)
+                    if s in homes and o.name != os.path.basename(homes[s])]
+    if problems:
+        raise SpecError(problems)
+    return outputs, orphans

@@ -201,47 +201,16 @@ def _validate(args) -> int:
 
 
 def _check(args) -> int:
-    import os
-
-    from cgsc.build import build
-    from cgsc.check import DRIFT, ORPHAN, Drift, compare, discover
+    from cgsc.check import DRIFT, ORPHAN, compare, gather
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
-    groups = {tuple(args.target): list(args.specs)}   # targets -> specs built with them
-    homes = {}                                       # spec -> the directory its manifest is in
-    orphans = []
-    if args.all:
-        found, orphans = discover(args.output)
-        # A base named on the command line (pre-commit passes changed files) is checked
-        # through the guests that extend it, not built as a guest of its own.
-        bases = {os.path.realpath(b) for *_rest, chain in found for b in chain}
-        groups[tuple(args.target)] = [s for s in args.specs if os.path.realpath(s) not in bases]
-        named = {os.path.realpath(s) for s in args.specs}
-        for spec, built, directory, _chain in found:
-            if os.path.realpath(spec) not in named:
-                named.add(os.path.realpath(spec))
-                groups.setdefault(tuple(args.target) or built, []).append(spec)
-                homes[spec] = directory
-    outputs, problems = [], []
-    for chosen, specs in groups.items():
-        try:
-            built = build(specs, chosen) if specs else []
-        except SpecError as exc:
-            problems += exc.diagnostics
-            continue
-        outputs += built
-        orphans += [Drift(homes[s], "orphan", f"orphan: {homes[s]}: {s} now builds guest "
-                          f"{o.name!r}, not {os.path.basename(homes[s])!r}")
-                    for s, o in zip(specs, built)
-                    if s in homes and o.name != os.path.basename(homes[s])]
-    if problems:
-        raise SpecError(problems)
+    outputs, orphans = gather(args.specs, args.output, args.target, args.all)
     findings = []
     for drift in orphans:
         if args.format == "text":
             sys.stdout.write(drift.detail + "\n")
-        findings.append(ORPHAN.error((), drift.detail, "remove the directory or restore its spec")
-                        .located(drift.path, 0))
+        findings.append(ORPHAN.error((), drift.detail.split(": ", 2)[-1],
+                                     "remove the directory or restore its spec").located(drift.path, 0))
     for o in outputs:
         drifts = compare(args.output, o)
         if args.format == "text":
