@@ -44,7 +44,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="build only this target (repeatable); default: [targets] build, "
                         "else every built-in target that can express the spec")
-    b.add_argument("--stdout", action="store_true", help="print the artifacts instead of writing them")
+    b.add_argument("--stdout", action="store_true",
+                   help="print the artifacts on stdout instead of writing them; diagnostics, "
+                        "in any --format, then go to stderr")
     with_format(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
     v.add_argument("specs", nargs="+", metavar="SPEC")
@@ -79,7 +81,9 @@ def parser() -> argparse.ArgumentParser:
                         "pull-request comment); on stdout")
     r = sub.add_parser("rules", help="list the rules, or explain one")
     r.add_argument("rule", nargs="?", metavar="RULE-ID")
-    sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sc.add_argument("--base", action="store_true",
+                    help="the schema of a base spec (no required keys), for editors to use on bases")
     sub.add_parser("targets", help="list installed targets")
     comp = sub.add_parser("completion", help="print a shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh", "fish"))
@@ -282,7 +286,7 @@ def _rules(args) -> int:
 
 def _schema(args) -> int:
     from cgsc.spec_schema import dumps
-    sys.stdout.write(dumps())
+    sys.stdout.write(dumps(base=args.base))
     return EXIT_OK
 
 

@@ -130,5 +130,6 @@ def _lookup(ref: str, base: str):
     return node, base
 
 
-def dumps() -> str:
-    return json.dumps(bundled(), indent=2, ensure_ascii=False) + "\n"
+def dumps(base: bool = False) -> str:
+    schema = partial(bundled()) if base else bundled()
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

@@ -174,6 +174,10 @@ def test_a_partial_base_is_checked_on_its_own_terms(tmp_path):
     code, _out, err = run_cli("validate", "--base", str(base))
     assert code == 0 and "1 base spec valid" in err
     assert list(Draft202012Validator(partial(_schema())).iter_errors(_toml(base))) == []
+    code, out, _ = run_cli("schema", "--base")             # what an editor gets for bases
+    assert code == 0 and json.loads(out) == partial(_schema())
+    assert list(Draft202012Validator(json.loads(out)).iter_errors(_toml(base))) == []
+    assert list(Draft202012Validator(_schema()).iter_errors(_toml(base)))   # not a whole guest
     bad = tmp_path / "bad.toml"
     bad.write_text(text + "\n[guest]\nvcpu = 2\n")
     code, _out, err = run_cli("validate", "--base", str(bad))
@@ -287,3 +291,38 @@ def test_shipped_hooks_check_the_whole_output_directory(tmp_path, tool):
     unit.write_text(edited)
     result = hook("out/web-3/web-3.service")
     assert result.returncode == 1 and "out/web-3/web-3.service: changed" in result.stdout, result.stdout
+
+
+def test_readme_install_and_ci_snippets_never_use_pypi_or_the_system_python():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    installs = re.findall(r"^.*pip install.*$", text, re.M)
+    assert installs
+    for line in installs:
+        assert not re.search(r"pip install (-U )?cgsc\b", line), line          # not on PyPI
+        assert "python3 -m pip" not in line, line                              # PEP 668 refuses it
+        assert re.search(r"pip install (-e )?('\.\[test\]'|\.|\"git\+)", line), line
+    sh = re.search(r"```sh\n(.*?)```", text, re.S).group(1)
+    assert sh.index("python3 -m venv") < sh.index("pip install")
+
+
+def test_readme_ci_commands_run_as_written(tmp_path, monkeypatch):
+    """The CI example's cgsc commands, run in a repository laid out as it assumes."""
+    ci = _readme_block("GitHub Actions")
+    commands = re.findall(r"^- run: \.venv/bin/(cgsc .*?)(?:\s+#.*)?$", ci, re.M)
+    assert len(commands) >= 4
+    repo = _repo(tmp_path)
+    monkeypatch.chdir(repo)
+    specs = [s for s in _specs(repo) if s.count("/") == 1]          # guests/*.toml
+    assert run_cli("build", *specs, "-o", "out")[0] == 0
+    _commit(repo)
+    subprocess.run(GIT + ["branch", "-q", "main"], check=True)
+    subprocess.run(GIT + ["update-ref", "refs/remotes/origin/main", "HEAD"], check=True)
+    for command in commands:
+        command = command.replace("${{ github.base_ref }}", "main")
+        argv = [a for a in re.split(r"\s+", command.split(">")[0].split("||")[0].strip())][1:]
+        expanded = []
+        for arg in argv:
+            expanded += sorted(str(p.relative_to(repo)) for p in repo.glob(arg)) if "*" in arg else [arg]
+        code, out, err = run_cli(*expanded)
+        assert code == 0, (command, out, err)
