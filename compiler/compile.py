@@ -11,6 +11,7 @@ from cgsc.lower import lower
 from cgsc.model import normalize
 from cgsc.plan import LaunchPlan
 from cgsc.source import load
+from cgsc.specpath import spec_root, stable
 from cgsc.validate import schema_errors
 from cgsc.waivers import apply
 
@@ -55,8 +56,7 @@ def compile_spec(path: str) -> Compiled:
     waived = tuple((source.locate(d), reason) for d, reason in waived)
     if any(d.severity == ERROR for d in found):
         raise SpecError(found)
-    from cgsc.specpath import spec_root, stable  # recorded paths never depend on spelling or cwd
-    root = spec_root(path)
+    root = spec_root(path)  # recorded paths never depend on the spelling or the working directory
     spec_files = [(stable(f.path, root), f.sha256) for f in source.files]
     plan = lower(guest, spec_files[0][0], spec_files)
     warnings = tuple(found)
