@@ -20,6 +20,7 @@ class Command(NamedTuple):
     values: Dict[str, Tuple[str, ...]]            # option string -> fixed values
     takes_value: Tuple[str, ...]                  # option strings followed by a value
     dirs: Tuple[str, ...]                         # option strings followed by a directory
+    revs: Tuple[str, ...]                         # option strings followed by a git revision
     positional: Tuple[str, ...]                   # fixed positional values; () = files
 
 
@@ -40,7 +41,7 @@ def commands(parser: argparse.ArgumentParser) -> List[Command]:
     helps = {a.dest: a.help or "" for a in sub._choices_actions}
     out = []
     for name, cmd in sub.choices.items():
-        options, values, takes, dirs, positional = [], {}, [], [], ()
+        options, values, takes, dirs, revs, positional = [], {}, [], [], [], ()
         for action in cmd._actions:
             if not action.option_strings:
                 positional = _values(name, action)
@@ -55,8 +56,10 @@ def commands(parser: argparse.ArgumentParser) -> List[Command]:
                         values[o] = fixed
                     elif action.dest == "output":
                         dirs.append(o)
+                    elif action.metavar == "REV":
+                        revs.append(o)
         out.append(Command(name, helps.get(name, ""), tuple(options), values, tuple(takes),
-                           tuple(dirs), positional))
+                           tuple(dirs), tuple(revs), positional))
     return out
 
 
@@ -73,7 +76,9 @@ def _bash(cmds: List[Command]) -> str:
                        for o, v in c.values.items())
         prev += "".join(f"\n                {o}) compopt -o filenames; mapfile -t COMPREPLY < <(compgen -d -- \"$cur\"); return ;;"
                         for o in c.dirs)
-        other = [o for o in c.takes_value if o not in c.values and o not in c.dirs]
+        prev += "".join(f"\n                {o}) mapfile -t COMPREPLY < <(compgen -W \"$(git for-each-ref --format='%(refname:short)' 2>/dev/null)\" -- \"$cur\"); return ;;"
+                        for o in c.revs)
+        other = [o for o in c.takes_value if o not in c.values and o not in c.dirs and o not in c.revs]
         if other:
             prev += f"\n                {'|'.join(other)}) compopt -o filenames; mapfile -t COMPREPLY < <(compgen -f -- \"$cur\"); return ;;"
         words = (f"mapfile -t COMPREPLY < <(compgen -W '{_words(c.positional)}' -- \"$cur\")"
@@ -108,7 +113,7 @@ complete -F _cgsc cgsc
 
 
 def _zsh_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''").replace(":", "\\:").replace("[", "\\[").replace("]", "\\]") + "'"
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _zsh(cmds: List[Command]) -> str:
@@ -122,7 +127,8 @@ def _zsh(cmds: List[Command]) -> str:
             if takes:
                 fixed = c.values.get(strings[0])
                 action = (f":value:({' '.join(fixed)})" if fixed else
-                          ":directory:_directories" if strings[0] in c.dirs else ":file:_files")
+                          ":directory:_directories" if strings[0] in c.dirs else
+                          ":revision: " if strings[0] in c.revs else ":file:_files")
             group = "(" + " ".join(strings) + ")" if len(strings) > 1 else ""
             brace = "{" + ",".join(strings) + "}" if len(strings) > 1 else strings[0]
             repeat = "*" if "-t" in strings else ""
@@ -173,6 +179,8 @@ def _fish(cmds: List[Command]) -> str:
             fixed = c.values.get(strings[0])
             extra = (f" -x -a {_fish_quote(' '.join(fixed))}" if fixed else
                      " -r -a '(__fish_complete_directories)'" if strings[0] in c.dirs else
+                     " -x -a \"(git for-each-ref --format='%(refname:short)' 2>/dev/null)\""
+                     if strings[0] in c.revs else
                      " -r -F" if takes else "")
             lines.append(f"complete -c cgsc {when} {flags}{extra}")
         if c.positional:

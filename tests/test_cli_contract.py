@@ -156,8 +156,26 @@ def test_zsh_completion_knows_values(tmp_path, tool):
     zsh = tool("zsh")
     path = _script("zsh", tmp_path)
     assert subprocess.run([zsh, "-n", str(path)]).returncode == 0
-    text = path.read_text()
-    assert "--format:value:(text json sarif github)" in text or "'--format:value:(text json sarif github)'" in text
+    # zsh's completion functions stubbed to print what the script hands them
+    stubs = ("compdef() { :; }; _describe() { print -rl -- \"${(@P)2}\"; }; "
+             "compadd() { print -rl -- \"$@\"; }; _arguments() { print -rl -- \"$@\"; }; ")
+
+    def called(*words):
+        probe = (f"{stubs} source {shlex.quote(str(path))}; words=(cgsc {' '.join(words)}); "
+                 f"CURRENT={len(words) + 1}; _cgsc")
+        result = subprocess.run([zsh, "-f", "-c", probe], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+    described = [l for l in called("''") if not l.startswith(("-", "--"))]
+    names = [l.split(":", 1)[0] for l in described]
+    assert {"build", "validate", "check", "explain", "diff", "rules", "completion"} <= set(names)
+    assert all(":" in l and not l.split(":", 1)[0].endswith("\\") for l in described), described
+    build = called("build", "''")
+    assert "--format:value:(text json sarif github)" in build
+    from cgsc import targets   # brace expansion gives one spec per option string
+    assert "*(-t --target)-t:value:(" + " ".join(targets.available()) + ")" in build
+    rules = called("rules", "''")
+    assert rules[-1] == "*:value:(" + " ".join(sorted(load_all())) + ")"
 
 
 def test_fish_completion_runs_in_fish(tmp_path, tool):
