@@ -68,7 +68,8 @@ def explain(path: str) -> dict:
     if cgs.nic_rom_off:
         adds.append("no option ROM on virtio-net")
     if cgs.lock_memory:
-        adds.append("guest memory locked (LimitMEMLOCK=infinity, <memoryBacking><locked/>)")
+        adds.append("memlock limit lifted (script: ulimit -l, unit: LimitMEMLOCK=infinity, "
+                    "libvirt: <memoryBacking><locked/>)")
     if cgs.no_balloon:
         adds.append("no memory balloon")
     if cgs.reboot_ends_process:
