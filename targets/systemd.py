@@ -59,7 +59,7 @@ def host_param_check(param) -> str:
     """sh that fails unless the parameter file holds an accepted value (read is a builtin)."""
     accepted = "|".join(shell_word(v) for v in param.accepted)
     message = shell_word(param.message + " (" + param.path + ": ")
-    return (f"v=; read -r v < {shell_word(param.path)} 2>/dev/null; case $v in {accepted}) ;; "
+    return (f"v=; {{ read -r v < {shell_word(param.path)}; }} 2>/dev/null; case $v in {accepted}) ;; "
             f"*) printf '%s\\n' {message}\"${{v:-missing}})\" >&2; exit 1 ;; esac")
 
 
