@@ -26,6 +26,29 @@ def _script(spec, tmp_path):
     return path
 
 
+def relocated_plan(spec: str, root: str):
+    """The spec's plan with the guest's runtime directory, QMP socket and console moved
+    under `root`, so that a script that prepares the host creates nothing outside it."""
+    from cgsc.lower import lower
+    from cgsc.model import normalize
+    from cgsc.source import load
+    g = normalize(load(spec).data)
+    move = (lambda p: root + p if p else p)
+    g = g._replace(runtime_dir=move(g.runtime_dir), qmp_socket=move(g.qmp_socket),
+                   console_path=move(g.console_path))
+    return lower(g, spec, [])
+
+
+def _relocated_script(spec, tmp_path):
+    from cgsc import targets
+    plan = relocated_plan(spec, str(tmp_path / "root"))
+    (artifact,) = targets.get("shell").render(plan)
+    path = tmp_path / "launch.sh"
+    path.write_text(artifact.content)
+    path.chmod(0o755)
+    return plan, path
+
+
 def _stand_in_dir(tmp_path, names):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -67,8 +90,7 @@ def test_script_execs_exactly_the_planned_argv(spec, tmp_path):
 
 def test_host_checks_run_before_exec_and_name_what_is_missing(tmp_path):
     spec = [s for s in VALID_SPECS if s.endswith("examples/sev-snp.toml")][0]
-    plan = compile_plan(spec)
-    script = _script(spec, tmp_path)
+    plan, script = _relocated_script(spec, tmp_path)
     bin_dir = _stand_in_dir(tmp_path, [plan.emulator])
     log = tmp_path / "argv"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_ARGV_LOG": str(log)}
@@ -86,8 +108,7 @@ def test_host_checks_pass_on_a_host_that_has_everything(tmp_path):
     spec = tmp_path / "pef.toml"
     spec.write_text(f'[guest]\nname = "pef-here"\narch = "ppc64"\nmemory = 512\n'
                     f'[confidential.pef]\n[[disk]]\npath = "{disk}"\nformat = "qcow2"\n')
-    plan = compile_plan(str(spec))
-    script = _script(str(spec), tmp_path)
+    plan, script = _relocated_script(str(spec), tmp_path)
     bin_dir = _stand_in_dir(tmp_path, [plan.emulator])
     log = tmp_path / "argv"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_ARGV_LOG": str(log)}
@@ -198,14 +219,9 @@ def _memlock_run(tmp_path, hard: str):
     """Run the SEV example's script as nobody with a 64 KiB memlock limit, under a hard
     limit that lets it raise the limit ("unlimited") or not ("65536")."""
     import tempfile
-    plan = compile_plan(SEV_SPEC)
     plan_dir = tempfile.mkdtemp(dir="/tmp")
     os.chmod(plan_dir, 0o755)
-    from cgsc.lower import lower
-    from cgsc.model import normalize
-    from cgsc.source import load
-    guest = normalize(load(SEV_SPEC).data)
-    plan = lower(guest._replace(runtime_dir=os.path.join(plan_dir, "run", plan.name)), SEV_SPEC, [])
+    plan = relocated_plan(SEV_SPEC, plan_dir)
     script = _write_script(plan, type(tmp_path)(plan_dir))
     os.chmod(script, 0o755)
     prefix = [shutil.which("prlimit"), f"--memlock=65536:{hard}",
@@ -247,7 +263,13 @@ def test_memory_locking_agrees_across_the_three_targets():
     for spec in VALID_SPECS:
         plan = compile_plan(spec)
         expected = pins[plan.confidential.mechanism]
-        assert ("need_memlock " in render(spec, "shell")) == expected, spec
-        assert ("LimitMEMLOCK=infinity" in render(spec, "systemd")) == expected, spec
+        texts = [render(spec, "shell"), render(spec, "systemd")]
+        assert ("need_memlock " in texts[0]) == expected, spec
+        assert ("LimitMEMLOCK=infinity" in texts[1]) == expected, spec
         if not plan.confidential.libvirt_unsupported:
-            assert ("<locked/>" in render(spec, "libvirt")) == expected, spec
+            texts.append(render(spec, "libvirt"))
+            assert ("<locked/>" in texts[2]) == expected, spec
+        if plan.confidential.mechanism in ("sev", "sev-es", "sev-snp", "tdx"):
+            # each artifact says why, in the mechanism's words
+            why = "pins all guest memory" if expected else "guest_memfd"
+            assert all(why in text for text in texts), spec
