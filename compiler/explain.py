@@ -74,6 +74,9 @@ def explain(path: str) -> dict:
         adds.append("no memory balloon")
     if cgs.reboot_ends_process:
         adds.append("a guest reboot ends QEMU; the systemd unit restarts it")
+    if plan.stop_channel:
+        adds.append(f"a QMP monitor on the FIFOs {plan.stop_channel}.in/.out: `systemctl stop` "
+                    "powers the guest down through it")
     return {
         "guest": plan.name, "spec": path, "mechanism": cgs.mechanism, "title": cgs.title,
         "qom-type": cgs.object.qom_type, "settings": settings, "cgsc-adds": adds,
