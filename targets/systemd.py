@@ -117,6 +117,8 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
         unit.append(("Requires", " ".join(settings.requires), ""))
     for path, why in plan.device_nodes():
         unit.append(("AssertPathExists", systemd_value(path), f"{why} must be on this host"))
+    for d in plan.block_disks():
+        unit.append(("AssertPathExists", systemd_value(d.path), f"disk {d.id}'s block device must be on this host"))
     for d in plan.dirs:
         if not d.managed:
             unit.append(("AssertPathIsDirectory", systemd_value(d.path),

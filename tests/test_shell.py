@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import stat
 import subprocess
-
-import shutil
 
 import pytest
 from helpers import VALID_SPECS, compile_plan, rel, render

@@ -9,7 +9,8 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import EXAMPLES, VALID_SPECS, compile_plan, exec_start, rel, render, systemd_split
+from helpers import (EXAMPLES, VALID_SPECS, compile_plan, exec_start, rel, render, run_cli,
+                     systemd_split, unit_values)
 
 from cgsc.escape import systemd_exec_word
 
@@ -143,8 +144,6 @@ def test_bridge_relaxations_are_only_where_a_bridge_is():
 
 # -- ops: confinement, block devices, stop, ordering, host parameters ------------------
 
-from helpers import run_cli, unit_values  # noqa: E402
-
 SNP_BASE = """spec-version = 1
 [guest]
 name = "{name}"
@@ -246,6 +245,8 @@ def test_block_device_disks_are_allowed_by_path(tmp_path, systemd_root, relaxng,
     assert '"/dev/disk/by-id/wwn-0x5000c500a1b2c3d4" r' in allowed
     assert "DevicePolicy=closed" in unit
     assert _rw_entries(unit) == ["/var/lib/guests/guest-a/data.qcow2"]
+    asserted = unit_values(unit, "Unit", "AssertPathExists")
+    assert "/dev/vg0/root" in asserted and "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4" in asserted
     result = _verify(systemd_root, "guest-a.service", unit)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
     xml = render(spec, "libvirt")
