@@ -68,18 +68,23 @@ def explain(path: str) -> dict:
     if cgs.nic_rom_off:
         adds.append("no option ROM on virtio-net")
     if cgs.lock_memory:
-        adds.append("guest memory locked (LimitMEMLOCK=infinity, <memoryBacking><locked/>)")
+        adds.append("memlock limit lifted (script: ulimit -l, unit: LimitMEMLOCK=infinity, "
+                    "libvirt: <memoryBacking><locked/>)")
     if cgs.no_balloon:
         adds.append("no memory balloon")
     if cgs.reboot_ends_process:
         adds.append("a guest reboot ends QEMU; the systemd unit restarts it")
+    if plan.stop_channel:
+        adds.append(f"a QMP monitor on the FIFOs {plan.stop_channel}.in/.out: `systemctl stop` "
+                    "powers the guest down through it")
     from cgsc.build import choose_targets, skipped_targets
     chosen, _errors = choose_targets(compiled, ())
     return {
         "guest": plan.name, "spec": path,
         "targets": [name for name, _target in chosen],
         "skipped-targets": [{"target": t, "rule": r, "reason": why}
-                            for t, r, why in skipped_targets(compiled, ())], "mechanism": cgs.mechanism, "title": cgs.title,
+                            for t, r, why in skipped_targets(compiled, ())],
+        "mechanism": cgs.mechanism, "title": cgs.title,
         "qom-type": cgs.object.qom_type, "settings": settings, "cgsc-adds": adds,
         "warnings": [{"rule": d.rule, "file": d.file, "line": d.line, "key": format_path(d.path),
                       "message": d.message} for d in compiled.warnings],

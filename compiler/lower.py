@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from cgsc.confine import guest_dirs
 from cgsc.model import Guest
 from cgsc.plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
 from cgsc.qemu import Option, Opts
 
 SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"),
            ("resourcecontrol", "deny"))
+STOP_CHANNEL = "qmp-stop"   # <runtime dir>/qmp-stop.in and .out: QMP over FIFOs for ExecStop
 # virtio device names per arch: PCI everywhere but s390x, which has channel I/O.
 _TRANSPORT = {"x86_64": "pci", "ppc64": "pci", "s390x": "ccw"}
 
@@ -22,7 +24,7 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
     disks = tuple(Disk(f"disk{i}", d.path, d.format, d.bus, d.readonly, d.cache, d.serial,
                        i + 1 if boot_from_disk else None)
                   for i, d in enumerate(guest.disks))
-    nics = tuple(Nic(f"net{i}", n.mode, n.tap or n.bridge, n.mac, n.model)
+    nics = tuple(Nic(f"net{i}", n.mode, n.tap or n.bridge, n.mac, n.model, tuple(n.forwards))
                  for i, n in enumerate(guest.nets))
     console = Console(guest.console, guest.console_path)
     sandbox, relaxed = _sandbox(guest, nics)
@@ -37,6 +39,8 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
         extra_args=guest.extra_args,
         options=(), words=(), spec_path=spec_path, spec_files=tuple(spec_files),
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt},
+        runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
+        stop_channel=f"{guest.runtime_dir}/{STOP_CHANNEL}",
     )
     options = tuple(_options(plan))
     words = [plan.emulator]
@@ -112,6 +116,8 @@ def _options(p: LaunchPlan) -> List[Option]:
     for n in p.nics:
         netdev = {"user": (), "tap": (("ifname", n.ifname), ("script", "no"), ("downscript", "no")),
                   "bridge": (("br", n.ifname),)}[n.mode]
+        netdev += tuple(("hostfwd", f"{proto}:{addr}:{host}-:{guest}")
+                        for proto, addr, host, guest in n.forwards)
         opts.append(Option("-netdev", Opts(n.mode, (("id", n.id),) + netdev)))
         rom = (("romfile", ""),) if cgs.nic_rom_off and bus == "pci" else ()
         opts.append(Option("-device", Opts(f"virtio-net-{bus}",
@@ -129,6 +135,11 @@ def _options(p: LaunchPlan) -> List[Option]:
         opts.append(Option("-chardev", Opts("socket", (("id", "qmp0"), ("path", p.qmp_socket),
                                                         ("server", True), ("wait", False)))))
         opts.append(Option("-mon", Opts(None, (("chardev", "qmp0"), ("mode", "control")))))
+    if p.stop_channel:
+        # A second QMP monitor on two FIFOs: a plain `sh` can write to it (a unix socket needs
+        # a client program), so `systemctl stop` can ask the guest to power down.
+        opts.append(Option("-chardev", Opts("pipe", (("id", "stop0"), ("path", p.stop_channel)))))
+        opts.append(Option("-mon", Opts(None, (("chardev", "stop0"), ("mode", "control")))))
     opts.append(Option("-display", "none"))
     if p.sandbox:
         opts.append(Option("-sandbox", p.sandbox))

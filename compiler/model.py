@@ -13,6 +13,8 @@ from cgsc.mechanisms import MECHANISMS, Mechanism
 from cgsc.units import derived_mac, derived_uuid, memory_mib
 
 DEFAULT_MACHINE = {"x86_64": "q35", "ppc64": "pseries", "s390x": "s390-ccw-virtio"}
+RUNTIME_ROOT = "/run/cgsc"   # each guest's runtime directory is RUNTIME_ROOT/<name>
+DEFAULT_STOP_TIMEOUT = 120   # seconds for a graceful power-down before QEMU is killed
 
 
 class DiskSpec(NamedTuple):
@@ -24,6 +26,14 @@ class DiskSpec(NamedTuple):
     serial: Optional[str] = None
 
 
+class Forward(NamedTuple):
+    """A user-networking port forward (QEMU hostfwd)."""
+    protocol: str
+    host_address: str
+    host_port: int
+    guest_port: int
+
+
 class NetSpec(NamedTuple):
     mode: str
     tap: Optional[str]
@@ -31,6 +41,7 @@ class NetSpec(NamedTuple):
     mac: str
     mac_given: bool
     model: str = "virtio"
+    forwards: Tuple[Forward, ...] = ()
 
 
 class SystemdSettings(NamedTuple):
@@ -42,6 +53,7 @@ class SystemdSettings(NamedTuple):
     after: Tuple[str, ...] = ()
     requires: Tuple[str, ...] = ()
     environment_file: Optional[str] = None
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
 
 
 class LibvirtSettings(NamedTuple):
@@ -73,6 +85,7 @@ class Guest(NamedTuple):
     console_path: Optional[str]
     vsock_cid: Optional[int]
     qmp_socket: Optional[str]
+    runtime_dir: str                      # RUNTIME_ROOT/<name>: sockets and the stop channel
     emulator: Optional[str]
     sandbox: bool
     extra_args: Tuple[str, ...]
@@ -121,12 +134,17 @@ def normalize(data: dict) -> Guest:
                     for d in data.get("disk", [])),
         nets=tuple(NetSpec(mode=n["mode"], tap=n.get("tap"), bridge=n.get("bridge"),
                            mac=(n.get("mac") or derived_mac(name, i)).lower(),
-                           mac_given="mac" in n, model=n.get("model", "virtio"))
+                           mac_given="mac" in n, model=n.get("model", "virtio"),
+                           forwards=tuple(Forward(f.get("protocol", "tcp"),
+                                                  f.get("host-address", "127.0.0.1"),
+                                                  f["host-port"], f["guest-port"])
+                                          for f in n.get("forward", ())))
                    for i, n in enumerate(data.get("net", []))),
         console=console.get("serial", "stdio"),
         console_path=console.get("path"),
         vsock_cid=data.get("vsock", {}).get("cid"),
         qmp_socket=data.get("qmp", {}).get("socket"),
+        runtime_dir=f"{RUNTIME_ROOT}/{name}",
         emulator=qemu.get("emulator"),
         sandbox=qemu.get("sandbox", True),
         extra_args=tuple(qemu.get("extra-args", ())),
@@ -136,7 +154,8 @@ def normalize(data: dict) -> Guest:
             restart=sd.get("restart"),
             wanted_by=tuple(sd.get("wanted-by", ("multi-user.target",))),
             after=tuple(sd.get("after", ())), requires=tuple(sd.get("requires", ())),
-            environment_file=sd.get("environment-file")),
+            environment_file=sd.get("environment-file"),
+            stop_timeout=sd.get("stop-timeout", DEFAULT_STOP_TIMEOUT)),
         libvirt=LibvirtSettings(domain_type=lv.get("domain-type", "kvm"),
                                 allow_passthrough=lv.get("allow-passthrough", True)),
     )

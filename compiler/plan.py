@@ -38,6 +38,7 @@ class Confidential(NamedTuple):
     virtio_iommu: bool = True            # iommu_platform=on / <driver iommu='on'/>
     nic_rom_off: bool = False            # no option ROM on virtio-net
     lock_memory: bool = False            # guest RAM is pinned (memlock)
+    memory_note: str = ""                # why guest RAM is (or need not be) locked
     no_balloon: bool = False             # ballooning is forbidden
     reboot_ends_process: bool = False    # guest reboot ends QEMU (exit 0)
     host_devices: Tuple[str, ...] = ()   # device nodes QEMU opens besides /dev/kvm
@@ -65,6 +66,12 @@ class Kernel(NamedTuple):
     cmdline: Optional[str] = None
 
 
+def is_block_device(path: str) -> bool:
+    """cgsc never looks at the host while building: a disk path under /dev/ is a block
+    device (LVM, /dev/disk/by-id, /dev/mapper...), any other path an image file."""
+    return path.startswith("/dev/")
+
+
 class Disk(NamedTuple):
     id: str
     path: str
@@ -82,6 +89,16 @@ class Nic(NamedTuple):
     ifname: Optional[str]     # tap device or bridge name
     mac: str
     model: str
+    forwards: Tuple[Tuple[str, str, int, int], ...] = ()   # (protocol, host address, host port, guest port)
+
+
+class GuestDir(NamedTuple):
+    """A directory QEMU writes in (sockets, the console file, the stop channel). It belongs
+    to this guest alone (see cgsc.confine)."""
+    path: str
+    what: str                 # "QMP socket, console socket", for messages and comments
+    managed: str = ""         # "runtime" | "state" | "logs": systemd creates it; "" : must exist
+    relative: str = ""        # the managed directory's name under its root (cgsc/<name>)
 
 
 class Console(NamedTuple):
@@ -118,6 +135,9 @@ class LaunchPlan(NamedTuple):
     settings: dict            # typed [targets.*] settings by target name
     warnings: Tuple[str, ...] = ()
     waivers: Tuple[Tuple[str, str], ...] = ()   # (rule, reason) accepted in [waive]
+    runtime_dir: str = ""     # /run/cgsc/<name>: this guest's own runtime directory
+    dirs: Tuple[GuestDir, ...] = ()      # every directory QEMU writes in, runtime_dir first
+    stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""
@@ -149,3 +169,9 @@ class LaunchPlan(NamedTuple):
             out.append((self.kernel.initrd, "initrd"))
         out += [(d.path, f"disk {d.id}") for d in self.disks]
         return out
+
+    def block_disks(self) -> List[Disk]:
+        return [d for d in self.disks if is_block_device(d.path)]
+
+    def stop_fifos(self) -> List[str]:
+        return [self.stop_channel + ".in", self.stop_channel + ".out"] if self.stop_channel else []

@@ -85,7 +85,7 @@ def load_all() -> Dict[str, Rule]:
     """Import every module that defines rules, so the catalogue is complete."""
     import cgsc.build  # noqa: F401
     import cgsc.check  # noqa: F401
-    import cgsc.checks  # noqa: F401
+    import cgsc.checks  # noqa: F401  (imports cgsc.confine and cgsc.host_rules)
     import cgsc.waivers  # noqa: F401  (defines the waiver rules)
     from cgsc import targets
     from cgsc.mechanisms import MECHANISMS

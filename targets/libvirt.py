@@ -10,7 +10,7 @@ import os
 from typing import List, Optional
 
 from cgsc.plan import Element as E
-from cgsc.plan import LaunchPlan
+from cgsc.plan import LaunchPlan, is_block_device
 from cgsc.rules import Rule
 from cgsc.targets import Artifact
 from cgsc.targets.render import generated_by
@@ -34,6 +34,13 @@ EMULATOR = Rule(
     "<emulator> takes an absolute path; a command name looked up on PATH has no libvirt form.",
     "libvirt domaincommon.rng (absFilePath)",
     fix="Give [qemu] emulator as an absolute path.")
+PORT_FORWARD = Rule(
+    "CGS-LIBVIRT-004", "libvirt cannot express [[net]] forward on user networking",
+    "QEMU's user networking (slirp) forwards ports with hostfwd; libvirt's <interface "
+    "type='user'> has no such setting. Its <portForward> exists only for the passt backend, "
+    "a different network stack from the launch script's -netdev user, so the domain would "
+    "describe another machine.", "libvirt formatdomain: Userspace connection, portForward",
+    fix="Build only the shell and systemd targets for this guest, or drop forward.")
 
 
 class LibvirtTarget:
@@ -53,6 +60,13 @@ class LibvirtTarget:
             return PASSTHROUGH_OFF.error(("targets", "libvirt", "allow-passthrough"),
                                          f"is false, but {what} needs <qemu:commandline>",
                                          "allow passthrough, or leave libvirt out of [targets] build")
+        for i, nic in enumerate(plan.nics):
+            if nic.forwards:
+                return PORT_FORWARD.error(("net", i, "forward"),
+                                          "has no libvirt form: <portForward> needs the passt "
+                                          "backend, not QEMU's user networking",
+                                          "build the shell and systemd targets only "
+                                          "([targets] build = [\"shell\", \"systemd\"])")
         if not plan.emulator_default and not os.path.isabs(plan.emulator):
             return EMULATOR.error(("qemu", "emulator"), f"{plan.emulator!r} is not an absolute path",
                                   "give the full path, e.g. /usr/bin/qemu-system-x86_64")
@@ -78,8 +92,11 @@ def domain(plan: LaunchPlan) -> E:
         kids.append(E("description", text=plan.description))
     kids.append(E("memory", (("unit", "MiB"),), text=str(plan.memory_mib)))
     if cgs.lock_memory:
-        kids.append(comment(f"{cgs.title} pins guest memory: no cgroup memory limit may apply"))
+        kids.append(comment(f"{cgs.memory_note} (<locked/>: libvirt lifts the limit and "
+                            "adds -overcommit mem-lock=on)"))
         kids.append(E("memoryBacking", children=(E("locked"),)))
+    elif cgs.memory_note:
+        kids.append(comment(cgs.memory_note))
     kids.append(E("vcpu", (("placement", "static"),), text=str(plan.vcpus)))
     kids.append(_os(plan))
     features = ((E("acpi"),) if plan.arch == "x86_64" else ()) + cgs.libvirt_features
@@ -97,6 +114,9 @@ def domain(plan: LaunchPlan) -> E:
     if plan.qmp_socket:
         kids.append(comment(f"[qmp] socket {plan.qmp_socket} has no libvirt form: libvirt owns "
                             "the QMP monitor (use `virsh qemu-monitor-command`)"))
+    if plan.stop_channel:
+        kids.append(comment("the stop channel of the launch script is libvirt's own monitor here: "
+                            "`virsh shutdown` powers the guest down (system_powerdown)"))
     if plan.sandbox:
         kids.append(comment("QEMU's -sandbox is set by libvirt (qemu.conf seccomp_sandbox), "
                             "not per domain"))
@@ -143,7 +163,7 @@ def _devices(plan: LaunchPlan) -> E:
     iommu = _driver_iommu(plan)
     counters = {"virtio": 0, "scsi": 0}
     for d in plan.disks:
-        block = d.path.startswith("/dev/")
+        block = is_block_device(d.path)
         letter = chr(ord("a") + counters[d.bus])
         counters[d.bus] += 1
         dev = ("vd" if d.bus == "virtio" else "sd") + letter
@@ -181,6 +201,9 @@ def _devices(plan: LaunchPlan) -> E:
         if iommu:
             vsock.append(E("driver", iommu))
         kids.append(E("vsock", (("model", "virtio"),), children=tuple(vsock)))
+    kids.append(comment("libvirt adds a USB controller (qemu-xhci) unless told model='none'; "
+                        "the launch script has none"))
+    kids.append(E("controller", (("type", "usb"), ("model", "none"))))
     why = ("ballooning is forbidden for this mechanism" if plan.confidential.no_balloon
            else "the launch script has no balloon either")
     kids.append(comment(why))

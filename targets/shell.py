@@ -11,6 +11,10 @@ from cgsc.targets import Artifact
 from cgsc.targets.render import generated_by, template
 
 
+# QEMU's own locked memory beyond the guest's RAM: libvirt's SEV guidance (RAM + 256 MiB).
+MEMLOCK_SLACK_MIB = 256
+
+
 def argv_lines(argv: List[str]) -> List[str]:
     """`set -- word ...` with one option (and its argument) per line."""
     lines, current = [], ["set --", shell_word(argv[0])]
@@ -37,7 +41,8 @@ class ShellTarget:
             writable.insert(0, (plan.firmware.vars, "firmware variable store"))
         text = template("launch.sh.j2").render(
             plan=plan, header=generated_by(plan), command_line=shlex.join(argv),
-            argv_lines=argv_lines(argv), writable=writable)
+            argv_lines=argv_lines(argv), writable=writable,
+            memlock_kib=(plan.memory_mib + MEMLOCK_SLACK_MIB) * 1024)
         return [Artifact(f"{plan.name}.sh", text, 0o755)]
 
 

@@ -11,8 +11,8 @@ import os
 import urllib.parse
 from typing import List, Optional, Tuple
 
-from cgsc.escape import systemd_exec_word, systemd_path_word, systemd_value
-from cgsc.plan import LaunchPlan
+from cgsc.escape import shell_word, systemd_exec_word, systemd_path_word, systemd_value
+from cgsc.plan import LaunchPlan, is_block_device
 from cgsc.targets import Artifact
 from cgsc.targets.render import generated_by, template
 
@@ -31,29 +31,62 @@ def _dedupe(items) -> list:
 
 def _sockets(plan: LaunchPlan) -> List[str]:
     out = [plan.qmp_socket] if plan.qmp_socket else []
-    if plan.console.kind == "socket":
+    if plan.console.kind in ("socket", "file"):
         out.append(plan.console.path)
     return out
 
 
-def _runtime_dirs(plan: LaunchPlan) -> Tuple[List[str], List[str]]:
-    """(RuntimeDirectory= names, other socket directories that must be writable)."""
-    runtime, other = [], []
-    for sock in _sockets(plan):
-        directory = os.path.dirname(sock)
-        if directory.startswith("/run/") and not directory.startswith("/run/user/"):
-            runtime.append(directory[len("/run/"):])
-        else:
-            other.append(directory)
-    return _dedupe(runtime), _dedupe(other)
+# systemd's own directory settings, by cgsc.confine's kind of managed directory
+MANAGED_SETTING = {"runtime": "RuntimeDirectory", "state": "StateDirectory", "logs": "LogsDirectory"}
 
 
-def _writable(plan: LaunchPlan, socket_dirs: List[str]) -> List[str]:
+def _writable(plan: LaunchPlan) -> List[str]:
+    """Exactly the files and directories QEMU writes: image files, the variable store, and
+    the guest's own directories that systemd does not manage (cgsc.confine decided them).
+    Block devices are not here: /dev stays writable under ProtectSystem=, DeviceAllow= rules."""
     paths = [plan.firmware.vars] if plan.firmware.vars else []
-    paths += [d.path for d in plan.disks if not d.readonly]
-    if plan.console.kind == "file":
-        paths.append(os.path.dirname(plan.console.path))
-    return _dedupe(paths + socket_dirs)
+    paths += [d.path for d in plan.disks if not d.readonly and not is_block_device(d.path)]
+    paths += [d.path for d in plan.dirs if not d.managed]
+    return _dedupe(paths)
+
+
+def sh_command(script: str) -> str:
+    """An Exec*= command that runs a POSIX sh script (sh is on every host; no cgsc at run time)."""
+    return f"/bin/sh -c {systemd_exec_word(script)}"
+
+
+def host_param_check(param) -> str:
+    """sh that fails unless the parameter file holds an accepted value (read is a builtin)."""
+    accepted = "|".join(shell_word(v) for v in param.accepted)
+    message = shell_word(param.message + " (" + param.path + ": ")
+    return (f"v=; {{ read -r v < {shell_word(param.path)}; }} 2>/dev/null; case $v in {accepted}) ;; "
+            f"*) printf '%s\\n' {message}\"${{v:-missing}})\" >&2; exit 1 ;; esac")
+
+
+def stop_fifos_script(plan: LaunchPlan) -> str:
+    fifos = " ".join(shell_word(f) for f in plan.stop_fifos())
+    return f"rm -f {fifos} && mkfifo -m 0600 {fifos}"
+
+
+QMP_POWERDOWN = ('{"execute":"qmp_capabilities"}', '{"execute":"system_powerdown"}')
+
+
+def stop_script(plan: LaunchPlan) -> str:
+    """sh for ExecStop=: ask the guest to power down over the stop channel, then wait for
+    QEMU to exit. systemd kills it (SIGTERM, then SIGKILL) when TimeoutStopSec= runs out.
+    Opening the FIFO never blocks while QEMU holds it open; the kill -0 check keeps a
+    QEMU that is already gone from blocking it."""
+    fifo = shell_word(plan.stop_fifos()[0])
+    commands = " ".join(shell_word(c) for c in QMP_POWERDOWN)
+    return (f"kill -0 \"$MAINPID\" 2>/dev/null || exit 0; printf '%s\\n' {commands} > {fifo}; "
+            "while kill -0 \"$MAINPID\" 2>/dev/null; do sleep 1; done")
+
+
+def install_hint(plan: LaunchPlan, settings, unit_name: str) -> str:
+    where = f"Install it as /etc/systemd/system/{unit_name}, then: systemctl daemon-reload && "
+    if settings.wanted_by:
+        return where + f"systemctl enable --now {unit_name}"
+    return where + f"systemctl start {unit_name} (no [Install] section: nothing starts it at boot)"
 
 
 def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
@@ -71,15 +104,26 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     if cgs.systemd_after:
         unit.append(("After", " ".join(cgs.systemd_after),
                      f"{cgs.title} needs {', '.join(cgs.systemd_after)} up before the guest starts"))
-    after = [a for a in _dedupe(settings.after + settings.requires) if a not in cgs.systemd_after]
+    network = ("network-online.target",) if any(n.mode in ("tap", "bridge") for n in plan.nics) else ()
+    if network:
+        unit.append(("After", "network-online.target", "the guest's tap device or bridge must "
+                     "be configured before QEMU attaches to it"))
+        unit.append(("Wants", "network-online.target", ""))
+    after = [a for a in _dedupe(settings.after + settings.requires)
+             if a not in cgs.systemd_after + network]
     if after:
         unit.append(("After", " ".join(after), ""))
     if settings.requires:
         unit.append(("Requires", " ".join(settings.requires), ""))
     for path, why in plan.device_nodes():
         unit.append(("AssertPathExists", systemd_value(path), f"{why} must be on this host"))
-    for param in cgs.host_params:
-        unit.append(("AssertPathExists", systemd_value(param.path), param.message))
+    for d in plan.block_disks():
+        unit.append(("AssertPathExists", systemd_value(d.path), f"disk {d.id}'s block device must be on this host"))
+    for d in plan.dirs:
+        if not d.managed:
+            unit.append(("AssertPathIsDirectory", systemd_value(d.path),
+                         f"the {d.what} lives here: create it before the first start "
+                         "(owned by the guest's user, mode 0750)"))
 
     service: List[Entry] = [("Type", "exec", "")]
     if settings.user:
@@ -90,7 +134,18 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
         service.append(("Group", settings.group, ""))
     if settings.environment_file:
         service.append(("EnvironmentFile", systemd_value(settings.environment_file), ""))
+    for param in cgs.host_params:
+        service.append(("ExecStartPre", sh_command(host_param_check(param)),
+                        f"checks the value of {param.path} (it must be "
+                        f"{' or '.join(param.accepted)}), not only that it exists"))
+    if plan.stop_channel:
+        service.append(("ExecStartPre", sh_command(stop_fifos_script(plan)),
+                        "the stop channel: two FIFOs QEMU reads and writes QMP on (see ExecStop=)"))
     service.append(("ExecStart", " ".join(systemd_exec_word(w) for w in plan.argv()), ""))
+    if plan.stop_channel:
+        service.append(("ExecStop", sh_command(stop_script(plan)),
+                        "graceful stop: QMP system_powerdown through the stop channel, then wait for "
+                        "the guest to power off; after TimeoutStopSec= systemd sends SIGTERM, then SIGKILL"))
     restart, why = settings.restart, ""
     if restart is None:
         restart = "always" if cgs.reboot_ends_process else "on-failure"
@@ -101,10 +156,13 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
         why = (f"{cgs.title} guests cannot be reset in place: with Restart={restart} "
                "a guest reboot powers the guest off")
     service += [("Restart", restart, why), ("RestartSec", "5s", ""),
-                ("KillSignal", "SIGTERM", ""), ("TimeoutStopSec", "30s", "")]
+                ("KillSignal", "SIGTERM", ""),
+                ("TimeoutStopSec", f"{settings.stop_timeout}s",
+                 "how long the guest has to power down ([targets.systemd] stop-timeout)")]
     if cgs.lock_memory:
-        service.append(("LimitMEMLOCK", "infinity",
-                        f"{cgs.title} pins guest memory; the default memlock limit breaks it"))
+        service.append(("LimitMEMLOCK", "infinity", cgs.memory_note))
+    elif cgs.memory_note:
+        service.append(("", "", cgs.memory_note))
     service += _sandbox(plan)
 
     install = [("WantedBy", " ".join(settings.wanted_by), "")] if settings.wanted_by else []
@@ -120,17 +178,26 @@ def _sandbox(plan: LaunchPlan) -> List[Entry]:
         out.append(("DeviceAllow", f"{systemd_path_word(path)} rw", why))
         if path == "/dev/ptmx":  # openpty() opens the pty's other end too
             out.append(("DeviceAllow", "char-pts rw", "the pty console's terminal side"))
+    for d in plan.block_disks():
+        out.append(("DeviceAllow", f"{systemd_path_word(d.path)} {'r' if d.readonly else 'rw'}",
+                    f"disk {d.id} is a block device (its path is under /dev/); systemd resolves the "
+                    "path, symlinks such as /dev/disk/by-id or LVM names included, to the device "
+                    "number when the unit starts"))
     bridge = any(n.mode == "bridge" for n in plan.nics)
     user_net = any(n.mode == "user" for n in plan.nics)
-    runtime, socket_dirs = _runtime_dirs(plan)
-    writable = _writable(plan, socket_dirs)
+    writable = _writable(plan)
     host_paths = [p for p, _ in plan.host_files()] + writable + _sockets(plan)
     out.append(("ProtectSystem", "strict", ""))
     if writable:
-        out.append(("ReadWritePaths", _paths(writable), "disk images, variable store, sockets"))
-    if runtime:
-        out.append(("RuntimeDirectory", _paths(runtime), "QMP and console sockets live here"))
-        out.append(("RuntimeDirectoryMode", "0750", ""))
+        out.append(("ReadWritePaths", _paths(writable),
+                    "exactly what QEMU writes: disk images, variable store, this guest's own directories"))
+    for d in plan.dirs:
+        if d.managed:
+            setting = MANAGED_SETTING[d.managed]
+            out.append((setting, _paths([d.relative]),
+                        f"this guest's own directory {d.path} ({d.what}), created by systemd"
+                        + (" and removed at stop" if d.managed == "runtime" else "")))
+            out.append((setting + "Mode", "0750", ""))
     if any(p.startswith(HOME_DIRS) for p in host_paths):
         out.append(("ProtectHome", "read-only", "the spec keeps guest files under a home directory"))
     else:
@@ -192,6 +259,7 @@ class SystemdTarget:
         unit_name = settings.unit_name or f"{plan.name}.service"
         text = template("unit.service.j2").render(
             plan=plan, header=generated_by(plan), unit_name=unit_name,
+            install=install_hint(plan, settings, unit_name),
             sections=unit_sections(plan, settings))
         return [Artifact(unit_name, text)]
 

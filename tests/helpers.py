@@ -200,14 +200,14 @@ def systemd_split(line: str, exec_line: bool = True) -> List[str]:
 
 
 def exec_start(unit_text: str) -> List[str]:
-    lines = [l for l in unit_text.splitlines() if l.startswith("ExecStart=")]
+    lines = [l for l in unit_text.split("\n") if l.startswith("ExecStart=")]  # systemd splits on \n only
     assert len(lines) == 1, lines
     return systemd_split(lines[0][len("ExecStart="):])
 
 
 def unit_values(unit_text: str, section: str, key: str) -> List[str]:
     current, out = None, []
-    for line in unit_text.splitlines():
+    for line in unit_text.split("\n"):
         if line.startswith("[") and line.endswith("]"):
             current = line[1:-1]
         elif current == section and line.startswith(key + "="):

@@ -62,7 +62,8 @@ def _props(text):
 
 def facts_from_argv(argv):
     """What the shell script's command line says, in target-neutral words."""
-    f = {"disks": [], "nics": [], "console": "none", "vsock": None, "kernel": {}}
+    f = {"disks": [], "nics": [], "console": "none", "vsock": None, "kernel": {},
+         "usb": "none", "balloon": "none", "graphics": "none"}
     pairs = list(zip(argv, argv[1:]))
     drives, pflash = {}, []
     for opt, val in pairs:
@@ -102,6 +103,12 @@ def facts_from_argv(argv):
                 f["nics"].append(props["mac"])
             elif dev.startswith("vhost-vsock"):
                 f["vsock"] = int(props["guest-cid"])
+            elif dev in USB_CONTROLLERS:
+                f["usb"] = dev
+            elif dev.startswith("virtio-balloon"):
+                f["balloon"] = "virtio"
+            elif dev in ("VGA", "virtio-vga", "qxl-vga", "bochs-display", "ramfb"):
+                f["graphics"] = "present"
         elif opt == "-chardev" and "id=console0" in val:
             f["console"] = _props(val)[0]
     if pflash:
@@ -141,8 +148,22 @@ def _security_from_qemu(qom, props):
     return (qom.replace("-guest", ""),)   # pef, s390-pv: no properties
 
 
+# QEMU device names of USB host controllers (libvirt's <controller type='usb' model=...>).
+USB_CONTROLLERS = ("qemu-xhci", "nec-usb-xhci", "piix3-usb-uhci", "piix4-usb-uhci", "ich9-usb-ehci1",
+                   "ich9-usb-uhci1", "usb-ehci", "pci-ohci")
+
+
 def facts_from_xml(doc):
+    """What libvirt will run. Devices libvirt adds when the XML says nothing count too:
+    a USB controller (qemu-xhci on q35, formatdomain "USB controller ... default") and a
+    virtio memory balloon ("If no memballoon is specified, one is added automatically")."""
     f = {"memory": int(doc.findtext("memory")), "vcpus": int(doc.findtext("vcpu"))}
+    usb = doc.find("devices/controller[@type='usb']")
+    f["usb"] = "qemu-xhci" if usb is None else usb.get("model", "qemu-xhci")
+    balloon = doc.find("devices/memballoon")
+    f["balloon"] = "virtio" if balloon is None else balloon.get("model")
+    f["graphics"] = "present" if doc.find("devices/graphics") is not None \
+        or doc.find("devices/video") is not None else "none"
     cpu = doc.find("cpu")
     f["cpu"] = "host" if cpu.get("mode") == "host-passthrough" else cpu.findtext("model")
     f["machine"] = doc.find("os/type").get("machine")
@@ -203,6 +224,21 @@ def test_xml_and_shell_script_describe_the_same_guest(spec, tmp_path):
     assert xml == shell
 
 
+def test_the_equivalence_check_catches_a_device_libvirt_adds_by_default():
+    """Without <controller type='usb' model='none'/> libvirt gives the guest a qemu-xhci
+    controller the script does not have; the facts must differ."""
+    from lxml import etree
+    spec = LIBVIRT_SPECS[0]
+    doc = etree.fromstring(render(spec, "libvirt").encode())
+    for tag in ("controller[@type='usb']", "memballoon"):
+        node = doc.find(f"devices/{tag}")
+        node.getparent().remove(node)
+    facts = facts_from_xml(doc)
+    shell = facts_from_argv(compile_plan(spec).argv())
+    assert (facts["usb"], facts["balloon"]) == ("qemu-xhci", "virtio")
+    assert (shell["usb"], shell["balloon"]) == ("none", "none")
+
+
 VIRSH_OK = [s for s in EXAMPLES if compile_plan(s).confidential.mechanism in ("sev", "sev-es", "s390-pv")]
 
 
@@ -216,12 +252,18 @@ def test_debian_virsh_defines_the_domain(spec, tmp_path, tool):
     assert f"Domain '{compile_plan(spec).name}' defined" in result.stdout
 
 
-def test_debian_virsh_knows_no_snp_or_tdx_and_says_so(tmp_path, tool):
-    """Debian 12's libvirt 9.0 predates sev-snp (10.5) and tdx (11.6): the same check
-    rejects those domains at <launchSecurity>, so they are proven by the 12.8 schema above."""
-    for name in ("sev-snp.toml", "tdx.toml"):
+def test_virsh_defines_snp_and_tdx_exactly_from_the_version_that_knows_them(tmp_path, tool):
+    """libvirt learnt sev-snp in 10.5 and tdx in 11.6: an older virsh (Debian 12's 9.0)
+    rejects those domains at <launchSecurity>, a newer one defines them; either way the
+    domain is also proven by the 12.8 schema above."""
+    version = subprocess.run([tool("virsh"), "--version"], capture_output=True, text=True).stdout
+    have = tuple(int(x) for x in version.strip().split(".")[:2])
+    for name, since in (("sev-snp.toml", (10, 5)), ("tdx.toml", (11, 6))):
         path = tmp_path / "domain.xml"
         path.write_text(render([s for s in EXAMPLES if s.endswith(name)][0], "libvirt"))
         result = subprocess.run([tool("virsh"), "-c", "test:///default", "define", "--validate", str(path)],
                                 capture_output=True, text=True, timeout=60)
-        assert result.returncode == 1 and "launchSecurity" in result.stderr
+        if have >= since:
+            assert result.returncode == 0, result.stderr
+        else:
+            assert result.returncode == 1 and "launchSecurity" in result.stderr

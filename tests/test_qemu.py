@@ -54,7 +54,8 @@ def relocated(spec: str, root: str):
     g = g._replace( firmware_code=move(g.firmware_code), firmware_vars=move(g.firmware_vars),
         kernel_image=move(g.kernel_image), kernel_initrd=move(g.kernel_initrd),
         disks=tuple(d._replace(path=move(d.path)) for d in g.disks),
-        console_path=move(g.console_path), qmp_socket=move(g.qmp_socket))
+        console_path=move(g.console_path), qmp_socket=move(g.qmp_socket),
+        runtime_dir=move(g.runtime_dir))
     return lower(g, spec, [])
 
 
@@ -73,6 +74,9 @@ def materialize(plan) -> None:
     for path in (plan.console.path, plan.qmp_socket):
         if path:
             os.makedirs(os.path.dirname(path), exist_ok=True)
+    for fifo in plan.stop_fifos():  # what the script and the unit create before QEMU starts
+        os.makedirs(os.path.dirname(fifo), exist_ok=True)
+        os.mkfifo(fifo, 0o600)
 
 
 def tcg_argv(plan):

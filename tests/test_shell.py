@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 
@@ -22,6 +23,29 @@ def _script(spec, tmp_path):
     path.write_text(render(spec, "shell"))
     path.chmod(0o755)
     return path
+
+
+def relocated_plan(spec: str, root: str):
+    """The spec's plan with the guest's runtime directory, QMP socket and console moved
+    under `root`, so that a script that prepares the host creates nothing outside it."""
+    from cgsc.lower import lower
+    from cgsc.model import normalize
+    from cgsc.source import load
+    g = normalize(load(spec).data)
+    move = (lambda p: root + p if p else p)
+    g = g._replace(runtime_dir=move(g.runtime_dir), qmp_socket=move(g.qmp_socket),
+                   console_path=move(g.console_path))
+    return lower(g, spec, [])
+
+
+def _relocated_script(spec, tmp_path):
+    from cgsc import targets
+    plan = relocated_plan(spec, str(tmp_path / "root"))
+    (artifact,) = targets.get("shell").render(plan)
+    path = tmp_path / "launch.sh"
+    path.write_text(artifact.content)
+    path.chmod(0o755)
+    return plan, path
 
 
 def _stand_in_dir(tmp_path, names):
@@ -65,8 +89,7 @@ def test_script_execs_exactly_the_planned_argv(spec, tmp_path):
 
 def test_host_checks_run_before_exec_and_name_what_is_missing(tmp_path):
     spec = [s for s in VALID_SPECS if s.endswith("examples/sev-snp.toml")][0]
-    plan = compile_plan(spec)
-    script = _script(spec, tmp_path)
+    plan, script = _relocated_script(spec, tmp_path)
     bin_dir = _stand_in_dir(tmp_path, [plan.emulator])
     log = tmp_path / "argv"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_ARGV_LOG": str(log)}
@@ -84,8 +107,7 @@ def test_host_checks_pass_on_a_host_that_has_everything(tmp_path):
     spec = tmp_path / "pef.toml"
     spec.write_text(f'[guest]\nname = "pef-here"\narch = "ppc64"\nmemory = 512\n'
                     f'[confidential.pef]\n[[disk]]\npath = "{disk}"\nformat = "qcow2"\n')
-    plan = compile_plan(str(spec))
-    script = _script(str(spec), tmp_path)
+    plan, script = _relocated_script(str(spec), tmp_path)
     bin_dir = _stand_in_dir(tmp_path, [plan.emulator])
     log = tmp_path / "argv"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_ARGV_LOG": str(log)}
@@ -107,3 +129,146 @@ def test_unknown_script_argument_is_refused(tmp_path):
     script = _script(VALID_SPECS[0], tmp_path)
     result = subprocess.run([str(script), "--frob"], capture_output=True, text=True)
     assert result.returncode == 1 and "unknown argument: --frob" in result.stderr
+
+
+# -- ops: the script prepares the host and reports every failed check -------------------
+
+def _plan_in(spec_text: str, tmp_path, name: str):
+    """A valid spec's plan with the guest's runtime directory moved under tmp_path, so that
+    running the script creates nothing outside the test's directory."""
+    from cgsc.compile import compile_spec
+    from cgsc.lower import lower
+    from cgsc.model import normalize
+    from cgsc.source import load
+    spec = tmp_path / f"{name}.toml"
+    spec.write_text(spec_text)
+    compile_spec(str(spec))   # valid as written: no CGS-PATH-002
+    guest = normalize(load(str(spec)).data)
+    return lower(guest._replace(runtime_dir=str(tmp_path / "run" / name)), str(spec), [])
+
+
+def _write_script(plan, directory):
+    from cgsc import targets
+    (artifact,) = targets.get("shell").render(plan)
+    path = directory / "launch.sh"
+    path.write_text(artifact.content)
+    path.chmod(0o755)
+    return path
+
+
+def _snp_spec(tmp_path, name, extra=""):
+    return (f'[guest]\nname = "{name}"\ncpu = "EPYC-v4"\nmemory = 1024\n'
+            f'[firmware]\ncode = "{tmp_path}/missing/OVMF.amdsev.fd"\n'
+            f'[kernel]\nimage = "{tmp_path}/missing/vmlinuz"\n'
+            f'[confidential.sev-snp]\ncbitpos = 51\nreduced-phys-bits = 1\n' + extra)
+
+
+def test_script_creates_the_socket_and_console_directories_and_reports_every_failure(tmp_path, tool):
+    name = "prep-1"
+    plan = _plan_in(_snp_spec(tmp_path, name,
+                              f'[qmp]\nsocket = "{tmp_path}/guests/{name}/qmp.sock"\n'
+                              f'[console]\nserial = "file"\npath = "{tmp_path}/logs/{name}/console.log"\n'),
+                    tmp_path, name)
+    script = _write_script(plan, tmp_path)
+    for checker in (["sh", "-n"], ["bash", "-n"], [tool("shellcheck"), "--shell=sh", "--severity=style"]):
+        assert subprocess.run(checker + [str(script)], capture_output=True).returncode == 0, checker
+    bin_dir = _stand_in_dir(tmp_path, [plan.emulator])
+    log = tmp_path / "argv"
+    result = subprocess.run([str(script)], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_ARGV_LOG": str(log)},
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and not log.exists()
+    for directory in (tmp_path / "run" / name, tmp_path / "guests" / name, tmp_path / "logs" / name):
+        assert directory.is_dir() and stat.S_IMODE(directory.stat().st_mode) == 0o750, directory
+    for fifo in plan.stop_fifos():
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_IMODE(os.stat(fifo).st_mode) == 0o600
+    # both missing files and the missing SEV device are named, not only the first
+    lines = result.stderr.splitlines()
+    prefix = f"cgsc launch {name}: "
+    assert all(line.startswith(prefix) for line in lines)
+    assert any(f"{tmp_path}/missing/OVMF.amdsev.fd is missing" in line for line in lines)
+    assert any(f"{tmp_path}/missing/vmlinuz is missing" in line for line in lines)
+    if not os.path.exists("/dev/sev"):
+        assert any(line.startswith(prefix + "/dev/sev is missing") for line in lines)
+    failures = len(lines) - 1
+    assert failures >= 3 and lines[-1] == f"{prefix}{failures} host check(s) failed; QEMU was not started"
+
+
+def test_script_refuses_a_world_writable_or_symlinked_directory(tmp_path):
+    name = "prep-2"
+    plan = _plan_in(_snp_spec(tmp_path, name, f'[qmp]\nsocket = "{tmp_path}/guests/{name}/qmp.sock"\n'),
+                    tmp_path, name)
+    script = _write_script(plan, tmp_path)
+    (tmp_path / "guests").mkdir()
+    (tmp_path / "guests" / name).mkdir(mode=0o777)
+    os.chmod(tmp_path / "guests" / name, 0o777)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "run").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "run" / name)
+    result = subprocess.run([str(script)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"the QMP socket directory {tmp_path}/guests/{name} is writable by every user" in result.stderr
+    assert f"the stop channel directory {tmp_path}/run/{name} is a symlink" in result.stderr
+    assert os.listdir(tmp_path / "elsewhere") == []   # nothing created through the symlink
+
+
+SEV_SPEC = [s for s in VALID_SPECS if s.endswith("examples/sev.toml")][0]
+
+
+def _memlock_run(tmp_path, hard: str):
+    """Run the SEV example's script as nobody with a 64 KiB memlock limit, under a hard
+    limit that lets it raise the limit ("unlimited") or not ("65536")."""
+    import tempfile
+    plan_dir = tempfile.mkdtemp(dir="/tmp")
+    os.chmod(plan_dir, 0o755)
+    plan = relocated_plan(SEV_SPEC, plan_dir)
+    script = _write_script(plan, type(tmp_path)(plan_dir))
+    os.chmod(script, 0o755)
+    prefix = [shutil.which("prlimit"), f"--memlock=65536:{hard}",
+              shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        return plan, subprocess.run(prefix + [str(script)], env={"PATH": "/usr/bin:/bin"},
+                                    capture_output=True, text=True, cwd="/")
+    finally:
+        shutil.rmtree(plan_dir)
+
+
+def test_sev_script_raises_the_memlock_limit_or_says_why_it_cannot(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("prlimit") or not shutil.which("setpriv"):
+        pytest.skip("needs root, prlimit and setpriv to run the script under a low limit")
+    plan, capped = _memlock_run(tmp_path, hard="65536")
+    need = (plan.memory_mib + 256) * 1024
+    assert capped.returncode == 1
+    assert (f"the memlock limit (ulimit -l) is 64 KiB, but AMD SEV guest memory of {plan.memory_mib} MiB "
+            f"plus 256 MiB for QEMU needs {need} KiB locked") in capped.stderr
+
+
+def test_sev_script_raises_its_soft_memlock_limit_up_to_the_hard_one(tmp_path):
+    import resource
+    if os.geteuid() != 0 or not shutil.which("prlimit") or not shutil.which("setpriv"):
+        pytest.skip("needs root, prlimit and setpriv to run the script under a low limit")
+    hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+    need = (compile_plan(SEV_SPEC).memory_mib + 256) * 1024 * 1024
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"this host's hard memlock limit ({hard} bytes) is below what the guest needs")
+    _plan, raisable = _memlock_run(tmp_path, hard="unlimited" if hard == resource.RLIM_INFINITY else str(hard))
+    assert raisable.returncode == 1 and "/dev/sev" in raisable.stderr   # other checks still fail
+    assert "memlock" not in raisable.stderr   # the script raised its own soft limit
+
+
+def test_memory_locking_agrees_across_the_three_targets():
+    """SEV and SEV-ES pin guest memory (KVM_MEMORY_ENCRYPT_REG_REGION); SEV-SNP and TDX
+    private memory is guest_memfd (qemu.md, libvirt.md section 4); PEF and PV pin nothing."""
+    pins = {"sev": True, "sev-es": True, "sev-snp": False, "tdx": False, "pef": False, "s390-pv": False}
+    for spec in VALID_SPECS:
+        plan = compile_plan(spec)
+        expected = pins[plan.confidential.mechanism]
+        texts = [render(spec, "shell"), render(spec, "systemd")]
+        assert ("need_memlock " in texts[0]) == expected, spec
+        assert ("LimitMEMLOCK=infinity" in texts[1]) == expected, spec
+        if not plan.confidential.libvirt_unsupported:
+            texts.append(render(spec, "libvirt"))
+            assert ("<locked/>" in texts[2]) == expected, spec
+        if plan.confidential.mechanism in ("sev", "sev-es", "sev-snp", "tdx"):
+            # each artifact says why, in the mechanism's words
+            why = "pins all guest memory" if expected else "guest_memfd"
+            assert all(why in text for text in texts), spec

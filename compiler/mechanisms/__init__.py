@@ -30,6 +30,8 @@ class Mechanism:
     firmware = "pflash-or-bios"   # or "bios" (one stateless image) or "none"
     layout = None                 # the policy/attributes word's bit layout, if any
     sealed_kernel_args = False    # initrd/cmdline live inside the boot image
+    reboot_ends_process = False   # a guest reboot ends QEMU with status 0 (no reset in place)
+    virtio_iommu = True           # virtio devices need iommu_platform=on (the DMA API path)
 
     def fits_machine(self, machine: str) -> bool:
         return re.fullmatch(self.machine_pattern, machine) is not None

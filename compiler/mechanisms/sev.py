@@ -19,6 +19,10 @@ POLICY = Layout(
            Flag("domain", 4, True), Flag("sev-only", 5, True)),
     fields=(("api-major", 16), ("api-minor", 24)))
 SESSION_FILES = ("dh-cert-file", "session-file")
+# KVM pins every page it registers for encryption (KVM_MEMORY_ENCRYPT_REG_REGION,
+# sev_pin_memory) against RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK.
+MEMLOCK_NOTE = ("AMD SEV pins all guest memory (KVM_MEMORY_ENCRYPT_REG_REGION), which counts "
+                "against the memlock limit: the limit is lifted for QEMU")
 ES_UNDER_SEV = Rule(
     "CGS-SEV-001", "policy bit 2 (SEV-ES) is set under [confidential.sev]",
     "QEMU turns a sev-guest into an SEV-ES guest when policy bit 2 is set. cgsc keeps "
@@ -114,7 +118,8 @@ class Sev(Mechanism):
             mechanism=self.name, title=self.title,
             object=QemuObject(self.qom_type, CGS_ID, props),
             machine_props=(("smm", False),) if self.es else (),
-            nic_rom_off=True, lock_memory=True, reboot_ends_process=self.es,
+            nic_rom_off=True, lock_memory=True, reboot_ends_process=self.reboot_ends_process,
+            memory_note=MEMLOCK_NOTE,
             host_devices=(amd.sev_device(cfg),), host_params=params,
             libvirt_security=amd.launch_security("sev", cfg, policy),
             libvirt_features=(Element("smm", (("state", "off"),)),) if self.es else (),
@@ -138,6 +143,7 @@ class SevEs(Sev):
     name = "sev-es"
     title = "AMD SEV-ES"
     es = True
+    reboot_ends_process = True
 
 
 SEV = Sev()

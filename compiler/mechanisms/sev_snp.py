@@ -83,6 +83,7 @@ class SevSnp(Mechanism):
     qom_type = "sev-snp-guest"
     firmware = "bios"
     layout = POLICY
+    reboot_ends_process = True
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)
@@ -146,7 +147,9 @@ class SevSnp(Mechanism):
             mechanism=self.name, title=self.title,
             object=QemuObject(self.qom_type, CGS_ID, props),
             machine_props=(("smm", False),),
-            nic_rom_off=True, lock_memory=True, reboot_ends_process=True,
+            nic_rom_off=True, reboot_ends_process=self.reboot_ends_process,
+            memory_note=("AMD SEV-SNP private memory is KVM guest_memfd, which is not pinned "
+                         "against the memlock limit: no memory locking"),
             host_devices=(amd.sev_device(cfg),),
             host_params=(amd.host_param("sev_snp", "SEV-SNP"),),
             libvirt_security=amd.launch_security(

@@ -66,6 +66,7 @@ class Tdx(Mechanism):
     qom_type = "tdx-guest"
     firmware = "bios"
     layout = ATTRIBUTES
+    reboot_ends_process = True
 
     def word(self, cfg: dict) -> int:
         return self.attributes(cfg)
@@ -134,7 +135,9 @@ class Tdx(Mechanism):
             mechanism=self.name, title=self.title,
             object=QemuObject(self.qom_type, CGS_ID, props, json_form=bool(qgs)),
             machine_props=(("kernel-irqchip", "split"), ("smm", False), ("pic", False)),
-            reboot_ends_process=True,
+            reboot_ends_process=self.reboot_ends_process,
+            memory_note=("Intel TDX private memory is KVM guest_memfd, which is not pinned "
+                         "against the memlock limit: no memory locking"),
             host_params=(HostParam("/sys/module/kvm_intel/parameters/tdx", ("Y", "1"),
                                    "this host's KVM has no TDX support "
                                    "(kvm_intel parameter tdx is not Y)"),),

@@ -1,0 +1,107 @@
+"""Where QEMU may write: the directory of each socket and of the console file.
+
+QEMU creates these files, so their directory must be writable. The systemd unit makes
+exactly these directories writable (ProtectSystem=strict keeps everything else
+read-only) and the launch script creates them, so each must belong to this guest alone
+and never be a system directory. Accepted, by rule (cgsc never looks at the host):
+
+* /run/cgsc/<name>      RuntimeDirectory=cgsc/<name>: created at start, removed at stop
+* /var/lib/cgsc/<name>  StateDirectory=cgsc/<name>: kept across restarts
+* /var/log/cgsc/<name>  LogsDirectory=cgsc/<name>: kept (for a console log)
+* any other directory whose last component is the guest's name, outside the system
+  trees and cgsc's own trees (e.g. /srv/guests/<name>); it must exist (the unit asserts
+  it, the script creates it).
+
+Everything else is refused with CGS-PATH-002 and a path that works.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, List, Optional, Tuple
+
+from cgsc.diagnostics import Diagnostic
+from cgsc.plan import GuestDir
+from cgsc.rules import Rule
+
+# root -> systemd's name for a directory it manages there (RuntimeDirectory=, ...)
+MANAGED = (("/run", "runtime"), ("/var/lib", "state"), ("/var/log", "logs"))
+SYSTEM_TREES = ("/run", "/var/run", "/dev", "/proc", "/sys", "/etc", "/usr", "/boot", "/efi",
+                "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_DIRS = frozenset(("/var", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/tmp",
+                         "/var/mail", "/var/opt", "/var/local", "/var/backups", "/var/crash",
+                         "/home", "/srv", "/opt", "/mnt", "/media", "/tmp", "/root"))
+
+CONFINE = Rule(
+    "CGS-PATH-002", "a socket or console file lives in a directory that is not this guest's own",
+    "QEMU creates its sockets and the console file, so the systemd unit must make their "
+    "directory writable. A system directory (/, /run, /var, /etc, /run/systemd...) would "
+    "cancel ProtectSystem=strict or hand systemd's own directory to the guest, and a "
+    "directory shared with another guest lets stopping one remove the other's sockets. "
+    "cgsc accepts /run/cgsc/<name> (RuntimeDirectory), /var/lib/cgsc/<name> (StateDirectory), "
+    "/var/log/cgsc/<name> (LogsDirectory), or an existing directory named after the guest "
+    "outside the system trees.", "systemd.exec(5) ProtectSystem=, RuntimeDirectory=",
+    fix="Put the socket in /run/cgsc/<name>/ and a console log in /var/log/cgsc/<name>/.")
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _managed(directory: str, name: str) -> Optional[Tuple[str, str]]:
+    for root, kind in MANAGED:
+        if directory == f"{root}/cgsc/{name}":
+            return kind, f"cgsc/{name}"
+    return None
+
+
+def why_not(directory: str, name: str, runtime_dir: str) -> str:
+    """Why the directory cannot be confined to this guest ("" when it can)."""
+    if directory == runtime_dir or _managed(directory, name):
+        return ""
+    if directory.count("/") < 2 or directory in SYSTEM_DIRS:
+        return "a system directory"
+    for root, _kind in MANAGED:
+        if _under(directory, f"{root}/cgsc"):
+            return f"inside cgsc's tree {root}/cgsc but not this guest's {root}/cgsc/{name}"
+    for tree in SYSTEM_TREES:
+        if _under(directory, tree):
+            return f"under {tree}, a system directory"
+    if os.path.basename(directory) != name:
+        return f"not named after the guest (its last component is not {name!r}), so other programs may share it"
+    return ""
+
+
+def _items(guest) -> List[Tuple[tuple, str, str]]:
+    """(key path, file path, what) of every file QEMU creates."""
+    out = []
+    if guest.qmp_socket:
+        out.append((("qmp", "socket"), guest.qmp_socket, "QMP socket"))
+    if guest.console in ("socket", "file") and guest.console_path:
+        out.append((("console", "path"), guest.console_path, f"console {guest.console}"))
+    return out
+
+
+def check(guest) -> Iterable[Diagnostic]:
+    for key, path, what in _items(guest):
+        directory = os.path.dirname(path)
+        reason = why_not(directory, guest.name, guest.runtime_dir)
+        if reason:
+            root = "/var/log/cgsc" if what == "console file" else "/run/cgsc"
+            better = f"{root}/{guest.name}/{os.path.basename(path) or 'console'}"
+            yield CONFINE.error(key, f"the {what}'s directory {directory} is {reason}; "
+                                "the systemd unit would have to make it writable",
+                                f"use {better} (a directory of this guest only)")
+
+
+def guest_dirs(guest) -> Tuple[GuestDir, ...]:
+    """Every directory QEMU writes in: the runtime directory first (the stop channel)."""
+    found = {guest.runtime_dir: ["stop channel"]}
+    for _key, path, what in _items(guest):
+        found.setdefault(os.path.dirname(path), []).append(what)
+    out = []
+    for directory, whats in found.items():
+        kind, relative = ("runtime", f"cgsc/{guest.name}") if directory == guest.runtime_dir \
+            else (_managed(directory, guest.name) or ("", ""))
+        out.append(GuestDir(directory, ", ".join(whats), kind, relative))
+    return tuple(out)

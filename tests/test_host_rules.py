@@ -1,0 +1,45 @@
+"""Warnings about how a guest runs: virtio devices that extra-args add without the
+IOMMU setting confidential guests need (CGS-QEMU-004)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_cli
+
+SPEC = """spec-version = 1
+[guest]
+name = "extra"
+cpu = "EPYC-v4"
+memory = 1024
+[firmware]
+code = "/usr/share/ovmf/OVMF.amdsev.fd"
+[confidential.sev-snp]
+cbitpos = 51
+reduced-phys-bits = 1
+[waive]
+"CGS-QEMU-001" = "the test adds devices on purpose"
+[qemu]
+extra-args = {args}
+"""
+
+
+@pytest.mark.parametrize("args, warned", [
+    (["-device", "virtio-rng-pci,id=rng0"], True),
+    (["-device", "driver=virtio-serial-pci,id=s0"], True),
+    (["-device", '{"driver":"vhost-user-fs-pci","chardev":"fs0","tag":"fs"}'], True),
+    (["-nic", "user,model=virtio-net-pci"], True),
+    (["-device", "virtio-rng-pci,id=rng0,iommu_platform=on"], False),
+    (["-device", '{"driver":"virtio-rng-pci","iommu_platform":true}'], False),
+    (["-device", "e1000,netdev=n0"], False),
+    (["-fw_cfg", "name=opt/x,string=virtio-rng-pci"], False),
+])
+def test_extra_args_virtio_devices_without_iommu_are_warned(args, warned, tmp_path):
+    spec = tmp_path / "extra.toml"
+    spec.write_text(SPEC.format(args=json.dumps(args)))
+    code, _out, err = run_cli("validate", str(spec))
+    assert code == 0, err
+    assert ("[CGS-QEMU-004]" in err) == warned, err
+    if warned:
+        assert "qemu.extra-args[1]" in err
