@@ -53,8 +53,10 @@ def test_json_diagnostics_give_the_column_of_the_key(monkeypatch):
         at = line[d["column"] - 1:]
         last = [p for p in re.split(r"[.\[\]]", d["key"]) if p and not p.isdigit()][-1]
         # the column points at the key (bare or quoted), a table header, or an array element
+        # (after `[`, `,` or `=`, or first on its line in a multi-line array)
         assert (at.startswith((last, f'"{last}"', "[")) or re.match(r"^[\"'0-9a-z{]", at)
-                and line[:d["column"] - 1].rstrip().endswith(("[", ",", "="))), (d, line)
+                and (line[:d["column"] - 1].rstrip().endswith(("[", ",", "="))
+                     or not line[:d["column"] - 1].strip())), (d, line)  # multi-line array
     assert with_column >= 0.9 * len(keyed), [d for d in keyed if d["column"] is None]
 
 

@@ -61,12 +61,12 @@ def test_host_interfaces_devices_waivers_sandbox_and_extra_args(tmp_path):
     old.write_text(base + '[[disk]]\npath = "/var/lib/g/root.qcow2"\nformat = "qcow2"\n')
     new.write_text(base + '[[disk]]\npath = "/var/lib/g/root.qcow2"\nformat = "qcow2"\n'
                    '[[disk]]\npath = "/var/lib/g/data.raw"\nformat = "raw"\n'
-                   '[qmp]\nsocket = "/run/g/qmp.sock"\n[vsock]\ncid = 7\n'
+                   '[qmp]\nsocket = "/run/cgsc/g/qmp.sock"\n[vsock]\ncid = 7\n'
                    '[qemu]\nsandbox = false\nextra-args = ["-device", "virtio-rng-pci"]\n'
                    '[waive]\n"CGS-QEMU-001" = "entropy device, reviewed"\n')
     code, out, err = run_cli("diff", str(old), str(new))
     assert code == 0, err
-    for phrase in ("host: QMP socket added: /run/g/qmp.sock", "host: vsock CID added: 7",
+    for phrase in ("host: QMP socket added: /run/cgsc/g/qmp.sock", "host: vsock CID added: 7",
                    "host: device node /dev/vhost-vsock added", "devices: disk disk1 added: /var/lib/g/data.raw",
                    "sandbox: -sandbox changed: on", "extra-args: [0] added: -device",
                    "waivers: waiver CGS-QEMU-001 added: 'entropy device, reviewed'"):
