@@ -22,6 +22,7 @@ class DiskSpec(NamedTuple):
     readonly: bool = False
     cache: str = "none"
     serial: Optional[str] = None
+    kubevirt: Optional[dict] = None       # { pvc | data-volume | container-disk | host-disk }
 
 
 class NetSpec(NamedTuple):
@@ -31,6 +32,7 @@ class NetSpec(NamedTuple):
     mac: str
     mac_given: bool
     model: str = "virtio"
+    kubevirt: Optional[dict] = None       # { multus = "namespace/name" }
 
 
 class SystemdSettings(NamedTuple):
@@ -47,6 +49,14 @@ class SystemdSettings(NamedTuple):
 class LibvirtSettings(NamedTuple):
     domain_type: str = "kvm"
     allow_passthrough: bool = True
+
+
+class KubevirtSettings(NamedTuple):
+    namespace: Optional[str] = None
+    run_strategy: str = "Always"
+    labels: Tuple[Tuple[str, str], ...] = ()
+    kernel_container: Optional[str] = None
+    feature_gates: Tuple[str, ...] = ()   # gates the cluster has on beyond its defaults
 
 
 class Guest(NamedTuple):
@@ -79,6 +89,7 @@ class Guest(NamedTuple):
     build_targets: Optional[Tuple[str, ...]]
     systemd: SystemdSettings
     libvirt: LibvirtSettings
+    kubevirt: KubevirtSettings = KubevirtSettings()
 
     @property
     def mech_path(self) -> tuple:
@@ -121,7 +132,8 @@ def normalize(data: dict) -> Guest:
                     for d in data.get("disk", [])),
         nets=tuple(NetSpec(mode=n["mode"], tap=n.get("tap"), bridge=n.get("bridge"),
                            mac=(n.get("mac") or derived_mac(name, i)).lower(),
-                           mac_given="mac" in n, model=n.get("model", "virtio"))
+                           mac_given="mac" in n, model=n.get("model", "virtio"),
+                           kubevirt=n.get("kubevirt"))
                    for i, n in enumerate(data.get("net", []))),
         console=console.get("serial", "stdio"),
         console_path=console.get("path"),
@@ -139,4 +151,13 @@ def normalize(data: dict) -> Guest:
             environment_file=sd.get("environment-file")),
         libvirt=LibvirtSettings(domain_type=lv.get("domain-type", "kvm"),
                                 allow_passthrough=lv.get("allow-passthrough", True)),
+        kubevirt=_kubevirt(targets.get("kubevirt", {})),
     )
+
+
+def _kubevirt(kv: dict) -> KubevirtSettings:
+    return KubevirtSettings(namespace=kv.get("namespace"),
+                            run_strategy=kv.get("run-strategy", "Always"),
+                            labels=tuple(sorted(kv.get("labels", {}).items())),
+                            kernel_container=kv.get("kernel-container"),
+                            feature_gates=tuple(kv.get("feature-gates", ())))
