@@ -8,9 +8,10 @@ The YAML is written by PyYAML's safe dumper from plain data, never from a templa
 
 from __future__ import annotations
 
+import json
 from typing import Dict, List, Optional
 
-from cgsc.diagnostics import Diagnostic
+from cgsc.diagnostics import Diagnostic, format_path
 from cgsc.escape import comment_line
 from cgsc.plan import LaunchPlan
 from cgsc.rules import Rule
@@ -270,3 +271,22 @@ def header_lines(plan: LaunchPlan) -> List[str]:
 
 
 TARGET = KubevirtTarget()
+
+
+
+def explain(plan: LaunchPlan, locate, asked: bool) -> dict:
+    """For `cgsc explain`: what this target would emit and what it refuses (located)."""
+    out: Dict[str, object] = {"built": "by [targets] build" if asked
+                              else "only with -t kubevirt or [targets] build"}
+    refused = [locate(d) for d in (TARGET.unsupported(plan) or ())]
+    if refused:
+        out["refuses"] = [{"rule": d.rule, "file": d.file, "line": d.line,
+                           "key": format_path(d.path), "message": d.message} for d in refused]
+        return out
+    domain = virtual_machine(plan)["spec"]["template"]["spec"]["domain"]
+    firmware = {k: v for k, v in domain["firmware"].items() if k != "uuid"}
+    out["emits"] = [f"{plan.name}.kubevirt.yaml: kubevirt.io/v1 VirtualMachine {plan.name}",
+                    "launchSecurity " + json.dumps(domain["launchSecurity"]),
+                    "firmware " + json.dumps(firmware),
+                    "feature gate " + plan.confidential.kubevirt.feature_gate]
+    return out
