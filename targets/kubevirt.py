@@ -251,8 +251,8 @@ def header_lines(plan: LaunchPlan) -> List[str]:
     lines.append("The cluster decides, not this manifest:")
     decides = list(form.cluster_decides)
     if plan.disks:
-        decides.append("disk images: KubeVirt volumes hold raw images (CDI converts on import); "
-                       "the spec's paths and formats apply to the other targets")
+        decides.append("disk contents: the volumes named below hold them; [[disk]] path and "
+                       "format apply to the other targets")
     if plan.console.kind != "none":
         decides.append("the serial console: `virtctl console " + comment_line(plan.name)
                        + "` instead of [console]")

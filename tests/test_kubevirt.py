@@ -511,3 +511,19 @@ def test_attestation_note_when_the_plan_has_reference_values():
 
     assert not any("Attestation" in line for line in header_lines(plan))
     assert any("firmware and vCPU model must match" in line for line in header_lines(Attested()))
+
+
+def test_readme_section_shows_what_its_spec_builds(tmp_path, crd_validator):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        section = fh.read().split("\n## KubeVirt\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    spec_text = next(text for lang, text in blocks if lang == "toml")
+    shown = [yaml.safe_load(text) for lang, text in blocks if lang == "yaml"]
+    spec = tmp_path / "ledger.toml"
+    spec.write_text(spec_text, encoding="utf-8")
+    code, out, err = run_cli("build", str(spec), "-t", "kubevirt", "--stdout")
+    assert code == 0, err
+    built = yaml.safe_load(out)
+    assert shown[0] == built
+    assert not list(crd_validator.iter_errors(built))
+    assert any(isinstance(doc, dict) and doc.get("kind") == "Application" for doc in shown)
