@@ -12,7 +12,8 @@ from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.toml"))) + sorted(
-    glob.glob(os.path.join(ROOT, "examples", "fleet", "web-*.toml")))
+    glob.glob(os.path.join(ROOT, "examples", "fleet", "web-*.toml"))) + sorted(
+    glob.glob(os.path.join(ROOT, "examples", "kubevirt", "*.toml")))
 CASES = sorted(glob.glob(os.path.join(ROOT, "tests", "cases", "*.toml")))
 INVALID = sorted(glob.glob(os.path.join(ROOT, "tests", "invalid", "*.toml")))
 VALID_SPECS = EXAMPLES + CASES
