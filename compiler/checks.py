@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, List
 
+from cgsc import kubevirt_spec
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms.common import check_socket_path, scan_extra_args
 from cgsc.model import Guest
@@ -69,7 +70,8 @@ EXTRA_BREAKS = Rule("CGS-QEMU-002", "extra-args override what confidentiality de
 
 def check(guest: Guest) -> List[Diagnostic]:
     out: List[Diagnostic] = []
-    for rule_set in (_arch_machine, _firmware, _kernel, _devices, _sockets, _extra_args):
+    for rule_set in (_arch_machine, _firmware, _kernel, _devices, _sockets, _extra_args,
+                     kubevirt_spec.check):
         out.extend(rule_set(guest))
     out.extend(guest.mechanism.check(guest))
     return out

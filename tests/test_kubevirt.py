@@ -465,7 +465,7 @@ def test_target_and_rules_are_listed():
     assert code == 0 and re.search(r"^kubevirt +KubeVirt VirtualMachine", out, re.M)
     code, out, _e = run_cli("rules")
     listed = set(re.findall(r"^(CGS-KUBEVIRT-\d{3}) ", out, re.M))
-    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 12)}
+    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 13)}
 
 
 def test_refusals_come_all_at_once_with_hints():
