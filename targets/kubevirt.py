@@ -84,8 +84,14 @@ class KubevirtTarget:
 
     def render(self, plan: LaunchPlan) -> List[Artifact]:
         import yaml  # only this target needs it
-        body = yaml.safe_dump(virtual_machine(plan), sort_keys=False, default_flow_style=False,
-                              allow_unicode=False, width=2 ** 16, explicit_start=True)
+
+        class Dumper(yaml.SafeDumper):
+            def ignore_aliases(self, data):  # write repeated values out, never &id001 / *id001
+                return True
+
+        body = yaml.dump(virtual_machine(plan), Dumper=Dumper, sort_keys=False,
+                         default_flow_style=False, allow_unicode=False, width=2 ** 16,
+                         explicit_start=True)
         header = "".join(f"# {line}\n" for line in header_lines(plan))
         return [Artifact(f"{plan.name}.kubevirt.yaml", header + body)]
 
@@ -156,7 +162,8 @@ def virtual_machine(plan: LaunchPlan) -> dict:
 
 
 def _vmi_spec(plan: LaunchPlan) -> dict:
-    spec: Dict[str, object] = {"architecture": ARCH.get(plan.arch, plan.arch), "domain": _domain(plan)}
+    spec: Dict[str, object] = {"architecture": ARCH.get(plan.arch, plan.arch),
+                               "domain": _domain(plan)}
     networks = [{"name": n.id, **({"multus": {"networkName": n.multus}} if n.multus
                                   else {"pod": {}})} for n in plan.nics]
     if networks:
@@ -225,10 +232,14 @@ def _devices(plan: LaunchPlan) -> dict:
 
 def _volume(d) -> dict:
     kind, value = d.kubevirt
-    source = {"pvc": lambda: {"claimName": value, **({"readOnly": True} if d.readonly else {})},
-              "data-volume": lambda: {"name": value},
-              "container-disk": lambda: {"image": value},
-              "host-disk": lambda: {"path": d.path, "type": "Disk"}}[kind]()
+    if kind == "pvc":
+        source = {"claimName": value, **({"readOnly": True} if d.readonly else {})}
+    elif kind == "data-volume":
+        source = {"name": value}
+    elif kind == "container-disk":
+        source = {"image": value}
+    else:  # host-disk: the disk's own path, on the node
+        source = {"path": d.path, "type": "Disk"}
     return {"name": d.id, VOLUME_SOURCES[kind]: source}
 
 

@@ -271,6 +271,7 @@ def test_manifest_round_trips_and_maps_the_spec(spec):
     from cgsc.targets.kubevirt import virtual_machine
     plan = compile_plan(spec)
     assert data == virtual_machine(plan)
+    assert not re.search(r"[&*]id\d", text)  # no anchors or aliases: every value written out
     assert yaml.safe_load(yaml.safe_dump(data)) == data
     with open(spec, "rb") as fh:
         toml = tomllib.load(fh)
@@ -434,6 +435,7 @@ def test_hostile_values_round_trip_and_never_leave_the_comment(tmp_path):
     assert boot["container"]["kernelPath"] == path
     assert boot["kernelArgs"] == HOSTILE
     assert text.isascii()  # non-ASCII is escaped inside double-quoted scalars
+    assert "&id" not in body and "*id" not in body  # no anchors or aliases
 
 
 def test_the_comment_check_can_fail():
@@ -468,14 +470,38 @@ def test_target_and_rules_are_listed():
     assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 13)}
 
 
-def test_refusals_come_all_at_once_with_hints():
-    code, out, err = run_cli("build", os.path.join(ROOT, "examples", "sev-snp.toml"), "-t", "kubevirt",
-                             "--stdout")
+def test_refusals_come_all_at_once_with_hints(tmp_path):
+    spec = tmp_path / "many.toml"
+    spec.write_text('''spec-version = 1
+[guest]
+name = "many"
+memory = 2048
+[firmware]
+code = "/usr/share/ovmf/OVMF.inteltdx.fd"
+[kernel]
+image = "/boot/vmlinuz"
+[confidential.tdx]
+mrowner = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+[[disk]]
+path = "/var/lib/guests/many/root.raw"
+format = "raw"
+[[net]]
+mode = "tap"
+tap = "tap0"
+[vsock]
+cid = 7
+[qemu]
+extra-args = ["-no-reboot"]
+''')
+    code, out, err = run_cli("build", str(spec), "-t", "kubevirt", "--stdout")
     assert code == 1 and out == ""
-    rules = re.findall(r"\[(CGS-KUBEVIRT-\d{3})\]$", err, re.M)
-    assert sorted(rules) == ["CGS-KUBEVIRT-002", "CGS-KUBEVIRT-002", "CGS-KUBEVIRT-005",
-                             "CGS-KUBEVIRT-007", "CGS-KUBEVIRT-008"]
-    assert err.count("\n  hint: ") == len(rules)
+    found = re.findall(r"^\S+:(\d+): (\S+): .* \[(CGS-KUBEVIRT-\d{3})\]$", err, re.M)
+    assert sorted((key, rule) for _line, key, rule in found) == [
+        ("confidential.tdx.mrowner", "CGS-KUBEVIRT-002"), ("disk[0]", "CGS-KUBEVIRT-005"),
+        ("kernel.image", "CGS-KUBEVIRT-008"), ("net[0].mode", "CGS-KUBEVIRT-007"),
+        ("qemu.extra-args[0]", "CGS-KUBEVIRT-004"), ("vsock.cid", "CGS-KUBEVIRT-009")]
+    assert all(int(line) > 0 for line, _k, _r in found)
+    assert err.count("\n  hint: ") == len(found)
 
 
 def test_explain_lists_what_kubevirt_emits_and_refuses():
