@@ -297,7 +297,8 @@ def explain(plan: LaunchPlan, locate, asked: bool) -> dict:
     domain = virtual_machine(plan)["spec"]["template"]["spec"]["domain"]
     firmware = {k: v for k, v in domain["firmware"].items() if k != "uuid"}
     out["emits"] = [f"{plan.name}.kubevirt.yaml: kubevirt.io/v1 VirtualMachine {plan.name}",
-                    "launchSecurity " + json.dumps(domain["launchSecurity"]),
-                    "firmware " + json.dumps(firmware),
-                    "feature gate " + plan.confidential.kubevirt.feature_gate]
+                    "launchSecurity " + json.dumps(domain["launchSecurity"])]
+    if firmware:
+        out["emits"].append("firmware " + json.dumps(firmware))
+    out["emits"].append("feature gate " + plan.confidential.kubevirt.feature_gate)
     return out

@@ -553,3 +553,56 @@ def test_readme_section_shows_what_its_spec_builds(tmp_path, crd_validator):
     assert shown[0] == built
     assert not list(crd_validator.iter_errors(built))
     assert any(isinstance(doc, dict) and doc.get("kind") == "Application" for doc in shown)
+
+
+def test_every_volume_kind_and_binding_is_valid_for_the_crd(tmp_path, crd_validator):
+    """The branches the examples do not take: host-disk with its gate, scsi, a read-only
+    PVC, a Multus-only VM, kernel boot without initrd, no console."""
+    spec = tmp_path / "kinds.toml"
+    spec.write_text('''spec-version = 1
+[guest]
+name = "kinds"
+memory = 2048
+[firmware]
+code = "/usr/share/ovmf/OVMF.inteltdx.fd"
+[kernel]
+image = "/boot/vmlinuz"
+cmdline = "console=hvc0"
+[confidential.tdx]
+[[disk]]
+path = "/var/lib/guests/kinds/root.raw"
+format = "raw"
+kubevirt = { host-disk = true }
+[[disk]]
+path = "/var/lib/guests/kinds/data.raw"
+format = "raw"
+bus = "scsi"
+readonly = true
+cache = "writethrough"
+kubevirt = { pvc = "kinds-data" }
+[[net]]
+mode = "tap"
+tap = "tap0"
+kubevirt = { multus = "kinds-net" }
+[console]
+serial = "none"
+[targets.kubevirt]
+kernel-container = "registry.example.com/k@sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+feature-gates = ["HostDisk"]
+''')
+    code, out, err = run_cli("build", str(spec), "-t", "kubevirt", "--stdout")
+    assert code == 0, err
+    vm = yaml.safe_load(out)
+    assert not list(crd_validator.iter_errors(vm))
+    assert all(rule(vm) for rule in RULES)
+    assert "feature gate the cluster needs: HostDisk" in out
+    devices = _domain(vm)["devices"]
+    assert devices["autoattachSerialConsole"] is False
+    assert devices["disks"][1] == {"name": "disk1", "disk": {"bus": "scsi", "readonly": True},
+                                   "cache": "writethrough"}
+    assert vm["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "disk0", "hostDisk": {"path": "/var/lib/guests/kinds/root.raw", "type": "Disk"}},
+        {"name": "disk1", "persistentVolumeClaim": {"claimName": "kinds-data", "readOnly": True}}]
+    assert vm["spec"]["template"]["spec"]["networks"] == [
+        {"name": "net0", "multus": {"networkName": "kinds-net"}}]
+    assert "initrdPath" not in _domain(vm)["firmware"]["kernelBoot"]["container"]
