@@ -422,7 +422,7 @@ kernel-container = "registry.example.com/k:1"
     return str(spec), path
 
 
-def test_hostile_values_round_trip_and_never_leave_the_comment(tmp_path):
+def test_hostile_values_round_trip_and_never_leave_the_comment(tmp_path, crd_validator):
     spec, path = _hostile_spec(tmp_path)
     text = _manifest(spec)
     header, _, body = text.partition("\n---\n")
@@ -434,6 +434,7 @@ def test_hostile_values_round_trip_and_never_leave_the_comment(tmp_path):
     boot = data["spec"]["template"]["spec"]["domain"]["firmware"]["kernelBoot"]
     assert boot["container"]["kernelPath"] == path
     assert boot["kernelArgs"] == HOSTILE
+    assert not list(crd_validator.iter_errors(data))
     assert text.isascii()  # non-ASCII is escaped inside double-quoted scalars
     assert "&id" not in body and "*id" not in body  # no anchors or aliases
 
