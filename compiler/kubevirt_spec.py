@@ -19,12 +19,12 @@ UNPINNED = Rule(
 
 
 def check(g: Guest) -> Iterable[Diagnostic]:
-    images = [(("disk", i, "kubevirt", "container-disk"), d.kubevirt["container-disk"])
-              for i, d in enumerate(g.disks) if d.kubevirt and "container-disk" in d.kubevirt]
-    if g.kubevirt.kernel_container:
-        images.append((("targets", "kubevirt", "kernel-container"), g.kubevirt.kernel_container))
+    images = [(("disk", i, "kubevirt", "container-disk"), d.kubevirt.get("container-disk"))
+              for i, d in enumerate(g.disks) if isinstance(d.kubevirt, dict)]
+    images.append((("targets", "kubevirt", "kernel-container"), g.kubevirt.kernel_container))
     for path, image in images:
-        if "@sha256:" not in image:
+        # isinstance: this also runs on specs with schema errors (to report everything at once)
+        if isinstance(image, str) and "@sha256:" not in image:
             name, _, tag = image.rpartition(":")
             repo = name if name and "/" not in tag else image   # a registry port is no tag
             yield UNPINNED.warning(path, f"{image} is a tag, not a digest",
