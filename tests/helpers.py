@@ -12,8 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.toml"))) + sorted(
-    glob.glob(os.path.join(ROOT, "examples", "fleet", "web-*.toml"))) + sorted(
-    glob.glob(os.path.join(ROOT, "examples", "kubevirt", "*.toml")))
+    glob.glob(os.path.join(ROOT, "examples", "fleet", "web-*.toml")))
 CASES = sorted(glob.glob(os.path.join(ROOT, "tests", "cases", "*.toml")))
 INVALID = sorted(glob.glob(os.path.join(ROOT, "tests", "invalid", "*.toml")))
 VALID_SPECS = EXAMPLES + CASES
