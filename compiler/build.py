@@ -33,15 +33,15 @@ def choose_targets(compiled: Compiled, requested: Sequence[str]):
                     path, f"no target named {name!r}",
                     "installed targets: " + ", ".join(targets.available())))
                 continue
-            why = target.unsupported(plan)
-            if why is not None:
-                errors.append(why)
+            why = targets.refusals(target, plan)
+            if why:
+                errors.extend(why)
             elif (name, target) not in chosen:
                 chosen.append((name, target))
     else:
         for name in targets.BUILTIN:
             target = targets.get(name)
-            if target.unsupported(plan) is None:
+            if not targets.refusals(target, plan):
                 chosen.append((name, target))
     return chosen, errors
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, List
 
+from cgsc import kubevirt_spec
 from cgsc.diagnostics import Diagnostic
 from cgsc import confine, host_rules
 from cgsc.mechanisms.common import check_socket_path, scan_extra_args
@@ -71,7 +72,7 @@ EXTRA_BREAKS = Rule("CGS-QEMU-002", "extra-args override what confidentiality de
 def check(guest: Guest) -> List[Diagnostic]:
     out: List[Diagnostic] = []
     for rule_set in (_arch_machine, _firmware, _kernel, _devices, _sockets, confine.check,
-                     _extra_args, host_rules.check):
+                     _extra_args, host_rules.check, kubevirt_spec.check):
         out.extend(rule_set(guest))
     out.extend(guest.mechanism.check(guest))
     return out

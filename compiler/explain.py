@@ -91,7 +91,14 @@ def explain(path: str) -> dict:
         "waivers": [{"rule": d.rule, "reason": reason, "file": d.file, "line": d.line,
                      "key": format_path(d.path), "message": d.message}
                     for d, reason in compiled.waived],
+        "kubevirt": _kubevirt(compiled),
     }
+
+
+def _kubevirt(compiled) -> dict:
+    from cgsc.targets.kubevirt import explain as kubevirt_explain
+    return kubevirt_explain(compiled.plan, compiled.locate,
+                            "kubevirt" in (compiled.build_targets or ()))
 
 
 def to_text(info: dict) -> str:
@@ -114,6 +121,11 @@ def to_text(info: dict) -> str:
                                 for w in info["warnings"]] or ["  none"])
     out += ["", "waived"] + ([f"  {w['rule']}: {w['reason']} ({w['file']}:{w['line']}: {w['key']}: "
                               f"{w['message']})" for w in info["waivers"]] or ["  none"])
+    kv = info["kubevirt"]
+    out += ["", f"kubevirt target (built {kv['built']})"]
+    out += [f"  emits {line}" for line in kv.get("emits", ())]
+    out += [f"  refuses {r['file']}:{r['line']}: {r['key']}: {r['message']} [{r['rule']}]"
+            for r in kv.get("refuses", ())]
     return "\n".join(out) + "\n"
 
 

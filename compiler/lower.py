@@ -22,9 +22,11 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
     kernel = Kernel(guest.kernel_image, guest.kernel_initrd, guest.kernel_cmdline)
     boot_from_disk = guest.kernel_image is None
     disks = tuple(Disk(f"disk{i}", d.path, d.format, d.bus, d.readonly, d.cache, d.serial,
-                       i + 1 if boot_from_disk else None)
+                       i + 1 if boot_from_disk else None,
+                       next(iter(d.kubevirt.items())) if d.kubevirt else None)
                   for i, d in enumerate(guest.disks))
-    nics = tuple(Nic(f"net{i}", n.mode, n.tap or n.bridge, n.mac, n.model, tuple(n.forwards))
+    nics = tuple(Nic(f"net{i}", n.mode, n.tap or n.bridge, n.mac, n.model, tuple(n.forwards),
+                     (n.kubevirt or {}).get("multus"))
                  for i, n in enumerate(guest.nets))
     console = Console(guest.console, guest.console_path)
     sandbox, relaxed = _sandbox(guest, nics)
@@ -38,7 +40,8 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
         qmp_socket=guest.qmp_socket, sandbox=sandbox, sandbox_relaxed=relaxed,
         extra_args=guest.extra_args,
         options=(), words=(), spec_path=spec_path, spec_files=tuple(spec_files),
-        settings={"systemd": guest.systemd, "libvirt": guest.libvirt},
+        settings={"systemd": guest.systemd, "libvirt": guest.libvirt,
+                  "kubevirt": guest.kubevirt},
         runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
         stop_channel=f"{guest.runtime_dir}/{STOP_CHANNEL}",
     )

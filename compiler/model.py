@@ -24,6 +24,7 @@ class DiskSpec(NamedTuple):
     readonly: bool = False
     cache: str = "none"
     serial: Optional[str] = None
+    kubevirt: Optional[dict] = None       # { pvc | data-volume | container-disk | host-disk }
 
 
 class Forward(NamedTuple):
@@ -42,6 +43,7 @@ class NetSpec(NamedTuple):
     mac_given: bool
     model: str = "virtio"
     forwards: Tuple[Forward, ...] = ()
+    kubevirt: Optional[dict] = None       # { multus = "namespace/name" }
 
 
 class SystemdSettings(NamedTuple):
@@ -59,6 +61,14 @@ class SystemdSettings(NamedTuple):
 class LibvirtSettings(NamedTuple):
     domain_type: str = "kvm"
     allow_passthrough: bool = True
+
+
+class KubevirtSettings(NamedTuple):
+    namespace: Optional[str] = None
+    run_strategy: str = "Always"
+    labels: Tuple[Tuple[str, str], ...] = ()
+    kernel_container: Optional[str] = None
+    feature_gates: Tuple[str, ...] = ()   # gates the cluster has on beyond its defaults
 
 
 class Guest(NamedTuple):
@@ -92,6 +102,7 @@ class Guest(NamedTuple):
     build_targets: Optional[Tuple[str, ...]]
     systemd: SystemdSettings
     libvirt: LibvirtSettings
+    kubevirt: KubevirtSettings = KubevirtSettings()
 
     @property
     def mech_path(self) -> tuple:
@@ -138,7 +149,8 @@ def normalize(data: dict) -> Guest:
                            forwards=tuple(Forward(f.get("protocol", "tcp"),
                                                   f.get("host-address", "127.0.0.1"),
                                                   f["host-port"], f["guest-port"])
-                                          for f in n.get("forward", ())))
+                                          for f in n.get("forward", ())),
+                           kubevirt=n.get("kubevirt"))
                    for i, n in enumerate(data.get("net", []))),
         console=console.get("serial", "stdio"),
         console_path=console.get("path"),
@@ -158,4 +170,13 @@ def normalize(data: dict) -> Guest:
             stop_timeout=sd.get("stop-timeout", DEFAULT_STOP_TIMEOUT)),
         libvirt=LibvirtSettings(domain_type=lv.get("domain-type", "kvm"),
                                 allow_passthrough=lv.get("allow-passthrough", True)),
+        kubevirt=_kubevirt(targets.get("kubevirt", {})),
     )
+
+
+def _kubevirt(kv: dict) -> KubevirtSettings:
+    return KubevirtSettings(namespace=kv.get("namespace"),
+                            run_strategy=kv.get("run-strategy", "Always"),
+                            labels=tuple(sorted(kv.get("labels", {}).items())),
+                            kernel_container=kv.get("kernel-container"),
+                            feature_gates=tuple(kv.get("feature-gates", ())))

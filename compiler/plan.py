@@ -30,6 +30,15 @@ class HostParam(NamedTuple):
     message: str
 
 
+class KubevirtForm(NamedTuple):
+    """How a KubeVirt VirtualMachine says this mechanism (spec.template.spec.domain)."""
+    launch_security: dict                # domain.launchSecurity, exactly as written
+    efi: Optional[dict] = None           # firmware.bootloader.efi; None: no EFI (s390x)
+    smm: Optional[bool] = None           # features.smm.enabled, written when not None
+    feature_gate: str = ""               # the KubeVirt feature gate, and what enabling it takes
+    cluster_decides: Tuple[str, ...] = ()   # what the cluster, not the manifest, decides
+
+
 class Confidential(NamedTuple):
     mechanism: str                       # the spec's table name: for reports, never for branching
     title: str                           # "AMD SEV-SNP"
@@ -49,6 +58,8 @@ class Confidential(NamedTuple):
     libvirt_note: str = ""               # why passthrough is used, said in the XML
     libvirt_unsupported: str = ""        # why libvirt cannot express this guest at all
     libvirt_unsupported_key: str = ""    # the key (in the mechanism's table) that causes it
+    kubevirt: Optional[KubevirtForm] = None   # None: KubeVirt has no form (see refusals)
+    kubevirt_refusals: Tuple[object, ...] = ()  # Diagnostics: what KubeVirt cannot express
     systemd_after: Tuple[str, ...] = ()  # host services the guest needs up first
     address_families: Tuple[str, ...] = ()  # socket families QEMU needs (AF_VSOCK for a QGS)
     summary: Tuple[Tuple[str, str], ...] = ()   # effective values, for comments and reports
@@ -81,6 +92,7 @@ class Disk(NamedTuple):
     cache: str
     serial: Optional[str]
     boot_index: Optional[int]
+    kubevirt: Optional[Tuple[str, object]] = None   # (volume kind, value) backing it on KubeVirt
 
 
 class Nic(NamedTuple):
@@ -99,6 +111,7 @@ class GuestDir(NamedTuple):
     what: str                 # "QMP socket, console socket", for messages and comments
     managed: str = ""         # "runtime" | "state" | "logs": systemd creates it; "" : must exist
     relative: str = ""        # the managed directory's name under its root (cgsc/<name>)
+    multus: Optional[str] = None   # KubeVirt Multus network; None: the pod network
 
 
 class Console(NamedTuple):

@@ -91,6 +91,6 @@ def load_all() -> Dict[str, Rule]:
     from cgsc.mechanisms import MECHANISMS
     for name in MECHANISMS:  # mechanism modules load lazily
         MECHANISMS[name]
-    for name in targets.BUILTIN:
+    for name in list(targets.BUILTIN) + list(targets.OPT_IN):
         targets.get(name)
     return CATALOGUE

@@ -77,7 +77,8 @@ def _convert(err) -> Iterator[Diagnostic]:
         for key in sorted(k for k in instance if k not in schema.get("properties", {})):
             close = difflib.get_close_matches(key, known, n=1)
             hint = f'did you mean "{close[0]}"? ' if close else ""
-            hint += ("known keys: " + ", ".join(known)) if known else "this table takes no keys"
+            hint += ("known keys: " + ", ".join(known)) if known else (
+                f"keys are {custom}" if custom else "this table takes no keys")
             what = "unknown mechanism" if path == ("confidential",) else "unknown key"
             yield error("CGS-SCHEMA-001", path + (key,), what, hint)
     elif kind == "required":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Protocol
+from typing import Dict, List, Optional, Protocol, Union
 
 from cgsc.diagnostics import Diagnostic
 from cgsc.plan import LaunchPlan
@@ -15,6 +15,8 @@ from cgsc.plan import LaunchPlan
 GROUP = "cgsc.targets"
 BUILTIN = {"shell": "cgsc.targets.shell", "systemd": "cgsc.targets.systemd",
            "libvirt": "cgsc.targets.libvirt"}
+# Shipped with cgsc but built only when a spec or -t asks for them (not in default builds).
+OPT_IN = {"kubevirt": "cgsc.targets.kubevirt"}
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,9 @@ class Target(Protocol):
     name: str
     summary: str
 
-    def unsupported(self, plan: LaunchPlan) -> Optional[Diagnostic]:
-        """Why this target cannot express the plan (a rule-ID'd diagnostic), or None."""
+    def unsupported(self, plan: LaunchPlan) -> Union[None, Diagnostic, List[Diagnostic]]:
+        """Why this target cannot express the plan: a rule-ID'd diagnostic, or a list of
+        them when several things are wrong; None (or an empty list) when it can."""
 
     def render(self, plan: LaunchPlan) -> List[Artifact]:
         """The artifacts, rendered in memory."""
@@ -48,8 +51,9 @@ def _entry_points():
 
 def get(name: str) -> Optional[Target]:
     if name not in _loaded:
-        if name in BUILTIN:
-            _loaded[name] = importlib.import_module(BUILTIN[name]).TARGET
+        module = BUILTIN.get(name) or OPT_IN.get(name)
+        if module:
+            _loaded[name] = importlib.import_module(module).TARGET
         else:
             for ep in _entry_points():
                 if ep.name == name:
@@ -62,5 +66,14 @@ def get(name: str) -> Optional[Target]:
 
 def available() -> Dict[str, str]:
     """name -> summary of every installed target (built-ins first)."""
-    names = list(BUILTIN) + sorted({ep.name for ep in _entry_points()} - set(BUILTIN))
+    shipped = list(BUILTIN) + list(OPT_IN)
+    names = shipped + sorted({ep.name for ep in _entry_points()} - set(shipped))
     return {name: get(name).summary for name in names if get(name) is not None}
+
+
+def refusals(target: Target, plan: LaunchPlan) -> List[Diagnostic]:
+    """unsupported() as a list, whichever form the target returns."""
+    why = target.unsupported(plan)
+    if why is None:
+        return []
+    return [why] if isinstance(why, Diagnostic) else list(why)

@@ -1,7 +1,8 @@
 """Confidential-computing mechanisms: one module each, one registry line each.
 
 A mechanism owns its knowledge: its schema fragment, its rules, its QEMU object and
-machine properties, its host requirements and its libvirt form.
+machine properties, its host requirements, its libvirt form and its KubeVirt form
+(with what KubeVirt cannot express; shared pieces in cgsc.mechanisms.kubevirt).
 """
 
 from __future__ import annotations

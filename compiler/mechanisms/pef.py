@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cgsc.mechanisms import CGS_ID, Mechanism
+from cgsc.mechanisms import kubevirt as kv
 from cgsc.plan import Confidential
 from cgsc.qemu import Opts, QemuObject
 
@@ -26,6 +27,9 @@ class Pef(Mechanism):
             libvirt_note="libvirt has no native POWER PEF support (no <launchSecurity> type); "
                          "the pef-guest object is passed to QEMU through <qemu:commandline>, "
                          "which marks the domain tainted (custom-argv).",
+            kubevirt_refusals=(kv.NO_FORM.error(
+                guest.mech_path, "KubeVirt has no launchSecurity for POWER PEF (and no ppc64 "
+                "confidential guests)", "leave kubevirt out of [targets] build for this guest"),),
         )
 
 

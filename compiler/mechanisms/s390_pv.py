@@ -6,8 +6,9 @@ from typing import Iterable
 
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism
+from cgsc.mechanisms import kubevirt as kv
 from cgsc.mechanisms.common import scan_extra_args
-from cgsc.plan import Confidential, Element, HostParam
+from cgsc.plan import Confidential, Element, HostParam, KubevirtForm
 from cgsc.qemu import QemuObject
 from cgsc.rules import Rule
 
@@ -62,6 +63,9 @@ class S390Pv(Mechanism):
                                    "this host does not run protected guests "
                                    "(boot it with prot_virt=1)"),),
             libvirt_security=Element("launchSecurity", (("type", "s390-pv"),)),
+            # On s390x an empty launchSecurity asks for Secure Execution; no EFI there.
+            kubevirt=KubevirtForm({}, feature_gate=kv.PV_GATE,
+                                  cluster_decides=(kv.node_selection("Secure Execution"),)),
         )
 
 

@@ -6,8 +6,9 @@ from typing import Iterable
 
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism, amd
+from cgsc.mechanisms import kubevirt as kv
 from cgsc.mechanisms.layout import Flag, Layout
-from cgsc.plan import Confidential, Element
+from cgsc.plan import Confidential, Element, KubevirtForm
 from cgsc.qemu import Hex, QemuObject
 from cgsc.rules import Rule
 
@@ -125,8 +126,34 @@ class Sev(Mechanism):
             libvirt_features=(Element("smm", (("state", "off"),)),) if self.es else (),
             libvirt_unsupported=_libvirt_unsupported(cfg),
             libvirt_unsupported_key=next((k for k in SESSION_FILES if k in cfg), ""),
+            kubevirt=KubevirtForm(
+                {"sev": {"policy": {"encryptedState": self.es}}}, efi={"secureBoot": False},
+                smm=False if self.es else None, feature_gate=kv.SEV_GATE,
+                cluster_decides=(kv.node_selection(self.title), kv.firmware("AmdSev"))
+                + kv.AMD_CLUSTER),
+            kubevirt_refusals=tuple(self._kubevirt_refusals(cfg, policy, guest.mech_path)),
             summary=(("policy", f"{policy:#06x}"),),
         )
+
+    def _kubevirt_refusals(self, cfg: dict, policy: int, path):
+        # KubeVirt's SEV policy is NODBG, plus ES when encryptedState is set.
+        fixed = 0x1 | (ES_BIT if self.es else 0)
+        if policy != fixed:
+            yield kv.refuse_word(path + (("policy",) if "policy" in cfg else ()), "policy",
+                                 policy, fixed, "NODBG" + (" and ES" if self.es else "")
+                                 + "; it allows key sharing and sending, so waive "
+                                   "CGS-SEV-011 and CGS-SEV-012 with a reason")
+        if cfg.get("kernel-hashes"):
+            yield from kv.refuse_keys(cfg, path, ("kernel-hashes",),
+                                      "KubeVirt has no field for kernel-hashes")
+        yield from kv.refuse_keys(cfg, path, SESSION_FILES,
+                                  "KubeVirt wants the base64 content inline (sev.dhCert, "
+                                  "sev.session, with sev.attestation and a Paused start), "
+                                  "and cgsc does not read host files at build time")
+        if amd.sev_device(cfg) != amd.SEV_DEVICE:
+            yield from kv.refuse_keys(cfg, path, ("sev-device",), "KubeVirt always uses /dev/sev")
+        yield from kv.refuse_keys(cfg, path, ("legacy-vm-type",),
+                                  "KubeVirt (through libvirt) chooses the KVM VM type")
 
 
 def _libvirt_unsupported(cfg: dict) -> str:

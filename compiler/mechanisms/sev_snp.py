@@ -6,14 +6,16 @@ from typing import Iterable
 
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism, amd
+from cgsc.mechanisms import kubevirt as kv
 from cgsc.mechanisms.common import check_blob
 from cgsc.mechanisms.layout import Flag, Layout
-from cgsc.plan import Confidential, Element
+from cgsc.plan import Confidential, Element, KubevirtForm
 from cgsc.qemu import Hex, QemuObject
 from cgsc.rules import Rule
 
 MBO_BIT = 1 << 17            # reserved, must be one
 KNOWN = (1 << 25) - 1        # bits 0-24 are defined
+KUBEVIRT_POLICY = 0x30000    # SMT allowed, bit 17; KubeVirt has no other
 POLICY = Layout(
     "policy", {16: "smt", 17: "reserved-must-be-one", 18: "migrate-ma", 19: "debug",
                20: "single-socket", 21: "cxl", 22: "mem-aes-256-xts", 23: "rapl-disable",
@@ -156,8 +158,27 @@ class SevSnp(Mechanism):
                 "sev-snp", cfg, policy, attrs,
                 [(tag, cfg.get(key)) for key, tag, _size in BLOBS]),
             libvirt_features=(Element("smm", (("state", "off"),)),),
+            kubevirt=KubevirtForm(
+                {"snp": {}}, efi={"secureBoot": False, "persistent": False}, smm=False,
+                feature_gate=kv.SEV_GATE,
+                cluster_decides=(kv.node_selection(self.title), kv.firmware("AmdSev"))
+                + kv.AMD_CLUSTER),
+            kubevirt_refusals=tuple(_kubevirt_refusals(cfg, policy, guest.mech_path)),
             summary=(("policy", f"{policy:#x}"),),
         )
+
+
+def _kubevirt_refusals(cfg: dict, policy: int, path):
+    if policy != KUBEVIRT_POLICY:
+        yield kv.refuse_word(path + (("policy",) if "policy" in cfg else ()), "policy", policy,
+                             KUBEVIRT_POLICY, "launchSecurity.snp is an empty struct")
+    why = "KubeVirt's launchSecurity.snp has no fields"
+    for key in ("kernel-hashes", "author-key", "vcek-disabled"):
+        if cfg.get(key):
+            yield from kv.refuse_keys(cfg, path, (key,), why)
+    yield from kv.refuse_keys(cfg, path, [key for key, _tag, _size in BLOBS], why)
+    if amd.sev_device(cfg) != amd.SEV_DEVICE:
+        yield from kv.refuse_keys(cfg, path, ("sev-device",), "KubeVirt always uses /dev/sev")
 
 
 SEV_SNP = SevSnp()

@@ -6,9 +6,10 @@ from typing import Iterable
 
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism
+from cgsc.mechanisms import kubevirt as kv
 from cgsc.mechanisms.common import check_blob, check_socket_path
 from cgsc.mechanisms.layout import Flag, Layout
-from cgsc.plan import Confidential, Element, HostParam
+from cgsc.plan import Confidential, Element, HostParam, KubevirtForm
 from cgsc.qemu import Hex, QemuObject
 from cgsc.rules import Rule
 
@@ -149,8 +150,29 @@ class Tdx(Mechanism):
             libvirt_unsupported=unsupported,
             libvirt_unsupported_key="quote-generation-socket" if unsupported else "",
             systemd_after=after, address_families=families,
+            kubevirt=KubevirtForm(
+                {"tdx": {}}, efi={"secureBoot": False, "persistent": False}, smm=False,
+                feature_gate=kv.TDX_GATE,
+                cluster_decides=(kv.node_selection(self.title), kv.firmware("TDVF"),
+                                 kv.TDX_QGS)),
+            kubevirt_refusals=tuple(_kubevirt_refusals(cfg, attributes, guest.mech_path)),
             summary=(("attributes", f"{attributes:#x}"),),
         )
+
+
+def _kubevirt_refusals(cfg: dict, attributes: int, path):
+    if attributes != SEPT_VE_DISABLE:
+        yield kv.refuse_word(path + (("attributes",) if "attributes" in cfg else ()),
+                             "attributes", attributes, SEPT_VE_DISABLE,
+                             "launchSecurity.tdx is an empty struct")
+    yield from kv.refuse_keys(cfg, path, [key for key, _tag in MR_FIELDS],
+                              "KubeVirt's launchSecurity.tdx has no MR fields")
+    if "quote-generation-socket" in cfg:
+        yield kv.CLUSTER_QGS.error(
+            path + ("quote-generation-socket",),
+            "is set, but KubeVirt takes the QGS socket from the KubeVirt CR, not the VM",
+            "remove it and set spec.configuration.confidentialCompute.tdx.attestation."
+            "qgsSocketPath in the KubeVirt CR, or leave kubevirt out of [targets] build")
 
 
 def _socket_address(qgs: dict) -> dict:
