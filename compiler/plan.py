@@ -102,6 +102,7 @@ class Nic(NamedTuple):
     mac: str
     model: str
     forwards: Tuple[Tuple[str, str, int, int], ...] = ()   # (protocol, host address, host port, guest port)
+    multus: Optional[str] = None   # KubeVirt Multus network; None: the pod network
 
 
 class GuestDir(NamedTuple):
@@ -111,7 +112,6 @@ class GuestDir(NamedTuple):
     what: str                 # "QMP socket, console socket", for messages and comments
     managed: str = ""         # "runtime" | "state" | "logs": systemd creates it; "" : must exist
     relative: str = ""        # the managed directory's name under its root (cgsc/<name>)
-    multus: Optional[str] = None   # KubeVirt Multus network; None: the pod network
 
 
 class Console(NamedTuple):
