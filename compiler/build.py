@@ -71,7 +71,7 @@ def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutp
         artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
         outputs.append(GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
                                    artifacts, plan.warnings, plan.waivers, compiled.warnings,
-                                   compiled.locate))
+                                   compiled.locate, plan.attestation))
     if problems:
         raise SpecError(problems)
     return outputs

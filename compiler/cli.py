@@ -60,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
     with_format(e, ("text", "json"))
     r = sub.add_parser("rules", help="list the rules, or explain one")
     r.add_argument("rule", nargs="?", metavar="RULE-ID")
-    sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sch = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    sch.add_argument("--attestation", action="store_true",
+                     help="print the schema of manifest.json's `attestation` object instead")
     sub.add_parser("targets", help="list installed targets")
     comp = sub.add_parser("completion", help="print a shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh"))
@@ -205,6 +207,10 @@ def _rules(args) -> int:
 
 
 def _schema(args) -> int:
+    if getattr(args, "attestation", False):
+        from cgsc.attestation import schema_text
+        sys.stdout.write(schema_text())
+        return EXIT_OK
     from cgsc.spec_schema import dumps
     sys.stdout.write(dumps())
     return EXIT_OK

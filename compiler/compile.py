@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -56,8 +57,29 @@ def compile_spec(path: str) -> Compiled:
     if any(d.severity == ERROR for d in found):
         raise SpecError(found)
     spec_files = [(f.path, f.sha256) for f in source.files]
+    measured = _measure(guest, source)
+    if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
+        guest = guest._replace(confidential={**guest.confidential, **measured.config})
     plan = lower(guest, path, spec_files)
+    if measured is not None:
+        plan = plan._replace(attestation=measured.attestation, binding=measured.binding)
     warnings = tuple(found)
     plan = plan._replace(warnings=tuple(d.render() for d in warnings),
                          waivers=tuple((d.rule, reason) for d, reason in waived))
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)
+
+
+def _measure(guest, source):
+    """The measure stage (only for a spec with [measurement]); raises SpecError."""
+    if guest.measurement is None:
+        return None
+    from cgsc import measure
+
+    def base_dir(key) -> str:   # a relative path is relative to the file that says it
+        owner = source.owner.get(tuple(key))
+        return os.path.dirname(os.path.abspath(owner.path if owner else source.path))
+
+    measured, errors = measure.measure(guest, base_dir)
+    if errors:
+        raise SpecError(source.locate(d) for d in errors)
+    return measured

@@ -28,6 +28,7 @@ class GuestOutput:
     waivers: Sequence = ()   # (rule, reason)
     diagnostics: Sequence = ()   # the warnings as Diagnostics, for reports
     locate: object = None        # key path -> file:line in the spec
+    attestation: object = None   # LaunchPlan.attestation: reference values ([measurement])
 
 
 def sha256(text: str) -> str:
@@ -45,6 +46,8 @@ def manifest(out: GuestOutput) -> str:
         "warnings": list(out.warnings),
         "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],
     }
+    if out.attestation is not None:
+        doc["attestation"] = out.attestation
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -79,6 +79,7 @@ class Guest(NamedTuple):
     build_targets: Optional[Tuple[str, ...]]
     systemd: SystemdSettings
     libvirt: LibvirtSettings
+    measurement: Optional[dict] = None    # the raw [measurement] table; read by cgsc.measure
 
     @property
     def mech_path(self) -> tuple:
@@ -139,4 +140,5 @@ def normalize(data: dict) -> Guest:
             environment_file=sd.get("environment-file")),
         libvirt=LibvirtSettings(domain_type=lv.get("domain-type", "kvm"),
                                 allow_passthrough=lv.get("allow-passthrough", True)),
+        measurement=data.get("measurement"),
     )

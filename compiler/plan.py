@@ -89,6 +89,19 @@ class Console(NamedTuple):
     path: Optional[str] = None
 
 
+class MeasuredFile(NamedTuple):
+    """A boot file whose sha256 was measured at build time and is checked at launch."""
+    what: str                 # "firmware", "kernel", "initrd"
+    path: str                 # the path QEMU opens at launch
+    sha256: str               # lowercase hex of the measured copy
+
+
+class LaunchBinding(NamedTuple):
+    """What the launch script and unit check so that the launched guest is the measured one."""
+    files: Tuple[MeasuredFile, ...]
+    params: Tuple[HostParam, ...] = ()   # host settings the measurement assumed (debug_swap)
+
+
 class LaunchPlan(NamedTuple):
     name: str
     description: str
@@ -118,6 +131,8 @@ class LaunchPlan(NamedTuple):
     settings: dict            # typed [targets.*] settings by target name
     warnings: Tuple[str, ...] = ()
     waivers: Tuple[Tuple[str, str], ...] = ()   # (rule, reason) accepted in [waive]
+    attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
+    binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

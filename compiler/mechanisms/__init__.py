@@ -30,6 +30,7 @@ class Mechanism:
     firmware = "pflash-or-bios"   # or "bios" (one stateless image) or "none"
     layout = None                 # the policy/attributes word's bit layout, if any
     sealed_kernel_args = False    # initrd/cmdline live inside the boot image
+    measurement_keys: Tuple[str, ...] = ()   # [measurement] keys that apply; () = no prediction
 
     def fits_machine(self, machine: str) -> bool:
         return re.fullmatch(self.machine_pattern, machine) is not None
@@ -45,6 +46,15 @@ class Mechanism:
         return ()
 
     def lower(self, guest: "Guest") -> "Confidential":
+        raise NotImplementedError
+
+    def measurement_checks(self, guest: "Guest") -> Iterable[Diagnostic]:
+        """[measurement] rules that need no file (run by the measure stage)."""
+        return ()
+
+    def attest(self, guest: "Guest", files: dict):
+        """(cgsc.measure.Attested, diagnostics): check the boot files, compute what the
+        attestation report will say. `files` maps a role to a cgsc.measure.BootFile."""
         raise NotImplementedError
 
 

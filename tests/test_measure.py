@@ -1,0 +1,593 @@
+"""[measurement]: launch digests, firmware checks, reference values, launch binding.
+
+Digests are checked against the measurement README's table and against the
+`sev-snp-measure` command-line tool run as a separate process; the ID block against an
+independent ECDSA verification; the launch binding by running the generated script and
+the unit's ExecStartPre= for real.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import re
+import struct
+import subprocess
+import sys
+
+import firmware_images as fw
+import pytest
+from helpers import ROOT, compile_plan, run_cli, systemd_split, unit_values
+from test_systemd import systemd_root  # noqa: F401  (the fixture)
+
+MEASUREMENT = ("reference", "measurement")
+MECH = {"snp": "sev-snp", "seves": "sev-es", "sev": "sev"}
+FIRMWARE = {"AmdSev": "ovmf_AmdSev_suffix.bin", "OvmfX64": "ovmf_OvmfX64_suffix.bin"}
+DEBUG_SWAP = "/sys/module/kvm_amd/parameters/debug_swap"
+
+
+def _toml(value) -> str:
+    return json.dumps(value)   # a JSON string is a valid TOML basic string
+
+
+def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=None,
+              cmdline=None, features=None, launch_dir="/var/lib/guests", extra="",
+              measurement=None):
+    """A spec whose [measurement] names build-time copies; QEMU launches from launch_dir."""
+    lines = ["[guest]", f"name = {_toml(name)}", "memory = 1024", f"vcpus = {vcpus}"]
+    if cpu:
+        lines.append(f"cpu = {_toml(cpu)}")
+    lines += ["[firmware]", f"code = {_toml(launch_dir + '/OVMF.fd')}"]
+    if kernel:
+        lines += ["[kernel]", f"image = {_toml(launch_dir + '/vmlinuz')}"]
+        if initrd:
+            lines.append(f"initrd = {_toml(launch_dir + '/initrd')}")
+        if cmdline is not None:
+            lines.append(f"cmdline = {_toml(cmdline)}")
+    lines += [f"[confidential.{mechanism}]", "cbitpos = 51", "reduced-phys-bits = 1"]
+    if kernel:
+        lines.append("kernel-hashes = true")
+    lines.append(extra)
+    lines += ["[measurement]", f"firmware = {_toml(firmware)}"]
+    if kernel:
+        lines.append(f"kernel = {_toml(kernel)}")
+        if initrd:
+            lines.append(f"initrd = {_toml(initrd)}")
+    if features is not None:
+        lines.append(f"guest-features = {features:#x}")
+    lines.append(measurement or "")
+    return "\n".join(lines) + "\n"
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def _readme_rows(shared_dir):
+    with open(os.path.join(shared_dir, *MEASUREMENT, "README.md"), encoding="utf-8") as fh:
+        rows = [line for line in fh if re.match(r"\| (snp|seves|sev) \|", line)]
+    out = []
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        out.append(dict(zip(("mode", "vcpus", "type", "fw", "files", "append", "features",
+                             "digest"), cells)))
+    return out
+
+
+def test_readme_has_the_six_vectors(shared_dir):
+    assert len(_readme_rows(shared_dir)) == 6
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_readme_digest_is_reproduced_through_cgsc_build(index, shared_dir, tmp_path):
+    row = _readme_rows(shared_dir)[index]
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with_files = row["files"].startswith("/dev/null")
+    append = row["append"].strip("`")
+    spec = _write(tmp_path / "guest.toml", spec_text(
+        "vector", MECH[row["mode"]], os.path.join(shared_dir, *MEASUREMENT, FIRMWARE[row["fw"]]),
+        vcpus=int(row["vcpus"]), cpu=None if row["type"] == "–" else row["type"],
+        kernel="empty" if with_files else None, initrd="empty" if with_files else None,
+        cmdline=None if append in ("empty", "none") else append,
+        features=None if row["features"] in ("–", "0x1") else int(row["features"], 16)))
+    out = tmp_path / "out"
+    code, _stdout, err = run_cli("build", spec, "-o", str(out))
+    assert code == 0, err
+    manifest = json.loads((out / "vector" / "manifest.json").read_text())
+    assert manifest["attestation"]["launch-digest"] == row["digest"]
+
+
+# -- cross-check with the sev-snp-measure command-line tool ---------------------------------
+
+def _combinations(seed=8, count=60):
+    rng = random.Random(seed)
+    types = ["EPYC", "EPYC-v4", "EPYC-Rome", "EPYC-Milan", "EPYC-Milan-v2", "EPYC-Genoa",
+             "EPYC-Turin"]
+    out = []
+    for i in range(count):
+        mode = ("snp", "seves", "sev")[i % 3]
+        firmware = rng.choice(list(FIRMWARE))
+        kernel = firmware == "AmdSev" and rng.random() < 0.7
+        out.append(dict(
+            mode=mode, firmware=firmware, vcpus=rng.randint(1, 16), type=rng.choice(types),
+            kernel=kernel, initrd=kernel and rng.random() < 0.6,
+            cmdline=rng.choice([None, "", "console=ttyS0", "root=/dev/vda1 ro quiet"])
+            if kernel else None,
+            features=rng.choice([0x1, 0x21]) if mode == "snp" else None,
+            kernel_bytes=rng.randbytes(rng.randint(0, 3000)),
+            initrd_bytes=rng.randbytes(rng.randint(0, 3000))))
+    return out
+
+
+COMBINATIONS = _combinations()
+
+
+def test_at_least_50_combinations_cover_every_dimension():
+    assert len(COMBINATIONS) >= 50
+    for key in ("mode", "firmware", "type", "kernel", "initrd", "cmdline", "features"):
+        assert len({c[key] for c in COMBINATIONS}) >= 2, key
+
+
+@pytest.mark.parametrize("case", range(len(COMBINATIONS)))
+def test_digest_equals_the_sev_snp_measure_tool(case, shared_dir, tmp_path, tool):
+    c = COMBINATIONS[case]
+    exe = tool("sev-snp-measure")
+    firmware = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE[c["firmware"]])
+    (tmp_path / "k").write_bytes(c["kernel_bytes"])
+    (tmp_path / "i").write_bytes(c["initrd_bytes"])
+    spec = _write(tmp_path / "g.toml", spec_text(
+        f"x{case}", MECH[c["mode"]], firmware, vcpus=c["vcpus"],
+        cpu=c["type"] if c["mode"] != "sev" else None,
+        kernel="k" if c["kernel"] else None, initrd="i" if c["initrd"] else None,
+        cmdline=c["cmdline"], features=c["features"]))
+    ours = compile_plan(spec).attestation["launch-digest"]
+    argv = [exe, "--mode", c["mode"], "--ovmf", firmware]
+    if c["mode"] != "sev":
+        argv += ["--vcpus", str(c["vcpus"]), "--vcpu-type", c["type"]]
+    if c["features"] is not None:
+        argv += ["--guest-features", hex(c["features"])]
+    if c["kernel"]:
+        argv += ["--kernel", str(tmp_path / "k")]
+        if c["initrd"]:
+            argv += ["--initrd", str(tmp_path / "i")]
+        if c["cmdline"]:
+            argv += ["--append", c["cmdline"]]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert ours == result.stdout.strip()
+
+
+# -- firmware checks -----------------------------------------------------------------------
+
+def _errors(spec):
+    code, _out, err = run_cli("validate", spec)
+    assert code == 1 and "Traceback" not in err
+    return err
+
+
+def test_ovmfx64_is_refused_with_kernel_hashes(shared_dir, tmp_path):
+    (tmp_path / "k").write_bytes(b"kernel")
+    for mode in ("sev-snp", "sev-es", "sev"):
+        spec = _write(tmp_path / f"{mode}.toml", spec_text(
+            "ovmfx64", mode, os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["OvmfX64"]),
+            cpu="EPYC-v4", kernel="k"))
+        err = _errors(spec)
+        assert "[CGS-MEASURE-012]" in err and "AmdSevX64" in err, err
+
+
+@pytest.mark.parametrize("mode", ["sev-snp", "sev-es"])
+def test_a_firmware_without_sev_metadata_is_refused(mode, tmp_path):
+    image = tmp_path / "no-metadata.fd"
+    image.write_bytes(fw.amd_image(sections=()))
+    err = _errors(_write(tmp_path / "g.toml", spec_text("nometa", mode, str(image), cpu="EPYC-v4")))
+    assert "has no SEV metadata" in err and "[CGS-MEASURE-011]" in err
+    assert "AmdSevX64" in err and "launch-digest" not in err
+
+
+def test_plain_sev_measures_an_ovmf_without_sev_metadata(tmp_path):
+    """SEV measures only the firmware bytes: such a firmware is fine there."""
+    image = tmp_path / "no-metadata.fd"
+    image.write_bytes(fw.amd_image(sections=()))
+    plan = compile_plan(_write(tmp_path / "g.toml", spec_text("plain", "sev", str(image))))
+    assert plan.attestation["launch-digest"] == hashlib.sha256(image.read_bytes()).hexdigest()
+
+
+def test_a_synthetic_amd_image_with_metadata_passes(tmp_path):
+    image = tmp_path / "amd.fd"
+    image.write_bytes(fw.amd_image())
+    plan = compile_plan(_write(tmp_path / "g.toml", spec_text("synth", "sev-snp", str(image),
+                                                              cpu="EPYC-Milan")))
+    assert re.fullmatch(r"[0-9a-f]{96}", plan.attestation["launch-digest"])
+
+
+def _tdx_spec(tmp_path, image, extra=""):
+    return _write(tmp_path / "td.toml", "\n".join([
+        "[guest]", 'name = "td"', "memory = 2048", "[firmware]",
+        'code = "/usr/share/ovmf/OVMF.inteltdx.fd"', "[confidential.tdx]", extra,
+        "[measurement]", f"firmware = {_toml(str(image))}", ""]))
+
+
+def test_a_tdvf_image_is_accepted_and_its_td_fields_recorded(tmp_path):
+    image = tmp_path / "tdvf.fd"
+    image.write_bytes(fw.tdvf_image(size=8192))
+    owner = bytes(range(48))
+    plan = compile_plan(_tdx_spec(tmp_path, image,
+                                  f"mrowner = {_toml(base64.b64encode(owner).decode())}"))
+    att = plan.attestation
+    assert att["launch-digest"] is None
+    assert att["files"][0]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert att["report"]["mrowner"] == owner.hex()
+    assert att["report"]["mrconfigid"] == "00" * 48
+    assert int(att["report"]["attributes"], 16) == 1 << 28   # sept-ve-disable by default
+    assert {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"} <= set(att["not-predicted"])
+    assert any("MRTD" in n and "not computed" in n for n in att["notes"])
+    assert [s["type"] for s in att["inputs"]["tdvf-sections"]] == ["BFV", "TD_HOB", "TempMem"]
+
+
+@pytest.mark.parametrize("image, why", [
+    (fw.amd_image(), "no TDX metadata offset"),
+    (fw.tdvf_image(signature=b"XXXX"), "no TDVF signature"),
+    (fw.tdvf_image(sections=[(0, 4096, (1 << 32) - 4096, 4096, fw.BFV, 1)]), "malformed"),
+    (fw.tdvf_image(sections=[(0, 4096, 0x1234, 4096, fw.BFV, 1),
+                             (0, 0, 0x809000, 0x2000, fw.TD_HOB, 0)]), "not page-aligned"),
+    (fw.tdvf_image(sections=[(0, 4096, (1 << 32) - 4096, 4096, fw.BFV, 1),
+                             (0, 0, 0x809000, 0x2000, 7, 0)]), "type 7"),
+    (b"\0" * 4096, "no OVMF GUIDed footer table"),
+])
+def test_a_non_tdvf_image_is_refused_for_tdx(image, why, tmp_path):
+    path = tmp_path / "bad.fd"
+    path.write_bytes(image)
+    err = _errors(_tdx_spec(tmp_path, path))
+    assert "[CGS-MEASURE-020]" in err and why in err and "IntelTdx" in err, err
+
+
+def test_committed_support_images_are_the_layout_builders_output():
+    for name, make in fw.SUPPORT.items():
+        with open(os.path.join(ROOT, "tests", "invalid", "support", name), "rb") as fh:
+            assert fh.read() == make(), name
+
+
+# -- bad input: errors, never tracebacks ---------------------------------------------------
+
+def test_a_missing_default_file_is_located_at_the_key_that_names_it(shared_dir, tmp_path):
+    text = spec_text("nofile", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+                     cpu="EPYC-v4").replace("[measurement]\n", "[kernel]\nimage = \"/nonexistent/vmlinuz\"\n[measurement]\n")
+    spec = _write(tmp_path / "g.toml", text)
+    err = _errors(spec)
+    line = text.splitlines().index('image = "/nonexistent/vmlinuz"') + 1
+    assert f"{spec}:{line}: kernel.image: /nonexistent/vmlinuz: No such file or directory [CGS-MEASURE-001]" in err
+
+
+def test_a_directory_is_not_a_file_to_measure(tmp_path):
+    (tmp_path / "dir.fd").mkdir()
+    err = _errors(_write(tmp_path / "g.toml", spec_text("dir", "sev", "dir.fd")))
+    assert "dir.fd is not a regular file [CGS-MEASURE-001]" in err
+
+
+def test_an_unknown_vcpu_type_lists_the_known_ones(shared_dir, tmp_path):
+    from sevsnpmeasure import vcpu_types
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "cpu", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]), cpu="qemu64"))
+    err = _errors(spec)
+    assert "'qemu64' is not a vCPU type sev-snp-measure knows [CGS-MEASURE-013]" in err
+    assert "known types: " + ", ".join(sorted(vcpu_types.CPU_SIGS)) in err
+
+
+def test_vcpu_type_overrides_host_cpu(shared_dir, tmp_path, tool):
+    firmware = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"])
+    spec = _write(tmp_path / "g.toml", spec_text("hostcpu", "sev-snp", firmware, cpu="host",
+                                                 measurement='vcpu-type = "EPYC-Genoa"'))
+    att = compile_plan(spec).attestation
+    expected = subprocess.run([tool("sev-snp-measure"), "--mode", "snp", "--vcpus", "1",
+                               "--vcpu-type", "EPYC-Genoa", "--ovmf", firmware],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert att["launch-digest"] == expected and att["inputs"]["vcpu-type"] == "EPYC-Genoa"
+
+
+def test_missing_library_is_a_located_error(shared_dir, tmp_path, monkeypatch):
+    import cgsc.mechanisms
+    monkeypatch.setitem(sys.modules, "cgsc.mechanisms.amd_measure", None)   # import fails
+    monkeypatch.delattr(cgsc.mechanisms, "amd_measure", raising=False)
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "nolib", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]), cpu="EPYC-v4"))
+    err = _errors(spec)
+    assert "measurement: sev-snp-measure is not installed" in err and "[CGS-MEASURE-004]" in err
+
+
+def test_a_plain_build_never_imports_the_measuring_library():
+    code = ("import sys; from cgsc.build import build; "
+            f"build([{os.path.join(ROOT, 'examples', 'sev-snp.toml')!r}]); "
+            "print(sorted(m for m in sys.modules if m.startswith(('sevsnpmeasure', 'cryptography', 'cgsc.measure', 'cgsc.mechanisms.amd_measure'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# -- the manifest's attestation object and its schema --------------------------------------
+
+def test_attestation_is_on_the_plan_and_in_the_manifest_and_fits_its_schema(shared_dir, tmp_path):
+    import jsonschema
+    firmware = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"])
+    (tmp_path / "k").write_bytes(b"k" * 100)
+    host_data = bytes(range(32))
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "att", "sev-snp", firmware, vcpus=2, cpu="EPYC-v4", kernel="k", cmdline="quiet",
+        extra=f"host-data = {_toml(base64.b64encode(host_data).decode())}"))
+    out = tmp_path / "out"
+    code, _o, err = run_cli("build", spec, "-o", str(out))
+    assert code == 0, err
+    manifest = json.loads((out / "att" / "manifest.json").read_text())
+    att = manifest["attestation"]
+    assert att == compile_plan(spec).attestation
+    code, schema_text, err = run_cli("schema", "--attestation")
+    assert code == 0, err
+    schema = json.loads(schema_text)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(att, schema)
+    assert att["report"]["host_data"] == host_data.hex()
+    assert att["report"]["policy"] == "0x30000"
+    assert att["report"]["measurement"] == att["launch-digest"]
+    kernel = next(f for f in att["files"] if f["role"] == "kernel")
+    assert kernel == {"role": "kernel", "path": "/var/lib/guests/vmlinuz", "measured-copy": "k",
+                      "sha256": hashlib.sha256(b"k" * 100).hexdigest(), "size": 100}
+    assert att["inputs"]["cmdline"] == "quiet" and att["inputs"]["vcpus"] == 2
+    assert att["inputs"]["measured-by"]["library"] == "sev-snp-measure"
+
+
+def test_s390_pv_records_the_sealed_image(tmp_path):
+    image = tmp_path / "se.img"
+    image.write_bytes(b"sealed")
+    spec = _write(tmp_path / "pv.toml", "\n".join([
+        "[guest]", 'name = "pv"', 'arch = "s390x"', "memory = 1024", "[kernel]",
+        'image = "/var/lib/guests/se.img"', "[confidential.s390-pv]", "[measurement]",
+        f"kernel = {_toml(str(image))}", ""]))
+    att = compile_plan(spec).attestation
+    assert att["report"] == {"se-image-sha256": hashlib.sha256(b"sealed").hexdigest()}
+    assert att["launch-digest"] is None
+
+
+# -- launch binding ------------------------------------------------------------------------
+
+STAND_IN = "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$CGSC_ARGV_LOG\"\n"
+
+
+def _host_features() -> int:
+    try:
+        with open(DEBUG_SWAP, encoding="ascii") as fh:
+            return 0x21 if fh.read().strip() in ("Y", "1") else 0x1
+    except OSError:
+        return 0x1
+
+
+@pytest.fixture
+def bound(shared_dir, tmp_path):
+    """A built SNP guest whose launch paths hold the measured files' bytes."""
+    launch = tmp_path / "launch dir $x"
+    launch.mkdir()
+    firmware = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"])
+    with open(firmware, "rb") as fh:
+        (launch / "OVMF.fd").write_bytes(fh.read())
+    (launch / "vmlinuz").write_bytes(b"kernel bytes")
+    (launch / "initrd").write_bytes(b"initrd bytes")
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "bound", "sev-snp", str(launch / "OVMF.fd"), cpu="EPYC-v4", kernel=str(launch / "vmlinuz"),
+        initrd=str(launch / "initrd"), cmdline="console=ttyS0", launch_dir=str(launch),
+        features=_host_features()))
+    out = tmp_path / "out"
+    code, _o, err = run_cli("build", spec, "-o", str(out))
+    assert code == 0, err
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "qemu-system-x86_64").write_text(STAND_IN)
+    (bin_dir / "qemu-system-x86_64").chmod(0o755)
+    return launch, out / "bound", bin_dir, tmp_path / "argv"
+
+
+def _run_script(bound, skip_checks="1"):
+    _launch, out, bin_dir, log = bound
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_SKIP_CHECKS": skip_checks,
+           "CGSC_ARGV_LOG": str(log)}
+    return subprocess.run([str(out / "bound.sh")], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+
+
+def _exec_start_pre(bound):
+    _launch, out, _bin, _log = bound
+    (line,) = unit_values((out / "bound.service").read_text(), "Service", "ExecStartPre")
+    return subprocess.run(systemd_split(line), capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"})
+
+
+def _flip_one_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return hashlib.sha256(bytes(data)).hexdigest()
+
+
+def test_the_script_launches_when_the_files_match(bound):
+    result = _run_script(bound)
+    assert result.returncode == 0, result.stderr
+    assert bound[3].exists()
+
+
+@pytest.mark.parametrize("victim", ["OVMF.fd", "vmlinuz", "initrd"])
+def test_one_changed_byte_stops_the_script_before_qemu(bound, victim):
+    launch, out, _bin, log = bound
+    expected = hashlib.sha256((launch / victim).read_bytes()).hexdigest()
+    actual = _flip_one_byte(launch / victim)
+    for skip in ("1", "0"):   # CGSC_SKIP_CHECKS=1 never skips the binding
+        result = _run_script(bound, skip)
+        assert result.returncode == 1
+        assert not log.exists(), "QEMU must not start"
+    result = _run_script(bound)
+    assert f"{launch / victim} has sha256 {actual}" in result.stderr
+    assert f"computed for sha256 {expected}" in result.stderr
+
+
+def test_the_unit_exec_start_pre_checks_the_same(bound):
+    launch, _out, _bin, _log = bound
+    ok = _exec_start_pre(bound)
+    assert ok.returncode == 0, ok.stderr
+    expected = hashlib.sha256((launch / "vmlinuz").read_bytes()).hexdigest()
+    actual = _flip_one_byte(launch / "vmlinuz")
+    bad = _exec_start_pre(bound)
+    assert bad.returncode == 1
+    assert bad.stderr == (f"cgsc launch bound: kernel {launch / 'vmlinuz'} has sha256 {actual}, "
+                          f"but the launch measurement was computed for sha256 {expected}: "
+                          "refusing to start a guest that would not attest "
+                          "(rebuild with cgsc if the change is intended)\n")
+
+
+def test_a_missing_file_stops_the_launch(bound):
+    launch = bound[0]
+    (launch / "initrd").unlink()
+    result = _run_script(bound)
+    assert result.returncode == 1 and "cannot be read to check its sha256" in result.stderr
+
+
+def test_the_debug_swap_parameter_is_checked(bound):
+    _launch, out, _bin, _log = bound
+    script = (out / "bound.sh").read_text()
+    assert "param /sys/module/kvm_amd/parameters/debug_swap" in script
+
+
+def test_verify_at_launch_false_leaves_the_checks_out(shared_dir, tmp_path):
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "nobind", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        cpu="EPYC-v4", measurement="verify-at-launch = false"))
+    plan = compile_plan(spec)
+    assert plan.binding is None and plan.attestation["verify-at-launch"] is False
+    from cgsc import targets
+    (script,) = targets.get("shell").render(plan)
+    (unit,) = targets.get("systemd").render(plan)
+    assert "check_measured" not in script.content and "ExecStartPre" not in unit.content
+
+
+def test_libvirt_says_it_cannot_check_files(bound, relaxng):
+    from lxml import etree
+    _launch, out, _bin, _log = bound
+    doc = etree.parse(str(out / "bound.xml"))
+    assert relaxng.validate(doc), relaxng.error_log
+    comments = [c.text for c in doc.iter(etree.Comment)]
+    assert any("libvirt cannot check that the boot files are the measured ones" in c for c in comments)
+
+
+def test_bound_artifacts_pass_shellcheck_and_systemd_analyze(bound, tool, systemd_root):
+    _launch, out, _bin, _log = bound
+    result = subprocess.run([tool("shellcheck"), "--shell=sh", "--severity=style",
+                             str(out / "bound.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    sh = systemd_root / "bin" / "sh"   # ExecStartPre runs /bin/sh: a stand-in in the root
+    sh.parent.mkdir(exist_ok=True)
+    if not sh.exists():
+        sh.write_text("#!/bin/sh\n")
+        sh.chmod(0o755)
+    unit = systemd_root / "etc/systemd/system/bound.service"
+    unit.write_text((out / "bound.service").read_text())
+    try:
+        result = subprocess.run([tool("systemd-analyze"), "verify", f"--root={systemd_root}",
+                                 str(unit)], capture_output=True, text=True, timeout=120)
+    finally:
+        unit.unlink()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "" and result.stdout.strip() == ""
+
+
+# -- determinism ---------------------------------------------------------------------------
+
+def test_same_spec_same_bytes_from_any_working_directory(shared_dir, tmp_path, tool):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "k").write_bytes(b"kernel")
+    firmware = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"])
+    spec = _write(spec_dir / "g.toml", spec_text("det", "sev-snp", firmware, cpu="EPYC-v4",
+                                                 kernel="k", cmdline="x"))
+    outputs = []
+    for cwd in (tmp_path, spec_dir, "/"):
+        out = tmp_path / f"out{len(outputs)}"
+        result = subprocess.run([tool("cgsc"), "build", spec, "-o", str(out)], cwd=cwd,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        outputs.append({p.name: p.read_bytes() for p in (out / "det").iterdir()})
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+# -- SNP ID blocks -------------------------------------------------------------------------
+
+def _p384_key(path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP384R1())
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return key
+
+
+def _marshal(pub) -> bytes:
+    """SEV-SNP ABI ECDSA public key: curve 2 (P-384), Qx and Qy little-endian, 72 bytes each."""
+    n = pub.public_numbers()
+    return (struct.pack("<I", 2) + n.x.to_bytes(72, "little") + n.y.to_bytes(72, "little")
+            + bytes(0x404 - 4 - 144))
+
+
+def _verify_sig(pub, sig: bytes, data: bytes):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    r = int.from_bytes(sig[:72], "little")
+    s = int.from_bytes(sig[72:144], "little")
+    pub.verify(utils.encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA384()))
+
+
+def _object_props(plan) -> dict:
+    argv = plan.argv()
+    obj = next(argv[i + 1] for i, w in enumerate(argv) if w == "-object"
+               and argv[i + 1].startswith("sev-snp-guest,"))
+    return dict(p.split("=", 1) for p in obj.split(",")[1:])
+
+
+@pytest.mark.parametrize("with_author", [False, True])
+def test_id_block_is_signed_for_the_digest_and_policy(with_author, shared_dir, tmp_path):
+    idk = _p384_key(tmp_path / "id.pem")
+    authk = _p384_key(tmp_path / "author.pem") if with_author else None
+    extra = 'author-key = "author.pem"' if with_author else ""
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "idb", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        cpu="EPYC-v4", extra="policy = { smt = false }",
+        measurement='id-key = "id.pem"\n' + extra))
+    plan = compile_plan(spec)
+    props = _object_props(plan)
+    block, auth = base64.b64decode(props["id-block"]), base64.b64decode(props["id-auth"])
+    assert len(block) == 96 and len(auth) == 4096
+    digest = bytes.fromhex(plan.attestation["launch-digest"])
+    assert block[:48] == digest
+    assert struct.unpack_from("<Q", block, 88)[0] == 0x20000   # the guest's own policy
+    _verify_sig(idk.public_key(), auth[0x40:0x40 + 512], block)
+    assert auth[0x240:0x240 + 0x404] == _marshal(idk.public_key())
+    report = plan.attestation["report"]
+    assert report["id_key_digest"] == hashlib.sha384(_marshal(idk.public_key())).hexdigest()
+    if with_author:
+        assert props["author-key-enabled"] == "on"
+        _verify_sig(authk.public_key(), auth[0x680:0x680 + 512], _marshal(idk.public_key()))
+        assert report["author_key_digest"] == hashlib.sha384(_marshal(authk.public_key())).hexdigest()
+    else:
+        assert "author-key-enabled" not in props and "author_key_digest" not in report
+    # deterministic signatures: the same spec and keys give the same bytes
+    assert _object_props(compile_plan(spec)) == props
+    from cgsc import targets
+    (xml,) = targets.get("libvirt").render(plan)
+    assert f"<idBlock>{props['id-block']}</idBlock>" in xml.content
+
+
+def test_an_id_block_without_measurement_is_warned(tmp_path):
+    spec = _write(tmp_path / "g.toml", "\n".join([
+        "[guest]", 'name = "w"', 'cpu = "EPYC-v4"', "memory = 1024", "[firmware]",
+        'code = "/usr/share/ovmf/OVMF.amdsev.fd"', "[confidential.sev-snp]", "cbitpos = 51",
+        "reduced-phys-bits = 1", f"id-block = {_toml(base64.b64encode(bytes(96)).decode())}", ""]))
+    code, _o, err = run_cli("validate", spec)
+    assert code == 0 and "[CGS-MEASURE-032]" in err
