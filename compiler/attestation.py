@@ -51,6 +51,8 @@ def explain_lines(att: Optional[dict]) -> List[str]:
             value = f"{value['library']} {value['version']}"
         elif key == "tdvf-sections":
             value = ", ".join(f"{s['type']}@{s['address']}" for s in value)
+        elif isinstance(value, bool) or value is None:
+            value = {True: "true", False: "false", None: "-"}[value]
         out.append(f"  {key:<15} {value}")
     out.append("  a verifier compares:")
     out += [f"    {key} = {value}" for key, value in att["report"].items()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import List
 
+from cgsc.attestation import explain_lines
 from cgsc.compile import compile_spec
 from cgsc.diagnostics import format_path
 from cgsc.mechanisms import MECHANISMS
@@ -81,6 +82,7 @@ def explain(path: str) -> dict:
         "waivers": [{"rule": d.rule, "reason": reason, "file": d.file, "line": d.line,
                      "key": format_path(d.path), "message": d.message}
                     for d, reason in compiled.waived],
+        "attestation": plan.attestation,
     }
 
 
@@ -98,6 +100,7 @@ def to_text(info: dict) -> str:
     if not info["settings"]:
         out.append(f"  (no keys: {info['qom-type']} has no properties)")
     out += ["", "cgsc adds"] + [f"  {a}" for a in info["cgsc-adds"]]
+    out += ["", "attestation"] + explain_lines(info.get("attestation"))
     out += ["", "warnings"] + ([f"  {w['file']}:{w['line']}: {w['key']}: {w['message']} [{w['rule']}]"
                                 for w in info["warnings"]] or ["  none"])
     out += ["", "waived"] + ([f"  {w['rule']}: {w['reason']} ({w['file']}:{w['line']}: {w['key']}: "

@@ -591,3 +591,50 @@ def test_an_id_block_without_measurement_is_warned(tmp_path):
         "reduced-phys-bits = 1", f"id-block = {_toml(base64.b64encode(bytes(96)).decode())}", ""]))
     code, _o, err = run_cli("validate", spec)
     assert code == 0 and "[CGS-MEASURE-032]" in err
+
+
+# -- explain and check ---------------------------------------------------------------------
+
+def _vector_spec(shared_dir, tmp_path, kernel=b""):
+    (tmp_path / "k").write_bytes(kernel)
+    (tmp_path / "i").write_bytes(b"")
+    return _write(tmp_path / "g.toml", spec_text(
+        "vec", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        cpu="EPYC-v4", kernel="k", initrd="i", cmdline="console=ttyS0 loglevel=7"))
+
+
+def test_explain_shows_digest_inputs_verifier_fields_and_limits(shared_dir, tmp_path):
+    spec = _vector_spec(shared_dir, tmp_path)
+    digest = _readme_rows(shared_dir)[0]["digest"]    # the same inputs as the first vector
+    code, text, err = run_cli("explain", spec)
+    assert code == 0, err
+    section = text.split("\nattestation\n")[1].split("\n\n")[0]
+    assert f"launch digest (sha384): {digest}" in section
+    assert "vcpu-type       EPYC-v4" in section and "kernel-hashes   true" in section
+    assert f"measurement = {digest}" in section and "policy = 0x30000" in section
+    assert "libvirt cannot check files" in section
+    code, js, err = run_cli("explain", "--format", "json", spec)
+    assert json.loads(js)["attestation"] == compile_plan(spec).attestation
+
+
+def test_explain_says_when_nothing_is_predicted():
+    code, text, _err = run_cli("explain", os.path.join(ROOT, "examples", "sev-snp.toml"))
+    assert code == 0 and "no [measurement]: cgsc predicts nothing" in text
+
+
+def test_check_names_the_changed_launch_measurement(shared_dir, tmp_path, tool):
+    spec = _vector_spec(shared_dir, tmp_path)
+    out = tmp_path / "out"
+    assert run_cli("build", spec, "-o", str(out))[0] == 0
+    old = _readme_rows(shared_dir)[0]["digest"]
+    (tmp_path / "k").write_bytes(b"a new kernel")
+    new = subprocess.run([tool("sev-snp-measure"), "--mode", "snp", "--vcpus", "1", "--vcpu-type",
+                          "EPYC-v4", "--ovmf", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+                          "--kernel", str(tmp_path / "k"), "--initrd", str(tmp_path / "i"),
+                          "--append", "console=ttyS0 loglevel=7"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    code, stdout, _err = run_cli("check", spec, "-o", str(out))
+    assert code == 1
+    assert f"launch measurement changed: {old} → {new}\n" in stdout
+    assert (f"  kernel /var/lib/guests/vmlinuz: sha256 {hashlib.sha256(b'').hexdigest()} → "
+            f"{hashlib.sha256(b'a new kernel').hexdigest()}\n") in stdout
