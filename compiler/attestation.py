@@ -20,8 +20,6 @@ def digest_change(old: Optional[dict], new: Optional[dict]) -> List[str]:
     old, new = old or {}, new or {}
     lines = []
     before, after = old.get("launch-digest"), new.get("launch-digest")
-    if before != after:
-        lines.append(f"launch measurement changed: {before or 'none'} → {after or 'none'}")
     old_files = {f["role"]: f for f in old.get("files", [])}
     for f in new.get("files", []):
         was = old_files.get(f["role"])
@@ -32,6 +30,10 @@ def digest_change(old: Optional[dict], new: Optional[dict]) -> List[str]:
         a, b = old.get("report", {}).get(key), new.get("report", {}).get(key)
         if a != b and key != "measurement":
             lines.append(f"  report {key}: {a or 'none'} → {b or 'none'}")
+    if before != after:
+        lines.insert(0, f"launch measurement changed: {before or 'none'} → {after or 'none'}")
+    elif lines:
+        lines.insert(0, "attestation reference values changed (the launch digest did not):")
     return lines
 
 

@@ -51,7 +51,7 @@ def compile_spec(path: str) -> Compiled:
         raise SpecError(source.locate(d) for d in errors)
 
     guest = normalize(source.data)
-    found, waived = apply(source.data.get("waive", {}), check(guest))
+    found, waived = apply(source.data.get("waive", {}), check(guest) + _measure_rules(guest))
     found = [source.locate(d) for d in found]
     waived = tuple((source.locate(d), reason) for d, reason in waived)
     if any(d.severity == ERROR for d in found):
@@ -67,6 +67,14 @@ def compile_spec(path: str) -> Compiled:
     plan = plan._replace(warnings=tuple(d.render() for d in warnings),
                          waivers=tuple((d.rule, reason) for d, reason in waived))
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)
+
+
+def _measure_rules(guest) -> list:
+    """[measurement] rules that need no file, reported with the other cross-field rules."""
+    if guest.measurement is None:
+        return []
+    from cgsc import measure
+    return measure.static_checks(guest)
 
 
 def _measure(guest, source):

@@ -366,7 +366,7 @@ def _host_features() -> int:
 @pytest.fixture
 def bound(shared_dir, tmp_path):
     """A built SNP guest whose launch paths hold the measured files' bytes."""
-    launch = tmp_path / "launch dir $x"
+    launch = tmp_path / "launch dir $x 'q' \"d\" %n \\b `c` ;&"
     launch.mkdir()
     firmware = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"])
     with open(firmware, "rb") as fh:
@@ -638,3 +638,30 @@ def test_check_names_the_changed_launch_measurement(shared_dir, tmp_path, tool):
     assert f"launch measurement changed: {old} → {new}\n" in stdout
     assert (f"  kernel /var/lib/guests/vmlinuz: sha256 {hashlib.sha256(b'').hexdigest()} → "
             f"{hashlib.sha256(b'a new kernel').hexdigest()}\n") in stdout
+
+
+def test_relative_paths_are_relative_to_the_file_that_names_them(shared_dir, tmp_path):
+    """A base spec's [measurement] paths resolve from the base's directory, whatever the
+    working directory or the child spec's location."""
+    base_dir = tmp_path / "bases"
+    base_dir.mkdir()
+    (base_dir / "fw.bin").write_bytes(
+        open(os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["OvmfX64"]), "rb").read())
+    base = spec_text("base", "sev-snp", "fw.bin", cpu="EPYC-v4")
+    (base_dir / "base.toml").write_text(base)
+    child = tmp_path / "child" / "guest.toml"
+    child.parent.mkdir()
+    child.write_text('extends = "../bases/base.toml"\n[guest]\nname = "child"\n')
+    att = compile_plan(str(child)).attestation
+    assert att["launch-digest"] == _readme_rows(shared_dir)[5]["digest"]   # the OvmfX64 vector
+    assert att["files"][0]["measured-copy"] == "fw.bin"
+
+
+def test_all_file_free_errors_come_with_the_other_cross_field_errors(tmp_path):
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "many", "sev-snp", "missing.fd", cpu="host",
+        extra='id-block = "AAAA"', measurement='id-key = "nokey.pem"'))
+    err = _errors(spec)
+    for rule in ("CGS-MEASURE-013", "CGS-MEASURE-030", "CGS-SNP-003"):
+        assert f"[{rule}]" in err, err
+    assert "[CGS-MEASURE-001]" not in err   # files are read only once the spec is consistent
