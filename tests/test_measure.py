@@ -665,3 +665,16 @@ def test_all_file_free_errors_come_with_the_other_cross_field_errors(tmp_path):
     for rule in ("CGS-MEASURE-013", "CGS-MEASURE-030", "CGS-SNP-003"):
         assert f"[{rule}]" in err, err
     assert "[CGS-MEASURE-001]" not in err   # files are read only once the spec is consistent
+
+
+def test_an_id_key_on_another_curve_is_refused(shared_dir, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "p256.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "p256", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        cpu="EPYC-v4", measurement='id-key = "p256.pem"'))
+    err = _errors(spec)
+    assert "measurement.id-key: p256.pem: SNP only supports the EC curve P-384 [CGS-MEASURE-031]" in err

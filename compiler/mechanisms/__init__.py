@@ -49,7 +49,7 @@ class Mechanism:
         raise NotImplementedError
 
     def measurement_checks(self, guest: "Guest") -> Iterable[Diagnostic]:
-        """[measurement] rules that need no file (run by the measure stage)."""
+        """[measurement] rules that need no file (run with the other cross-field rules)."""
         return ()
 
     def attest(self, guest: "Guest", files: dict):

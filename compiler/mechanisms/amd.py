@@ -144,7 +144,7 @@ def debug_swap_param(features: int):
 
 def attest(guest, files, policy: int):
     """(Attested, diagnostics) for SEV, SEV-ES and SEV-SNP: firmware checks, then the
-    launch digest from sev-snp-measure. Returns the digest bytes in config["_digest"]."""
+    launch digest from sev-snp-measure."""
     from cgsc.measure import LIBRARY, Attested
     try:
         from cgsc.mechanisms import amd_measure as m
@@ -189,5 +189,4 @@ def attest(guest, files, policy: int):
                    "measured-by": m.library()})
     params = (debug_swap_param(features),) if with_vcpus else ()
     return Attested(digest=raw.hex(), algorithm="sha384" if name == "sev-snp" else "sha256",
-                    inputs=inputs, report={"policy": f"{policy:#x}"}, params=params,
-                    config={"_digest": raw}), []
+                    inputs=inputs, report={"policy": f"{policy:#x}"}, params=params), []

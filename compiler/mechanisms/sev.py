@@ -77,7 +77,7 @@ class Sev(Mechanism):
         notes = ("SEV has no attestation report: LAUNCH_MEASURE returns an HMAC, keyed with "
                  "the guest owner's TIK, over this launch digest, the policy, the firmware API "
                  "version and a nonce; the guest owner recomputes it from these values",)
-        return attested._replace(config={}, notes=notes,
+        return attested._replace(notes=notes,
                                  not_predicted=("api_major", "api_minor", "build", "mnonce")), []
 
     def word(self, cfg: dict) -> int:

@@ -189,7 +189,7 @@ class SevSnp(Mechanism):
                   "host_data": _hex(cfg.get("host-data"), 32)}
         config = {}
         if "id-key" in files:
-            signed, errors = _sign(attested.config["_digest"], policy, files)
+            signed, errors = _sign(bytes.fromhex(attested.digest), policy, files)
             if errors:
                 return None, errors
             config, digests = signed
