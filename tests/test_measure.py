@@ -1,9 +1,8 @@
-"""[measurement]: launch digests, firmware checks, reference values, launch binding.
+"""[measurement]: launch digests, firmware checks, reference values, explain and check.
 
 Digests are checked against the measurement README's table and against the
-`sev-snp-measure` command-line tool run as a separate process; the ID block against an
-independent ECDSA verification; the launch binding by running the generated script and
-the unit's ExecStartPre= for real.
+`sev-snp-measure` command-line tool run as a separate process. The launch binding is in
+test_launch_binding.py, ID blocks in test_id_block.py.
 """
 
 from __future__ import annotations
@@ -14,68 +13,15 @@ import json
 import os
 import random
 import re
-import struct
 import subprocess
 import sys
 
 import firmware_images as fw
 import pytest
-from helpers import ROOT, compile_plan, run_cli, systemd_split, unit_values
-from test_systemd import systemd_root  # noqa: F401  (the fixture)
-
-MEASUREMENT = ("reference", "measurement")
-MECH = {"snp": "sev-snp", "seves": "sev-es", "sev": "sev"}
-FIRMWARE = {"AmdSev": "ovmf_AmdSev_suffix.bin", "OvmfX64": "ovmf_OvmfX64_suffix.bin"}
-DEBUG_SWAP = "/sys/module/kvm_amd/parameters/debug_swap"
-
-
-def _toml(value) -> str:
-    return json.dumps(value)   # a JSON string is a valid TOML basic string
-
-
-def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=None,
-              cmdline=None, features=None, launch_dir="/var/lib/guests", extra="",
-              measurement=None):
-    """A spec whose [measurement] names build-time copies; QEMU launches from launch_dir."""
-    lines = ["[guest]", f"name = {_toml(name)}", "memory = 1024", f"vcpus = {vcpus}"]
-    if cpu:
-        lines.append(f"cpu = {_toml(cpu)}")
-    lines += ["[firmware]", f"code = {_toml(launch_dir + '/OVMF.fd')}"]
-    if kernel:
-        lines += ["[kernel]", f"image = {_toml(launch_dir + '/vmlinuz')}"]
-        if initrd:
-            lines.append(f"initrd = {_toml(launch_dir + '/initrd')}")
-        if cmdline is not None:
-            lines.append(f"cmdline = {_toml(cmdline)}")
-    lines += [f"[confidential.{mechanism}]", "cbitpos = 51", "reduced-phys-bits = 1"]
-    if kernel:
-        lines.append("kernel-hashes = true")
-    lines.append(extra)
-    lines += ["[measurement]", f"firmware = {_toml(firmware)}"]
-    if kernel:
-        lines.append(f"kernel = {_toml(kernel)}")
-        if initrd:
-            lines.append(f"initrd = {_toml(initrd)}")
-    if features is not None:
-        lines.append(f"guest-features = {features:#x}")
-    lines.append(measurement or "")
-    return "\n".join(lines) + "\n"
-
-
-def _write(path, text):
-    path.write_text(text)
-    return str(path)
-
-
-def _readme_rows(shared_dir):
-    with open(os.path.join(shared_dir, *MEASUREMENT, "README.md"), encoding="utf-8") as fh:
-        rows = [line for line in fh if re.match(r"\| (snp|seves|sev) \|", line)]
-    out = []
-    for row in rows:
-        cells = [c.strip() for c in row.strip().strip("|").split("|")]
-        out.append(dict(zip(("mode", "vcpus", "type", "fw", "files", "append", "features",
-                             "digest"), cells)))
-    return out
+from helpers import ROOT, compile_plan, run_cli
+from measure_helpers import (FIRMWARE, MEASUREMENT, MECH, errors as _errors,
+                             readme_rows as _readme_rows, spec_text, toml_str as _toml,
+                             write as _write)
 
 
 def test_readme_has_the_six_vectors(shared_dir):
@@ -163,12 +109,6 @@ def test_digest_equals_the_sev_snp_measure_tool(case, shared_dir, tmp_path, tool
 
 
 # -- firmware checks -----------------------------------------------------------------------
-
-def _errors(spec):
-    code, _out, err = run_cli("validate", spec)
-    assert code == 1 and "Traceback" not in err
-    return err
-
 
 def test_ovmfx64_is_refused_with_kernel_hashes(shared_dir, tmp_path):
     (tmp_path / "k").write_bytes(b"kernel")
@@ -350,154 +290,6 @@ def test_s390_pv_records_the_sealed_image(tmp_path):
     assert att["launch-digest"] is None
 
 
-# -- launch binding ------------------------------------------------------------------------
-
-STAND_IN = "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$CGSC_ARGV_LOG\"\n"
-
-
-def _host_features() -> int:
-    try:
-        with open(DEBUG_SWAP, encoding="ascii") as fh:
-            return 0x21 if fh.read().strip() in ("Y", "1") else 0x1
-    except OSError:
-        return 0x1
-
-
-@pytest.fixture
-def bound(shared_dir, tmp_path):
-    """A built SNP guest whose launch paths hold the measured files' bytes."""
-    launch = tmp_path / "launch dir $x 'q' \"d\" %n \\b `c` ;&"
-    launch.mkdir()
-    firmware = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"])
-    with open(firmware, "rb") as fh:
-        (launch / "OVMF.fd").write_bytes(fh.read())
-    (launch / "vmlinuz").write_bytes(b"kernel bytes")
-    (launch / "initrd").write_bytes(b"initrd bytes")
-    spec = _write(tmp_path / "g.toml", spec_text(
-        "bound", "sev-snp", str(launch / "OVMF.fd"), cpu="EPYC-v4", kernel=str(launch / "vmlinuz"),
-        initrd=str(launch / "initrd"), cmdline="console=ttyS0", launch_dir=str(launch),
-        features=_host_features()))
-    out = tmp_path / "out"
-    code, _o, err = run_cli("build", spec, "-o", str(out))
-    assert code == 0, err
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "qemu-system-x86_64").write_text(STAND_IN)
-    (bin_dir / "qemu-system-x86_64").chmod(0o755)
-    return launch, out / "bound", bin_dir, tmp_path / "argv"
-
-
-def _run_script(bound, skip_checks="1"):
-    _launch, out, bin_dir, log = bound
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_SKIP_CHECKS": skip_checks,
-           "CGSC_ARGV_LOG": str(log)}
-    return subprocess.run([str(out / "bound.sh")], env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-
-
-def _exec_start_pre(bound):
-    _launch, out, _bin, _log = bound
-    (line,) = unit_values((out / "bound.service").read_text(), "Service", "ExecStartPre")
-    return subprocess.run(systemd_split(line), capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin"})
-
-
-def _flip_one_byte(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-    return hashlib.sha256(bytes(data)).hexdigest()
-
-
-def test_the_script_launches_when_the_files_match(bound):
-    result = _run_script(bound)
-    assert result.returncode == 0, result.stderr
-    assert bound[3].exists()
-
-
-@pytest.mark.parametrize("victim", ["OVMF.fd", "vmlinuz", "initrd"])
-def test_one_changed_byte_stops_the_script_before_qemu(bound, victim):
-    launch, out, _bin, log = bound
-    expected = hashlib.sha256((launch / victim).read_bytes()).hexdigest()
-    actual = _flip_one_byte(launch / victim)
-    for skip in ("1", "0"):   # CGSC_SKIP_CHECKS=1 never skips the binding
-        result = _run_script(bound, skip)
-        assert result.returncode == 1
-        assert not log.exists(), "QEMU must not start"
-    result = _run_script(bound)
-    assert f"{launch / victim} has sha256 {actual}" in result.stderr
-    assert f"computed for sha256 {expected}" in result.stderr
-
-
-def test_the_unit_exec_start_pre_checks_the_same(bound):
-    launch, _out, _bin, _log = bound
-    ok = _exec_start_pre(bound)
-    assert ok.returncode == 0, ok.stderr
-    expected = hashlib.sha256((launch / "vmlinuz").read_bytes()).hexdigest()
-    actual = _flip_one_byte(launch / "vmlinuz")
-    bad = _exec_start_pre(bound)
-    assert bad.returncode == 1
-    assert bad.stderr == (f"cgsc launch bound: kernel {launch / 'vmlinuz'} has sha256 {actual}, "
-                          f"but the launch measurement was computed for sha256 {expected}: "
-                          "refusing to start a guest that would not attest "
-                          "(rebuild with cgsc if the change is intended)\n")
-
-
-def test_a_missing_file_stops_the_launch(bound):
-    launch = bound[0]
-    (launch / "initrd").unlink()
-    result = _run_script(bound)
-    assert result.returncode == 1 and "cannot be read to check its sha256" in result.stderr
-
-
-def test_the_debug_swap_parameter_is_checked(bound):
-    _launch, out, _bin, _log = bound
-    script = (out / "bound.sh").read_text()
-    assert "param /sys/module/kvm_amd/parameters/debug_swap" in script
-
-
-def test_verify_at_launch_false_leaves_the_checks_out(shared_dir, tmp_path):
-    spec = _write(tmp_path / "g.toml", spec_text(
-        "nobind", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
-        cpu="EPYC-v4", measurement="verify-at-launch = false"))
-    plan = compile_plan(spec)
-    assert plan.binding is None and plan.attestation["verify-at-launch"] is False
-    from cgsc import targets
-    (script,) = targets.get("shell").render(plan)
-    (unit,) = targets.get("systemd").render(plan)
-    assert "check_measured" not in script.content and "ExecStartPre" not in unit.content
-
-
-def test_libvirt_says_it_cannot_check_files(bound, relaxng):
-    from lxml import etree
-    _launch, out, _bin, _log = bound
-    doc = etree.parse(str(out / "bound.xml"))
-    assert relaxng.validate(doc), relaxng.error_log
-    comments = [c.text for c in doc.iter(etree.Comment)]
-    assert any("libvirt cannot check that the boot files are the measured ones" in c for c in comments)
-
-
-def test_bound_artifacts_pass_shellcheck_and_systemd_analyze(bound, tool, systemd_root):
-    _launch, out, _bin, _log = bound
-    result = subprocess.run([tool("shellcheck"), "--shell=sh", "--severity=style",
-                             str(out / "bound.sh")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
-    sh = systemd_root / "bin" / "sh"   # ExecStartPre runs /bin/sh: a stand-in in the root
-    sh.parent.mkdir(exist_ok=True)
-    if not sh.exists():
-        sh.write_text("#!/bin/sh\n")
-        sh.chmod(0o755)
-    unit = systemd_root / "etc/systemd/system/bound.service"
-    unit.write_text((out / "bound.service").read_text())
-    try:
-        result = subprocess.run([tool("systemd-analyze"), "verify", f"--root={systemd_root}",
-                                 str(unit)], capture_output=True, text=True, timeout=120)
-    finally:
-        unit.unlink()
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == "" and result.stdout.strip() == ""
-
-
 # -- determinism ---------------------------------------------------------------------------
 
 def test_same_spec_same_bytes_from_any_working_directory(shared_dir, tmp_path, tool):
@@ -515,82 +307,6 @@ def test_same_spec_same_bytes_from_any_working_directory(shared_dir, tmp_path, t
         assert result.returncode == 0, result.stderr
         outputs.append({p.name: p.read_bytes() for p in (out / "det").iterdir()})
     assert outputs[0] == outputs[1] == outputs[2]
-
-
-# -- SNP ID blocks -------------------------------------------------------------------------
-
-def _p384_key(path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    key = ec.generate_private_key(ec.SECP384R1())
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    return key
-
-
-def _marshal(pub) -> bytes:
-    """SEV-SNP ABI ECDSA public key: curve 2 (P-384), Qx and Qy little-endian, 72 bytes each."""
-    n = pub.public_numbers()
-    return (struct.pack("<I", 2) + n.x.to_bytes(72, "little") + n.y.to_bytes(72, "little")
-            + bytes(0x404 - 4 - 144))
-
-
-def _verify_sig(pub, sig: bytes, data: bytes):
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, utils
-    r = int.from_bytes(sig[:72], "little")
-    s = int.from_bytes(sig[72:144], "little")
-    pub.verify(utils.encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA384()))
-
-
-def _object_props(plan) -> dict:
-    argv = plan.argv()
-    obj = next(argv[i + 1] for i, w in enumerate(argv) if w == "-object"
-               and argv[i + 1].startswith("sev-snp-guest,"))
-    return dict(p.split("=", 1) for p in obj.split(",")[1:])
-
-
-@pytest.mark.parametrize("with_author", [False, True])
-def test_id_block_is_signed_for_the_digest_and_policy(with_author, shared_dir, tmp_path):
-    idk = _p384_key(tmp_path / "id.pem")
-    authk = _p384_key(tmp_path / "author.pem") if with_author else None
-    extra = 'author-key = "author.pem"' if with_author else ""
-    spec = _write(tmp_path / "g.toml", spec_text(
-        "idb", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
-        cpu="EPYC-v4", extra="policy = { smt = false }",
-        measurement='id-key = "id.pem"\n' + extra))
-    plan = compile_plan(spec)
-    props = _object_props(plan)
-    block, auth = base64.b64decode(props["id-block"]), base64.b64decode(props["id-auth"])
-    assert len(block) == 96 and len(auth) == 4096
-    digest = bytes.fromhex(plan.attestation["launch-digest"])
-    assert block[:48] == digest
-    assert struct.unpack_from("<Q", block, 88)[0] == 0x20000   # the guest's own policy
-    _verify_sig(idk.public_key(), auth[0x40:0x40 + 512], block)
-    assert auth[0x240:0x240 + 0x404] == _marshal(idk.public_key())
-    report = plan.attestation["report"]
-    assert report["id_key_digest"] == hashlib.sha384(_marshal(idk.public_key())).hexdigest()
-    if with_author:
-        assert props["author-key-enabled"] == "on"
-        _verify_sig(authk.public_key(), auth[0x680:0x680 + 512], _marshal(idk.public_key()))
-        assert report["author_key_digest"] == hashlib.sha384(_marshal(authk.public_key())).hexdigest()
-    else:
-        assert "author-key-enabled" not in props and "author_key_digest" not in report
-    # deterministic signatures: the same spec and keys give the same bytes
-    assert _object_props(compile_plan(spec)) == props
-    from cgsc import targets
-    (xml,) = targets.get("libvirt").render(plan)
-    assert f"<idBlock>{props['id-block']}</idBlock>" in xml.content
-
-
-def test_an_id_block_without_measurement_is_warned(tmp_path):
-    spec = _write(tmp_path / "g.toml", "\n".join([
-        "[guest]", 'name = "w"', 'cpu = "EPYC-v4"', "memory = 1024", "[firmware]",
-        'code = "/usr/share/ovmf/OVMF.amdsev.fd"', "[confidential.sev-snp]", "cbitpos = 51",
-        "reduced-phys-bits = 1", f"id-block = {_toml(base64.b64encode(bytes(96)).decode())}", ""]))
-    code, _o, err = run_cli("validate", spec)
-    assert code == 0 and "[CGS-MEASURE-032]" in err
 
 
 # -- explain and check ---------------------------------------------------------------------
@@ -665,16 +381,3 @@ def test_all_file_free_errors_come_with_the_other_cross_field_errors(tmp_path):
     for rule in ("CGS-MEASURE-013", "CGS-MEASURE-030", "CGS-SNP-003"):
         assert f"[{rule}]" in err, err
     assert "[CGS-MEASURE-001]" not in err   # files are read only once the spec is consistent
-
-
-def test_an_id_key_on_another_curve_is_refused(shared_dir, tmp_path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    key = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "p256.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    spec = _write(tmp_path / "g.toml", spec_text(
-        "p256", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
-        cpu="EPYC-v4", measurement='id-key = "p256.pem"'))
-    err = _errors(spec)
-    assert "measurement.id-key: p256.pem: SNP only supports the EC curve P-384 [CGS-MEASURE-031]" in err
