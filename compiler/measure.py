@@ -48,6 +48,15 @@ LIBRARY = Rule(
     "AMD launch digests are computed by sev-snp-measure (Python >= 3.10), which cgsc "
     "installs as a dependency on Python 3.10 and newer.", "reference/measurement/README.md",
     fix="Run cgsc on Python >= 3.10 with its dependencies installed (pip install cgsc).")
+OVERRIDDEN = Rule(
+    "CGS-MEASURE-005", "extra-args override what the measurement was computed from",
+    "The launch digest covers the vCPU count and model, the firmware, the kernel, initrd "
+    "and command line, and the confidential object; extra-args that set them again make "
+    "QEMU launch something else than what was measured, and the guest fails attestation.",
+    "reference/measurement/README.md (what changes the digest)",
+    fix="Set the value in the spec ([guest] vcpus/cpu, [firmware], [kernel]) instead of extra-args.")
+MEASURED_OPTIONS = ("smp", "cpu", "bios", "kernel", "initrd", "append", "pflash", "drive")
+MEASURED_OBJECTS = ("sev-guest", "sev-snp-guest", "tdx-guest", "s390-pv-guest")
 
 # [measurement] key -> (spec key path that the file is launched from, plan role)
 FILE_KEYS = (("firmware", ("firmware", "code")), ("kernel", ("kernel", "image")),
@@ -107,6 +116,12 @@ def static_checks(guest: Guest) -> List[Diagnostic]:
     if not any(launched[k] for k, _ in FILE_KEYS if k in mech.measurement_keys):
         out.append(NO_COUNTERPART.error(("measurement",), "there is no boot file to measure",
                                         "boot from [firmware] code or [kernel] image"))
+    for i, arg in enumerate(guest.extra_args):
+        option = arg.lstrip("-") if arg.startswith("-") else None
+        if option in MEASURED_OPTIONS or any(o in arg for o in MEASURED_OBJECTS):
+            out.append(OVERRIDDEN.error(("qemu", "extra-args", i),
+                                        f"{arg!r} overrides what [measurement] measured",
+                                        "say it in the spec so that the measurement covers it"))
     out += list(mech.measurement_checks(guest))
     return out
 
