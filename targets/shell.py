@@ -47,7 +47,7 @@ class ShellTarget:
             plan=plan, header=generated_by(plan), command_line=shlex.join(argv),
             argv_lines=argv_lines(argv), writable=writable,
             measured=verify.function() if plan.binding else "",
-            measured_call=_measured_call(plan))
+            measured_call=_measured_call(plan), measured_summary=verify.summary(plan))
         return [Artifact(f"{plan.name}.sh", text, 0o755)]
 
 

@@ -123,7 +123,7 @@ def verify_entries(plan: LaunchPlan) -> List[Entry]:
     words = ["/bin/sh", "-c", verify.standalone(), verify.label(plan)] + verify.arguments(plan)
     return [("ExecStartPre", " ".join(systemd_exec_word(w) for w in words),
              "launch binding: the boot files must have the sha256 the launch measurement "
-             "was computed from")]
+             "was computed from; " + verify.summary(plan))]
 
 
 def _sandbox(plan: LaunchPlan) -> List[Entry]:

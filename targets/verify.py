@@ -58,3 +58,12 @@ def arguments(plan: LaunchPlan) -> List[str]:
 
 def label(plan: LaunchPlan) -> str:
     return f"cgsc launch {plan.name}"
+
+
+def summary(plan: LaunchPlan) -> str:
+    """One comment line: what the attestation report must say, when cgsc computed it."""
+    att = plan.attestation or {}
+    if att.get("launch-digest"):
+        return (f"expected launch digest ({att['digest-algorithm']}): {att['launch-digest']} "
+                "(manifest.json: attestation)")
+    return "reference values: manifest.json, attestation"

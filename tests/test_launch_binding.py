@@ -157,3 +157,12 @@ def test_bound_artifacts_pass_shellcheck_and_systemd_analyze(bound, tool, system
         unit.unlink()
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "" and result.stdout.strip() == ""
+
+
+def test_script_and_unit_name_the_expected_digest(bound):
+    _launch, out, _bin, _log = bound
+    import json
+    att = json.loads((out / "manifest.json").read_text())["attestation"]
+    line = f"expected launch digest (sha384): {att['launch-digest']} (manifest.json: attestation)"
+    assert f"# {line}\n" in (out / "bound.sh").read_text()
+    assert line in (out / "bound.service").read_text()
