@@ -72,6 +72,10 @@ def test_id_block_is_signed_for_the_digest_and_policy(with_author, shared_dir, t
         assert report["author_key_digest"] == hashlib.sha384(_marshal(authk.public_key())).hexdigest()
     else:
         assert "author-key-enabled" not in props and "author_key_digest" not in report
+    import json
+
+    import jsonschema
+    jsonschema.validate(plan.attestation, json.loads(run_cli("schema", "--attestation")[1]))
     # deterministic signatures: the same spec and keys give the same bytes
     assert _object_props(compile_plan(spec)) == props
     from cgsc import targets

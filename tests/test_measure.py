@@ -381,3 +381,27 @@ def test_all_file_free_errors_come_with_the_other_cross_field_errors(tmp_path):
     for rule in ("CGS-MEASURE-013", "CGS-MEASURE-030", "CGS-SNP-003"):
         assert f"[{rule}]" in err, err
     assert "[CGS-MEASURE-001]" not in err   # files are read only once the spec is consistent
+
+
+def test_every_mechanisms_attestation_fits_the_published_schema(shared_dir, tmp_path):
+    import jsonschema
+    schema = json.loads(run_cli("schema", "--attestation")[1])
+    amd_fw = os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"])
+    (tmp_path / "k").write_bytes(b"kernel")
+    (tmp_path / "tdvf.fd").write_bytes(fw.tdvf_image())
+    (tmp_path / "se.img").write_bytes(b"sealed")
+    specs = [spec_text(f"amd-{m}", m, amd_fw, cpu="EPYC-Rome", vcpus=3, kernel="k", cmdline="q")
+             for m in ("sev", "sev-es", "sev-snp")]
+    specs.append("\n".join(["[guest]", 'name = "td"', "memory = 2048", "[firmware]",
+                            'code = "/fw/OVMF.inteltdx.fd"', "[kernel]", 'image = "/k/vmlinuz"',
+                            "[confidential.tdx]", "[measurement]", 'firmware = "tdvf.fd"',
+                            'kernel = "k"', ""]))
+    specs.append("\n".join(["[guest]", 'name = "pv"', 'arch = "s390x"', "memory = 1024",
+                            "[kernel]", 'image = "/k/se.img"', "[confidential.s390-pv]",
+                            "[measurement]", 'kernel = "se.img"', ""]))
+    mechanisms = set()
+    for i, text in enumerate(specs):
+        att = compile_plan(_write(tmp_path / f"s{i}.toml", text)).attestation
+        jsonschema.validate(att, schema)
+        mechanisms.add(att["mechanism"])
+    assert mechanisms == {"sev", "sev-es", "sev-snp", "tdx", "s390-pv"}
