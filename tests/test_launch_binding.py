@@ -166,3 +166,16 @@ def test_script_and_unit_name_the_expected_digest(bound):
     line = f"expected launch digest (sha384): {att['launch-digest']} (manifest.json: attestation)"
     assert f"# {line}\n" in (out / "bound.sh").read_text()
     assert line in (out / "bound.service").read_text()
+
+
+@pytest.mark.parametrize("legacy, checked", [(None, True), ("on", True), ("auto", True),
+                                             ("off", False)])
+def test_sev_es_checks_debug_swap_only_on_the_legacy_launch_path(legacy, checked, shared_dir,
+                                                                  tmp_path):
+    """qemu.md: sev-guest launches through KVM_SEV_ES_INIT unless legacy-vm-type = off;
+    only there does KVM add DebugSwap to the VMSA by itself."""
+    extra = f'legacy-vm-type = "{legacy}"' if legacy else ""
+    plan = compile_plan(_write(tmp_path / "g.toml", spec_text(
+        "es", "sev-es", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        cpu="EPYC-v4", extra=extra)))
+    assert any(p.path == DEBUG_SWAP for p in plan.binding.params) == checked

@@ -187,6 +187,9 @@ def attest(guest, files, policy: int):
                        "vcpu-signature": f"{signature:#x}", "guest-features": f"{features:#x}"})
     inputs.update({"kernel-hashes": kernel_hashes, "cmdline": cmdline, "vmm-type": "QEMU",
                    "measured-by": m.library()})
-    params = (debug_swap_param(features),) if with_vcpus else ()
+    # KVM adds DebugSwap itself only on the legacy launch path (KVM_SEV_ES_INIT, QEMU's
+    # default for sev-guest); legacy-vm-type = off gives KVM_SEV_INIT2, where it cannot.
+    legacy = name != "sev-es" or cfg.get("legacy-vm-type") != "off"
+    params = (debug_swap_param(features),) if with_vcpus and legacy else ()
     return Attested(digest=raw.hex(), algorithm="sha384" if name == "sev-snp" else "sha256",
                     inputs=inputs, report={"policy": f"{policy:#x}"}, params=params), []
