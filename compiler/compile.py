@@ -35,7 +35,8 @@ def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[D
     everything: only rules about keys the schema accepted, and only when the data can be
     normalized at all."""
     try:
-        found = check(normalize(data))
+        guest = normalize(data)
+        found = check(guest) + _measure_rules(guest)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return []  # too broken to read as a guest: the schema errors say what to fix
     bad = [d.path for d in errors]

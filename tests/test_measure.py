@@ -405,3 +405,9 @@ def test_every_mechanisms_attestation_fits_the_published_schema(shared_dir, tmp_
         jsonschema.validate(att, schema)
         mechanisms.add(att["mechanism"])
     assert mechanisms == {"sev", "sev-es", "sev-snp", "tdx", "s390-pv"}
+
+
+def test_measurement_rules_come_with_schema_errors_too(tmp_path):
+    text = spec_text("both", "sev-snp", "fw.fd", cpu="host").replace("memory = 1024", "colour = 1\nmemory = 1024")
+    err = _errors(_write(tmp_path / "g.toml", text))
+    assert "[CGS-SCHEMA-001]" in err and "[CGS-MEASURE-013]" in err
