@@ -85,7 +85,8 @@ def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutp
         outputs.append(GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
                                    artifacts, plan.warnings, plan.waivers, compiled.warnings,
                                    compiled.locate,
-                                   skipped=tuple(skipped_targets(compiled, requested))))
+                                   skipped=tuple(skipped_targets(compiled, requested)),
+                                   attestation=plan.attestation))
     if problems:
         raise SpecError(problems)
     return outputs

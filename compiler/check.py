@@ -43,7 +43,8 @@ def compare(root: str, out: GuestOutput) -> List[Drift]:
             diff = difflib.unified_diff(actual.splitlines(keepends=True),
                                         content.splitlines(keepends=True),
                                         fromfile=f"{path} (on disk)", tofile=f"{path} (from spec)")
-            drifts.append(Drift(path, "changed", "".join(diff)))
+            drifts.append(Drift(path, "changed", _measurement_lines(name, actual, content)
+                                + "".join(diff)))
         elif actual_mode != mode:
             drifts.append(Drift(path, "mode", f"mode {actual_mode:04o}, expected {mode:04o}: {path}"))
     if os.path.isdir(directory):
@@ -136,3 +137,19 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str],
     if problems:
         raise SpecError(problems)
     return outputs, orphans
+
+
+def _measurement_lines(name: str, actual: str, expected: str) -> str:
+    """For a changed manifest: the launch measurement change as readable lines."""
+    import json
+
+    from cgsc.attestation import digest_change
+    from cgsc.emit import MANIFEST
+    if name != MANIFEST:
+        return ""
+    try:
+        old = json.loads(actual).get("attestation")
+    except (ValueError, AttributeError):
+        old = None
+    lines = digest_change(old, json.loads(expected).get("attestation"))
+    return "".join(line + "\n" for line in lines)

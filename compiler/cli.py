@@ -84,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sc.add_argument("--base", action="store_true",
                     help="the schema of a base spec (no required keys), for editors to use on bases")
+    sc.add_argument("--attestation", action="store_true",
+                    help="print the schema of manifest.json's `attestation` object instead")
     sub.add_parser("targets", help="list installed targets")
     comp = sub.add_parser("completion", help="print a shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh", "fish"))
@@ -285,6 +287,10 @@ def _rules(args) -> int:
 
 
 def _schema(args) -> int:
+    if getattr(args, "attestation", False):
+        from cgsc.attestation import schema_text
+        sys.stdout.write(schema_text())
+        return EXIT_OK
     from cgsc.spec_schema import dumps
     sys.stdout.write(dumps(base=args.base))
     return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -35,7 +36,8 @@ def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[D
     everything: only rules about keys the schema accepted, and only when the data can be
     normalized at all."""
     try:
-        found = check(normalize(data))
+        guest = normalize(data)
+        found = check(guest) + _measure_rules(guest)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return []  # too broken to read as a guest: the schema errors say what to fix
     bad = [d.path for d in errors]
@@ -51,16 +53,45 @@ def compile_spec(path: str) -> Compiled:
         raise SpecError(source.locate(d) for d in errors)
 
     guest = normalize(source.data)
-    found, waived = apply(source.data.get("waive", {}), check(guest))
+    found, waived = apply(source.data.get("waive", {}), check(guest) + _measure_rules(guest))
     found = [source.locate(d) for d in found]
     waived = tuple((source.locate(d), reason) for d, reason in waived)
     if any(d.severity == ERROR for d in found):
         raise SpecError(found)
     root = spec_root(path)  # recorded paths never depend on the spelling or the working directory
     spec_files = [(stable(f.path, root), f.sha256) for f in source.files]
+    measured = _measure(guest, source)
+    if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
+        guest = guest._replace(confidential={**guest.confidential, **measured.config})
     plan = lower(guest, spec_files[0][0], spec_files)
+    if measured is not None:
+        plan = plan._replace(attestation=measured.attestation, binding=measured.binding)
     warnings = tuple(found)
     plan = plan._replace(warnings=tuple(d.located(stable(d.file, root), d.line, d.column).render()
                                         if d.file else d.render() for d in warnings),
                          waivers=tuple((d.rule, reason) for d, reason in waived))
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)
+
+
+def _measure_rules(guest) -> list:
+    """[measurement] rules that need no file, reported with the other cross-field rules."""
+    if guest.measurement is None:
+        return []
+    from cgsc import measure
+    return measure.static_checks(guest)
+
+
+def _measure(guest, source):
+    """The measure stage (only for a spec with [measurement]); raises SpecError."""
+    if guest.measurement is None:
+        return None
+    from cgsc import measure
+
+    def base_dir(key) -> str:   # a relative path is relative to the file that says it
+        owner = source.owner.get(tuple(key))
+        return os.path.dirname(os.path.abspath(owner.path if owner else source.path))
+
+    measured, errors = measure.measure(guest, base_dir)
+    if errors:
+        raise SpecError(source.locate(d) for d in errors)
+    return measured

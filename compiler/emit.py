@@ -29,6 +29,7 @@ class GuestOutput:
     diagnostics: Sequence = ()   # the warnings as Diagnostics, for reports
     locate: object = None        # key path -> file:line in the spec
     skipped: Sequence = ()       # (target, rule, reason): targets a default build left out
+    attestation: object = None   # LaunchPlan.attestation: reference values ([measurement])
 
 
 def sha256(text: str) -> str:
@@ -47,6 +48,8 @@ def manifest(out: GuestOutput) -> str:
         "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],
         "skipped": [{"target": t, "rule": r, "reason": why} for t, r, why in out.skipped],
     }
+    if out.attestation is not None:
+        doc["attestation"] = out.attestation
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import List
 
+from cgsc.attestation import explain_lines
 from cgsc.compile import compile_spec
 from cgsc.diagnostics import format_path
 from cgsc.mechanisms import MECHANISMS
@@ -92,6 +93,7 @@ def explain(path: str) -> dict:
                      "key": format_path(d.path), "message": d.message}
                     for d, reason in compiled.waived],
         "kubevirt": _kubevirt(compiled),
+        "attestation": plan.attestation,
     }
 
 
@@ -117,6 +119,7 @@ def to_text(info: dict) -> str:
     out += ["", "targets", "  " + (", ".join(info["targets"]) or "none")]
     out += [f"  {t['target']} skipped: {t['reason']} [{t['rule']}]" for t in info["skipped-targets"]]
     out += ["", "cgsc adds"] + [f"  {a}" for a in info["cgsc-adds"]]
+    out += ["", "attestation"] + explain_lines(info.get("attestation"))
     out += ["", "warnings"] + ([f"  {w['file']}:{w['line']}: {w['key']}: {w['message']} [{w['rule']}]"
                                 for w in info["warnings"]] or ["  none"])
     out += ["", "waived"] + ([f"  {w['rule']}: {w['reason']} ({w['file']}:{w['line']}: {w['key']}: "

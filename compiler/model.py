@@ -103,6 +103,7 @@ class Guest(NamedTuple):
     systemd: SystemdSettings
     libvirt: LibvirtSettings
     kubevirt: KubevirtSettings = KubevirtSettings()
+    measurement: Optional[dict] = None    # the raw [measurement] table; read by cgsc.measure
 
     @property
     def mech_path(self) -> tuple:
@@ -171,6 +172,7 @@ def normalize(data: dict) -> Guest:
         libvirt=LibvirtSettings(domain_type=lv.get("domain-type", "kvm"),
                                 allow_passthrough=lv.get("allow-passthrough", True)),
         kubevirt=_kubevirt(targets.get("kubevirt", {})),
+        measurement=data.get("measurement"),
     )
 
 

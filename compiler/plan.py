@@ -119,6 +119,19 @@ class Console(NamedTuple):
     path: Optional[str] = None
 
 
+class MeasuredFile(NamedTuple):
+    """A boot file whose sha256 was measured at build time and is checked at launch."""
+    what: str                 # "firmware", "kernel", "initrd"
+    path: str                 # the path QEMU opens at launch
+    sha256: str               # lowercase hex of the measured copy
+
+
+class LaunchBinding(NamedTuple):
+    """What the launch script and unit check so that the launched guest is the measured one."""
+    files: Tuple[MeasuredFile, ...]
+    params: Tuple[HostParam, ...] = ()   # host settings the measurement assumed (debug_swap)
+
+
 class LaunchPlan(NamedTuple):
     name: str
     description: str
@@ -151,6 +164,8 @@ class LaunchPlan(NamedTuple):
     runtime_dir: str = ""     # /run/cgsc/<name>: this guest's own runtime directory
     dirs: Tuple[GuestDir, ...] = ()      # every directory QEMU writes in, runtime_dir first
     stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
+    attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
+    binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

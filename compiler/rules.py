@@ -86,6 +86,7 @@ def load_all() -> Dict[str, Rule]:
     import cgsc.build  # noqa: F401
     import cgsc.check  # noqa: F401
     import cgsc.checks  # noqa: F401  (imports cgsc.confine and cgsc.host_rules)
+    import cgsc.measure  # noqa: F401  (the [measurement] rules)
     import cgsc.waivers  # noqa: F401  (defines the waiver rules)
     from cgsc import targets
     from cgsc.mechanisms import MECHANISMS

@@ -37,6 +37,9 @@ def bundled() -> dict:
             del root["$defs"][frag_key]["$schema"]
         mechs[name] = {"$ref": schema_file,
                        "description": root["$defs"][frag_key]["description"]}
+    # [measurement] has its own fragment too, embedded the same way.
+    root["$defs"]["measurement"] = _read("measurement.schema.json")
+    del root["$defs"]["measurement"]["$schema"]
     _required_unless_extends(root)
     return root
 

@@ -111,6 +111,12 @@ def domain(plan: LaunchPlan) -> E:
         kids.append(cgs.libvirt_security)
     for rule, reason in plan.waivers:
         kids.append(comment(f"waived {rule}: {reason}"))
+    if plan.binding is not None:
+        kids.append(comment("libvirt cannot check that the boot files are the measured ones: "
+                            + "; ".join(f"{f.what} {f.path} sha256 {f.sha256}"
+                                        for f in plan.binding.files)
+                            + ". Check them before `virsh start` (the shell script and the "
+                            "systemd unit do)"))
     if plan.qmp_socket:
         kids.append(comment(f"[qmp] socket {plan.qmp_socket} has no libvirt form: libvirt owns "
                             "the QMP monitor (use `virsh qemu-monitor-command`)"))

@@ -8,6 +8,7 @@ from typing import List, Optional
 from cgsc.escape import shell_word
 from cgsc.plan import LaunchPlan
 from cgsc.targets import Artifact
+from cgsc.targets import verify
 from cgsc.targets.render import generated_by, template
 
 
@@ -27,6 +28,13 @@ def argv_lines(argv: List[str]) -> List[str]:
     return [line + " \\" for line in lines[:-1]] + lines[-1:]
 
 
+def _measured_call(plan: LaunchPlan) -> str:
+    """check_measured with one file or parameter (four words) per line."""
+    words = [shell_word(w) for w in verify.arguments(plan)]
+    groups = [" ".join(words[i:i + 4]) for i in range(0, len(words), 4)]
+    return " \\\n    ".join([verify.FUNCTION] + groups)
+
+
 class ShellTarget:
     name = "shell"
     summary = "POSIX sh launch script (<name>.sh) that checks the host and execs QEMU"
@@ -42,7 +50,9 @@ class ShellTarget:
         text = template("launch.sh.j2").render(
             plan=plan, header=generated_by(plan), command_line=shlex.join(argv),
             argv_lines=argv_lines(argv), writable=writable,
-            memlock_kib=(plan.memory_mib + MEMLOCK_SLACK_MIB) * 1024)
+            memlock_kib=(plan.memory_mib + MEMLOCK_SLACK_MIB) * 1024,
+            measured=verify.function() if plan.binding else "",
+            measured_call=_measured_call(plan), measured_summary=verify.summary(plan))
         return [Artifact(f"{plan.name}.sh", text, 0o755)]
 
 

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 from cgsc.escape import shell_word, systemd_exec_word, systemd_path_word, systemd_value
 from cgsc.plan import LaunchPlan, is_block_device
-from cgsc.targets import Artifact
+from cgsc.targets import Artifact, verify
 from cgsc.targets.render import generated_by, template
 
 Entry = Tuple[str, str, str]   # key, value (already escaped), comment
@@ -141,6 +141,7 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     if plan.stop_channel:
         service.append(("ExecStartPre", sh_command(stop_fifos_script(plan)),
                         "the stop channel: two FIFOs QEMU reads and writes QMP on (see ExecStop=)"))
+    service += verify_entries(plan)
     service.append(("ExecStart", " ".join(systemd_exec_word(w) for w in plan.argv()), ""))
     if plan.stop_channel:
         service.append(("ExecStop", sh_command(stop_script(plan)),
@@ -170,6 +171,17 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     if install:
         sections.append(("Install", install))
     return sections
+
+
+def verify_entries(plan: LaunchPlan) -> List[Entry]:
+    """ExecStartPre= that refuses to start QEMU on boot files other than the measured ones
+    ([measurement]); it runs under the same sandbox as QEMU."""
+    if plan.binding is None:
+        return []
+    words = ["/bin/sh", "-c", verify.standalone(), verify.label(plan)] + verify.arguments(plan)
+    return [("ExecStartPre", " ".join(systemd_exec_word(w) for w in words),
+             "launch binding: the boot files must have the sha256 the launch measurement "
+             "was computed from; " + verify.summary(plan))]
 
 
 def _sandbox(plan: LaunchPlan) -> List[Entry]:

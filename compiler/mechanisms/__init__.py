@@ -33,6 +33,7 @@ class Mechanism:
     sealed_kernel_args = False    # initrd/cmdline live inside the boot image
     reboot_ends_process = False   # a guest reboot ends QEMU with status 0 (no reset in place)
     virtio_iommu = True           # virtio devices need iommu_platform=on (the DMA API path)
+    measurement_keys: Tuple[str, ...] = ()   # [measurement] keys that apply; () = no prediction
 
     def fits_machine(self, machine: str) -> bool:
         return re.fullmatch(self.machine_pattern, machine) is not None
@@ -48,6 +49,15 @@ class Mechanism:
         return ()
 
     def lower(self, guest: "Guest") -> "Confidential":
+        raise NotImplementedError
+
+    def measurement_checks(self, guest: "Guest") -> Iterable[Diagnostic]:
+        """[measurement] rules that need no file (run with the other cross-field rules)."""
+        return ()
+
+    def attest(self, guest: "Guest", files: dict):
+        """(cgsc.measure.Attested, diagnostics): check the boot files, compute what the
+        attestation report will say. `files` maps a role to a cgsc.measure.BootFile."""
         raise NotImplementedError
 
 

@@ -72,3 +72,124 @@ def launch_security(sec_type: str, cfg: dict, policy: int, attrs=(), blobs=()) -
     if cfg.get("kernel-hashes"):
         all_attrs += (("kernelHashes", "yes"),)
     return Element("launchSecurity", all_attrs + tuple(attrs), children=tuple(children))
+
+
+# -- [measurement]: rules and facts; the computation is in amd_measure (sev-snp-measure) --
+
+AMD_SEV_BUILD = ("build edk2 OvmfPkg/AmdSev/AmdSevX64.dsc (OVMF.amdsev.fd), the firmware "
+                 "that has SEV metadata and the kernel-hashes table")
+NOT_OVMF = Rule(
+    "CGS-MEASURE-010", "the firmware to measure is not an OVMF image",
+    "AMD launch digests are computed over an OVMF firmware whose GUIDed footer table says "
+    "where its reset vector and SEV sections are; any other file would give a digest that "
+    "no launch ever produces.", "reference/measurement/README.md; edk2 OvmfPkg/ResetVector",
+    fix="Point [firmware] code (or measurement.firmware) at an OVMF build for AMD SEV "
+        "(edk2 AmdSevX64).")
+NO_SEV_METADATA = Rule(
+    "CGS-MEASURE-011", "the firmware has no SEV metadata (SEV-ES and SEV-SNP need it)",
+    "Without the SEV metadata section the firmware cannot start an SEV-ES or SEV-SNP "
+    "guest, yet sev-snp-measure still prints a digest for it. Debian 12's OVMF_CODE_4M.fd "
+    "is such a file.", "reference/measurement/README.md (pitfall)",
+    fix="Use an AmdSevX64 build of edk2 (OVMF.amdsev.fd).")
+NO_KERNEL_HASHES = Rule(
+    "CGS-MEASURE-012", "kernel-hashes is on but the firmware has no kernel-hashes section",
+    "The kernel, initrd and command line enter the measurement only through the firmware's "
+    "hashes table (SNP: the SNP_KERNEL_HASHES metadata section); generic OVMF builds "
+    "(OvmfPkgX64, Debian's OVMF_CODE.fd) lack it, so QEMU's hashes would never be checked.",
+    "reference/measurement/README.md; AMDESE/AMDSEV#93",
+    fix="Use an AmdSevX64 build of edk2, or set kernel-hashes = false.")
+VCPU_TYPE = Rule(
+    "CGS-MEASURE-013", "the vCPU type of the measurement is unknown",
+    "SEV-ES and SEV-SNP measure every vCPU's initial state, which holds the CPUID "
+    "signature (family, model, stepping) of the QEMU CPU model. `host` has no fixed "
+    "signature, so it cannot be measured offline.", "reference/measurement/README.md",
+    fix="Pin [guest] cpu to a named model (EPYC-v4, EPYC-Milan, EPYC-Genoa), or set "
+        "measurement.vcpu-type to the host's model.")
+GUEST_FEATURES = Rule(
+    "CGS-MEASURE-014", "guest-features cannot be measured for this mechanism",
+    "sev-snp-measure measures SEV-ES vCPUs without SEV_FEATURES (as KVM's legacy SEV-ES "
+    "launch does), so an SEV-ES guest launched with debug_swap (0x20) cannot be predicted. "
+    "Bit 0 (SNPActive) is meaningful only for SEV-SNP.", "reference/measurement/README.md",
+    fix="Leave guest-features out for SEV-ES (and turn kvm_amd debug_swap off), or use SEV-SNP.")
+DEBUG_SWAP = 0x20
+DEBUG_SWAP_PARAM = "/sys/module/kvm_amd/parameters/debug_swap"
+
+
+def vcpu_type(guest) -> str:
+    return (guest.measurement or {}).get("vcpu-type") or guest.cpu
+
+
+def measurement_checks(guest, with_vcpus: bool) -> Iterable[Diagnostic]:
+    if not with_vcpus:
+        return
+    table = guest.measurement
+    if "vcpu-type" not in table and guest.cpu == "host":
+        yield VCPU_TYPE.error(("guest", "cpu"), '"host" has no fixed vCPU signature, so the '
+                              "launch measurement cannot be computed",
+                              'pin cpu = "EPYC-v4" (or EPYC-Milan, EPYC-Genoa...), or set '
+                              "[measurement] vcpu-type to the host's CPU model")
+
+
+def debug_swap_param(features: int):
+    """The kvm_amd setting that decides whether the host adds DebugSwap to SEV_FEATURES."""
+    if features & DEBUG_SWAP:
+        return HostParam(DEBUG_SWAP_PARAM, ("Y", "1"),
+                         f"the measurement assumes guest-features {features:#x} (debug_swap on), "
+                         "but kvm_amd debug_swap is off: the launch digest would differ")
+    return HostParam(DEBUG_SWAP_PARAM, ("N", "0", "absent"),
+                     f"the measurement assumes guest-features {features:#x} (debug_swap off), "
+                     "but kvm_amd debug_swap is on: the launch digest would differ "
+                     "(set guest-features = 0x21, or load kvm_amd with debug_swap=0)")
+
+
+def attest(guest, files, policy: int):
+    """(Attested, diagnostics) for SEV, SEV-ES and SEV-SNP: firmware checks, then the
+    launch digest from sev-snp-measure."""
+    from cgsc.measure import LIBRARY, Attested
+    try:
+        from cgsc.mechanisms import amd_measure as m
+    except ImportError:
+        return None, [LIBRARY.error(("measurement",), "sev-snp-measure is not installed "
+                                    "(it needs Python >= 3.10)",
+                                    "install cgsc with its dependencies on Python >= 3.10")]
+    name, cfg, table = guest.mechanism.name, guest.confidential, guest.measurement
+    kernel_hashes = bool(cfg.get("kernel-hashes"))
+    _ovmf, errors = m.check_firmware(name, files["firmware"], kernel_hashes)
+    with_vcpus = name != "sev"
+    features = table.get("guest-features", 1)
+    signature = 0
+    if with_vcpus:
+        key = ("measurement", "vcpu-type") if "vcpu-type" in table else ("guest", "cpu")
+        signature, more = m.vcpu_signature(guest, key)
+        errors += more
+    if name == "sev-es":
+        if features & ~1:
+            errors.append(GUEST_FEATURES.error(
+                ("measurement", "guest-features"), f"{features:#x} cannot be measured for SEV-ES "
+                "(sev-snp-measure measures SEV-ES vCPUs without SEV_FEATURES)",
+                "leave guest-features out and load kvm_amd with debug_swap=0, or use SEV-SNP"))
+        features = 0
+    if errors:
+        return None, errors
+    kernel = files.get("kernel") if kernel_hashes else None
+    initrd = files.get("initrd") if kernel_hashes else None
+    cmdline = guest.kernel_cmdline if kernel_hashes else None
+    try:
+        raw = m.launch_digest(name, guest.vcpus, signature, files["firmware"].read_from,
+                              kernel.read_from if kernel else None,
+                              initrd.read_from if initrd else None, cmdline, features)
+    except (RuntimeError, ValueError, OSError) as exc:
+        return None, [NOT_OVMF.error(files["firmware"].key, f"{files['firmware'].given} cannot "
+                                     f"be measured: {exc}", AMD_SEV_BUILD)]
+    inputs = {}
+    if with_vcpus:
+        inputs.update({"vcpus": guest.vcpus, "vcpu-type": vcpu_type(guest),
+                       "vcpu-signature": f"{signature:#x}", "guest-features": f"{features:#x}"})
+    inputs.update({"kernel-hashes": kernel_hashes, "cmdline": cmdline, "vmm-type": "QEMU",
+                   "measured-by": m.library()})
+    # KVM adds DebugSwap itself only on the legacy launch path (KVM_SEV_ES_INIT, QEMU's
+    # default for sev-guest); legacy-vm-type = off gives KVM_SEV_INIT2, where it cannot.
+    legacy = name != "sev-es" or cfg.get("legacy-vm-type") != "off"
+    params = (debug_swap_param(features),) if with_vcpus and legacy else ()
+    return Attested(digest=raw.hex(), algorithm="sha384" if name == "sev-snp" else "sha256",
+                    inputs=inputs, report={"policy": f"{policy:#x}"}, params=params), []

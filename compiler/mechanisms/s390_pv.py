@@ -54,6 +54,18 @@ class S390Pv(Mechanism):
             yield UNSUPPORTED.error(("qemu", "extra-args", i), f"uses {needle}",
                                     "remove it: protected VMs cannot use it")
 
+    measurement_keys = ("kernel", "verify-at-launch")
+
+    def attest(self, guest, files):
+        from cgsc.measure import Attested
+        image = files["kernel"]
+        notes = ("The Secure Execution image is sealed by `pvimg create` (genprotimg) for the "
+                 "host-key documents of the target machines; its sha256 identifies it. "
+                 "Attestation measurements come from `pvattest create/perform/verify --hdr` "
+                 "with the image's SE header and are not predicted by cgsc.",)
+        return Attested(report={"se-image-sha256": image.sha256},
+                        not_predicted=("pvattest-measurement",), notes=notes), []
+
     def lower(self, guest) -> Confidential:
         return Confidential(
             mechanism=self.name, title=self.title,

@@ -70,6 +70,20 @@ class Sev(Mechanism):
     qom_type = "sev-guest"
     layout = POLICY
     es = False
+    measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
+
+    def measurement_checks(self, guest) -> Iterable[Diagnostic]:
+        return amd.measurement_checks(guest, with_vcpus=self.es)
+
+    def attest(self, guest, files):
+        attested, errors = amd.attest(guest, files, self.policy(guest.confidential))
+        if errors:
+            return None, errors
+        notes = ("SEV has no attestation report: LAUNCH_MEASURE returns an HMAC, keyed with "
+                 "the guest owner's TIK, over this launch digest, the policy, the firmware API "
+                 "version and a nonce; the guest owner recomputes it from these values",)
+        return attested._replace(notes=notes,
+                                 not_predicted=("api_major", "api_minor", "build", "mnonce")), []
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)
@@ -171,6 +185,7 @@ class SevEs(Sev):
     title = "AMD SEV-ES"
     es = True
     reboot_ends_process = True
+    measurement_keys = Sev.measurement_keys + ("vcpu-type", "guest-features")
 
 
 SEV = Sev()

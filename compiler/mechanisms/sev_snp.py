@@ -77,6 +77,25 @@ MIGRATION_AGENT = Rule(
     "MIGRATE_MA (bit 18) lets a migration agent export the guest; KVM's original policy mask "
     "does not even accept it, and confidential guests are treated as non-migratable.",
     "qemu.md section 4", fix="Set migrate-ma = false (the default).", severity="warning")
+ID_KEYS = Rule(
+    "CGS-MEASURE-030", "the ID block is both signed by cgsc and given in the spec",
+    "With measurement.id-key cgsc signs the ID block for the computed launch digest; an "
+    "id-block, id-auth or author-key in [confidential.sev-snp] would contradict it. "
+    "author-key in [measurement] signs the ID key, so it needs id-key.",
+    "SPEC.md [measurement]; SEV-SNP firmware ABI, SNP_LAUNCH_FINISH",
+    fix="Keep either measurement.id-key (and author-key) or the spec's id-block/id-auth, not both.")
+BAD_KEY = Rule(
+    "CGS-MEASURE-031", "an ID or author key is not a P-384 EC private key in PEM",
+    "The SEV-SNP firmware accepts ECDSA P-384 signatures only; the key must be an "
+    "unencrypted PEM private key on that curve.", "SEV-SNP firmware ABI, ID_AUTH structure",
+    fix="Generate one with `openssl ecparam -name secp384r1 -genkey -noout -out id-key.pem`.")
+UNPINNED_ID = Rule(
+    "CGS-MEASURE-032", "an ID block is used without measured boot files",
+    "The firmware refuses a launch whose digest differs from the ID block's, but nothing "
+    "checks at build or launch time that the files on the host are the ones the ID block was "
+    "signed for; the guest then fails at launch with no hint which file changed.",
+    "SPEC.md [measurement]", severity="warning",
+    fix="Add [measurement] with id-key (cgsc signs the ID block) and keep verify-at-launch = true.")
 
 
 class SevSnp(Mechanism):
@@ -86,6 +105,8 @@ class SevSnp(Mechanism):
     firmware = "bios"
     layout = POLICY
     reboot_ends_process = True
+    measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch", "vcpu-type",
+                        "guest-features", "id-key", "author-key")
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)
@@ -120,6 +141,7 @@ class SevSnp(Mechanism):
                                       "add the id-block that id-auth signs, or drop id-auth")
         yield from amd.check_kernel_hashes(guest, path)
         yield from amd.check_irqchip(guest)
+        yield from self._id_block_pinning(guest)
         policy = self.policy(cfg)
         if policy >> 19 & 1:
             yield DEBUG_ALLOWED.warning(POLICY.flag_path(path, cfg, "debug"),
@@ -133,6 +155,52 @@ class SevSnp(Mechanism):
             yield MIGRATION_AGENT.warning(POLICY.flag_path(path, cfg, "migrate-ma"),
                                           "the policy allows a migration agent (bit 18)",
                                           "set migrate-ma = false")
+
+    @staticmethod
+    def _id_block_pinning(guest) -> Iterable[Diagnostic]:
+        table = guest.measurement
+        if "id-block" in guest.confidential and table is None:
+            yield UNPINNED_ID.warning(guest.mech_path + ("id-block",),
+                                      "the ID block is given but no [measurement] pins the boot "
+                                      "files it was signed for",
+                                      "add [measurement] (with id-key, cgsc signs it for you)")
+        elif table and "id-key" in table and table.get("verify-at-launch") is False:
+            yield UNPINNED_ID.warning(("measurement", "verify-at-launch"),
+                                      "is false, so the launch does not check the files the ID "
+                                      "block was signed for", "keep verify-at-launch = true")
+
+    def measurement_checks(self, guest) -> Iterable[Diagnostic]:
+        yield from amd.measurement_checks(guest, with_vcpus=True)
+        table, cfg = guest.measurement, guest.confidential
+        if "id-key" in table:
+            for key in ("id-block", "id-auth", "author-key"):
+                if key in cfg:
+                    yield ID_KEYS.error(guest.mech_path + (key,),
+                                        "is given, but measurement.id-key makes cgsc sign the ID "
+                                        "block", f"remove {key} (or measurement.id-key)")
+        elif "author-key" in table:
+            yield ID_KEYS.error(("measurement", "author-key"), "is given without id-key",
+                                "add measurement.id-key (the author key signs it)")
+
+    def attest(self, guest, files):
+        cfg = guest.confidential
+        policy = self.policy(cfg)
+        attested, errors = amd.attest(guest, files, policy)
+        if errors:
+            return None, errors
+        report = {"measurement": attested.digest, "policy": f"{policy:#x}",
+                  "host_data": _hex(cfg.get("host-data"), 32)}
+        config = {}
+        if "id-key" in files:
+            signed, errors = _sign(bytes.fromhex(attested.digest), policy, files)
+            if errors:
+                return None, errors
+            config, digests = signed
+            report.update(digests)
+        elif "id-block" in cfg:
+            report["id_block"] = "given in the spec: its key digests are not known to cgsc"
+        return attested._replace(report=report, config=config, not_predicted=(
+            "reported_tcb", "chip_id", "report_data", "vmpl")), []
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential
@@ -182,3 +250,31 @@ def _kubevirt_refusals(cfg: dict, policy: int, path):
 
 
 SEV_SNP = SevSnp()
+
+
+def _hex(b64, size: int) -> str:
+    """A blob as the report shows it: lowercase hex, zeros when the spec leaves it out."""
+    from cgsc.mechanisms.common import decode_blob
+    return (decode_blob(b64) if b64 else bytes(size)).hex()
+
+
+def _sign(digest: bytes, policy: int, files):
+    """((config additions, report digests), diagnostics): the ID block for this digest."""
+    from cgsc.mechanisms import amd_measure as m
+    keys = {}
+    for role in ("id-key", "author-key"):
+        if role not in files:
+            continue
+        try:
+            keys[role] = m.key_digest(files[role].read_from).hex()
+        except m.KEY_ERRORS as exc:
+            return None, [BAD_KEY.error(files[role].key, f"{files[role].given}: {exc}",
+                                        "use an unencrypted P-384 EC private key in PEM")]
+    author = files["author-key"].read_from if "author-key" in files else None
+    block, auth = m.sign_id_block(digest, policy, files["id-key"].read_from, author)
+    config = {"id-block": block, "id-auth": auth}
+    digests = {"id_key_digest": keys["id-key"]}
+    if author:
+        config["author-key"] = True
+        digests["author_key_digest"] = keys["author-key"]
+    return (config, digests), []

@@ -7,7 +7,7 @@ from typing import Iterable
 from cgsc.diagnostics import Diagnostic
 from cgsc.mechanisms import CGS_ID, Mechanism
 from cgsc.mechanisms import kubevirt as kv
-from cgsc.mechanisms.common import check_blob, check_socket_path
+from cgsc.mechanisms.common import check_blob, check_socket_path, decode_blob
 from cgsc.mechanisms.layout import Flag, Layout
 from cgsc.plan import Confidential, Element, HostParam, KubevirtForm
 from cgsc.qemu import Hex, QemuObject
@@ -59,6 +59,17 @@ NO_SEPT_VE_DISABLE = Rule(
     "qemu.md section 5; cloud-hypervisor/cloud-hypervisor#5168",
     fix="Set sept-ve-disable = true (the default) unless the guest OS handles #VE.",
     severity="warning")
+NOT_TDVF = Rule(
+    "CGS-MEASURE-020", "the firmware is not a TDVF image with TDX metadata",
+    "QEMU loads a TD's firmware by its TDVF metadata (the sections added with "
+    "TDH.MEM.PAGE.ADD and measured into MRTD); an OVMF build without it cannot start a TD, "
+    "and its sha256 would be a reference value for a guest that never runs.",
+    "TDVF Design Guide, TDVF metadata; QEMU hw/i386/tdvf.c",
+    fix="Use an edk2 IntelTdx build (OvmfPkg/IntelTdx/IntelTdxX64.dsc, OVMF.inteltdx.fd) "
+        "or OvmfPkgX64 built with TDX support.")
+TDVF_BUILD = ("build edk2 OvmfPkg/IntelTdx/IntelTdxX64.dsc (OVMF.inteltdx.fd), "
+              "the firmware that carries TDX metadata")
+NOT_PREDICTED = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
 
 
 class Tdx(Mechanism):
@@ -108,6 +119,33 @@ class Tdx(Mechanism):
             yield from check_blob(MR_BLOB, path + (key,), cfg.get(key), 48, f"{key} (SHA-384)")
         yield from _check_qgs(cfg.get("quote-generation-socket"),
                               path + ("quote-generation-socket",))
+
+    measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
+
+    def attest(self, guest, files):
+        from cgsc import tdvf
+        from cgsc.measure import Attested
+        fw = files["firmware"]
+        with open(fw.read_from, "rb") as fh:
+            sections, why = tdvf.parse(fh.read())
+        if sections is None:
+            return None, [NOT_TDVF.error(fw.key, f"{fw.given} is not a TDVF image: {why}",
+                                         TDVF_BUILD)]
+        cfg = guest.confidential
+        report = {"attributes": f"{self.attributes(cfg):#018x}"}
+        report.update({key: (decode_blob(cfg[key]) if key in cfg else bytes(48)).hex()
+                       for key, _tag in MR_FIELDS})
+        inputs = {"vcpus": guest.vcpus, "memory-mib": guest.memory_mib,
+                  "cmdline": guest.kernel_cmdline,
+                  "tdvf-sections": [{"type": s.type, "address": f"{s.address:#x}",
+                                     "size": s.size, "extend-mr": bool(s.attributes & tdvf.MR_EXTEND)}
+                                    for s in sections]}
+        notes = ("MRTD and RTMR0-3 are not computed: MRTD depends on the TDX module's page-add "
+                 "scheme, RTMRs on the ACPI tables QEMU builds and on the boot chain; compute "
+                 "them with virtee's tdx-measure or take them from a known-good launch. The "
+                 "firmware sha256 above identifies the TDVF image MRTD is measured from.",)
+        return Attested(inputs=inputs, report=report, not_predicted=NOT_PREDICTED,
+                        notes=notes), []
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential
