@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional, Sequence
 
 import cgsc
-from cgsc.diagnostics import Diagnostic, SpecError
+from cgsc.diagnostics import Diagnostic, SpecError, printable, sort_key
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 FORMATS = ("text", "json", "sarif", "github")
@@ -98,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         else:
             exc = sys.exc_info()[1]
-            print(f"cgsc: internal error ({type(exc).__name__}: {exc}). This is a bug; "
+            print(f"cgsc: internal error ({type(exc).__name__}: {printable(str(exc))}). This is a bug; "
                   "please report it with the spec and `cgsc --debug` output.", file=sys.stderr)
         return EXIT_BUG
 
@@ -143,16 +143,31 @@ def _build(args) -> int:
 
 
 def _validate(args) -> int:
+    """Each spec on its own: one invalid or crashing spec never hides another's diagnostics.
+    The exit status is the worst of all specs (an internal error in one is 3)."""
     from cgsc.compile import compile_spec
-    problems, warnings = [], []
+    problems, warnings, crashed = [], [], []
     for spec in args.specs:
         try:
             warnings.extend(compile_spec(spec).warnings)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
+        except (KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:  # a bug, reported for this spec; the others still count
+            if args.debug:
+                import traceback
+                traceback.print_exc()
+            crashed.append(spec)
+            print(f"cgsc: {printable(spec)}: internal error ({type(exc).__name__}: "
+                  f"{printable(str(exc))}). This is a bug; please report it with the spec and "
+                  "`cgsc --debug` output.", file=sys.stderr)
     if problems:
-        raise SpecError(problems + warnings)
+        _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
+        return EXIT_BUG if crashed else EXIT_INVALID
     _report(warnings, args.format)
+    if crashed:
+        return EXIT_BUG
     if args.format == "text":
         print(f"cgsc: {len(args.specs)} spec{'s' if len(args.specs) != 1 else ''} valid",
               file=sys.stderr)

@@ -7,6 +7,7 @@ from typing import Callable, List, Optional, Tuple
 
 from cgsc.checks import check
 from cgsc.diagnostics import ERROR, Diagnostic, SpecError
+from cgsc.limits import argv_problems
 from cgsc.lower import lower
 from cgsc.model import normalize
 from cgsc.plan import LaunchPlan
@@ -57,6 +58,9 @@ def compile_spec(path: str) -> Compiled:
         raise SpecError(found)
     spec_files = [(f.path, f.sha256) for f in source.files]
     plan = lower(guest, path, spec_files)
+    too_long = argv_problems(plan.argv(), source.data)
+    if too_long:
+        raise SpecError(source.locate(d) for d in too_long)
     warnings = tuple(found)
     plan = plan._replace(warnings=tuple(d.render() for d in warnings),
                          waivers=tuple((d.rule, reason) for d, reason in waived))

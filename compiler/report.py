@@ -6,7 +6,7 @@ import json
 from typing import Iterable, List
 
 import cgsc
-from cgsc.diagnostics import ERROR, Diagnostic, format_path
+from cgsc.diagnostics import ERROR, Diagnostic, format_path, printable
 
 FORMATS = ("text", "json", "sarif", "github")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -73,7 +73,10 @@ def rule_help(rule) -> str:
 
 
 def _gh_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Workflow-command data: GitHub's own escapes, then nothing unprintable (the log
+    viewer renders ANSI escapes)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return printable(text)
 
 
 def _gh_property(text: str) -> str:

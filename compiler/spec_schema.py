@@ -37,7 +37,45 @@ def bundled() -> dict:
             del root["$defs"][frag_key]["$schema"]
         mechs[name] = {"$ref": schema_file,
                        "description": root["$defs"][frag_key]["description"]}
+    _constrain_strings(root)
+    root["$defs"]["scalar-text"] = dict(SCALAR_TEXT)
     return root
+
+
+# Unicode noncharacters: U+FDD0..U+FDEF and the last two code points of every plane.
+# XML forbids U+FFFE/U+FFFF and systemd drops lines that carry them; none belongs in a spec.
+NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
+SCALAR_TEXT = {
+    "description": "Text without Unicode noncharacters (U+FDD0..U+FDEF, U+nFFFE, U+nFFFF).",
+    # Literal characters, not escapes: Python, ECMA-262 (u flag) and Rust regex all read them.
+    "pattern": "^[^" + NONCHARACTERS + "]*$",
+    "x-cgsc-message": "text without Unicode noncharacters (U+FDD0..U+FDEF, U+FFFE, U+FFFF "
+                      "and their counterparts in every plane)",
+}
+DEFAULT_MAX_LENGTH = 4096  # any string without its own limit: PATH_MAX, and far below the
+                           # 128 KiB a single exec argument may have
+
+
+def _constrain_strings(node) -> None:
+    """Every node that admits a string (fragments and fields added later included) refuses
+    noncharacters and gets a length limit, so no field can forget either."""
+    if isinstance(node, list):
+        for item in node:
+            _constrain_strings(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        _constrain_strings(value)
+    kind = node.get("type")
+    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+        node.setdefault("maxLength", DEFAULT_MAX_LENGTH)
+        if {"$ref": _SCALAR_REF} not in node.get("allOf", []):
+            node["allOf"] = node.get("allOf", []) + [{"$ref": _SCALAR_REF}]
+
+
+_SCALAR_REF = "https://cgsc.invalid/schema/v1/guest.schema.json#/$defs/scalar-text"
 
 
 @lru_cache(maxsize=None)
@@ -78,7 +116,9 @@ def inlined() -> dict:
 
 def _lookup(ref: str, base: str):
     target, _, pointer = ref.partition("#")
-    if target:
+    if "://" in target:
+        base = target
+    elif target:
         base = base.rsplit("/", 1)[0] + "/" + target
     node = resources()[base]
     for part in [p for p in pointer.split("/") if p]:
