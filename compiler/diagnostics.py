@@ -35,7 +35,21 @@ def printable(text: str) -> str:
     """Untrusted text made safe for a terminal or a log: anything not printable (controls,
     ANSI escapes, line separators, bidi overrides) is shown as an escape."""
     from cgsc.escape import comment_line
-    return comment_line(text) if not text.isprintable() else text
+    return comment_line(unicode_text(text)) if not text.isprintable() else text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str) -> str:
+    """Text without lone surrogates (a file name that is not UTF-8 reaches Python with its
+    bytes as U+DC80..U+DCFF): each shown as an escape, so the text encodes as UTF-8."""
+    return _SURROGATE.sub(lambda m: _surrogate_shown(m.group(0)), text)
+
+
+def _surrogate_shown(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass, field
@@ -114,7 +115,33 @@ def _parse(path: str) -> Tuple[dict, SourceFile]:
     if _depth(data) > MAX_DEPTH:
         raise SpecError([_too_deep(path, text)])
     src = SourceFile(path, hashlib.sha256(raw).hexdigest(), text)
+    wide = _wide_integer(data)
+    if wide is not None:
+        key, value = wide
+        digits = len(f"{abs(value):x}")
+        raise SpecError([Diagnostic("CGS-LOAD-003", key, f"integer of {digits} hex digits does "
+                                    "not fit in 64 bits (TOML integers are 64-bit)",
+                                    "no spec value is wider than 64 bits",
+                                    file=path, line=src.lines.get(key) or _nearest_line(src.lines, key))])
     return data, src
+
+
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # int64, and the uint64 of policy and attribute words
+
+
+def _wide_integer(value):
+    """The first (key path, integer) outside INT_RANGE, without recursion; else None.
+    tomllib reads any hex integer, and decimal ones up to 4300 digits."""
+    stack = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((path + (k,), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((path + (i,), v) for i, v in enumerate(node))
+        elif isinstance(node, int) and not INT_RANGE[0] <= node <= INT_RANGE[1]:
+            return path, node
+    return None
 
 
 def _depth(value) -> int:
@@ -235,6 +262,15 @@ def _escapes(base: str, resolved: str, root: str) -> str:
     return ""
 
 
+# The schema's `extends` pattern, absolute paths left to CGS-LOAD-007 (which says why).
+_EXTENDS = re.compile("[^\x00-\x1f\x7f-\x9f]{1,4095}")
+
+
+def _shown_path(value: str) -> str:
+    shown = value[:80].encode("unicode_escape", "backslashreplace").decode("ascii")
+    return '"' + shown.replace('"', '\\"') + '"' + ("..." if len(value) > 80 else "")
+
+
 def load(path: str) -> Source:
     """Parse `path` and its `extends` chain into one Source (raises SpecError)."""
     chain: List[Tuple[dict, SourceFile]] = []
@@ -258,6 +294,11 @@ def load(path: str) -> Source:
         if not isinstance(base, str) or not base:
             raise SpecError([error("CGS-SCHEMA-003", ("extends",),
                                    "expected a string (path of the base spec)")
+                             .located(src.path, src.lines.get(("extends",), 0))])
+        if not _EXTENDS.fullmatch(base):  # checked here: the loader uses it before the schema
+            raise SpecError([error("CGS-SCHEMA-004", ("extends",),
+                                   f"{_shown_path(base)} is not valid; expected a relative "
+                                   "path without control characters, at most 4095 characters")
                              .located(src.path, src.lines.get(("extends",), 0))])
         nxt = os.path.normpath(os.path.join(os.path.dirname(current), base))
         outside = _escapes(base, nxt, root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import lru_cache
 from typing import Dict
 
@@ -127,4 +128,10 @@ def _lookup(ref: str, base: str):
 
 
 def dumps() -> str:
-    return json.dumps(bundled(), indent=2, ensure_ascii=False) + "\n"
+    """The bundle as JSON; noncharacters (in the scalar-text pattern) written as JSON
+    escapes, so the text itself stays clean for editors and terminals."""
+    text = json.dumps(bundled(), indent=2, ensure_ascii=False) + "\n"
+    return _NONCHARACTER.sub(lambda m: json.dumps(m.group(0))[1:-1], text)
+
+
+_NONCHARACTER = re.compile("[" + NONCHARACTERS + "]")

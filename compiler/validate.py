@@ -86,7 +86,7 @@ def schema_errors(data: dict) -> List[Diagnostic]:
     out: List[Diagnostic] = []
     for err in validator().iter_errors(data):
         out.extend(_convert(err))
-    return out
+    return list(dict.fromkeys(out))  # `required` fails once per missing key, each naming all
 
 
 # bool before int: True is an int to Python, a boolean to TOML.
