@@ -220,7 +220,7 @@ def _check_xml(text, plan, relaxng):
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=lambda f: ".".join(map(str, f[0])))
-@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
 @given(data=st.data())
@@ -259,6 +259,7 @@ def test_collected_artifacts_pass_shellcheck_and_systemd_analyze(tool, tmp_path)
     if not Readers.scripts:
         pytest.skip("run together with the property test")
     # hostile values that were accepted must be a real share, or little was read back
+    print(f"string fields: {len(Readers.scripts)} built, {Readers.refused} refused")
     assert len(Readers.scripts) >= 100 and Readers.refused >= 100, (len(Readers.scripts),
                                                                     Readers.refused)
     scripts = sorted(set(Readers.scripts))
@@ -271,12 +272,10 @@ def test_collected_artifacts_pass_shellcheck_and_systemd_analyze(tool, tmp_path)
         if os.path.isdir(units):
             shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True)
             break
-    seen = set()
-    for plan, text in Readers.units:
+    distinct = list({text: (plan, text) for plan, text in Readers.units}.values())
+    # each verify takes a while: 15 units spread over the fields are plenty
+    for plan, text in distinct[::max(1, len(distinct) // 15)]:
         unit_name = plan.settings["systemd"].unit_name or f"{plan.name}.service"
-        if text in seen:
-            continue
-        seen.add(text)
         emulator = root / (plan.emulator.lstrip("/") if plan.emulator.startswith("/")
                            else f"usr/bin/{plan.emulator}")
         emulator.parent.mkdir(parents=True, exist_ok=True)
@@ -288,5 +287,3 @@ def test_collected_artifacts_pass_shellcheck_and_systemd_analyze(tool, tmp_path)
                                 capture_output=True, text=True, timeout=120)
         unit.unlink()
         assert result.returncode == 0 and not result.stderr.strip(), (text, result.stderr)
-        if len(seen) >= 25:  # each verify takes a while; 25 distinct units are plenty
-            break
