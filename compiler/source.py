@@ -178,7 +178,9 @@ def _deep_line(text: str) -> int:
                 return line
         elif ch in "]}":
             level = max(0, level - 1)
-    return 1
+    # nested by dotted keys (a.b.c...) instead: the line with the most separators
+    counts = [sum(line.count(c) for c in ".[{") for line in text.split("\n")]
+    return counts.index(max(counts)) + 1 if counts else 1
 
 
 def _long_number_line(text: str) -> int:

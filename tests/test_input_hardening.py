@@ -402,3 +402,57 @@ def test_the_repository_rule_holds_for_the_corpus_in_this_repository():
 def test_systemd_split_sees_one_exec_line_even_with_unicode_line_breaks():
     unit = 'ExecStart="a\u2028b" "c\x85d"\n'
     assert exec_start(unit) == ["a\u2028b", "c\x85d"] == systemd_split(unit[10:-1])
+
+
+def test_nesting_by_dotted_keys_is_located(tmp_path):
+    lines = _refused(tmp_path, SNP + "a" + ".a" * 3000 + " = 1\n", "CGS-LOAD-006", "nested")
+    assert lines[0].split(":")[1] == str(SNP.count("\n") + 1)
+
+
+def _patterns(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            elif key == "patternProperties":
+                yield from value
+                yield from _patterns(list(value.values()))
+            else:
+                yield from _patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _patterns(value)
+
+
+def test_published_patterns_mean_in_ecma_262_what_the_validator_does(tool):
+    """Every pattern of `cgsc schema`, compiled by a real ECMA-262 engine (node, with the
+    u flag as JSON Schema validators use), accepts exactly the probes our validator does."""
+    import sys
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    from cgsc.spec_schema import dumps
+    from cgsc.validate import ecma_to_python
+    patterns = sorted(set(_patterns(json.loads(dumps()))))
+    probes = {"", "\n", "a\n", "CGS-SNP-010", "CGS-SNP-010\n", "8 GiB", "8\nGiB", "\u2028"}
+    for spec in EXAMPLES + CASES:
+        with open(spec, "rb") as fh:
+            for _path, value in _string_values(tomllib.load(fh)):
+                for variant in (value, value + "\n", value + "\r", "\n" + value, value + "\\",
+                                value[:1] + "\n" + value[1:], value + "\ufffe",
+                                value + "\U0010ffff", value + "\x85", value + "/"):
+                    probes.add(variant)
+    probes = sorted(probes)
+    program = ("const [ps, ss] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+               "console.log(JSON.stringify(ps.map(p => { const r = new RegExp(p, 'u');"
+               " return ss.map(s => r.test(s)); })));")
+    result = subprocess.run([tool("node"), "-e", program], input=json.dumps([patterns, probes]),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    ecma = json.loads(result.stdout)
+    assert len(patterns) > 15 and len(probes) > 500
+    for pattern, verdicts in zip(patterns, ecma):
+        ours = re.compile(ecma_to_python(pattern))
+        for probe, verdict in zip(probes, verdicts):
+            assert (ours.search(probe) is not None) == verdict, (pattern, probe)
