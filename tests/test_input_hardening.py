@@ -214,7 +214,7 @@ def test_values_systemd_would_not_read_back_are_refused(tmp_path, field, value):
     _refused(tmp_path, text, "CGS-SCHEMA-004")
 
 
-def test_backslashes_percent_and_quotes_read_back_from_unit_and_script(tmp_path):
+def test_backslashes_percent_and_quotes_read_back_from_unit_and_script(tmp_path, tool):
     base = tmp_path / "a%41 b%"
     base.mkdir()
     text = SNP.replace('name = "web"', 'name = "web"\ndescription = "50% \\\\ done \\"q\\""')
@@ -236,6 +236,10 @@ def test_backslashes_percent_and_quotes_read_back_from_unit_and_script(tmp_path)
     assert exec_start(unit) == compile_spec(str(path)).plan.argv()
     script = out / "web" / "web.sh"
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+    result = subprocess.run([tool("systemd-analyze"), "verify", str(out / "web" / "web.service")],
+                            capture_output=True, text=True, timeout=120)
+    complaints = [l for l in result.stderr.splitlines() if "web.service" in l]
+    assert result.returncode == 0 and not complaints, result.stderr  # no "bad specifier"
 
 
 def test_a_trailing_backslash_is_double_quoted_for_shellcheck(tool, tmp_path):
