@@ -56,11 +56,13 @@ SCALAR_TEXT = {
 }
 DEFAULT_MAX_LENGTH = 4096  # any string without its own limit: PATH_MAX, and far below the
                            # 128 KiB a single exec argument may have
+DEFAULT_MAX_ITEMS = 256    # any array without its own limit
 
 
 def _constrain_strings(node) -> None:
     """Every node that admits a string (fragments and fields added later included) refuses
-    noncharacters and gets a length limit, so no field can forget either."""
+    noncharacters and gets a length limit, so no field can forget either; every array
+    gets an item limit."""
     if isinstance(node, list):
         for item in node:
             _constrain_strings(item)
@@ -70,6 +72,8 @@ def _constrain_strings(node) -> None:
     for value in node.values():
         _constrain_strings(value)
     kind = node.get("type")
+    if kind == "array" or (isinstance(kind, list) and "array" in kind):
+        node.setdefault("maxItems", DEFAULT_MAX_ITEMS)
     if kind == "string" or (isinstance(kind, list) and "string" in kind):
         node.setdefault("maxLength", DEFAULT_MAX_LENGTH)
         if {"$ref": _SCALAR_REF} not in node.get("allOf", []):

@@ -116,20 +116,23 @@ def test_noncharacters_are_refused_in_text_fields(tmp_path, char, field):
 
 def test_every_string_node_of_the_published_schema_refuses_noncharacters_and_is_bounded():
     from cgsc.spec_schema import SCALAR_TEXT, bundled, dumps
-    strings = []
+    strings, arrays = [], []
 
     def walk(node):
         if isinstance(node, dict):
             kind = node.get("type")
             if kind == "string" or (isinstance(kind, list) and "string" in kind):
                 strings.append(node)
+            if kind == "array":
+                arrays.append(node)
             for v in node.values():
                 walk(v)
         elif isinstance(node, list):
             for v in node:
                 walk(v)
     walk(bundled())
-    assert len(strings) > 15
+    assert len(strings) > 15 and arrays
+    assert all(isinstance(node.get("maxItems"), int) for node in arrays)
     for node in strings:
         assert isinstance(node.get("maxLength"), int)
         assert {"$ref": "https://cgsc.invalid/schema/v1/guest.schema.json#/$defs/scalar-text"} \
