@@ -98,8 +98,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         else:
             exc = sys.exc_info()[1]
-            print(f"cgsc: internal error ({type(exc).__name__}: {printable(str(exc))}). This is a bug; "
-                  "please report it with the spec and `cgsc --debug` output.", file=sys.stderr)
+            print(f"cgsc: internal error ({type(exc).__name__}: {printable(str(exc))}). "
+                  "This is a bug; please report it with the spec and `cgsc --debug` output.",
+                  file=sys.stderr)
         return EXIT_BUG
 
 
