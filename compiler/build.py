@@ -59,6 +59,20 @@ def skipped_targets(compiled: Compiled, requested: Sequence[str]) -> List[tuple]
     return out
 
 
+def duplicate_names(built) -> List[Diagnostic]:
+    """DUPLICATE_NAME for every guest of [(spec path, GuestOutput)] whose name an earlier
+    one already has: their artifacts would overwrite each other."""
+    first, out = {}, []
+    for path, output in built:
+        if output.name in first:
+            out.append(output.locate(DUPLICATE_NAME.error(
+                ("guest", "name"), f"{output.name!r} is also built from {first[output.name]}",
+                "give every guest its own name")))
+        else:
+            first[output.name] = path
+    return out
+
+
 def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutput]:
     """Compile and render every spec; raises SpecError carrying every diagnostic of every spec."""
     outputs: List[GuestOutput] = []

@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional, Sequence
 
 import cgsc
-from cgsc.diagnostics import Diagnostic, SpecError
+from cgsc.diagnostics import Diagnostic, SpecError, printable, sort_key
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 FORMATS = ("text", "json", "sarif", "github")
@@ -125,8 +125,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         else:
             exc = sys.exc_info()[1]
-            print(f"cgsc: internal error ({type(exc).__name__}: {exc}). This is a bug; "
-                  "please report it with the spec and `cgsc --debug` output.", file=sys.stderr)
+            print(f"cgsc: internal error ({type(exc).__name__}: {printable(str(exc))}). "
+                  "This is a bug; please report it with the spec and `cgsc --debug` output.",
+                  file=sys.stderr)
         return EXIT_BUG
 
 
@@ -190,16 +191,41 @@ def _build(args) -> int:
 
 
 def _validate(args) -> int:
-    from cgsc.build import build
-    if args.base:
-        from cgsc.base_spec import check_base
-        problems = [d for spec in args.specs for d in check_base(spec)]
-        if problems:
-            raise SpecError(problems)
-        warnings = []
-    else:  # build's own code path, so validate refuses exactly what build would
-        warnings = [d for o in build(args.specs, args.target) for d in o.diagnostics]
+    """Each spec on its own: one invalid or crashing spec never hides another's diagnostics,
+    and through build's own code path, so validate refuses exactly what build would. The
+    exit status is the worst of all specs (an internal error in one is 3)."""
+    from cgsc.build import build, duplicate_names
+    problems, warnings, crashed, outputs = [], [], [], []
+    for spec in args.specs:
+        try:
+            if args.base:
+                from cgsc.base_spec import check_base
+                found = check_base(spec)
+                if found:
+                    raise SpecError(found)
+            else:
+                built = build([spec], args.target)
+                outputs += zip([spec] * len(built), built)
+                warnings += [d for o in built for d in o.diagnostics]
+        except SpecError as exc:
+            problems.extend(exc.diagnostics)
+        except (KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:  # a bug, reported for this spec; the others still count
+            if args.debug:
+                import traceback
+                traceback.print_exc()
+            crashed.append(spec)
+            print(f"cgsc: {printable(spec)}: internal error ({type(exc).__name__}: "
+                  f"{printable(str(exc))}). This is a bug; please report it with the spec and "
+                  "`cgsc --debug` output.", file=sys.stderr)
+    problems += duplicate_names(outputs)   # what build refuses across specs
+    if problems:
+        _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
+        return EXIT_BUG if crashed else EXIT_INVALID
     _report(warnings, args.format)
+    if crashed:
+        return EXIT_BUG
     if args.format == "text":
         print(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
               f"spec{'s' if len(args.specs) != 1 else ''} valid", file=sys.stderr)

@@ -8,6 +8,7 @@ from typing import Callable, List, Optional, Tuple
 
 from cgsc.checks import check
 from cgsc.diagnostics import ERROR, Diagnostic, SpecError
+from cgsc.limits import argv_problems
 from cgsc.lower import lower
 from cgsc.model import normalize
 from cgsc.plan import LaunchPlan
@@ -66,6 +67,9 @@ def compile_spec(path: str) -> Compiled:
     plan = lower(guest, spec_files[0][0], spec_files)
     if measured is not None:
         plan = plan._replace(attestation=measured.attestation, binding=measured.binding)
+    too_long = argv_problems(plan.argv(), source.data)
+    if too_long:
+        raise SpecError(source.locate(d) for d in too_long)
     warnings = tuple(found)
     plan = plan._replace(warnings=tuple(d.located(stable(d.file, root), d.line, d.column).render()
                                         if d.file else d.render() for d in warnings),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Iterable, Tuple
 
@@ -11,15 +13,43 @@ ERROR = "error"
 WARNING = "warning"
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def format_path(path: KeyPath) -> str:
-    """TOML-style key path: disk[0].path, confidential.sev-snp.policy."""
+    """TOML-style key path: disk[0].path, confidential.sev-snp.policy. A key that is not
+    a bare TOML key is shown quoted and escaped ("a\\nb"), as TOML would write it."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            key = str(part)
+            if not _BARE_KEY.fullmatch(key):
+                key = json.dumps(key, ensure_ascii=False)
+            out += ("." if out else "") + key
     return out or "(top level)"
+
+
+def printable(text: str) -> str:
+    """Untrusted text made safe for a terminal or a log: anything not printable (controls,
+    ANSI escapes, line separators, bidi overrides) is shown as an escape."""
+    from cgsc.escape import comment_line
+    return comment_line(unicode_text(text)) if not text.isprintable() else text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str) -> str:
+    """Text without lone surrogates (a file name that is not UTF-8 reaches Python with its
+    bytes as U+DC80..U+DCFF): each shown as an escape, so the text encodes as UTF-8."""
+    return _SURROGATE.sub(lambda m: _surrogate_shown(m.group(0)), text)
+
+
+def _surrogate_shown(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 @dataclass(frozen=True)
@@ -38,13 +68,15 @@ class Diagnostic:
                           file, line, column)
 
     def render(self) -> str:
+        """The diagnostic as text: one line, and a second for the hint. File names, keys
+        and values come from the user, so each part is made printable."""
         where = f"{self.file}:{self.line}" if self.line else (self.file or "<spec>")
         if self.column and not self.path:  # a syntax error; a key path says where on the line
             where += f":{self.column}"
         label = "" if self.severity == ERROR else "warning: "
-        text = f"{where}: {format_path(self.path)}: {label}{self.message} [{self.rule}]"
+        text = printable(f"{where}: {format_path(self.path)}: {label}{self.message} [{self.rule}]")
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"\n  hint: {printable(self.hint)}"
         return text
 
 

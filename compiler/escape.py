@@ -5,12 +5,25 @@ QEMU's key=value escaper lives with the QEMU pieces (cgsc.qemu.keyval_escape).
 
 from __future__ import annotations
 
+import re
 import shlex
+from typing import List
+
+# A run of backslashes that ends the value or stands before a single quote.
+_BACKSLASHES_BEFORE_QUOTE = re.compile(r"(\\+)(?='|$)")
 
 
 def shell_word(value: str) -> str:
-    """A POSIX sh word that reads back as exactly `value` (single quotes where needed)."""
-    return shlex.quote(value)
+    """A POSIX sh word that reads back as exactly `value` (single quotes where needed).
+
+    A backslash just inside a closing single quote is literal to sh but reads like an
+    attempted escape (shellcheck SC1003), so such backslash runs go in double quotes.
+    """
+    if "\\" not in value:
+        return shlex.quote(value)
+    parts = _BACKSLASHES_BEFORE_QUOTE.split(value)
+    return "".join(('"' + part.replace("\\", "\\\\") + '"') if i % 2 else shlex.quote(part)
+                   for i, part in enumerate(parts) if part)
 
 
 _SYSTEMD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r",
@@ -48,16 +61,34 @@ def xml_attr(value: str) -> str:
 
 
 def xml_comment(value: str) -> str:
-    """Text safe inside <!-- -->: no `--`, no trailing `-`."""
-    value = value.replace("--", "- -")
+    """Text safe inside <!-- -->: one line of characters XML allows, no `--` (each dash
+    of a run is followed by a space), no trailing `-`."""
+    value = re.sub(r"-(?=-)", "- ", comment_line(value))
     return value + " " if value.endswith("-") else value
 
 
+def _shown(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code <= 0xFF else (f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+
+
 def comment_line(value: str) -> str:
-    """Text safe on one comment line of any target: control characters shown escaped."""
-    if value.isprintable():
-        return value
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in value)
+    """Text safe on one comment line of any target: characters that are not printable
+    (controls, line and paragraph separators, bidi overrides, noncharacters) are shown as
+    escapes, and a final backslash too (a unit-file reader could continue the line)."""
+    if not value.isprintable():
+        value = "".join(ch if ch.isprintable() else _shown(ch) for ch in value)
+    return value[:-1] + "\\x5c" if value.endswith("\\") else value
+
+
+def comment_lines(value: str) -> List[str]:
+    """Multi-line text (a diagnostic with its hint) as several safe comment lines."""
+    return [comment_line(line) for line in value.split("\n")]
+
+
+def hash_comment(value: str) -> str:
+    """`# ` comment lines (shell and unit files) for text of any number of lines."""
+    return "\n".join(("# " + line).rstrip() for line in comment_lines(value))
 
 
 def systemd_path_word(value: str) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterable, List
 
 import cgsc
-from cgsc.diagnostics import ERROR, Diagnostic, format_path
+from cgsc.diagnostics import ERROR, Diagnostic, format_path, printable, unicode_text
 
 FORMATS = ("text", "json", "sarif", "github")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -18,8 +19,18 @@ def as_dict(d: Diagnostic) -> dict:
             "message": d.message, "hint": d.hint or None}
 
 
+def _dumps(value) -> str:
+    """JSON that is valid UTF-8 whatever the input: a file name that is not UTF-8 reaches
+    Python as lone surrogates, which are shown as escapes (\\xff) instead."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: json.dumps(unicode_text(m.group(0)))[1:-1], text) + "\n"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def to_json(diagnostics: Iterable[Diagnostic]) -> str:
-    return json.dumps([as_dict(d) for d in diagnostics], indent=2, ensure_ascii=False) + "\n"
+    return _dumps([as_dict(d) for d in diagnostics])
 
 
 def to_sarif(diagnostics: Iterable[Diagnostic]) -> str:
@@ -46,7 +57,7 @@ def to_sarif(diagnostics: Iterable[Diagnostic]) -> str:
                                          "informationUri": "https://cgsc.invalid/rules",
                                          "rules": rules}},
                      "results": results}]}
-    return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+    return _dumps(log)
 
 
 def _sarif_rule(rule) -> dict:
@@ -73,7 +84,10 @@ def rule_help(rule) -> str:
 
 
 def _gh_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Workflow-command data: GitHub's own escapes, then nothing unprintable (the log
+    viewer renders ANSI escapes)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return printable(text)
 
 
 def _gh_property(text: str) -> str:

@@ -53,6 +53,16 @@ Rule("CGS-LOAD-005", "`extends` names a file that does not exist",
      "A guest built without its base would silently lose the base's settings (firmware, "
      "mechanism, policy).", "SPEC.md, extends",
      fix="`extends` is relative to the file that says it; fix the path or add the base spec.")
+Rule("CGS-LOAD-006", "tables or arrays nested too deeply",
+     "The spec language nests at most four levels; a spec nested hundreds deep is an attack "
+     "on the parser (recursion), not a guest. cgsc refuses more than 32 levels.",
+     fix="Remove the extra nesting; `cgsc schema` shows the shape of every table.")
+Rule("CGS-LOAD-007", "`extends` reaches outside the spec's repository",
+     "A base spec decides firmware, mechanism and policy. A spec under review must not pull "
+     "them from a file outside the repository (an absolute path, `..` or a symlink leading "
+     "out), where the review cannot see or pin it.", "SPEC.md, extends; README, Loading specs",
+     fix="Name the base relative to the spec, inside the same repository (the nearest "
+         "directory with .git above the spec, or the spec's directory outside a repository).")
 Rule("CGS-SCHEMA-001", "unknown key (a misspelled key is never ignored)",
      "A misspelled key that is ignored leaves the setting at its default: a `polcy` typo "
      "would launch with the default policy while the reviewer read another one.",
@@ -87,6 +97,7 @@ def load_all() -> Dict[str, Rule]:
     import cgsc.check  # noqa: F401
     import cgsc.checks  # noqa: F401  (imports cgsc.confine and cgsc.host_rules)
     import cgsc.measure  # noqa: F401  (the [measurement] rules)
+    import cgsc.limits  # noqa: F401
     import cgsc.waivers  # noqa: F401  (defines the waiver rules)
     from cgsc import targets
     from cgsc.mechanisms import MECHANISMS

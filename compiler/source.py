@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from cgsc.diagnostics import Diagnostic, KeyPath, SpecError, error
 from cgsc.tomlpos import key_lines
+
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
+MAX_DEPTH = 32            # the language nests 4 deep; the bound keeps recursion safe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,13 +76,35 @@ def _nearest_line(lines: Dict[KeyPath, int], path: KeyPath) -> int:
     return 0
 
 
-def _parse(path: str) -> Tuple[dict, SourceFile]:
+def _read(path: str) -> bytes:
+    """The file's bytes: a regular file of at most MAX_SPEC_BYTES, read with that bound.
+    O_NONBLOCK keeps open() from waiting on a FIFO; fstat then refuses it."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
                                "check the path").located(path, 0)])
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {kind}",
+                               "name a spec file (a regular file)").located(path, 0)])
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
+                                   "check the path").located(path, 0)])
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: larger than "
+                               f"{MAX_SPEC_BYTES} bytes", "a guest spec is a few kilobytes; "
+                               "check that this is the right file").located(path, 0)])
+    return raw
+
+
+def _parse(path: str) -> Tuple[dict, SourceFile]:
+    raw = _read(path)
     try:
         text = raw.decode("utf-8")
         data = tomllib.loads(text)
@@ -86,12 +113,92 @@ def _parse(path: str) -> Tuple[dict, SourceFile]:
         raise SpecError([error("CGS-LOAD-002", (), f"not UTF-8 text (byte {raw[exc.start]:#04x})",
                                "TOML files are UTF-8; re-encode the file").located(path, line)])
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError([_syntax_error(path, exc)])
+        raise SpecError([_syntax_error(path, exc, text)])
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise SpecError([_too_deep(path, text)])
+    except ValueError as exc:  # an integer beyond Python's int/str conversion limit
+        why = "an integer with more than 4300 digits" if "digits" in str(exc) else str(exc)
+        raise SpecError([Diagnostic("CGS-LOAD-003", (), f"TOML value cannot be read: {why}",
+                                    "no spec value needs more than a few digits",
+                                    file=path, line=_long_number_line(text))])
+    if _depth(data) > MAX_DEPTH:
+        raise SpecError([_too_deep(path, text)])
     src = SourceFile(path, hashlib.sha256(raw).hexdigest(), text)
+    wide = _wide_integer(data)
+    if wide is not None:
+        key, value = wide
+        digits = len(f"{abs(value):x}")
+        raise SpecError([Diagnostic("CGS-LOAD-003", key, f"integer of {digits} hex digits does "
+                                    "not fit in 64 bits (TOML integers are 64-bit)",
+                                    "no spec value is wider than 64 bits",
+                                    file=path, line=src.lines.get(key) or _nearest_line(src.lines, key))])
     return data, src
 
 
-def _syntax_error(path: str, exc: Exception) -> Diagnostic:
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # int64, and the uint64 of policy and attribute words
+
+
+def _wide_integer(value):
+    """The first (key path, integer) outside INT_RANGE, without recursion; else None.
+    tomllib reads any hex integer, and decimal ones up to 4300 digits."""
+    stack = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((path + (k,), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((path + (i,), v) for i, v in enumerate(node))
+        elif isinstance(node, int) and not INT_RANGE[0] <= node <= INT_RANGE[1]:
+            return path, node
+    return None
+
+
+def _depth(value) -> int:
+    """Nesting depth of tables and arrays, without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _too_deep(path: str, text: str) -> Diagnostic:
+    return Diagnostic("CGS-LOAD-006", (), f"tables and arrays nested more than {MAX_DEPTH} deep",
+                      "the spec language nests at most four levels; remove the extra brackets",
+                      file=path, line=_deep_line(text))
+
+
+def _deep_line(text: str) -> int:
+    """Best effort: the line where bracket nesting first passes the limit (strings are not
+    skipped, so this can point a little early)."""
+    level, line = 0, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif ch in "[{":
+            level += 1
+            if level > MAX_DEPTH:
+                return line
+        elif ch in "]}":
+            level = max(0, level - 1)
+    # nested by dotted keys (a.b.c...) instead: the line with the most separators
+    counts = [sum(line.count(c) for c in ".[{") for line in text.split("\n")]
+    return counts.index(max(counts)) + 1 if counts else 1
+
+
+def _long_number_line(text: str) -> int:
+    import re
+    m = re.search(r"[0-9_]{4000,}", text)
+    return text.count("\n", 0, m.start()) + 1 if m else 1
+
+
+def _syntax_error(path: str, exc: Exception, text: str) -> Diagnostic:
     msg = str(exc)
     line = col = 0
     lineno = getattr(exc, "lineno", None)
@@ -106,6 +213,8 @@ def _syntax_error(path: str, exc: Exception) -> Diagnostic:
             msg = msg[:m.start()].rstrip()
         elif msg.endswith("(at end of document)"):
             msg = msg[:-len("(at end of document)")].rstrip()
+            lines = text.split("\n")  # the last line: where the document ended
+            line, col = len(lines), len(lines[-1]) + 1
     return Diagnostic("CGS-LOAD-003", (), f"TOML syntax error: {msg}",
                       "fix the TOML syntax; see https://toml.io/en/v1.0.0",
                       file=path, line=line, column=col)
@@ -139,10 +248,45 @@ def _own(value, path: KeyPath, owner: Dict[KeyPath, SourceFile], src: SourceFile
             _own(v, path + (i,), owner, src)
 
 
+def extends_root(path: str) -> str:
+    """Where a spec's `extends` chain may reach: the repository that holds the spec (the
+    nearest ancestor directory with a .git entry, after resolving symlinks), else the
+    spec's own directory."""
+    start = os.path.dirname(os.path.realpath(path))
+    current = start
+    while True:
+        if os.path.lexists(os.path.join(current, ".git")):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return start
+        current = parent
+
+
+def _escapes(base: str, resolved: str, root: str) -> str:
+    """Why `extends = base` is refused, or "" when it stays under root."""
+    if os.path.isabs(base):
+        return f"{base!r} is an absolute path; `extends` must be relative to the file"
+    real = os.path.realpath(resolved)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        return f"{base!r} resolves to {real}, outside {root}"
+    return ""
+
+
+# The schema's `extends` pattern, absolute paths left to CGS-LOAD-007 (which says why).
+_EXTENDS = re.compile("[^\x00-\x1f\x7f-\x9f]{1,4095}")
+
+
+def _shown_path(value: str) -> str:
+    shown = value[:80].encode("unicode_escape", "backslashreplace").decode("ascii")
+    return '"' + shown.replace('"', '\\"') + '"' + ("..." if len(value) > 80 else "")
+
+
 def load(path: str) -> Source:
     """Parse `path` and its `extends` chain into one Source (raises SpecError)."""
     chain: List[Tuple[dict, SourceFile]] = []
     seen: List[str] = []
+    root = extends_root(path)
     current = path
     while True:
         real = os.path.realpath(current)
@@ -162,7 +306,18 @@ def load(path: str) -> Source:
             raise SpecError([error("CGS-SCHEMA-003", ("extends",),
                                    "expected a string (path of the base spec)")
                              .located(src.path, src.lines.get(("extends",), 0))])
+        if not _EXTENDS.fullmatch(base):  # checked here: the loader uses it before the schema
+            raise SpecError([error("CGS-SCHEMA-004", ("extends",),
+                                   f"{_shown_path(base)} is not valid; expected a relative "
+                                   "path without control characters, at most 4095 characters")
+                             .located(src.path, src.lines.get(("extends",), 0))])
         nxt = os.path.normpath(os.path.join(os.path.dirname(current), base))
+        outside = _escapes(base, nxt, root)
+        if outside:
+            raise SpecError([error("CGS-LOAD-007", ("extends",), outside,
+                                   f"keep base specs under {root} and name them relative to "
+                                   "the file that extends them")
+                             .located(src.path, src.lines.get(("extends",), 0))])
         if not os.path.isfile(nxt):
             raise SpecError([error("CGS-LOAD-005", ("extends",),
                                    f"base spec {base!r} not found (looked for {nxt})",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import lru_cache
 from typing import Dict
 
@@ -41,6 +42,8 @@ def bundled() -> dict:
     root["$defs"]["measurement"] = _read("measurement.schema.json")
     del root["$defs"]["measurement"]["$schema"]
     _required_unless_extends(root)
+    _constrain_strings(root)
+    root["$defs"]["scalar-text"] = dict(SCALAR_TEXT)
     return root
 
 
@@ -87,6 +90,46 @@ def partial(schema: dict) -> dict:
     return {k: v for k, v in schema.items() if k not in ("if", "else")}
 
 
+# Unicode noncharacters: U+FDD0..U+FDEF and the last two code points of every plane.
+# XML forbids U+FFFE/U+FFFF and systemd drops lines that carry them; none belongs in a spec.
+NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
+SCALAR_TEXT = {
+    "description": "Text without Unicode noncharacters (U+FDD0..U+FDEF, U+nFFFE, U+nFFFF).",
+    # Literal characters, not escapes: Python, ECMA-262 (u flag) and Rust regex all read them.
+    "pattern": "^[^" + NONCHARACTERS + "]*$",
+    "x-cgsc-message": "text without Unicode noncharacters (U+FDD0..U+FDEF, U+FFFE, U+FFFF "
+                      "and their counterparts in every plane)",
+}
+DEFAULT_MAX_LENGTH = 4096  # any string without its own limit: PATH_MAX, and far below the
+                           # 128 KiB a single exec argument may have
+DEFAULT_MAX_ITEMS = 256    # any array without its own limit
+
+
+def _constrain_strings(node) -> None:
+    """Every node that admits a string (fragments and fields added later included) refuses
+    noncharacters and gets a length limit, so no field can forget either; every array
+    gets an item limit."""
+    if isinstance(node, list):
+        for item in node:
+            _constrain_strings(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        _constrain_strings(value)
+    kind = node.get("type")
+    if kind == "array" or (isinstance(kind, list) and "array" in kind):
+        node.setdefault("maxItems", DEFAULT_MAX_ITEMS)
+    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+        node.setdefault("maxLength", DEFAULT_MAX_LENGTH)
+        if {"$ref": _SCALAR_REF} not in node.get("allOf", []):
+            node["allOf"] = node.get("allOf", []) + [{"$ref": _SCALAR_REF}]
+
+
+_SCALAR_REF = "https://cgsc.invalid/schema/v1/guest.schema.json#/$defs/scalar-text"
+
+
 @lru_cache(maxsize=None)
 def resources() -> Dict[str, dict]:
     """Every schema resource in the bundle, by $id (for inlining the $refs)."""
@@ -125,7 +168,9 @@ def inlined() -> dict:
 
 def _lookup(ref: str, base: str):
     target, _, pointer = ref.partition("#")
-    if target:
+    if "://" in target:
+        base = target
+    elif target:
         base = base.rsplit("/", 1)[0] + "/" + target
     node = resources()[base]
     for part in [p for p in pointer.split("/") if p]:
@@ -134,5 +179,12 @@ def _lookup(ref: str, base: str):
 
 
 def dumps(base: bool = False) -> str:
+    """The bundle as JSON (with --base, without required keys); noncharacters (in the
+    scalar-text pattern) written as JSON escapes, so the text itself stays clean for
+    editors and terminals."""
     schema = partial(bundled()) if base else bundled()
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return _NONCHARACTER.sub(lambda m: json.dumps(m.group(0))[1:-1], text)
+
+
+_NONCHARACTER = re.compile("[" + NONCHARACTERS + "]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from typing import Iterator, List
 
@@ -17,9 +18,68 @@ _TOML_TYPES = {"string": "a string", "integer": "an integer", "number": "a numbe
 @lru_cache(maxsize=None)
 def validator():
     """One Draft 2020-12 validator per process, over the inlined bundle (no $ref left to
-    resolve on every instance)."""
-    from jsonschema import Draft202012Validator
-    return Draft202012Validator(inlined())
+    resolve on every instance), with the schema's patterns in ECMA-262 meaning and TOML's
+    types: a float is never an integer, a string is Unicode text."""
+    from jsonschema import Draft202012Validator, validators
+    checker = Draft202012Validator.TYPE_CHECKER.redefine_many({
+        "integer": lambda _c, x: isinstance(x, int) and not isinstance(x, bool),
+        "string": lambda _c, x: isinstance(x, str) and not _SURROGATE.search(x)})
+    cls = validators.extend(Draft202012Validator, type_checker=checker)
+    return cls(_python_patterns(inlined()))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def ecma_to_python(pattern: str) -> str:
+    """A JSON Schema (ECMA-262) regex as a Python regex with the same meaning for our
+    patterns: `$` is the end of input (Python's also matches before a final newline), `.`
+    excludes every ECMA line terminator, `\\d` and `\\w` are ASCII."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            ascii_class = {"d": "0-9", "w": "A-Za-z0-9_"}.get(nxt)
+            if ascii_class:
+                out.append(ascii_class if in_class else f"[{ascii_class}]")
+            else:
+                out.append(ch + nxt)
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+            out.append(ch)
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+            if pattern[i + 1:i + 2] == "^":  # keep a leading ] or ^ inside the class
+                out.append("^")
+                i += 1
+        elif ch == "$":
+            out.append("\\Z")
+        elif ch == ".":
+            out.append("[^\\n\\r\\u2028\\u2029]")
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _python_patterns(node):
+    if isinstance(node, list):
+        return [_python_patterns(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "pattern" and isinstance(value, str):
+            out[key] = ecma_to_python(value)
+        elif key == "patternProperties" and isinstance(value, dict):
+            out[key] = {ecma_to_python(k): _python_patterns(v) for k, v in value.items()}
+        else:
+            out[key] = _python_patterns(value)
+    return out
 
 
 @lru_cache(maxsize=None)
@@ -35,7 +95,7 @@ def schema_errors(data: dict, base: bool = False) -> List[Diagnostic]:
     out: List[Diagnostic] = []
     for err in (base_validator() if base else validator()).iter_errors(data):
         out.extend(_convert(err))
-    return out
+    return list(dict.fromkeys(out))  # `required` fails once per missing key, each naming all
 
 
 # bool before int: True is an int to Python, a boolean to TOML.
@@ -47,13 +107,21 @@ def _toml_type(value) -> str:
     return next((name for typ, name in _TYPE_NAMES if isinstance(value, typ)), "a date/time")
 
 
+SHOW_MAX = 80  # characters of a value quoted in a message (a 100 KiB value is not shown whole)
+
+
 def _show(value) -> str:
     if isinstance(value, str):
-        return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+        shown = value if len(value) <= SHOW_MAX else value[:SHOW_MAX]
+        shown = shown.encode("unicode_escape", "backslashreplace").decode("ascii")
+        more = f"... ({len(value)} characters)" if len(value) > SHOW_MAX else ""
+        return '"' + shown.replace('"', '\\"') + '"' + more
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return _toml_type(value)
+    if isinstance(value, int) and abs(value) >= 10 ** SHOW_MAX:
+        return f"an integer of {len(str(abs(value)))} digits"
     return str(value)
 
 
@@ -93,7 +161,12 @@ def _convert(err) -> Iterator[Diagnostic]:
         expected = err.validator_value
         expected = [expected] if isinstance(expected, str) else expected
         names = " or ".join(_TOML_TYPES[t] for t in expected)
-        yield error("CGS-SCHEMA-003", path, f"expected {names}, got {_toml_type(instance)}",
+        got = _toml_type(instance)
+        if isinstance(instance, str) and "string" in expected:
+            got = "text with a lone surrogate (not Unicode text)"
+        elif isinstance(instance, float) and "integer" in expected:
+            got = f"the float {instance!r} (write whole numbers without a decimal point)"
+        yield error("CGS-SCHEMA-003", path, f"expected {names}, got {got}",
                     schema.get("description", ""))
     elif kind in ("minProperties", "maxProperties") and path == ("confidential",):
         found = ", ".join(sorted(instance)) or "none"

@@ -21,7 +21,7 @@ def environment():
         trim_blocks=True, lstrip_blocks=True, bytecode_cache=_bytecode_cache(jinja2))
     env.filters.update(sh=escape.shell_word, sdexec=escape.systemd_exec_word,
                        sdvalue=escape.systemd_value, sdpath=escape.systemd_path_word,
-                       comment=comment_line)
+                       comment=comment_line, hash_comment=escape.hash_comment)
     return env
 
 

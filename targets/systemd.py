@@ -99,7 +99,7 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     docs = [f"man:{os.path.basename(plan.emulator) if plan.emulator_default else 'qemu'}(1)"]
     if os.path.isabs(plan.spec_path):  # a relative path means nothing to systemd
         docs.insert(0, "file:" + urllib.parse.quote(plan.spec_path))
-    unit.append(("Documentation", " ".join(docs), ""))
+    unit.append(("Documentation", systemd_value(" ".join(docs)), ""))  # %-encoding: %%
     # Unit names are schema-checked ([A-Za-z0-9:_.@\\-]), so they need no quoting.
     if cgs.systemd_after:
         unit.append(("After", " ".join(cgs.systemd_after),

@@ -200,7 +200,8 @@ def systemd_split(line: str, exec_line: bool = True) -> List[str]:
 
 
 def exec_start(unit_text: str) -> List[str]:
-    lines = [l for l in unit_text.split("\n") if l.startswith("ExecStart=")]  # systemd splits on \n only
+    # "\n" only: systemd ends lines there, not at the other breaks str.splitlines() knows
+    lines = [l for l in unit_text.split("\n") if l.startswith("ExecStart=")]
     assert len(lines) == 1, lines
     return systemd_split(lines[0][len("ExecStart="):])
 

@@ -65,6 +65,8 @@ def _toml_value(v) -> str:
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, float):
+        return repr(v)  # 8.0, inf, nan: TOML spells them as Python does
     if isinstance(v, str):
         return _toml_string(v)
     if isinstance(v, list):
