@@ -8,7 +8,6 @@ and says why in a comment.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from typing import List, Optional, Tuple
 
 from cgsc.escape import shell_word, systemd_exec_word, systemd_path_word, systemd_value
@@ -97,8 +96,8 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
         desc += f": {plan.description}"
     unit.append(("Description", systemd_value(desc), ""))
     docs = [f"man:{os.path.basename(plan.emulator) if plan.emulator_default else 'qemu'}(1)"]
-    if os.path.isabs(plan.spec_path):  # a relative path means nothing to systemd
-        docs.insert(0, "file:" + urllib.parse.quote(plan.spec_path))
+    # No file: URL for the spec: its recorded path is relative to the repository (the same
+    # bytes on every machine), and a relative path means nothing to systemd.
     unit.append(("Documentation", systemd_value(" ".join(docs)), ""))  # %-encoding: %%
     # Unit names are schema-checked ([A-Za-z0-9:_.@\\-]), so they need no quoting.
     if cgs.systemd_after:

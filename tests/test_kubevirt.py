@@ -405,7 +405,7 @@ def test_the_examples_other_artifacts_pass_their_consumers(spec, tmp_path, tool,
 
 # -- comments and hostile values ---------------------------------------------------------
 
-HOSTILE = "x\n# y: z\u2028- evil: 1\x85--- \u2029'\"&*!|>%@`{}[]: #"
+HOSTILE = "x\n# y: z\u2028- evil: 1--- \u2029'\"&*!|>%@`{}[]: #"
 
 
 def _hostile_spec(tmp_path):

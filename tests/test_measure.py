@@ -359,6 +359,7 @@ def test_check_names_the_changed_launch_measurement(shared_dir, tmp_path, tool):
 def test_relative_paths_are_relative_to_the_file_that_names_them(shared_dir, tmp_path):
     """A base spec's [measurement] paths resolve from the base's directory, whatever the
     working directory or the child spec's location."""
+    (tmp_path / ".git").mkdir()   # one repository: extends may reach ../bases (CGS-LOAD-007)
     base_dir = tmp_path / "bases"
     base_dir.mkdir()
     (base_dir / "fw.bin").write_bytes(
