@@ -46,34 +46,44 @@ def choose_targets(compiled: Compiled, requested: Sequence[str]):
     return chosen, errors
 
 
+def build_one(path: str, requested: Sequence[str] = ()):
+    """Compile and render one spec: (GuestOutput, []) or (None, its diagnostics)."""
+    try:
+        compiled = compile_spec(path)
+    except SpecError as exc:
+        return None, list(exc.diagnostics)
+    plan = compiled.plan
+    chosen, errors = choose_targets(compiled, requested)
+    if errors:
+        return None, [compiled.locate(d) for d in errors]
+    artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
+    return GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
+                       artifacts, plan.warnings, plan.waivers, compiled.warnings,
+                       compiled.locate), []
+
+
+def duplicate(name: str, first_path: str, locate) -> Diagnostic:
+    return locate(DUPLICATE_NAME.error(
+        ("guest", "name"), f"{name!r} is also built from {first_path}",
+        "give every guest its own name"))
+
+
 def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutput]:
-    """Compile and render every spec; raises SpecError carrying every diagnostic of every spec."""
+    """Compile and render every spec in memory; raises SpecError carrying every diagnostic
+    of every spec. (Writing a fleet streams instead: fleet.py.)"""
     outputs: List[GuestOutput] = []
     problems: List[Diagnostic] = []
     names = {}
     for path in paths:
-        try:
-            compiled = compile_spec(path)
-        except SpecError as exc:
-            problems.extend(exc.diagnostics)
-            continue
-        plan = compiled.plan
-        chosen, errors = choose_targets(compiled, requested)
+        out, errors = build_one(path, requested)
         if errors:
-            problems.extend(compiled.locate(d) for d in errors)
+            problems.extend(errors)
             continue
-        if plan.name in names:
-            problems.append(compiled.locate(DUPLICATE_NAME.error(
-                ("guest", "name"), f"{plan.name!r} is also built from {names[plan.name]}",
-                "give every guest its own name")))
+        if out.name in names:
+            problems.append(duplicate(out.name, names[out.name], out.locate))
             continue
-        names[plan.name] = path
-        artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
-        outputs.append(GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
-                                   artifacts, plan.warnings, plan.waivers, compiled.warnings,
-                                   compiled.locate))
+        names[out.name] = path
+        outputs.append(out)
     if problems:
         raise SpecError(problems)
     return outputs
-
-

@@ -19,14 +19,25 @@ DRIFT = Rule(
 
 class Drift(NamedTuple):
     path: str        # the artifact's path on disk
-    kind: str        # "changed", "missing", "extra", "mode"
+    kind: str        # "changed", "missing", "extra", "mode", "pending"
     detail: str      # a unified diff, or a one-line description
 
 
-def compare(root: str, out: GuestOutput) -> List[Drift]:
+def finding(out: GuestOutput, drift: Drift):
+    """A drift as a diagnostic located at the spec's [guest] name."""
+    return out.locate(DRIFT.error(("guest", "name"), f"{drift.path}: {drift.kind}; run `cgsc build`",
+                                  "commit what `cgsc build` writes"))
+
+
+def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
     directory = os.path.join(root, out.name)
     expected = files_for(out)
     drifts: List[Drift] = []
+    if pending:  # outdir.py: a committed build was interrupted; its files are half installed
+        drifts.append(Drift(directory, "pending", f"interrupted build not yet finished: "
+                            f"{directory} (the next `cgsc build` completes it)"))
+    if os.path.islink(directory):  # never read through a symlink cgsc does not write through
+        return drifts + [Drift(directory, "changed", f"a symlink, not cgsc's output: {directory}")]
     for name, (content, mode) in sorted(expected.items()):
         path = os.path.join(directory, name)
         try:

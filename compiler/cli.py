@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    help="build only this target (repeatable); default: [targets] build, "
                         "else every built-in target that can express the spec")
     b.add_argument("--stdout", action="store_true", help="print the artifacts instead of writing them")
+    b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                   help="worker processes (default: every core for a large fleet, else 1)")
     with_format(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
     v.add_argument("specs", nargs="+", metavar="SPEC")
@@ -54,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
     c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="as for build")
+    c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
     with_format(c)
     e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
     e.add_argument("spec", metavar="SPEC")
@@ -65,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("completion", help="print a shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh"))
     return p
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of processes, not {text!r}")
+    return int(text)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -116,11 +125,11 @@ def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> No
 
 
 def _build(args) -> int:
-    from cgsc.build import build
-    from cgsc.emit import WriteError, files_for, write_all
-    outputs = build(args.specs, args.target)
-    _report([d for o in outputs for d in o.diagnostics], args.format)
+    from cgsc.emit import WriteError
     if args.stdout:
+        from cgsc.build import build
+        outputs = build(args.specs, args.target)
+        _report([d for o in outputs for d in o.diagnostics], args.format)
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
         for o in outputs:
             for _target, a in o.artifacts:
@@ -128,14 +137,16 @@ def _build(args) -> int:
                     sys.stdout.write(f"==> {o.name}/{a.filename} <==\n")
                 sys.stdout.write(a.content)
         return EXIT_OK
+    from cgsc import fleet
     try:
-        write_all(args.output, outputs)
+        outputs = fleet.build(args.specs, args.target, args.output, args.jobs)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
+    _report([d for o in outputs for d in o.diagnostics], args.format)
     if args.format == "text":
         if len(outputs) == 1:
-            names = ", ".join(sorted(files_for(outputs[0])))
+            names = ", ".join(sorted(outputs[0].files))
             print(f"cgsc: {args.output}/{outputs[0].name}/: {names}", file=sys.stderr)
         else:
             print(f"cgsc: {len(outputs)} guests written under {args.output}/", file=sys.stderr)
@@ -160,18 +171,14 @@ def _validate(args) -> int:
 
 
 def _check(args) -> int:
-    from cgsc.build import build
-    from cgsc.check import DRIFT, compare
-    outputs = build(args.specs, args.target)
+    from cgsc import fleet
+    from cgsc.check import DRIFT
+    outputs = fleet.check(args.specs, args.target, args.output, args.jobs)
     findings = []
     for o in outputs:
-        drifts = compare(args.output, o)
         if args.format == "text":
-            for drift in drifts:
-                sys.stdout.write(drift.detail if drift.detail.endswith("\n") else drift.detail + "\n")
-        findings += [o.locate(DRIFT.error(("guest", "name"), f"{d.path}: {d.kind}; run `cgsc build`",
-                                          "commit what `cgsc build` writes"))
-                     for d in drifts]
+            for _path, _kind, detail in o.drifts:
+                sys.stdout.write(detail if detail.endswith("\n") else detail + "\n")
         findings += list(o.diagnostics)
     _report(findings, args.format)
     drift_count = sum(1 for d in findings if d.rule == DRIFT.id)
