@@ -146,7 +146,7 @@ def _build(args) -> int:
     _report([d for o in outputs for d in o.diagnostics], args.format)
     if args.format == "text":
         if len(outputs) == 1:
-            names = ", ".join(sorted(outputs[0].files))
+            names = ", ".join(sorted(name for name, _sha in outputs[0].files))
             print(f"cgsc: {args.output}/{outputs[0].name}/: {names}", file=sys.stderr)
         else:
             print(f"cgsc: {len(outputs)} guests written under {args.output}/", file=sys.stderr)

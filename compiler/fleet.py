@@ -26,7 +26,7 @@ class Result(NamedTuple):
     name: Optional[str]                  # None when the spec has errors
     problems: Tuple[Diagnostic, ...]     # its errors
     diagnostics: Tuple[Diagnostic, ...]  # its warnings (build), warnings + drift (check)
-    files: Tuple[str, ...]               # the file names written for it (build)
+    files: Tuple[Tuple[str, str], ...]   # (file name, sha256) staged for it (build)
     name_at: Optional[Diagnostic]        # where [guest] name is, for a duplicate's error
     drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
 
@@ -36,7 +36,6 @@ class Job(NamedTuple):
     requested: Tuple[str, ...]
     root: str
     staging: str = ""         # build: this build's staging directory
-    durable: bool = True      # build: fsync each staged file (else the caller syncs once)
     pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
 
 
@@ -80,11 +79,11 @@ def _task(item: Tuple[int, str]) -> Result:
         return Result(path, out.name, (), found, (), name_at,
                       tuple((d.path, d.kind, d.detail) for d in drifts))
     from cgsc.emit import files_for
-    files = files_for(out)
+    staged = ()
     if _STAGE:
         from cgsc.outdir import stage
-        stage(job.staging, str(index), files, job.durable)
-    return Result(path, out.name, (), tuple(out.diagnostics), tuple(files), name_at)
+        staged = stage(job.staging, str(index), files_for(out))
+    return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at)
 
 
 def default_jobs(count: int) -> int:
@@ -180,11 +179,10 @@ def _at(where: Diagnostic):
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
           jobs: Optional[int] = None) -> List[Result]:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError."""
-    from cgsc.outdir import FSYNC_EACH_LIMIT, OutputDir
+    from cgsc.outdir import OutputDir
     jobs = default_jobs(len(paths)) if jobs is None else jobs
-    durable_each = len(paths) * 4 <= FSYNC_EACH_LIMIT and jobs <= 1
-    with OutputDir(root, durable_each) as out:
-        job = Job("build", tuple(requested), root, out.staging, durable_each)
+    with OutputDir(root) as out:
+        job = Job("build", tuple(requested), root, out.staging)
         problems, valid = _collect(_results(paths, job, jobs))
         if problems:
             raise SpecError(problems)

@@ -108,11 +108,10 @@ def test_a_build_waits_for_the_lock_and_check_takes_it_shared(tmp_path):
     assert_consistent(out)
 
 
-def test_durable_writes_cost_a_sync_or_two_per_fleet(tmp_path, monkeypatch):
+def test_durable_writes_cost_two_syncs_per_build_whatever_its_size(tmp_path, monkeypatch):
     from cgsc import fleet, outdir
-    specs = make_fleet(tmp_path / "specs", 30)
     calls = {"fsync": 0, "syncfs": 0}
-    real_fsync = os.fsync
+    real_fsync, real_syncfs = os.fsync, outdir._syncfs
 
     def fsync(fd):
         calls["fsync"] += 1
@@ -120,15 +119,15 @@ def test_durable_writes_cost_a_sync_or_two_per_fleet(tmp_path, monkeypatch):
 
     def syncfs(fd):
         calls["syncfs"] += 1
+        real_syncfs(fd)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(outdir, "_syncfs", syncfs)
-    fleet.build(specs, (), str(tmp_path / "out"), jobs=1)
-    assert calls["syncfs"] == 2 and calls["fsync"] <= 2    # the journal and its directory
-    assert_consistent(tmp_path / "out")
-    # a small build fsyncs its few files one by one instead: every file and directory
-    calls.update(fsync=0, syncfs=0)
-    fleet.build(specs[:1], (), str(tmp_path / "one"), jobs=1)
-    assert calls["syncfs"] == 0 and calls["fsync"] >= 4 + 2
+    for count in (1, 30):
+        calls.update(fsync=0, syncfs=0)
+        specs = make_fleet(tmp_path / f"specs-{count}", count)
+        fleet.build(specs, (), str(tmp_path / f"out-{count}"), jobs=1)
+        assert calls == {"fsync": 0, "syncfs": 2}   # the commit, and before success
+        assert len(assert_consistent(tmp_path / f"out-{count}")) == count
 
 
 def test_check_reports_a_build_interrupted_after_its_commit(tmp_path):
