@@ -139,17 +139,17 @@ def _build(args) -> int:
         return EXIT_OK
     from cgsc import fleet
     try:
-        outputs = fleet.build(args.specs, args.target, args.output, args.jobs)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
-    _report([d for o in outputs for d in o.diagnostics], args.format)
+    _report(built.diagnostics, args.format)
     if args.format == "text":
-        if len(outputs) == 1:
-            names = ", ".join(sorted(name for name, _sha in outputs[0].files))
-            print(f"cgsc: {args.output}/{outputs[0].name}/: {names}", file=sys.stderr)
+        if built.count == 1:
+            names = ", ".join(sorted(name for name, _sha in built.first.files))
+            print(f"cgsc: {args.output}/{built.first.name}/: {names}", file=sys.stderr)
         else:
-            print(f"cgsc: {len(outputs)} guests written under {args.output}/", file=sys.stderr)
+            print(f"cgsc: {built.count} guests written under {args.output}/", file=sys.stderr)
     return EXIT_OK
 
 

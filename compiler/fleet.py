@@ -176,18 +176,45 @@ def _at(where: Diagnostic):
     return lambda d: d.located(where.file, where.line, where.column)
 
 
+class Built(NamedTuple):
+    count: int                           # guests written
+    first: Optional[Result]              # the first one (its name and files)
+    diagnostics: List[Diagnostic]        # every guest's warnings, in spec order
+
+
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
-          jobs: Optional[int] = None) -> List[Result]:
-    """Build and write a fleet; raises SpecError (nothing written) or WriteError."""
+          jobs: Optional[int] = None) -> Built:
+    """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
+    result is journalled as it arrives and then dropped: memory stays flat."""
+    from cgsc.build import duplicate
     from cgsc.outdir import OutputDir
     jobs = default_jobs(len(paths)) if jobs is None else jobs
+    problems: List[Diagnostic] = []
+    warnings: List[Diagnostic] = []
+    first: Dict[str, str] = {}
+    first_result, refused = None, None
     with OutputDir(root) as out:
         job = Job("build", tuple(requested), root, out.staging)
-        problems, valid = _collect(_results(paths, job, jobs))
+        for index, r in enumerate(_results(paths, job, jobs)):
+            if r.problems:
+                problems.extend(r.problems)
+            elif r.name in first:
+                problems.append(duplicate(r.name, first[r.name], _at(r.name_at)))
+            else:
+                first[r.name] = r.path
+                warnings.extend(r.diagnostics)
+                first_result = first_result or r
+                if not problems and refused is None:
+                    try:
+                        out.add(r.name, str(index), r.files)
+                    except WriteError as exc:  # reported unless a spec error comes too
+                        refused = exc
         if problems:
             raise SpecError(problems)
-        out.commit([(r.name, str(i), r.files) for i, r in valid])
-    return [r for _i, r in valid]
+        if refused is not None:
+            raise refused
+        out.commit()
+    return Built(len(first), first_result, warnings)
 
 
 def check(paths: Sequence[str], requested: Sequence[str], root: str,

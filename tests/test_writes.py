@@ -243,3 +243,23 @@ def test_runner_counts_write_steps(tmp_path):
     # at least: staging mkdir, 4 files opened and chmodded, journal, 4 renames
     assert int(count.read_text()) >= 4 + 4 + 4 + 1
     assert "sys.addaudithook" in RUNNER
+
+
+def test_temporaries_left_by_an_interrupted_cgsc_1_0_build_are_cleaned(tmp_path):
+    """cgsc 1.0 staged ".<file>.<8 random>" beside each file and left them when killed,
+    so `check` reported drift forever. They go; look-alikes that are not cgsc's stay."""
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    guest = out / "node-0000"
+    xml = (guest / "node-0000.xml").read_text()
+    (guest / ".node-0000.sh.k2j3x9a_").write_text("")                  # killed before writing
+    (guest / ".node-0000.xml.0abcdefg").write_text(xml[: len(xml) // 2])  # killed mid-write
+    (guest / ".manifest.json.zz00yy11").write_text('{\n  "cgsc": "1.0.0",\n')
+    kept = {".notes.txt.abcdefgh": "", ".node-0000.sh.abc": "",       # not ours / not the pattern
+            ".node-0000.sh.abcdefgh": "user data\n"}                  # ours by name, not content
+    for name, text in kept.items():
+        (guest / name).write_text(text)
+    assert run_cli("check", *specs, "-o", str(out))[0] == 1
+    _build(specs, out)
+    assert sorted(p.name for p in guest.iterdir() if p.name.startswith(".")) == sorted(kept)
