@@ -113,6 +113,7 @@ def _results(paths: Sequence[str], job: Job, jobs: int):
 def _parallel(items, job: Job, jobs: int):
     import multiprocessing
     import signal
+    from collections import deque
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     _warm()  # workers are forked: they inherit the validator and templates built once here
@@ -133,7 +134,15 @@ def _parallel(items, job: Job, jobs: int):
             process.kill()
     previous = signal.signal(signal.SIGINT, stop)
     try:
-        yield from pool.map(_task, items, chunksize=chunk)
+        # a bounded window of chunks in flight: results never pile up in memory when
+        # this process falls behind (pool.map would submit the whole fleet at once)
+        window = deque()
+        for start in range(0, len(items), chunk):
+            window.append(pool.submit(_chunk, items[start:start + chunk]))
+            if len(window) >= jobs * 4:
+                yield from window.popleft().result()
+        while window:
+            yield from window.popleft().result()
     except BrokenProcessPool as exc:
         if interrupted:
             raise KeyboardInterrupt from None
@@ -144,6 +153,10 @@ def _parallel(items, job: Job, jobs: int):
         signal.signal(signal.SIGINT, previous)
         if interrupted:
             raise KeyboardInterrupt
+
+
+def _chunk(items) -> List[Result]:
+    return [_task(item) for item in items]
 
 
 def _warm() -> None:

@@ -88,8 +88,10 @@ def test_sigint_stops_a_parallel_build_cleanly(tmp_path):
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     _o, err = proc.communicate(timeout=120)
-    if proc.returncode == 130:        # interrupted before the commit: nothing written
-        assert not out.exists() or os.listdir(out) == [], os.listdir(out)
-    else:                             # it had finished (a fast machine): the whole fleet
-        assert proc.returncode == 0, err
+    assert proc.returncode in (0, 130), err
+    # before the commit: nothing written; during or after it (signals are held while
+    # committing): the whole fleet, consistent
+    if out.exists() and os.listdir(out):
         assert len(assert_consistent(out)) == 400
+    else:
+        assert proc.returncode == 130
