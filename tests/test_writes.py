@@ -263,3 +263,29 @@ def test_temporaries_left_by_an_interrupted_cgsc_1_0_build_are_cleaned(tmp_path)
     assert run_cli("check", *specs, "-o", str(out))[0] == 1
     _build(specs, out)
     assert sorted(p.name for p in guest.iterdir() if p.name.startswith(".")) == sorted(kept)
+
+
+def test_a_symlink_inside_a_guest_directory_is_replaced_not_followed(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    outside = tmp_path / "outside.sh"
+    outside.write_text("#!/bin/sh\necho not cgsc's\n")
+    script = out / "node-0000" / "node-0000.sh"
+    script.unlink()
+    os.symlink(outside, script)
+    _build(specs, out)
+    assert outside.read_text() == "#!/bin/sh\necho not cgsc's\n"
+    assert not script.is_symlink()
+    assert_consistent(out)
+
+
+def test_check_does_not_read_through_a_guest_directory_symlink(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    real = tmp_path / "real"
+    _build(specs, real)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(real / "node-0000", out / "node-0000")   # the right files, behind a symlink
+    code, stdout, _e = run_cli("check", *specs, "-o", str(out))
+    assert code == 1 and "a symlink, not cgsc's output" in stdout
