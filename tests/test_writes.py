@@ -289,3 +289,31 @@ def test_check_does_not_read_through_a_guest_directory_symlink(tmp_path):
     os.symlink(real / "node-0000", out / "node-0000")   # the right files, behind a symlink
     code, stdout, _e = run_cli("check", *specs, "-o", str(out))
     assert code == 1 and "a symlink, not cgsc's output" in stdout
+
+
+def test_a_planted_journal_reaches_nothing_outside_cgsc_s_own_files(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("precious\n")
+    sha = hashlib.sha256(victim.read_bytes()).hexdigest()
+    private = out / ".cgsc"
+    private.mkdir()
+    # a path where a name must be: refused, nothing touched
+    (private / "journal.json").write_text(
+        json.dumps({"staging": "x"}) + "\n" + json.dumps(
+            {"guest": "..", "slot": "0", "files": [], "leftovers": [],
+             "stale": [{"file": str(victim), "sha256": sha}]}) + "\n")
+    code, _o, err = run_cli("build", *specs, "-o", str(out))
+    assert code == 2 and "not a journal cgsc wrote" in err
+    assert victim.read_text() == "precious\n"
+    # well-formed, but its files were never staged: an uncommitted build, discarded
+    (private / "journal.json").write_text(
+        json.dumps({"staging": "x"}) + "\n" + json.dumps(
+            {"guest": "node-0000", "slot": "0", "leftovers": [], "stale": [],
+             "files": [{"file": "node-0000.sh", "sha256": "0" * 64}]}) + "\n")
+    before = tree(out / "node-0000")
+    _build(specs, out)
+    assert tree(out / "node-0000") == before and not private.exists()
+    assert victim.read_text() == "precious\n"
