@@ -53,56 +53,64 @@ def skipped_targets(compiled: Compiled, requested: Sequence[str]) -> List[tuple]
         return []
     out = []
     for name in targets.BUILTIN:
-        why = targets.get(name).unsupported(compiled.plan)
-        if why is not None:
-            out.append((name, why.rule, why.message))
+        why = targets.refusals(targets.get(name), compiled.plan)
+        if why:
+            out.append((name, why[0].rule, why[0].message))
     return out
 
 
+def build_one(path: str, requested: Sequence[str] = ()):
+    """Compile and render one spec: (GuestOutput, []) or (None, its diagnostics)."""
+    try:
+        compiled = compile_spec(path)
+    except SpecError as exc:
+        return None, list(exc.diagnostics)
+    plan = compiled.plan
+    chosen, errors = choose_targets(compiled, requested)
+    if errors:
+        return None, [compiled.locate(d) for d in errors]
+    artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
+    return GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
+                       artifacts, plan.warnings, plan.waivers, compiled.warnings,
+                       compiled.locate,
+                       skipped=tuple(skipped_targets(compiled, requested)),
+                       attestation=plan.attestation), []
+
+
+def duplicate(name: str, first_path: str, locate) -> Diagnostic:
+    return locate(DUPLICATE_NAME.error(
+        ("guest", "name"), f"{name!r} is also built from {first_path}",
+        "give every guest its own name"))
+
+
 def duplicate_names(built) -> List[Diagnostic]:
-    """DUPLICATE_NAME for every guest of [(spec path, GuestOutput)] whose name an earlier
-    one already has: their artifacts would overwrite each other."""
+    """A duplicate() error for every guest of [(spec path, GuestOutput)] whose name an
+    earlier one already has: their artifacts would overwrite each other."""
     first, out = {}, []
     for path, output in built:
         if output.name in first:
-            out.append(output.locate(DUPLICATE_NAME.error(
-                ("guest", "name"), f"{output.name!r} is also built from {first[output.name]}",
-                "give every guest its own name")))
+            out.append(duplicate(output.name, first[output.name], output.locate))
         else:
             first[output.name] = path
     return out
 
 
 def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutput]:
-    """Compile and render every spec; raises SpecError carrying every diagnostic of every spec."""
+    """Compile and render every spec in memory; raises SpecError carrying every diagnostic
+    of every spec. (Writing a fleet streams instead: fleet.py.)"""
     outputs: List[GuestOutput] = []
     problems: List[Diagnostic] = []
     names = {}
     for path in paths:
-        try:
-            compiled = compile_spec(path)
-        except SpecError as exc:
-            problems.extend(exc.diagnostics)
-            continue
-        plan = compiled.plan
-        chosen, errors = choose_targets(compiled, requested)
+        out, errors = build_one(path, requested)
         if errors:
-            problems.extend(compiled.locate(d) for d in errors)
+            problems.extend(errors)
             continue
-        if plan.name in names:
-            problems.append(compiled.locate(DUPLICATE_NAME.error(
-                ("guest", "name"), f"{plan.name!r} is also built from {names[plan.name]}",
-                "give every guest its own name")))
+        if out.name in names:
+            problems.append(duplicate(out.name, names[out.name], out.locate))
             continue
-        names[plan.name] = path
-        artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
-        outputs.append(GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
-                                   artifacts, plan.warnings, plan.waivers, compiled.warnings,
-                                   compiled.locate,
-                                   skipped=tuple(skipped_targets(compiled, requested)),
-                                   attestation=plan.attestation))
+        names[out.name] = path
+        outputs.append(out)
     if problems:
         raise SpecError(problems)
     return outputs
-
-

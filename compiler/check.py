@@ -19,14 +19,25 @@ DRIFT = Rule(
 
 class Drift(NamedTuple):
     path: str        # the artifact's path on disk
-    kind: str        # "changed", "missing", "extra", "mode"
+    kind: str        # "changed", "missing", "extra", "mode", "pending"
     detail: str      # a unified diff, or a one-line description
 
 
-def compare(root: str, out: GuestOutput) -> List[Drift]:
+def finding(out: GuestOutput, drift: Drift):
+    """A drift as a diagnostic located at the spec's [guest] name."""
+    return out.locate(DRIFT.error(("guest", "name"), f"{drift.path}: {drift.kind}; run `cgsc build`",
+                                  "commit what `cgsc build` writes"))
+
+
+def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
     directory = os.path.join(root, out.name)
     expected = files_for(out)
     drifts: List[Drift] = []
+    if pending:  # outdir.py: a committed build was interrupted; its files are half installed
+        drifts.append(Drift(directory, "pending", f"interrupted build not yet finished: "
+                            f"{directory} (the next `cgsc build` completes it)"))
+    if os.path.islink(directory):  # never read through a symlink cgsc does not write through
+        return drifts + [Drift(directory, "changed", f"a symlink, not cgsc's output: {directory}")]
     for name, (content, mode) in sorted(expected.items()):
         path = os.path.join(directory, name)
         try:
@@ -99,14 +110,11 @@ def discover(root: str):
     return found, orphans
 
 
-def gather(specs: Sequence[str], root: str, requested: Sequence[str],
-           everything: bool) -> Tuple[List[GuestOutput], List[Drift]]:
-    """Build, in memory, the named specs and (with `everything`) every spec whose manifest
-    is under `root`, each with the targets its manifest lists unless -t names some;
-    returns the outputs and the orphaned guest directories. Raises SpecError."""
-    from cgsc.build import build
-    from cgsc.diagnostics import SpecError
-    groups = {tuple(requested): list(specs)}   # targets -> the specs built with them
+def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything: bool):
+    """What to check: the named specs and (with `everything`) every spec whose manifest is
+    under `root`, each with the targets its manifest lists unless -t names some. Returns
+    (targets -> specs, spec -> the directory of its manifest, orphaned guest directories)."""
+    groups = {tuple(requested): list(specs)}   # targets -> the specs checked with them
     homes = {}                                 # spec -> the directory of its manifest
     orphans: List[Drift] = []
     if everything:
@@ -121,22 +129,14 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str],
                 named.add(os.path.realpath(spec))
                 groups.setdefault(tuple(requested) or built, []).append(spec)
                 homes[spec] = directory
-    outputs: List[GuestOutput] = []
-    problems = []
-    for chosen, group in groups.items():
-        try:
-            built = build(group, chosen) if group else []
-        except SpecError as exc:
-            problems += exc.diagnostics
-            continue
-        outputs += built
-        orphans += [Drift(homes[s], "orphan", f"orphan: {homes[s]}: {s} now builds guest "
-                          f"{o.name!r}, not {os.path.basename(homes[s])!r}")
-                    for s, o in zip(group, built)
-                    if s in homes and o.name != os.path.basename(homes[s])]
-    if problems:
-        raise SpecError(problems)
-    return outputs, orphans
+    return groups, homes, orphans
+
+
+def renamed(results, homes) -> List[Drift]:
+    """Guest directories whose spec now builds a guest of another name (orphans too)."""
+    return [Drift(homes[r.path], "orphan", f"orphan: {homes[r.path]}: {r.path} now builds "
+                  f"guest {r.name!r}, not {os.path.basename(homes[r.path])!r}")
+            for r in results if r.path in homes and r.name != os.path.basename(homes[r.path])]
 
 
 def _measurement_lines(name: str, actual: str, expected: str) -> str:

@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--stdout", action="store_true",
                    help="print the artifacts on stdout instead of writing them; diagnostics, "
                         "in any --format, then go to stderr")
+    b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                   help="worker processes (default: every core for a large fleet, else 1)")
     with_format(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
     v.add_argument("specs", nargs="+", metavar="SPEC")
@@ -64,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
     c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="as for build")
+    c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
     with_format(c)
     e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
     e.add_argument("specs", nargs="+", metavar="SPEC")
@@ -90,6 +93,12 @@ def parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("completion", help="print a shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh", "fish"))
     return p
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of processes, not {text!r}")
+    return int(text)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -158,17 +167,21 @@ def _known_targets(names) -> None:
                      + ", ".join(targets.available()))
 
 
+def _skip_notes(skipped, fmt: str) -> None:
+    """A default build that left a target out says which and why (stderr, text format)."""
+    if fmt == "text":
+        for guest, target, rule, reason in skipped:
+            print(f"cgsc: note: {guest}: target {target} skipped: {reason} [{rule}]",
+                  file=sys.stderr)
+
+
 def _build(args) -> int:
-    from cgsc.build import build
-    from cgsc.emit import WriteError, files_for, write_all
-    outputs = build(args.specs, args.target)
-    _report([d for o in outputs for d in o.diagnostics], args.format)
-    if args.format == "text":
-        for o in outputs:
-            for target, rule, reason in o.skipped:
-                print(f"cgsc: note: {o.name}: target {target} skipped: {reason} [{rule}]",
-                      file=sys.stderr)
+    from cgsc.emit import WriteError
     if args.stdout:
+        from cgsc.build import build
+        outputs = build(args.specs, args.target)
+        _report([d for o in outputs for d in o.diagnostics], args.format)
+        _skip_notes([(o.name,) + why for o in outputs for why in o.skipped], args.format)
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
         for o in outputs:
             for _target, a in o.artifacts:
@@ -176,17 +189,20 @@ def _build(args) -> int:
                     sys.stdout.write(f"==> {o.name}/{a.filename} <==\n")
                 sys.stdout.write(a.content)
         return EXIT_OK
+    from cgsc import fleet
     try:
-        write_all(args.output, outputs)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
+    _report(built.diagnostics, args.format)
+    _skip_notes(built.skipped, args.format)
     if args.format == "text":
-        if len(outputs) == 1:
-            names = ", ".join(sorted(files_for(outputs[0])))
-            print(f"cgsc: {args.output}/{outputs[0].name}/: {names}", file=sys.stderr)
+        if built.count == 1:
+            names = ", ".join(sorted(name for name, _sha in built.first.files))
+            print(f"cgsc: {args.output}/{built.first.name}/: {names}", file=sys.stderr)
         else:
-            print(f"cgsc: {len(outputs)} guests written under {args.output}/", file=sys.stderr)
+            print(f"cgsc: {built.count} guests written under {args.output}/", file=sys.stderr)
     return EXIT_OK
 
 
@@ -233,10 +249,20 @@ def _validate(args) -> int:
 
 
 def _check(args) -> int:
-    from cgsc.check import DRIFT, ORPHAN, compare, gather
+    from cgsc import fleet
+    from cgsc.check import DRIFT, ORPHAN, gather, renamed
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
-    outputs, orphans = gather(args.specs, args.output, args.target, args.all)
+    groups, homes, orphans = gather(args.specs, args.output, args.target, args.all)
+    outputs, problems = [], []
+    for chosen, group in groups.items():   # specs checked with the same targets
+        try:
+            outputs += fleet.check(group, chosen, args.output, args.jobs) if group else []
+        except SpecError as exc:
+            problems += exc.diagnostics
+    if problems:
+        raise SpecError(problems)
+    orphans += renamed(outputs, homes)
     findings = []
     for drift in orphans:
         if args.format == "text":
@@ -244,13 +270,9 @@ def _check(args) -> int:
         findings.append(ORPHAN.error((), drift.detail.split(": ", 2)[-1],
                                      "remove the directory or restore its spec").located(drift.path, 0))
     for o in outputs:
-        drifts = compare(args.output, o)
         if args.format == "text":
-            for drift in drifts:
-                sys.stdout.write(drift.detail if drift.detail.endswith("\n") else drift.detail + "\n")
-        findings += [o.locate(DRIFT.error(("guest", "name"), f"{d.path}: {d.kind}; run `cgsc build`",
-                                          "commit what `cgsc build` writes"))
-                     for d in drifts]
+            for _path, _kind, detail in o.drifts:
+                sys.stdout.write(detail if detail.endswith("\n") else detail + "\n")
         findings += list(o.diagnostics)
     _report(findings, args.format)
     drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))

@@ -1,17 +1,14 @@
-"""Emit: write rendered artifacts atomically, with a manifest per guest.
+"""Emit: what a guest's output directory holds, its manifest included.
 
-Everything is rendered before this runs; a build that fails never gets here, so
-the output directory stays exactly as it was.
+How it gets onto disk (locked, staged, journalled, durable) is outdir.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import cgsc
 
@@ -62,75 +59,3 @@ def files_for(out: GuestOutput) -> Dict[str, tuple]:
 
 class WriteError(Exception):
     """The output directory cannot take the artifacts (permissions, a file in the way...)."""
-
-
-def _stage(path: str, content: str, mode: int) -> str:
-    """Write content to a temporary file beside `path`; returns the temporary's path."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(content)
-        os.chmod(tmp, mode)
-    except BaseException:
-        _discard([tmp])
-        raise
-    return tmp
-
-
-def _discard(paths) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-def _previous_files(directory: str) -> List[str]:
-    try:
-        with open(os.path.join(directory, MANIFEST), encoding="utf-8") as fh:
-            return [a["file"] for a in json.load(fh).get("artifacts", [])]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []
-
-
-def _makedirs(directory: str) -> List[str]:
-    """os.makedirs that returns the directories it created, outermost first."""
-    missing = []
-    while directory and not os.path.isdir(directory):
-        missing.append(directory)
-        directory = os.path.dirname(directory)
-    for path in reversed(missing):
-        os.mkdir(path)
-    return list(reversed(missing))
-
-
-def write_all(root: str, outputs: Sequence[GuestOutput]) -> None:
-    """Write every guest's directory in two phases: stage every file as a temporary beside
-    its destination (any failure removes them all and changes nothing), then rename each
-    into place. Artifacts that a guest's previous manifest listed and this build no longer
-    makes are removed."""
-    staged: List[tuple] = []     # (temporary, destination)
-    stale: List[str] = []
-    created: List[str] = []      # directories this build made, removed again on failure
-    try:
-        for out in outputs:
-            directory = os.path.join(root, out.name)
-            created += _makedirs(directory)
-            files = files_for(out)
-            stale += [os.path.join(directory, f) for f in _previous_files(directory)
-                      if f not in files and os.path.basename(f) == f]
-            for name, (content, mode) in files.items():
-                path = os.path.join(directory, name)
-                staged.append((_stage(path, content, mode), path))
-    except OSError as exc:
-        _discard(tmp for tmp, _dest in staged)
-        for directory in reversed(created):
-            try:
-                os.rmdir(directory)
-            except OSError:
-                pass
-        raise WriteError(f"cannot write under {root}: {exc.strerror or exc}"
-                         + (f" ({exc.filename})" if getattr(exc, "filename", None) else "")) from exc
-    for tmp, dest in staged:
-        os.replace(tmp, dest)
-    _discard(stale)

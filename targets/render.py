@@ -11,38 +11,23 @@ from cgsc.plan import LaunchPlan
 
 @lru_cache(maxsize=None)
 def environment():
-    import os
-
+    """The one Jinja2 environment. No bytecode cache: compiled templates ship with the
+    package (template_code.py), never read from a cache directory."""
     import jinja2
     from cgsc import escape
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
-        trim_blocks=True, lstrip_blocks=True, bytecode_cache=_bytecode_cache(jinja2))
+        loader=None, undefined=jinja2.StrictUndefined, autoescape=False,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(sh=escape.shell_word, sdexec=escape.systemd_exec_word,
                        sdvalue=escape.systemd_value, sdpath=escape.systemd_path_word,
                        comment=comment_line, hash_comment=escape.hash_comment)
     return env
 
 
-def _bytecode_cache(jinja2):
-    """Compiled templates cached per user, like __pycache__: compiling them costs more than
-    the rest of a one-spec build. Jinja checks each entry against the template's source
-    checksum; CGSC_NO_CACHE=1 or an unwritable cache directory turns it off."""
-    import os
-    if os.environ.get("CGSC_NO_CACHE") == "1":
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "cgsc", f"templates-{cgsc.__version__}")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        return None
-    return jinja2.FileSystemBytecodeCache(path) if os.access(path, os.W_OK) else None
-
-
+@lru_cache(maxsize=None)
 def template(name: str):
-    return environment().get_template(name)
+    from cgsc.targets import template_code
+    return template_code.load(environment(), name)
 
 
 def generated_by(plan: LaunchPlan) -> str:

@@ -1,0 +1,252 @@
+"""Fleet builds and checks: one spec at a time through a task that compiles, renders and
+stages (or compares) it, run in this process or in worker processes.
+
+A large fleet uses every core; a small one never pays for starting workers. Workers
+return only small records (names, diagnostics), so memory does not grow with the fleet:
+rendered artifacts go straight to the staging directory (build) or are compared and
+dropped (check). Results are consumed in spec order and the same task runs either way,
+so the output, its order and the diagnostics are the same as a one-process run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from cgsc.diagnostics import Diagnostic, SpecError
+from cgsc.emit import WriteError
+
+# Below this many specs a build stays in one process: starting workers (tens of ms)
+# would cost more than they save.
+PARALLEL_MIN = 48
+
+
+class Result(NamedTuple):
+    path: str
+    name: Optional[str]                  # None when the spec has errors
+    problems: Tuple[Diagnostic, ...]     # its errors
+    diagnostics: Tuple[Diagnostic, ...]  # its warnings (build), warnings + drift (check)
+    files: Tuple[Tuple[str, str], ...]   # (file name, sha256) staged for it (build)
+    name_at: Optional[Diagnostic]        # where [guest] name is, for a duplicate's error
+    drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
+    skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
+
+
+class Job(NamedTuple):
+    mode: str                 # "build" or "check"
+    requested: Tuple[str, ...]
+    root: str
+    staging: str = ""         # build: this build's staging directory
+    pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
+
+
+_JOB: Optional[Job] = None
+_STAGE = True   # cleared in a one-process build once a spec has failed: nothing to stage
+
+
+def _init(job: Job, parent: int) -> None:
+    import signal
+    global _JOB
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    _die_with(parent)
+    _JOB = job
+
+
+def _die_with(parent: int) -> None:
+    """A worker must not outlive a killed build: it would hold the output directory's
+    lock (an inherited descriptor) and keep writing into a staging directory."""
+    import signal
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _task(item: Tuple[int, str]) -> Result:
+    from cgsc.build import build_one
+    index, path = item
+    job = _JOB
+    out, problems = build_one(path, job.requested)
+    if problems:
+        return Result(path, None, tuple(problems), (), (), None)
+    name_at = out.locate(Diagnostic("", ("guest", "name"), ""))
+    if job.mode == "check":
+        from cgsc.check import compare, finding
+        drifts = compare(job.root, out, pending=out.name in job.pending)
+        found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
+        return Result(path, out.name, (), found, (), name_at,
+                      tuple((d.path, d.kind, d.detail) for d in drifts))
+    from cgsc.emit import files_for
+    staged = ()
+    if _STAGE:
+        from cgsc.outdir import stage
+        staged = stage(job.staging, str(index), files_for(out))
+    return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at,
+                  skipped=tuple(out.skipped))
+
+
+def default_jobs(count: int) -> int:
+    if count < PARALLEL_MIN:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _results(paths: Sequence[str], job: Job, jobs: int):
+    """Every spec's Result, in spec order."""
+    global _JOB, _STAGE
+    items = list(enumerate(paths))
+    if jobs <= 1 or len(paths) < 2:
+        _JOB, _STAGE = job, True
+        for item in items:
+            result = _task(item)
+            if result.problems:
+                _STAGE = False
+            yield result
+        return
+    yield from _parallel(items, job, min(jobs, len(paths)))
+
+
+def _parallel(items, job: Job, jobs: int):
+    import multiprocessing
+    import signal
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    _warm()  # workers are forked: they inherit the validator and templates built once here
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:
+        context = None
+    chunk = max(1, min(32, len(items) // (jobs * 4)))
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init,
+                               initargs=(job, os.getpid()))
+    interrupted = []
+
+    def stop(signum, frame):
+        # ^C: stop the workers (they ignore SIGINT) rather than unwind through the
+        # executor's threads; the broken pool below then becomes KeyboardInterrupt
+        interrupted.append(signum)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        # a bounded window of chunks in flight: results never pile up in memory when
+        # this process falls behind (pool.map would submit the whole fleet at once)
+        window = deque()
+        for start in range(0, len(items), chunk):
+            window.append(pool.submit(_chunk, items[start:start + chunk]))
+            if len(window) >= jobs * 4:
+                yield from window.popleft().result()
+        while window:
+            yield from window.popleft().result()
+    except BrokenProcessPool as exc:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise WriteError("a worker process died (killed by a signal or out of memory); "
+                         "nothing written") from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            raise KeyboardInterrupt
+
+
+def _chunk(items) -> List[Result]:
+    return [_task(item) for item in items]
+
+
+def _warm() -> None:
+    from cgsc.targets.render import template
+    from cgsc.targets.template_code import TEMPLATES
+    from cgsc.validate import validator
+    validator()
+    for name in TEMPLATES:
+        template(name)
+
+
+def _collect(results, locate_duplicates: bool = True):
+    """Problems (with duplicate names) and the valid results, in spec order."""
+    from cgsc.build import duplicate
+    problems: List[Diagnostic] = []
+    valid: List[Tuple[int, Result]] = []
+    first: Dict[str, str] = {}
+    for index, r in enumerate(results):
+        if r.problems:
+            problems.extend(r.problems)
+        elif r.name in first:
+            problems.append(duplicate(r.name, first[r.name], _at(r.name_at)))
+        else:
+            first[r.name] = r.path
+            valid.append((index, r))
+    return problems, valid
+
+
+def _at(where: Diagnostic):
+    return lambda d: d.located(where.file, where.line, where.column)
+
+
+class Built(NamedTuple):
+    count: int                           # guests written
+    first: Optional[Result]              # the first one (its name and files)
+    diagnostics: List[Diagnostic]        # every guest's warnings, in spec order
+    skipped: List[Tuple[str, str, str, str]] = []   # (guest, target, rule, reason)
+
+
+def build(paths: Sequence[str], requested: Sequence[str], root: str,
+          jobs: Optional[int] = None) -> Built:
+    """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
+    result is journalled as it arrives and then dropped: memory stays flat."""
+    from cgsc.build import duplicate
+    from cgsc.outdir import OutputDir
+    jobs = default_jobs(len(paths)) if jobs is None else jobs
+    problems: List[Diagnostic] = []
+    warnings: List[Diagnostic] = []
+    skipped: List[Tuple[str, str, str, str]] = []
+    first: Dict[str, str] = {}
+    first_result, refused = None, None
+    with OutputDir(root) as out:
+        job = Job("build", tuple(requested), root, out.staging)
+        for index, r in enumerate(_results(paths, job, jobs)):
+            if r.problems:
+                problems.extend(r.problems)
+            elif r.name in first:
+                problems.append(duplicate(r.name, first[r.name], _at(r.name_at)))
+            else:
+                first[r.name] = r.path
+                warnings.extend(r.diagnostics)
+                skipped.extend((r.name,) + why for why in r.skipped)
+                first_result = first_result or r
+                if not problems and refused is None:
+                    try:
+                        out.add(r.name, str(index), r.files)
+                    except WriteError as exc:  # reported unless a spec error comes too
+                        refused = exc
+        if problems:
+            raise SpecError(problems)
+        if refused is not None:
+            raise refused
+        out.commit()
+    return Built(len(first), first_result, warnings, skipped)
+
+
+def check(paths: Sequence[str], requested: Sequence[str], root: str,
+          jobs: Optional[int] = None) -> List[Result]:
+    """Compare a fleet with what is on disk, under a shared lock; raises SpecError."""
+    from cgsc.outdir import pending, shared_lock
+    jobs = default_jobs(len(paths)) if jobs is None else jobs
+    lock = shared_lock(root)
+    try:
+        job = Job("check", tuple(requested), root, pending=tuple(pending(root)))
+        problems, valid = _collect(_results(paths, job, jobs))
+    finally:
+        if lock >= 0:
+            os.close(lock)
+    if problems:
+        raise SpecError(problems)
+    return [r for _i, r in valid]

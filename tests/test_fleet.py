@@ -1,0 +1,97 @@
+"""Fleet builds in worker processes (issue 13): the same trees, order and diagnostics as
+one process; a worker killed mid-build leaves the tree as it was."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from helpers import EXAMPLES
+from writes_helpers import assert_consistent, cgsc, make_fleet, run_hooked, tree
+
+
+def _fleet_with_problems(tmp_path):
+    """Valid specs, invalid ones, a duplicate name and specs with warnings, interleaved."""
+    specs = make_fleet(tmp_path / "specs", 40, bad={5, 23})
+    dup = tmp_path / "specs" / "dup.toml"
+    with open(specs[7], encoding="utf-8") as fh:
+        dup.write_text(fh.read())
+    sev = [s for s in EXAMPLES if s.endswith("/sev.toml")]  # a spec with a warning
+    return specs[:20] + [str(dup)] + sev + specs[20:]
+
+
+def test_parallel_and_one_process_builds_write_identical_trees(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 50) + [s for s in EXAMPLES if s.endswith("/sev.toml")]
+    one = cgsc("build", "-j", "1", *specs, "-o", str(tmp_path / "one"))
+    two = cgsc("build", "-j", "2", *specs, "-o", str(tmp_path / "two"))
+    auto = cgsc("build", *specs, "-o", str(tmp_path / "auto"))
+    assert one.returncode == two.returncode == auto.returncode == 0, two.stderr
+    assert (one.stdout, one.stderr.replace("/one/", "/x/")) == \
+        (two.stdout, two.stderr.replace("/two/", "/x/")) == \
+        (auto.stdout, auto.stderr.replace("/auto/", "/x/"))
+    assert "CGS-SEV-013" in one.stderr          # the warning, reported once, in order
+    assert tree(tmp_path / "one") == tree(tmp_path / "two") == tree(tmp_path / "auto")
+    assert len(assert_consistent(tmp_path / "two")) == 51
+
+
+def test_parallel_and_one_process_report_the_same_errors_and_write_nothing(tmp_path):
+    specs = _fleet_with_problems(tmp_path)
+    results = {}
+    for jobs in ("1", "2"):
+        for fmt in ("text", "json"):
+            out = tmp_path / f"out-{jobs}"
+            r = cgsc("build", "-j", jobs, "--format", fmt, *specs, "-o", str(out))
+            assert r.returncode == 1 and not out.exists()
+            results[jobs, fmt] = (r.stdout, r.stderr)
+    assert results["1", "text"] == results["2", "text"]
+    assert results["1", "json"] == results["2", "json"]
+    text = results["1", "text"][1]
+    assert "CGS-TARGET-002" in text and "node-0005.toml" in text and "node-0023.toml" in text
+
+
+def test_parallel_check_matches_one_process_check(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 50)
+    out = tmp_path / "out"
+    assert cgsc("build", *specs, "-o", str(out)).returncode == 0
+    (out / "node-0003" / "node-0003.sh").write_text("#!/bin/sh\n")
+    (out / "node-0040" / "extra.txt").write_text("x\n")
+    one = cgsc("check", "-j", "1", *specs, "-o", str(out))
+    two = cgsc("check", "-j", "2", *specs, "-o", str(out))
+    assert one.returncode == two.returncode == 1
+    assert (one.stdout, one.stderr) == (two.stdout, two.stderr)
+    assert "node-0003.sh" in one.stdout and "extra: " in one.stdout
+
+
+def test_a_worker_killed_mid_build_leaves_the_tree_as_it_was(tmp_path):
+    old = make_fleet(tmp_path / "old", 50)
+    new = make_fleet(tmp_path / "new", 50, variant=" v2")
+    out = tmp_path / "out"
+    assert cgsc("build", *old, "-o", str(out)).returncode == 0
+    before = tree(out)
+    for at in (1, 7, 40):
+        result = run_hooked(["build", "-j", "2", *new, "-o", str(out)], KILL_AT=at, KILL_IN="worker")
+        assert result.returncode == 2 and "worker process died" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert tree(out) == before          # nothing written, staging cleaned
+    assert cgsc("build", *new, "-o", str(out)).returncode == 0
+    assert_consistent(out)
+
+
+def test_sigint_stops_a_parallel_build_cleanly(tmp_path):
+    import subprocess
+    import sys
+    import time
+    specs = make_fleet(tmp_path / "specs", 400)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "cgsc", "build", "-j", "2", *specs, "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _o, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), err
+    # before the commit: nothing written; during or after it (signals are held while
+    # committing): the whole fleet, consistent
+    if out.exists() and os.listdir(out):
+        assert len(assert_consistent(out)) == 400
+    else:
+        assert proc.returncode == 130

@@ -1,0 +1,319 @@
+"""Crash-safety and concurrency of writes (issue 12): locked, journalled, durable writes
+that never go through a symlink and never delete what cgsc did not write."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import run_cli
+from writes_helpers import (RUNNER, assert_consistent, cgsc, make_fleet, run_hooked, tree)
+
+
+def _build(specs, out, *extra):
+    code, _o, err = run_cli("build", *map(str, specs), "-o", str(out), *extra)
+    assert code == 0, err
+    return err
+
+
+def test_a_guest_directory_that_is_a_symlink_is_refused(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not cgsc's\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(elsewhere, out / "node-0001")
+    code, _o, err = run_cli("build", *specs, "-o", str(out))
+    assert code == 2 and "symlink" in err and "nothing written" in err
+    assert sorted(os.listdir(elsewhere)) == ["keep.txt"]
+    assert sorted(os.listdir(out)) == ["node-0001"]     # node-0000 not written either
+
+
+def test_a_planted_manifest_deletes_nothing_cgsc_did_not_write(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    guest = out / "node-0000"
+    victim = tmp_path / "victim.conf"
+    victim.write_text("precious\n")
+    own = guest / "notes.txt"                 # a user's file inside the guest directory
+    own.write_text("mine\n")
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    manifest = json.loads((guest / "manifest.json").read_text())
+    manifest["artifacts"] += [
+        {"file": str(victim), "target": "shell", "mode": "0644", "sha256": digest(victim)},
+        {"file": "../../victim.conf", "target": "shell", "mode": "0644", "sha256": digest(victim)},
+        {"file": "notes.txt", "target": "shell", "mode": "0644", "sha256": digest(own)},
+        {"file": "/etc/hostname", "target": "shell", "mode": "0644", "sha256": "0" * 64}]
+    (guest / "manifest.json").write_text(json.dumps(manifest))
+    _build(specs, out, "-t", "shell")
+    assert victim.read_text() == "precious\n" and own.read_text() == "mine\n"
+    # what cgsc's own previous build wrote and this one does not is removed
+    assert not (guest / "node-0000.xml").exists() and (guest / "node-0000.sh").exists()
+
+
+def test_stale_file_with_other_content_is_kept(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    xml = out / "node-0000" / "node-0000.xml"
+    xml.write_text(xml.read_text() + "<!-- edited by hand -->\n")
+    _build(specs, out, "-t", "shell")
+    assert xml.exists()   # not what cgsc wrote any more: not cgsc's to delete
+
+
+def test_a_private_directory_that_is_a_symlink_is_refused(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "trap").mkdir()
+    os.symlink(tmp_path / "trap", out / ".cgsc")
+    code, _o, err = run_cli("build", *specs, "-o", str(out))
+    assert code == 2 and "symlink" in err
+    assert os.listdir(tmp_path / "trap") == []
+
+
+def test_a_successful_build_leaves_only_guest_directories(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 3)
+    out = tmp_path / "out"
+    _build(specs, out)
+    assert sorted(os.listdir(out)) == ["node-0000", "node-0001", "node-0002"]
+    assert_consistent(out)
+
+
+def test_a_build_waits_for_the_lock_and_check_takes_it_shared(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    proc = subprocess.Popen([sys.executable, "-m", "cgsc", "build", *specs, "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None          # still waiting: it did not interleave
+    finally:
+        os.close(fd)
+    _o, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "waiting for another cgsc build" in err
+    assert_consistent(out)
+
+
+def test_durable_writes_cost_two_syncs_per_build_whatever_its_size(tmp_path, monkeypatch):
+    from cgsc import fleet, outdir
+    calls = {"fsync": 0, "syncfs": 0}
+    real_fsync, real_syncfs = os.fsync, outdir._syncfs
+
+    def fsync(fd):
+        calls["fsync"] += 1
+        real_fsync(fd)
+
+    def syncfs(fd):
+        calls["syncfs"] += 1
+        real_syncfs(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(outdir, "_syncfs", syncfs)
+    for count in (1, 30):
+        calls.update(fsync=0, syncfs=0)
+        specs = make_fleet(tmp_path / f"specs-{count}", count)
+        fleet.build(specs, (), str(tmp_path / f"out-{count}"), jobs=1)
+        assert calls == {"fsync": 0, "syncfs": 2}   # the commit, and before success
+        assert len(assert_consistent(tmp_path / f"out-{count}")) == count
+
+
+def test_check_reports_a_build_interrupted_after_its_commit(tmp_path):
+    old = make_fleet(tmp_path / "old", 3)
+    new = make_fleet(tmp_path / "new", 3, variant=" v2")
+    out = tmp_path / "out"
+    _build(old, out)
+    count = tmp_path / "count"
+    assert run_hooked(["build", *new, "-o", str(out)], COUNT_FILE=count).returncode == 0
+    steps = int(count.read_text())
+    _build(old, out)
+    # the journal is renamed into place, then the guests' files: kill after the journal
+    killed = None
+    for at in range(steps - 1, 0, -1):
+        _build(old, out)
+        result = run_hooked(["build", *new, "-o", str(out)], KILL_AT=at)
+        assert result.returncode == -signal.SIGKILL
+        if os.path.exists(out / ".cgsc" / "journal.json"):
+            killed = at
+            break
+    assert killed is not None
+    code, stdout, _e = run_cli("check", *new, "-o", str(out))
+    assert code == 1 and "interrupted build not yet finished" in stdout
+    _build(new, out)
+    assert run_cli("check", *new, "-o", str(out))[0] == 0
+    assert_consistent(out)
+
+
+def test_a_build_killed_at_every_write_step_recovers(tmp_path):
+    """Fault injection at each write step: SIGKILL there; the next build (of either state)
+    first finishes a committed build or discards an uncommitted one, and ends
+    byte-identical to a fresh build of its specs, with no stray file or directory."""
+    old = make_fleet(tmp_path / "old", 2)
+    new = make_fleet(tmp_path / "new", 2, variant=" v2")
+    fresh_old, fresh_new = tmp_path / "fresh-old", tmp_path / "fresh-new"
+    _build(old, fresh_old)
+    _build(new, fresh_new, "-t", "shell")
+    out = tmp_path / "out"
+    count = tmp_path / "count"
+    _build(old, out)
+    assert run_hooked(["build", *new, "-o", str(out), "-t", "shell"],
+                      COUNT_FILE=count).returncode == 0
+    steps = int(count.read_text())
+    assert steps > 10
+    outcomes = set()
+    for at in range(1, steps):
+        _build(old, out)
+        result = run_hooked(["build", *new, "-o", str(out), "-t", "shell"], KILL_AT=at)
+        assert result.returncode == -signal.SIGKILL, (at, result.stderr)
+        committed = os.path.exists(out / ".cgsc" / "journal.json")
+        outcomes.add(committed)
+        if at % 2:
+            _build(old, out)
+            assert tree(out) == tree(fresh_old), at
+        else:
+            _build(new, out, "-t", "shell")
+            assert tree(out) == tree(fresh_new), at
+    assert outcomes == {True, False}    # kills before and after the commit point
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_builds_killed_after_random_delays_leave_old_or_new_state(tmp_path, sig):
+    old = make_fleet(tmp_path / "old", 60)
+    new = make_fleet(tmp_path / "new", 60, variant=" v2")
+    fresh_old, fresh_new = tmp_path / "fresh-old", tmp_path / "fresh-new"
+    _build(old, fresh_old)
+    _build(new, fresh_new)
+    out = tmp_path / "out"
+    rng = random.Random(12)
+    for _round in range(6):
+        _build(old, out)
+        proc = subprocess.Popen([sys.executable, "-m", "cgsc", "build", *new, "-o", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.05, 1.2))
+        proc.send_signal(sig)
+        proc.communicate(timeout=120)   # workers die with a killed build (no hang)
+        if sig == signal.SIGINT:
+            # SIGINT is held off during the commit: old state, or new state, outright
+            assert not os.path.exists(out / ".cgsc")
+            assert tree(out) in (tree(fresh_old), tree(fresh_new))
+        _build(new, out)
+        assert tree(out) == tree(fresh_new)
+
+
+def test_twenty_parallel_builds_into_one_directory_end_consistent(tmp_path):
+    variants = [make_fleet(tmp_path / f"v{v}", 4, variant=f" v{v}") for v in range(2)]
+    out = tmp_path / "out"
+    procs = []
+    for i in range(20):
+        extra = ["-t", "shell"] if i % 3 == 0 else []
+        procs.append(subprocess.Popen([sys.executable, "-m", "cgsc", "build", *variants[i % 2],
+                                       "-o", str(out), *extra],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for proc in procs:
+        _o, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    manifests = assert_consistent(out)
+    assert sorted(manifests) == [f"node-{i:04d}" for i in range(4)]
+    # and the tree is exactly what one of the builds alone writes (whichever ran last)
+    states = {(i % 2, i % 3 == 0) for i in range(20)}
+    passed = [state for state in states
+              if cgsc("check", *variants[state[0]], "-o", str(out),
+                      *(["-t", "shell"] if state[1] else [])).returncode == 0]
+    assert len(passed) == 1
+
+
+def test_runner_counts_write_steps(tmp_path):
+    """The fault injector itself: it sees the build's write steps."""
+    count = tmp_path / "count"
+    specs = make_fleet(tmp_path / "specs", 1)
+    result = run_hooked(["build", *specs, "-o", str(tmp_path / "out")], COUNT_FILE=count)
+    assert result.returncode == 0, result.stderr
+    # at least: staging mkdir, 4 files opened and chmodded, journal, 4 renames
+    assert int(count.read_text()) >= 4 + 4 + 4 + 1
+    assert "sys.addaudithook" in RUNNER
+
+
+def test_temporaries_left_by_an_interrupted_cgsc_1_0_build_are_cleaned(tmp_path):
+    """cgsc 1.0 staged ".<file>.<8 random>" beside each file and left them when killed,
+    so `check` reported drift forever. They go; look-alikes that are not cgsc's stay."""
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    guest = out / "node-0000"
+    xml = (guest / "node-0000.xml").read_text()
+    (guest / ".node-0000.sh.k2j3x9a_").write_text("")                  # killed before writing
+    (guest / ".node-0000.xml.0abcdefg").write_text(xml[: len(xml) // 2])  # killed mid-write
+    (guest / ".manifest.json.zz00yy11").write_text('{\n  "cgsc": "1.0.0",\n')
+    kept = {".notes.txt.abcdefgh": "", ".node-0000.sh.abc": "",       # not ours / not the pattern
+            ".node-0000.sh.abcdefgh": "user data\n"}                  # ours by name, not content
+    for name, text in kept.items():
+        (guest / name).write_text(text)
+    assert run_cli("check", *specs, "-o", str(out))[0] == 1
+    _build(specs, out)
+    assert sorted(p.name for p in guest.iterdir() if p.name.startswith(".")) == sorted(kept)
+
+
+def test_a_symlink_inside_a_guest_directory_is_replaced_not_followed(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    outside = tmp_path / "outside.sh"
+    outside.write_text("#!/bin/sh\necho not cgsc's\n")
+    script = out / "node-0000" / "node-0000.sh"
+    script.unlink()
+    os.symlink(outside, script)
+    _build(specs, out)
+    assert outside.read_text() == "#!/bin/sh\necho not cgsc's\n"
+    assert not script.is_symlink()
+    assert_consistent(out)
+
+
+def test_check_does_not_read_through_a_guest_directory_symlink(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    real = tmp_path / "real"
+    _build(specs, real)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(real / "node-0000", out / "node-0000")   # the right files, behind a symlink
+    code, stdout, _e = run_cli("check", *specs, "-o", str(out))
+    assert code == 1 and "a symlink, not cgsc's output" in stdout
+
+
+def test_a_planted_journal_reaches_nothing_outside_cgsc_s_own_files(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("precious\n")
+    sha = hashlib.sha256(victim.read_bytes()).hexdigest()
+    private = out / ".cgsc"
+    private.mkdir()
+    # a path where a name must be: refused, nothing touched
+    (private / "journal.json").write_text(
+        json.dumps({"staging": "x"}) + "\n" + json.dumps(
+            {"guest": "..", "slot": "0", "files": [], "leftovers": [],
+             "stale": [{"file": str(victim), "sha256": sha}]}) + "\n")
+    code, _o, err = run_cli("build", *specs, "-o", str(out))
+    assert code == 2 and "not a journal cgsc wrote" in err
+    assert victim.read_text() == "precious\n"
+    # well-formed, but its files were never staged: an uncommitted build, discarded
+    (private / "journal.json").write_text(
+        json.dumps({"staging": "x"}) + "\n" + json.dumps(
+            {"guest": "node-0000", "slot": "0", "leftovers": [], "stale": [],
+             "files": [{"file": "node-0000.sh", "sha256": "0" * 64}]}) + "\n")
+    before = tree(out / "node-0000")
+    _build(specs, out)
+    assert tree(out / "node-0000") == before and not private.exists()
+    assert victim.read_text() == "precious\n"
