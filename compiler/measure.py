@@ -26,7 +26,8 @@ MAX_FILE = 1 << 30   # 1 GiB: larger boot files are a mistake (a disk image name
 UNREADABLE = Rule(
     "CGS-MEASURE-001", "a file to measure cannot be read",
     "The expected launch measurement is computed from the bytes of the boot files; a file "
-    "that is missing, unreadable, not a regular file or larger than 1 GiB cannot be measured.",
+    "that is missing, unreadable, not a regular file, larger than 1 GiB or longer or shorter "
+    "than its size (a /proc or /sys file, a file being written) cannot be measured.",
     "SPEC.md [measurement]",
     fix="Point the key at a readable build-time copy of the file (a relative path is relative "
         "to the spec file).")
@@ -144,15 +145,27 @@ def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
         if info.st_size > MAX_FILE:
             return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes; boot files "
                                           "are at most 1 GiB", "check the path")
+        # Read one byte past the size fstat gave, never past the limit: a file whose
+        # content outgrows its size (/proc, /sys, a file being written) stops the read.
+        limit = info.st_size + 1
         digest = hashlib.sha256()
         size = 0
         try:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
+            while size < limit:
+                chunk = fh.read(min(1 << 20, limit - size))
+                if not chunk:
+                    break
                 digest.update(chunk)
                 size += len(chunk)
         except OSError as exc:
             return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
                                           "give a readable file")
+    if size != info.st_size:
+        return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes by its size but "
+                                      f"{'more' if size > info.st_size else size} bytes were "
+                                      "read: its content is not a fixed file (/proc, /sys, "
+                                      "or a file being written)",
+                                      "give a build-time copy of the file")
     return BootFile(role, key, given, path, launched, digest.hexdigest(), size), None
 
 

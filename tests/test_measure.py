@@ -209,6 +209,39 @@ def test_a_directory_is_not_a_file_to_measure(tmp_path):
     assert "dir.fd is not a regular file [CGS-MEASURE-001]" in err
 
 
+@pytest.mark.parametrize("name", ["fifo", "/dev/zero", "/proc/self/pagemap", "/proc/self/status"])
+def test_a_file_that_is_not_a_fixed_regular_file_is_refused_without_hanging(name, tmp_path):
+    """A FIFO blocks an open for reading, /dev/zero never ends, and /proc files say they
+    are 0 bytes long (pagemap then reads on for hundreds of GiB). Run as a separate
+    process with a deadline, so that a hang fails the test instead of the suite."""
+    if name == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    spec = _write(tmp_path / "g.toml", spec_text("odd", "sev", name))
+    line = 1 + open(spec).read().splitlines().index(f"firmware = {_toml(name)}")
+    proc = subprocess.run([sys.executable, "-m", "cgsc", "validate", spec], capture_output=True,
+                          text=True, timeout=20)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert re.search(f"^{re.escape(spec)}:{line}: measurement.firmware: {re.escape(name)} .*"
+                     r"\[CGS-MEASURE-001\]$", proc.stderr, re.M), proc.stderr
+
+
+def test_a_file_shorter_than_its_size_is_refused(tmp_path, monkeypatch):
+    """A file truncated while it is read (fstat said 4096 bytes, 10 arrive) is refused."""
+    import cgsc.measure as measure
+    (tmp_path / "fw.fd").write_bytes(b"0123456789")
+    real_fstat = os.fstat
+
+    def lying_fstat(fd):
+        info = real_fstat(fd)
+        return os.stat_result((info.st_mode, info.st_ino, info.st_dev, info.st_nlink,
+                               info.st_uid, info.st_gid, 4096, 0, 0, 0))
+    monkeypatch.setattr(measure.os, "fstat", lying_fstat)
+    found, problem = measure._read("firmware", ("measurement", "firmware"), "fw.fd",
+                                   str(tmp_path / "fw.fd"), "/x")
+    assert found is None and problem.rule == "CGS-MEASURE-001"
+    assert "4096" in problem.message and "10" in problem.message
+
+
 def test_an_unknown_vcpu_type_lists_the_known_ones(shared_dir, tmp_path):
     from sevsnpmeasure import vcpu_types
     spec = _write(tmp_path / "g.toml", spec_text(
