@@ -9,6 +9,7 @@ The YAML is written by PyYAML's safe dumper from plain data, never from a templa
 from __future__ import annotations
 
 import json
+import re
 from typing import Dict, List, Optional
 
 from cgsc.diagnostics import Diagnostic, format_path
@@ -89,6 +90,7 @@ class KubevirtTarget:
             def ignore_aliases(self, data):  # write repeated values out, never &id001 / *id001
                 return True
 
+        Dumper.add_representer(str, _represent_str)
         body = yaml.dump(virtual_machine(plan), Dumper=Dumper, sort_keys=False,
                          default_flow_style=False, allow_unicode=False, width=2 ** 16,
                          explicit_start=True)
@@ -96,8 +98,20 @@ class KubevirtTarget:
         return [Artifact(f"{plan.name}.kubevirt.yaml", header + body)]
 
 
+# A string is written plain only when no YAML 1.1 or 1.2 resolver could read it as anything
+# but a string: it starts with a letter, holds only letters, digits and _ . / -, and is no
+# boolean or null word (YAML 1.1 has y/n/yes/no/on/off; kubectl's go-yaml reads them so).
+# Everything else (1e3, 0o17, 2Gi, "on", "~", ...) is double-quoted.
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
+_WORDS = frozenset("y n yes no on off true false null".split())
+
+
+def _represent_str(dumper, data: str):
+    plain = _PLAIN.fullmatch(data) and data.lower() not in _WORDS
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=None if plain else '"')
+
+
 def _refusals(plan: LaunchPlan):
-    import re
     settings = plan.settings["kubevirt"]
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", plan.name):
         yield NAME.error(("guest", "name"), f"{plan.name!r} is not a DNS-1123 label",

@@ -452,6 +452,88 @@ def test_hostile_values_round_trip_and_never_leave_the_comment(tmp_path, crd_val
     assert "&id" not in body and "*id" not in body  # no anchors or aliases
 
 
+# What a YAML 1.2 core-schema resolver (go-yaml v3) and a YAML 1.1 one (go-yaml v2, which
+# kubectl uses; it has y/n booleans that PyYAML leaves out) read as something else than a
+# string, from the two specs' type tables.
+NOT_A_STRING = re.compile("|".join([
+    r"null|Null|NULL|~|", r"true|True|TRUE|false|False|FALSE",                     # 1.2 core
+    r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+",
+    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+    r"y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF",                            # 1.1
+    r"[-+]?0b[01_]+|[-+]?0[0-7_]+|[-+]?(0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+",
+    r"[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?",
+    r"[-+]?([0-9][0-9_]*)?\.[0-9.]*([eE][-+][0-9]+)?",
+    r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?", r"<<|="]))
+LOOKS_LIKE_NUMBERS = {"on": "N", "y": "0o17", "NO": "null", "1e3": "1_000", "x": "0x1F",
+                      "z": "0b101", "t": "2026-11-27", "TRUE": "Off", "f": "1.5", "e": "1e-3"}
+
+
+def _number_like_spec(tmp_path):
+    labels = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in LOOKS_LIKE_NUMBERS.items())
+    spec = tmp_path / "1e3.toml"
+    spec.write_text(f"""spec-version = 1
+[guest]
+name = "1e3"
+cpu = "EPYC-v4"
+memory = "2GiB"
+[firmware]
+code = "/usr/share/ovmf/OVMF.amdsev.fd"
+[confidential.sev-snp]
+cbitpos = 51
+reduced-phys-bits = 1
+[[disk]]
+path = "/var/lib/guests/x/root.raw"
+format = "raw"
+serial = "0x1F"
+kubevirt = {{ pvc = "2026-11-27" }}
+[[disk]]
+path = "/var/lib/guests/x/data.raw"
+format = "raw"
+kubevirt = {{ data-volume = "1.5" }}
+[[net]]
+mode = "user"
+kubevirt = {{ multus = "1e3/0o17" }}
+[console]
+serial = "none"
+[targets.kubevirt]
+namespace = "y"
+labels = {{ {labels} }}
+""")
+    return str(spec)
+
+
+def test_strings_that_look_like_numbers_or_booleans_read_back_as_strings(tmp_path, tool):
+    spec = _number_like_spec(tmp_path)
+    text = _manifest(spec)
+    # a plain (unquoted) scalar that PyYAML reads as a string must read as one in YAML 1.2
+    # and in go-yaml too; the ones PyYAML reads otherwise are compared as values below
+    def plain_strings(node):
+        if isinstance(node, yaml.ScalarNode):
+            return [node.value] if node.style is None and node.tag.endswith(":str") else []
+        items = node.value if isinstance(node, yaml.SequenceNode) else \
+            [x for pair in node.value for x in pair]
+        return [v for item in items for v in plain_strings(item)]
+    plain = plain_strings(yaml.compose(text))
+    assert "VirtualMachine" in plain   # the check sees the plain scalars
+    assert not [v for v in plain if NOT_A_STRING.fullmatch(v)], plain
+    vm = yaml.safe_load(text)   # YAML 1.1, as PyYAML resolves it
+    assert vm["metadata"] == {"name": "1e3", "namespace": "y", "labels": LOOKS_LIKE_NUMBERS}
+    assert vm["spec"]["template"]["metadata"]["labels"] == LOOKS_LIKE_NUMBERS
+    vmi = vm["spec"]["template"]["spec"]
+    assert vmi["domain"]["devices"]["disks"][0]["serial"] == "0x1F"
+    assert [v.get("persistentVolumeClaim", v.get("dataVolume")) for v in vmi["volumes"]] == [
+        {"claimName": "2026-11-27"}, {"name": "1.5"}]
+    assert vmi["networks"][0]["multus"] == {"networkName": "1e3/0o17"}
+    # kubectl decodes the file into its Go types before it asks any server
+    manifest = tmp_path / "vm.yaml"
+    manifest.write_text(text)
+    (tmp_path / "kubeconfig").write_text("")
+    proc = subprocess.run([tool("kubectl"), "create", "--dry-run=client", "--validate=false",
+                           "-o", "json", "-f", str(manifest)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "KUBECONFIG": str(tmp_path / "kubeconfig")})
+    assert "unable to decode" not in proc.stderr and "unmarshal" not in proc.stderr, proc.stderr
+
+
 def test_the_comment_check_can_fail():
     assert not all(line.startswith("#") for line in YAML_BREAKS.split("# a\u2028b: 1"))
 
