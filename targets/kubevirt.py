@@ -74,6 +74,15 @@ HOST_DISK_FORMAT = Rule(
     "not read qcow2 or attach block devices.", "KubeVirt API (hostDisk)",
     fix='Use format = "raw" and an image file, or a pvc / data-volume volume.')
 
+SERIAL = Rule(
+    "CGS-KUBEVIRT-013", "a disk serial has a character KubeVirt refuses",
+    "KubeVirt's admission webhook accepts a disk serial only of A-Z a-z 0-9 _ . + - "
+    "(regexp ^[A-Za-z0-9_.+-]+$); libvirt and QEMU also take spaces, so a spec valid for "
+    "the other targets would be rejected by the cluster.",
+    "KubeVirt pkg/virt-api/webhooks/validating-webhook/admitters (validateSerialNumValue)",
+    fix="Replace the spaces in [[disk]] serial, e.g. with _ or -.")
+KUBEVIRT_SERIAL = re.compile(r"[A-Za-z0-9_.+-]+")
+
 
 class KubevirtTarget:
     name = "kubevirt"
@@ -135,6 +144,9 @@ def _refusals(plan: LaunchPlan):
                 yield HOST_DISK_FORMAT.error(("disk", i, "kubevirt", "host-disk"),
                                              f"{d.path} ({d.format}) is not a raw image file",
                                              'use format = "raw" and an image file, or a pvc')
+        if d.serial and not KUBEVIRT_SERIAL.fullmatch(d.serial):
+            yield SERIAL.error(("disk", i, "serial"), f"{d.serial!r} has a character other "
+                               "than A-Z a-z 0-9 _ . + -", "replace the spaces, e.g. with _")
     pod = [i for i, n in enumerate(plan.nics) if n.multus is None]
     for i in pod:
         if plan.nics[i].mode != "user":

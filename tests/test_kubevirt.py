@@ -208,6 +208,12 @@ def rule_sev_no_nic_boot_order(vm):
         "bootOrder" in i for i in d["devices"].get("interfaces", []))
 
 
+def rule_disk_serial_characters(vm):
+    # pkg/virt-api/webhooks/validating-webhook/admitters: validateSerialNumValue
+    return all(re.fullmatch(r"[A-Za-z0-9_.+-]+", d["serial"])
+               for d in _domain(vm)["devices"].get("disks", []) if d.get("serial"))
+
+
 def _set(path):
     def apply(vm):
         node = vm
@@ -230,6 +236,8 @@ ADMISSION = [
      .update(attestation={})),
     (rule_sev_no_nic_boot_order, "sev-es", lambda vm: _domain(vm)["devices"]["interfaces"][0]
      .update(bootOrder=9)),
+    (rule_disk_serial_characters, "sev", lambda vm: _domain(vm)["devices"]["disks"][0]
+     .update(serial="disk one")),
 ]
 RULES = sorted({r for r, _s, _b in ADMISSION}, key=lambda r: r.__name__)
 
@@ -563,7 +571,7 @@ def test_target_and_rules_are_listed():
     assert code == 0 and re.search(r"^kubevirt +KubeVirt VirtualMachine", out, re.M)
     code, out, _e = run_cli("rules")
     listed = set(re.findall(r"^(CGS-KUBEVIRT-\d{3}) ", out, re.M))
-    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 13)}
+    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 14)}
 
 
 def test_refusals_come_all_at_once_with_hints(tmp_path):
