@@ -10,6 +10,7 @@ so a plain build never loads it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -52,12 +53,25 @@ LIBRARY = Rule(
 OVERRIDDEN = Rule(
     "CGS-MEASURE-005", "extra-args override what the measurement was computed from",
     "The launch digest covers the vCPU count and model, the firmware, the kernel, initrd "
-    "and command line, and the confidential object; extra-args that set them again make "
-    "QEMU launch something else than what was measured, and the guest fails attestation.",
+    "and command line, and the confidential object; extra-args that set them again, or that "
+    "can set any option (-readconfig, -set) or replace the launched state (-incoming, "
+    "-loadvm), make QEMU launch something else than what was measured, and the guest fails "
+    "attestation.",
     "reference/measurement/README.md (what changes the digest)",
     fix="Set the value in the spec ([guest] vcpus/cpu, [firmware], [kernel]) instead of extra-args.")
-MEASURED_OPTIONS = ("smp", "cpu", "bios", "kernel", "initrd", "append", "pflash", "drive")
-MEASURED_OBJECTS = ("sev-guest", "sev-snp-guest", "tdx-guest", "s390-pv-guest")
+# QEMU options that set a measured input, or can set any option at all (-readconfig reads
+# a config file, -set changes any option group), or replace the launched guest state
+# (-incoming, -loadvm), the firmware search path (-L) or the accelerator: always refused.
+MEASURED_OPTIONS = ("smp", "cpu", "bios", "kernel", "initrd", "append", "pflash", "drive",
+                    "dtb", "readconfig", "set", "L", "accel", "incoming", "loadvm", "preconfig")
+MEASURED_OBJECTS = ("sev-guest", "sev-snp-guest", "tdx-guest", "s390-pv-guest", "igvm-cfg")
+# -machine / -M: the machine type (a bare first word) and the properties that name a
+# measured input; other properties (dump-guest-core=off, hpet=off...) pass.
+MEASURED_MACHINE_PROPS = ("type", "accel", "confidential-guest-support", "memory-encryption",
+                          "memory-backend", "igvm-cfg", "pflash0", "pflash1", "firmware",
+                          "kernel", "initrd", "append", "dtb", "smp")
+# -device / -global drivers that load bytes into guest memory, add a vCPU or a flash chip.
+MEASURED_DEVICES = ("loader", "pflash", "cfi.pflash01", "cfi.pflash02")
 
 # [measurement] key -> (spec key path that the file is launched from, plan role)
 FILE_KEYS = (("firmware", ("firmware", "code")), ("kernel", ("kernel", "image")),
@@ -117,14 +131,52 @@ def static_checks(guest: Guest) -> List[Diagnostic]:
     if not any(launched[k] for k, _ in FILE_KEYS if k in mech.measurement_keys):
         out.append(NO_COUNTERPART.error(("measurement",), "there is no boot file to measure",
                                         "boot from [firmware] code or [kernel] image"))
-    for i, arg in enumerate(guest.extra_args):
-        option = arg.lstrip("-") if arg.startswith("-") else None
-        if option in MEASURED_OPTIONS or any(o in arg for o in MEASURED_OBJECTS):
-            out.append(OVERRIDDEN.error(("qemu", "extra-args", i),
-                                        f"{arg!r} overrides what [measurement] measured",
-                                        "say it in the spec so that the measurement covers it"))
+    for i, what in _overriding_args(guest.extra_args):
+        out.append(OVERRIDDEN.error(("qemu", "extra-args", i),
+                                    f"{what} overrides what [measurement] measured",
+                                    "say it in the spec so that the measurement covers it"))
     out += list(mech.measurement_checks(guest))
     return out
+
+
+def _overriding_args(args) -> List[Tuple[int, str]]:
+    """(index, what) for every extra argument that can change a measured input."""
+    out = []
+    for i, arg in enumerate(args):
+        option = arg.lstrip("-") if arg.startswith("-") else None
+        value = args[i + 1] if i + 1 < len(args) else ""
+        if out and out[-1][0] == i - 1 and args[i - 1].startswith("-"):
+            continue   # the value of an option already reported
+        if option in MEASURED_OPTIONS or any(o in arg for o in MEASURED_OBJECTS):
+            out.append((i, repr(arg)))
+        elif option == "object" and any(o in value for o in MEASURED_OBJECTS):
+            out.append((i, f"{arg!r} {value!r}"))
+        elif option in ("machine", "M") and _machine_overrides(value):
+            out.append((i, f"{arg!r} {value!r}"))
+        elif option in ("device", "global") and _measured_driver(option, value):
+            out.append((i, f"{arg!r} {value!r}"))
+    return out
+
+
+def _machine_overrides(value: str) -> bool:
+    props = value.split(",")
+    keys = [p.partition("=")[0].split(".")[0] for p in props if "=" in p]
+    return "=" not in props[0] or any(k in MEASURED_MACHINE_PROPS for k in keys)
+
+
+def _measured_driver(option: str, value: str) -> bool:
+    """-device DRIVER,... (or JSON, or driver=...) and -global DRIVER.PROP=... (or driver=...)."""
+    if value.lstrip().startswith("{"):
+        try:
+            driver = str(json.loads(value).get("driver", ""))
+        except (ValueError, AttributeError):
+            return True   # QEMU would reject it; nothing to trust
+    else:
+        fields = dict(p.partition("=")[::2] for p in value.split(",") if "=" in p)
+        first = value.split(",")[0]
+        driver = fields.get("driver") or (first.split(".")[0] if option == "global" else first)
+    return driver in MEASURED_DEVICES or driver.endswith("-cpu") or \
+        any(o in driver for o in MEASURED_OBJECTS)
 
 
 def _read(role: str, key: KeyPath, given: str, path: str, launched: str):

@@ -242,6 +242,68 @@ def test_a_file_shorter_than_its_size_is_refused(tmp_path, monkeypatch):
     assert "4096" in problem.message and "10" in problem.message
 
 
+# extra-args that change what was measured, each with the word the error names (written
+# from QEMU's documentation of the options, not from cgsc's lists)
+OVERRIDING = [
+    (["-readconfig", "smp.cfg"], "'-readconfig'"),
+    (["-set", "smp-opts.cpus=4"], "'-set'"),
+    (["--set", "machine.kernel=/evil"], "'--set'"),
+    (["-global", "driver=cfi.pflash01,property=secure,value=on"], "'-global'"),
+    (["-global", "EPYC-v4-x86_64-cpu.pmu=on"], "'-global'"),
+    (["-L", "/tmp/evil"], "'-L'"),
+    (["-bios", "/tmp/evil.fd"], "'-bios'"),
+    (["-pflash", "/tmp/evil.fd"], "'-pflash'"),
+    (["-drive", "if=pflash,format=raw,file=/tmp/evil.fd"], "'-drive'"),
+    (["-accel", "tcg"], "'-accel'"),
+    (["-machine", "memory-backend=ram0"], "'-machine'"),
+    (["-M", "confidential-guest-support=other"], "'-M'"),
+    (["-machine", "pc"], "'-machine'"),
+    (["-machine", "dump-guest-core=off,kernel=/tmp/evil"], "'-machine'"),
+    (["-machine", "smp.cpus=4"], "'-machine'"),
+    (["-device", "loader,file=/tmp/evil.bin,addr=0x100000"], "'-device'"),
+    (["-device", "EPYC-v4-x86_64-cpu,socket-id=1,core-id=0,thread-id=0"], "'-device'"),
+    (["-device", '{"driver": "loader", "file": "/tmp/evil.bin", "addr": 1048576}'], "'-device'"),
+    (["-object", "igvm-cfg,id=igvm0,file=/tmp/evil.igvm"], "'-object'"),
+    (["-incoming", "defer"], "'-incoming'"),
+    (["-loadvm", "snap1"], "'-loadvm'"),
+]
+
+
+@pytest.mark.parametrize("args,word", OVERRIDING, ids=[" ".join(a)[:30] for a, _w in OVERRIDING])
+def test_extra_args_that_override_a_measured_input_are_refused(args, word, tmp_path):
+    extra = "[qemu]\nextra-args = " + json.dumps(args)
+    spec = _write(tmp_path / "g.toml", spec_text("over", "sev-snp", "fw.fd", cpu="EPYC-v4",
+                                                 extra=extra))
+    err = _errors(spec)
+    assert re.search(r": qemu.extra-args\[0\]: " + re.escape(word) + r".* overrides what "
+                     r"\[measurement\] measured .*\[CGS-MEASURE-005\]$", err, re.M), err
+
+
+@pytest.mark.parametrize("args", [["-machine", "dump-guest-core=off"], ["-M", "hpet=off"],
+                                  ["-global", "kvm-pit.lost_tick_policy=discard"],
+                                  ["-device", "virtio-rng-pci,iommu_platform=on"],
+                                  ["-msg", "timestamp=on"]], ids=lambda a: " ".join(a))
+def test_extra_args_that_measure_nothing_pass(args, tmp_path):
+    extra = "[qemu]\nextra-args = " + json.dumps(args)
+    spec = _write(tmp_path / "g.toml", spec_text("fine", "sev-snp", "fw.fd", cpu="EPYC-v4",
+                                                 extra=extra))
+    err = _errors(spec)   # the file-free checks passed: the missing firmware is read
+    assert "CGS-MEASURE-005" not in err and "fw.fd: No such file" in err, err
+
+
+def test_the_refused_options_are_options_of_qemu(tool):
+    """Each option refused above is one QEMU documents (a misspelt one would never match)."""
+    help_text = subprocess.run([tool("qemu-system-x86_64"), "-help"], capture_output=True,
+                               text=True, timeout=60).stdout
+    for args, _word in OVERRIDING:
+        if args[0] == "-M":   # -machine's short alias, not listed by -help
+            alias = subprocess.run([tool("qemu-system-x86_64"), "-M", "help"],
+                                   capture_output=True, text=True, timeout=60)
+            assert alias.returncode == 0 and "Supported machines" in alias.stdout
+            continue
+        assert re.search(f"^-{re.escape(args[0].lstrip('-'))}\\b", help_text, re.M), args[0]
+
+
 def test_an_unknown_vcpu_type_lists_the_known_ones(shared_dir, tmp_path):
     from sevsnpmeasure import vcpu_types
     spec = _write(tmp_path / "g.toml", spec_text(
