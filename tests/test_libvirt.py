@@ -215,13 +215,3 @@ def test_debian_virsh_defines_the_domain(spec, tmp_path, tool):
     assert result.returncode == 0, result.stderr
     assert f"Domain '{compile_plan(spec).name}' defined" in result.stdout
 
-
-def test_debian_virsh_knows_no_snp_or_tdx_and_says_so(tmp_path, tool):
-    """Debian 12's libvirt 9.0 predates sev-snp (10.5) and tdx (11.6): the same check
-    rejects those domains at <launchSecurity>, so they are proven by the 12.8 schema above."""
-    for name in ("sev-snp.toml", "tdx.toml"):
-        path = tmp_path / "domain.xml"
-        path.write_text(render([s for s in EXAMPLES if s.endswith(name)][0], "libvirt"))
-        result = subprocess.run([tool("virsh"), "-c", "test:///default", "define", "--validate", str(path)],
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 1 and "launchSecurity" in result.stderr
