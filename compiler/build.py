@@ -8,6 +8,7 @@ from cgsc import targets
 from cgsc.compile import Compiled, compile_spec
 from cgsc.diagnostics import Diagnostic, SpecError
 from cgsc.emit import GuestOutput
+from cgsc.hostcheck import requirements
 from cgsc.rules import Rule
 
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
@@ -46,14 +47,14 @@ def choose_targets(compiled: Compiled, requested: Sequence[str]):
     return chosen, errors
 
 
-def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutput]:
+def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> List[GuestOutput]:
     """Compile and render every spec; raises SpecError carrying every diagnostic of every spec."""
     outputs: List[GuestOutput] = []
     problems: List[Diagnostic] = []
     names = {}
     for path in paths:
         try:
-            compiled = compile_spec(path)
+            compiled = compile_spec(path, host) if host else compile_spec(path)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
             continue
@@ -71,7 +72,8 @@ def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutp
         artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
         outputs.append(GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
                                    artifacts, plan.warnings, plan.waivers, compiled.warnings,
-                                   compiled.locate))
+                                   compiled.locate, requirements(plan, [n for n, _t in chosen]),
+                                   plan.machine))
     if problems:
         raise SpecError(problems)
     return outputs

@@ -38,6 +38,10 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--format", choices=choices, default="text",
                          help="diagnostics as text (stderr), or json, sarif, github (stdout)")
 
+    def with_host(cmd):
+        cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
+                         "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
+
     b = sub.add_parser("build", help="compile specs into artifacts under out/<name>/")
     b.add_argument("specs", nargs="+", metavar="SPEC")
     b.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
@@ -46,15 +50,18 @@ def parser() -> argparse.ArgumentParser:
                         "else every built-in target that can express the spec")
     b.add_argument("--stdout", action="store_true", help="print the artifacts instead of writing them")
     with_format(b)
+    with_host(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
     v.add_argument("specs", nargs="+", metavar="SPEC")
     with_format(v)
+    with_host(v)
     c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
     c.add_argument("specs", nargs="+", metavar="SPEC")
     c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
     c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="as for build")
     with_format(c)
+    with_host(c)
     e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
     e.add_argument("spec", metavar="SPEC")
     with_format(e, ("text", "json"))
@@ -62,6 +69,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("rule", nargs="?", metavar="RULE-ID")
     sub.add_parser("schema", help="print the JSON Schema of the spec language")
     sub.add_parser("targets", help="list installed targets")
+    pr = sub.add_parser("probe", help="write a host profile of this host (or of recorded "
+                        "`virsh domcapabilities` output) for --host")
+    pr.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    pr.add_argument("--from-domcapabilities", metavar="CAPS.xml",
+                    help="build the profile from `virsh domcapabilities` XML instead")
+    pr.add_argument("--qemu-version", metavar="FILE", help="with --from-domcapabilities: "
+                    "`qemu-system-* -version` output")
+    pr.add_argument("--qemu-objects", metavar="FILE", help="with --from-domcapabilities: "
+                    "`qemu-system-* -object help` output")
+    pr.add_argument("--libvirt-version", metavar="X.Y.Z", help="with --from-domcapabilities: "
+                    "the host's libvirt version (`virsh version`)")
+    pr.add_argument("--name", help="the profile's name (default: this host's name)")
     comp = sub.add_parser("completion", help="print a shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh"))
     return p
@@ -115,11 +134,39 @@ def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> No
         print(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written", file=sys.stderr)
 
 
+def _host(args):
+    """The --host profile, or None; an unusable one is a usage error."""
+    if not getattr(args, "host", None):
+        return None
+    from cgsc.hostprofile import ProfileError, load
+    try:
+        return load(args.host)
+    except ProfileError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def _floating_note(args, machines) -> None:
+    """Without --host, say once per run that the machine type floats (text output only:
+    the machine formats carry the spec's own diagnostics)."""
+    from cgsc.hostcheck import FLOATING_MACHINE
+    from cgsc.hostprofile import is_floating
+    if args.host or args.format != "text":
+        return
+    floating = [(locate, m) for locate, m in machines if is_floating(m)]
+    if floating:
+        locate, machine = floating[0]
+        d = locate(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
+                   + (f" (and in {len(floating) - 1} more spec(s))" if len(floating) > 1 else ""),
+                   "pin it with --host HOST.json (`cgsc probe`)"))
+        _report([d], "text")
+
+
 def _build(args) -> int:
     from cgsc.build import build
     from cgsc.emit import WriteError, files_for, write_all
-    outputs = build(args.specs, args.target)
+    outputs = build(args.specs, args.target, _host(args))
     _report([d for o in outputs for d in o.diagnostics], args.format)
+    _floating_note(args, [(o.locate, o.machine) for o in outputs])
     if args.stdout:
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
         for o in outputs:
@@ -144,15 +191,19 @@ def _build(args) -> int:
 
 def _validate(args) -> int:
     from cgsc.compile import compile_spec
-    problems, warnings = [], []
+    problems, warnings, plans = [], [], []
+    host = _host(args)
     for spec in args.specs:
         try:
-            warnings.extend(compile_spec(spec).warnings)
+            compiled = compile_spec(spec, host) if host else compile_spec(spec)
+            warnings.extend(compiled.warnings)
+            plans.append((compiled.locate, compiled.plan.machine))
         except SpecError as exc:
             problems.extend(exc.diagnostics)
     if problems:
         raise SpecError(problems + warnings)
     _report(warnings, args.format)
+    _floating_note(args, plans)
     if args.format == "text":
         print(f"cgsc: {len(args.specs)} spec{'s' if len(args.specs) != 1 else ''} valid",
               file=sys.stderr)
@@ -162,7 +213,7 @@ def _validate(args) -> int:
 def _check(args) -> int:
     from cgsc.build import build
     from cgsc.check import DRIFT, compare
-    outputs = build(args.specs, args.target)
+    outputs = build(args.specs, args.target, _host(args))
     findings = []
     for o in outputs:
         drifts = compare(args.output, o)
@@ -179,6 +230,34 @@ def _check(args) -> int:
         print(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
               if drift_count else f"cgsc: {len(outputs)} guest(s) up to date", file=sys.stderr)
     return EXIT_INVALID if drift_count else EXIT_OK
+
+
+def _probe(args) -> int:
+    import json
+
+    from cgsc.probe import from_domcapabilities, probe
+    if args.from_domcapabilities:
+        try:
+            profile = from_domcapabilities(args.from_domcapabilities, args.qemu_version,
+                                           args.qemu_objects, args.libvirt_version, args.name)
+        except (OSError, ValueError) as exc:
+            raise _Usage(str(exc)) from None
+    else:
+        profile = probe(args.name)
+    text = json.dumps(profile, indent=2, sort_keys=True) + "\n"
+    if args.output:
+        from cgsc.probe import write
+        try:
+            write(args.output, text)
+        except OSError as exc:
+            print(f"cgsc: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        for note in profile.get("unreadable", []):
+            print(f"cgsc probe: could not read {note}", file=sys.stderr)
+        print(f"cgsc probe: wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def _explain(args) -> int:
@@ -224,4 +303,4 @@ def _completion(args) -> int:
 
 
 _COMMANDS = {"build": _build, "validate": _validate, "check": _check, "explain": _explain,
-             "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}
+             "probe": _probe, "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}

@@ -28,6 +28,8 @@ class GuestOutput:
     waivers: Sequence = ()   # (rule, reason)
     diagnostics: Sequence = ()   # the warnings as Diagnostics, for reports
     locate: object = None        # key path -> file:line in the spec
+    requires: object = None      # target -> minimum {"qemu", "libvirt"} versions (cgsc.hostcheck)
+    machine: str = ""            # the QEMU machine type, for the floating-machine note
 
 
 def sha256(text: str) -> str:
@@ -41,7 +43,8 @@ def manifest(out: GuestOutput) -> str:
         "mechanism": out.mechanism,
         "spec": [{"path": p, "sha256": h} for p, h in out.spec_files],
         "artifacts": [{"file": a.filename, "target": t, "mode": f"{a.mode:04o}",
-                       "sha256": sha256(a.content)} for t, a in out.artifacts],
+                       "sha256": sha256(a.content), "requires": (out.requires or {}).get(t, {})}
+                      for t, a in out.artifacts],
         "warnings": list(out.warnings),
         "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],
     }

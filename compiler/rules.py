@@ -86,6 +86,7 @@ def load_all() -> Dict[str, Rule]:
     import cgsc.build  # noqa: F401
     import cgsc.check  # noqa: F401
     import cgsc.checks  # noqa: F401
+    import cgsc.hostcheck  # noqa: F401
     import cgsc.waivers  # noqa: F401  (defines the waiver rules)
     from cgsc import targets
     from cgsc.mechanisms import MECHANISMS
