@@ -84,10 +84,25 @@ def _probe_as_nobody() -> dict:
     out = os.path.join(directory, "host.json")
     argv = [sys.executable, "-m", "cgsc", "probe", "-o", out]
     if os.geteuid() == 0:  # prove it works unprivileged
-        os.chmod(directory, 0o777)
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] + argv
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        # nobody may not read root's site-packages (pyenv under /root): give it a copy of
+        # the package in its installed layout, readable, writable by root only
+        lib = os.path.join(directory, "lib")
+        for pkg, src in (("cgsc", "compiler"), ("cgsc/schema", "schema"),
+                         ("cgsc/targets", "targets")):
+            shutil.copytree(os.path.join(ROOT, src), os.path.join(lib, pkg),
+                            ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        for d, _dirs, files in os.walk(directory):
+            os.chmod(d, 0o755)
+            for name in files:
+                os.chmod(os.path.join(d, name), 0o644)
+        os.chmod(directory, 0o777)  # for the profile it writes
+        env["PYTHONPATH"] = lib
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env,
+                            cwd=directory)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     with open(out, encoding="utf-8") as fh:
