@@ -8,6 +8,7 @@ from cgsc import targets
 from cgsc.compile import Compiled, compile_spec
 from cgsc.diagnostics import Diagnostic, SpecError
 from cgsc.emit import GuestOutput
+from cgsc.hostcheck import requirements
 from cgsc.rules import Rule
 
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
@@ -59,10 +60,11 @@ def skipped_targets(compiled: Compiled, requested: Sequence[str]) -> List[tuple]
     return out
 
 
-def build_one(path: str, requested: Sequence[str] = ()):
-    """Compile and render one spec: (GuestOutput, []) or (None, its diagnostics)."""
+def build_one(path: str, requested: Sequence[str] = (), host=None):
+    """Compile and render one spec (checked against a host profile when given):
+    (GuestOutput, []) or (None, its diagnostics)."""
     try:
-        compiled = compile_spec(path)
+        compiled = compile_spec(path, host)
     except SpecError as exc:
         return None, list(exc.diagnostics)
     plan = compiled.plan
@@ -74,7 +76,9 @@ def build_one(path: str, requested: Sequence[str] = ()):
                        artifacts, plan.warnings, plan.waivers, compiled.warnings,
                        compiled.locate,
                        skipped=tuple(skipped_targets(compiled, requested)),
-                       attestation=plan.attestation), []
+                       attestation=plan.attestation,
+                       requires=requirements(plan, [n for n, _t in chosen]),
+                       machine=plan.machine), []
 
 
 def duplicate(name: str, first_path: str, locate) -> Diagnostic:
@@ -95,14 +99,14 @@ def duplicate_names(built) -> List[Diagnostic]:
     return out
 
 
-def build(paths: Sequence[str], requested: Sequence[str] = ()) -> List[GuestOutput]:
+def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> List[GuestOutput]:
     """Compile and render every spec in memory; raises SpecError carrying every diagnostic
     of every spec. (Writing a fleet streams instead: fleet.py.)"""
     outputs: List[GuestOutput] = []
     problems: List[Diagnostic] = []
     names = {}
     for path in paths:
-        out, errors = build_one(path, requested)
+        out, errors = build_one(path, requested, host)
         if errors:
             problems.extend(errors)
             continue

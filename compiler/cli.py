@@ -38,6 +38,10 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--format", choices=choices, default="text",
                          help="diagnostics as text (stderr), or json, sarif, github (stdout)")
 
+    def with_host(cmd):
+        cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
+                         "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
+
     b = sub.add_parser("build", help="compile specs into artifacts under out/<name>/")
     b.add_argument("specs", nargs="+", metavar="SPEC")
     b.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
@@ -50,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                    help="worker processes (default: every core for a large fleet, else 1)")
     with_format(b)
+    with_host(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
     v.add_argument("specs", nargs="+", metavar="SPEC")
     v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
@@ -58,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the SPECs are bases that other specs extend: check their keys and "
                         "values, not that they are whole guests")
     with_format(v)
+    with_host(v)
     c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
     c.add_argument("specs", nargs="*", metavar="SPEC")
     c.add_argument("--all", action="store_true",
@@ -68,6 +74,7 @@ def parser() -> argparse.ArgumentParser:
                    help="as for build")
     c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
     with_format(c)
+    with_host(c)
     e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
     e.add_argument("specs", nargs="+", metavar="SPEC")
     e.add_argument("--format", choices=("text", "json"), default="text",
@@ -90,6 +97,18 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--attestation", action="store_true",
                     help="print the schema of manifest.json's `attestation` object instead")
     sub.add_parser("targets", help="list installed targets")
+    pr = sub.add_parser("probe", help="write a host profile of this host (or of recorded "
+                        "`virsh domcapabilities` output) for --host")
+    pr.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    pr.add_argument("--from-domcapabilities", metavar="CAPS.xml",
+                    help="build the profile from `virsh domcapabilities` XML instead")
+    pr.add_argument("--qemu-version", metavar="FILE", help="with --from-domcapabilities: "
+                    "`qemu-system-* -version` output")
+    pr.add_argument("--qemu-objects", metavar="FILE", help="with --from-domcapabilities: "
+                    "`qemu-system-* -object help` output")
+    pr.add_argument("--libvirt-version", metavar="X.Y.Z", help="with --from-domcapabilities: "
+                    "the host's libvirt version (`virsh version`)")
+    pr.add_argument("--name", help="the profile's name (default: this host's name)")
     comp = sub.add_parser("completion", help="print a shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh", "fish"))
     return p
@@ -156,6 +175,33 @@ def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> No
         print(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written", file=sys.stderr)
 
 
+def _host(args):
+    """The --host profile, or None; an unusable one is a usage error."""
+    if not getattr(args, "host", None):
+        return None
+    from cgsc.hostprofile import ProfileError, load
+    try:
+        return load(args.host)
+    except ProfileError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def _floating_note(args, machines) -> None:
+    """Without --host, say once per run that the machine type floats (text output only:
+    the machine formats carry the spec's own diagnostics)."""
+    from cgsc.hostcheck import FLOATING_MACHINE
+    from cgsc.hostprofile import is_floating
+    if args.host or args.format != "text":
+        return
+    floating = [(locate, m) for locate, m in machines if is_floating(m)]
+    if floating:
+        locate, machine = floating[0]
+        d = locate(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
+                   + (f" (and in {len(floating) - 1} more spec(s))" if len(floating) > 1 else ""),
+                   "pin it with --host HOST.json (`cgsc probe`)"))
+        _report([d], "text")
+
+
 def _known_targets(names) -> None:
     """An unknown -t is a usage error (exit 2), not a fault of the spec."""
     if not names:
@@ -177,10 +223,12 @@ def _skip_notes(skipped, fmt: str) -> None:
 
 def _build(args) -> int:
     from cgsc.emit import WriteError
+    host = _host(args)
     if args.stdout:
         from cgsc.build import build
-        outputs = build(args.specs, args.target)
+        outputs = build(args.specs, args.target, host)
         _report([d for o in outputs for d in o.diagnostics], args.format)
+        _floating_note(args, [(o.locate, o.machine) for o in outputs])
         _skip_notes([(o.name,) + why for o in outputs for why in o.skipped], args.format)
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
         for o in outputs:
@@ -191,11 +239,12 @@ def _build(args) -> int:
         return EXIT_OK
     from cgsc import fleet
     try:
-        built = fleet.build(args.specs, args.target, args.output, args.jobs)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs, host)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
     _report(built.diagnostics, args.format)
+    _floating_note(args, [(fleet.locator(where), machine) for where, machine in built.machines])
     _skip_notes(built.skipped, args.format)
     if args.format == "text":
         if built.count == 1:
@@ -212,6 +261,7 @@ def _validate(args) -> int:
     exit status is the worst of all specs (an internal error in one is 3)."""
     from cgsc.build import build, duplicate_names
     problems, warnings, crashed, outputs = [], [], [], []
+    host = _host(args)
     for spec in args.specs:
         try:
             if args.base:
@@ -220,7 +270,7 @@ def _validate(args) -> int:
                 if found:
                     raise SpecError(found)
             else:
-                built = build([spec], args.target)
+                built = build([spec], args.target, host)
                 outputs += zip([spec] * len(built), built)
                 warnings += [d for o in built for d in o.diagnostics]
         except SpecError as exc:
@@ -240,6 +290,7 @@ def _validate(args) -> int:
         _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
         return EXIT_BUG if crashed else EXIT_INVALID
     _report(warnings, args.format)
+    _floating_note(args, [(o.locate, o.machine) for _spec, o in outputs])
     if crashed:
         return EXIT_BUG
     if args.format == "text":
@@ -254,10 +305,10 @@ def _check(args) -> int:
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
     groups, homes, orphans = gather(args.specs, args.output, args.target, args.all)
-    outputs, problems = [], []
+    outputs, problems, host = [], [], _host(args)
     for chosen, group in groups.items():   # specs checked with the same targets
         try:
-            outputs += fleet.check(group, chosen, args.output, args.jobs) if group else []
+            outputs += fleet.check(group, chosen, args.output, args.jobs, host) if group else []
         except SpecError as exc:
             problems += exc.diagnostics
     if problems:
@@ -280,6 +331,34 @@ def _check(args) -> int:
         print(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
               if drift_count else f"cgsc: {len(outputs)} guest(s) up to date", file=sys.stderr)
     return EXIT_INVALID if drift_count else EXIT_OK
+
+
+def _probe(args) -> int:
+    import json
+
+    from cgsc.probe import from_domcapabilities, probe
+    if args.from_domcapabilities:
+        try:
+            profile = from_domcapabilities(args.from_domcapabilities, args.qemu_version,
+                                           args.qemu_objects, args.libvirt_version, args.name)
+        except (OSError, ValueError) as exc:
+            raise _Usage(str(exc)) from None
+    else:
+        profile = probe(args.name)
+    text = json.dumps(profile, indent=2, sort_keys=True) + "\n"
+    if args.output:
+        from cgsc.probe import write
+        try:
+            write(args.output, text)
+        except OSError as exc:
+            print(f"cgsc: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        for note in profile.get("unreadable", []):
+            print(f"cgsc probe: could not read {note}", file=sys.stderr)
+        print(f"cgsc probe: wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def _explain(args) -> int:
@@ -358,5 +437,5 @@ def _completion(args) -> int:
 
 
 _COMMANDS = {"build": _build, "validate": _validate, "check": _check, "explain": _explain,
-             "diff": _diff,
+             "diff": _diff, "probe": _probe,
              "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}

@@ -45,8 +45,10 @@ def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[D
     return [d for d in found if d.severity == ERROR and not any(_overlaps(d.path, p) for p in bad)]
 
 
-def compile_spec(path: str) -> Compiled:
-    """Compile one spec file into a launch plan; raises SpecError with every diagnostic."""
+def compile_spec(path: str, host: Optional[dict] = None) -> Compiled:
+    """Compile one spec file into a launch plan; raises SpecError with every diagnostic.
+    With a host profile (cgsc.hostprofile), the floating machine type is pinned to the one
+    that host's QEMU resolves it to, and the plan is checked against the host."""
     source = load(path)
     errors = schema_errors(source.data)
     if errors:
@@ -54,6 +56,9 @@ def compile_spec(path: str) -> Compiled:
         raise SpecError(source.locate(d) for d in errors)
 
     guest = normalize(source.data)
+    if host is not None:
+        from cgsc.hostprofile import pinned_machine
+        guest = guest._replace(machine=pinned_machine(host, guest.arch, guest.machine) or guest.machine)
     found, waived = apply(source.data.get("waive", {}), check(guest) + _measure_rules(guest))
     found = [source.locate(d) for d in found]
     waived = tuple((source.locate(d), reason) for d, reason in waived)
@@ -70,10 +75,17 @@ def compile_spec(path: str) -> Compiled:
     too_long = argv_problems(plan.argv(), source.data)
     if too_long:
         raise SpecError(source.locate(d) for d in too_long)
+    if host is not None:  # reported, never written into the artifacts
+        from cgsc.hostcheck import check_host
+        on_host = [source.locate(d) for d in check_host(plan, host)]
+        if any(d.severity == ERROR for d in on_host):
+            raise SpecError(on_host + found)
     warnings = tuple(found)
     plan = plan._replace(warnings=tuple(d.located(stable(d.file, root), d.line, d.column).render()
                                         if d.file else d.render() for d in warnings),
                          waivers=tuple((d.rule, reason) for d, reason in waived))
+    if host is not None:
+        warnings += tuple(on_host)
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)
 
 

@@ -27,6 +27,8 @@ class GuestOutput:
     locate: object = None        # key path -> file:line in the spec
     skipped: Sequence = ()       # (target, rule, reason): targets a default build left out
     attestation: object = None   # LaunchPlan.attestation: reference values ([measurement])
+    requires: object = None      # target -> minimum {"qemu", "libvirt"} versions (cgsc.hostcheck)
+    machine: str = ""            # the QEMU machine type, for the floating-machine note
 
 
 def sha256(text: str) -> str:
@@ -40,7 +42,8 @@ def manifest(out: GuestOutput) -> str:
         "mechanism": out.mechanism,
         "spec": [{"path": p, "sha256": h} for p, h in out.spec_files],
         "artifacts": [{"file": a.filename, "target": t, "mode": f"{a.mode:04o}",
-                       "sha256": sha256(a.content)} for t, a in out.artifacts],
+                       "sha256": sha256(a.content), "requires": (out.requires or {}).get(t, {})}
+                      for t, a in out.artifacts],
         "warnings": list(out.warnings),
         "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],
         "skipped": [{"target": t, "rule": r, "reason": why} for t, r, why in out.skipped],

@@ -30,6 +30,8 @@ class Result(NamedTuple):
     name_at: Optional[Diagnostic]        # where [guest] name is, for a duplicate's error
     drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
+    machine: str = ""                    # its QEMU machine type, and where the spec says it
+    machine_at: Optional[Diagnostic] = None
 
 
 class Job(NamedTuple):
@@ -38,6 +40,7 @@ class Job(NamedTuple):
     root: str
     staging: str = ""         # build: this build's staging directory
     pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
+    host: Optional[dict] = None    # the --host profile
 
 
 _JOB: Optional[Job] = None
@@ -69,7 +72,7 @@ def _task(item: Tuple[int, str]) -> Result:
     from cgsc.build import build_one
     index, path = item
     job = _JOB
-    out, problems = build_one(path, job.requested)
+    out, problems = build_one(path, job.requested, job.host)
     if problems:
         return Result(path, None, tuple(problems), (), (), None)
     name_at = out.locate(Diagnostic("", ("guest", "name"), ""))
@@ -85,7 +88,8 @@ def _task(item: Tuple[int, str]) -> Result:
         from cgsc.outdir import stage
         staged = stage(job.staging, str(index), files_for(out))
     return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at,
-                  skipped=tuple(out.skipped))
+                  skipped=tuple(out.skipped), machine=out.machine,
+                  machine_at=out.locate(Diagnostic("", ("guest", "machine"), "")))
 
 
 def default_jobs(count: int) -> int:
@@ -180,14 +184,14 @@ def _collect(results, locate_duplicates: bool = True):
         if r.problems:
             problems.extend(r.problems)
         elif r.name in first:
-            problems.append(duplicate(r.name, first[r.name], _at(r.name_at)))
+            problems.append(duplicate(r.name, first[r.name], locator(r.name_at)))
         else:
             first[r.name] = r.path
             valid.append((index, r))
     return problems, valid
 
 
-def _at(where: Diagnostic):
+def locator(where: Diagnostic):
     return lambda d: d.located(where.file, where.line, where.column)
 
 
@@ -196,10 +200,11 @@ class Built(NamedTuple):
     first: Optional[Result]              # the first one (its name and files)
     diagnostics: List[Diagnostic]        # every guest's warnings, in spec order
     skipped: List[Tuple[str, str, str, str]] = []   # (guest, target, rule, reason)
+    machines: List[Tuple[Diagnostic, str]] = []     # (where, machine type) of every guest
 
 
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
-          jobs: Optional[int] = None) -> Built:
+          jobs: Optional[int] = None, host: Optional[dict] = None) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
     result is journalled as it arrives and then dropped: memory stays flat."""
     from cgsc.build import duplicate
@@ -208,19 +213,21 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
     problems: List[Diagnostic] = []
     warnings: List[Diagnostic] = []
     skipped: List[Tuple[str, str, str, str]] = []
+    machines: List[Tuple[Diagnostic, str]] = []
     first: Dict[str, str] = {}
     first_result, refused = None, None
     with OutputDir(root) as out:
-        job = Job("build", tuple(requested), root, out.staging)
+        job = Job("build", tuple(requested), root, out.staging, host=host)
         for index, r in enumerate(_results(paths, job, jobs)):
             if r.problems:
                 problems.extend(r.problems)
             elif r.name in first:
-                problems.append(duplicate(r.name, first[r.name], _at(r.name_at)))
+                problems.append(duplicate(r.name, first[r.name], locator(r.name_at)))
             else:
                 first[r.name] = r.path
                 warnings.extend(r.diagnostics)
                 skipped.extend((r.name,) + why for why in r.skipped)
+                machines.append((r.machine_at, r.machine))
                 first_result = first_result or r
                 if not problems and refused is None:
                     try:
@@ -232,17 +239,17 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
         if refused is not None:
             raise refused
         out.commit()
-    return Built(len(first), first_result, warnings, skipped)
+    return Built(len(first), first_result, warnings, skipped, machines)
 
 
 def check(paths: Sequence[str], requested: Sequence[str], root: str,
-          jobs: Optional[int] = None) -> List[Result]:
+          jobs: Optional[int] = None, host: Optional[dict] = None) -> List[Result]:
     """Compare a fleet with what is on disk, under a shared lock; raises SpecError."""
     from cgsc.outdir import pending, shared_lock
     jobs = default_jobs(len(paths)) if jobs is None else jobs
     lock = shared_lock(root)
     try:
-        job = Job("check", tuple(requested), root, pending=tuple(pending(root)))
+        job = Job("check", tuple(requested), root, pending=tuple(pending(root)), host=host)
         problems, valid = _collect(_results(paths, job, jobs))
     finally:
         if lock >= 0:

@@ -98,6 +98,7 @@ def load_all() -> Dict[str, Rule]:
     import cgsc.checks  # noqa: F401  (imports cgsc.confine and cgsc.host_rules)
     import cgsc.measure  # noqa: F401  (the [measurement] rules)
     import cgsc.limits  # noqa: F401
+    import cgsc.hostcheck  # noqa: F401
     import cgsc.waivers  # noqa: F401  (defines the waiver rules)
     from cgsc import targets
     from cgsc.mechanisms import MECHANISMS

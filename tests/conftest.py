@@ -40,6 +40,27 @@ def tool():
     return find
 
 
+QEMU_7_2_PREFIX = "/opt/cgsc/qemu-7.2"   # where .ci/run unpacks Debian 12's QEMU 7.2
+
+
+@pytest.fixture(scope="session")
+def qemu72():
+    """name -> path of Debian 12's QEMU 7.2 binary: the oldest QEMU cgsc supports, kept
+    runnable beside the system's newer QEMU (.ci/run unpacks its .debs into a prefix;
+    CGSC_QEMU_7_2 overrides the prefix). A `qemu-system-*` on PATH that is 7.2 also does."""
+    import subprocess
+    prefix = os.environ.get("CGSC_QEMU_7_2", QEMU_7_2_PREFIX)
+
+    def find(name: str) -> str:
+        for candidate in (os.path.join(prefix, "usr", "bin", name), shutil.which(name)):
+            if candidate and os.access(candidate, os.X_OK):
+                out = subprocess.run([candidate, "-version"], capture_output=True, text=True).stdout
+                if out.startswith("QEMU emulator version 7.2."):
+                    return candidate
+        missing(f"QEMU 7.2 {name} not found under {prefix} or on PATH (run .ci/run or set CGSC_QEMU_7_2)")
+    return find
+
+
 @pytest.fixture(scope="session")
 def relaxng(shared_dir):
     """libvirt 12.8's domain schema, compiled once per session."""

@@ -251,19 +251,3 @@ def test_debian_virsh_defines_the_domain(spec, tmp_path, tool):
     assert result.returncode == 0, result.stderr
     assert f"Domain '{compile_plan(spec).name}' defined" in result.stdout
 
-
-def test_virsh_defines_snp_and_tdx_exactly_from_the_version_that_knows_them(tmp_path, tool):
-    """libvirt learnt sev-snp in 10.5 and tdx in 11.6: an older virsh (Debian 12's 9.0)
-    rejects those domains at <launchSecurity>, a newer one defines them; either way the
-    domain is also proven by the 12.8 schema above."""
-    version = subprocess.run([tool("virsh"), "--version"], capture_output=True, text=True).stdout
-    have = tuple(int(x) for x in version.strip().split(".")[:2])
-    for name, since in (("sev-snp.toml", (10, 5)), ("tdx.toml", (11, 6))):
-        path = tmp_path / "domain.xml"
-        path.write_text(render([s for s in EXAMPLES if s.endswith(name)][0], "libvirt"))
-        result = subprocess.run([tool("virsh"), "-c", "test:///default", "define", "--validate", str(path)],
-                                capture_output=True, text=True, timeout=60)
-        if have >= since:
-            assert result.returncode == 0, result.stderr
-        else:
-            assert result.returncode == 1 and "launchSecurity" in result.stderr

@@ -79,11 +79,11 @@ def materialize(plan) -> None:
         os.mkfifo(fifo, 0o600)
 
 
-def tcg_argv(plan):
+def tcg_argv(plan, find=os.path.basename):
     """The plan's argv for a TCG-only host: Debian's binary instead of a custom emulator path,
     `-accel tcg` for `-accel kvm` (qemu.md §11), and no `-cpu host` where that model only
     exists under KVM (ppc64)."""
-    argv = [os.path.basename(plan.emulator)] + plan.argv()[1:]
+    argv = [find(os.path.basename(plan.emulator))] + plan.argv()[1:]
     i = argv.index("-accel")
     argv[i + 1] = "tcg"
     if plan.arch == "ppc64" and plan.cpu == "host":
@@ -119,8 +119,8 @@ def run_qemu(argv, preconfig: bool) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(argv, proc.returncode, said.decode(errors="replace"), err)
 
 
-def _binary_has(tool, plan) -> bool:
-    binary = tool(os.path.basename(plan.emulator))
+def _binary_has(find, plan) -> bool:
+    binary = find(os.path.basename(plan.emulator))
     result = subprocess.run([binary, "-object", "help"], capture_output=True, text=True)
     return plan.confidential.object.qom_type in result.stdout.split()
 
@@ -137,13 +137,13 @@ QEMU_SPECS = [s for s in VALID_SPECS if compile_plan(s).confidential.object.qom_
 
 
 @pytest.mark.parametrize("spec", QEMU_SPECS, ids=rel)
-def test_real_qemu_7_2_parses_the_command_line(spec, tool, tmp_path, shared_dir):
+def test_real_qemu_7_2_parses_the_command_line(spec, qemu72, tmp_path, shared_dir):
     plan = relocated(spec, str(tmp_path / "r"))
     materialize(plan)
-    argv = tcg_argv(plan)
+    argv = tcg_argv(plan, qemu72)
     result = run_qemu(argv, preconfig=True)
     missing = _v72_missing(shared_dir, plan.confidential.object)
-    if not _binary_has(tool, plan):
+    if not _binary_has(qemu72, plan):
         # s390-pv-guest is not built into a non-s390 host's binary: everything before
         # object creation parsed, and this is the only complaint (qemu.md §10 stage B).
         assert result.returncode == 1
@@ -158,10 +158,10 @@ def test_real_qemu_7_2_parses_the_command_line(spec, tool, tmp_path, shared_dir)
 
 
 @pytest.mark.parametrize("spec", QEMU_SPECS[:1] + [s for s in QEMU_SPECS if "pef" in s][:1], ids=rel)
-def test_a_wrong_object_property_is_rejected(spec, tool, tmp_path):
+def test_a_wrong_object_property_is_rejected(spec, qemu72, tmp_path):
     plan = relocated(spec, str(tmp_path / "r"))
     materialize(plan)
-    argv = tcg_argv(plan)
+    argv = tcg_argv(plan, qemu72)
     i = argv.index("-object") + 1
     argv[i] += ",bogus=1"
     result = run_qemu(argv, preconfig=True)
@@ -175,23 +175,23 @@ FULL_START = [s for s in QEMU_SPECS
 
 
 @pytest.mark.parametrize("spec", FULL_START, ids=rel)
-def test_real_qemu_realizes_every_device_and_stops_only_for_missing_sev(spec, tool, tmp_path, shared_dir):
+def test_real_qemu_realizes_every_device_and_stops_only_for_missing_sev(spec, qemu72, tmp_path, shared_dir):
     """Without -preconfig QEMU 7.2 creates firmware, drives, devices, chardevs and the
     monitor; under TCG it then aborts on the unready SEV object (qemu.md §10 stage F)."""
     plan = relocated(spec, str(tmp_path / "r"))
     if _v72_missing(shared_dir, plan.confidential.object):
         pytest.skip("uses a property QEMU 7.2 does not have")
     materialize(plan)
-    result = run_qemu(tcg_argv(plan), preconfig=False)
+    result = run_qemu(tcg_argv(plan, qemu72), preconfig=False)
     assert result.returncode == -6 or result.returncode == 134, result.stderr
     assert CGS_READY_ABORT in result.stderr
 
 
-def test_the_full_start_check_can_fail(tool, tmp_path):
+def test_the_full_start_check_can_fail(qemu72, tmp_path):
     spec = [s for s in FULL_START if s.endswith("examples/sev.toml")][0]
     plan = relocated(spec, str(tmp_path / "r"))
     materialize(plan)
-    argv = tcg_argv(plan)
+    argv = tcg_argv(plan, qemu72)
     i = argv.index(next(w for w in argv if w.startswith("virtio-blk-pci,")))
     argv[i] += ",bogus=on"
     result = run_qemu(argv, preconfig=False)
@@ -204,14 +204,14 @@ def test_full_start_covers_at_least_two_specs():
     assert len(FULL_START) >= 2, FULL_START
 
 
-def test_qemu_opens_exactly_the_hostile_disk_path(tool, tmp_path):
+def test_qemu_opens_exactly_the_hostile_disk_path(qemu72, tmp_path):
     """QEMU opens -drive files before -preconfig stops: with the image missing, its error
     names the path it tried, which must be the spec's path to the byte (commas undoubled)."""
     spec = [s for s in VALID_SPECS if s.endswith("hostile-values.toml")][0]
     plan = relocated(spec, str(tmp_path / "r"))
     materialize(plan)
-    assert run_qemu(tcg_argv(plan), preconfig=True).returncode == 0
+    assert run_qemu(tcg_argv(plan, qemu72), preconfig=True).returncode == 0
     os.unlink(plan.disks[0].path)
-    result = run_qemu(tcg_argv(plan), preconfig=True)
+    result = run_qemu(tcg_argv(plan, qemu72), preconfig=True)
     assert result.returncode == 1
     assert f"Could not open '{plan.disks[0].path}': No such file or directory" in result.stderr

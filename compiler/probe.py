@@ -1,0 +1,325 @@
+"""`cgsc probe`: a host profile of this host, or of recorded `virsh domcapabilities`.
+
+Runs as any user: what it cannot read is recorded under "unreadable" (with why) and left
+unknown (null), never guessed; a host without KVM, QEMU or libvirt gives a valid profile
+that says so. Nothing here needs root, loads a module or starts a guest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from typing import List, Optional
+
+ARCHES = ("x86_64", "ppc64", "s390x")
+FIRMWARE_DIRS = ("/usr/share/ovmf", "/usr/share/OVMF", "/usr/share/edk2/ovmf",
+                 "/usr/share/edk2/x64", "/usr/share/edk2-ovmf", "/usr/share/qemu")
+DESCRIPTOR_DIRS = ("/usr/share/qemu/firmware", "/etc/qemu/firmware")
+# GUIDs in OVMF's reset-vector GUID table (little-endian in the image): what QEMU looks
+# for before it can launch the guest (QEMU hw/i386/pc_sysfw_ovmf.c, target/i386/sev.c).
+_GUIDS = {
+    "sev": "00f771de-1a7e-4fcb-890e-68c77e2fb44e",            # SEV_INFO_BLOCK_GUID
+    "sev-snp": "dc886566-984a-4798-a75e-5585a7bf67cc",        # OVMF SEV metadata (SNP)
+    "kernel-hashes": "7255371f-3a3b-4b04-927b-1da6efa8d454",  # SEV_HASH_TABLE_RV_GUID
+    "tdx": "e47a6535-984a-4798-865e-4685a7bf8ec2",            # TDX metadata offset GUID
+}
+# QEMU firmware descriptor (docs/interop/firmware.json) features -> profile features
+_DESCRIPTOR_FEATURES = {"amd-sev": "sev", "amd-sev-es": "sev-es", "amd-sev-snp": "sev-snp",
+                        "intel-tdx": "tdx"}
+
+
+def _guid_bytes(guid: str) -> bytes:
+    import uuid
+    return uuid.UUID(guid).bytes_le
+
+
+def _run(argv: List[str], notes: List[str]) -> Optional[str]:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        notes.append(f"`{' '.join(argv)}`: {exc}")
+        return None
+    if result.returncode != 0:
+        notes.append(f"`{' '.join(argv)}`: exit {result.returncode}: {result.stderr.strip()[:200]}")
+        return None
+    return result.stdout
+
+
+def _read(path: str, notes: List[str]) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        notes.append(f"{path}: {exc.strerror}")
+        return None
+
+
+# -- QEMU's own words --------------------------------------------------------------------
+
+def parse_version(text: str) -> Optional[str]:
+    m = re.search(r"QEMU emulator version (\d+\.\d+(?:\.\d+)?)", text or "")
+    return m.group(1) if m else None
+
+
+def parse_objects(text: str) -> List[str]:
+    """`-object help`: 'List of user creatable objects:' then one type per line."""
+    lines = (text or "").splitlines()
+    return sorted({l.split()[0] for l in lines[1:] if l.strip()})
+
+
+def parse_cpu_models(text: str) -> List[str]:
+    """`-cpu help`: 'Available CPUs:', then one indented model per line (older QEMUs
+    prefix the architecture: 'x86 EPYC-v4 ...'), up to the first blank line."""
+    models = set()
+    for line in (text or "").splitlines()[1:]:
+        if not line.strip():
+            break
+        words = line.split()
+        name = words[1] if words[0] in ("x86", "PowerPC", "s390x") and len(words) > 1 else words[0]
+        models.add(name.strip("'"))
+    return sorted(models)
+
+
+def parse_machines(text: str) -> dict:
+    """`-machine help`: 'q35   Standard PC ... (alias of pc-q35-10.0)'."""
+    out = {}
+    for line in (text or "").splitlines():
+        m = re.match(r"(\S+)\s.*\(alias of (\S+)\)", line)
+        if m and m.group(1) not in out:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _qemu(arch: str, notes: List[str]) -> Optional[dict]:
+    binary = shutil.which(f"qemu-system-{arch}")
+    if binary is None:
+        return None
+    ver = parse_version(_run([binary, "-version"], notes) or "")
+    objects = _run([binary, "-object", "help"], notes)
+    cpus = _run([binary, "-cpu", "help"], notes)
+    machines = _run([binary, "-machine", "help"], notes)
+    return {"path": binary, "version": ver,
+            "objects": parse_objects(objects) if objects is not None else None,
+            "cpu-models": parse_cpu_models(cpus) if cpus is not None else None,
+            "machines": parse_machines(machines) if machines is not None else None}
+
+
+# -- KVM, the CPU, the firmware ----------------------------------------------------------
+
+def _flag(path: str, notes: List[str]) -> Optional[bool]:
+    """A module parameter: Y/1 -> True, N/0 -> False; absent -> False (module not loaded
+    or too old to have it); unreadable -> None (noted)."""
+    if not os.path.exists(path):
+        return False
+    value = _read(path, notes)
+    if value is None:
+        return None
+    return value in ("Y", "y", "1")
+
+
+def _kvm(notes: List[str]) -> dict:
+    amd = "/sys/module/kvm_amd/parameters/"
+    sev_dev = os.path.exists("/dev/sev")
+    sev = _flag(amd + "sev", notes)
+    kvm = {
+        "present": os.path.exists("/dev/kvm"),
+        "sev": sev and sev_dev if sev is not None else None,
+        "sev-es": (_flag(amd + "sev_es", notes) and sev_dev) if sev is not None else None,
+        "sev-snp": (_flag(amd + "sev_snp", notes) and sev_dev) if sev is not None else None,
+        "tdx": _flag("/sys/module/kvm_intel/parameters/tdx", notes),
+        "debug-swap": _flag(amd + "debug_swap", notes),
+        "s390-pv": _read("/sys/firmware/uv/prot_virt_host", notes) == "1",
+        "pef": os.path.exists("/proc/device-tree/ibm,ultravisor"),
+    }
+    if not kvm["present"]:
+        for key in ("sev", "sev-es", "sev-snp", "tdx", "s390-pv", "pef"):
+            kvm[key] = False if kvm[key] is not None else None
+    return kvm
+
+
+def _sev_geometry(notes: List[str]) -> Optional[dict]:
+    """CPUID 0x8000001F EBX: C-bit position [5:0], reduced physical bits [11:6], via the
+    cpuid driver (root only): otherwise unknown, and noted."""
+    path = "/dev/cpu/0/cpuid"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        notes.append(f"{path} (SEV cbitpos/reduced-phys-bits): {exc.strerror}; "
+                     "`virsh domcapabilities` shows them (cgsc probe --from-domcapabilities)")
+        return None
+    try:
+        data = os.pread(fd, 16, 0x8000001F)
+    except OSError as exc:
+        notes.append(f"{path}: {exc.strerror}")
+        return None
+    finally:
+        os.close(fd)
+    ebx = int.from_bytes(data[4:8], "little")
+    if ebx == 0:
+        return {"cbitpos": None, "reduced-phys-bits": None}
+    return {"cbitpos": ebx & 0x3F, "reduced-phys-bits": (ebx >> 6) & 0x3F}
+
+
+def firmware_features(path: str, notes: List[str]) -> Optional[List[str]]:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(64 << 20)
+    except OSError as exc:
+        notes.append(f"{path}: {exc.strerror}")
+        return None
+    found = [name for name, guid in _GUIDS.items() if _guid_bytes(guid) in data]
+    if "sev-snp" in found:
+        found.append("sev-es")
+    return sorted(set(found))
+
+
+def _firmware(notes: List[str]) -> List[dict]:
+    import json
+    images = {}
+    for d in DESCRIPTOR_DIRS:  # the distribution's own statement of what each image does
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            text = _read(os.path.join(d, name), notes)
+            try:
+                desc = json.loads(text or "")
+                filename = desc["mapping"]["executable"]["filename"] if "executable" in \
+                    desc["mapping"] else desc["mapping"]["filename"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            feats = {_DESCRIPTOR_FEATURES[f] for f in desc.get("features", ()) if f in _DESCRIPTOR_FEATURES}
+            images.setdefault(filename, set()).update(feats)
+    for d in FIRMWARE_DIRS:
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            if name.endswith(".fd") and os.path.isfile(os.path.join(d, name)):
+                images.setdefault(os.path.join(d, name), set())
+    out = []
+    for path in sorted(images):
+        if not os.path.isfile(path):
+            continue
+        feats = firmware_features(path, notes)
+        digest = None
+        try:
+            with open(path, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            pass
+        out.append({"path": path, "sha256": digest,
+                    "features": None if feats is None else sorted(set(feats) | images[path])})
+    return out
+
+
+def _libvirt(notes: List[str]) -> Optional[dict]:
+    virsh = shutil.which("virsh")
+    if virsh is None:
+        return None
+    text = _run([virsh, "--version"], notes)
+    return {"version": text.strip()} if text and re.fullmatch(r"\d+\.\d+\.\d+", text.strip()) else None
+
+
+def probe(name: Optional[str] = None) -> dict:
+    notes: List[str] = []
+    qemu = {arch: q for arch in ARCHES for q in [_qemu(arch, notes)] if q is not None}
+    return {
+        "profile-version": 1,
+        "name": name or os.uname().nodename,
+        "origin": "probe",
+        "qemu": qemu,
+        "libvirt": _libvirt(notes),
+        "kvm": _kvm(notes),
+        "sev": _sev_geometry(notes),
+        "firmware": _firmware(notes),
+        "unreadable": notes,
+    }
+
+
+# -- from what users already have --------------------------------------------------------
+
+def from_domcapabilities(caps_path: str, version_file: Optional[str] = None,
+                         objects_file: Optional[str] = None, libvirt_version: Optional[str] = None,
+                         name: Optional[str] = None) -> dict:
+    """A profile from `virsh domcapabilities` XML (formatdomaincaps.html), plus optional
+    `qemu-system-* -version` and `-object help` output."""
+    import xml.etree.ElementTree as ET
+    try:
+        root = ET.parse(caps_path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"{caps_path}: not domain capabilities XML ({exc})") from None
+    if root.tag != "domainCapabilities":
+        raise ValueError(f"{caps_path}: root element is <{root.tag}>, not <domainCapabilities>")
+    arch = root.findtext("arch") or "x86_64"
+    machine = root.findtext("machine") or ""
+    alias = {"pc-q35": "q35", "pseries": "pseries", "s390-ccw-virtio": "s390-ccw-virtio"}
+    machines = {a: machine for prefix, a in alias.items()
+                if re.fullmatch(re.escape(prefix) + r"-\d+\.\d+.*", machine)}
+    version = None
+    if version_file:
+        with open(version_file, encoding="utf-8") as fh:
+            version = parse_version(fh.read())
+    objects = None
+    if objects_file:
+        with open(objects_file, encoding="utf-8") as fh:
+            objects = parse_objects(fh.read())
+    models = sorted({m.text for m in root.findall("./cpu/mode[@name='custom']/model") if m.text})
+    loaders = [v.text for v in root.findall("./os/loader/value") if v.text]
+    sev = root.find("./features/sev")
+    sev_ok = sev is not None and sev.get("supported") == "yes"
+    sectypes = {v.text for v in root.findall("./features/launchSecurity/enum[@name='sectype']/value")}
+    launch_known = root.find("./features/launchSecurity") is not None
+    kvm_domain = root.findtext("domain") == "kvm"
+
+    def offered(sectype: str) -> Optional[bool]:
+        if not kvm_domain:
+            return False
+        return sectype in sectypes if launch_known else None
+
+    max_es = sev.findtext("maxESGuests") if sev_ok else None
+    s390 = root.find("./features/s390-pv")
+    kvm = {
+        "present": kvm_domain,
+        "sev": sev_ok and kvm_domain,
+        "sev-es": (sev_ok and kvm_domain and int(max_es) > 0) if max_es is not None else
+                  (False if not sev_ok else None),
+        "sev-snp": offered("sev-snp") if sev_ok or launch_known else False,
+        "tdx": offered("tdx"),
+        "s390-pv": (s390 is not None and s390.get("supported") == "yes") if arch == "s390x" else False,
+        "pef": None if arch == "ppc64" else False,
+        "debug-swap": None,
+    }
+    geometry = None
+    if sev_ok:
+        geometry = {"cbitpos": int(sev.findtext("cbitpos")),
+                    "reduced-phys-bits": int(sev.findtext("reducedPhysBits"))}
+    return {
+        "profile-version": 1,
+        "name": name or os.path.basename(caps_path),
+        "origin": "domcapabilities",
+        "qemu": {arch: {"path": root.findtext("path"), "version": version, "objects": objects,
+                        "cpu-models": models or None, "machines": machines or None}},
+        "libvirt": {"version": libvirt_version} if libvirt_version else None,
+        "kvm": kvm,
+        "sev": geometry,
+        # loader values are the firmware libvirt knows; what each supports is not in the XML
+        "firmware": [{"path": p, "sha256": None, "features": None} for p in loaders] or None,
+        "unreadable": [],
+    }
+
+
+def write(path: str, text: str) -> None:
+    """Write the profile atomically (a temporary file beside it, then rename)."""
+    import tempfile
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".probe-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
