@@ -8,9 +8,14 @@ and never be a system directory. Accepted, by rule (cgsc never looks at the host
 * /run/cgsc/<name>      RuntimeDirectory=cgsc/<name>: created at start, removed at stop
 * /var/lib/cgsc/<name>  StateDirectory=cgsc/<name>: kept across restarts
 * /var/log/cgsc/<name>  LogsDirectory=cgsc/<name>: kept (for a console log)
-* any other directory whose last component is the guest's name, outside the system
-  trees and cgsc's own trees (e.g. /srv/guests/<name>); it must exist (the unit asserts
+* /srv/<dir>[/...]/<name> a directory named after the guest below a directory of /srv
+  (FHS: site data, which no distribution package uses); it must exist (the unit asserts
   it, the script creates it).
+
+This is an allow-list: a directory named after the guest anywhere else may be a system
+directory (/var/lib/systemd, /var/spool/cron, /home/alice) or sit in a world-writable
+tree (/tmp, /var/tmp, /dev/shm) where another user can create it, or a symlink in it,
+first. The launch script also refuses a directory it does not own.
 
 Everything else is refused with CGS-PATH-002 and a path that works.
 """
@@ -31,6 +36,10 @@ SYSTEM_TREES = ("/run", "/var/run", "/dev", "/proc", "/sys", "/etc", "/usr", "/b
 SYSTEM_DIRS = frozenset(("/var", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/tmp",
                          "/var/mail", "/var/opt", "/var/local", "/var/backups", "/var/crash",
                          "/home", "/srv", "/opt", "/mnt", "/media", "/tmp", "/root"))
+SHARED_TREES = ("/tmp", "/var/tmp", "/dev/shm")   # world-writable (sticky): anyone creates in them
+SITE_ROOT = "/srv"
+ALLOWED = ("/run/cgsc/<name>, /var/lib/cgsc/<name>, /var/log/cgsc/<name> or "
+           "/srv/<dir>/<name>")
 
 CONFINE = Rule(
     "CGS-PATH-002", "a socket or console file lives in a directory that is not this guest's own",
@@ -40,7 +49,10 @@ CONFINE = Rule(
     "directory shared with another guest lets stopping one remove the other's sockets. "
     "cgsc accepts /run/cgsc/<name> (RuntimeDirectory), /var/lib/cgsc/<name> (StateDirectory), "
     "/var/log/cgsc/<name> (LogsDirectory), or an existing directory named after the guest "
-    "outside the system trees.", "systemd.exec(5) ProtectSystem=, RuntimeDirectory=",
+    "below a directory of /srv (/srv/guests/<name>), and nothing else: a directory named "
+    "after the guest elsewhere may be a system one (/var/lib/systemd, /home/alice), and one "
+    "in /tmp, /var/tmp or /dev/shm can be created first by any user.",
+    "systemd.exec(5) ProtectSystem=, RuntimeDirectory=",
     fix="Put the socket in /run/cgsc/<name>/ and a console log in /var/log/cgsc/<name>/.")
 
 
@@ -59,6 +71,13 @@ def why_not(directory: str, name: str, runtime_dir: str) -> str:
     """Why the directory cannot be confined to this guest ("" when it can)."""
     if directory == runtime_dir or _managed(directory, name):
         return ""
+    if _under(directory, SITE_ROOT) and directory.count("/") >= 3 \
+            and os.path.basename(directory) == name:
+        return ""   # /srv/<dir>[/...]/<name>
+    for tree in SHARED_TREES:
+        if _under(directory, tree):
+            return (f"under {tree}, where every user may create files: another user can "
+                    "create the directory, or a symlink in it, first")
     if directory.count("/") < 2 or directory in SYSTEM_DIRS:
         return "a system directory"
     for root, _kind in MANAGED:
@@ -69,21 +88,23 @@ def why_not(directory: str, name: str, runtime_dir: str) -> str:
             return f"under {tree}, a system directory"
     if os.path.basename(directory) != name:
         return f"not named after the guest (its last component is not {name!r}), so other programs may share it"
-    return ""
+    return (f"not one of the directories cgsc gives a guest ({ALLOWED}); a directory named "
+            "after the guest elsewhere may belong to the system or to a user")
 
 
-def _items(guest) -> List[Tuple[tuple, str, str]]:
-    """(key path, file path, what) of every file QEMU creates."""
+def _items(guest) -> List[Tuple[tuple, str, str, str]]:
+    """(key path, file path, what, usual file name) of every file QEMU creates."""
     out = []
     if guest.qmp_socket:
-        out.append((("qmp", "socket"), guest.qmp_socket, "QMP socket"))
+        out.append((("qmp", "socket"), guest.qmp_socket, "QMP socket", "qmp.sock"))
     if guest.console in ("socket", "file") and guest.console_path:
-        out.append((("console", "path"), guest.console_path, f"console {guest.console}"))
+        out.append((("console", "path"), guest.console_path, f"console {guest.console}",
+                    "console.sock" if guest.console == "socket" else "console.log"))
     return out
 
 
 def check(guest) -> Iterable[Diagnostic]:
-    for key, path, what in _items(guest):
+    for key, path, what, usual in _items(guest):
         directory = os.path.dirname(path)
         reason = why_not(directory, guest.name, guest.runtime_dir)
         if reason:
@@ -97,7 +118,7 @@ def check(guest) -> Iterable[Diagnostic]:
 def guest_dirs(guest) -> Tuple[GuestDir, ...]:
     """Every directory QEMU writes in: the runtime directory first (the stop channel)."""
     found = {guest.runtime_dir: ["stop channel"]}
-    for _key, path, what in _items(guest):
+    for _key, path, what, _usual in _items(guest):
         found.setdefault(os.path.dirname(path), []).append(what)
     out = []
     for directory, whats in found.items():

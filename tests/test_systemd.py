@@ -188,6 +188,40 @@ def test_a_socket_or_console_outside_the_guests_own_directory_is_refused(key, pa
     assert "[CGS-PATH-002]" in err and f"hint: use {fix} " in err
 
 
+# A directory named after the guest is not confined to it when the name is a system
+# directory's, or when the directory sits where any user can create it first.
+@pytest.mark.parametrize("name, key, path", [
+    ("systemd", "qmp", "/var/lib/systemd/qmp.sock"),
+    ("cron", "qmp", "/var/spool/cron/qmp.sock"),
+    ("journal", "file", "/var/log/journal/console.log"),
+    ("libvirt", "socket", "/var/lib/libvirt/console.sock"),
+    ("private", "qmp", "/var/lib/private/qmp.sock"),
+    ("alice", "qmp", "/home/alice/qmp.sock"),
+    ("root", "file", "/root/console.log"),
+    ("webx", "file", "/tmp/webx/console.log"),
+    ("webx", "qmp", "/var/tmp/webx/qmp.sock"),
+    ("webx", "socket", "/dev/shm/webx/console.sock"),
+    ("webx", "qmp", "/srv/webx/qmp.sock"),
+    ("webx", "qmp", "/opt/webx/qmp.sock"),
+])
+def test_a_directory_named_after_the_guest_outside_the_allowed_roots_is_refused(name, key, path, tmp_path):
+    table = f'[qmp]\nsocket = "{path}"\n' if key == "qmp" else \
+        f'[console]\nserial = "{key}"\npath = "{path}"\n'
+    code, _out, err = run_cli("validate", _spec(tmp_path, table, name))
+    assert code == 1, err
+    root = "/var/log/cgsc" if key == "file" else "/run/cgsc"
+    assert "[CGS-PATH-002]" in err and f"hint: use {root}/{name}/{os.path.basename(path)} " in err
+
+
+@pytest.mark.parametrize("directory", ["/run/cgsc/{n}", "/var/lib/cgsc/{n}", "/var/log/cgsc/{n}",
+                                       "/srv/guests/{n}", "/srv/site/vms/{n}"])
+def test_the_documented_directories_are_accepted(directory, tmp_path):
+    d = directory.format(n="guest-a")
+    code, _out, err = run_cli("validate", _spec(tmp_path, f'[qmp]\nsocket = "{d}/qmp.sock"\n'
+                                                          f'[console]\nserial = "file"\npath = "{d}/console.log"\n'))
+    assert code == 0, err
+
+
 def _rw_entries(unit: str) -> list:
     return [p for line in unit_values(unit, "Service", "ReadWritePaths")
             for p in systemd_split(line, exec_line=False)]
