@@ -17,6 +17,9 @@ directory (/var/lib/systemd, /var/spool/cron, /home/alice) or sit in a world-wri
 tree (/tmp, /var/tmp, /dev/shm) where another user can create it, or a symlink in it,
 first. The launch script also refuses a directory it does not own.
 
+Each path QEMU opens must also differ from the stop channel's FIFOs and from every other
+host path of the guest: QEMU would block opening a FIFO, or write over a disk.
+
 Everything else is refused with CGS-PATH-002 and a path that works.
 """
 
@@ -29,6 +32,7 @@ from cgsc.diagnostics import Diagnostic
 from cgsc.plan import GuestDir
 from cgsc.rules import Rule
 
+STOP_CHANNEL = "qmp-stop"   # <runtime dir>/qmp-stop.in and .out: QMP over FIFOs for ExecStop
 # root -> systemd's name for a directory it manages there (RuntimeDirectory=, ...)
 MANAGED = (("/run", "runtime"), ("/var/lib", "state"), ("/var/log", "logs"))
 SYSTEM_TREES = ("/run", "/var/run", "/dev", "/proc", "/sys", "/etc", "/usr", "/boot", "/efi",
@@ -51,7 +55,9 @@ CONFINE = Rule(
     "/var/log/cgsc/<name> (LogsDirectory), or an existing directory named after the guest "
     "below a directory of /srv (/srv/guests/<name>), and nothing else: a directory named "
     "after the guest elsewhere may be a system one (/var/lib/systemd, /home/alice), and one "
-    "in /tmp, /var/tmp or /dev/shm can be created first by any user.",
+    "in /tmp, /var/tmp or /dev/shm can be created first by any user. A socket or console "
+    "file must also not be one of the stop channel's FIFOs (<runtime dir>/qmp-stop.in, "
+    ".out), on which QEMU would block, nor another host path of the guest.",
     "systemd.exec(5) ProtectSystem=, RuntimeDirectory=",
     fix="Put the socket in /run/cgsc/<name>/ and a console log in /var/log/cgsc/<name>/.")
 
@@ -92,6 +98,11 @@ def why_not(directory: str, name: str, runtime_dir: str) -> str:
             "after the guest elsewhere may belong to the system or to a user")
 
 
+def stop_channel(guest) -> str:
+    """The stop channel's base path; QEMU opens <base>.in and <base>.out (or <base>)."""
+    return f"{guest.runtime_dir}/{STOP_CHANNEL}"
+
+
 def _items(guest) -> List[Tuple[tuple, str, str, str]]:
     """(key path, file path, what, usual file name) of every file QEMU creates."""
     out = []
@@ -103,16 +114,40 @@ def _items(guest) -> List[Tuple[tuple, str, str, str]]:
     return out
 
 
+def _host_paths(guest) -> List[Tuple[tuple, str]]:
+    """(key path, path) of the other host files the guest names."""
+    out = [(("firmware", key), path)
+           for key, path in (("code", guest.firmware_code), ("vars", guest.firmware_vars)) if path]
+    out += [(("kernel", key), path)
+            for key, path in (("image", guest.kernel_image), ("initrd", guest.kernel_initrd)) if path]
+    out += [(("disk", i, "path"), d.path) for i, d in enumerate(guest.disks)]
+    return out
+
+
 def check(guest) -> Iterable[Diagnostic]:
+    base = stop_channel(guest)
+    fifos = {path: f"the stop channel's FIFO {path}, on which QEMU would block"
+             for path in (base, base + ".in", base + ".out")}
+    taken = dict(fifos)
+    for key, path in _host_paths(guest):
+        if path in fifos:
+            yield CONFINE.error(key, f"is {fifos[path]}", f"move the file; {base}.* is cgsc's")
+        taken.setdefault(path, "the file " + ".".join(map(str, key)) + " names")
     for key, path, what, usual in _items(guest):
         directory = os.path.dirname(path)
         reason = why_not(directory, guest.name, guest.runtime_dir)
+        root = f"{'/var/log/cgsc' if what == 'console file' else '/run/cgsc'}/{guest.name}"
         if reason:
-            root = "/var/log/cgsc" if what == "console file" else "/run/cgsc"
-            better = f"{root}/{guest.name}/{os.path.basename(path) or 'console'}"
             yield CONFINE.error(key, f"the {what}'s directory {directory} is {reason}; "
                                 "the systemd unit would have to make it writable",
-                                f"use {better} (a directory of this guest only)")
+                                f"use {root}/{os.path.basename(path) or usual} "
+                                "(a directory of this guest only)")
+        elif path in taken:
+            other = f"{root}/{usual}"
+            yield CONFINE.error(key, f"the {what} {path} is also {taken[path]}",
+                                f"give the {what} a path of its own"
+                                + (f", e.g. {other}" if other != path else ""))
+        taken.setdefault(path, f"the {what}")
 
 
 def guest_dirs(guest) -> Tuple[GuestDir, ...]:
