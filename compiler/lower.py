@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from cgsc.confine import guest_dirs
+from cgsc.confine import guest_dirs, stop_channel
 from cgsc.model import Guest
 from cgsc.plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
 from cgsc.qemu import Option, Opts
 
 SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"),
            ("resourcecontrol", "deny"))
-STOP_CHANNEL = "qmp-stop"   # <runtime dir>/qmp-stop.in and .out: QMP over FIFOs for ExecStop
 # virtio device names per arch: PCI everywhere but s390x, which has channel I/O.
 _TRANSPORT = {"x86_64": "pci", "ppc64": "pci", "s390x": "ccw"}
 
@@ -43,7 +42,7 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt,
                   "kubevirt": guest.kubevirt},
         runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
-        stop_channel=f"{guest.runtime_dir}/{STOP_CHANNEL}",
+        stop_channel=stop_channel(guest),
     )
     options = tuple(_options(plan))
     words = [plan.emulator]

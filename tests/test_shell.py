@@ -141,8 +141,10 @@ def _plan_in(spec_text: str, tmp_path, name: str):
     from cgsc.model import normalize
     from cgsc.source import load
     spec = tmp_path / f"{name}.toml"
+    # valid once tmp_path stands for /srv (sockets in /srv/<dir>/<name>): no CGS-PATH-002
+    spec.write_text(spec_text.replace(str(tmp_path), "/srv"))
+    compile_spec(str(spec))
     spec.write_text(spec_text)
-    compile_spec(str(spec))   # valid as written: no CGS-PATH-002
     guest = normalize(load(str(spec)).data)
     return lower(guest._replace(runtime_dir=str(tmp_path / "run" / name)), str(spec), [])
 
@@ -209,6 +211,53 @@ def test_script_refuses_a_world_writable_or_symlinked_directory(tmp_path):
     assert f"the QMP socket directory {tmp_path}/guests/{name} is writable by every user" in result.stderr
     assert f"the stop channel directory {tmp_path}/run/{name} is a symlink" in result.stderr
     assert os.listdir(tmp_path / "elsewhere") == []   # nothing created through the symlink
+
+
+@pytest.mark.parametrize("owner, mode, problem", [
+    (65534, 0o750, "is not owned by this user"),
+    (None, 0o770, "is writable by its group"),
+    (None, 0o777, "is writable by every user"),
+])
+def test_script_refuses_a_directory_another_user_may_write(owner, mode, problem, tmp_path):
+    """User nobody pre-creates the console directory with console.log a symlink to a file
+    of root's: the script (run as root) must not start QEMU, so nothing truncates it."""
+    name = "prep-3"
+    plan = _plan_in(_snp_spec(tmp_path, name, f'[console]\nserial = "file"\n'
+                                               f'path = "{tmp_path}/logs/{name}/console.log"\n'),
+                    tmp_path, name)
+    script = _write_script(plan, tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    planted = tmp_path / "logs" / name
+    planted.mkdir(parents=True)
+    os.chmod(planted, mode)
+    os.symlink(victim, planted / "console.log")
+    if owner is not None:
+        os.lchown(planted / "console.log", owner, owner)
+        os.chown(planted, owner, owner)
+    # an emulator that does what QEMU does with the console file: open it for writing
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / plan.emulator
+    exe.write_text(f"#!/bin/sh\n: > {shlex.quote(str(planted / 'console.log'))}\n")
+    exe.chmod(0o755)
+    result = subprocess.run([str(script)], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"the console file directory {planted} {problem}" in result.stderr
+    assert victim.read_text() == "root's file\n"
+
+
+def test_script_accepts_its_own_directory(tmp_path):
+    name = "prep-4"
+    plan = _plan_in(_snp_spec(tmp_path, name, f'[qmp]\nsocket = "{tmp_path}/guests/{name}/qmp.sock"\n'),
+                    tmp_path, name)
+    script = _write_script(plan, tmp_path)
+    (tmp_path / "guests" / name).mkdir(parents=True, mode=0o750)
+    result = subprocess.run([str(script)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert result.returncode == 1   # the firmware is missing, but both directories are fine
+    assert f"directory {tmp_path}/guests/{name} " not in result.stderr, result.stderr
+    assert "stop channel directory" not in result.stderr, result.stderr
 
 
 SEV_SPEC = [s for s in VALID_SPECS if s.endswith("examples/sev.toml")][0]

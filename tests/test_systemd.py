@@ -188,6 +188,79 @@ def test_a_socket_or_console_outside_the_guests_own_directory_is_refused(key, pa
     assert "[CGS-PATH-002]" in err and f"hint: use {fix} " in err
 
 
+# A directory named after the guest is not confined to it when the name is a system
+# directory's, or when the directory sits where any user can create it first.
+@pytest.mark.parametrize("name, key, path", [
+    ("systemd", "qmp", "/var/lib/systemd/qmp.sock"),
+    ("cron", "qmp", "/var/spool/cron/qmp.sock"),
+    ("journal", "file", "/var/log/journal/console.log"),
+    ("libvirt", "socket", "/var/lib/libvirt/console.sock"),
+    ("private", "qmp", "/var/lib/private/qmp.sock"),
+    ("alice", "qmp", "/home/alice/qmp.sock"),
+    ("root", "file", "/root/console.log"),
+    ("webx", "file", "/tmp/webx/console.log"),
+    ("webx", "qmp", "/var/tmp/webx/qmp.sock"),
+    ("webx", "socket", "/dev/shm/webx/console.sock"),
+    ("webx", "qmp", "/srv/webx/qmp.sock"),
+    ("webx", "qmp", "/opt/webx/qmp.sock"),
+])
+def test_a_directory_named_after_the_guest_outside_the_allowed_roots_is_refused(name, key, path, tmp_path):
+    table = f'[qmp]\nsocket = "{path}"\n' if key == "qmp" else \
+        f'[console]\nserial = "{key}"\npath = "{path}"\n'
+    code, _out, err = run_cli("validate", _spec(tmp_path, table, name))
+    assert code == 1, err
+    root = "/var/log/cgsc" if key == "file" else "/run/cgsc"
+    assert "[CGS-PATH-002]" in err and f"hint: use {root}/{name}/{os.path.basename(path)} " in err
+
+
+@pytest.mark.parametrize("directory", ["/run/cgsc/{n}", "/var/lib/cgsc/{n}", "/var/log/cgsc/{n}",
+                                       "/srv/guests/{n}", "/srv/site/vms/{n}"])
+def test_the_documented_directories_are_accepted(directory, tmp_path):
+    d = directory.format(n="guest-a")
+    code, _out, err = run_cli("validate", _spec(tmp_path, f'[qmp]\nsocket = "{d}/qmp.sock"\n'
+                                                          f'[console]\nserial = "file"\npath = "{d}/console.log"\n'))
+    assert code == 0, err
+
+
+def _stop_fifos(tmp_path, name):
+    """The FIFOs the launch script of a valid guest makes for its stop channel, read from
+    the script (its need_fifo calls), not from the plan."""
+    import shlex
+    script = render(_spec(tmp_path, "", name), "shell")
+    return [shlex.split(line)[1] for line in script.splitlines() if line.strip().startswith("need_fifo ")]
+
+
+@pytest.mark.parametrize("key", ["qmp", "file", "socket"])
+def test_a_socket_or_console_on_the_stop_channel_is_refused(key, tmp_path):
+    fifos = _stop_fifos(tmp_path, "col")
+    assert len(fifos) == 2
+    for fifo in fifos:
+        table = f'[qmp]\nsocket = "{fifo}"\n' if key == "qmp" else \
+            f'[console]\nserial = "{key}"\npath = "{fifo}"\n'
+        code, _out, err = run_cli("validate", _spec(tmp_path, table, "col"))
+        assert code == 1 and "[CGS-PATH-002]" in err and "stop channel" in err, err
+
+
+@pytest.mark.parametrize("table", [
+    '[qmp]\nsocket = "/run/cgsc/guest-a/x.sock"\n[console]\nserial = "socket"\npath = "/run/cgsc/guest-a/x.sock"\n',
+    '[qmp]\nsocket = "/var/lib/cgsc/guest-a/root.img"\n[[disk]]\npath = "/var/lib/cgsc/guest-a/root.img"\nformat = "raw"\n',
+])
+def test_two_host_files_on_one_path_are_refused(table, tmp_path):
+    code, _out, err = run_cli("validate", _spec(tmp_path, table))
+    assert code == 1 and "[CGS-PATH-002]" in err and " is also " in err, err
+
+
+def test_the_hint_names_a_file_for_the_kind_of_file(tmp_path):
+    """A path without a file name (a trailing slash, from a caller that skips the schema)
+    gets a hint with the usual file name of what it is, never "console" for a socket."""
+    from cgsc import confine
+    from cgsc.model import normalize
+    from cgsc.source import load
+    guest = normalize(load(_spec(tmp_path, "")).data)._replace(qmp_socket="/run/other/")
+    (diag,) = list(confine.check(guest))
+    assert "use /run/cgsc/guest-a/qmp.sock " in diag.hint
+
+
 def _rw_entries(unit: str) -> list:
     return [p for line in unit_values(unit, "Service", "ReadWritePaths")
             for p in systemd_split(line, exec_line=False)]
