@@ -112,6 +112,30 @@ def test_formats_parse_and_exit_codes(tmp_path):
     assert code == 1 and "CGS-SCHEMA-002" in err
 
 
+def test_an_invalid_spec_is_reported_in_every_diff_format(tmp_path):
+    """`--format markdown` used to crash (no Markdown renderer for diagnostics)."""
+    import re
+    good = tmp_path / "old.toml"
+    good.write_text(HEAD + BASES["sev"])
+    bad = tmp_path / "b*d|[x]_`y`.toml"   # Markdown syntax in an untrusted file name
+    bad.write_text(HEAD)
+    _code, _out, text = run_cli("diff", str(good), str(bad))
+    expected = [l for l in text.splitlines() if "[CGS-" in l]
+    assert expected
+    for fmt in ("text", "json", "github", "markdown"):
+        for args in ([str(tmp_path / "nonexistent.toml"), str(good)], [str(good), str(bad)]):
+            code, out, err = run_cli("diff", *args, "--format", fmt)
+            assert code == 1 and "Traceback" not in err and "internal error" not in err, err
+            assert "CGS-" in out + err
+    code, out, _err = run_cli("diff", str(good), str(bad), "--format", "markdown")
+    items = out.splitlines()
+    # CommonMark: a backslash before ASCII punctuation is that character, literally; nothing
+    # else (no emphasis, code span, link or table cell) may come from the file name
+    unescaped = [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", l).rstrip() for l in items if l.startswith("- ")]
+    assert re.sub(r"\\([!-/:-@\[-`{-~])", "", out).count("`") == 0
+    assert [u.replace("- **error** ", "", 1) for u in unescaped] == expected
+
+
 def test_diff_against_a_git_revision_follows_extends(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     shutil.copytree(os.path.join(ROOT, "examples", "fleet"), repo / "fleet")
