@@ -27,6 +27,8 @@ class GuestOutput:
     locate: object = None        # key path -> file:line in the spec
     skipped: Sequence = ()       # (target, rule, reason): targets a default build left out
     attestation: object = None   # LaunchPlan.attestation: reference values ([measurement])
+    installed: Sequence = ()     # (file name, key path): artifacts installed under a
+    #                              host-wide name (a systemd unit), and the key that names it
 
 
 def sha256(text: str) -> str:

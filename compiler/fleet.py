@@ -11,7 +11,7 @@ so the output, its order and the diagnostics are the same as a one-process run.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from cgsc.diagnostics import Diagnostic, SpecError
 from cgsc.emit import WriteError
@@ -30,6 +30,7 @@ class Result(NamedTuple):
     name_at: Optional[Diagnostic]        # where [guest] name is, for a duplicate's error
     drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
+    installed: Tuple[Tuple[str, Diagnostic], ...] = ()  # build.installed_at(): systemd units
 
 
 class Job(NamedTuple):
@@ -66,26 +67,27 @@ def _die_with(parent: int) -> None:
 
 
 def _task(item: Tuple[int, str]) -> Result:
-    from cgsc.build import build_one
+    from cgsc.build import build_one, installed_at
     index, path = item
     job = _JOB
     out, problems = build_one(path, job.requested)
     if problems:
         return Result(path, None, tuple(problems), (), (), None)
     name_at = out.locate(Diagnostic("", ("guest", "name"), ""))
+    installed = installed_at(out)
     if job.mode == "check":
         from cgsc.check import compare, finding
         drifts = compare(job.root, out, pending=out.name in job.pending)
         found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
         return Result(path, out.name, (), found, (), name_at,
-                      tuple((d.path, d.kind, d.detail) for d in drifts))
+                      tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed)
     from cgsc.emit import files_for
     staged = ()
     if _STAGE:
         from cgsc.outdir import stage
         staged = stage(job.staging, str(index), files_for(out))
     return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at,
-                  skipped=tuple(out.skipped))
+                  skipped=tuple(out.skipped), installed=installed)
 
 
 def default_jobs(count: int) -> int:
@@ -171,24 +173,18 @@ def _warm() -> None:
 
 
 def _collect(results, locate_duplicates: bool = True):
-    """Problems (with duplicate names) and the valid results, in spec order."""
-    from cgsc.build import duplicate
+    """Problems (with duplicate names and units) and the valid results, in spec order."""
+    from cgsc.build import claim
     problems: List[Diagnostic] = []
     valid: List[Tuple[int, Result]] = []
-    first: Dict[str, str] = {}
+    claimed: dict = {}
     for index, r in enumerate(results):
-        if r.problems:
-            problems.extend(r.problems)
-        elif r.name in first:
-            problems.append(duplicate(r.name, first[r.name], _at(r.name_at)))
+        clash = r.problems or claim(claimed, r.path, r.name, r.name_at, r.installed)
+        if clash:
+            problems.extend(clash)
         else:
-            first[r.name] = r.path
             valid.append((index, r))
     return problems, valid
-
-
-def _at(where: Diagnostic):
-    return lambda d: d.located(where.file, where.line, where.column)
 
 
 class Built(NamedTuple):
@@ -202,23 +198,22 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
           jobs: Optional[int] = None) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
     result is journalled as it arrives and then dropped: memory stays flat."""
-    from cgsc.build import duplicate
+    from cgsc.build import claim
     from cgsc.outdir import OutputDir
     jobs = default_jobs(len(paths)) if jobs is None else jobs
     problems: List[Diagnostic] = []
     warnings: List[Diagnostic] = []
     skipped: List[Tuple[str, str, str, str]] = []
-    first: Dict[str, str] = {}
-    first_result, refused = None, None
+    claimed: dict = {}
+    count, first_result, refused = 0, None, None
     with OutputDir(root) as out:
         job = Job("build", tuple(requested), root, out.staging)
         for index, r in enumerate(_results(paths, job, jobs)):
-            if r.problems:
-                problems.extend(r.problems)
-            elif r.name in first:
-                problems.append(duplicate(r.name, first[r.name], _at(r.name_at)))
+            clash = r.problems or claim(claimed, r.path, r.name, r.name_at, r.installed)
+            if clash:
+                problems.extend(clash)
             else:
-                first[r.name] = r.path
+                count += 1
                 warnings.extend(r.diagnostics)
                 skipped.extend((r.name,) + why for why in r.skipped)
                 first_result = first_result or r
@@ -232,7 +227,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
         if refused is not None:
             raise refused
         out.commit()
-    return Built(len(first), first_result, warnings, skipped)
+    return Built(count, first_result, warnings, skipped)
 
 
 def check(paths: Sequence[str], requested: Sequence[str], root: str,
