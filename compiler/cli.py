@@ -257,16 +257,22 @@ def _check(args) -> int:
     if args.all and not scan and not args.specs:   # nothing to compare is not "up to date"
         raise _Usage(f"check --all: no output directory {args.output}/ to check "
                      "(build first, or name it with -o DIR)")
-    try:   # (specs named with --all and no output directory: each reports its missing files)
-        groups, homes, orphans = gather(args.specs, args.output, args.target, scan)
-    except OSError as exc:
-        raise _Usage(f"check --all: cannot list {args.output}/: {exc.strerror or exc}") from None
-    outputs, problems = [], []
-    for chosen, group in groups.items():   # specs checked with the same targets
-        try:
-            outputs += fleet.check(group, chosen, args.output, args.jobs) if group else []
-        except SpecError as exc:
-            problems += exc.diagnostics
+    from cgsc.outdir import shared_lock
+    lock = shared_lock(args.output) if scan else -1   # the scan never sees a build half done
+    try:
+        try:   # (specs named with --all and no output directory: each reports its missing files)
+            groups, homes, orphans = gather(args.specs, args.output, args.target, scan)
+        except OSError as exc:
+            raise _Usage(f"check --all: cannot list {args.output}/: {exc.strerror or exc}") from None
+        outputs, problems = [], []
+        for chosen, group in groups.items():   # specs checked with the same targets
+            try:
+                outputs += fleet.check(group, chosen, args.output, args.jobs) if group else []
+            except SpecError as exc:
+                problems += exc.diagnostics
+    finally:
+        if lock >= 0:
+            os.close(lock)
     if problems:
         raise SpecError(problems)
     orphans += renamed(outputs, homes)

@@ -364,3 +364,29 @@ def test_readme_ci_commands_run_as_written(tmp_path, monkeypatch):
             expanded += sorted(str(p.relative_to(repo)) for p in repo.glob(arg)) if "*" in arg else [arg]
         code, out, err = run_cli(*expanded)
         assert code == 0, (command, out, err)
+
+
+def test_check_all_scans_under_the_lock_and_never_sees_a_build_half_done(tmp_path):
+    """A build installs a new guest's files before its manifest: `check --all` must wait
+    for the build's exclusive lock, not report its half-installed directory."""
+    import fcntl
+    import time
+    repo = _repo(tmp_path)
+    assert subprocess.run([sys.executable, "-m", "cgsc", "build", "guests/sev-snp.toml"],
+                          cwd=repo, capture_output=True).returncode == 0
+    out = repo / "out"
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)            # a build in progress ...
+    half = out / "new-guest"
+    half.mkdir()
+    (half / "new-guest.sh").write_text("#!/bin/sh\n")   # ... installing, manifest not yet there
+    proc = subprocess.Popen([sys.executable, "-m", "cgsc", "check", "--all"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None            # waiting for the build
+        shutil.rmtree(half)                   # the build ends (here: as it began)
+    finally:
+        os.close(fd)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "1 guest(s) up to date" in stderr, stdout + stderr
