@@ -17,6 +17,12 @@ UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
 DUPLICATE_NAME = Rule("CGS-TARGET-002", "two specs in one build have the same guest name",
                       "Their artifacts would overwrite each other in out/<name>/.",
                       fix="Give every guest its own [guest] name.")
+DUPLICATE_UNIT = Rule(
+    "CGS-TARGET-003", "two guests in one build install the same systemd unit",
+    "Units are installed under one name in /etc/systemd/system/: the second unit file would "
+    "replace the first, so one guest would start with the other's command line and the "
+    "other never.",
+    fix="Give each guest its own [targets.systemd] unit-name (the default is <name>.service).")
 
 
 def choose_targets(compiled: Compiled, requested: Sequence[str]):
@@ -72,13 +78,46 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
     if errors:
         return None, [compiled.locate(d) for d in errors]
     artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
+    named = compiled.data.get("targets", {}).get("systemd", {}).get("unit-name")
+    unit_key = ("targets", "systemd", "unit-name") if named else ("guest", "name")
     return GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
                        artifacts, plan.warnings, plan.waivers, compiled.warnings,
                        compiled.locate,
                        skipped=tuple(skipped_targets(compiled, requested)),
                        attestation=plan.attestation,
                        requires=requirements(plan, [n for n, _t in chosen]),
-                       machine=plan.machine), []
+                       machine=plan.machine,
+
+                       installed=tuple((a.filename, unit_key) for name, a in artifacts
+                                       if name == "systemd")), []
+
+
+def installed_at(output: GuestOutput):
+    """(file name, where the spec names it: a located Diagnostic) of each installed artifact."""
+    return tuple((f, output.locate(Diagnostic("", key, ""))) for f, key in output.installed)
+
+
+def claim(claimed: dict, path: str, name: str, name_at: Diagnostic, installed) -> List[Diagnostic]:
+    """Record a guest of one build (its spec path, name and installed_at() files) in
+    `claimed`; errors, and nothing recorded, when an earlier guest has the name or one
+    of the files: their artifacts would overwrite each other."""
+    if name in claimed:
+        return [duplicate(name, claimed[name], locator(name_at))]
+    problems = [DUPLICATE_UNIT.error(at.path, f"{f!r} is also installed by guest "
+                                     f"{claimed[('installed', f)][1]!r} "
+                                     f"(from {claimed[('installed', f)][0]})",
+                                     "give each guest its own unit-name"
+                                     ).located(at.file, at.line, at.column)
+                for f, at in installed if ("installed", f) in claimed]
+    if not problems:
+        claimed[name] = path
+        claimed.update({("installed", f): (path, name) for f, _at_ in installed})
+    return problems
+
+
+def locator(where: Diagnostic):
+    """A function that places a diagnostic where `where` is (file, line, column)."""
+    return lambda d: d.located(where.file, where.line, where.column)
 
 
 def duplicate(name: str, first_path: str, locate) -> Diagnostic:
@@ -88,15 +127,16 @@ def duplicate(name: str, first_path: str, locate) -> Diagnostic:
 
 
 def duplicate_names(built) -> List[Diagnostic]:
-    """A duplicate() error for every guest of [(spec path, GuestOutput)] whose name an
-    earlier one already has: their artifacts would overwrite each other."""
-    first, out = {}, []
+    """An error for every guest of [(spec path, GuestOutput)] whose name or installed
+    systemd unit an earlier one already has: their artifacts would overwrite each other."""
+    claimed, out = {}, []
     for path, output in built:
-        if output.name in first:
-            out.append(duplicate(output.name, first[output.name], output.locate))
-        else:
-            first[output.name] = path
+        out += claim(claimed, path, output.name, _name_at(output), installed_at(output))
     return out
+
+
+def _name_at(output: GuestOutput) -> Diagnostic:
+    return output.locate(Diagnostic("", ("guest", "name"), ""))
 
 
 def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> List[GuestOutput]:
@@ -104,16 +144,16 @@ def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> Lis
     of every spec. (Writing a fleet streams instead: fleet.py.)"""
     outputs: List[GuestOutput] = []
     problems: List[Diagnostic] = []
-    names = {}
+    claimed = {}
     for path in paths:
         out, errors = build_one(path, requested, host)
         if errors:
             problems.extend(errors)
             continue
-        if out.name in names:
-            problems.append(duplicate(out.name, names[out.name], out.locate))
+        clash = claim(claimed, path, out.name, _name_at(out), installed_at(out))
+        if clash:
+            problems.extend(clash)
             continue
-        names[out.name] = path
         outputs.append(out)
     if problems:
         raise SpecError(problems)

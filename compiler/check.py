@@ -66,31 +66,44 @@ def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
 
 
 ORPHAN = Rule(
-    "CGS-CHECK-002", "committed artifacts whose spec is gone or no longer builds them",
-    "A directory under the output directory whose manifest names a spec that no longer "
-    "exists (or that now builds a guest of another name) would still be deployed, though "
-    "no reviewed spec describes it.",
-    "cgsc check --all", fix="Remove the directory (`git rm -r out/<name>`), or restore the spec.")
+    "CGS-CHECK-002", "files under the output directory that no reviewed spec accounts for",
+    "Everything under the output directory may be deployed. A guest directory whose manifest "
+    "names a spec that no longer exists (or that now builds a guest of another name), a "
+    "directory without a manifest, or any other file there would be deployed though no "
+    "reviewed spec describes it; with its manifest deleted, a tampered artifact would "
+    "otherwise go unchecked.",
+    "cgsc check --all",
+    fix="Remove what no spec builds (`git rm -r out/<name>`), restore the spec, or rebuild it "
+        "(`cgsc build`, which writes the manifest).")
 
 
 def discover(root: str):
     """Every guest directory under the output directory `root` that has a manifest:
-    [(spec path, targets, directory, base paths)] for those whose spec exists, and a Drift for each
-    whose spec is gone. Spec paths in manifests are relative to the repository that
-    holds the output directory (see cgsc.specpath), else to the working directory."""
+    [(spec path, targets, directory, base paths)] for those whose spec exists, and a Drift for
+    each whose spec is gone and for every other entry of `root` (a directory without a
+    manifest, a stray file or symlink): nothing under `root` goes unaccounted for, except
+    cgsc's private state directory. Spec paths in manifests are relative to the repository
+    that holds the output directory (see cgsc.specpath), else to the working directory.
+    Raises OSError when `root` cannot be listed."""
     import json
 
     from cgsc.emit import MANIFEST
+    from cgsc.outdir import PRIVATE
     from cgsc.specpath import find_root
     base = find_root(root) or os.getcwd()
     found, orphans = [], []
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return found, orphans
-    for name in names:
-        manifest = os.path.join(root, name, MANIFEST)
-        if not os.path.isfile(manifest):
+    for name in sorted(os.listdir(root)):
+        directory = os.path.join(root, name)
+        if name == PRIVATE and os.path.isdir(directory) and not os.path.islink(directory):
+            continue   # outdir.py: staging and journal of a build, never deployed
+        manifest = os.path.join(directory, MANIFEST)
+        if os.path.islink(directory) or not os.path.isdir(directory):
+            orphans.append(Drift(directory, "orphan", f"unaccounted: {directory}: not a guest "
+                                 "directory; no spec builds it"))
+            continue
+        if os.path.islink(manifest) or not os.path.isfile(manifest):
+            orphans.append(Drift(directory, "orphan", f"unaccounted: {directory}: no {MANIFEST}; "
+                                 "no spec accounts for its files"))
             continue
         try:
             with open(manifest, encoding="utf-8") as fh:
@@ -103,19 +116,20 @@ def discover(root: str):
             continue
         path = os.path.join(base, spec) if isinstance(spec, str) else ""
         if not path or not os.path.isfile(path):
-            orphans.append(Drift(os.path.join(root, name), "orphan",
-                                 f"orphan: {os.path.join(root, name)}: its spec {spec} is gone"))
+            orphans.append(Drift(directory, "orphan",
+                                 f"orphan: {directory}: its spec {spec} is gone"))
             continue
-        found.append((os.path.relpath(path), targets, os.path.join(root, name), bases))
+        found.append((os.path.relpath(path), targets, directory, bases))
     return found, orphans
 
 
 def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything: bool):
     """What to check: the named specs and (with `everything`) every spec whose manifest is
     under `root`, each with the targets its manifest lists unless -t names some. Returns
-    (targets -> specs, spec -> the directory of its manifest, orphaned guest directories)."""
+    (targets -> specs, real spec path -> the directories whose manifest names it, orphaned
+    or unaccounted entries of `root`)."""
     groups = {tuple(requested): list(specs)}   # targets -> the specs checked with them
-    homes = {}                                 # spec -> the directory of its manifest
+    homes = {}                                 # real spec path -> directories of its manifests
     orphans: List[Drift] = []
     if everything:
         found, orphans = discover(root)
@@ -125,18 +139,21 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything
         groups[tuple(requested)] = [s for s in specs if os.path.realpath(s) not in bases]
         named = {os.path.realpath(s) for s in specs}
         for spec, built, directory, _chain in found:
-            if os.path.realpath(spec) not in named:
-                named.add(os.path.realpath(spec))
+            real = os.path.realpath(spec)
+            homes.setdefault(real, []).append(directory)
+            if real not in named:
+                named.add(real)
                 groups.setdefault(tuple(requested) or built, []).append(spec)
-                homes[spec] = directory
     return groups, homes, orphans
 
 
 def renamed(results, homes) -> List[Drift]:
-    """Guest directories whose spec now builds a guest of another name (orphans too)."""
-    return [Drift(homes[r.path], "orphan", f"orphan: {homes[r.path]}: {r.path} now builds "
-                  f"guest {r.name!r}, not {os.path.basename(homes[r.path])!r}")
-            for r in results if r.path in homes and r.name != os.path.basename(homes[r.path])]
+    """Guest directories whose manifest names a spec that builds a guest of another name
+    (orphans too): a renamed guest, or a copy of a guest directory under another name."""
+    return [Drift(home, "orphan", f"orphan: {home}: {r.path} now builds "
+                  f"guest {r.name!r}, not {os.path.basename(home)!r}")
+            for r in results for home in homes.get(os.path.realpath(r.path), ())
+            if r.name != os.path.basename(home)]
 
 
 def _measurement_lines(name: str, actual: str, expected: str) -> str:

@@ -7,6 +7,7 @@ output directory included), 3 internal error (a bug).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -68,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("specs", nargs="*", metavar="SPEC")
     c.add_argument("--all", action="store_true",
                    help="also check every guest whose manifest is under the output directory, "
-                        "and report guest directories whose spec is gone")
+                        "and report anything else under it (CGS-CHECK-002)")
     c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
     c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="as for build")
@@ -144,7 +145,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `cgsc rules | head`: the reader left; say nothing more
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception:  # the one place a bug is caught
@@ -244,7 +244,8 @@ def _build(args) -> int:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
     _report(built.diagnostics, args.format)
-    _floating_note(args, [(fleet.locator(where), machine) for where, machine in built.machines])
+    from cgsc.build import locator
+    _floating_note(args, [(locator(where), machine) for where, machine in built.machines])
     _skip_notes(built.skipped, args.format)
     if args.format == "text":
         if built.count == 1:
@@ -304,13 +305,26 @@ def _check(args) -> int:
     from cgsc.check import DRIFT, ORPHAN, gather, renamed
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
-    groups, homes, orphans = gather(args.specs, args.output, args.target, args.all)
-    outputs, problems, host = [], [], _host(args)
-    for chosen, group in groups.items():   # specs checked with the same targets
-        try:
-            outputs += fleet.check(group, chosen, args.output, args.jobs, host) if group else []
-        except SpecError as exc:
-            problems += exc.diagnostics
+    scan = args.all and os.path.isdir(args.output)
+    if args.all and not scan and not args.specs:   # nothing to compare is not "up to date"
+        raise _Usage(f"check --all: no output directory {args.output}/ to check "
+                     "(build first, or name it with -o DIR)")
+    from cgsc.outdir import shared_lock
+    lock = shared_lock(args.output) if scan else -1   # the scan never sees a build half done
+    try:
+        try:   # (specs named with --all and no output directory: each reports its missing files)
+            groups, homes, orphans = gather(args.specs, args.output, args.target, scan)
+        except OSError as exc:
+            raise _Usage(f"check --all: cannot list {args.output}/: {exc.strerror or exc}") from None
+        outputs, problems, host = [], [], _host(args)
+        for chosen, group in groups.items():   # specs checked with the same targets
+            try:
+                outputs += fleet.check(group, chosen, args.output, args.jobs, host) if group else []
+            except SpecError as exc:
+                problems += exc.diagnostics
+    finally:
+        if lock >= 0:
+            os.close(lock)
     if problems:
         raise SpecError(problems)
     orphans += renamed(outputs, homes)
@@ -319,7 +333,7 @@ def _check(args) -> int:
         if args.format == "text":
             sys.stdout.write(drift.detail + "\n")
         findings.append(ORPHAN.error((), drift.detail.split(": ", 2)[-1],
-                                     "remove the directory or restore its spec").located(drift.path, 0))
+                                     "remove what no spec builds, restore its spec, or rebuild it with `cgsc build`").located(drift.path, 0))
     for o in outputs:
         if args.format == "text":
             for _path, _kind, detail in o.drifts:

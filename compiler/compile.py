@@ -45,10 +45,14 @@ def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[D
     return [d for d in found if d.severity == ERROR and not any(_overlaps(d.path, p) for p in bad)]
 
 
-def compile_spec(path: str, host: Optional[dict] = None) -> Compiled:
+def compile_spec(path: str, host: Optional[dict] = None,
+                 boot_dir: Optional[Callable[[str, str], str]] = None) -> Compiled:
     """Compile one spec file into a launch plan; raises SpecError with every diagnostic.
     With a host profile (cgsc.hostprofile), the floating machine type is pinned to the one
-    that host's QEMU resolves it to, and the plan is checked against the host."""
+    that host's QEMU resolves it to, and the plan is checked against the host.
+    `boot_dir(directory, given)`: where a relative [measurement] path `given`, written in a
+    spec file in `directory`, is read from, when not that directory (a spec materialized
+    elsewhere: `cgsc diff --base`)."""
     source = load(path)
     errors = schema_errors(source.data)
     if errors:
@@ -66,7 +70,7 @@ def compile_spec(path: str, host: Optional[dict] = None) -> Compiled:
         raise SpecError(found)
     root = spec_root(path)  # recorded paths never depend on the spelling or the working directory
     spec_files = [(stable(f.path, root), f.sha256) for f in source.files]
-    measured = _measure(guest, source)
+    measured = _measure(guest, source, boot_dir)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
     plan = lower(guest, spec_files[0][0], spec_files)
@@ -97,7 +101,7 @@ def _measure_rules(guest) -> list:
     return measure.static_checks(guest)
 
 
-def _measure(guest, source):
+def _measure(guest, source, boot_dir=None):
     """The measure stage (only for a spec with [measurement]); raises SpecError."""
     if guest.measurement is None:
         return None
@@ -105,7 +109,8 @@ def _measure(guest, source):
 
     def base_dir(key) -> str:   # a relative path is relative to the file that says it
         owner = source.owner.get(tuple(key))
-        return os.path.dirname(os.path.abspath(owner.path if owner else source.path))
+        directory = os.path.dirname(os.path.abspath(owner.path if owner else source.path))
+        return boot_dir(directory, guest.measurement[key[-1]]) if boot_dir else directory
 
     measured, errors = measure.measure(guest, base_dir)
     if errors:

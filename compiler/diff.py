@@ -157,14 +157,8 @@ def _git(args: List[str], cwd: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True)
 
 
-def _materialize(rev: str, spec: str, into: str) -> Optional[str]:
-    """Write `spec` and its extends chain as of `rev` under `into` (same relative
-    layout); the copy of `spec`, or None when the spec did not exist at `rev`."""
-    import sys
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+def _repository(spec: str, rev: str) -> str:
+    """The root of the git repository that holds `spec`, once `rev` is known to be in it."""
     here = os.path.dirname(os.path.abspath(spec))
     top = _git(["rev-parse", "--show-toplevel"], here)
     if top.returncode != 0:
@@ -172,6 +166,43 @@ def _materialize(rev: str, spec: str, into: str) -> Optional[str]:
     root = top.stdout.decode().strip()
     if _git(["rev-parse", "--verify", "--quiet", rev + "^{commit}"], root).returncode != 0:
         raise RevisionError(f"no git revision {rev!r} in {root}")
+    return root
+
+
+def _boot_files(rev: str, root: str, into: str):
+    """`boot_dir` for compile_spec of a spec materialized under `into`: a relative
+    [measurement] file that `rev` tracks (a regular file) is read as of `rev` (written under
+    `into`, beside the spec copy); any other (boot files are build inputs, usually not
+    committed) is read from the working tree, relative to the spec file's own directory."""
+    def boot_dir(directory: str, given: str) -> str:
+        rel_dir = os.path.relpath(directory, into)
+        tree_dir = os.path.join(os.path.realpath(root), rel_dir)
+        target = os.path.normpath(os.path.join(rel_dir, given)).replace(os.sep, "/")
+        if target.startswith("../") or target in ("..", "."):
+            return tree_dir            # outside the repository: never tracked
+        listed = _git(["ls-tree", "-z", rev, "--", target], root).stdout.split(b"\t", 1)[0].split()
+        if len(listed) != 3 or listed[0] not in (b"100644", b"100755") or listed[1] != b"blob":
+            return tree_dir
+        blob = _git(["cat-file", "blob", listed[2].decode()], root)
+        if blob.returncode != 0:
+            return tree_dir
+        path = os.path.join(into, *target.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.isfile(path):   # not a spec copy (a spec is no boot file)
+            with open(path, "wb") as fh:
+                fh.write(blob.stdout)
+        return directory
+    return boot_dir
+
+
+def _materialize(rev: str, spec: str, into: str, root: str) -> Optional[str]:
+    """Write `spec` and its extends chain as of `rev` under `into` (same relative
+    layout); the copy of `spec`, or None when the spec did not exist at `rev`."""
+    import sys
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     rel = os.path.relpath(os.path.realpath(spec), os.path.realpath(root)).replace(os.sep, "/")
     first, seen = None, set()
     while rel not in seen:
@@ -197,14 +228,15 @@ def _materialize(rev: str, spec: str, into: str) -> Optional[str]:
 def diff_against(rev: str, spec: str) -> Tuple[Side, Side, List[Change]]:
     from cgsc.compile import compile_spec
     new = Side(spec, compile_spec(spec))
+    root = _repository(spec, rev)
     with tempfile.TemporaryDirectory(prefix="cgsc-diff-") as tmp:
-        copy = _materialize(rev, spec, tmp)
+        copy = _materialize(rev, spec, tmp, root)
         label = f"{rev}:{spec}"
         if copy is None:
             old = Side(label, None)
         else:
             try:
-                old = Side(label, compile_spec(copy))
+                old = Side(label, compile_spec(copy, boot_dir=_boot_files(rev, root, tmp)))
             except SpecError as exc:  # name the revision, not the temporary copy
                 raise SpecError([d.located(f"{rev}:" + os.path.relpath(d.file, tmp), d.line, d.column)
                                  if d.file.startswith(tmp) else d for d in exc.diagnostics])

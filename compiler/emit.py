@@ -29,6 +29,8 @@ class GuestOutput:
     attestation: object = None   # LaunchPlan.attestation: reference values ([measurement])
     requires: object = None      # target -> minimum {"qemu", "libvirt"} versions (cgsc.hostcheck)
     machine: str = ""            # the QEMU machine type, for the floating-machine note
+    installed: Sequence = ()     # (file name, key path): artifacts installed under a
+    #                              host-wide name (a systemd unit), and the key that names it
 
 
 def sha256(text: str) -> str:

@@ -11,7 +11,7 @@ so the output, its order and the diagnostics are the same as a one-process run.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from cgsc.diagnostics import Diagnostic, SpecError
 from cgsc.emit import WriteError
@@ -32,6 +32,7 @@ class Result(NamedTuple):
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
     machine: str = ""                    # its QEMU machine type, and where the spec says it
     machine_at: Optional[Diagnostic] = None
+    installed: Tuple[Tuple[str, Diagnostic], ...] = ()  # build.installed_at(): systemd units
 
 
 class Job(NamedTuple):
@@ -69,19 +70,20 @@ def _die_with(parent: int) -> None:
 
 
 def _task(item: Tuple[int, str]) -> Result:
-    from cgsc.build import build_one
+    from cgsc.build import build_one, installed_at
     index, path = item
     job = _JOB
     out, problems = build_one(path, job.requested, job.host)
     if problems:
         return Result(path, None, tuple(problems), (), (), None)
     name_at = out.locate(Diagnostic("", ("guest", "name"), ""))
+    installed = installed_at(out)
     if job.mode == "check":
         from cgsc.check import compare, finding
         drifts = compare(job.root, out, pending=out.name in job.pending)
         found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
         return Result(path, out.name, (), found, (), name_at,
-                      tuple((d.path, d.kind, d.detail) for d in drifts))
+                      tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed)
     from cgsc.emit import files_for
     staged = ()
     if _STAGE:
@@ -89,7 +91,8 @@ def _task(item: Tuple[int, str]) -> Result:
         staged = stage(job.staging, str(index), files_for(out))
     return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at,
                   skipped=tuple(out.skipped), machine=out.machine,
-                  machine_at=out.locate(Diagnostic("", ("guest", "machine"), "")))
+                  machine_at=out.locate(Diagnostic("", ("guest", "machine"), "",
+                  installed=installed)
 
 
 def default_jobs(count: int) -> int:
@@ -175,24 +178,18 @@ def _warm() -> None:
 
 
 def _collect(results, locate_duplicates: bool = True):
-    """Problems (with duplicate names) and the valid results, in spec order."""
-    from cgsc.build import duplicate
+    """Problems (with duplicate names and units) and the valid results, in spec order."""
+    from cgsc.build import claim
     problems: List[Diagnostic] = []
     valid: List[Tuple[int, Result]] = []
-    first: Dict[str, str] = {}
+    claimed: dict = {}
     for index, r in enumerate(results):
-        if r.problems:
-            problems.extend(r.problems)
-        elif r.name in first:
-            problems.append(duplicate(r.name, first[r.name], locator(r.name_at)))
+        clash = r.problems or claim(claimed, r.path, r.name, r.name_at, r.installed)
+        if clash:
+            problems.extend(clash)
         else:
-            first[r.name] = r.path
             valid.append((index, r))
     return problems, valid
-
-
-def locator(where: Diagnostic):
-    return lambda d: d.located(where.file, where.line, where.column)
 
 
 class Built(NamedTuple):
@@ -207,24 +204,23 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
           jobs: Optional[int] = None, host: Optional[dict] = None) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
     result is journalled as it arrives and then dropped: memory stays flat."""
-    from cgsc.build import duplicate
+    from cgsc.build import claim
     from cgsc.outdir import OutputDir
     jobs = default_jobs(len(paths)) if jobs is None else jobs
     problems: List[Diagnostic] = []
     warnings: List[Diagnostic] = []
     skipped: List[Tuple[str, str, str, str]] = []
     machines: List[Tuple[Diagnostic, str]] = []
-    first: Dict[str, str] = {}
-    first_result, refused = None, None
+    claimed: dict = {}
+    count, first_result, refused = 0, None, None
     with OutputDir(root) as out:
         job = Job("build", tuple(requested), root, out.staging, host=host)
         for index, r in enumerate(_results(paths, job, jobs)):
-            if r.problems:
-                problems.extend(r.problems)
-            elif r.name in first:
-                problems.append(duplicate(r.name, first[r.name], locator(r.name_at)))
+            clash = r.problems or claim(claimed, r.path, r.name, r.name_at, r.installed)
+            if clash:
+                problems.extend(clash)
             else:
-                first[r.name] = r.path
+                count += 1
                 warnings.extend(r.diagnostics)
                 skipped.extend((r.name,) + why for why in r.skipped)
                 machines.append((r.machine_at, r.machine))
@@ -239,7 +235,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
         if refused is not None:
             raise refused
         out.commit()
-    return Built(len(first), first_result, warnings, skipped, machines)
+    return Built(count, first_result, warnings, skipped, machines)
 
 
 def check(paths: Sequence[str], requested: Sequence[str], root: str,

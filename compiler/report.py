@@ -113,4 +113,26 @@ def to_text(diagnostics: Iterable[Diagnostic]) -> str:
     return "".join(d.render() + "\n" for d in diagnostics)
 
 
-RENDER = {"text": to_text, "json": to_json, "sarif": to_sarif, "github": to_github}
+# what can start emphasis, code, links, HTML, tables, strikethrough, math or a mention
+# mid-line (each item starts with "- **severity** ", so block syntax never applies)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&!$@])")
+
+
+def _md(text: str) -> str:
+    """Untrusted text as literal Markdown: one line, every punctuation mark escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", printable(text.replace("\r", " ").replace("\n", " ")))
+
+
+def to_markdown(diagnostics: Iterable[Diagnostic]) -> str:
+    """A Markdown list (for a pull-request comment, as `cgsc diff --format markdown`)."""
+    lines = []
+    for d in diagnostics:
+        where = d.file + (f":{d.line}" if d.line else "")
+        lines.append(f"- **{d.severity}** {_md(where)}: {_md(format_path(d.path))}: "
+                     f"{_md(d.message)} \\[{_md(d.rule)}\\]"
+                     + (f"  \n  hint: {_md(d.hint)}" if d.hint else ""))
+    return "".join(line + "\n" for line in lines)
+
+
+RENDER = {"text": to_text, "json": to_json, "sarif": to_sarif, "github": to_github,
+          "markdown": to_markdown}

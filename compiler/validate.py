@@ -93,9 +93,17 @@ def base_validator():
 
 def schema_errors(data: dict, base: bool = False) -> List[Diagnostic]:
     out: List[Diagnostic] = []
+    required = set()
     for err in (base_validator() if base else validator()).iter_errors(data):
+        if err.validator == "required":
+            # one `required` keyword fails once per missing key, each error naming the whole
+            # list: it is converted once, into one diagnostic per missing key
+            where = (tuple(err.absolute_path), tuple(err.absolute_schema_path))
+            if where in required:
+                continue
+            required.add(where)
         out.extend(_convert(err))
-    return list(dict.fromkeys(out))  # `required` fails once per missing key, each naming all
+    return out
 
 
 # bool before int: True is an int to Python, a boolean to TOML.

@@ -112,6 +112,30 @@ def test_formats_parse_and_exit_codes(tmp_path):
     assert code == 1 and "CGS-SCHEMA-002" in err
 
 
+def test_an_invalid_spec_is_reported_in_every_diff_format(tmp_path):
+    """`--format markdown` used to crash (no Markdown renderer for diagnostics)."""
+    import re
+    good = tmp_path / "old.toml"
+    good.write_text(HEAD + BASES["sev"])
+    bad = tmp_path / "b*d|[x]_`y`.toml"   # Markdown syntax in an untrusted file name
+    bad.write_text(HEAD)
+    _code, _out, text = run_cli("diff", str(good), str(bad))
+    expected = [l for l in text.splitlines() if "[CGS-" in l]
+    assert expected
+    for fmt in ("text", "json", "github", "markdown"):
+        for args in ([str(tmp_path / "nonexistent.toml"), str(good)], [str(good), str(bad)]):
+            code, out, err = run_cli("diff", *args, "--format", fmt)
+            assert code == 1 and "Traceback" not in err and "internal error" not in err, err
+            assert "CGS-" in out + err
+    code, out, _err = run_cli("diff", str(good), str(bad), "--format", "markdown")
+    items = out.splitlines()
+    # CommonMark: a backslash before ASCII punctuation is that character, literally; nothing
+    # else (no emphasis, code span, link or table cell) may come from the file name
+    unescaped = [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", l).rstrip() for l in items if l.startswith("- ")]
+    assert re.sub(r"\\([!-/:-@\[-`{-~])", "", out).count("`") == 0
+    assert [u.replace("- **error** ", "", 1) for u in unescaped] == expected
+
+
 def test_diff_against_a_git_revision_follows_extends(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     shutil.copytree(os.path.join(ROOT, "examples", "fleet"), repo / "fleet")
@@ -135,3 +159,49 @@ def test_diff_against_a_git_revision_follows_extends(tmp_path, monkeypatch):
     shutil.copy(os.path.join(ROOT, "examples", "sev.toml"), outside)
     code, _out, err = run_cli("diff", "--base", "HEAD", str(outside))
     assert code == 2 and "not in a git repository" in err
+
+
+def test_diff_against_a_revision_reads_relative_measurement_files(shared_dir, tmp_path, monkeypatch):
+    """The old spec is compiled from a temporary copy; its relative [measurement] paths are
+    still relative to the spec's own directory: a file the revision tracks is read as of
+    the revision, an untracked one (a build input) from the working tree."""
+    from helpers import compile_plan
+    from measure_helpers import FIRMWARE, MEASUREMENT, spec_text
+    reference = os.path.join(shared_dir, *MEASUREMENT)
+    repo = tmp_path / "repo"
+    (repo / "guests" / "build").mkdir(parents=True)
+    subprocess.run(GIT + ["init", "-q", str(repo)], check=True)
+    fw = repo / "guests" / "build" / "fw.bin"
+    shutil.copy(os.path.join(reference, FIRMWARE["OvmfX64"]), fw)
+    spec = repo / "guests" / "h1.toml"
+    spec.write_text(spec_text("h1", "sev-snp", "build/fw.bin", cpu="EPYC-v4"))
+    subprocess.run(GIT + ["-C", str(repo), "add", "guests/h1.toml"], check=True)
+    subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", "spec only"], check=True)
+
+    def digest(text, firmware):   # the oracle: the spec compiled beside a copy of its file
+        where = tmp_path / f"oracle-{len(os.listdir(tmp_path))}"
+        (where / "build").mkdir(parents=True)
+        shutil.copy(firmware, where / "build" / "fw.bin")
+        (where / "g.toml").write_text(text)
+        return compile_plan(str(where / "g.toml")).attestation["launch-digest"]
+
+    def measurement_change():
+        code, out, err = run_cli("diff", "--base", "HEAD", "guests/h1.toml", "--format", "json")
+        assert code == 0, err
+        found = [c for c in json.loads(out)[0]["changes"] if c["category"] == "measurement"]
+        return (found[0]["old"], found[0]["new"]) if found else None
+
+    monkeypatch.chdir(repo)   # not the spec's directory
+    old_text = spec.read_text()
+    assert measurement_change() is None           # untracked file, unchanged spec
+    spec.write_text(old_text.replace("vcpus = 1", "vcpus = 2"))
+    assert measurement_change() == (digest(old_text, fw), digest(spec.read_text(), fw))
+    # the firmware committed, then replaced in the working tree: the old side is the committed one
+    spec.write_text(old_text)
+    subprocess.run(GIT + ["-C", str(repo), "add", "-f", "guests/build/fw.bin"], check=True)
+    subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", "firmware"], check=True)
+    committed = tmp_path / "committed.bin"
+    shutil.copy(fw, committed)
+    shutil.copy(os.path.join(reference, FIRMWARE["AmdSev"]), fw)
+    assert measurement_change() == (digest(old_text, committed), digest(old_text, fw))
+    assert digest(old_text, committed) != digest(old_text, fw)

@@ -95,3 +95,36 @@ def test_sigint_stops_a_parallel_build_cleanly(tmp_path):
         assert len(assert_consistent(out)) == 400
     else:
         assert proc.returncode == 130
+
+
+def test_two_guests_installing_one_systemd_unit_are_refused_by_every_path(tmp_path):
+    """Units are installed side by side in /etc/systemd/system/: a [targets.systemd]
+    unit-name equal to another guest's unit (here node-0003's default, node-0003.service)
+    would replace that unit. Refused like a duplicate guest name: one process or workers,
+    build, --stdout, validate and check, and nothing written."""
+    import json
+    specs = make_fleet(tmp_path / "specs", 50)
+    clash = tmp_path / "specs" / "node-0040.toml"
+    clash.write_text(clash.read_text() + '\n[targets.systemd]\nunit-name = "node-0003.service"\n')
+    line = clash.read_text().splitlines().index('unit-name = "node-0003.service"') + 1
+    expected = (f"{clash}:{line}: targets.systemd.unit-name: 'node-0003.service' is also "
+                f"installed by guest 'node-0003' (from {specs[3]}) [CGS-TARGET-003]")
+    reports = set()
+    for command in (["build", "-j", "1", "-o", str(tmp_path / "o1")],
+                    ["build", "-j", "2", "-o", str(tmp_path / "o2")],
+                    ["build", "--stdout"], ["validate"], ["check", "-j", "2"]):
+        r = cgsc(*command, *specs)
+        assert r.returncode == 1 and expected in r.stderr.splitlines(), (command, r.stderr)
+        assert "Traceback" not in r.stderr
+        reports.add(r.stderr)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    assert len(reports) == 1   # the same diagnostics whichever path
+    # without the systemd target there is no unit to install: no clash
+    assert cgsc("build", "-t", "shell", *specs, "-o", str(tmp_path / "o3")).returncode == 0
+    # a unit of its own: built, every unit a distinct file
+    clash.write_text(clash.read_text().replace("node-0003.service", "node-forty.service"))
+    assert cgsc("build", *specs, "-o", str(tmp_path / "o4")).returncode == 0
+    units = [json.loads((d / "manifest.json").read_text())["artifacts"]
+             for d in (tmp_path / "o4").iterdir()]
+    names = [a["file"] for arts in units for a in arts if a["target"] == "systemd"]
+    assert len(names) == len(set(names)) == 50 and "node-forty.service" in names

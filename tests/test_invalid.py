@@ -84,3 +84,34 @@ def test_errors_come_all_at_once_sorted_by_line(monkeypatch):
     assert err.rstrip().endswith("cgsc: 7 errors; nothing written")
     schema_lines = [int(l.split(":")[1]) for l in located if l.startswith("CGS-SCHEMA-004")]
     assert schema_lines == sorted(schema_lines)
+
+
+def test_each_missing_top_level_table_is_reported_once_by_every_command(tmp_path, monkeypatch):
+    """The schema's top-level if/else lists the required tables once, and jsonschema fails
+    that `required` once per missing key, each error naming both: still one diagnostic
+    per missing table, whichever command reports it."""
+    import json
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bare.toml").write_text("spec-version = 1\n")
+    (tmp_path / "other.toml").write_text("spec-version = 1\n")
+    expected = {("guest", "CGS-SCHEMA-002"), ("confidential", "CGS-SCHEMA-002")}
+    for command in (["validate"], ["build", "-o", "out"], ["check"], ["explain"],
+                    ["diff", "other.toml"]):
+        code, out, err = run_cli(*command[:1], "bare.toml", *command[1:])
+        lines = [l for l in err.splitlines() if l.startswith("bare.toml:")]
+        assert code == 1 and len(lines) == 2, (command, err)
+        assert {(l.split(": ")[1], l.rsplit("[", 1)[1].rstrip("]")) for l in lines} == expected
+    for command in (["validate"], ["build", "-o", "out"], ["check"]):
+        code, out, _err = run_cli(*command, "bare.toml", "--format", "json")
+        found = [(d["key"], d["rule"]) for d in json.loads(out) if d["file"] == "bare.toml"]
+        assert code == 1 and sorted(found) == sorted(expected), (command, found)
+
+
+@pytest.mark.parametrize("spec", INVALID, ids=os.path.basename)
+def test_no_diagnostic_is_reported_twice(spec, monkeypatch):
+    import json
+    monkeypatch.chdir(INVALID_DIR)
+    args = shlex.split((assertions(spec, "args:") or [os.path.basename(spec)])[0])
+    _code, out, _err = run_cli("validate", *args, "--format", "json")
+    found = [json.dumps(d, sort_keys=True) for d in json.loads(out)]
+    assert len(found) == len(set(found)), out

