@@ -91,7 +91,7 @@ def _task(item: Tuple[int, str]) -> Result:
         staged = stage(job.staging, str(index), files_for(out))
     return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at,
                   skipped=tuple(out.skipped), machine=out.machine,
-                  machine_at=out.locate(Diagnostic("", ("guest", "machine"), "",
+                  machine_at=out.locate(Diagnostic("", ("guest", "machine"), "")),
                   installed=installed)
 
 
