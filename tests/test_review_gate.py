@@ -339,7 +339,7 @@ def test_readme_install_and_ci_snippets_never_use_pypi_or_the_system_python():
     for line in installs:
         assert not re.search(r"pip install (-U )?cgsc\b", line), line          # not on PyPI
         assert "python3 -m pip" not in line, line                              # PEP 668 refuses it
-        assert re.search(r"pip install (-e )?('\.\[test\]'|\.|\"git\+)", line), line
+        assert re.search(r"pip install (-q )?(-e )?('\.\[test\]'|\.|\"git\+)", line), line
     sh = re.search(r"```sh\n(.*?)```", text, re.S).group(1)
     assert sh.index("python3 -m venv") < sh.index("pip install")
 
