@@ -10,6 +10,7 @@ from typing import List, Sequence
 
 from cgsc.diagnostics import Diagnostic, KeyPath
 from cgsc.rules import Rule
+from cgsc.source import leaves
 
 ARG_MAX_WORD = 128 * 1024 - 1   # Linux MAX_ARG_STRLEN (32 pages) includes the NUL
 # Linux guarantees at least 32 pages (128 KiB) for argv and the environment together
@@ -45,15 +46,5 @@ def argv_problems(argv: Sequence[str], data: dict) -> List[Diagnostic]:
 
 
 def _longest_value(data) -> KeyPath:
-    best: KeyPath = ()
-    best_len = -1
-    stack = [((), data)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((path + (k,), v) for k, v in node.items())
-        elif isinstance(node, list):
-            stack.extend((path + (i,), v) for i, v in enumerate(node))
-        elif isinstance(node, str) and len(node) > best_len:
-            best, best_len = path, len(node)
-    return best
+    strings = [(path, value) for path, value in leaves(data) if isinstance(value, str)]
+    return max(strings, key=lambda item: len(item[1]), default=((), ""))[0]

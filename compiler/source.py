@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from cgsc.diagnostics import Diagnostic, KeyPath, SpecError, error
+from cgsc.specpath import spec_root
 from cgsc.tomlpos import key_lines
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
@@ -138,9 +139,9 @@ def _parse(path: str) -> Tuple[dict, SourceFile]:
 INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # int64, and the uint64 of policy and attribute words
 
 
-def _wide_integer(value):
-    """The first (key path, integer) outside INT_RANGE, without recursion; else None.
-    tomllib reads any hex integer, and decimal ones up to 4300 digits."""
+def leaves(value):
+    """(key path, value) of every scalar in a parsed spec, without recursion (a hostile
+    file may nest deeper than Python's recursion limit)."""
     stack = [((), value)]
     while stack:
         path, node = stack.pop()
@@ -148,9 +149,15 @@ def _wide_integer(value):
             stack.extend((path + (k,), v) for k, v in node.items())
         elif isinstance(node, list):
             stack.extend((path + (i,), v) for i, v in enumerate(node))
-        elif isinstance(node, int) and not INT_RANGE[0] <= node <= INT_RANGE[1]:
-            return path, node
-    return None
+        else:
+            yield path, node
+
+
+def _wide_integer(value):
+    """The first (key path, integer) outside INT_RANGE; else None. tomllib reads any hex
+    integer, and decimal ones up to 4300 digits."""
+    return next(((path, node) for path, node in leaves(value)
+                 if isinstance(node, int) and not INT_RANGE[0] <= node <= INT_RANGE[1]), None)
 
 
 def _depth(value) -> int:
@@ -251,16 +258,8 @@ def _own(value, path: KeyPath, owner: Dict[KeyPath, SourceFile], src: SourceFile
 def extends_root(path: str) -> str:
     """Where a spec's `extends` chain may reach: the repository that holds the spec (the
     nearest ancestor directory with a .git entry, after resolving symlinks), else the
-    spec's own directory."""
-    start = os.path.dirname(os.path.realpath(path))
-    current = start
-    while True:
-        if os.path.lexists(os.path.join(current, ".git")):
-            return current
-        parent = os.path.dirname(current)
-        if parent == current:
-            return start
-        current = parent
+    spec's own directory: the root its recorded paths are relative to, too."""
+    return spec_root(path)
 
 
 def _escapes(base: str, resolved: str, root: str) -> str:
