@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, NamedTuple, Sequence
 
 from cgsc import targets
 from cgsc.compile import Compiled, compile_spec
@@ -92,31 +92,51 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
                                        if name == "systemd")), []
 
 
-def installed_at(output: GuestOutput):
-    """(file name, where the spec names it: a located Diagnostic) of each installed artifact."""
-    return tuple((f, output.locate(Diagnostic("", key, ""))) for f, key in output.installed)
+class Where(NamedTuple):
+    """A key of a spec, placed at its file and line only when a message needs it: the line
+    index of a spec costs more to build than compiling it, and a fleet needs it for
+    almost none of its specs."""
+    spec: str
+    key: tuple
+
+    def located(self) -> Diagnostic:
+        from cgsc.source import load
+        try:
+            return load(self.spec).locate(Diagnostic("", self.key, ""))
+        except SpecError:  # the file changed under the build: its name is still right
+            return Diagnostic("", self.key, "").located(self.spec, 0)
 
 
-def claim(claimed: dict, path: str, name: str, name_at: Diagnostic, installed) -> List[Diagnostic]:
+def installed_at(output: GuestOutput, path: str):
+    """(file name, Where the spec names it) of each artifact installed under a host-wide name."""
+    return tuple((f, Where(path, key)) for f, key in output.installed)
+
+
+def claim(claimed: dict, path: str, name: str, name_at: Where, installed) -> List[Diagnostic]:
     """Record a guest of one build (its spec path, name and installed_at() files) in
     `claimed`; errors, and nothing recorded, when an earlier guest has the name or one
     of the files: their artifacts would overwrite each other."""
     if name in claimed:
         return [duplicate(name, claimed[name], locator(name_at))]
-    problems = [DUPLICATE_UNIT.error(at.path, f"{f!r} is also installed by guest "
-                                     f"{claimed[('installed', f)][1]!r} "
-                                     f"(from {claimed[('installed', f)][0]})",
-                                     "give each guest its own unit-name"
-                                     ).located(at.file, at.line, at.column)
-                for f, at in installed if ("installed", f) in claimed]
+    problems = []
+    for f, where in installed:
+        if ("installed", f) in claimed:
+            at = where.located()
+            problems.append(DUPLICATE_UNIT.error(
+                at.path, f"{f!r} is also installed by guest {claimed[('installed', f)][1]!r} "
+                f"(from {claimed[('installed', f)][0]})", "give each guest its own unit-name"
+            ).located(at.file, at.line, at.column))
     if not problems:
         claimed[name] = path
         claimed.update({("installed", f): (path, name) for f, _at_ in installed})
     return problems
 
 
-def locator(where: Diagnostic):
-    """A function that places a diagnostic where `where` is (file, line, column)."""
+def locator(where):
+    """A function that places a diagnostic where `where` (a Where, or a located
+    Diagnostic) is: file, line, column."""
+    if isinstance(where, Where):
+        where = where.located()
     return lambda d: d.located(where.file, where.line, where.column)
 
 
@@ -131,12 +151,9 @@ def duplicate_names(built) -> List[Diagnostic]:
     systemd unit an earlier one already has: their artifacts would overwrite each other."""
     claimed, out = {}, []
     for path, output in built:
-        out += claim(claimed, path, output.name, _name_at(output), installed_at(output))
+        out += claim(claimed, path, output.name, Where(path, ("guest", "name")),
+                     installed_at(output, path))
     return out
-
-
-def _name_at(output: GuestOutput) -> Diagnostic:
-    return output.locate(Diagnostic("", ("guest", "name"), ""))
 
 
 def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> List[GuestOutput]:
@@ -150,7 +167,8 @@ def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> Lis
         if errors:
             problems.extend(errors)
             continue
-        clash = claim(claimed, path, out.name, _name_at(out), installed_at(out))
+        clash = claim(claimed, path, out.name, Where(path, ("guest", "name")),
+                      installed_at(out, path))
         if clash:
             problems.extend(clash)
             continue

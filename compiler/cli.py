@@ -193,9 +193,13 @@ def _floating_note(args, machines) -> None:
     from cgsc.hostprofile import is_floating
     if args.host or args.format != "text":
         return
-    floating = [(locate, m) for locate, m in machines if is_floating(m)]
+    floating = [(where, m) for where, m in machines if is_floating(m)]
     if floating:
-        locate, machine = floating[0]
+        where, machine = floating[0]   # a locate function, or a build.Where (located now)
+        if not callable(where):
+            from cgsc.build import locator
+            where = locator(where)
+        locate = where
         d = locate(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
                    + (f" (and in {len(floating) - 1} more spec(s))" if len(floating) > 1 else ""),
                    "pin it with --host HOST.json (`cgsc probe`)"))
@@ -244,8 +248,7 @@ def _build(args) -> int:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
     _report(built.diagnostics, args.format)
-    from cgsc.build import locator
-    _floating_note(args, [(locator(where), machine) for where, machine in built.machines])
+    _floating_note(args, built.machines)
     _skip_notes(built.skipped, args.format)
     if args.format == "text":
         if built.count == 1:

@@ -27,12 +27,12 @@ class Result(NamedTuple):
     problems: Tuple[Diagnostic, ...]     # its errors
     diagnostics: Tuple[Diagnostic, ...]  # its warnings (build), warnings + drift (check)
     files: Tuple[Tuple[str, str], ...]   # (file name, sha256) staged for it (build)
-    name_at: Optional[Diagnostic]        # where [guest] name is, for a duplicate's error
+    name_at: object                      # build.Where [guest] name is, for a duplicate's error
     drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
     machine: str = ""                    # its QEMU machine type, and where the spec says it
-    machine_at: Optional[Diagnostic] = None
-    installed: Tuple[Tuple[str, Diagnostic], ...] = ()  # build.installed_at(): systemd units
+    machine_at: object = None            # build.Where the machine type is said
+    installed: Tuple[Tuple[str, object], ...] = ()  # build.installed_at(): systemd units
 
 
 class Job(NamedTuple):
@@ -70,14 +70,14 @@ def _die_with(parent: int) -> None:
 
 
 def _task(item: Tuple[int, str]) -> Result:
-    from cgsc.build import build_one, installed_at
+    from cgsc.build import Where, build_one, installed_at
     index, path = item
     job = _JOB
     out, problems = build_one(path, job.requested, job.host)
     if problems:
         return Result(path, None, tuple(problems), (), (), None)
-    name_at = out.locate(Diagnostic("", ("guest", "name"), ""))
-    installed = installed_at(out)
+    name_at = Where(path, ("guest", "name"))    # located only for a message
+    installed = installed_at(out, path)
     if job.mode == "check":
         from cgsc.check import compare, finding
         drifts = compare(job.root, out, pending=out.name in job.pending)
@@ -91,7 +91,7 @@ def _task(item: Tuple[int, str]) -> Result:
         staged = stage(job.staging, str(index), files_for(out))
     return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at,
                   skipped=tuple(out.skipped), machine=out.machine,
-                  machine_at=out.locate(Diagnostic("", ("guest", "machine"), "")),
+                  machine_at=Where(path, ("guest", "machine")),
                   installed=installed)
 
 
@@ -197,7 +197,7 @@ class Built(NamedTuple):
     first: Optional[Result]              # the first one (its name and files)
     diagnostics: List[Diagnostic]        # every guest's warnings, in spec order
     skipped: List[Tuple[str, str, str, str]] = []   # (guest, target, rule, reason)
-    machines: List[Tuple[Diagnostic, str]] = []     # (where, machine type) of every guest
+    machines: List[Tuple[object, str]] = []         # (build.Where, machine type) of every guest
 
 
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
@@ -210,7 +210,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
     problems: List[Diagnostic] = []
     warnings: List[Diagnostic] = []
     skipped: List[Tuple[str, str, str, str]] = []
-    machines: List[Tuple[Diagnostic, str]] = []
+    machines: List[Tuple[object, str]] = []
     claimed: dict = {}
     count, first_result, refused = 0, None, None
     with OutputDir(root) as out:
