@@ -23,7 +23,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from bench import cgsc_command, timed  # bench/ is on sys.path: both run as scripts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("CGSC_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
@@ -53,15 +54,6 @@ verify-at-launch = {verify}
 """
 
 
-def cgsc_command():
-    script = shutil.which("cgsc")
-    return [script] if script else [sys.executable, "-m", "cgsc"]
-
-
-def timed(argv, **kw) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    return time.perf_counter() - start
 
 
 def median_of(runs: int, argv, **kw) -> float:

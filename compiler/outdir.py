@@ -133,18 +133,27 @@ def stage(staging: str, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, 
     return tuple(written)
 
 
+def _open_regular(name: str, dir_fd: int) -> int:
+    """A read descriptor for `name` in `dir_fd` if it is a regular file (a symlink is never
+    followed), else -1."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except OSError:
+        return -1
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return -1
+
+
 def _sha256_of(name: str, dir_fd: int, header: bool = True) -> Optional[str]:
     """sha256 of a regular file (never through a symlink); None when it is not one, or
     when `header` and it lacks cgsc's generated-by header."""
-    if dir_fd < 0:
+    fd = _open_regular(name, dir_fd) if dir_fd >= 0 else -1
+    if fd < 0:
         return None
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         h = hashlib.sha256()
         head = b""
         while True:
@@ -475,13 +484,10 @@ def _legacy_temporary(name: str, ours, guest_fd: int) -> bool:
     match = _LEGACY_TEMPORARY.fullmatch(name)
     if match is None or match.group(1) not in ours:
         return False
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=guest_fd)
-    except OSError:
+    fd = _open_regular(name, guest_fd)
+    if fd < 0:
         return False
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
         head = os.read(fd, 512)
     finally:
         os.close(fd)

@@ -18,6 +18,20 @@ INVALID = sorted(glob.glob(os.path.join(ROOT, "tests", "invalid", "*.toml")))
 VALID_SPECS = EXAMPLES + CASES
 
 
+# The smallest valid SEV-SNP spec, for tests that add one table to it ({name}: the guest).
+MINIMAL_SNP = """spec-version = 1
+[guest]
+name = "{name}"
+cpu = "EPYC-v4"
+memory = 1024
+[firmware]
+code = "/usr/share/ovmf/OVMF.amdsev.fd"
+[confidential.sev-snp]
+cbitpos = 51
+reduced-phys-bits = 1
+"""
+
+
 def rel(path: str) -> str:
     return os.path.relpath(path, ROOT)
 

@@ -6,19 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_cli
+from helpers import MINIMAL_SNP, run_cli
 
-SPEC = """spec-version = 1
-[guest]
-name = "extra"
-cpu = "EPYC-v4"
-memory = 1024
-[firmware]
-code = "/usr/share/ovmf/OVMF.amdsev.fd"
-[confidential.sev-snp]
-cbitpos = 51
-reduced-phys-bits = 1
-[waive]
+SPEC = MINIMAL_SNP.format(name="extra") + """[waive]
 "CGS-QEMU-001" = "the test adds devices on purpose"
 [qemu]
 extra-args = {args}

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from helpers import systemd_split, unit_values
+from helpers import MINIMAL_SNP, systemd_split, unit_values
 
 from cgsc import targets
 from cgsc.compile import compile_spec
@@ -17,22 +17,11 @@ from cgsc.lower import lower
 from cgsc.model import normalize
 from cgsc.source import load
 
-SNP = """spec-version = 1
-[guest]
-name = "{name}"
-cpu = "EPYC-v4"
-memory = 1024
-[firmware]
-code = "/usr/share/ovmf/OVMF.amdsev.fd"
-[confidential.sev-snp]
-cbitpos = 51
-reduced-phys-bits = 1
-"""
 
 
 def _plan(tmp_path, name, extra=""):
     spec = tmp_path / f"{name}.toml"
-    spec.write_text(SNP.format(name=name) + extra)
+    spec.write_text(MINIMAL_SNP.format(name=name) + extra)
     compile_spec(str(spec))   # valid as written
     guest = normalize(load(str(spec)).data)
     # the runtime directory systemd would create, moved under the test's directory

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import (EXAMPLES, VALID_SPECS, compile_plan, exec_start, rel, render, run_cli,
+from helpers import (EXAMPLES, MINIMAL_SNP, VALID_SPECS, compile_plan, exec_start, rel, render, run_cli,
                      systemd_split, unit_values)
 
 from cgsc.escape import systemd_exec_word
@@ -144,17 +144,6 @@ def test_bridge_relaxations_are_only_where_a_bridge_is():
 
 # -- ops: confinement, block devices, stop, ordering, host parameters ------------------
 
-SNP_BASE = """spec-version = 1
-[guest]
-name = "{name}"
-cpu = "EPYC-v4"
-memory = 1024
-[firmware]
-code = "/usr/share/ovmf/OVMF.amdsev.fd"
-[confidential.sev-snp]
-cbitpos = 51
-reduced-phys-bits = 1
-"""
 # Directories whose opening would widen the sandbox to the system or to other guests.
 SYSTEM_DIRS = ["/", "/run", "/var", "/etc", "/usr", "/run/systemd", "/var/lib", "/var/log",
                "/tmp", "/run/cgsc", "/var/log/cgsc", "/run/user/0", "/srv", "/home"]
@@ -162,7 +151,7 @@ SYSTEM_DIRS = ["/", "/run", "/var", "/etc", "/usr", "/run/systemd", "/var/lib", 
 
 def _spec(tmp_path, text, name="guest-a"):
     path = tmp_path / f"{name}.toml"
-    path.write_text(SNP_BASE.format(name=name) + text)
+    path.write_text(MINIMAL_SNP.format(name=name) + text)
     return str(path)
 
 
