@@ -86,7 +86,7 @@ def _options(p: LaunchPlan) -> List[Option]:
         Option("-accel", "kvm"),
         Option("-machine", Opts(p.machine, (("confidential-guest-support", cgs.object.id),)
                                 + cgs.machine_props)),
-        Option("-cpu", p.cpu),
+        Option("-cpu", Opts(p.cpu, cgs.cpu_props) if cgs.cpu_props else p.cpu),
         Option("-smp", str(p.vcpus)),
         Option("-m", f"{p.memory_mib}M"),
         cgs.object.option(),

@@ -44,6 +44,7 @@ class Confidential(NamedTuple):
     title: str                           # "AMD SEV-SNP"
     object: QemuObject
     machine_props: Tuple[Prop, ...] = ()
+    cpu_props: Tuple[Prop, ...] = ()     # -cpu properties the mechanism needs (TDX: pmu=off)
     virtio_iommu: bool = True            # iommu_platform=on / <driver iommu='on'/>
     nic_rom_off: bool = False            # no option ROM on virtio-net
     lock_memory: bool = False            # guest RAM is pinned (memlock)

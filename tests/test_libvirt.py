@@ -166,6 +166,8 @@ def facts_from_xml(doc):
         or doc.find("devices/video") is not None else "none"
     cpu = doc.find("cpu")
     f["cpu"] = "host" if cpu.get("mode") == "host-passthrough" else cpu.findtext("model")
+    if doc.find("features/pmu[@state='off']") is not None:   # libvirt: -cpu ...,pmu=off
+        f["cpu"] += ",pmu=off"
     f["machine"] = doc.find("os/type").get("machine")
     loader = doc.find("os/loader")
     f["firmware"] = None if loader is None else (loader.get("type"), loader.text, doc.findtext("os/nvram"))

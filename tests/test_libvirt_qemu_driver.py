@@ -68,11 +68,6 @@ KNOWN_DIFFERENCES = {
     "cpu.monitor": (None, "off",
                     "libvirt makes a named model match its own CPU map: QEMU's EPYC has "
                     "MONITOR, libvirt's EPYC has not, so libvirt writes monitor=off"),
-    "cpu.pmu": (None, "off",
-                "TDX: cgsc's domain has <pmu state='off'/>; the script's -cpu host keeps "
-                "QEMU's pmu=on, from which QEMU sets TD attribute PERFMON (bit 63), so the "
-                "two launch TDs with different ATTRIBUTES. OPEN: a decision which one "
-                "changes (reported)"),
     "disk.serial": ("root disk+1.a_b-c", "root\\ disk+1.a_b-c",
                     "libvirt escapes a space in <serial> with a backslash on QEMU's command "
                     "line, so the guest sees another serial. OPEN: refusing a space for "
@@ -339,8 +334,6 @@ def test_libvirt_translates_the_domain_into_the_scripts_command_line(spec, qemu_
         assert theirs["cpu"]["_head"] == ours["cpu"]["_head"]
         for key in sorted((set(ours["cpu"]) | set(theirs["cpu"])) - {"_head"}):
             _expect(f"cpu.{key}", ours["cpu"].get(key), theirs["cpu"].get(key), diffs)
-        if "cpu.pmu" in diffs:
-            assert plan.confidential.mechanism == "tdx"
     assert (theirs["memory"], theirs["vcpus"]) == (ours["memory"], ours["vcpus"])
     _expect("mem_lock", ours["mem_lock"], theirs["mem_lock"], diffs)
     if "mem_lock" in diffs:

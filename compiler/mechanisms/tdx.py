@@ -174,6 +174,10 @@ class Tdx(Mechanism):
             mechanism=self.name, title=self.title,
             object=QemuObject(self.qom_type, CGS_ID, props, json_form=bool(qgs)),
             machine_props=(("kernel-irqchip", "split"), ("smm", False), ("pic", False)),
+            # With the vCPU PMU on, QEMU sets TD attribute PERFMON (bit 63): the TD would
+            # attest attributes other than the ones cgsc records, and than the libvirt
+            # domain's (<pmu state='off'/>) launch.
+            cpu_props=(("pmu", False),),
             reboot_ends_process=self.reboot_ends_process,
             memory_note=("Intel TDX private memory is KVM guest_memfd, which is not pinned "
                          "against the memlock limit: no memory locking"),
