@@ -87,9 +87,8 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
                        attestation=plan.attestation,
                        requires=requirements(plan, [n for n, _t in chosen]),
                        machine=plan.machine,
-
-                       installed=tuple((a.filename, unit_key) for name, a in artifacts
-                                       if name == "systemd")), []
+                       installed=tuple((a.filename, Where(path, unit_key))
+                                       for name, a in artifacts if name == "systemd")), []
 
 
 class Where(NamedTuple):
@@ -107,17 +106,12 @@ class Where(NamedTuple):
             return Diagnostic("", self.key, "").located(self.spec, 0)
 
 
-def installed_at(output: GuestOutput, path: str):
-    """(file name, Where the spec names it) of each artifact installed under a host-wide name."""
-    return tuple((f, Where(path, key)) for f, key in output.installed)
-
-
-def claim(claimed: dict, path: str, name: str, name_at: Where, installed) -> List[Diagnostic]:
-    """Record a guest of one build (its spec path, name and installed_at() files) in
-    `claimed`; errors, and nothing recorded, when an earlier guest has the name or one
+def claim(claimed: dict, path: str, name: str, installed) -> List[Diagnostic]:
+    """Record a guest of one build (its spec path, name and GuestOutput.installed files)
+    in `claimed`; errors, and nothing recorded, when an earlier guest has the name or one
     of the files: their artifacts would overwrite each other."""
     if name in claimed:
-        return [duplicate(name, claimed[name], locator(name_at))]
+        return [duplicate(name, claimed[name], locator(Where(path, ("guest", "name"))))]
     problems = []
     for f, where in installed:
         if ("installed", f) in claimed:
@@ -132,12 +126,10 @@ def claim(claimed: dict, path: str, name: str, name_at: Where, installed) -> Lis
     return problems
 
 
-def locator(where):
-    """A function that places a diagnostic where `where` (a Where, or a located
-    Diagnostic) is: file, line, column."""
-    if isinstance(where, Where):
-        where = where.located()
-    return lambda d: d.located(where.file, where.line, where.column)
+def locator(where: Where):
+    """A function that places a diagnostic at `where`: file, line, column."""
+    at = where.located()
+    return lambda d: d.located(at.file, at.line, at.column)
 
 
 def duplicate(name: str, first_path: str, locate) -> Diagnostic:
@@ -151,8 +143,7 @@ def duplicate_names(built) -> List[Diagnostic]:
     systemd unit an earlier one already has: their artifacts would overwrite each other."""
     claimed, out = {}, []
     for path, output in built:
-        out += claim(claimed, path, output.name, Where(path, ("guest", "name")),
-                     installed_at(output, path))
+        out += claim(claimed, path, output.name, output.installed)
     return out
 
 
@@ -167,8 +158,7 @@ def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> Lis
         if errors:
             problems.extend(errors)
             continue
-        clash = claim(claimed, path, out.name, Where(path, ("guest", "name")),
-                      installed_at(out, path))
+        clash = claim(claimed, path, out.name, out.installed)
         if clash:
             problems.extend(clash)
             continue

@@ -29,7 +29,7 @@ class GuestOutput:
     attestation: object = None   # LaunchPlan.attestation: reference values ([measurement])
     requires: object = None      # target -> minimum {"qemu", "libvirt"} versions (cgsc.hostcheck)
     machine: str = ""            # the QEMU machine type, for the floating-machine note
-    installed: Sequence = ()     # (file name, key path): artifacts installed under a
+    installed: Sequence = ()     # (file name, build.Where): artifacts installed under a
     #                              host-wide name (a systemd unit), and the key that names it
 
 

@@ -27,12 +27,10 @@ class Result(NamedTuple):
     problems: Tuple[Diagnostic, ...]     # its errors
     diagnostics: Tuple[Diagnostic, ...]  # its warnings (build), warnings + drift (check)
     files: Tuple[Tuple[str, str], ...]   # (file name, sha256) staged for it (build)
-    name_at: object                      # build.Where [guest] name is, for a duplicate's error
     drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
-    machine: str = ""                    # its QEMU machine type, and where the spec says it
-    machine_at: object = None            # build.Where the machine type is said
-    installed: Tuple[Tuple[str, object], ...] = ()  # build.installed_at(): systemd units
+    machine: str = ""                    # its QEMU machine type
+    installed: Tuple[Tuple[str, object], ...] = ()  # GuestOutput.installed: systemd units
 
 
 class Job(NamedTuple):
@@ -70,29 +68,26 @@ def _die_with(parent: int) -> None:
 
 
 def _task(item: Tuple[int, str]) -> Result:
-    from cgsc.build import Where, build_one, installed_at
+    from cgsc.build import build_one
     index, path = item
     job = _JOB
     out, problems = build_one(path, job.requested, job.host)
     if problems:
-        return Result(path, None, tuple(problems), (), (), None)
-    name_at = Where(path, ("guest", "name"))    # located only for a message
-    installed = installed_at(out, path)
+        return Result(path, None, tuple(problems), (), ())
+    installed = out.installed
     if job.mode == "check":
         from cgsc.check import compare, finding
         drifts = compare(job.root, out, pending=out.name in job.pending)
         found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
-        return Result(path, out.name, (), found, (), name_at,
+        return Result(path, out.name, (), found, (),
                       tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed)
     from cgsc.emit import files_for
     staged = ()
     if _STAGE:
         from cgsc.outdir import stage
         staged = stage(job.staging, str(index), files_for(out))
-    return Result(path, out.name, (), tuple(out.diagnostics), staged, name_at,
-                  skipped=tuple(out.skipped), machine=out.machine,
-                  machine_at=Where(path, ("guest", "machine")),
-                  installed=installed)
+    return Result(path, out.name, (), tuple(out.diagnostics), staged,
+                  skipped=tuple(out.skipped), machine=out.machine, installed=installed)
 
 
 def default_jobs(count: int) -> int:
@@ -177,14 +172,14 @@ def _warm() -> None:
         template(name)
 
 
-def _collect(results, locate_duplicates: bool = True):
+def _collect(results):
     """Problems (with duplicate names and units) and the valid results, in spec order."""
     from cgsc.build import claim
     problems: List[Diagnostic] = []
     valid: List[Tuple[int, Result]] = []
     claimed: dict = {}
     for index, r in enumerate(results):
-        clash = r.problems or claim(claimed, r.path, r.name, r.name_at, r.installed)
+        clash = r.problems or claim(claimed, r.path, r.name, r.installed)
         if clash:
             problems.extend(clash)
         else:
@@ -204,7 +199,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
           jobs: Optional[int] = None, host: Optional[dict] = None) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
     result is journalled as it arrives and then dropped: memory stays flat."""
-    from cgsc.build import claim
+    from cgsc.build import Where, claim
     from cgsc.outdir import OutputDir
     jobs = default_jobs(len(paths)) if jobs is None else jobs
     problems: List[Diagnostic] = []
@@ -216,14 +211,14 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
     with OutputDir(root) as out:
         job = Job("build", tuple(requested), root, out.staging, host=host)
         for index, r in enumerate(_results(paths, job, jobs)):
-            clash = r.problems or claim(claimed, r.path, r.name, r.name_at, r.installed)
+            clash = r.problems or claim(claimed, r.path, r.name, r.installed)
             if clash:
                 problems.extend(clash)
             else:
                 count += 1
                 warnings.extend(r.diagnostics)
                 skipped.extend((r.name,) + why for why in r.skipped)
-                machines.append((r.machine_at, r.machine))
+                machines.append((Where(r.path, ("guest", "machine")), r.machine))
                 first_result = first_result or r
                 if not problems and refused is None:
                     try:
