@@ -152,11 +152,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import traceback
             traceback.print_exc()
         else:
-            exc = sys.exc_info()[1]
-            print(f"cgsc: internal error ({type(exc).__name__}: {printable(str(exc))}). "
-                  "This is a bug; please report it with the spec and `cgsc --debug` output.",
-                  file=sys.stderr)
+            print(_bug_message(sys.exc_info()[1]), file=sys.stderr)
         return EXIT_BUG
+
+
+def _bug_message(exc: BaseException, where: str = "") -> str:
+    return (f"cgsc: {where}internal error ({type(exc).__name__}: {printable(str(exc))}). "
+            "This is a bug; please report it with the spec and `cgsc --debug` output.")
 
 
 _DIAGNOSTICS_TO_STDERR = []   # set by `build --stdout`: stdout carries the artifacts only
@@ -286,9 +288,7 @@ def _validate(args) -> int:
                 import traceback
                 traceback.print_exc()
             crashed.append(spec)
-            print(f"cgsc: {printable(spec)}: internal error ({type(exc).__name__}: "
-                  f"{printable(str(exc))}). This is a bug; please report it with the spec and "
-                  "`cgsc --debug` output.", file=sys.stderr)
+            print(_bug_message(exc, f"{printable(spec)}: "), file=sys.stderr)
     problems += duplicate_names(outputs)   # what build refuses across specs
     if problems:
         _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
