@@ -120,7 +120,7 @@ def _parallel(items, job: Job, jobs: int):
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
-    _warm()  # workers are forked: they inherit the validator and templates built once here
+    _warm()  # workers are forked: they inherit the schema check and templates loaded once here
     try:
         context = multiprocessing.get_context("fork")
     except ValueError:
@@ -166,8 +166,8 @@ def _chunk(items) -> List[Result]:
 def _warm() -> None:
     from cgsc.targets.render import template
     from cgsc.targets.template_code import TEMPLATES
-    from cgsc.validate import validator
-    validator()
+    from cgsc.validate import quick_check
+    quick_check()
     for name in TEMPLATES:
         template(name)
 

@@ -15,14 +15,21 @@ from functools import lru_cache
 from typing import Dict
 
 
-def _schema_dir() -> str:
+def schema_dir() -> str:
     import cgsc.schema  # the package that holds the .json files, wherever it is installed
     return os.path.dirname(cgsc.schema.__file__)
 
 
 def _read(name: str) -> dict:
-    with open(os.path.join(_schema_dir(), name), encoding="utf-8") as fh:
+    with open(os.path.join(schema_dir(), name), encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def source_files() -> list:
+    """Every file the bundle is made from."""
+    from cgsc.mechanisms import MECHANISMS
+    mechanisms = dict.fromkeys(MECHANISMS.schema_file(name) for name in MECHANISMS)
+    return ["guest.schema.json", *mechanisms, "measurement.schema.json"]
 
 
 @lru_cache(maxsize=None)

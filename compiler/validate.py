@@ -25,7 +25,12 @@ def validator():
         "integer": lambda _c, x: isinstance(x, int) and not isinstance(x, bool),
         "string": lambda _c, x: isinstance(x, str) and not _SURROGATE.search(x)})
     cls = validators.extend(Draft202012Validator, type_checker=checker)
-    return cls(_python_patterns(inlined()))
+    return cls(python_schema())
+
+
+def python_schema() -> dict:
+    """The inlined bundle with its patterns in Python syntax (ECMA-262 meaning)."""
+    return _python_patterns(inlined())
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -91,7 +96,16 @@ def base_validator():
     return Draft202012Validator(partial(inlined()))
 
 
+@lru_cache(maxsize=None)
+def quick_check():
+    """The schema compiled into plain Python (schema_code.py), or None when stale."""
+    from cgsc.schema_code import check
+    return check()
+
+
 def schema_errors(data: dict, base: bool = False) -> List[Diagnostic]:
+    if not base and quick_check() is not None and quick_check()(data):
+        return []  # certainly valid: jsonschema (imported only now) would find nothing
     out: List[Diagnostic] = []
     required = set()
     for err in (base_validator() if base else validator()).iter_errors(data):
