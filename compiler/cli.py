@@ -124,6 +124,8 @@ def _jobs(text: str) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    from cgsc.specpath import forget
+    forget()  # repositories found by an earlier command in this process may have moved
     fmt = "text"
     try:
         args = parser().parse_args(argv)

@@ -13,7 +13,6 @@ from cgsc.lower import lower
 from cgsc.model import normalize
 from cgsc.plan import LaunchPlan
 from cgsc.source import load
-from cgsc.specpath import spec_root, stable
 from cgsc.validate import schema_errors
 from cgsc.waivers import apply
 
@@ -68,8 +67,8 @@ def compile_spec(path: str, host: Optional[dict] = None,
     waived = tuple((source.locate(d), reason) for d, reason in waived)
     if any(d.severity == ERROR for d in found):
         raise SpecError(found)
-    root = spec_root(path)  # recorded paths never depend on the spelling or the working directory
-    spec_files = [(stable(f.path, root), f.sha256) for f in source.files]
+    # recorded paths never depend on the spelling or the working directory
+    spec_files = [(source.recorded(f.path), f.sha256) for f in source.files]
     measured = _measure(guest, source, boot_dir)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
@@ -85,7 +84,7 @@ def compile_spec(path: str, host: Optional[dict] = None,
         if any(d.severity == ERROR for d in on_host):
             raise SpecError(on_host + found)
     warnings = tuple(found)
-    plan = plan._replace(warnings=tuple(d.located(stable(d.file, root), d.line, d.column).render()
+    plan = plan._replace(warnings=tuple(d.located(source.recorded(d.file), d.line, d.column).render()
                                         if d.file else d.render() for d in warnings),
                          waivers=tuple((d.rule, reason) for d, reason in waived))
     if host is not None:

@@ -52,7 +52,31 @@ def manifest(out: GuestOutput) -> str:
     }
     if out.attestation is not None:
         doc["attestation"] = out.attestation
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return pretty_json(doc) + "\n"
+
+
+_STRING = json.encoder.encode_basestring  # json's own (C) string encoder, non-ASCII kept
+
+
+def pretty_json(value, indent: str = "") -> str:
+    """The text of json.dumps(value, indent=2, ensure_ascii=False), byte for byte, but
+    without the generic encoder's cost (it runs in Python whenever indent is set)."""
+    if isinstance(value, str):
+        return _STRING(value)
+    inner = indent + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("manifest keys are strings")
+        items = [f"{inner}{_STRING(k)}: {pretty_json(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        items = [inner + pretty_json(v, inner) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+    return json.dumps(value)  # numbers, true/false/null
 
 
 def files_for(out: GuestOutput) -> Dict[str, tuple]:

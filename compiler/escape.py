@@ -32,6 +32,10 @@ _SYSTEMD_TABLE = str.maketrans({**{chr(c): f"\\x{c:02x}" for c in list(range(0x2
                                 **_SYSTEMD_ESCAPES})
 
 
+# a word with none of the table's characters: most words, which need no translate()
+_SYSTEMD_PLAIN = re.compile("[^" + re.escape("".join(map(chr, _SYSTEMD_TABLE))) + "]*").fullmatch
+
+
 def systemd_exec_word(value: str) -> str:
     """A word of an Exec*= line that systemd splits back into exactly `value`.
 
@@ -39,6 +43,8 @@ def systemd_exec_word(value: str) -> str:
     `-@:+!` from being prefixes. Inside quotes systemd applies C unescaping, then `%`
     specifiers and `$` variables, hence the doubling.
     """
+    if _SYSTEMD_PLAIN(value):
+        return '"' + value + '"'
     return '"' + value.translate(_SYSTEMD_TABLE) + '"'
 
 
@@ -88,6 +94,8 @@ def comment_lines(value: str) -> List[str]:
 
 def hash_comment(value: str) -> str:
     """`# ` comment lines (shell and unit files) for text of any number of lines."""
+    if value.isprintable() and not value.endswith("\\"):  # one safe line: most comments
+        return ("# " + value).rstrip()
     return "\n".join(("# " + line).rstrip() for line in comment_lines(value))
 
 

@@ -34,6 +34,10 @@ def argv_size(argv: Sequence[str]) -> int:
 
 
 def argv_problems(argv: Sequence[str], data: dict) -> List[Diagnostic]:
+    # a character is at most 4 bytes of UTF-8: most command lines are clearly short
+    longest = max(map(len, argv), default=0)
+    if 4 * sum(map(len, argv)) + len(argv) <= ARGV_BUDGET and 4 * longest <= ARG_MAX_WORD:
+        return []
     size = argv_size(argv)
     longest_word = max((len(w.encode("utf-8", "surrogatepass")) for w in argv), default=0)
     if size <= ARGV_BUDGET and longest_word <= ARG_MAX_WORD:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from cgsc.diagnostics import Diagnostic, KeyPath, SpecError, error
-from cgsc.specpath import spec_root
+from cgsc.specpath import spec_root, stable
 from cgsc.tomlpos import key_lines
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
@@ -26,8 +26,9 @@ else:  # pragma: no cover
 class SourceFile:
     """One parsed file. Its key -> line index is built only when a diagnostic needs it."""
 
-    def __init__(self, path: str, sha256: str, text: str):
+    def __init__(self, path: str, sha256: str, text: str, real: str = ""):
         self.path = path          # as the user (or the extends chain) named it
+        self.real = real or os.path.realpath(path)  # symlinks resolved
         self.sha256 = sha256
         self._text = text
         self._lines = None
@@ -54,6 +55,12 @@ class Source:
     data: dict
     files: List[SourceFile]
     owner: Dict[KeyPath, SourceFile] = field(default_factory=dict)
+    root: str = ""   # what its paths are recorded against (specpath.spec_root)
+
+    def recorded(self, path: str) -> str:
+        """A file of the chain as artifacts record it (specpath.stable)."""
+        real = next((f.real for f in self.files if f.path == path), None)
+        return stable(path, self.root or spec_root(self.path), real)
 
     def locate(self, d: Diagnostic) -> Diagnostic:
         """Attach file and line: the longest prefix of the key path that we know."""
@@ -104,7 +111,7 @@ def _read(path: str) -> bytes:
     return raw
 
 
-def _parse(path: str) -> Tuple[dict, SourceFile]:
+def _parse(path: str, real: str) -> Tuple[dict, SourceFile]:
     raw = _read(path)
     try:
         text = raw.decode("utf-8")
@@ -122,12 +129,12 @@ def _parse(path: str) -> Tuple[dict, SourceFile]:
         raise SpecError([Diagnostic("CGS-LOAD-003", (), f"TOML value cannot be read: {why}",
                                     "no spec value needs more than a few digits",
                                     file=path, line=_long_number_line(text))])
-    if _depth(data) > MAX_DEPTH:
+    too_deep, wide = _shape(data)
+    if too_deep:
         raise SpecError([_too_deep(path, text)])
-    src = SourceFile(path, hashlib.sha256(raw).hexdigest(), text)
-    wide = _wide_integer(data)
-    if wide is not None:
-        key, value = wide
+    src = SourceFile(path, hashlib.sha256(raw).hexdigest(), text, real)
+    if wide:
+        key, value = _wide_integer(data)
         digits = len(f"{abs(value):x}")
         raise SpecError([Diagnostic("CGS-LOAD-003", key, f"integer of {digits} hex digits does "
                                     "not fit in 64 bits (TOML integers are 64-bit)",
@@ -160,19 +167,22 @@ def _wide_integer(value):
                  if isinstance(node, int) and not INT_RANGE[0] <= node <= INT_RANGE[1]), None)
 
 
-def _depth(value) -> int:
-    """Nesting depth of tables and arrays, without recursion."""
-    deepest, stack = 0, [(value, 0)]
+def _shape(value) -> Tuple[bool, bool]:
+    """(nested more than MAX_DEPTH deep, holds an integer outside INT_RANGE): one walk,
+    without recursion and without building key paths (found again only for an error)."""
+    low, high = INT_RANGE
+    wide, stack = False, [(value, 0)]
     while stack:
         node, depth = stack.pop()
-        deepest = max(deepest, depth)
         if depth > MAX_DEPTH:
-            break
+            return True, wide
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
-    return deepest
+        elif isinstance(node, int) and not low <= node <= high:
+            wide = True
+    return False, wide
 
 
 def _too_deep(path: str, text: str) -> Diagnostic:
@@ -255,11 +265,11 @@ def _own(value, path: KeyPath, owner: Dict[KeyPath, SourceFile], src: SourceFile
             _own(v, path + (i,), owner, src)
 
 
-def extends_root(path: str) -> str:
+def extends_root(path: str, real: str = "") -> str:
     """Where a spec's `extends` chain may reach: the repository that holds the spec (the
     nearest ancestor directory with a .git entry, after resolving symlinks), else the
     spec's own directory: the root its recorded paths are relative to, too."""
-    return spec_root(path)
+    return spec_root(path, real)
 
 
 def _escapes(base: str, resolved: str, root: str) -> str:
@@ -285,10 +295,10 @@ def load(path: str) -> Source:
     """Parse `path` and its `extends` chain into one Source (raises SpecError)."""
     chain: List[Tuple[dict, SourceFile]] = []
     seen: List[str] = []
-    root = extends_root(path)
+    real = os.path.realpath(path)
+    root = extends_root(path, real)
     current = path
     while True:
-        real = os.path.realpath(current)
         if real in seen:
             names = " -> ".join(s.path for _, s in chain) + f" -> {current}"
             last = chain[-1][1]
@@ -296,7 +306,7 @@ def load(path: str) -> Source:
                                    "remove one `extends` so the chain ends in a base spec")
                              .located(last.path, last.lines.get(("extends",), 0))])
         seen.append(real)
-        data, src = _parse(current)
+        data, src = _parse(current, real)
         chain.append((data, src))
         base = data.get("extends")
         if base is None:
@@ -323,9 +333,10 @@ def load(path: str) -> Source:
                                    "`extends` is relative to the file that says it")
                              .located(src.path, src.lines.get(("extends",), 0))])
         current = nxt
+        real = os.path.realpath(current)
     merged: dict = {}
     owner: Dict[KeyPath, SourceFile] = {}
     for data, src in reversed(chain):
         data = {k: v for k, v in data.items() if k != "extends"}
         merged = _merge(merged, data, owner, src)
-    return Source(path, merged, [s for _, s in chain], owner)
+    return Source(path, merged, [s for _, s in chain], owner, root)
