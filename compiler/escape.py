@@ -55,13 +55,22 @@ def systemd_value(value: str) -> str:
     return value.replace("%", "%%")
 
 
+# values with nothing to replace (most of them) are returned as they are
+_XML_PLAIN_TEXT = re.compile("[^&<>]*").fullmatch
+_XML_PLAIN_ATTR = re.compile("[^&<>'\"\n\r\t]*").fullmatch
+
+
 def xml_text(value: str) -> str:
+    if _XML_PLAIN_TEXT(value):
+        return value
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def xml_attr(value: str) -> str:
     """Attribute value for a single-quoted attribute; whitespace that parsers would
     normalize is written as character references."""
+    if _XML_PLAIN_ATTR(value):
+        return value
     return (xml_text(value).replace("'", "&apos;").replace('"', "&quot;")
             .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;"))
 
