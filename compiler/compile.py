@@ -45,13 +45,16 @@ def _rules_despite_schema_errors(data: dict, errors: List[Diagnostic]) -> List[D
 
 
 def compile_spec(path: str, host: Optional[dict] = None,
-                 boot_dir: Optional[Callable[[str, str], str]] = None) -> Compiled:
+                 boot_dir: Optional[Callable[[str, str], str]] = None,
+                 targets: Optional[Tuple[str, ...]] = None) -> Compiled:
     """Compile one spec file into a launch plan; raises SpecError with every diagnostic.
     With a host profile (cgsc.hostprofile), the floating machine type is pinned to the one
     that host's QEMU resolves it to, and the plan is checked against the host.
     `boot_dir(directory, given)`: where a relative [measurement] path `given`, written in a
     spec file in `directory`, is read from, when not that directory (a spec materialized
-    elsewhere: `cgsc diff --base`)."""
+    elsewhere: `cgsc diff --base`).
+    `targets`: what the caller builds (-t), for the host checks that concern one target
+    (the libvirt domain); None: the spec's [targets] build, else the default set."""
     source = load(path)
     errors = schema_errors(source.data)
     if errors:
@@ -80,7 +83,8 @@ def compile_spec(path: str, host: Optional[dict] = None,
         raise SpecError(source.locate(d) for d in too_long)
     if host is not None:  # reported, never written into the artifacts
         from cgsc.hostcheck import check_host
-        on_host = [source.locate(d) for d in check_host(plan, host)]
+        libvirt = _builds_libvirt(plan, targets or guest.build_targets)
+        on_host = [source.locate(d) for d in check_host(plan, host, libvirt)]
         if any(d.severity == ERROR for d in on_host):
             raise SpecError(on_host + found)
     warnings = tuple(found)
@@ -90,6 +94,15 @@ def compile_spec(path: str, host: Optional[dict] = None,
     if host is not None:
         warnings += tuple(on_host)
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)
+
+
+def _builds_libvirt(plan, named) -> bool:
+    """Whether the build writes a libvirt domain: named in the targets, or (none named)
+    the default build, which leaves libvirt out when it refuses the plan."""
+    if named:
+        return "libvirt" in named
+    from cgsc import targets
+    return not targets.refusals(targets.get("libvirt"), plan)
 
 
 def _measure_rules(guest) -> list:

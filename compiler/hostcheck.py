@@ -2,8 +2,10 @@
 and the minimum QEMU and libvirt versions each artifact needs.
 
 QEMU versions come from schema/qemu-since.json, derived from QEMU's QAPI `Since:` notes
-(tests/derive_qemu_since.py; a test re-derives it). libvirt versions are below, each
-with its source.
+(tests/derive_qemu_since.py; a test re-derives it). The libvirt release whose CPU map
+first has each CPU model comes from schema/libvirt-cpu-since.json, derived from libvirt's
+own CPU map files (tests/derive_libvirt_cpu_since.py). libvirt's launch-security
+versions are below, each with its source.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ LIBVIRT_TOO_OLD = Rule(
     "libvirt validates domain XML against its own schema: an older libvirt refuses the "
     "<launchSecurity> type or attribute outright.",
     "libvirt formatdomain.html \"Launch Security\" (sev-snp since 10.5.0, tdx since 11.6.0)",
-    fix="Upgrade libvirt on the host, or use the launch script or systemd unit (`-t shell`).")
+    fix="Upgrade libvirt on the host, or build only the launch script and systemd unit "
+        "([targets] build = [\"shell\", \"systemd\"]).")
 CBITPOS_MISMATCH = Rule(
     "CGS-HOST-004", "cbitpos or reduced-phys-bits differ from the host's",
     "QEMU compares them with the host CPU (CPUID 0x8000001F) and refuses to start "
@@ -74,6 +77,17 @@ DEBUG_SWAP = Rule(
     fix="Compute the expected measurement with DebugSwap (sev-snp-measure --vmm-type QEMU "
         "--guest-features), or load kvm_amd with debug_swap=0.",
     severity="warning")
+LIBVIRT_CPU = Rule(
+    "CGS-HOST-009", "the host's libvirt does not know the CPU model",
+    "libvirt's QEMU driver accepts a <cpu><model> only from its own CPU map, which gained "
+    "models over releases (EPYC-Genoa, the versioned EPYC-v4, SapphireRapids, ...). An "
+    "older libvirt refuses the domain (`unknown CPU model EPYC-v4`) even when its QEMU knows "
+    "the model and the launch script would run.",
+    "libvirt src/cpu_map/ per release (schema/libvirt-cpu-since.json); virsh "
+    "domcapabilities <cpu><mode name='custom'>",
+    fix="Use a CPU model the host's libvirt lists (the hint says which release has this one), "
+        "upgrade libvirt, or build only the launch script and unit ([targets] build = "
+        "[\"shell\", \"systemd\"]).")
 FLOATING_MACHINE = Rule(
     "CGS-HOST-008", "the machine type floats: QEMU upgrades change the guest ABI",
     "`q35` / `pseries` / `s390-ccw-virtio` are aliases of the newest versioned machine of "
@@ -86,6 +100,18 @@ FLOATING_MACHINE = Rule(
     severity="warning")
 
 _SINCE = None
+_CPU_SINCE = None
+LIBVIRT_CPU_ARCH = {"x86_64": "x86", "ppc64": "ppc64"}   # s390x: libvirt has no CPU map
+
+
+def libvirt_cpu_since() -> dict:
+    global _CPU_SINCE
+    if _CPU_SINCE is None:
+        import cgsc.schema
+        with open(os.path.join(os.path.dirname(cgsc.schema.__file__), "libvirt-cpu-since.json"),
+                  encoding="utf-8") as fh:
+            _CPU_SINCE = json.load(fh)
+    return _CPU_SINCE
 
 
 def qemu_since() -> dict:
@@ -145,9 +171,10 @@ def requirements(plan: LaunchPlan, target_names) -> Dict[str, dict]:
     return out
 
 
-def check_host(plan: LaunchPlan, profile: dict) -> List[Diagnostic]:
+def check_host(plan: LaunchPlan, profile: dict, libvirt: bool = True) -> List[Diagnostic]:
     """Every reason the profile's host cannot launch the plan (errors) or launches it
-    differently than the spec implies (warnings)."""
+    differently than the spec implies (warnings). libvirt: the build writes the domain
+    XML, so the host's libvirt must take it too."""
     mech = plan.confidential.mechanism
     table = ("confidential", mech)
     host = profile["name"]
@@ -161,7 +188,9 @@ def check_host(plan: LaunchPlan, profile: dict) -> List[Diagnostic]:
             table, f"host {host} does not offer {plan.confidential.title} (KVM/firmware say no)",
             "profiles that offer it: see `cgsc probe` on the host"))
     found += _qemu(plan, profile, table)
-    found += _libvirt(plan, profile, table)
+    if libvirt:
+        found += _libvirt(plan, profile, table)
+        found += _libvirt_cpu(plan, profile)
     sev = profile.get("sev") or {}
     props = dict(plan.confidential.object.props)
     for key in ("cbitpos", "reduced-phys-bits"):
@@ -219,8 +248,48 @@ def _libvirt(plan, profile, table) -> List[Diagnostic]:
             return [LIBVIRT_TOO_OLD.error(
                 table, f"{what} needs libvirt {_vtext(need)}, host {profile['name']} has "
                        f"{profile['libvirt']['version']}",
-                "upgrade libvirt, or build only the launch script and unit (-t shell -t systemd)")]
+                "upgrade libvirt, or build only the launch script and unit "
+                "([targets] build = [\"shell\", \"systemd\"])")]
     return []
+
+
+def _libvirt_cpu(plan, profile) -> List[Diagnostic]:
+    """The domain's <cpu><model> against the host's libvirt: its domcapabilities list when
+    the profile has one, else the release that first has the model in its CPU map."""
+    model, host = plan.cpu, profile["name"]
+    arch = LIBVIRT_CPU_ARCH.get(plan.arch)
+    lv = profile.get("libvirt") or {}
+    if arch is None or model in ("host", "max"):
+        return []
+    where = ("guest", "cpu")
+    listed = lv.get("cpu-models")
+    if listed is not None:
+        if model in listed:
+            return []
+        return [LIBVIRT_CPU.error(where, f"host {host}'s libvirt does not offer CPU model "
+                                         f"{model!r} (its domcapabilities do not list it)",
+                                  "it lists " + (", ".join(sorted(listed)[:8]) or "none"))]
+    have = version(lv.get("version"))
+    if have is None:
+        return []
+    table = libvirt_cpu_since()
+    entry = table["arches"].get(arch, {}).get(model)
+    newest = table["releases"][-1]
+    if entry is None:
+        if have <= version(newest):   # no examined release up to the newest has it
+            return [LIBVIRT_CPU.error(where, f"CPU model {model!r} is in no libvirt CPU map up "
+                                             f"to {newest}; host {host} has libvirt {lv['version']}",
+                                      "use a model libvirt knows (`virsh domcapabilities`)")]
+        return []
+    if have >= version(entry["since"]):
+        return []
+    absent = entry["absent-in"]
+    if absent is not None and have <= version(absent):
+        return [LIBVIRT_CPU.error(where, f"CPU model {model!r} is not in libvirt {lv['version']}'s "
+                                         f"CPU map (host {host}); libvirt {entry['since']} has it",
+                                  f"upgrade libvirt to {entry['since']}, choose another model, or "
+                                  "leave libvirt out ([targets] build = [\"shell\", \"systemd\"])")]
+    return []   # between two examined releases: not known, not checked
 
 
 # what the firmware must support, by mechanism (firmware.json feature names, simplified)

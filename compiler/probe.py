@@ -298,9 +298,12 @@ def from_domcapabilities(caps_path: str, version_file: Optional[str] = None,
         "profile-version": 1,
         "name": name or os.path.basename(caps_path),
         "origin": "domcapabilities",
+        # custom-mode models are libvirt's CPU map as far as this QEMU supports it: a model
+        # missing there may be one QEMU knows (-cpu help), so they say nothing of QEMU alone
         "qemu": {arch: {"path": root.findtext("path"), "version": version, "objects": objects,
-                        "cpu-models": models or None, "machines": machines or None}},
-        "libvirt": {"version": libvirt_version} if libvirt_version else None,
+                        "cpu-models": None, "machines": machines or None}},
+        "libvirt": {"version": libvirt_version, "cpu-models": models or None}
+                   if libvirt_version or models else None,
         "kvm": kvm,
         "sev": geometry,
         # loader values are the firmware libvirt knows; what each supports is not in the XML

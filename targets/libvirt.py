@@ -41,6 +41,17 @@ PORT_FORWARD = Rule(
     "a different network stack from the launch script's -netdev user, so the domain would "
     "describe another machine.", "libvirt formatdomain: Userspace connection, portForward",
     fix="Build only the shell and systemd targets for this guest, or drop forward.")
+SERIAL_SPACE = Rule(
+    "CGS-LIBVIRT-005", "libvirt gives QEMU a disk serial with a space as another serial",
+    "libvirt's QEMU driver escapes a space in <serial> with a backslash when it builds the "
+    "disk device (qemuBuildDiskDeviceProps: virBufferEscape(..., '\\\\', \" \", ...)), and "
+    "QEMU takes the value as it is: under libvirt the guest reads 'a\\ b' where the launch "
+    "script gives it 'a b'. A disk found by its serial (/dev/disk/by-id) is then another "
+    "name on each target.",
+    "libvirt 11.3 src/qemu/qemu_command.c qemuBuildDiskDeviceProps; QEMU 10.0 qom-get "
+    "of the device's serial (tests/test_libvirt_qemu_driver.py)",
+    fix="Replace the spaces in [[disk]] serial (e.g. with _ or -), or build only the shell "
+        "and systemd targets for this guest.")
 
 
 class LibvirtTarget:
@@ -67,6 +78,13 @@ class LibvirtTarget:
                                           "backend, not QEMU's user networking",
                                           "build the shell and systemd targets only "
                                           "([targets] build = [\"shell\", \"systemd\"])")
+        for i, d in enumerate(plan.disks):
+            if d.serial and " " in d.serial:
+                return SERIAL_SPACE.error(("disk", i, "serial"),
+                                          f"{d.serial!r} has a space, which libvirt hands QEMU "
+                                          "as '\\ ': the guest would see another serial",
+                                          "replace the spaces, e.g. with _, or build the shell "
+                                          "and systemd targets only")
         if not plan.emulator_default and not os.path.isabs(plan.emulator):
             return EMULATOR.error(("qemu", "emulator"), f"{plan.emulator!r} is not an absolute path",
                                   "give the full path, e.g. /usr/bin/qemu-system-x86_64")

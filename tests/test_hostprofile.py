@@ -179,6 +179,7 @@ def test_the_domcapabilities_profile_reads_what_the_xml_says(snp_profile):
     assert p["kvm"]["sev-snp"] is True and p["kvm"]["tdx"] is False
     assert p["qemu"]["x86_64"]["machines"] == {"q35": caps.findtext("machine")}
     assert [f["path"] for f in p["firmware"]] == caps.xpath("os/loader/value/text()")
+    assert p["libvirt"]["cpu-models"] == sorted(set(caps.xpath("cpu/mode[@name='custom']/model/text()")))
 
 
 SNP_EXAMPLES = [s for s in EXAMPLES if compile_plan(s).confidential.mechanism == "sev-snp"]
@@ -202,6 +203,42 @@ def test_the_snp_host_refuses_a_different_cbitpos(snp_profile, tmp_path):
     assert code == 1
     assert f"{changed}:{line}: confidential.sev-snp.cbitpos: cbitpos is 47, host snp-host has 51 " \
            "[CGS-HOST-004]" in err
+
+
+def test_the_snp_host_refuses_a_cpu_model_its_libvirt_does_not_list(snp_profile, tmp_path):
+    """domcapabilities lists the models that libvirt offers with that QEMU: another model is
+    refused for the domain (CGS-HOST-009), not for a build without the libvirt target."""
+    from lxml import etree
+    listed = etree.parse(CAPS).xpath("cpu/mode[@name='custom']/model/text()")
+    spec = [s for s in SNP_EXAMPLES if s.endswith("examples/sev-snp.toml")][0]
+    text = open(spec).read()
+    assert 'cpu = "EPYC-v4"' in text and "EPYC-v4" in listed and "EPYC-Turin" not in listed
+    line = text.splitlines().index('cpu = "EPYC-v4"') + 1
+    changed = tmp_path / "turin.toml"
+    changed.write_text(text.replace('cpu = "EPYC-v4"', 'cpu = "EPYC-Turin"'))
+    code, _out, err = run_cli("validate", "--host", snp_profile, str(changed))
+    assert code == 1
+    assert f"{changed}:{line}: guest.cpu: host snp-host's libvirt does not offer CPU model " \
+           "'EPYC-Turin' (its domcapabilities do not list it) [CGS-HOST-009]" in err, err
+    shell_only = tmp_path / "turin-shell.toml"
+    shell_only.write_text(changed.read_text() + '\n[targets]\nbuild = ["shell", "systemd"]\n')
+    code, _out, err = run_cli("validate", "--host", snp_profile, str(shell_only))
+    assert code == 0 and "CGS-HOST-009" not in err, err
+
+
+def test_a_libvirt_release_before_the_model_is_refused_and_after_it_accepted(tmp_path):
+    """The CPU-map table: Debian 12's libvirt 9.0 lacks EPYC-Genoa (CGS-HOST-009); the same
+    spec on a profile with libvirt 11.3 (which has it) passes; a profile whose libvirt lies
+    between the table's two releases is not judged."""
+    spec = os.path.join(ROOT, "tests", "invalid", "CGS-HOST-009.toml")
+    profile = hostprofile.load("debian-12")
+    for lv, ok in (("9.0.0", False), ("11.3.0", True), ("10.0.0", True)):
+        profile["libvirt"]["version"] = lv
+        path = tmp_path / f"host-{lv}.json"
+        path.write_text(json.dumps(profile))
+        code, _out, err = run_cli("validate", "--host", str(path), spec)
+        assert (code == 0) == ok, (lv, err)
+        assert ("[CGS-HOST-009]" in err) != ok, (lv, err)
 
 
 def test_the_snp_host_refuses_firmware_of_the_wrong_kind(tmp_path):
@@ -285,9 +322,27 @@ def test_the_manifest_records_minimum_versions_per_artifact(tmp_path, since, lib
 
 # -- shipped profiles: which examples each distribution can run ----------------------------
 
+def _cpu_known_to_libvirt(model, arch, have) -> bool:
+    """False only when the CPU-map table (tests/test_libvirt_cpu_since.py proves it against
+    libvirt's files) puts the model after libvirt `have`; unknown counts as known."""
+    with open(os.path.join(ROOT, "schema", "libvirt-cpu-since.json"), encoding="utf-8") as fh:
+        table = json.load(fh)
+    lv_arch = {"x86_64": "x86", "ppc64": "ppc64"}.get(arch)
+    if lv_arch is None or model in ("host", "max"):
+        return True
+    entry = table["arches"][lv_arch].get(model)
+    if entry is None:
+        return vt(have) > vt(table["releases"][-1])
+    return not (vt(have) < vt(entry["since"]) and entry["absent-in"]
+                and vt(have) <= vt(entry["absent-in"]))
+
+
 def _expected_ok(spec, profile, since, libvirt_since) -> bool:
     """Computed here from the profile's versions and the reference material."""
-    plan = compile_plan(spec)
+    from cgsc import targets
+    from cgsc.compile import compile_spec
+    compiled = compile_spec(spec)
+    plan = compiled.plan
     q = (profile.get("qemu") or {}).get(plan.arch)
     if q is None:
         return False
@@ -296,11 +351,18 @@ def _expected_ok(spec, profile, since, libvirt_since) -> bool:
                [vt(since[obj.qom_type]["properties"][k]) for k, _v in obj.props])
     if vt(q["version"]) < need:
         return False
+    named = compiled.build_targets
+    libvirt_built = ("libvirt" in named) if named else \
+        targets.get("libvirt").unsupported(plan) is None
+    if not libvirt_built:
+        return True
+    have = profile["libvirt"]["version"]
     sectype = {"sev": "sev", "sev-es": "sev", "sev-snp": "sev-snp", "tdx": "tdx",
                "s390-pv": "s390-pv"}.get(plan.confidential.mechanism)
     lv = libvirt_since.get(sectype) or {"sev": "4.4.0", "s390-pv": "7.6.0"}.get(sectype)
-    libvirt_built = not plan.confidential.libvirt_unsupported and sectype is not None
-    return not (libvirt_built and lv and vt(profile["libvirt"]["version"]) < vt(lv))
+    if lv and vt(have) < vt(lv):
+        return False
+    return _cpu_known_to_libvirt(plan.cpu, plan.arch, have)
 
 
 SHIPPED = sorted(hostprofile.shipped())
@@ -324,7 +386,7 @@ def test_which_examples_each_shipped_profile_can_run(name, since, libvirt_since)
         code, _out, err = run_cli("validate", "--host", name, spec)
         assert code in (0, 1) and "Traceback" not in err
         if code == 1:
-            assert re.search(r"\[CGS-HOST-00[23]\]", err), err
+            assert re.search(r"\[CGS-HOST-00[239]\]", err), err
         table[rel(spec)] = code == 0
         assert table[rel(spec)] == _expected_ok(spec, profile, since, libvirt_since), (name, spec, err)
     print(name, table)

@@ -253,3 +253,20 @@ def test_debian_virsh_defines_the_domain(spec, tmp_path, tool):
     assert result.returncode == 0, result.stderr
     assert f"Domain '{compile_plan(spec).name}' defined" in result.stdout
 
+
+
+def test_a_space_in_a_disk_serial_leaves_libvirt_out_of_a_default_build(tmp_path):
+    """libvirt would hand QEMU 'disk\\ one' (CGS-LIBVIRT-005; the QEMU read-back is in
+    test_libvirt_qemu_driver.py): a default build writes the script and unit only, and
+    says why; a serial without a space keeps the domain (positive control)."""
+    from helpers import MINIMAL_SNP, run_cli
+    disk = '[[disk]]\npath = "/var/lib/guests/d/root.raw"\nformat = "raw"\nserial = "{}"\n'
+    for name, serial, has_domain in (("spaced", "disk one", False), ("plain", "disk_one", True)):
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(MINIMAL_SNP.format(name=name) + disk.format(serial))
+        code, _out, err = run_cli("build", str(spec), "-o", str(tmp_path / "out"))
+        assert code == 0, err
+        assert (tmp_path / "out" / name / f"{name}.xml").exists() == has_domain
+        assert ("target libvirt skipped" in err and "[CGS-LIBVIRT-005]" in err) != has_domain, err
+        script = (tmp_path / "out" / name / f"{name}.sh").read_text()
+        assert shlex.quote(f"serial={serial}") in script or f"serial={serial}" in script
