@@ -70,7 +70,7 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
     """Compile and render one spec (checked against a host profile when given):
     (GuestOutput, []) or (None, its diagnostics)."""
     try:
-        compiled = compile_spec(path, host)
+        compiled = compile_spec(path, host, targets=tuple(requested) or None)
     except SpecError as exc:
         return None, list(exc.diagnostics)
     plan = compiled.plan

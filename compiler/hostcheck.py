@@ -49,7 +49,7 @@ LIBVIRT_TOO_OLD = Rule(
     "<launchSecurity> type or attribute outright.",
     "libvirt formatdomain.html \"Launch Security\" (sev-snp since 10.5.0, tdx since 11.6.0)",
     fix="Upgrade libvirt on the host, or build only the launch script and systemd unit "
-        "([targets] build = [\"shell\", \"systemd\"]).")
+        "([targets] build = [\"shell\", \"systemd\"], or -t shell -t systemd).")
 CBITPOS_MISMATCH = Rule(
     "CGS-HOST-004", "cbitpos or reduced-phys-bits differ from the host's",
     "QEMU compares them with the host CPU (CPUID 0x8000001F) and refuses to start "
@@ -249,7 +249,7 @@ def _libvirt(plan, profile, table) -> List[Diagnostic]:
                 table, f"{what} needs libvirt {_vtext(need)}, host {profile['name']} has "
                        f"{profile['libvirt']['version']}",
                 "upgrade libvirt, or build only the launch script and unit "
-                "([targets] build = [\"shell\", \"systemd\"])")]
+                "([targets] build = [\"shell\", \"systemd\"], or -t shell -t systemd)")]
     return []
 
 
@@ -288,7 +288,7 @@ def _libvirt_cpu(plan, profile) -> List[Diagnostic]:
         return [LIBVIRT_CPU.error(where, f"CPU model {model!r} is not in libvirt {lv['version']}'s "
                                          f"CPU map (host {host}); libvirt {entry['since']} has it",
                                   f"upgrade libvirt to {entry['since']}, choose another model, or "
-                                  "leave libvirt out ([targets] build = [\"shell\", \"systemd\"])")]
+                                  "leave libvirt out ([targets] build = [\"shell\", \"systemd\"], or -t shell -t systemd)")]
     return []   # between two examined releases: not known, not checked
 
 

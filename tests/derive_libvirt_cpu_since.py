@@ -14,9 +14,12 @@ examined release before it that lacks it (null: the first examined release has i
 every tag they are adjacent releases, so `since` is exact; from fewer releases the true
 first release lies after `absent-in` and no later than `since`, and cgsc checks only what
 the bounds decide. The shipped file lists the releases it was derived from and where
-each came from (`inputs`); tests/test_libvirt_cpu_since.py re-derives it when
-CGSC_LIBVIRT_CPU_MAPS (a --releases DIR) is set, and checks a git derivation
-(CGSC_LIBVIRT_GIT) against its bounds.
+each came from (`inputs`). Given all of them, or a git mirror, check the shipped table:
+
+    python3 tests/derive_libvirt_cpu_since.py --check --releases DIR   # byte for byte
+    python3 tests/derive_libvirt_cpu_since.py --check --git MIRROR     # within its bounds
+
+The test suite checks it against two real releases (tests/test_libvirt_cpu_since.py).
 
 The shipped table's release directories came from Debian's packages, each unpacked with
 `apt-get download libvirt-common=VERSION` (libvirt0 before 11.x) and `dpkg-deb -x`, its
@@ -169,7 +172,39 @@ def dumps(table: dict) -> str:
 SOURCE = "libvirt's CPU map (src/cpu_map/index.xml and its files) per release " \
          "(tests/derive_libvirt_cpu_since.py)"
 
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "schema", "libvirt-cpu-since.json")
+
+
+def check(kind: str, where: str) -> List[str]:
+    """What is wrong with the shipped table against a full input: from --releases, it must
+    be their derivation, byte for byte; from --git, every exact first release must lie
+    within its bounds."""
+    with open(SHIPPED, encoding="utf-8") as fh:
+        shipped = fh.read()
+    if kind == "--releases":
+        releases, inputs = from_releases(where)
+        return [] if shipped == dumps(derive(releases, inputs, SOURCE)) else [
+            "the shipped table is not the derivation of these releases"]
+    def version(text):
+        return tuple(int(x) for x in text.split("."))
+    exact = derive(*from_git(where), SOURCE)["arches"]
+    wrong = []
+    for arch, entries in json.loads(shipped)["arches"].items():
+        for model, entry in entries.items():
+            first = version(exact[arch][model]["since"])
+            if first > version(entry["since"]) or (
+                    entry["absent-in"] and first <= version(entry["absent-in"])):
+                wrong.append(f"{arch} {model}: first in {exact[arch][model]['since']}, "
+                             f"outside ({entry['absent-in']}, {entry['since']}]")
+    return wrong
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--check":  # --check --git MIRROR | --check --releases DIR
+        problems = check(sys.argv[2], sys.argv[3])
+        print("\n".join(problems) or "the shipped table agrees", file=sys.stderr)
+        sys.exit(1 if problems else 0)
     kind, where = sys.argv[1], sys.argv[2]
     releases, inputs = from_git(where) if kind == "--git" else from_releases(where)
     sys.stdout.write(dumps(derive(releases, inputs, SOURCE)))

@@ -224,6 +224,12 @@ def test_the_snp_host_refuses_a_cpu_model_its_libvirt_does_not_list(snp_profile,
     shell_only.write_text(changed.read_text() + '\n[targets]\nbuild = ["shell", "systemd"]\n')
     code, _out, err = run_cli("validate", "--host", snp_profile, str(shell_only))
     assert code == 0 and "CGS-HOST-009" not in err, err
+    # the same with the targets named on the command line (-t), and its negative control
+    for chosen, refused in ((["shell", "systemd"], False), (["shell", "libvirt"], True)):
+        flags = [w for t in chosen for w in ("-t", t)]
+        code, _out, err = run_cli("build", *flags, "--host", snp_profile, str(changed),
+                                  "-o", str(tmp_path / "out"))
+        assert (code == 1 and "[CGS-HOST-009]" in err) == refused, (chosen, err)
 
 
 def test_a_libvirt_release_before_the_model_is_refused_and_after_it_accepted(tmp_path):
