@@ -12,6 +12,26 @@ def _yes(x):
 def _no(x):
     return False
 
+
+def _keys(table, known, patterns, other):
+    """Every key of a table: the schema of its name, those of the patterns it matches,
+    else `other` (None: any value)."""
+    for k, v in table.items():
+        if not isinstance(k, str):
+            return False
+        f = known.get(k)
+        if f is not None and not f(v):
+            return False
+        matched = f is not None
+        for search, g in patterns:
+            if search(k):
+                matched = True
+                if not g(v):
+                    return False
+        if not matched and other is not None and not other(v):
+            return False
+    return True
+
 _C0 = frozenset((1,))
 _P0 = _re('^(?!/)[^\\x00-\\x1f\\x7f-\\x9f]+\\Z').search
 _P1 = _re('^[^\ufdd0-\ufdef\ufffe\uffff\U0001fffe\U0001ffff\U0002fffe\U0002ffff\U0003fffe\U0003ffff\U0004fffe\U0004ffff\U0005fffe\U0005ffff\U0006fffe\U0006ffff\U0007fffe\U0007ffff\U0008fffe\U0008ffff\U0009fffe\U0009ffff\U000afffe\U000affff\U000bfffe\U000bffff\U000cfffe\U000cffff\U000dfffe\U000dffff\U000efffe\U000effff\U000ffffe\U000fffff\U0010fffe\U0010ffff]*\\Z').search
@@ -75,28 +95,25 @@ def _n3(x):
 
 def _n2(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if len(x) < 1: return False
-        if not _P0(x): return False
+    if len(x) > 4095: return False
+    if len(x) < 1: return False
+    if not _P0(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n5(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P2(x): return False
+    if len(x) > 4096: return False
+    if not _P2(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n6(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 1024: return False
-        if not _P3(x): return False
+    if len(x) > 1024: return False
+    if not _P3(x): return False
     if not _n3(x): return False
     return True
 
@@ -108,27 +125,24 @@ def _n7(x):
 
 def _n8(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P4(x): return False
+    if len(x) > 4096: return False
+    if not _P4(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n9(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P5(x): return False
+    if len(x) > 4096: return False
+    if not _P5(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n10(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 1: return False
-        if x > 4096: return False
+    if x < 1: return False
+    if x > 4096: return False
     return True
 
 
@@ -145,1255 +159,605 @@ def _n11(x):
 
 def _n12(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P7(x): return False
+    if len(x) > 4096: return False
+    if not _P7(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n4(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T0.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not _keys(x, _T0, _T1, _no): return False
     return True
 
 
 def _n14(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n15(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
+    if len(x) > 4095: return False
+    if not _P8(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n13(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T1.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not _keys(x, _T2, _T3, _no): return False
     return True
 
 
-def _n17(x):
+def _n16(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
+    if len(x) > 4096: return False
+    if not _P9(x): return False
     if not _n3(x): return False
+    return True
+
+
+def _n15(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T4, _T5, _no): return False
     return True
 
 
 def _n18(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
+    if len(x) > 4096: return False
+    if len(x) < 1: return False
+    if not _P10(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n19(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P9(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n16(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T2.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n21(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if len(x) < 1: return False
-        if not _P10(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n22(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if len(x) < 1: return False
-        if not _P10(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n23(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if len(x) < 1: return False
-        if not _P10(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n24(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 64: return False
-        if not _P11(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n25(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 18446744073709551615: return False
-    return True
-
-
-def _n26(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n27(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if len(x) < 1: return False
-        if not _P10(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n28(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if len(x) < 1: return False
-        if not _P10(x): return False
+    if len(x) > 64: return False
+    if not _P11(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n20(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 0: return False
+    if x > 18446744073709551615: return False
+    return True
+
+
+def _n21(x):
+    if not (isinstance(x, bool)): return False
+    return True
+
+
+def _n17(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T3.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not _keys(x, _T6, _T7, _no): return False
     return True
 
 
-def _n31(x):
+def _n24(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 32: return False
-        if x > 63: return False
+    if x < 32: return False
+    if x > 63: return False
     return True
 
 
-def _n32(x):
+def _n25(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 1: return False
-        if x > 63: return False
+    if x < 1: return False
+    if x > 63: return False
     return True
 
 
-def _n34(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n35(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n36(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n37(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n38(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n39(x):
+def _n27(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 255: return False
+    if x < 0: return False
+    if x > 255: return False
     return True
 
 
-def _n40(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 255: return False
-    return True
-
-
-def _n33(x):
+def _n26(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T4.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+        if not _keys(x, _T8, _T9, _no): return False
     return True
 
 
-def _n41(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n42(x):
+def _n28(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
+    if len(x) > 4095: return False
+    if not _P12(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n43(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n44(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P12(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n45(x):
+def _n29(x):
     if not ((type(x) is str and x in _C15)): return False
+    return True
+
+
+def _n23(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T10, _T11, _no): return False
+    return True
+
+
+def _n31(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        if x < 0: return False
+        if x > 18446744073709551615: return False
+    if isinstance(x, dict):
+        if not _keys(x, _T12, _T13, _no): return False
+    return True
+
+
+def _n32(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 8192: return False
+    if not _P13(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n30(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T5.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not _keys(x, _T14, _T15, _no): return False
     return True
 
 
-def _n48(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n49(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n50(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n51(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n52(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n53(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n54(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n55(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n56(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 255: return False
-    return True
-
-
-def _n57(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 255: return False
-    return True
-
-
-def _n47(x):
+def _n34(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T6.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+        if not _keys(x, _T16, _T17, _no): return False
+    return True
+
+
+def _n36(x):
+    if not ((type(x) is str and x in _C17)): return False
+    return True
+
+
+def _n37(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 4294967295: return False
+    return True
+
+
+def _n35(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T18, _T19, _no): return False
+    return True
+
+
+def _n33(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T20, _T21, _no): return False
+    return True
+
+
+def _n38(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T22, _T23, _no): return False
+    return True
+
+
+def _n22(x):
+    if not (isinstance(x, dict)): return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
+    if not _keys(x, _T24, _T25, _no): return False
+    return True
+
+
+def _n41(x):
+    if not ((type(x) is str and x in _C18)): return False
+    return True
+
+
+def _n42(x):
+    if not ((type(x) is str and x in _C19)): return False
+    return True
+
+
+def _n43(x):
+    if not ((type(x) is str and x in _C20)): return False
+    return True
+
+
+def _n44(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P14(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n46(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 253: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n47(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P16(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n48(x):
+    if not ((type(x) is bool and x in _C24)): return False
+    return True
+
+
+def _n45(x):
+    if not (isinstance(x, dict)): return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
+    if not _keys(x, _T26, _T27, _no): return False
+    return True
+
+
+def _n40(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T28, _T29, _no): return False
+    return True
+
+
+def _n39(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n40, x)): return False
+    return True
+
+
+def _n51(x):
+    if not ((type(x) is str and x in _C25)): return False
+    return True
+
+
+def _n52(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P17(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n53(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P18(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n54(x):
+    if not ((type(x) is str and x in _C28)): return False
+    return True
+
+
+def _n57(x):
+    if not ((type(x) is str and x in _C29)): return False
     return True
 
 
 def _n58(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 8192: return False
-        if not _P13(x): return False
-    if not _n3(x): return False
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 65535: return False
     return True
 
 
 def _n59(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 8192: return False
-        if not _P13(x): return False
+    if len(x) > 4096: return False
+    if not _P19(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n60(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 8192: return False
-        if not _P13(x): return False
-    if not _n3(x): return False
+def _n56(x):
+    if not (isinstance(x, dict)): return False
+    if 'host-port' not in x: return False
+    if 'guest-port' not in x: return False
+    if not _keys(x, _T30, _T31, _no): return False
+    return True
+
+
+def _n55(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n56, x)): return False
     return True
 
 
 def _n61(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 8192: return False
-        if not _P13(x): return False
+    if len(x) > 317: return False
+    if not _P20(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n62(x):
-    if not (isinstance(x, bool)): return False
+def _n60(x):
+    if not (isinstance(x, dict)): return False
+    if 'multus' not in x: return False
+    if not _keys(x, _T32, _T33, _no): return False
+    return True
+
+
+def _n50(x):
+    if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
+    if not _keys(x, _T34, _T35, _no): return False
+    return True
+
+
+def _n49(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n50, x)): return False
     return True
 
 
 def _n63(x):
-    if not (isinstance(x, bool)): return False
+    if not ((type(x) is str and x in _C32)): return False
     return True
 
 
-def _n46(x):
+def _n62(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T7.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n66(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n67(x):
-    if not (isinstance(x, bool)): return False
+    if not _keys(x, _T36, _T37, _no): return False
     return True
 
 
 def _n65(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 18446744073709551615: return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T8.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n68(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 8192: return False
-        if not _P13(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n69(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 8192: return False
-        if not _P13(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n70(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 8192: return False
-        if not _P13(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n72(x):
-    if not ((type(x) is str and x in _C17)): return False
-    return True
-
-
-def _n73(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 1: return False
-        if x > 4294967295: return False
-    return True
-
-
-def _n74(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 1: return False
-        if x > 4294967295: return False
-    return True
-
-
-def _n75(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n71(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T9.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if x < 3: return False
+    if x > 4294967294: return False
     return True
 
 
 def _n64(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T10.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not _keys(x, _T38, _T39, _no): return False
+    return True
+
+
+def _n66(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T40, _T41, _no): return False
+    return True
+
+
+def _n68(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4095: return False
+    if not _P21(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n69(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n16, x)): return False
+    return True
+
+
+def _n67(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T42, _T43, _no): return False
+    return True
+
+
+def _n72(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 64: return False
+    if not _P22(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n71(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 16: return False
+    if not all(map(_n72, x)): return False
+    return True
+
+
+def _n74(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
+    if not _P23(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n75(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P24(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n76(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T11.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not ((type(x) is str and x in _C37)): return False
+    return True
+
+
+def _n78(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
+    if not _P25(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n77(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T12.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n78, x)): return False
     return True
 
 
-def _n29(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        if len(x) < 1: return False
-        if len(x) > 1: return False
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T13.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+def _n79(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 86400: return False
     return True
 
 
-def _n80(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
-    if not _n3(x): return False
+def _n73(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T44, _T45, _no): return False
     return True
 
 
 def _n81(x):
-    if not ((type(x) is str and x in _C18)): return False
+    if not ((type(x) is str and x in _C39)): return False
     return True
 
 
-def _n82(x):
-    if not ((type(x) is str and x in _C19)): return False
+def _n80(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T46, _T47, _no): return False
     return True
 
 
 def _n83(x):
-    if not (isinstance(x, bool)): return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P26(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n84(x):
-    if not ((type(x) is str and x in _C20)): return False
+    if not ((type(x) is str and x in _C41)): return False
+    return True
+
+
+def _n86(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P28(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n85(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P14(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n87(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 253: return False
-        if not _P15(x): return False
-    if not _n3(x): return False
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T48, _T49, _no): return False
     return True
 
 
 def _n88(x):
+    if not ((type(x) is str and x in _C44)): return False
+    return True
+
+
+def _n87(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n88, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n82(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T50, _T51, _no): return False
+    return True
+
+
+def _n70(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T52, _T53, _no): return False
+    return True
+
+
+def _n90(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 253: return False
-        if not _P15(x): return False
+    if len(x) > 1024: return False
+    if not _P30(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n89(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 1024: return False
-        if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n90(x):
-    if not ((type(x) is bool and x in _C24)): return False
-    return True
-
-
-def _n86(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        if len(x) < 1: return False
-        if len(x) > 1: return False
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T14.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n79(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        if 'path' not in x: return False
-        if 'format' not in x: return False
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T15.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n78(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 64: return False
-        if not all(map(_n79, x)): return False
-    return True
-
-
-def _n93(x):
-    if not ((type(x) is str and x in _C25)): return False
-    return True
-
-
-def _n94(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P17(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n95(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P17(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n96(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P18(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n97(x):
-    if not ((type(x) is str and x in _C28)): return False
-    return True
-
-
-def _n100(x):
-    if not ((type(x) is str and x in _C29)): return False
-    return True
-
-
-def _n101(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 1: return False
-        if x > 65535: return False
-    return True
-
-
-def _n102(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 1: return False
-        if x > 65535: return False
-    return True
-
-
-def _n103(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P19(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n99(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        if 'host-port' not in x: return False
-        if 'guest-port' not in x: return False
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T16.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n98(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 256: return False
-        if not all(map(_n99, x)): return False
-    return True
-
-
-def _n105(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 317: return False
-        if not _P20(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n104(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        if 'multus' not in x: return False
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T17.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
+    if not _keys(x, _T54, _T55, _no): return False
     return True
 
 
 def _n92(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        if 'mode' not in x: return False
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T18.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n91(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 32: return False
-        if not all(map(_n92, x)): return False
-    return True
-
-
-def _n107(x):
-    if not ((type(x) is str and x in _C32)): return False
-    return True
-
-
-def _n108(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n106(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T19.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n110(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 3: return False
-        if x > 4294967294: return False
-    return True
-
-
-def _n109(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T20.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n112(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n111(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T21.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n114(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P21(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n115(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n117(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P9(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n116(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 256: return False
-        if not all(map(_n117, x)): return False
-    return True
-
-
-def _n113(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T22.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n120(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 64: return False
-        if not _P22(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n119(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 16: return False
-        if not all(map(_n120, x)): return False
-    return True
-
-
-def _n121(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T23.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n123(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 255: return False
-        if not _P23(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n124(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P24(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n125(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4096: return False
-        if not _P24(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n126(x):
-    if not ((type(x) is str and x in _C37)): return False
-    return True
-
-
-def _n128(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 255: return False
-        if not _P25(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n127(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 64: return False
-        if not all(map(_n128, x)): return False
-    return True
-
-
-def _n129(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 64: return False
-        if not all(map(_n128, x)): return False
-    return True
-
-
-def _n130(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 64: return False
-        if not all(map(_n128, x)): return False
-    return True
-
-
-def _n131(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 4095: return False
-        if not _P8(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n132(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 1: return False
-        if x > 86400: return False
-    return True
-
-
-def _n122(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T24.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n134(x):
-    if not ((type(x) is str and x in _C39)): return False
-    return True
-
-
-def _n135(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n133(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T25.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n137(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 63: return False
-        if not _P26(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n138(x):
-    if not ((type(x) is str and x in _C41)): return False
-    return True
-
-
-def _n140(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 63: return False
-        if not _P28(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n139(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T26.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            for search, g in _T27:
-                if search(k):
-                    matched = True
-                    if not g(v): return False
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n141(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 1024: return False
-        if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n143(x):
-    if not ((type(x) is str and x in _C44)): return False
-    return True
-
-
-def _n142(x):
-    if not (isinstance(x, list)): return False
-    if isinstance(x, list):
-        if len(x) > 256: return False
-        if not all(map(_n143, x)): return False
-        if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
-    return True
-
-
-def _n136(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T28.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n118(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T29.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n145(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if isinstance(x, str):
-        if len(x) > 1024: return False
-        if not _P30(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n144(x):
-    if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T30.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            for search, g in _T31:
-                if search(k):
-                    matched = True
-                    if not g(v): return False
-            if not matched and not _no(v): return False
-    return True
-
-
-def _n147(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n149(x):
+def _n94(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n150(x):
-    if isinstance(x, dict):
-        if 'cbitpos' not in x: return False
-        if 'reduced-phys-bits' not in x: return False
-    return True
-
-
-def _n151(x):
-    if isinstance(x, dict):
-        if 'cbitpos' not in x: return False
-        if 'reduced-phys-bits' not in x: return False
-    return True
-
-
-def _n153(x):
+def _n96(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n152(x):
+def _n95(x):
     if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T33.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
+        if not _keys(x, _T58, _T59, None): return False
     return True
 
 
-def _n148(x):
+def _n93(x):
     if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T34.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
+        if not _keys(x, _T60, _T61, None): return False
     return True
 
 
-def _n154(x):
+def _n97(x):
     if isinstance(x, dict):
         if 'cid' not in x: return False
     return True
 
 
-def _n155(x):
+def _n98(x):
     if isinstance(x, dict):
         if 'socket' not in x: return False
     return True
 
 
-def _n146(x):
+def _n91(x):
     if isinstance(x, dict):
         if 'guest' not in x: return False
         if 'confidential' not in x: return False
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T35.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
+        if not _keys(x, _T62, _T63, None): return False
     return True
 
 
-def _n156(x):
+def _n99(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
@@ -1401,53 +765,75 @@ def _n156(x):
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if isinstance(x, dict):
-        for k, v in x.items():
-            if not isinstance(k, str): return False
-            f = _T32.get(k)
-            if f is not None and not f(v): return False
-            matched = f is not None
-            if not matched and not _no(v): return False
-    if not (_yes if _n156(x) else _n146)(x): return False
+    if not _keys(x, _T56, _T57, _no): return False
+    if not (_yes if _n99(x) else _n91)(x): return False
     return True
 
 
 _T0 = {'name': _n5, 'description': _n6, 'arch': _n7, 'machine': _n8, 'cpu': _n9, 'vcpus': _n10, 'memory': _n11, 'uuid': _n12}
-_T1 = {'code': _n14, 'vars': _n15}
-_T2 = {'image': _n17, 'initrd': _n18, 'cmdline': _n19}
-_T3 = {'firmware': _n21, 'kernel': _n22, 'initrd': _n23, 'vcpu-type': _n24, 'guest-features': _n25, 'verify-at-launch': _n26, 'id-key': _n27, 'author-key': _n28}
-_T4 = {'debug': _n34, 'key-sharing': _n35, 'send': _n36, 'domain': _n37, 'sev-only': _n38, 'api-major': _n39, 'api-minor': _n40}
-_T5 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'policy': _n33, 'kernel-hashes': _n41, 'dh-cert-file': _n42, 'session-file': _n43, 'sev-device': _n44, 'legacy-vm-type': _n45}
-_T6 = {'smt': _n48, 'migrate-ma': _n49, 'debug': _n50, 'single-socket': _n51, 'cxl': _n52, 'mem-aes-256-xts': _n53, 'rapl-disable': _n54, 'ciphertext-hiding': _n55, 'abi-major': _n56, 'abi-minor': _n57}
-_T7 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'kernel-hashes': _n41, 'sev-device': _n44, 'policy': _n47, 'guest-visible-workarounds': _n58, 'id-block': _n59, 'id-auth': _n60, 'host-data': _n61, 'author-key': _n62, 'vcek-disabled': _n63}
-_T8 = {'sept-ve-disable': _n66, 'debug': _n67}
-_T9 = {'type': _n72, 'cid': _n73, 'port': _n74, 'path': _n75}
-_T10 = {'attributes': _n65, 'mrconfigid': _n68, 'mrowner': _n69, 'mrownerconfig': _n70, 'quote-generation-socket': _n71}
-_T11 = {}
-_T12 = {}
-_T13 = {'sev': _n30, 'sev-es': _n30, 'sev-snp': _n46, 'tdx': _n64, 'pef': _n76, 's390-pv': _n77}
-_T14 = {'pvc': _n87, 'data-volume': _n88, 'container-disk': _n89, 'host-disk': _n90}
-_T15 = {'path': _n80, 'format': _n81, 'bus': _n82, 'readonly': _n83, 'cache': _n84, 'serial': _n85, 'kubevirt': _n86}
-_T16 = {'protocol': _n100, 'host-port': _n101, 'guest-port': _n102, 'host-address': _n103}
-_T17 = {'multus': _n105}
-_T18 = {'mode': _n93, 'tap': _n94, 'bridge': _n95, 'mac': _n96, 'model': _n97, 'forward': _n98, 'kubevirt': _n104}
-_T19 = {'serial': _n107, 'path': _n108}
-_T20 = {'cid': _n110}
-_T21 = {'socket': _n112}
-_T22 = {'emulator': _n114, 'sandbox': _n115, 'extra-args': _n116}
-_T23 = {}
-_T24 = {'unit-name': _n123, 'user': _n124, 'group': _n125, 'restart': _n126, 'wanted-by': _n127, 'after': _n129, 'requires': _n130, 'environment-file': _n131, 'stop-timeout': _n132}
-_T25 = {'domain-type': _n134, 'allow-passthrough': _n135}
-_T26 = {}
-_T27 = ((_P27, _n140), )
-_T28 = {'namespace': _n137, 'run-strategy': _n138, 'labels': _n139, 'kernel-container': _n141, 'feature-gates': _n142}
-_T29 = {'build': _n119, 'shell': _n121, 'systemd': _n122, 'libvirt': _n133, 'kubevirt': _n136}
-_T30 = {}
-_T31 = ((_P29, _n145), )
-_T32 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n16, 'measurement': _n20, 'confidential': _n29, 'disk': _n78, 'net': _n91, 'console': _n106, 'vsock': _n109, 'qmp': _n111, 'qemu': _n113, 'targets': _n118, 'waive': _n144}
-_T33 = {'quote-generation-socket': _n153}
-_T34 = {'sev': _n149, 'sev-es': _n150, 'sev-snp': _n151, 'tdx': _n152}
-_T35 = {'guest': _n147, 'confidential': _n148, 'vsock': _n154, 'qmp': _n155}
+_T1 = ()
+_T2 = {'code': _n14, 'vars': _n14}
+_T3 = ()
+_T4 = {'image': _n14, 'initrd': _n14, 'cmdline': _n16}
+_T5 = ()
+_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'verify-at-launch': _n21, 'id-key': _n18, 'author-key': _n18}
+_T7 = ()
+_T8 = {'debug': _n21, 'key-sharing': _n21, 'send': _n21, 'domain': _n21, 'sev-only': _n21, 'api-major': _n27, 'api-minor': _n27}
+_T9 = ()
+_T10 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'policy': _n26, 'kernel-hashes': _n21, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n28, 'legacy-vm-type': _n29}
+_T11 = ()
+_T12 = {'smt': _n21, 'migrate-ma': _n21, 'debug': _n21, 'single-socket': _n21, 'cxl': _n21, 'mem-aes-256-xts': _n21, 'rapl-disable': _n21, 'ciphertext-hiding': _n21, 'abi-major': _n27, 'abi-minor': _n27}
+_T13 = ()
+_T14 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'kernel-hashes': _n21, 'sev-device': _n28, 'policy': _n31, 'guest-visible-workarounds': _n32, 'id-block': _n32, 'id-auth': _n32, 'host-data': _n32, 'author-key': _n21, 'vcek-disabled': _n21}
+_T15 = ()
+_T16 = {'sept-ve-disable': _n21, 'debug': _n21}
+_T17 = ()
+_T18 = {'type': _n36, 'cid': _n37, 'port': _n37, 'path': _n14}
+_T19 = ()
+_T20 = {'attributes': _n34, 'mrconfigid': _n32, 'mrowner': _n32, 'mrownerconfig': _n32, 'quote-generation-socket': _n35}
+_T21 = ()
+_T22 = {}
+_T23 = ()
+_T24 = {'sev': _n23, 'sev-es': _n23, 'sev-snp': _n30, 'tdx': _n33, 'pef': _n38, 's390-pv': _n38}
+_T25 = ()
+_T26 = {'pvc': _n46, 'data-volume': _n46, 'container-disk': _n47, 'host-disk': _n48}
+_T27 = ()
+_T28 = {'path': _n14, 'format': _n41, 'bus': _n42, 'readonly': _n21, 'cache': _n43, 'serial': _n44, 'kubevirt': _n45}
+_T29 = ()
+_T30 = {'protocol': _n57, 'host-port': _n58, 'guest-port': _n58, 'host-address': _n59}
+_T31 = ()
+_T32 = {'multus': _n61}
+_T33 = ()
+_T34 = {'mode': _n51, 'tap': _n52, 'bridge': _n52, 'mac': _n53, 'model': _n54, 'forward': _n55, 'kubevirt': _n60}
+_T35 = ()
+_T36 = {'serial': _n63, 'path': _n14}
+_T37 = ()
+_T38 = {'cid': _n65}
+_T39 = ()
+_T40 = {'socket': _n14}
+_T41 = ()
+_T42 = {'emulator': _n68, 'sandbox': _n21, 'extra-args': _n69}
+_T43 = ()
+_T44 = {'unit-name': _n74, 'user': _n75, 'group': _n75, 'restart': _n76, 'wanted-by': _n77, 'after': _n77, 'requires': _n77, 'environment-file': _n14, 'stop-timeout': _n79}
+_T45 = ()
+_T46 = {'domain-type': _n81, 'allow-passthrough': _n21}
+_T47 = ()
+_T48 = {}
+_T49 = ((_P27, _n86), )
+_T50 = {'namespace': _n83, 'run-strategy': _n84, 'labels': _n85, 'kernel-container': _n47, 'feature-gates': _n87}
+_T51 = ()
+_T52 = {'build': _n71, 'shell': _n38, 'systemd': _n73, 'libvirt': _n80, 'kubevirt': _n82}
+_T53 = ()
+_T54 = {}
+_T55 = ((_P29, _n90), )
+_T56 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'confidential': _n22, 'disk': _n39, 'net': _n49, 'console': _n62, 'vsock': _n64, 'qmp': _n66, 'qemu': _n67, 'targets': _n70, 'waive': _n89}
+_T57 = ()
+_T58 = {'quote-generation-socket': _n96}
+_T59 = ()
+_T60 = {'sev': _n94, 'sev-es': _n94, 'sev-snp': _n94, 'tdx': _n95}
+_T61 = ()
+_T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
+_T63 = ()
 
 valid = _n0
 CGSC_SCHEMA_KEY = '82e46d66eaa837d063e56d916510820f0bf0381dd73fd93fc0ec73e0b180785e'

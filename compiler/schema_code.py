@@ -90,7 +90,7 @@ class _Writer:
             return "_yes"
         if schema is False:
             return "_no"
-        canonical = json.dumps(schema, sort_keys=True)
+        canonical = json.dumps(_meaning(schema), sort_keys=True)
         if canonical not in self.functions:
             name = f"_n{len(self.functions)}"
             self.functions[canonical] = name
@@ -104,8 +104,8 @@ class _Writer:
         if unknown:  # never compile a keyword we do not check: fail loudly instead
             raise ValueError(f"schema keyword(s) {sorted(unknown)} are not compiled")
         out: List[str] = []
-        if "type" in s:
-            kinds = [s["type"]] if isinstance(s["type"], str) else s["type"]
+        kinds = [s["type"]] if isinstance(s.get("type"), str) else s.get("type", [])
+        if kinds:
             out.append(f"    if not ({' or '.join(_TYPES[k] for k in kinds)}): return False")
         for keyword in ("enum", "const"):
             if keyword in s:
@@ -120,22 +120,19 @@ class _Writer:
                         allowed = self.constant(f"frozenset({tuple(same)!r})")
                         alternatives.append(f"(type(x) is {kind.__name__} and x in {allowed})")
                 out.append(f"    if not ({' or '.join(alternatives)}): return False")
-        string = []
-        if "maxLength" in s:
-            string.append(f"if len(x) > {s['maxLength']}: return False")
-        if "minLength" in s:
-            string.append(f"if len(x) < {s['minLength']}: return False")
+        string = _size_limits(s, "Length")
         if "pattern" in s:
             string.append(f"if not {self.pattern(s['pattern'])}(x): return False")
-        out += self.guarded("isinstance(x, str)", string)
+        out += self.guarded("isinstance(x, str)", string, kinds == ["string"])
         number = []
         for keyword, op in (("minimum", "<"), ("maximum", ">"),
                             ("exclusiveMinimum", "<="), ("exclusiveMaximum", ">=")):
             if keyword in s:
                 number.append(f"if x {op} {s[keyword]!r}: return False")
-        out += self.guarded("isinstance(x, (int, float)) and not isinstance(x, bool)", number)
-        out += self.guarded("isinstance(x, dict)", self.object_body(s))
-        out += self.guarded("isinstance(x, list)", self.array_body(s))
+        out += self.guarded("isinstance(x, (int, float)) and not isinstance(x, bool)", number,
+                            kinds in (["integer"], ["number"]))
+        out += self.guarded("isinstance(x, dict)", self.object_body(s), kinds == ["object"])
+        out += self.guarded("isinstance(x, list)", self.array_body(s), kinds == ["array"])
         for sub in s.get("allOf", []):
             out.append(f"    if not {self.node(sub)}(x): return False")
         if "if" in s:
@@ -145,19 +142,15 @@ class _Writer:
         return out
 
     @staticmethod
-    def guarded(condition: str, lines: List[str]) -> List[str]:
-        if not lines:
-            return []
-        return [f"    if {condition}:"] + ["        " + line for line in lines]
+    def guarded(condition: str, lines: List[str], known: bool) -> List[str]:
+        """Lines for values of one type; unguarded when the type check above ensures it."""
+        if known:
+            return ["    " + line for line in lines]
+        return [f"    if {condition}:"] + ["        " + line for line in lines] if lines else []
 
     def object_body(self, s: dict) -> List[str]:
-        out = []
-        for key in s.get("required", []):
-            out.append(f"if {key!r} not in x: return False")
-        if "minProperties" in s:
-            out.append(f"if len(x) < {s['minProperties']}: return False")
-        if "maxProperties" in s:
-            out.append(f"if len(x) > {s['maxProperties']}: return False")
+        out = [f"if {key!r} not in x: return False" for key in s.get("required", [])]
+        out += _size_limits(s, "Properties")
         props = s.get("properties", {})
         pats = s.get("patternProperties", {})
         extra = s.get("additionalProperties", True)
@@ -165,21 +158,10 @@ class _Writer:
             return out
         table = self.table("{" + ", ".join(
             f"{k!r}: {self.node(v)}" for k, v in props.items()) + "}")
-        out += ["for k, v in x.items():",
-                "    if not isinstance(k, str): return False",
-                f"    f = {table}.get(k)",
-                "    if f is not None and not f(v): return False",
-                "    matched = f is not None"]
-        if pats:
-            pairs = self.table("(" + "".join(
-                f"({self.pattern(p)}, {self.node(v)}), " for p, v in pats.items()) + ")")
-            out += [f"    for search, g in {pairs}:",
-                    "        if search(k):",
-                    "            matched = True",
-                    "            if not g(v): return False"]
-        if extra is not True:
-            out.append(f"    if not matched and not {self.node(extra)}(v): return False")
-        return out
+        pairs = self.table("(" + "".join(
+            f"({self.pattern(p)}, {self.node(v)}), " for p, v in pats.items()) + ")")
+        other = "None" if extra is True else self.node(extra)
+        return out + [f"if not _keys(x, {table}, {pairs}, {other}): return False"]
 
     def table(self, code: str) -> str:
         name = f"_T{len(self.tables)}"
@@ -187,11 +169,7 @@ class _Writer:
         return name
 
     def array_body(self, s: dict) -> List[str]:
-        out = []
-        if "maxItems" in s:
-            out.append(f"if len(x) > {s['maxItems']}: return False")
-        if "minItems" in s:
-            out.append(f"if len(x) < {s['minItems']}: return False")
+        out = _size_limits(s, "Items")
         if "items" in s:
             out.append(f"if not all(map({self.node(s['items'])}, x)): return False")
         if s.get("uniqueItems"):
@@ -199,6 +177,31 @@ class _Writer:
             out.append("if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): "
                        "return False")
         return out
+
+
+def _size_limits(s: dict, noun: str) -> List[str]:
+    """maxLength/minLength, maxItems/minItems, maxProperties/minProperties."""
+    return [f"if len(x) {op} {s[word + noun]}: return False"
+            for word, op in (("max", ">"), ("min", "<")) if word + noun in s]
+
+
+def _meaning(schema):
+    """A schema node without its annotations: nodes that differ only in description share
+    one function."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _ANNOTATIONS or key.startswith("x-"):
+            continue
+        if key in ("properties", "patternProperties"):
+            value = {name: _meaning(sub) for name, sub in value.items()}
+        elif key == "allOf":
+            value = [_meaning(sub) for sub in value]
+        elif key in ("items", "additionalProperties", "if", "then", "else"):
+            value = _meaning(value)
+        out[key] = value
+    return out
 
 
 _HANDLED = {"type", "enum", "const", "maxLength", "minLength", "pattern", "minimum",
@@ -219,6 +222,26 @@ def _yes(x):
 
 def _no(x):
     return False
+
+
+def _keys(table, known, patterns, other):
+    """Every key of a table: the schema of its name, those of the patterns it matches,
+    else `other` (None: any value)."""
+    for k, v in table.items():
+        if not isinstance(k, str):
+            return False
+        f = known.get(k)
+        if f is not None and not f(v):
+            return False
+        matched = f is not None
+        for search, g in patterns:
+            if search(k):
+                matched = True
+                if not g(v):
+                    return False
+        if not matched and other is not None and not other(v):
+            return False
+    return True
 '''
 
 
