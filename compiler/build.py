@@ -114,15 +114,15 @@ def claim(claimed: dict, path: str, name: str, installed) -> List[Diagnostic]:
         return [duplicate(name, claimed[name], locator(Where(path, ("guest", "name"))))]
     problems = []
     for f, where in installed:
-        if ("installed", f) in claimed:
+        other = claimed.get(("installed", f))   # the name of the guest that installs it
+        if other is not None:
             at = where.located()
             problems.append(DUPLICATE_UNIT.error(
-                at.path, f"{f!r} is also installed by guest {claimed[('installed', f)][1]!r} "
-                f"(from {claimed[('installed', f)][0]})", "give each guest its own unit-name"
-            ).located(at.file, at.line, at.column))
+                at.path, f"{f!r} is also installed by guest {other!r} (from {claimed[other]})",
+                "give each guest its own unit-name").located(at.file, at.line, at.column))
     if not problems:
         claimed[name] = path
-        claimed.update({("installed", f): (path, name) for f, _at_ in installed})
+        claimed.update({("installed", f): name for f, _at_ in installed})
     return problems
 
 

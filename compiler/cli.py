@@ -29,8 +29,12 @@ class _Usage(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
+    # @FILE: arguments read from FILE, one per line; a fleet too large for a command line
+    # (ARG_MAX), or one the interpreter should not copy (~2 KB per argument), is passed so
     p = _Parser(prog="cgsc", description="Confidential Guest Spec Compiler: TOML guest "
-                "specs to QEMU launch scripts, systemd units and libvirt domain XML.")
+                "specs to QEMU launch scripts, systemd units and libvirt domain XML. "
+                "@FILE stands for the arguments in FILE, one per line.",
+                fromfile_prefix_chars="@")
     p.add_argument("--version", action="version", version=f"cgsc {cgsc.__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -190,24 +194,28 @@ def _host(args):
         raise _Usage(str(exc)) from None
 
 
-def _floating_note(args, machines) -> None:
+def _floating_note(args, first, count: int) -> None:
     """Without --host, say once per run that the machine type floats (text output only:
-    the machine formats carry the spec's own diagnostics)."""
+    the machine formats carry the spec's own diagnostics). `first`: (a locate function or
+    a build.Where, machine type) of the first guest whose machine floats; `count` of all."""
     from cgsc.hostcheck import FLOATING_MACHINE
-    from cgsc.hostprofile import is_floating
-    if args.host or args.format != "text":
+    if args.host or args.format != "text" or first is None:
         return
-    floating = [(where, m) for where, m in machines if is_floating(m)]
-    if floating:
-        where, machine = floating[0]   # a locate function, or a build.Where (located now)
-        if not callable(where):
-            from cgsc.build import locator
-            where = locator(where)
-        locate = where
-        d = locate(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
-                   + (f" (and in {len(floating) - 1} more spec(s))" if len(floating) > 1 else ""),
-                   "pin it with --host HOST.json (`cgsc probe`)"))
-        _report([d], "text")
+    where, machine = first
+    if not callable(where):
+        from cgsc.build import locator
+        where = locator(where)
+    d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
+              + (f" (and in {count - 1} more spec(s))" if count > 1 else ""),
+              "pin it with --host HOST.json (`cgsc probe`)"))
+    _report([d], "text")
+
+
+def _floating(outputs) -> tuple:
+    """(first, count) for _floating_note, from in-memory GuestOutputs."""
+    from cgsc.hostprofile import is_floating
+    floating = [(o.locate, o.machine) for o in outputs if is_floating(o.machine)]
+    return (floating[0] if floating else None), len(floating)
 
 
 def _known_targets(names) -> None:
@@ -236,7 +244,7 @@ def _build(args) -> int:
         from cgsc.build import build
         outputs = build(args.specs, args.target, host)
         _report([d for o in outputs for d in o.diagnostics], args.format)
-        _floating_note(args, [(o.locate, o.machine) for o in outputs])
+        _floating_note(args, *_floating(outputs))
         _skip_notes([(o.name,) + why for o in outputs for why in o.skipped], args.format)
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
         for o in outputs:
@@ -252,7 +260,7 @@ def _build(args) -> int:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
     _report(built.diagnostics, args.format)
-    _floating_note(args, built.machines)
+    _floating_note(args, *built.floating)
     _skip_notes(built.skipped, args.format)
     if args.format == "text":
         if built.count == 1:
@@ -296,7 +304,7 @@ def _validate(args) -> int:
         _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
         return EXIT_BUG if crashed else EXIT_INVALID
     _report(warnings, args.format)
-    _floating_note(args, [(o.locate, o.machine) for _spec, o in outputs])
+    _floating_note(args, *_floating(o for _spec, o in outputs))
     if crashed:
         return EXIT_BUG
     if args.format == "text":

@@ -192,33 +192,39 @@ class Built(NamedTuple):
     first: Optional[Result]              # the first one (its name and files)
     diagnostics: List[Diagnostic]        # every guest's warnings, in spec order
     skipped: List[Tuple[str, str, str, str]] = []   # (guest, target, rule, reason)
-    machines: List[Tuple[object, str]] = []         # (build.Where, machine type) of every guest
+    floating: Tuple[Optional[tuple], int] = (None, 0)  # the first guest whose machine type
+    #                                      floats, as (build.Where, machine); how many float
 
 
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
           jobs: Optional[int] = None, host: Optional[dict] = None) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
-    result is journalled as it arrives and then dropped: memory stays flat."""
+    result is journalled as it arrives and then dropped: memory stays flat (what is kept
+    per guest is its name and unit, for duplicates, and its spec path is the caller's)."""
     from cgsc.build import Where, claim
+    from cgsc.hostprofile import is_floating
     from cgsc.outdir import OutputDir
     jobs = default_jobs(len(paths)) if jobs is None else jobs
     problems: List[Diagnostic] = []
     warnings: List[Diagnostic] = []
     skipped: List[Tuple[str, str, str, str]] = []
-    machines: List[Tuple[object, str]] = []
     claimed: dict = {}
     count, first_result, refused = 0, None, None
+    first_floating, floating = None, 0
     with OutputDir(root) as out:
         job = Job("build", tuple(requested), root, out.staging, host=host)
         for index, r in enumerate(_results(paths, job, jobs)):
-            clash = r.problems or claim(claimed, r.path, r.name, r.installed)
+            path = paths[index]   # the caller's string, not the worker's copy of it
+            clash = r.problems or claim(claimed, path, r.name, r.installed)
             if clash:
                 problems.extend(clash)
             else:
                 count += 1
                 warnings.extend(r.diagnostics)
                 skipped.extend((r.name,) + why for why in r.skipped)
-                machines.append((Where(r.path, ("guest", "machine")), r.machine))
+                if is_floating(r.machine):
+                    floating += 1
+                    first_floating = first_floating or (Where(path, ("guest", "machine")), r.machine)
                 first_result = first_result or r
                 if not problems and refused is None:
                     try:
@@ -230,7 +236,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
         if refused is not None:
             raise refused
         out.commit()
-    return Built(count, first_result, warnings, skipped, machines)
+    return Built(count, first_result, warnings, skipped, (first_floating, floating))
 
 
 def check(paths: Sequence[str], requested: Sequence[str], root: str,

@@ -288,7 +288,8 @@ def _libvirt_cpu(plan, profile) -> List[Diagnostic]:
         return [LIBVIRT_CPU.error(where, f"CPU model {model!r} is not in libvirt {lv['version']}'s "
                                          f"CPU map (host {host}); libvirt {entry['since']} has it",
                                   f"upgrade libvirt to {entry['since']}, choose another model, or "
-                                  "leave libvirt out ([targets] build = [\"shell\", \"systemd\"], or -t shell -t systemd)")]
+                                  "leave libvirt out ([targets] build = [\"shell\", \"systemd\"], "
+                                  "or -t shell -t systemd)")]
     return []   # between two examined releases: not known, not checked
 
 

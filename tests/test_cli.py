@@ -34,7 +34,7 @@ def test_internal_error_exits_3_with_a_bug_message(monkeypatch):
     import cgsc.build
     import cgsc.compile
 
-    def boom(path, *_host):
+    def boom(path, *_host, **_targets):
         raise RuntimeError("kaputt")
     monkeypatch.setattr(cgsc.compile, "compile_spec", boom)
     monkeypatch.setattr(cgsc.build, "compile_spec", boom)  # validate shares build's path

@@ -4,6 +4,7 @@ one process; a worker killed mid-build leaves the tree as it was."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 from helpers import EXAMPLES
@@ -128,3 +129,21 @@ def test_two_guests_installing_one_systemd_unit_are_refused_by_every_path(tmp_pa
              for d in (tmp_path / "o4").iterdir()]
     names = [a["file"] for arts in units for a in arts if a["target"] == "systemd"]
     assert len(names) == len(set(names)) == 50 and "node-forty.service" in names
+
+
+def test_a_fleet_named_in_a_list_file_builds_as_one_named_in_arguments(tmp_path):
+    """`@LIST` (one path per line): the same tree and diagnostics; the floating-machine
+    note names the first spec and counts the others, from either path."""
+    specs = make_fleet(tmp_path / "specs", 60)
+    listed = tmp_path / "fleet.txt"
+    listed.write_text("".join(s + "\n" for s in specs))
+    named = cgsc("build", *specs, "-o", str(tmp_path / "a"))
+    from_list = cgsc("build", f"@{listed}", "-o", str(tmp_path / "b"))
+    assert named.returncode == from_list.returncode == 0, from_list.stderr
+    assert named.stderr.replace("/a/", "/x/") == from_list.stderr.replace("/b/", "/x/")
+    assert re.search(re.escape(specs[0]) + r":\d+: guest\.machine: warning: 'q35' floats "
+                     r"\(and in 59 more spec\(s\)\) \[CGS-HOST-008\]", named.stderr), named.stderr
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    gone = cgsc("build", f"@{tmp_path / 'missing.txt'}", "-o", str(tmp_path / "c"))
+    assert gone.returncode == 2 and "missing.txt" in gone.stderr
+    assert not (tmp_path / "c").exists()
