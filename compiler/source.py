@@ -92,7 +92,8 @@ def _read(path: str) -> bytes:
     except OSError as exc:
         raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
                                "check the path").located(path, 0)])
-    mode = os.fstat(fd).st_mode
+    st = os.fstat(fd)
+    mode = st.st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
@@ -100,7 +101,7 @@ def _read(path: str) -> bytes:
                                "name a spec file (a regular file)").located(path, 0)])
     with os.fdopen(fd, "rb") as fh:
         try:
-            raw = fh.read(MAX_SPEC_BYTES + 1)
+            raw = _read_bounded(fh, st.st_size, MAX_SPEC_BYTES + 1)
         except OSError as exc:
             raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
                                    "check the path").located(path, 0)])
@@ -109,6 +110,20 @@ def _read(path: str) -> bytes:
                                f"{MAX_SPEC_BYTES} bytes", "a guest spec is a few kilobytes; "
                                "check that this is the right file").located(path, 0)])
     return raw
+
+
+def _read_bounded(fh, size: int, limit: int) -> bytes:
+    """At most `limit` bytes, in reads sized by the file (a read of `limit` would allocate
+    it whole for a file of a few KiB), and on to the end if the file grew since fstat."""
+    chunks, total, want = [], 0, min(size + 1, limit)
+    while total < limit:
+        chunk = fh.read(min(want, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = 1 << 16
+    return b"".join(chunks)
 
 
 def _parse(path: str, real: str) -> Tuple[dict, SourceFile]:
