@@ -43,7 +43,7 @@ def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
         try:
             with open(path, encoding="utf-8", newline="") as fh:
                 actual = fh.read()
-            actual_mode = stat.S_IMODE(os.stat(path).st_mode)
+                actual_mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
         except FileNotFoundError:
             drifts.append(Drift(path, "missing", f"missing: {path}"))
             continue
