@@ -384,9 +384,11 @@ class OutputDir:
                 try:
                     slot_fd = _open_optional(entry["slot"], build_fd) if build_fd >= 0 else -1
                     try:
-                        for file in (f["file"] for f in entry["files"]):
-                            if slot_fd >= 0 and _lstat(file, slot_fd) is not None:
+                        for file in (f["file"] for f in entry["files"]) if slot_fd >= 0 else ():
+                            try:
                                 os.rename(file, file, src_dir_fd=slot_fd, dst_dir_fd=guest_fd)
+                            except FileNotFoundError:   # moved before an interruption
+                                pass
                     finally:
                         if slot_fd >= 0:
                             os.close(slot_fd)
