@@ -6,7 +6,7 @@
     and the same on the project's disk (printed beside it);
   - fleet `cgsc check` of the same fleet (>= the same rate);
   - peak RSS of a 10,000-spec build against a 1,000-spec build (<= 1.5x), the specs passed
-    as an @LIST file (and, for reference, as arguments);
+    in a list file, --specs-from (and, for reference, as arguments);
   - the peer: `virt-install --print-xml --connect test:///default` of an equivalent SEV
     guest, per guest, against cgsc per spec in a fleet and a cold single build (printed;
     said clearly when virt-install is absent);
@@ -121,14 +121,13 @@ PEAK_RSS = ("import resource, subprocess, sys; "
 
 def peak_rss_kib(specs, out: str, listed: bool = True) -> int:
     """Peak RSS of the largest process of a build (the parent or a worker). `listed`: the
-    specs are passed as `@LIST` (one path per line), as a fleet this size is; otherwise
-    as arguments, which the interpreter itself copies several times (~2 KB each)."""
+    specs are passed in a list file (--specs-from), as a fleet this size is; otherwise as
+    arguments, which the interpreter itself copies several times (~2 KB each)."""
     names = specs
     if listed:
-        names = [out + ".list"]
-        with open(names[0], "w", encoding="utf-8") as fh:
+        with open(out + ".list", "w", encoding="utf-8") as fh:
             fh.write("".join(spec + "\n" for spec in specs))
-        names[0] = "@" + names[0]
+        names = ["--specs-from", out + ".list"]
     result = subprocess.run([sys.executable, "-c", PEAK_RSS, *cgsc_command(), "build", *names,
                              "-o", out], check=True, capture_output=True, text=True)
     shutil.rmtree(out)
@@ -245,7 +244,7 @@ def main() -> int:
             small = peak_rss_kib(specs, os.path.join(work, "rss-small"))
             big_specs = make_fleet(args.big, work)
             big = peak_rss_kib(big_specs, os.path.join(work, "rss-big"))
-            row(f"peak RSS, {args.big} specs vs {args.fleet} (@LIST)",
+            row(f"peak RSS, {args.big} specs vs {args.fleet} (--specs-from)",
                 f"{big / 1024:.1f} / {small / 1024:.1f} MiB = {big / small:.2f} x", "<= 1.50 x",
                 big / small <= 1.5)
             small = peak_rss_kib(specs, os.path.join(work, "rss-small"), listed=False)

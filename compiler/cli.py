@@ -29,12 +29,8 @@ class _Usage(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
-    # @FILE: arguments read from FILE, one per line; a fleet too large for a command line
-    # (ARG_MAX), or one the interpreter should not copy (~2 KB per argument), is passed so
     p = _Parser(prog="cgsc", description="Confidential Guest Spec Compiler: TOML guest "
-                "specs to QEMU launch scripts, systemd units and libvirt domain XML. "
-                "@FILE stands for the arguments in FILE, one per line.",
-                fromfile_prefix_chars="@")
+                "specs to QEMU launch scripts, systemd units and libvirt domain XML.")
     p.add_argument("--version", action="version", version=f"cgsc {cgsc.__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -43,12 +39,19 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--format", choices=choices, default="text",
                          help="diagnostics as text (stderr), or json, sarif, github (stdout)")
 
+    def with_list(cmd):
+        # a fleet too large for a command line (ARG_MAX), or one the interpreter should
+        # not copy (it keeps several copies of every argument, ~2 KB each)
+        cmd.add_argument("--specs-from", metavar="FILE", help="also the specs listed in FILE, "
+                         "one path per line (blank lines ignored; - reads stdin)")
+
     def with_host(cmd):
         cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
                          "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
 
     b = sub.add_parser("build", help="compile specs into artifacts under out/<name>/")
-    b.add_argument("specs", nargs="+", metavar="SPEC")
+    b.add_argument("specs", nargs="*", metavar="SPEC")
+    with_list(b)
     b.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
     b.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="build only this target (repeatable); default: [targets] build, "
@@ -61,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     with_format(b)
     with_host(b)
     v = sub.add_parser("validate", help="check specs without writing anything")
-    v.add_argument("specs", nargs="+", metavar="SPEC")
+    v.add_argument("specs", nargs="*", metavar="SPEC")
+    with_list(v)
     v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                    help="as for build")
     v.add_argument("--base", action="store_true",
@@ -71,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     with_host(v)
     c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
     c.add_argument("specs", nargs="*", metavar="SPEC")
+    with_list(c)
     c.add_argument("--all", action="store_true",
                    help="also check every guest whose manifest is under the output directory, "
                         "and report anything else under it (CGS-CHECK-002)")
@@ -139,6 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fmt = getattr(args, "format", "text")
         _DIAGNOSTICS_TO_STDERR[:] = [True] if getattr(args, "stdout", False) else []
         _known_targets(getattr(args, "target", ()))
+        _listed_specs(args)
         return _COMMANDS[args.command](args)
     except _Usage as exc:
         print(f"cgsc: {exc}", file=sys.stderr)
@@ -216,6 +222,25 @@ def _floating(outputs) -> tuple:
     from cgsc.hostprofile import is_floating
     floating = [(o.locate, o.machine) for o in outputs if is_floating(o.machine)]
     return (floating[0] if floating else None), len(floating)
+
+
+def _listed_specs(args) -> None:
+    """Add the specs of --specs-from (one path per line, any bytes a file name may have;
+    blank lines ignored) to those named; build and validate need at least one."""
+    where = getattr(args, "specs_from", None)
+    if where is not None:
+        try:
+            if where == "-":
+                data = sys.stdin.buffer.read()
+            else:
+                with open(where, "rb") as fh:
+                    data = fh.read()
+        except OSError as exc:
+            raise _Usage(f"--specs-from {printable(where)}: {exc.strerror or exc}") from None
+        args.specs = list(args.specs) + [os.fsdecode(line) for line in data.split(b"\n") if line]
+    if args.command in ("build", "validate") and not args.specs:
+        raise _Usage(f"{args.command}: name SPEC files, or list them with --specs-from FILE "
+                     f"(usage: cgsc {args.command} [OPTIONS] SPEC...)")
 
 
 def _known_targets(names) -> None:

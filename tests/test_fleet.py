@@ -132,18 +132,25 @@ def test_two_guests_installing_one_systemd_unit_are_refused_by_every_path(tmp_pa
 
 
 def test_a_fleet_named_in_a_list_file_builds_as_one_named_in_arguments(tmp_path):
-    """`@LIST` (one path per line): the same tree and diagnostics; the floating-machine
+    """--specs-from (one path per line): the same tree and diagnostics; the floating-machine
     note names the first spec and counts the others, from either path."""
     specs = make_fleet(tmp_path / "specs", 60)
     listed = tmp_path / "fleet.txt"
-    listed.write_text("".join(s + "\n" for s in specs))
+    listed.write_text("".join(s + "\n" for s in specs[1:]) + "\n")   # a blank line too
     named = cgsc("build", *specs, "-o", str(tmp_path / "a"))
-    from_list = cgsc("build", f"@{listed}", "-o", str(tmp_path / "b"))
+    from_list = cgsc("build", specs[0], "--specs-from", str(listed), "-o", str(tmp_path / "b"))
     assert named.returncode == from_list.returncode == 0, from_list.stderr
     assert named.stderr.replace("/a/", "/x/") == from_list.stderr.replace("/b/", "/x/")
     assert re.search(re.escape(specs[0]) + r":\d+: guest\.machine: warning: 'q35' floats "
                      r"\(and in 59 more spec\(s\)\) \[CGS-HOST-008\]", named.stderr), named.stderr
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
-    gone = cgsc("build", f"@{tmp_path / 'missing.txt'}", "-o", str(tmp_path / "c"))
-    assert gone.returncode == 2 and "missing.txt" in gone.stderr
+    gone = cgsc("build", "--specs-from", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "c"))
+    assert gone.returncode == 2 and "missing.txt: No such file" in gone.stderr, gone.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    none = cgsc("build", "--specs-from", str(empty), "-o", str(tmp_path / "c"))
+    assert none.returncode == 2 and "name SPEC files" in none.stderr, none.stderr
     assert not (tmp_path / "c").exists()
+    at = tmp_path / "specs" / "@node.toml"     # a spec whose name starts with @ is a spec
+    at.write_bytes(open(specs[0], "rb").read())
+    assert cgsc("validate", str(at)).returncode == 0
