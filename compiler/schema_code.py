@@ -11,8 +11,8 @@ and words every error. So a spec is accepted without jsonschema only when jsonsc
 accept it too, which a test checks over every spec and thousands of mutations of them.
 
 Like the compiled templates, the module is package code, never a cache: it carries a key
-over the schema files it was made from and is not used when they differ; a test fails
-when it is not the compilation of the schema as the code bundles it now.
+over the schema files and the code (CODE) it was made from and is not used when they
+differ; a test fails when it is not the compilation of the schema as bundled now.
 """
 
 from __future__ import annotations
@@ -41,13 +41,23 @@ _TYPES = {  # the TOML-aware types of validate.validator(); stricter is allowed,
 _SCALARS = (str, int, float, bool)
 
 
+def _not_finite(value: float) -> bool:
+    return value != value or value in (float("inf"), float("-inf"))
+
+
+# The code that turns the schema files into the bundle and the bundle into this check:
+# an edit to any of them (a patched installation, too) makes the shipped check stale.
+CODE = ("spec_schema.py", "validate.py", "schema_code.py", os.path.join("mechanisms", "__init__.py"))
+
+
 def key() -> str:
-    """What the compiled check depends on besides cgsc's own code: the schema files."""
+    """What the compiled check depends on: the schema files and the code in CODE."""
     from cgsc.spec_schema import schema_dir, source_files
     digest = hashlib.sha256()
-    for name in source_files():
-        with open(os.path.join(schema_dir(), name), "rb") as fh:
-            digest.update(name.encode() + b"\0" + fh.read() + b"\0")
+    inputs = [os.path.join(schema_dir(), name) for name in source_files()]
+    for path in inputs + [os.path.join(HERE, name) for name in CODE]:
+        with open(path, "rb") as fh:
+            digest.update(os.path.basename(path).encode() + b"\0" + fh.read() + b"\0")
     return digest.hexdigest()
 
 
@@ -56,7 +66,7 @@ def check() -> Optional[Callable[[dict], bool]]:
     jsonschema validates every spec)."""
     try:
         from cgsc import _schema_check
-    except ImportError:
+    except Exception:   # absent, or not importable: jsonschema validates everything
         return None
     if getattr(_schema_check, "CGSC_SCHEMA_KEY", None) != key():
         return None
@@ -110,8 +120,9 @@ class _Writer:
         for keyword in ("enum", "const"):
             if keyword in s:
                 values = s["enum"] if keyword == "enum" else [s["const"]]
-                if not all(type(v) in _SCALARS for v in values):
-                    raise ValueError(f"{keyword} of non-scalar values is not compiled")
+                if not all(type(v) in _SCALARS for v in values) or any(
+                        isinstance(v, float) and _not_finite(v) for v in values):
+                    raise ValueError(f"{keyword} of non-scalar or non-finite values is not compiled")
                 # the value's very type: True is not 1 and 1.0 is not 1 here ("not sure")
                 alternatives = []
                 for kind in _SCALARS:
@@ -128,7 +139,7 @@ class _Writer:
         for keyword, op in (("minimum", "<"), ("maximum", ">"),
                             ("exclusiveMinimum", "<="), ("exclusiveMaximum", ">=")):
             if keyword in s:
-                number.append(f"if x {op} {s[keyword]!r}: return False")
+                number.append(f"if x {op} {_number(s[keyword])}: return False")
         out += self.guarded("isinstance(x, (int, float)) and not isinstance(x, bool)", number,
                             kinds in (["integer"], ["number"]))
         out += self.guarded("isinstance(x, dict)", self.object_body(s), kinds == ["object"])
@@ -181,8 +192,18 @@ class _Writer:
 
 def _size_limits(s: dict, noun: str) -> List[str]:
     """maxLength/minLength, maxItems/minItems, maxProperties/minProperties."""
-    return [f"if len(x) {op} {s[word + noun]}: return False"
+    return [f"if len(x) {op} {_number(s[word + noun], whole=True)}: return False"
             for word, op in (("max", ">"), ("min", "<")) if word + noun in s]
+
+
+def _number(value, whole: bool = False) -> str:
+    """A schema number as Python source; anything else stops the compiler (a value is
+    never pasted into the generated code unchecked)."""
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or (
+            isinstance(value, float) and _not_finite(value)):
+        raise ValueError(f"not a {'whole ' if whole else ''}number: {value!r}")
+    return repr(value)
 
 
 def _meaning(schema):

@@ -254,3 +254,36 @@ def test_each_keyword_compiles_to_what_it_means(schema, good, bad):
 def test_a_keyword_that_is_not_compiled_stops_the_compiler():
     with pytest.raises(ValueError, match="oneOf"):
         schema_code._Writer().node({"oneOf": [{"type": "string"}]})
+
+
+def test_the_key_covers_the_code_that_shapes_the_check(tmp_path, monkeypatch):
+    """A patched spec_schema.py, validate.py, schema_code.py or mechanism registry makes
+    the shipped check stale, as an edited schema file does."""
+    import shutil
+    original = schema_code.key()
+    for name in schema_code.CODE:
+        copy = tmp_path / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.path.join(schema_code.HERE, name), copy)
+    monkeypatch.setattr(schema_code, "HERE", str(tmp_path))
+    assert schema_code.key() == original
+    for name in schema_code.CODE:
+        path = tmp_path / name
+        text = path.read_bytes()
+        path.write_bytes(text + b"\n# patched\n")
+        assert schema_code.key() != original, name
+        path.write_bytes(text)
+
+
+@pytest.mark.parametrize("schema", [
+    {"maxLength": "0 or __import__('os').system('echo INJECTED')"},
+    {"maximum": "1 if True else 2"},
+    {"minItems": 1.5},
+    {"minimum": float("nan")},
+    {"enum": [float("inf")]},
+    {"enum": [["a"]]},
+    {"type": "text"},
+])
+def test_a_schema_value_is_never_pasted_into_the_check_unchecked(schema):
+    with pytest.raises((ValueError, KeyError)):
+        schema_code._Writer().node(schema)
