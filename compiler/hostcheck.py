@@ -26,6 +26,7 @@ LIBVIRT_SINCE = {
     "sev-snp": "10.5.0",  # formatdomain.html: sev-snp "Since 10.5.0"; NEWS.rst v10.5.0
     "tdx": "11.6.0",      # libvirt commit series merged for v11.6.0 (libvirt.md §5); absent from 11.3's RNG
     "kernelHashes": "8.0.0",  # formatdomain.html: kernelHashes "Since 8.0.0"
+    "cpu-maximum": "7.1.0",   # formatdomain.html: CPU mode "maximum" "Since 7.1.0"; NEWS v7.1.0
 }
 ENCRYPTED_STATE = ("sev-es", "sev-snp")   # VMSA-based: KVM's debug_swap changes the measurement
 
@@ -88,6 +89,15 @@ LIBVIRT_CPU = Rule(
     fix="Use a CPU model the host's libvirt lists (the hint says which release has this one), "
         "upgrade libvirt, or build only the launch script and unit ([targets] build = "
         "[\"shell\", \"systemd\"]).")
+LIBVIRT_CPU_UNKNOWN = Rule(
+    "CGS-HOST-010", "cgsc cannot tell whether the host's libvirt knows the CPU model",
+    "cgsc dates CPU models by the libvirt releases whose CPU maps it examined "
+    "(schema/libvirt-cpu-since.json lists them). The host's libvirt lies between one that "
+    "lacks the model and one that has it, so it may refuse the domain (`unknown CPU model`).",
+    "libvirt src/cpu_map/ per release (schema/libvirt-cpu-since.json)",
+    fix="Make the profile from the host's `virsh domcapabilities` (cgsc probe "
+        "--from-domcapabilities): it lists the models that libvirt offers, and cgsc then knows.",
+    severity="warning")
 FLOATING_MACHINE = Rule(
     "CGS-HOST-008", "the machine type floats: QEMU upgrades change the guest ABI",
     "`q35` / `pseries` / `s390-ccw-virtio` are aliases of the newest versioned machine of "
@@ -147,11 +157,14 @@ def _libvirt_type(plan: LaunchPlan) -> Optional[str]:
 
 
 def libvirt_needs(plan: LaunchPlan) -> Dict[str, tuple]:
+    needs = {}
+    if plan.cpu == "max":   # written as <cpu mode='maximum'> (targets/libvirt.py)
+        needs["<cpu mode='maximum'> (cpu = \"max\")"] = version(LIBVIRT_SINCE["cpu-maximum"])
     el = plan.confidential.libvirt_security
     if el is None or plan.confidential.libvirt_unsupported:
-        return {}
+        return needs
     attrs = dict(el.attrs)
-    needs = {f"<launchSecurity type='{attrs['type']}'>": version(LIBVIRT_SINCE[attrs["type"]])}
+    needs[f"<launchSecurity type='{attrs['type']}'>"] = version(LIBVIRT_SINCE[attrs["type"]])
     if attrs.get("kernelHashes") == "yes":
         needs["kernelHashes"] = version(LIBVIRT_SINCE["kernelHashes"])
     return needs
@@ -246,7 +259,8 @@ def _libvirt(plan, profile, table) -> List[Diagnostic]:
     for what, need in sorted(libvirt_needs(plan).items(), key=lambda kv: kv[1], reverse=True):
         if have < need:
             return [LIBVIRT_TOO_OLD.error(
-                table, f"{what} needs libvirt {_vtext(need)}, host {profile['name']} has "
+                ("guest", "cpu") if what.startswith("<cpu") else table,
+                f"{what} needs libvirt {_vtext(need)}, host {profile['name']} has "
                        f"{profile['libvirt']['version']}",
                 "upgrade libvirt, or build only the launch script and unit "
                 "([targets] build = [\"shell\", \"systemd\"], or -t shell -t systemd)")]
@@ -259,7 +273,7 @@ def _libvirt_cpu(plan, profile) -> List[Diagnostic]:
     model, host = plan.cpu, profile["name"]
     arch = LIBVIRT_CPU_ARCH.get(plan.arch)
     lv = profile.get("libvirt") or {}
-    if arch is None or model in ("host", "max"):
+    if arch is None or model in ("host", "max"):   # CPU modes, not models: see libvirt_needs
         return []
     where = ("guest", "cpu")
     listed = lv.get("cpu-models")
@@ -290,7 +304,13 @@ def _libvirt_cpu(plan, profile) -> List[Diagnostic]:
                                   f"upgrade libvirt to {entry['since']}, choose another model, or "
                                   "leave libvirt out ([targets] build = [\"shell\", \"systemd\"], "
                                   "or -t shell -t systemd)")]
-    return []   # between two examined releases: not known, not checked
+    # between two examined releases: cgsc cannot tell, and says so
+    return [LIBVIRT_CPU_UNKNOWN.warning(
+        where, f"cannot tell whether libvirt {lv['version']} (host {host}) has CPU model "
+               f"{model!r}: " + (f"libvirt {absent} lacks it, {entry['since']} has it" if absent
+                                 else f"{entry['since']}, the oldest libvirt examined, has it"),
+        "check `virsh domcapabilities` on the host, or use a profile made from it "
+        "(cgsc probe --from-domcapabilities), which lists its models")]
 
 
 # what the firmware must support, by mechanism (firmware.json feature names, simplified)

@@ -172,6 +172,8 @@ def _os(plan: LaunchPlan) -> E:
 def _cpu(plan: LaunchPlan) -> E:
     if plan.cpu == "host":
         return E("cpu", (("mode", "host-passthrough"),))
+    if plan.cpu == "max":   # QEMU's -cpu max is no model of libvirt's CPU map but a mode
+        return E("cpu", (("mode", "maximum"),))
     return E("cpu", (("mode", "custom"), ("match", "exact")),
              children=(E("model", (("fallback", "forbid"),), text=plan.cpu),))
 

@@ -235,16 +235,46 @@ def test_the_snp_host_refuses_a_cpu_model_its_libvirt_does_not_list(snp_profile,
 def test_a_libvirt_release_before_the_model_is_refused_and_after_it_accepted(tmp_path):
     """The CPU-map table: Debian 12's libvirt 9.0 lacks EPYC-Genoa (CGS-HOST-009); the same
     spec on a profile with libvirt 11.3 (which has it) passes; a profile whose libvirt lies
-    between the table's two releases is not judged."""
+    between the table's two releases passes with a warning that cgsc cannot tell
+    (CGS-HOST-010)."""
     spec = os.path.join(ROOT, "tests", "invalid", "CGS-HOST-009.toml")
     profile = hostprofile.load("debian-12")
-    for lv, ok in (("9.0.0", False), ("11.3.0", True), ("10.0.0", True)):
+    for lv, ok, warned in (("9.0.0", False, False), ("11.3.0", True, False),
+                           ("10.0.0", True, True)):
         profile["libvirt"]["version"] = lv
         path = tmp_path / f"host-{lv}.json"
         path.write_text(json.dumps(profile))
         code, _out, err = run_cli("validate", "--host", str(path), spec)
         assert (code == 0) == ok, (lv, err)
         assert ("[CGS-HOST-009]" in err) != ok, (lv, err)
+        assert ("cannot tell whether libvirt 10.0.0 (host Debian 12 (bookworm)) has CPU model "
+                "'EPYC-Genoa': libvirt 9.0.0 lacks it, 11.3.0 has it [CGS-HOST-010]" in err) \
+            == warned, (lv, err)
+
+
+def test_cpu_max_is_libvirt_s_maximum_mode_which_needs_libvirt_7_1(tmp_path):
+    """cpu = "max" is no model of libvirt's CPU map: the domain says <cpu mode='maximum'>
+    (QEMU's -cpu max), which libvirt has since 7.1.0 (CGS-HOST-003 before)."""
+    spec = [s for s in EXAMPLES if s.endswith("examples/sev.toml")][0]
+    text = open(spec).read()
+    assert 'cpu = "EPYC"' in text
+    changed = tmp_path / "max.toml"
+    changed.write_text(text.replace('cpu = "EPYC"', 'cpu = "max"'))
+    line = text.splitlines().index('cpu = "EPYC"') + 1
+    profile = hostprofile.load("debian-12")
+    for lv, ok in (("7.0.0", False), ("7.1.0", True)):
+        profile["libvirt"]["version"] = lv
+        path = tmp_path / f"host-{lv}.json"
+        path.write_text(json.dumps(profile))
+        code, _out, err = run_cli("build", "-t", "libvirt", "--host", str(path), str(changed),
+                                  "-o", str(tmp_path / lv))
+        assert (code == 0) == ok, (lv, err)
+        assert (f"{changed}:{line}: guest.cpu: <cpu mode='maximum'> (cpu = \"max\") needs "
+                f"libvirt 7.1.0, host Debian 12 (bookworm) has 7.0.0 [CGS-HOST-003]" in err) != ok, err
+    from lxml import etree
+    name = compile_plan(str(changed)).name
+    cpu = etree.parse(str(tmp_path / "7.1.0" / name / f"{name}.xml")).find("cpu")
+    assert dict(cpu.attrib) == {"mode": "maximum"} and len(cpu) == 0
 
 
 def test_the_snp_host_refuses_firmware_of_the_wrong_kind(tmp_path):

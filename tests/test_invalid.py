@@ -63,7 +63,9 @@ ELSEWHERE = {"CGS-CHECK-001": "tests/test_review.py::test_check_reports_every_ki
              "CGS-CHECK-002": "tests/test_review_gate.py::test_check_all_finds_every_guest_and_orphans",
              "CGS-MEASURE-004": "tests/test_measure.py::test_missing_library_is_a_located_error",
              "CGS-HOST-007": "tests/test_hostprofile.py::test_debug_swap_on_the_host_is_a_warning",
-             "CGS-HOST-008": "tests/test_hostprofile.py::test_without_a_profile_the_floating_machine_is_said_once"}
+             "CGS-HOST-008": "tests/test_hostprofile.py::test_without_a_profile_the_floating_machine_is_said_once",
+             "CGS-HOST-010": "tests/test_hostprofile.py::"
+                             "test_a_libvirt_release_before_the_model_is_refused_and_after_it_accepted"}
 
 
 def test_every_rule_has_a_test():

@@ -471,3 +471,14 @@ def test_s390x_runs_the_kernel_despite_a_boot_index(tool, tmp_path):
         [entry, entry]
     bios = start_addresses("-device", disk)
     assert entry not in bios
+
+
+def test_cpu_max_reaches_qemu_as_cpu_max(qemu_uri, tmp_path):
+    """cpu = "max" is written as <cpu mode='maximum'>, which libvirt turns into the
+    script's -cpu max (a <model>max</model> would be refused: no such model in its map)."""
+    base = next(s for s in SPECS if s.endswith("examples/sev.toml"))
+    spec = tmp_path / "max.toml"
+    spec.write_text(open(base).read().replace('cpu = "EPYC"', 'cpu = "max"'))
+    ours = facts(compile_plan(str(spec)).argv())
+    theirs, _changes = translate(qemu_uri, render(str(spec), "libvirt"), tmp_path)
+    assert ours["cpu"]["_head"] == "max" == facts(theirs)["cpu"]["_head"]
