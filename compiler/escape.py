@@ -103,9 +103,16 @@ def comment_lines(value: str) -> List[str]:
 
 def hash_comment(value: str) -> str:
     """`# ` comment lines (shell and unit files) for text of any number of lines."""
-    if value.isprintable() and not value.endswith("\\"):  # one safe line: most comments
-        return ("# " + value).rstrip()
-    return "\n".join(("# " + line).rstrip() for line in comment_lines(value))
+    if value.isprintable():  # one line without escapes: most comments
+        return _hash_line(value)
+    return "\n".join(_hash_line(line) for line in comment_lines(value))
+
+
+def _hash_line(line: str) -> str:
+    """One `# ` line without trailing blanks and never ending in a backslash (which a
+    unit-file reader could take as a continuation), also once the blanks are gone."""
+    line = ("# " + line).rstrip()
+    return line[:-1] + "\\x5c" if line.endswith("\\") else line
 
 
 def systemd_path_word(value: str) -> str:

@@ -8,8 +8,8 @@ from xml.etree import ElementTree
 import pytest
 from helpers import systemd_split
 
-from cgsc.escape import (comment_line, shell_word, systemd_path_word, systemd_value, xml_attr,
-                         xml_comment, xml_text)
+from cgsc.escape import (comment_line, hash_comment, shell_word, systemd_path_word,
+                         systemd_value, xml_attr, xml_comment, xml_text)
 from cgsc.qemu import JsonOpts, Opts, keyval_split
 
 HOSTILE = ["plain", "with space", 'double"quote', "single'quote", "dollar $HOME ${X} $$ $(id)",
@@ -74,3 +74,13 @@ def test_comments_cannot_be_broken_out_of():
         body = xml_comment(word)
         assert "--" not in body and not body.endswith("-")
         ElementTree.fromstring(f"<a><!-- {xml_comment(comment_line(word))} --></a>")
+
+
+@pytest.mark.parametrize("text", HOSTILE + ["x\\ ", "a\\\t\nb\\  ", "\\ \u3000", "ok \\\\ "])
+def test_no_hash_comment_line_ends_in_a_backslash_or_breaks_out(text):
+    """A unit-file reader may continue a line that ends in a backslash; also once the
+    trailing blanks are stripped."""
+    lines = hash_comment(text).split("\n")
+    assert len(lines) == text.count("\n") + 1
+    for line in lines:
+        assert line.startswith("#") and line == line.rstrip() and not line.endswith("\\"), line
