@@ -287,6 +287,18 @@ def extends_root(path: str, real: str = "") -> str:
     return spec_root(path, real)
 
 
+def _base_path(current: str, real: str, base: str) -> str:
+    """`extends = base` of the file `current` (resolved: `real`): relative to the directory
+    the file really is in, so a spec reached through a symlink (to it, or to a directory
+    above it, then `..`) extends the same base as the file itself. Spelled as the user
+    would (relative to the path given) when that names the same file."""
+    spelled = os.path.normpath(os.path.join(os.path.dirname(current), base))
+    actual = os.path.normpath(os.path.join(os.path.dirname(real), base))
+    if spelled == actual or os.path.realpath(spelled) == os.path.realpath(actual):
+        return spelled
+    return actual
+
+
 def _escapes(base: str, resolved: str, root: str) -> str:
     """Why `extends = base` is refused, or "" when it stays under root."""
     if os.path.isabs(base):
@@ -335,7 +347,7 @@ def load(path: str) -> Source:
                                    f"{_shown_path(base)} is not valid; expected a relative "
                                    "path without control characters, at most 4095 characters")
                              .located(src.path, src.lines.get(("extends",), 0))])
-        nxt = os.path.normpath(os.path.join(os.path.dirname(current), base))
+        nxt = _base_path(current, real, base)
         outside = _escapes(base, nxt, root)
         if outside:
             raise SpecError([error("CGS-LOAD-007", ("extends",), outside,

@@ -464,3 +464,29 @@ def test_published_patterns_mean_in_ecma_262_what_the_validator_does(tool):
         ours = re.compile(ecma_to_python(pattern))
         for probe, verdict in zip(probes, verdicts):
             assert (ours.search(probe) is not None) == verdict, (pattern, probe)
+
+
+def test_a_spec_reached_through_a_symlink_extends_its_own_base(tmp_path):
+    """`extends` is relative to where the file really is: a symlink to the spec, or to a
+    directory above it followed by `..`, finds the same base as the file itself, never a
+    decoy beside the link."""
+    import shutil
+    from helpers import ROOT, run_cli
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "specs" / "sub").mkdir(parents=True)
+    shutil.copyfile(os.path.join(ROOT, "examples", "fleet", "base.toml"), repo / "specs" / "base.toml")
+    child = open(os.path.join(ROOT, "examples", "fleet", "web-1.toml")).read()
+    assert 'extends = "base.toml"' in child
+    (repo / "specs" / "web.toml").write_text(child)
+    (repo / "specs" / "sub" / "web.toml").write_text(child.replace('"base.toml"', '"../base.toml"'))
+    (repo / "links").mkdir()
+    (repo / "links" / "web.toml").symlink_to("../specs/web.toml")
+    (repo / "links" / "base.toml").write_text("this decoy is no TOML base [\n")
+    (repo / "dirlink").symlink_to("specs/sub")
+    expected = run_cli("build", "--stdout", "-t", "shell", str(repo / "specs" / "web.toml"))
+    assert expected[0] == 0, expected[2]
+    for spec in (repo / "links" / "web.toml", repo / "dirlink" / "web.toml"):
+        code, out, err = run_cli("build", "--stdout", "-t", "shell", str(spec))
+        assert code == 0, err
+        assert out.replace("specs/sub/web.toml", "specs/web.toml") == expected[1]
