@@ -332,10 +332,10 @@ def test_validate_reports_every_spec_even_when_one_crashes(tmp_path, monkeypatch
     bad2 = _spec(tmp_path, SNP.replace('name = "web"', 'name = "Web"'), "bad2.toml")
     real = cgsc.compile.compile_spec
 
-    def flaky(path, *host):
+    def flaky(path, *host, **targets):
         if path == crash:
             raise RuntimeError("simulated bug")
-        return real(path, *host)
+        return real(path, *host, **targets)
     monkeypatch.setattr(cgsc.compile, "compile_spec", flaky)
     monkeypatch.setattr(cgsc.build, "compile_spec", flaky)   # validate goes through build()
     code, _o, err = run_cli("validate", bad1, good, crash, bad2)
