@@ -192,13 +192,20 @@ def test_the_snp_host_accepts_every_snp_example(snp_profile):
     assert "CGS-HOST" not in err
 
 
+def _variant(example: str, line_text: str, new: str, where) -> tuple:
+    """A copy of examples/<example> at `where` with its line `line_text` replaced by `new`;
+    (the copy, that line's number)."""
+    with open(os.path.join(ROOT, "examples", example), encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    line = lines.index(line_text) + 1
+    lines[line - 1] = new
+    where.write_text("\n".join(lines))
+    return where, line
+
+
 def test_the_snp_host_refuses_a_different_cbitpos(snp_profile, tmp_path):
-    spec = [s for s in SNP_EXAMPLES if s.endswith("examples/sev-snp.toml")][0]
-    text = open(spec).read()
-    assert "cbitpos = 51" in text
-    changed = tmp_path / "snp-47.toml"
-    changed.write_text(text.replace("cbitpos = 51", "cbitpos = 47"))
-    line = text.splitlines().index("cbitpos = 51") + 1
+    changed, line = _variant("sev-snp.toml", "cbitpos = 51", "cbitpos = 47",
+                             tmp_path / "snp-47.toml")
     code, _out, err = run_cli("validate", "--host", snp_profile, str(changed))
     assert code == 1
     assert f"{changed}:{line}: confidential.sev-snp.cbitpos: cbitpos is 47, host snp-host has 51 " \
@@ -210,12 +217,9 @@ def test_the_snp_host_refuses_a_cpu_model_its_libvirt_does_not_list(snp_profile,
     refused for the domain (CGS-HOST-009), not for a build without the libvirt target."""
     from lxml import etree
     listed = etree.parse(CAPS).xpath("cpu/mode[@name='custom']/model/text()")
-    spec = [s for s in SNP_EXAMPLES if s.endswith("examples/sev-snp.toml")][0]
-    text = open(spec).read()
-    assert 'cpu = "EPYC-v4"' in text and "EPYC-v4" in listed and "EPYC-Turin" not in listed
-    line = text.splitlines().index('cpu = "EPYC-v4"') + 1
-    changed = tmp_path / "turin.toml"
-    changed.write_text(text.replace('cpu = "EPYC-v4"', 'cpu = "EPYC-Turin"'))
+    assert "EPYC-v4" in listed and "EPYC-Turin" not in listed
+    changed, line = _variant("sev-snp.toml", 'cpu = "EPYC-v4"', 'cpu = "EPYC-Turin"',
+                             tmp_path / "turin.toml")
     code, _out, err = run_cli("validate", "--host", snp_profile, str(changed))
     assert code == 1
     assert f"{changed}:{line}: guest.cpu: host snp-host's libvirt does not offer CPU model " \
@@ -255,12 +259,7 @@ def test_a_libvirt_release_before_the_model_is_refused_and_after_it_accepted(tmp
 def test_cpu_max_is_libvirt_s_maximum_mode_which_needs_libvirt_7_1(tmp_path):
     """cpu = "max" is no model of libvirt's CPU map: the domain says <cpu mode='maximum'>
     (QEMU's -cpu max), which libvirt has since 7.1.0 (CGS-HOST-003 before)."""
-    spec = [s for s in EXAMPLES if s.endswith("examples/sev.toml")][0]
-    text = open(spec).read()
-    assert 'cpu = "EPYC"' in text
-    changed = tmp_path / "max.toml"
-    changed.write_text(text.replace('cpu = "EPYC"', 'cpu = "max"'))
-    line = text.splitlines().index('cpu = "EPYC"') + 1
+    changed, line = _variant("sev.toml", 'cpu = "EPYC"', 'cpu = "max"', tmp_path / "max.toml")
     profile = hostprofile.load("debian-12")
     for lv, ok in (("7.0.0", False), ("7.1.0", True)):
         profile["libvirt"]["version"] = lv
