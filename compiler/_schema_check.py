@@ -836,4 +836,4 @@ _T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
 _T63 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '5142731bf3b12df3bc31c11f2771b32206d77b04539f995bff88ee48146ab25a'
+CGSC_SCHEMA_KEY = '6e9637e176f5fd90d8d50e663019a166373d2bd559c7026fdc9378230f685010'

@@ -287,3 +287,9 @@ def test_the_key_covers_the_code_that_shapes_the_check(tmp_path, monkeypatch):
 def test_a_schema_value_is_never_pasted_into_the_check_unchecked(schema):
     with pytest.raises((ValueError, KeyError)):
         schema_code._Writer().node(schema)
+
+
+def test_without_the_sources_to_key_the_check_is_not_used(monkeypatch, tmp_path):
+    """An installation that lacks a file of the key (sources stripped): jsonschema decides."""
+    monkeypatch.setattr(schema_code, "HERE", str(tmp_path))   # no spec_schema.py etc. here
+    assert schema_code.check() is None
