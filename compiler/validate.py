@@ -36,18 +36,49 @@ def python_schema() -> dict:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+# ECMA-262's character class escapes, as code point ranges: \d and \w are ASCII (Python's
+# are Unicode), \s is WhiteSpace and LineTerminator (Python's lacks U+FEFF and has
+# U+001C-U+001F and U+0085).
+_ECMA_CLASSES = {
+    "d": ((0x30, 0x39),),
+    "w": ((0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)),
+    "s": ((0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
+          (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000),
+          (0xFEFF, 0xFEFF)),
+}
+
+
+def _ranges(ranges) -> str:
+    """Code point ranges as the inside of a Python character class."""
+    def one(c):
+        return f"\\x{c:02x}" if c < 0x100 else (f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}")
+    return "".join(one(lo) if lo == hi else f"{one(lo)}-{one(hi)}" for lo, hi in ranges)
+
+
+def _complement(ranges):
+    out, start = [], 0
+    for lo, hi in ranges:
+        if lo > start:
+            out.append((start, lo - 1))
+        start = hi + 1
+    return tuple(out + ([(start, 0x10FFFF)] if start <= 0x10FFFF else []))
+
+
 def ecma_to_python(pattern: str) -> str:
     """A JSON Schema (ECMA-262) regex as a Python regex with the same meaning for our
     patterns: `$` is the end of input (Python's also matches before a final newline), `.`
-    excludes every ECMA line terminator, `\\d` and `\\w` are ASCII."""
+    excludes every ECMA line terminator, `\\d`, `\\w`, `\\s` and their negations are
+    ECMA's sets, inside a class too."""
     out, i, in_class = [], 0, False
     while i < len(pattern):
         ch = pattern[i]
         if ch == "\\" and i + 1 < len(pattern):
             nxt = pattern[i + 1]
-            ascii_class = {"d": "0-9", "w": "A-Za-z0-9_"}.get(nxt)
-            if ascii_class:
-                out.append(ascii_class if in_class else f"[{ascii_class}]")
+            ranges = _ECMA_CLASSES.get(nxt.lower())
+            if ranges is not None:
+                if nxt.isupper():
+                    ranges = _complement(ranges)
+                out.append(_ranges(ranges) if in_class else f"[{_ranges(ranges)}]")
             else:
                 out.append(ch + nxt)
             i += 2

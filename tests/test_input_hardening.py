@@ -449,7 +449,10 @@ def test_published_patterns_mean_in_ecma_262_what_the_validator_does(tool):
             for _path, value in _string_values(tomllib.load(fh)):
                 for variant in (value, value + "\n", value + "\r", "\n" + value, value + "\\",
                                 value[:1] + "\n" + value[1:], value + "\ufffe",
-                                value + "\U0010ffff", value + "\x85", value + "/"):
+                                value + "\U0010ffff", value + "\x85", value + "/",
+                                value + "\ufeff", value + "\u3000", value + "\x1c",
+                                value + "\u00a0", value + "\u180e", "\ufeff" + value,
+                                value + "\u0663"):
                     probes.add(variant)
     probes = sorted(probes)
     program = ("const [ps, ss] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
