@@ -836,4 +836,4 @@ _T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
 _T63 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '5f41e49ed0211b28782897a26c43bc011f78128c19f859a3b3977463a0cce33f'
+CGSC_SCHEMA_KEY = '4494ee13ad33b42985a7e9b70350d5159cbace542218954700fe15f35cb52920'

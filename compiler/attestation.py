@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import List, Optional
 
 
 def schema_text() -> str:
-    import cgsc.schema
-    path = os.path.join(os.path.dirname(cgsc.schema.__file__), "attestation.schema.json")
-    with open(path, encoding="utf-8") as fh:
-        return json.dumps(json.load(fh), indent=2, ensure_ascii=False) + "\n"
+    from cgsc.spec_schema import read
+    return json.dumps(read("attestation.schema.json"), indent=2, ensure_ascii=False) + "\n"
 
 
 def digest_change(old: Optional[dict], new: Optional[dict]) -> List[str]:

@@ -10,8 +10,7 @@ versions are below, each with its source.
 
 from __future__ import annotations
 
-import json
-import os
+from functools import lru_cache
 from typing import Dict, List, Optional
 
 from cgsc.diagnostics import Diagnostic
@@ -109,29 +108,21 @@ FLOATING_MACHINE = Rule(
         "(pc-q35-10.0) in [guest] machine.",
     severity="warning")
 
-_SINCE = None
-_CPU_SINCE = None
 LIBVIRT_CPU_ARCH = {"x86_64": "x86", "ppc64": "ppc64"}   # s390x: libvirt has no CPU map
 
 
+@lru_cache(maxsize=None)
+def _shipped(name: str) -> dict:
+    from cgsc.spec_schema import read
+    return read(name)
+
+
 def libvirt_cpu_since() -> dict:
-    global _CPU_SINCE
-    if _CPU_SINCE is None:
-        import cgsc.schema
-        with open(os.path.join(os.path.dirname(cgsc.schema.__file__), "libvirt-cpu-since.json"),
-                  encoding="utf-8") as fh:
-            _CPU_SINCE = json.load(fh)
-    return _CPU_SINCE
+    return _shipped("libvirt-cpu-since.json")
 
 
 def qemu_since() -> dict:
-    global _SINCE
-    if _SINCE is None:
-        import cgsc.schema
-        with open(os.path.join(os.path.dirname(cgsc.schema.__file__), "qemu-since.json"),
-                  encoding="utf-8") as fh:
-            _SINCE = json.load(fh)["objects"]
-    return _SINCE
+    return _shipped("qemu-since.json")["objects"]
 
 
 def _vtext(v: tuple) -> str:

@@ -12,6 +12,8 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from cgsc.spec_schema import read, schema_dir
+
 SCHEMA_FILE = "host-profile.schema.json"
 SHIPPED_PREFIX = "host-"          # schema/host-<name>.json (the profile schema excluded)
 VERSIONED = re.compile(r".*[0-9]+\.[0-9]+(\.[0-9]+)*")  # pc-q35-10.0, pc-q35-rhel10.0.0; q35 floats
@@ -21,14 +23,8 @@ class ProfileError(Exception):
     """The --host file cannot be used (exit status 2, like an unreadable output directory)."""
 
 
-def _data_dir() -> str:
-    import cgsc.schema
-    return os.path.dirname(cgsc.schema.__file__)
-
-
 def schema() -> dict:
-    with open(os.path.join(_data_dir(), SCHEMA_FILE), encoding="utf-8") as fh:
-        return json.load(fh)
+    return read(SCHEMA_FILE)
 
 
 def problems(profile) -> List[str]:
@@ -41,7 +37,7 @@ def problems(profile) -> List[str]:
 
 def shipped() -> Dict[str, str]:
     """Shipped profile name -> path."""
-    d = _data_dir()
+    d = schema_dir()
     return {f[len(SHIPPED_PREFIX):-len(".json")]: os.path.join(d, f) for f in sorted(os.listdir(d))
             if f.startswith(SHIPPED_PREFIX) and f.endswith(".json") and f != SCHEMA_FILE}
 

@@ -20,7 +20,8 @@ def schema_dir() -> str:
     return os.path.dirname(cgsc.schema.__file__)
 
 
-def _read(name: str) -> dict:
+def read(name: str) -> dict:
+    """A JSON file shipped in the schema package."""
     with open(os.path.join(schema_dir(), name), encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -35,18 +36,18 @@ def source_files() -> list:
 @lru_cache(maxsize=None)
 def bundled() -> dict:
     from cgsc.mechanisms import MECHANISMS
-    root = _read("guest.schema.json")
+    root = read("guest.schema.json")
     mechs = root["properties"]["confidential"]["properties"]
     for name in MECHANISMS:
         schema_file = MECHANISMS.schema_file(name)
         frag_key = "mechanism-" + schema_file.replace(".schema.json", "")
         if frag_key not in root["$defs"]:
-            root["$defs"][frag_key] = _read(schema_file)
+            root["$defs"][frag_key] = read(schema_file)
             del root["$defs"][frag_key]["$schema"]
         mechs[name] = {"$ref": schema_file,
                        "description": root["$defs"][frag_key]["description"]}
     # [measurement] has its own fragment too, embedded the same way.
-    root["$defs"]["measurement"] = _read("measurement.schema.json")
+    root["$defs"]["measurement"] = read("measurement.schema.json")
     del root["$defs"]["measurement"]["$schema"]
     _required_unless_extends(root)
     _constrain_strings(root)
