@@ -26,9 +26,9 @@ else:  # pragma: no cover
 class SourceFile:
     """One parsed file. Its key -> line index is built only when a diagnostic needs it."""
 
-    def __init__(self, path: str, sha256: str, text: str, real: str = ""):
+    def __init__(self, path: str, sha256: str, text: str, real: str):
         self.path = path          # as the user (or the extends chain) named it
-        self.real = real or os.path.realpath(path)  # symlinks resolved
+        self.real = real          # symlinks resolved
         self.sha256 = sha256
         self._text = text
         self._lines = None
@@ -287,23 +287,24 @@ def extends_root(path: str, real: str = "") -> str:
     return spec_root(path, real)
 
 
-def _base_path(current: str, real: str, base: str) -> str:
-    """`extends = base` of the file `current` (resolved: `real`): relative to the directory
-    the file really is in, so a spec reached through a symlink (to it, or to a directory
-    above it, then `..`) extends the same base as the file itself. Spelled as the user
-    would (relative to the path given) when that names the same file."""
+def _base_path(current: str, real: str, base: str) -> Tuple[str, str]:
+    """`extends = base` of the file `current` (resolved: `real`), and that path resolved:
+    relative to the directory the file really is in, so a spec reached through a symlink
+    (to it, or to a directory above it, then `..`) extends the same base as the file
+    itself. Spelled as the user would (relative to the path given) when that names the
+    same file."""
     spelled = os.path.normpath(os.path.join(os.path.dirname(current), base))
     actual = os.path.normpath(os.path.join(os.path.dirname(real), base))
-    if spelled == actual or os.path.realpath(spelled) == os.path.realpath(actual):
-        return spelled
-    return actual
+    resolved = os.path.realpath(actual)
+    if spelled == actual or os.path.realpath(spelled) == resolved:
+        return spelled, resolved
+    return actual, resolved
 
 
-def _escapes(base: str, resolved: str, root: str) -> str:
-    """Why `extends = base` is refused, or "" when it stays under root."""
+def _escapes(base: str, real: str, root: str) -> str:
+    """Why `extends = base` (resolved: `real`) is refused, or "" when it stays under root."""
     if os.path.isabs(base):
         return f"{base!r} is an absolute path; `extends` must be relative to the file"
-    real = os.path.realpath(resolved)
     if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
         return f"{base!r} resolves to {real}, outside {root}"
     return ""
@@ -347,8 +348,8 @@ def load(path: str) -> Source:
                                    f"{_shown_path(base)} is not valid; expected a relative "
                                    "path without control characters, at most 4095 characters")
                              .located(src.path, src.lines.get(("extends",), 0))])
-        nxt = _base_path(current, real, base)
-        outside = _escapes(base, nxt, root)
+        nxt, nxt_real = _base_path(current, real, base)
+        outside = _escapes(base, nxt_real, root)
         if outside:
             raise SpecError([error("CGS-LOAD-007", ("extends",), outside,
                                    f"keep base specs under {root} and name them relative to "
@@ -359,8 +360,7 @@ def load(path: str) -> Source:
                                    f"base spec {base!r} not found (looked for {nxt})",
                                    "`extends` is relative to the file that says it")
                              .located(src.path, src.lines.get(("extends",), 0))])
-        current = nxt
-        real = os.path.realpath(current)
+        current, real = nxt, nxt_real
     merged: dict = {}
     owner: Dict[KeyPath, SourceFile] = {}
     for data, src in reversed(chain):
