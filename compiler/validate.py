@@ -135,7 +135,8 @@ def quick_check():
 
 
 def schema_errors(data: dict, base: bool = False) -> List[Diagnostic]:
-    if not base and quick_check() is not None and quick_check()(data):
+    quick = None if base else quick_check()
+    if quick is not None and quick(data):
         return []  # certainly valid: jsonschema (imported only now) would find nothing
     out: List[Diagnostic] = []
     required = set()

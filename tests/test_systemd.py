@@ -155,6 +155,12 @@ def _spec(tmp_path, text, name="guest-a"):
     return str(path)
 
 
+def _placed(key: str, path: str) -> str:
+    """The TOML that puts the QMP socket (key "qmp") or a console of kind `key` at `path`."""
+    return f'[qmp]\nsocket = "{path}"\n' if key == "qmp" else \
+        f'[console]\nserial = "{key}"\npath = "{path}"\n'
+
+
 @pytest.mark.parametrize("key, path, fix", [
     ("qmp", "/qmp.sock", "/run/cgsc/guest-a/qmp.sock"),
     ("qmp", "/run/qmp.sock", "/run/cgsc/guest-a/qmp.sock"),
@@ -170,8 +176,7 @@ def _spec(tmp_path, text, name="guest-a"):
     ("file", "/var/log/cgsc/console.log", "/var/log/cgsc/guest-a/console.log"),
 ])
 def test_a_socket_or_console_outside_the_guests_own_directory_is_refused(key, path, fix, tmp_path):
-    table = f'[qmp]\nsocket = "{path}"\n' if key == "qmp" else \
-        f'[console]\nserial = "{key}"\npath = "{path}"\n'
+    table = _placed(key, path)
     code, _out, err = run_cli("validate", _spec(tmp_path, table))
     assert code == 1, err
     assert "[CGS-PATH-002]" in err and f"hint: use {fix} " in err
@@ -194,8 +199,7 @@ def test_a_socket_or_console_outside_the_guests_own_directory_is_refused(key, pa
     ("webx", "qmp", "/opt/webx/qmp.sock"),
 ])
 def test_a_directory_named_after_the_guest_outside_the_allowed_roots_is_refused(name, key, path, tmp_path):
-    table = f'[qmp]\nsocket = "{path}"\n' if key == "qmp" else \
-        f'[console]\nserial = "{key}"\npath = "{path}"\n'
+    table = _placed(key, path)
     code, _out, err = run_cli("validate", _spec(tmp_path, table, name))
     assert code == 1, err
     root = "/var/log/cgsc" if key == "file" else "/run/cgsc"
