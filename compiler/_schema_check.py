@@ -836,4 +836,4 @@ _T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
 _T63 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '8a8387384aa0476490bb330c64f568e9a1e969a4f842ec66c1885f14e32762d9'
+CGSC_SCHEMA_KEY = '66f61faeca3c38da56d42d01a5ef5a2a81b500a6215c14aefb21140ba6ff0526'

@@ -62,8 +62,8 @@ def key() -> str:
 
 
 def check() -> Optional[Callable[[dict], bool]]:
-    """The shipped check when it was compiled from these schema files, else None (then
-    jsonschema validates every spec)."""
+    """The shipped check when it was compiled from these schema files and this code (the
+    key), else None: then jsonschema validates every spec."""
     try:
         from cgsc import _schema_check
     except Exception:   # absent, or not importable: jsonschema validates everything
