@@ -198,11 +198,7 @@ def _boot_files(rev: str, root: str, into: str):
 def _materialize(rev: str, spec: str, into: str, root: str) -> Optional[str]:
     """Write `spec` and its extends chain as of `rev` under `into` (same relative
     layout); the copy of `spec`, or None when the spec did not exist at `rev`."""
-    import sys
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    from cgsc.source import toml
     rel = os.path.relpath(os.path.realpath(spec), os.path.realpath(root)).replace(os.sep, "/")
     first, seen = None, set()
     while rel not in seen:
@@ -216,8 +212,8 @@ def _materialize(rev: str, spec: str, into: str, root: str) -> Optional[str]:
             fh.write(shown.stdout)
         first = first or path
         try:
-            base = tomllib.loads(shown.stdout.decode("utf-8")).get("extends")
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            base = toml.loads(shown.stdout.decode("utf-8")).get("extends")
+        except (UnicodeDecodeError, toml.TOMLDecodeError):
             break   # compile_spec reports it
         if not isinstance(base, str) or not base:
             break

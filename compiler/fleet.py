@@ -91,7 +91,7 @@ def _task(item: Tuple[int, str]) -> Result:
 
 
 def default_jobs(count: int) -> int:
-    if count < PARALLEL_MIN:
+    if count < PARALLEL_MIN or not hasattr(os, "fork"):
         return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -103,7 +103,7 @@ def _results(paths: Sequence[str], job: Job, jobs: int):
     """Every spec's Result, in spec order."""
     global _JOB, _STAGE
     items = list(enumerate(paths))
-    if jobs <= 1 or len(paths) < 2:
+    if jobs <= 1 or len(paths) < 2 or not hasattr(os, "fork"):
         _JOB, _STAGE = job, True
         for item in items:
             result = _task(item)
@@ -111,52 +111,27 @@ def _results(paths: Sequence[str], job: Job, jobs: int):
                 _STAGE = False
             yield result
         return
+    _JOB, _STAGE = job, True   # this process works on chunks too
     yield from _parallel(items, job, min(jobs, len(paths)))
 
 
 def _parallel(items, job: Job, jobs: int):
-    import multiprocessing
-    import signal
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    import gc
+    from cgsc.workers import WorkerDied, ordered_map
     _warm()  # workers are forked: they inherit the schema check and templates loaded once here
-    try:
-        context = multiprocessing.get_context("fork")
-    except ValueError:
-        context = None
-    chunk = max(1, min(32, len(items) // (jobs * 4)))
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init,
-                               initargs=(job, os.getpid()))
-    interrupted = []
+    gc.freeze()  # what is loaded now outlives the workers: their collector never scans
+    #              (and so never copies) the pages they share with this process
 
-    def stop(signum, frame):
-        # ^C: stop the workers (they ignore SIGINT) rather than unwind through the
-        # executor's threads; the broken pool below then becomes KeyboardInterrupt
-        interrupted.append(signum)
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-    previous = signal.signal(signal.SIGINT, stop)
+    def init(parent: int) -> None:
+        _init(job, parent)
     try:
-        # a bounded window of chunks in flight: results never pile up in memory when
-        # this process falls behind (pool.map would submit the whole fleet at once)
-        window = deque()
-        for start in range(0, len(items), chunk):
-            window.append(pool.submit(_chunk, items[start:start + chunk]))
-            if len(window) >= jobs * 4:
-                yield from window.popleft().result()
-        while window:
-            yield from window.popleft().result()
-    except BrokenProcessPool as exc:
-        if interrupted:
-            raise KeyboardInterrupt from None
+        for results in ordered_map(_chunk, items, jobs, init):
+            yield from results
+    except WorkerDied as exc:
         raise WriteError("a worker process died (killed by a signal or out of memory); "
                          "nothing written") from exc
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        signal.signal(signal.SIGINT, previous)
-        if interrupted:
-            raise KeyboardInterrupt
+        gc.unfreeze()
 
 
 def _chunk(items) -> List[Result]:

@@ -16,7 +16,8 @@ a shared lock):
      nothing visible changes;
   3. rename it to journal.json and sync the filesystem once: the staged files and the
      journal are on disk together, which commits the build;
-  4. rename each staged file into OUT/<guest>/ (manifest last), remove stale files;
+  4. rename each staged file into OUT/<guest>/ (manifest last), remove stale files; a
+     guest without a directory yet gets its staged directory, renamed whole;
   5. sync once more, then delete the journal and OUT/.cgsc/; only now report success.
 Recovery: a journal whose every file is either still staged or already installed, each
 with the sha256 it names, is rolled forward (step 4 again; it is idempotent); any other
@@ -73,7 +74,10 @@ def _opendir(name: str, dir_fd: int, what: str) -> int:
         raise
 
 
-def _mkdir(name: str, dir_fd: int, mode: int = 0o755) -> bool:
+GUEST_DIR_MODE = 0o755
+
+
+def _mkdir(name: str, dir_fd: int, mode: int = GUEST_DIR_MODE) -> bool:
     try:
         os.mkdir(name, mode, dir_fd=dir_fd)
         return True
@@ -110,7 +114,9 @@ def stage(staging: str, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, 
     returns (file name, sha256) of each. The commit makes them durable."""
     top = os.open(staging, _DIR)
     try:
-        os.mkdir(slot, 0o700, dir_fd=top)
+        # the mode of the guest directory it becomes when the guest has none yet (_apply);
+        # staging/ itself is private (0700)
+        os.mkdir(slot, GUEST_DIR_MODE, dir_fd=top)
         slot_fd = os.open(slot, _DIR, dir_fd=top)
     finally:
         os.close(top)
@@ -379,6 +385,9 @@ class OutputDir:
         try:
             for entry in entries:
                 name = entry["guest"]
+                if (build_fd >= 0 and _lstat(name, self.root_fd) is None
+                        and _moved(entry["slot"], build_fd, name, self.root_fd)):
+                    continue   # a new guest: its staged directory, whole, is the guest's
                 _mkdir(name, self.root_fd)
                 guest_fd = _opendir(name, self.root_fd, f"{self.root}/{name}")
                 try:
@@ -449,6 +458,18 @@ def _mkdir_path(path: str) -> bool:
         return True
     except FileExistsError:
         return False
+
+
+def _moved(slot: str, build_fd: int, guest: str, root_fd: int) -> bool:
+    """Rename a staged slot to be the guest directory; False when the slot is gone (moved
+    before an interruption: the guest directory then exists) or the name got taken."""
+    try:
+        os.rename(slot, guest, src_dir_fd=build_fd, dst_dir_fd=root_fd)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            return False
+        raise
 
 
 def _open_optional(name: str, dir_fd: int) -> int:

@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import stat
-import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -17,10 +16,11 @@ from cgsc.tomlpos import key_lines
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
 MAX_DEPTH = 32            # the language nests 4 deep; the bound keeps recursion safe
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+# One TOML 1.0.0 parser on every Python: tomli before 2.4, the project the standard
+# library's tomllib was taken from, shipped compiled (mypyc; about twice tomllib's speed).
+# Python 3.15's tomllib (and tomli 2.4 on) reads TOML 1.1.0, which would let one spec build
+# on one machine and fail on another.
+import tomli as toml
 
 
 class SourceFile:
@@ -130,14 +130,14 @@ def _parse(path: str, real: str) -> Tuple[dict, SourceFile]:
     raw = _read(path)
     try:
         text = raw.decode("utf-8")
-        data = tomllib.loads(text)
+        data = toml.loads(text)
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise SpecError([error("CGS-LOAD-002", (), f"not UTF-8 text (byte {raw[exc.start]:#04x})",
                                "TOML files are UTF-8; re-encode the file").located(path, line)])
-    except tomllib.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise SpecError([_syntax_error(path, exc, text)])
-    except RecursionError:  # tomllib recurses once per nested array or inline table
+    except RecursionError:  # the parser recurses once per nested array or inline table
         raise SpecError([_too_deep(path, text)])
     except ValueError as exc:  # an integer beyond Python's int/str conversion limit
         why = "an integer with more than 4300 digits" if "digits" in str(exc) else str(exc)
@@ -176,7 +176,7 @@ def leaves(value):
 
 
 def _wide_integer(value):
-    """The first (key path, integer) outside INT_RANGE; else None. tomllib reads any hex
+    """The first (key path, integer) outside INT_RANGE; else None. the parser reads any hex
     integer, and decimal ones up to 4300 digits."""
     return next(((path, node) for path, node in leaves(value)
                  if isinstance(node, int) and not INT_RANGE[0] <= node <= INT_RANGE[1]), None)

@@ -1,6 +1,6 @@
 """Best-effort map from TOML key paths to line numbers.
 
-tomllib exposes no positions, so this scanner walks text that tomllib has already
+The TOML parser exposes no positions, so this scanner walks text that it has already
 accepted and records the line of every key, array element and table header.
 Paths look like the parsed data: ("disk", 0, "path"), ("qemu", "extra-args", 2).
 """
