@@ -64,6 +64,11 @@ def _complement(ranges):
     return tuple(out + ([(start, 0x10FFFF)] if start <= 0x10FFFF else []))
 
 
+# a class of a set and its complement: any character at all (as ECMA's idiom for "also
+# newlines"); spelled out, its ranges make Python's re spend milliseconds compiling it
+_EVERY_CHARACTER = {f"[\\{a}\\{b}]" for x in "dsw" for a, b in ((x, x.upper()), (x.upper(), x))}
+
+
 def ecma_to_python(pattern: str) -> str:
     """A JSON Schema (ECMA-262) regex as a Python regex with the same meaning for our
     patterns: `$` is the end of input (Python's also matches before a final newline), `.`
@@ -86,6 +91,10 @@ def ecma_to_python(pattern: str) -> str:
         if in_class:
             in_class = ch != "]"
             out.append(ch)
+        elif pattern[i:i + 6] in _EVERY_CHARACTER:
+            out.append("(?s:.)")   # the same set, compiled in a fraction of the time
+            i += 6
+            continue
         elif ch == "[":
             in_class = True
             out.append(ch)

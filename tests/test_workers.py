@@ -1,0 +1,120 @@
+"""The fork pool of fleet builds (cgsc.workers): chunk results in order whichever process
+computed them, a worker's exception or death reaches the caller, and no worker outlives
+the map."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cgsc.workers import MAX_CHUNKS, WorkerDied, chunk_sizes, ordered_map
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork pools need os.fork")
+
+
+def _no_children_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def _flat(chunks):
+    return [x for chunk in chunks for x in chunk]
+
+
+def _nothing(_parent: int) -> None:
+    pass
+
+
+@pytest.mark.parametrize("count, jobs", [(1, 2), (5, 2), (100, 2), (333, 3), (1000, 4)])
+def test_results_come_in_item_order_whoever_computed_them(count, jobs):
+    parent = os.getpid()
+    items = list(range(count))
+    def work(chunk):
+        time.sleep(0.001)   # long enough for a worker to start while this process works
+        return [(i, os.getpid() == parent) for i in chunk]
+    out = list(ordered_map(work, items, jobs, _nothing))
+    assert [i for i, _here in _flat(out)] == items
+    if count >= 100:   # both this process and a worker did some of the work
+        assert {here for _i, here in _flat(out)} == {True, False}
+    assert _no_children_left()
+
+
+def test_the_worker_init_runs_in_workers_only():
+    parent = os.getpid()
+    seen = []
+
+    def init(parent_pid: int) -> None:
+        seen.append(parent_pid)   # in the worker's copy of `seen`
+
+    def work(chunk):
+        time.sleep(0.002)
+        return [(x, os.getpid() != parent and seen == [parent]) for x in chunk]
+    out = _flat(ordered_map(work, list(range(200)), 2, init))
+    assert seen == []   # never in this process
+    assert any(ok for _x, ok in out)   # the worker saw its init's effect
+
+
+def test_an_exception_in_a_worker_reaches_the_caller_with_its_type_and_text():
+    parent = os.getpid()
+
+    def work(chunk):
+        if os.getpid() != parent:
+            raise KeyError(f"bad chunk starting at {chunk[0]}")
+        time.sleep(0.01)   # leave chunks for the worker to take
+        return list(chunk)
+    with pytest.raises(KeyError, match="bad chunk starting at"):
+        list(ordered_map(work, list(range(400)), 2, _nothing))
+    assert _no_children_left()
+
+
+def test_an_unpicklable_exception_still_says_what_went_wrong():
+    parent = os.getpid()
+
+    class Local(Exception):   # defined in a function: pickle cannot name it
+        pass
+
+    def work(chunk):
+        if os.getpid() != parent:
+            raise Local("the reason")
+        time.sleep(0.01)
+        return list(chunk)
+    with pytest.raises(RuntimeError, match="Local: the reason"):
+        list(ordered_map(work, list(range(400)), 2, _nothing))
+    assert _no_children_left()
+
+
+def test_a_killed_worker_is_reported_not_waited_for():
+    parent = os.getpid()
+
+    def work(chunk):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.01)
+        return list(chunk)
+    with pytest.raises(WorkerDied):
+        list(ordered_map(work, list(range(400)), 2, _nothing))
+    assert _no_children_left()
+
+
+def test_a_caller_that_stops_early_leaves_no_worker_behind():
+    results = ordered_map(lambda chunk: [time.sleep(0.001) or x for x in chunk],
+                          list(range(2000)), 3, _nothing)
+    assert next(results) == list(range(chunk_sizes(2000, 3)[0]))
+    results.close()
+    assert _no_children_left()
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 48, 1000, 10_000, 100_000])
+@pytest.mark.parametrize("jobs", [2, 8])
+def test_chunk_sizes_cover_every_item_in_at_most_max_chunks(count, jobs):
+    sizes = chunk_sizes(count, jobs)
+    assert sum(sizes) == count and all(s >= 1 for s in sizes)
+    assert len(sizes) <= MAX_CHUNKS
+    if count >= 1000 and count <= MAX_CHUNKS * 32 // 4:
+        assert sizes[0] > 1 and sizes[-1] == 1   # large first, single items at the end
