@@ -1,5 +1,3 @@
-import sys
+from cgsc.cli import run
 
-from cgsc.cli import main
-
-sys.exit(main())
+run()

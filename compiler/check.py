@@ -38,23 +38,28 @@ def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
                             f"{directory} (the next `cgsc build` completes it)"))
     if os.path.islink(directory):  # never read through a symlink cgsc does not write through
         return drifts + [Drift(directory, "changed", f"a symlink, not cgsc's output: {directory}")]
-    for name, (content, mode) in sorted(expected.items()):
+    for name, (content, mode, _digest) in sorted(expected.items()):
         path = os.path.join(directory, name)
         try:
-            with open(path, encoding="utf-8", newline="") as fh:
-                actual = fh.read()
-                actual_mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+            actual, actual_mode = _read_file(path)
         except FileNotFoundError:
             drifts.append(Drift(path, "missing", f"missing: {path}"))
             continue
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             drifts.append(Drift(path, "changed", f"unreadable: {path} ({exc})"))
             continue
-        if actual != content:
-            diff = difflib.unified_diff(actual.splitlines(keepends=True),
-                                        content.splitlines(keepends=True),
+        if actual is None:
+            drifts.append(Drift(path, "changed", f"not a regular file: {path}"))
+        elif actual != content:
+            try:
+                text, ours = actual.decode("utf-8"), content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                drifts.append(Drift(path, "changed", f"unreadable: {path} ({exc})"))
+                continue
+            diff = difflib.unified_diff(text.splitlines(keepends=True),
+                                        ours.splitlines(keepends=True),
                                         fromfile=f"{path} (on disk)", tofile=f"{path} (from spec)")
-            drifts.append(Drift(path, "changed", _measurement_lines(name, actual, content)
+            drifts.append(Drift(path, "changed", _measurement_lines(name, text, ours)
                                 + "".join(diff)))
         elif actual_mode != mode:
             drifts.append(Drift(path, "mode", f"mode {actual_mode:04o}, expected {mode:04o}: {path}"))
@@ -63,6 +68,24 @@ def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
             path = os.path.join(directory, name)
             drifts.append(Drift(path, "extra", f"extra: {path}"))
     return drifts
+
+
+def _read_file(path: str):
+    """(bytes, permission bits) of a file, or (None, 0) when it is not a regular file (a
+    FIFO planted there would block a reader)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, 0
+        chunks = []
+        while True:
+            chunk = os.read(fd, max(st.st_size + 1, 1 << 12))
+            if not chunk:
+                return b"".join(chunks), stat.S_IMODE(st.st_mode)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 ORPHAN = Rule(

@@ -168,6 +168,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BUG
 
 
+def run() -> None:
+    """The console script: main(), then exit without tearing the interpreter down. Freeing
+    a fleet build's modules and objects one by one costs 10-20 ms and gives the kernel
+    nothing it would not take back anyway; the standard streams are flushed first."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:   # the reader left before the last line
+        code = code or 141
+    os._exit(code)
+
+
 def _bug_message(exc: BaseException, where: str = "") -> str:
     return (f"cgsc: {where}internal error ({type(exc).__name__}: {printable(str(exc))}). "
             "This is a bug; please report it with the spec and `cgsc --debug` output.")

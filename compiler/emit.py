@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import cgsc
 
@@ -37,14 +37,16 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def manifest(out: GuestOutput) -> str:
+def manifest(out: GuestOutput, digests: Optional[Dict[str, str]] = None) -> str:
+    """`digests`: file name -> sha256 of artifacts already hashed."""
+    digests = digests or {}
     doc = {
         "cgsc": cgsc.__version__,
         "guest": out.name,
         "mechanism": out.mechanism,
         "spec": [{"path": p, "sha256": h} for p, h in out.spec_files],
         "artifacts": [{"file": a.filename, "target": t, "mode": f"{a.mode:04o}",
-                       "sha256": sha256(a.content), "requires": (out.requires or {}).get(t, {})}
+                       "sha256": digests.get(a.filename) or sha256(a.content), "requires": (out.requires or {}).get(t, {})}
                       for t, a in out.artifacts],
         "warnings": list(out.warnings),
         "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],
@@ -80,9 +82,15 @@ def pretty_json(value, indent: str = "") -> str:
 
 
 def files_for(out: GuestOutput) -> Dict[str, tuple]:
-    """filename -> (content, mode), manifest included."""
-    files = {a.filename: (a.content, a.mode) for _t, a in out.artifacts}
-    files[MANIFEST] = (manifest(out), 0o644)
+    """filename -> (bytes, mode, sha256), manifest included: the bytes written (or
+    compared), hashed once."""
+    files = {}
+    for _t, a in out.artifacts:
+        data = a.content.encode("utf-8")
+        files[a.filename] = (data, a.mode, hashlib.sha256(data).hexdigest())
+    text = manifest(out, {name: digest for name, (_d, _m, digest) in files.items()})
+    data = text.encode("utf-8")
+    files[MANIFEST] = (data, 0o644, hashlib.sha256(data).hexdigest())
     return files
 
 

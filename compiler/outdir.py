@@ -109,33 +109,24 @@ def _libc_syncfs():
         return None  # not Linux: sync(2) instead
 
 
-def stage(staging: str, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, str], ...]:
-    """Write one guest's files into staging/<slot>/ (a directory this build owns);
-    returns (file name, sha256) of each. The commit makes them durable."""
-    top = os.open(staging, _DIR)
-    try:
-        # the mode of the guest directory it becomes when the guest has none yet (_apply);
-        # staging/ itself is private (0700)
-        os.mkdir(slot, GUEST_DIR_MODE, dir_fd=top)
-        slot_fd = os.open(slot, _DIR, dir_fd=top)
-    finally:
-        os.close(top)
+def stage(staging_fd: int, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, str], ...]:
+    """Write one guest's files, {name: (bytes, mode, sha256)}, into staging/<slot>/ (the
+    staging directory is this build's, private to it); returns (file name, sha256) of
+    each. The commit makes them durable."""
+    # the mode of the guest directory it becomes when the guest has none yet (_apply)
+    os.mkdir(slot, GUEST_DIR_MODE, dir_fd=staging_fd)
     written = []
-    try:
-        for name, (content, mode) in files.items():
-            data = content.encode("utf-8")
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=slot_fd)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
-            written.append((name, hashlib.sha256(data).hexdigest()))
-    finally:
-        os.close(slot_fd)
+    for name, (data, mode, digest) in files.items():
+        fd = os.open(f"{slot}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, mode, dir_fd=staging_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)   # exactly: the umask and default ACLs may have taken bits
+        finally:
+            os.close(fd)
+        written.append((name, digest))
     return tuple(written)
 
 
@@ -197,6 +188,7 @@ class OutputDir:
         self.root_fd = -1
         self.private_fd = -1
         self.staging = ""                  # this build's staging directory (a path)
+        self.staging_fd = -1               # and a descriptor of it, for stage()
         self._journal_out = None           # the journal being written (JOURNAL.new)
         self._created_root: List[str] = []
 
@@ -214,6 +206,7 @@ class OutputDir:
             stage_fd = _opendir(STAGING, self.private_fd, f"{self.root}/{PRIVATE}/{STAGING}")
             try:
                 os.mkdir(name, 0o700, dir_fd=stage_fd)
+                self.staging_fd = os.open(name, _DIR, dir_fd=stage_fd)
             finally:
                 os.close(stage_fd)
             self.staging = os.path.join(self.root, PRIVATE, STAGING, name)
@@ -429,6 +422,9 @@ class OutputDir:
         if self._journal_out is not None:
             self._journal_out.close()
             self._journal_out = None
+        if self.staging_fd >= 0:
+            os.close(self.staging_fd)
+            self.staging_fd = -1
         if self.private_fd >= 0:
             try:
                 if _lstat(JOURNAL + ".new", self.private_fd) is not None:  # never committed

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from cgsc.diagnostics import Diagnostic, KeyPath, SpecError, error
-from cgsc.specpath import spec_root, stable
+from cgsc.specpath import real_path, spec_root, stable
 from cgsc.tomlpos import key_lines
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
@@ -92,19 +92,20 @@ def _read(path: str) -> bytes:
     except OSError as exc:
         raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
                                "check the path").located(path, 0)])
-    st = os.fstat(fd)
-    mode = st.st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {kind}",
-                               "name a spec file (a regular file)").located(path, 0)])
-    with os.fdopen(fd, "rb") as fh:
+    try:
+        st = os.fstat(fd)
+        mode = st.st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {kind}",
+                                   "name a spec file (a regular file)").located(path, 0)])
         try:
-            raw = _read_bounded(fh, st.st_size, MAX_SPEC_BYTES + 1)
+            raw = _read_bounded(fd, st.st_size, MAX_SPEC_BYTES + 1)
         except OSError as exc:
             raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
                                    "check the path").located(path, 0)])
+    finally:
+        os.close(fd)
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: larger than "
                                f"{MAX_SPEC_BYTES} bytes", "a guest spec is a few kilobytes; "
@@ -112,12 +113,12 @@ def _read(path: str) -> bytes:
     return raw
 
 
-def _read_bounded(fh, size: int, limit: int) -> bytes:
+def _read_bounded(fd: int, size: int, limit: int) -> bytes:
     """At most `limit` bytes, in reads sized by the file (a read of `limit` would allocate
     it whole for a file of a few KiB), and on to the end if the file grew since fstat."""
     chunks, total, want = [], 0, min(size + 1, limit)
     while total < limit:
-        chunk = fh.read(min(want, limit - total))
+        chunk = os.read(fd, min(want, limit - total))
         if not chunk:
             break
         chunks.append(chunk)
@@ -323,7 +324,7 @@ def load(path: str) -> Source:
     """Parse `path` and its `extends` chain into one Source (raises SpecError)."""
     chain: List[Tuple[dict, SourceFile]] = []
     seen: List[str] = []
-    real = os.path.realpath(path)
+    real = real_path(path)
     root = extends_root(path, real)
     current = path
     while True:

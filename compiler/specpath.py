@@ -36,6 +36,27 @@ def _root_above(directory: str) -> Optional[str]:
 def forget() -> None:
     """Drop what was learnt about directories (a new command may see new repositories)."""
     _root_above.cache_clear()
+    _real_directory.cache_clear()
+
+
+@lru_cache(maxsize=256)
+def _real_directory(directory: str) -> str:
+    return os.path.realpath(directory or os.curdir)
+
+
+def real_path(path: str) -> str:
+    """os.path.realpath(path), resolving its directory once per directory (a fleet's specs
+    share a few): what realpath gives, as long as the last component is no symlink."""
+    import stat
+    directory, name = os.path.split(path)
+    if name in ("", os.curdir, os.pardir):
+        return os.path.realpath(path)
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            return os.path.realpath(path)
+    except OSError:
+        return os.path.realpath(path)
+    return os.path.join(_real_directory(directory), name)
 
 
 def spec_root(spec: str, real: Optional[str] = None) -> str:
@@ -47,4 +68,9 @@ def spec_root(spec: str, real: Optional[str] = None) -> str:
 
 def stable(path: str, root: str, real: Optional[str] = None) -> str:
     """`path` (resolved: `real`) relative to `root`, with `/` separators on every system."""
-    return os.path.relpath(real or os.path.realpath(path), root).replace(os.sep, "/")
+    real = real or os.path.realpath(path)
+    if real.startswith(root) and real[len(root):len(root) + 1] == os.sep:
+        real = real[len(root) + 1:]   # what relpath gives, both paths being resolved
+    else:
+        real = os.path.relpath(real, root)
+    return real.replace(os.sep, "/")
