@@ -28,7 +28,11 @@ class _Usage(Exception):
     pass
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line. `only`: the command being run; the other commands' parsers are
+    left out (argparse spends ~0.1 ms per help text looking for translations), which
+    parses that command's arguments, and words its help and errors, exactly as the whole
+    parser does (tests/test_cli.py)."""
     p = _Parser(prog="cgsc", description="Confidential Guest Spec Compiler: TOML guest "
                 "specs to QEMU launch scripts, systemd units and libvirt domain XML.")
     p.add_argument("--version", action="version", version=f"cgsc {cgsc.__version__}")
@@ -49,78 +53,88 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
                          "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
 
-    b = sub.add_parser("build", help="compile specs into artifacts under out/<name>/")
-    b.add_argument("specs", nargs="*", metavar="SPEC")
-    with_list(b)
-    b.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
-    b.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
-                   help="build only this target (repeatable); default: [targets] build, "
-                        "else every built-in target that can express the spec")
-    b.add_argument("--stdout", action="store_true",
-                   help="print the artifacts on stdout instead of writing them; diagnostics, "
-                        "in any --format, then go to stderr")
-    b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
-                   help="worker processes (default: every core for a large fleet, else 1)")
-    with_format(b)
-    with_host(b)
-    v = sub.add_parser("validate", help="check specs without writing anything")
-    v.add_argument("specs", nargs="*", metavar="SPEC")
-    with_list(v)
-    v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
-                   help="as for build")
-    v.add_argument("--base", action="store_true",
-                   help="the SPECs are bases that other specs extend: check their keys and "
-                        "values, not that they are whole guests")
-    with_format(v)
-    with_host(v)
-    c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
-    c.add_argument("specs", nargs="*", metavar="SPEC")
-    with_list(c)
-    c.add_argument("--all", action="store_true",
-                   help="also check every guest whose manifest is under the output directory, "
-                        "and report anything else under it (CGS-CHECK-002)")
-    c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
-    c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
-                   help="as for build")
-    c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
-    with_format(c)
-    with_host(c)
-    e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
-    e.add_argument("specs", nargs="+", metavar="SPEC")
-    e.add_argument("--format", choices=("text", "json"), default="text",
-                   help="the explanation as text, or as JSON (one object per spec; a list "
-                        "of them for several specs); on stdout")
-    d = sub.add_parser("diff", help="what a change to specs does: security-relevant differences in words",
-                       description="cgsc diff OLD NEW compares two spec files; cgsc diff --base REV "
-                                   "SPEC... compares each spec (and its extends chain) as of the git "
-                                   "revision REV with the working tree. A report, not a gate: exit 0.")
-    d.add_argument("specs", nargs="+", metavar="SPEC")
-    d.add_argument("--base", metavar="REV", help="compare with the specs as of this git revision")
-    d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
-                   help="the report as text, JSON, GitHub Actions notices or Markdown (for a "
-                        "pull-request comment); on stdout")
-    r = sub.add_parser("rules", help="list the rules, or explain one")
-    r.add_argument("rule", nargs="?", metavar="RULE-ID")
-    sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
-    sc.add_argument("--base", action="store_true",
-                    help="the schema of a base spec (no required keys), for editors to use on bases")
-    sc.add_argument("--attestation", action="store_true",
-                    help="print the schema of manifest.json's `attestation` object instead")
-    sub.add_parser("targets", help="list installed targets")
-    pr = sub.add_parser("probe", help="write a host profile of this host (or of recorded "
-                        "`virsh domcapabilities` output) for --host")
-    pr.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    pr.add_argument("--from-domcapabilities", metavar="CAPS.xml",
-                    help="build the profile from `virsh domcapabilities` XML instead")
-    pr.add_argument("--qemu-version", metavar="FILE", help="with --from-domcapabilities: "
-                    "`qemu-system-* -version` output")
-    pr.add_argument("--qemu-objects", metavar="FILE", help="with --from-domcapabilities: "
-                    "`qemu-system-* -object help` output")
-    pr.add_argument("--libvirt-version", metavar="X.Y.Z", help="with --from-domcapabilities: "
-                    "the host's libvirt version (`virsh version`)")
-    pr.add_argument("--name", help="the profile's name (default: this host's name)")
-    comp = sub.add_parser("completion", help="print a shell completion script")
-    comp.add_argument("shell", choices=("bash", "zsh", "fish"))
+    if only in (None, "build"):
+        b = sub.add_parser("build", help="compile specs into artifacts under out/<name>/")
+        b.add_argument("specs", nargs="*", metavar="SPEC")
+        with_list(b)
+        b.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
+        b.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
+                       help="build only this target (repeatable); default: [targets] build, "
+                            "else every built-in target that can express the spec")
+        b.add_argument("--stdout", action="store_true",
+                       help="print the artifacts on stdout instead of writing them; diagnostics, "
+                            "in any --format, then go to stderr")
+        b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                       help="worker processes (default: every core for a large fleet, else 1)")
+        with_format(b)
+        with_host(b)
+    if only in (None, "validate"):
+        v = sub.add_parser("validate", help="check specs without writing anything")
+        v.add_argument("specs", nargs="*", metavar="SPEC")
+        with_list(v)
+        v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
+                       help="as for build")
+        v.add_argument("--base", action="store_true",
+                       help="the SPECs are bases that other specs extend: check their keys and "
+                            "values, not that they are whole guests")
+        with_format(v)
+        with_host(v)
+    if only in (None, "check"):
+        c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
+        c.add_argument("specs", nargs="*", metavar="SPEC")
+        with_list(c)
+        c.add_argument("--all", action="store_true",
+                       help="also check every guest whose manifest is under the output directory, "
+                            "and report anything else under it (CGS-CHECK-002)")
+        c.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
+        c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
+                       help="as for build")
+        c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
+        with_format(c)
+        with_host(c)
+    if only in (None, "explain"):
+        e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
+        e.add_argument("specs", nargs="+", metavar="SPEC")
+        e.add_argument("--format", choices=("text", "json"), default="text",
+                       help="the explanation as text, or as JSON (one object per spec; a list "
+                            "of them for several specs); on stdout")
+    if only in (None, "diff"):
+        d = sub.add_parser("diff", help="what a change to specs does: security-relevant differences in words",
+                           description="cgsc diff OLD NEW compares two spec files; cgsc diff --base REV "
+                                       "SPEC... compares each spec (and its extends chain) as of the git "
+                                       "revision REV with the working tree. A report, not a gate: exit 0.")
+        d.add_argument("specs", nargs="+", metavar="SPEC")
+        d.add_argument("--base", metavar="REV", help="compare with the specs as of this git revision")
+        d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
+                       help="the report as text, JSON, GitHub Actions notices or Markdown (for a "
+                            "pull-request comment); on stdout")
+    if only in (None, "rules"):
+        r = sub.add_parser("rules", help="list the rules, or explain one")
+        r.add_argument("rule", nargs="?", metavar="RULE-ID")
+    if only in (None, "schema"):
+        sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+        sc.add_argument("--base", action="store_true",
+                        help="the schema of a base spec (no required keys), for editors to use on bases")
+        sc.add_argument("--attestation", action="store_true",
+                        help="print the schema of manifest.json's `attestation` object instead")
+    if only in (None, "targets"):
+        sub.add_parser("targets", help="list installed targets")
+    if only in (None, "probe"):
+        pr = sub.add_parser("probe", help="write a host profile of this host (or of recorded "
+                            "`virsh domcapabilities` output) for --host")
+        pr.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+        pr.add_argument("--from-domcapabilities", metavar="CAPS.xml",
+                        help="build the profile from `virsh domcapabilities` XML instead")
+        pr.add_argument("--qemu-version", metavar="FILE", help="with --from-domcapabilities: "
+                        "`qemu-system-* -version` output")
+        pr.add_argument("--qemu-objects", metavar="FILE", help="with --from-domcapabilities: "
+                        "`qemu-system-* -object help` output")
+        pr.add_argument("--libvirt-version", metavar="X.Y.Z", help="with --from-domcapabilities: "
+                        "the host's libvirt version (`virsh version`)")
+        pr.add_argument("--name", help="the profile's name (default: this host's name)")
+    if only in (None, "completion"):
+        comp = sub.add_parser("completion", help="print a shell completion script")
+        comp.add_argument("shell", choices=("bash", "zsh", "fish"))
     return p
 
 
@@ -137,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     forget()  # repositories found by an earlier command in this process may have moved
     fmt = "text"
     try:
-        args = parser().parse_args(argv)
+        args = parser(argv[0] if argv and argv[0] in _COMMANDS else None).parse_args(argv)
         if args.command is None:
             parser().print_help(sys.stderr)
             return EXIT_USAGE

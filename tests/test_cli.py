@@ -129,3 +129,29 @@ def test_mechanism_registry_agrees_with_the_modules():
         mech = MECHANISMS[name]
         assert mech.name == name
         assert os.path.isfile(os.path.join(ROOT, "schema", MECHANISMS.schema_file(name)))
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "a.toml", "-o", "x", "-j", "2", "-t", "shell", "--format", "json"],
+    ["build", "--specs-from", "-", "--stdout", "--host", "debian-12"],
+    ["validate", "--base", "a.toml"], ["check", "--all", "-o", "out"],
+    ["explain", "a.toml", "--format", "json"], ["diff", "--base", "HEAD~1", "a.toml"],
+    ["rules", "CGS-SEV-001"], ["schema", "--attestation"], ["targets"],
+    ["probe", "--name", "h"], ["completion", "fish"]])
+def test_a_command_parses_alike_with_only_its_own_parser(argv, capsys):
+    """main() builds only the parser of the command it runs: the same arguments, the same
+    help and the same usage errors as the whole parser gives."""
+    from cgsc.cli import _COMMANDS, _Usage, parser
+    command = argv[0]
+    assert command in _COMMANDS
+    assert vars(parser(command).parse_args(argv)) == vars(parser().parse_args(argv))
+    shown = []
+    for p in (parser(command), parser()):
+        with pytest.raises(SystemExit) as exc:
+            p.parse_args([command, "--help"])
+        shown.append((exc.value.code,) + capsys.readouterr())
+        with pytest.raises(_Usage) as usage:
+            p.parse_args([command, "--no-such-option"])
+        shown.append((str(usage.value),) + capsys.readouterr())
+    assert shown[:2] == shown[2:]
+    assert shown[0][1].startswith("usage: cgsc " + command) and shown[1][0]
