@@ -836,4 +836,4 @@ _T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
 _T63 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = 'c6e3c08f709e46f7d996dad0d699469a7ddd5ddf79d97e61e9daeaccbeab5744'
+CGSC_SCHEMA_KEY = 'd76872eed71d86250ed6b9a68b6750f9ec67e8d620c0fcfa043861ac0e92fb5f'

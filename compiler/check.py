@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from typing import List, NamedTuple, Sequence, Tuple
@@ -56,9 +55,9 @@ def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
             except UnicodeDecodeError as exc:
                 drifts.append(Drift(path, "changed", f"unreadable: {path} ({exc})"))
                 continue
-            diff = difflib.unified_diff(text.splitlines(keepends=True),
-                                        ours.splitlines(keepends=True),
-                                        fromfile=f"{path} (on disk)", tofile=f"{path} (from spec)")
+            from difflib import unified_diff   # only for a drift
+            diff = unified_diff(text.splitlines(keepends=True), ours.splitlines(keepends=True),
+                                fromfile=f"{path} (on disk)", tofile=f"{path} (from spec)")
             drifts.append(Drift(path, "changed", _measurement_lines(name, text, ours)
                                 + "".join(diff)))
         elif actual_mode != mode:

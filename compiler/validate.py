@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from functools import lru_cache
 from typing import Iterator, List
@@ -206,7 +205,8 @@ def _convert(err) -> Iterator[Diagnostic]:
     if kind == "additionalProperties":
         known = sorted(schema.get("properties", {}))
         for key in sorted(k for k in instance if k not in schema.get("properties", {})):
-            close = difflib.get_close_matches(key, known, n=1)
+            from difflib import get_close_matches   # only for a misspelt key
+            close = get_close_matches(key, known, n=1)
             hint = f'did you mean "{close[0]}"? ' if close else ""
             hint += ("known keys: " + ", ".join(known)) if known else (
                 f"keys are {custom}" if custom else "this table takes no keys")
