@@ -6,8 +6,8 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 from cgsc.diagnostics import Diagnostic, KeyPath, SpecError, error
 from cgsc.specpath import real_path, spec_root, stable
@@ -54,8 +54,19 @@ class Source:
     path: str
     data: dict
     files: List[SourceFile]
-    owner: Dict[KeyPath, SourceFile] = field(default_factory=dict)
+    known_owner: Optional[Dict[KeyPath, SourceFile]] = None   # None: one file set every key
     root: str = ""   # what its paths are recorded against (specpath.spec_root)
+
+    @property
+    def owner(self) -> Dict[KeyPath, SourceFile]:
+        """Key path -> the file that set it. For a spec without `extends`, built only when
+        asked (a diagnostic, a [measurement] path): a fleet's valid specs never need it."""
+        if self.known_owner is None:
+            owner: Dict[KeyPath, SourceFile] = {}
+            for key, value in self.data.items():
+                _own(value, (key,), owner, self.files[0])
+            self.known_owner = owner
+        return self.known_owner
 
     def recorded(self, path: str) -> str:
         """A file of the chain as artifacts record it (specpath.stable)."""
@@ -362,6 +373,10 @@ def load(path: str) -> Source:
                                    "`extends` is relative to the file that says it")
                              .located(src.path, src.lines.get(("extends",), 0))])
         current, real = nxt, nxt_real
+    if len(chain) == 1:
+        data = chain[0][0]
+        data.pop("extends", None)
+        return Source(path, data, [chain[0][1]], None, root)
     merged: dict = {}
     owner: Dict[KeyPath, SourceFile] = {}
     for data, src in reversed(chain):

@@ -84,3 +84,16 @@ def test_no_hash_comment_line_ends_in_a_backslash_or_breaks_out(text):
     assert len(lines) == text.count("\n") + 1
     for line in lines:
         assert line.startswith("#") and line == line.rstrip() and not line.endswith("\\"), line
+
+
+def test_systemd_exec_words_take_the_same_escapes_by_either_path():
+    """systemd_exec_word replaces the usual specials with str.replace (a value with other
+    control characters goes through the translation table): both give the table's text."""
+    import random
+
+    from cgsc.escape import _SYSTEMD_TABLE, systemd_exec_word
+    rng = random.Random(13)
+    alphabet = 'ab /$%"\\\n\t\r;\x00\x01\x1b\x7f\x85é'
+    for _ in range(5000):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert systemd_exec_word(value) == '"' + value.translate(_SYSTEMD_TABLE) + '"', value
