@@ -190,6 +190,8 @@ class OutputDir:
         self.staging = ""                  # this build's staging directory (a path)
         self.staging_fd = -1               # and a descriptor of it, for stage()
         self._journal_out = None           # the journal being written (JOURNAL.new)
+        self._new: Optional[List[Tuple[str, str]]] = []   # (guest, slot) of each guest
+        #                                    added, while all are new (else None)
         self._created_root: List[str] = []
 
     # -- opening: create, lock, recover -------------------------------------------------
@@ -315,7 +317,13 @@ class OutputDir:
                              | os.O_CLOEXEC, 0o600, dir_fd=self.private_fd)
                 self._journal_out = os.fdopen(fd, "w", encoding="utf-8")
                 self._journal_out.write(json.dumps({"staging": os.path.basename(self.staging)}) + "\n")
-            self._journal_out.write(json.dumps(self._entry(name, slot, files), sort_keys=True) + "\n")
+            entry, new = self._entry(name, slot, files)
+            self._journal_out.write(json.dumps(entry, sort_keys=True) + "\n")
+            if self._new is not None:
+                if new:
+                    self._new.append((name, slot))
+                else:
+                    self._new = None   # the journal drives the commit
         except OSError as exc:
             raise _write_error(self.root, exc) from exc
 
@@ -331,7 +339,8 @@ class OutputDir:
                 os.rename(JOURNAL + ".new", JOURNAL, src_dir_fd=self.private_fd,
                           dst_dir_fd=self.private_fd)
                 _syncfs(self.root_fd)          # the commit: staged files and journal on disk
-                self._apply(*self._journal())
+                if not self._rename_new():
+                    self._apply(*self._journal())
                 _syncfs(self.root_fd)          # installed files on disk before success
                 os.unlink(JOURNAL, dir_fd=self.private_fd)
             finally:
@@ -339,10 +348,25 @@ class OutputDir:
         except OSError as exc:
             raise _write_error(self.root, exc) from exc
 
-    def _entry(self, name: str, slot: str, files: Sequence[Tuple[str, str]]) -> dict:
+    def _rename_new(self) -> bool:
+        """The commit of a build whose every guest is new (has no directory yet): each
+        staged directory renamed whole into place, from what add() kept, without reading
+        the journal back (a third of a fresh fleet's commit). False when a guest is not
+        new, or a name got taken since: _apply then rolls the journal forward (idempotent:
+        what is already in place stays)."""
+        if self._new is None:
+            return False
+        for name, slot in self._new:
+            if not _moved(slot, self.staging_fd, name, self.root_fd):
+                return False
+        return True
+
+    def _entry(self, name: str, slot: str, files: Sequence[Tuple[str, str]]) -> Tuple[dict, bool]:
+        """The guest's journal entry, and whether it is new (has no directory yet)."""
         names = [f for f, _h in files]
         where = f"{self.root}/{name}"
         st = _lstat(name, self.root_fd)
+        new = st is None
         stale: List[dict] = []
         leftovers: List[str] = []
         if st is not None:
@@ -368,7 +392,7 @@ class OutputDir:
                 os.close(guest_fd)
         ordered = sorted(f for f in files if f[0] != MANIFEST) + [f for f in files if f[0] == MANIFEST]
         return {"guest": name, "slot": slot, "stale": stale, "leftovers": leftovers,
-                "files": [{"file": f, "sha256": h} for f, h in ordered]}
+                "files": [{"file": f, "sha256": h} for f, h in ordered]}, new
 
     def _apply(self, staging: str, entries) -> None:
         """Roll a committed journal forward. Idempotent: a file already moved is skipped,

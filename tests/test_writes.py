@@ -188,6 +188,30 @@ def test_a_build_killed_at_every_write_step_recovers(tmp_path):
     assert outcomes == {True, False}    # kills before and after the commit point
 
 
+def test_a_first_build_killed_at_every_write_step_recovers(tmp_path):
+    """The same for a build into an empty directory, whose commit renames each guest's
+    staged directory whole (from memory, not the journal): killed anywhere, the next
+    build ends byte-identical to a fresh one, whether it finishes the killed build or
+    discards it."""
+    specs = make_fleet(tmp_path / "specs", 3)
+    fresh = tmp_path / "fresh"
+    _build(specs, fresh)
+    count = tmp_path / "count"
+    assert run_hooked(["build", *specs, "-o", str(tmp_path / "counted")],
+                      COUNT_FILE=count).returncode == 0
+    steps = int(count.read_text())
+    assert steps > 10
+    outcomes = set()
+    for at in range(1, steps):
+        out = tmp_path / f"out-{at}"
+        result = run_hooked(["build", *specs, "-o", str(out)], KILL_AT=at)
+        assert result.returncode == -signal.SIGKILL, (at, result.stderr)
+        outcomes.add(os.path.exists(out / ".cgsc" / "journal.json"))
+        _build(specs, out)
+        assert tree(out) == tree(fresh), at
+    assert outcomes == {True, False}    # kills before and after the commit point
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_builds_killed_after_random_delays_leave_old_or_new_state(tmp_path, sig):
     old = make_fleet(tmp_path / "old", 60)
