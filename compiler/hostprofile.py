@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from functools import lru_cache
 from typing import Dict, List, Optional
 
 from cgsc.spec_schema import read, schema_dir
@@ -58,6 +59,7 @@ def load(path: str) -> dict:
     return profile
 
 
+@lru_cache(maxsize=1024)   # the same few version texts, for every spec of a fleet
 def version(text: Optional[str]) -> Optional[tuple]:
     return tuple(int(x) for x in text.split(".")) if text else None
 

@@ -19,22 +19,23 @@ def comment(text: str) -> Element:
 
 def serialize(root: Element, leading_comment: str = "") -> str:
     lines: List[str] = [f"<!-- {xml_comment(leading_comment)} -->"] if leading_comment else []
-    _write(root, 0, lines)
+    _write(root, "", lines)
     return "\n".join(lines) + "\n"
 
 
-def _write(el: Element, depth: int, lines: List[str]) -> None:
-    pad = "  " * depth
-    if el.tag == COMMENT:
-        lines.append(f"{pad}<!-- {xml_comment(el.text or '')} -->")
+def _write(el: Element, pad: str, lines: List[str]) -> None:
+    tag, attrs, text, children = el
+    if tag == COMMENT:
+        lines.append(f"{pad}<!-- {xml_comment(text or '')} -->")
         return
-    attrs = "".join(f" {k}='{xml_attr(v)}'" for k, v in el.attrs)
-    if el.children:
-        lines.append(f"{pad}<{el.tag}{attrs}>")
-        for child in el.children:
-            _write(child, depth + 1, lines)
-        lines.append(f"{pad}</{el.tag}>")
-    elif el.text is not None:
-        lines.append(f"{pad}<{el.tag}{attrs}>{xml_text(el.text)}</{el.tag}>")
+    shown = "".join([f" {k}='{xml_attr(v)}'" for k, v in attrs]) if attrs else ""
+    if children:
+        lines.append(f"{pad}<{tag}{shown}>")
+        inner = pad + "  "   # two spaces a level
+        for child in children:
+            _write(child, inner, lines)
+        lines.append(f"{pad}</{tag}>")
+    elif text is not None:
+        lines.append(f"{pad}<{tag}{shown}>{xml_text(text)}</{tag}>")
     else:
-        lines.append(f"{pad}<{el.tag}{attrs}/>")
+        lines.append(f"{pad}<{tag}{shown}/>")
