@@ -63,22 +63,39 @@ _STRING = json.encoder.encode_basestring  # json's own (C) string encoder, non-A
 def pretty_json(value, indent: str = "") -> str:
     """The text of json.dumps(value, indent=2, ensure_ascii=False), byte for byte, but
     without the generic encoder's cost (it runs in Python whenever indent is set)."""
+    kind = type(value)   # exact types first: a manifest holds nothing else
+    if kind is str:
+        return _STRING(value)
+    if kind is dict:
+        return _object(value, indent)
+    if kind is list or kind is tuple:
+        return _array(value, indent)
     if isinstance(value, str):
         return _STRING(value)
-    inner = indent + "  "
     if isinstance(value, dict):
-        if not value:
-            return "{}"
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError("manifest keys are strings")
-        items = [f"{inner}{_STRING(k)}: {pretty_json(v, inner)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+        return _object(value, indent)
     if isinstance(value, (list, tuple)):
-        if not value:
-            return "[]"
-        items = [inner + pretty_json(v, inner) for v in value]
-        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+        return _array(value, indent)
     return json.dumps(value)  # numbers, true/false/null
+
+
+def _object(value: dict, indent: str) -> str:
+    if not value:
+        return "{}"
+    inner = indent + "  "
+    items = []
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise TypeError("manifest keys are strings")
+        items.append(f"{inner}{_STRING(k)}: {pretty_json(v, inner)}")
+    return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+
+
+def _array(value, indent: str) -> str:
+    if not value:
+        return "[]"
+    inner = indent + "  "
+    return "[\n" + ",\n".join([inner + pretty_json(v, inner) for v in value]) + "\n" + indent + "]"
 
 
 def files_for(out: GuestOutput) -> Dict[str, tuple]:

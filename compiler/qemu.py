@@ -8,7 +8,7 @@ through `keyval_escape` and nothing else builds these strings.
 from __future__ import annotations
 
 import json
-from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 
 class Hex(int):
@@ -41,14 +41,14 @@ def keyval_split(text: str) -> List[str]:
 
 
 def _keyval_value(value: object) -> str:
+    if isinstance(value, str):   # most values: tested first
+        return keyval_escape(value)
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, Hex):
         return hex(value)
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str):
-        return keyval_escape(value)
     raise TypeError(f"no key=value form for {value!r}")
 
 
@@ -102,8 +102,8 @@ class Option(NamedTuple):
     flag: str
     value: Union[Opts, JsonOpts, str, None] = None
 
-    def words(self) -> Iterator[str]:
-        yield self.flag
-        if self.value is None:
-            return
-        yield self.value if isinstance(self.value, str) else self.value.render()
+    def words(self) -> Tuple[str, ...]:
+        value = self.value
+        if value is None:
+            return (self.flag,)
+        return (self.flag, value if isinstance(value, str) else value.render())
