@@ -37,7 +37,7 @@ class Job(NamedTuple):
     mode: str                 # "build" or "check"
     requested: Tuple[str, ...]
     root: str
-    staging: int = -1         # build: a descriptor of this build's staging directory
+    staging: object = None    # build: where its guests are staged (outdir.Staging)
     pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
     host: Optional[dict] = None    # the --host profile
 
@@ -187,7 +187,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
     count, first_result, refused = 0, None, None
     first_floating, floating = None, 0
     with OutputDir(root) as out:
-        job = Job("build", tuple(requested), root, out.staging_fd, host=host)
+        job = Job("build", tuple(requested), root, out.staging_area, host=host)
         for index, r in enumerate(_results(paths, job, jobs)):
             path = paths[index]   # the caller's string, not the worker's copy of it
             clash = r.problems or claim(claimed, path, r.name, r.installed)

@@ -43,7 +43,7 @@ import re
 import stat
 import sys
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from cgsc.emit import MANIFEST, WriteError
 
@@ -109,25 +109,48 @@ def _libc_syncfs():
         return None  # not Linux: sync(2) instead
 
 
-def stage(staging_fd: int, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, str], ...]:
-    """Write one guest's files, {name: (bytes, mode, sha256)}, into staging/<slot>/ (the
-    staging directory is this build's, private to it); returns (file name, sha256) of
-    each. The commit makes them durable."""
+class Staging(NamedTuple):
+    """Where stage() writes: this build's staging directory (private to it)."""
+    fd: int        # a descriptor of it
+    strips: int    # permission bits a file created there may not get (see _strips)
+
+
+def stage(staging: Staging, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, str], ...]:
+    """Write one guest's files, {name: (bytes, mode, sha256)}, into staging/<slot>/;
+    returns (file name, sha256) of each. The commit makes them durable."""
     # the mode of the guest directory it becomes when the guest has none yet (_apply)
-    os.mkdir(slot, GUEST_DIR_MODE, dir_fd=staging_fd)
+    os.mkdir(slot, GUEST_DIR_MODE, dir_fd=staging.fd)
     written = []
     for name, (data, mode, digest) in files.items():
         fd = os.open(f"{slot}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, mode, dir_fd=staging_fd)
+                     | os.O_CLOEXEC, mode, dir_fd=staging.fd)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fchmod(fd, mode)   # exactly: the umask and default ACLs may have taken bits
+            if mode & staging.strips:   # created without some of its bits: set them
+                os.fchmod(fd, mode)
         finally:
             os.close(fd)
         written.append((name, digest))
     return tuple(written)
+
+
+def _strips(directory_fd: int) -> int:
+    """The permission bits that creating a file in the directory may take from the mode
+    asked for: the umask's, or (a default ACL decides there, or cgsc cannot tell) all."""
+    try:
+        os.getxattr(directory_fd, "system.posix_acl_default")
+    except OSError as exc:
+        if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return 0o7777
+    except AttributeError:   # no xattr calls on this system
+        return 0o7777
+    else:
+        return 0o7777
+    mask = os.umask(0o077)   # a build has no other threads to see it changed for a moment
+    os.umask(mask)
+    return mask
 
 
 def _open_regular(name: str, dir_fd: int) -> int:
@@ -188,7 +211,8 @@ class OutputDir:
         self.root_fd = -1
         self.private_fd = -1
         self.staging = ""                  # this build's staging directory (a path)
-        self.staging_fd = -1               # and a descriptor of it, for stage()
+        self.staging_fd = -1               # and a descriptor of it
+        self.staging_area: Optional[Staging] = None   # what stage() writes through
         self._journal_out = None           # the journal being written (JOURNAL.new)
         self._new: Optional[List[Tuple[str, str]]] = []   # (guest, slot) of each guest
         #                                    added, while all are new (else None)
@@ -211,6 +235,7 @@ class OutputDir:
                 self.staging_fd = os.open(name, _DIR, dir_fd=stage_fd)
             finally:
                 os.close(stage_fd)
+            self.staging_area = Staging(self.staging_fd, _strips(self.staging_fd))
             self.staging = os.path.join(self.root, PRIVATE, STAGING, name)
         except OSError as exc:
             self._close()

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -341,3 +342,44 @@ def test_a_planted_journal_reaches_nothing_outside_cgsc_s_own_files(tmp_path):
     _build(specs, out)
     assert tree(out / "node-0000") == before and not private.exists()
     assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o027, 0o002])
+def test_every_artifact_gets_its_mode_whatever_the_umask(tmp_path, umask):
+    """Files are created with their mode and changed only when the umask took bits from
+    it: the result is the manifest's mode either way (one process and workers)."""
+    specs = make_fleet(tmp_path / "specs", 60)
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out-{jobs}"
+        result = subprocess.run([sys.executable, "-m", "cgsc", "build", "-j", jobs, *specs,
+                                 "-o", str(out)], capture_output=True, text=True,
+                                preexec_fn=lambda: os.umask(umask), timeout=300)
+        assert result.returncode == 0, result.stderr
+        modes = {int(a["mode"], 8) for m in assert_consistent(out).values() for a in m["artifacts"]}
+        assert modes == {0o644, 0o755}
+
+
+def test_a_default_acl_on_the_output_directory_does_not_change_modes(tmp_path):
+    """Under a default ACL the ACL, not the umask, decides what a new file gets (here no
+    access for others): cgsc then sets every mode itself."""
+    import errno
+    import struct
+    out = tmp_path / "out"
+    out.mkdir()
+    # user::rwx group::r-x other::--- in the kernel's xattr form (version 2 entries)
+    entries = [(0x01, 7), (0x04, 5), (0x20, 0)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                           for tag, perm in entries)
+    try:
+        os.setxattr(out, "system.posix_acl_default", blob)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        pytest.skip(f"{tmp_path} is on a file system without POSIX ACLs")
+    probe = out / "probe"
+    probe.write_text("x")
+    assert stat.S_IMODE(probe.stat().st_mode) == 0o640   # the ACL took the others' bits
+    probe.unlink()
+    _build(make_fleet(tmp_path / "specs", 2), out)
+    modes = {int(a["mode"], 8) for m in assert_consistent(out).values() for a in m["artifacts"]}
+    assert modes == {0o644, 0o755}
