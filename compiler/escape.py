@@ -26,6 +26,20 @@ def shell_word(value: str) -> str:
                    for i, part in enumerate(parts) if part)
 
 
+# what shlex.quote returns unchanged: a word of nothing but these characters
+_SHELL_PLAIN = re.compile(r"[\w@%+=:,./-]+", re.ASCII).fullmatch
+
+
+def shell_words(words) -> List[str]:
+    """[shell_word(w) for w in words]; an argv's plain words (most) without a call each."""
+    return [w if _SHELL_PLAIN(w) else shell_word(w) for w in words]
+
+
+def shell_join(words) -> str:
+    """shlex.join(words), plain words likewise."""
+    return " ".join([w if _SHELL_PLAIN(w) else shlex.quote(w) for w in words])
+
+
 _SYSTEMD_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r",
                     "%": "%%", "$": "$$"}
 _SYSTEMD_TABLE = str.maketrans({**{chr(c): f"\\x{c:02x}" for c in list(range(0x20)) + [0x7F]},
@@ -54,6 +68,11 @@ def systemd_exec_word(value: str) -> str:
                       .replace("\t", "\\t").replace("\r", "\\r").replace("%", "%%")
                       .replace("$", "$$")) + '"'
     return '"' + value.translate(_SYSTEMD_TABLE) + '"'
+
+
+def systemd_exec_line(words) -> str:
+    """An Exec*= command: each word systemd_exec_word'd; plain words without a call each."""
+    return " ".join(['"' + w + '"' if _SYSTEMD_PLAIN(w) else systemd_exec_word(w) for w in words])
 
 
 def systemd_value(value: str) -> str:

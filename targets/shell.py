@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import List, Optional
 
-from cgsc.escape import shell_word
+from cgsc.escape import shell_join, shell_word, shell_words
 from cgsc.plan import LaunchPlan
 from cgsc.targets import Artifact
 from cgsc.targets import verify
@@ -18,12 +17,13 @@ MEMLOCK_SLACK_MIB = 256
 
 def argv_lines(argv: List[str]) -> List[str]:
     """`set -- word ...` with one option (and its argument) per line."""
-    lines, current = [], ["set --", shell_word(argv[0])]
-    for word in argv[1:]:
+    quoted = shell_words(argv)
+    lines, current = [], ["set --", quoted[0]]
+    for word, shown in zip(argv[1:], quoted[1:]):
         if word.startswith("-") and len(current) > 1:
             lines.append(" ".join(current))
             current = ["   "]
-        current.append(shell_word(word))
+        current.append(shown)
     lines.append(" ".join(current))
     return [line + " \\" for line in lines[:-1]] + lines[-1:]
 
@@ -48,7 +48,7 @@ class ShellTarget:
         if plan.firmware.vars:
             writable.insert(0, (plan.firmware.vars, "firmware variable store"))
         text = template("launch.sh.j2").render(
-            plan=plan, header=generated_by(plan), command_line=shlex.join(argv),
+            plan=plan, header=generated_by(plan), command_line=shell_join(argv),
             argv_lines=argv_lines(argv), writable=writable,
             memlock_kib=(plan.memory_mib + MEMLOCK_SLACK_MIB) * 1024,
             measured=verify.function() if plan.binding else "",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-from cgsc.escape import shell_word, systemd_exec_word, systemd_path_word, systemd_value
+from cgsc.escape import (shell_word, systemd_exec_line, systemd_exec_word, systemd_path_word,
+                         systemd_value)
 from cgsc.plan import LaunchPlan, is_block_device
 from cgsc.targets import Artifact, verify
 from cgsc.targets.render import generated_by, template
@@ -141,7 +142,7 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
         service.append(("ExecStartPre", sh_command(stop_fifos_script(plan)),
                         "the stop channel: two FIFOs QEMU reads and writes QMP on (see ExecStop=)"))
     service += verify_entries(plan)
-    service.append(("ExecStart", " ".join(systemd_exec_word(w) for w in plan.argv()), ""))
+    service.append(("ExecStart", systemd_exec_line(plan.argv()), ""))
     if plan.stop_channel:
         service.append(("ExecStop", sh_command(stop_script(plan)),
                         "graceful stop: QMP system_powerdown through the stop channel, then wait for "
@@ -178,7 +179,7 @@ def verify_entries(plan: LaunchPlan) -> List[Entry]:
     if plan.binding is None:
         return []
     words = ["/bin/sh", "-c", verify.standalone(), verify.label(plan)] + verify.arguments(plan)
-    return [("ExecStartPre", " ".join(systemd_exec_word(w) for w in words),
+    return [("ExecStartPre", systemd_exec_line(words),
              "launch binding: the boot files must have the sha256 the launch measurement "
              "was computed from; " + verify.summary(plan))]
 

@@ -97,3 +97,20 @@ def test_systemd_exec_words_take_the_same_escapes_by_either_path():
     for _ in range(5000):
         value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         assert systemd_exec_word(value) == '"' + value.translate(_SYSTEMD_TABLE) + '"', value
+
+
+def test_the_argv_escapers_equal_their_word_escapers():
+    """shell_words, shell_join and systemd_exec_line take plain words as they are: the
+    same text as escaping word by word (shell_word, shlex.join, systemd_exec_word)."""
+    import random
+    import shlex
+
+    from cgsc.escape import shell_join, shell_words, systemd_exec_line, systemd_exec_word
+    rng = random.Random(17)
+    alphabet = "aZ09_@%+=:,./- '\"\\$`;\n\t\x00é\u2028*?~#!"
+    for _ in range(3000):
+        words = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+                 for _ in range(rng.randint(0, 5))]
+        assert shell_words(words) == [shell_word(w) for w in words], words
+        assert shell_join(words) == shlex.join(words), words
+        assert systemd_exec_line(words) == " ".join(systemd_exec_word(w) for w in words), words
