@@ -77,12 +77,13 @@ def _read_file(path: str):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, 0
-        chunks = []
+        chunks, asked = [], st.st_size + 1
         while True:
-            chunk = os.read(fd, max(st.st_size + 1, 1 << 12))
-            if not chunk:
-                return b"".join(chunks), stat.S_IMODE(st.st_mode)
+            chunk = os.read(fd, asked)
             chunks.append(chunk)
+            if len(chunk) < asked:   # a regular file reads short only at its end
+                return b"".join(chunks), stat.S_IMODE(st.st_mode)
+            asked = 1 << 16
     finally:
         os.close(fd)
 

@@ -129,11 +129,12 @@ def _read_bounded(fd: int, size: int, limit: int) -> bytes:
     it whole for a file of a few KiB), and on to the end if the file grew since fstat."""
     chunks, total, want = [], 0, min(size + 1, limit)
     while total < limit:
-        chunk = os.read(fd, min(want, limit - total))
-        if not chunk:
-            break
+        asked = min(want, limit - total)
+        chunk = os.read(fd, asked)
         chunks.append(chunk)
         total += len(chunk)
+        if len(chunk) < asked:   # a regular file reads short only at its end
+            break
         want = 1 << 16
     return b"".join(chunks)
 

@@ -59,7 +59,10 @@ def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
     workers: Dict[int, _Worker] = {}
     try:
         for _ in range(min(jobs, len(chunks)) - 1):
-            worker = _fork(func, chunks, tasks_r, child_init, [w.fd for w in workers.values()])
+            try:
+                worker = _fork(func, chunks, tasks_r, child_init, [w.fd for w in workers.values()])
+            except OSError:   # no more processes (ulimit -u, memory): fewer workers do it all
+                break
             workers[worker.fd] = worker
         done: Dict[int, object] = {}
         poll = select.poll()
@@ -109,7 +112,12 @@ def _take(tasks_r: int):
 def _fork(func, chunks, tasks_r: int, child_init, inherited: List[int]) -> _Worker:
     results_r, results_w = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(results_r)
+        os.close(results_w)
+        raise
     if pid == 0:   # the worker: never returns, never runs this process's exit handlers
         status = 1
         try:

@@ -118,3 +118,15 @@ def test_chunk_sizes_cover_every_item_in_at_most_max_chunks(count, jobs):
     assert len(sizes) <= MAX_CHUNKS
     if count >= 1000 and count <= MAX_CHUNKS * 32 // 4:
         assert sizes[0] > 1 and sizes[-1] == 1   # large first, single items at the end
+
+
+def test_a_fork_that_fails_leaves_the_work_to_the_processes_there_are(monkeypatch):
+    """No process to fork (ulimit -u, memory): this process does every chunk itself."""
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(os, "fork", no_fork)
+    items = list(range(300))
+    before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+    assert _flat(ordered_map(lambda chunk: list(chunk), items, 4, _nothing)) == items
+    if before:   # no pipe left open
+        assert set(os.listdir("/proc/self/fd")) == before

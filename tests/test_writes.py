@@ -316,6 +316,17 @@ def test_check_does_not_read_through_a_guest_directory_symlink(tmp_path):
     assert code == 1 and "a symlink, not cgsc's output" in stdout
 
 
+def test_check_reports_a_fifo_in_place_of_an_artifact_instead_of_waiting_on_it(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    script = out / "node-0000" / "node-0000.sh"
+    script.unlink()
+    os.mkfifo(script)   # opening it to read would block until a writer comes
+    result = cgsc("check", *specs, "-o", str(out))   # bounded by a timeout
+    assert result.returncode == 1 and f"not a regular file: {script}" in result.stdout
+
+
 def test_a_planted_journal_reaches_nothing_outside_cgsc_s_own_files(tmp_path):
     specs = make_fleet(tmp_path / "specs", 1)
     out = tmp_path / "out"
