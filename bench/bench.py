@@ -208,7 +208,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=21, help="runs of each cold measurement")
     ap.add_argument("--fleet", type=int, default=1000)
     ap.add_argument("--big", type=int, default=10000, help="the large fleet of the memory figure")
-    ap.add_argument("--fleet-runs", type=int, default=3)
+    ap.add_argument("--fleet-runs", type=int, default=5)
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
     precompile()

@@ -493,3 +493,19 @@ def test_a_spec_reached_through_a_symlink_extends_its_own_base(tmp_path):
         code, out, err = run_cli("build", "--stdout", "-t", "shell", str(spec))
         assert code == 0, err
         assert out.replace("specs/sub/web.toml", "specs/web.toml") == expected[1]
+
+
+@pytest.mark.parametrize("toml_1_1", [
+    'labels = {\n  a = "x",\n}',          # a multi-line inline table, trailing comma
+    'note = "\\e[0m"',                    # the \e escape
+    'note = "\\x41"',                     # the \xHH escape
+    'at = 07:32',                         # a time without seconds
+])
+def test_toml_1_1_syntax_is_refused_on_every_python(tmp_path, toml_1_1):
+    """The spec language is TOML 1.0.0 whichever Python runs cgsc (Python 3.15's tomllib
+    reads TOML 1.1.0): what 1.1 added is a located syntax error, never a spec that builds
+    on one machine and not another."""
+    text = SNP + "[qemu]\n" + toml_1_1 + "\n"
+    lines = _refused(tmp_path, text, "CGS-LOAD-003", "TOML syntax error")
+    line = text.splitlines().index(toml_1_1.splitlines()[0]) + 1
+    assert any(f"spec.toml:{line}:" in l or f"spec.toml:{line + 1}:" in l for l in lines), lines
