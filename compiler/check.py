@@ -78,11 +78,11 @@ def _read_file(path: str):
         if not stat.S_ISREG(st.st_mode):
             return None, 0
         chunks, asked = [], st.st_size + 1
-        while True:
+        while True:   # to an empty read (a file may read short before its end)
             chunk = os.read(fd, asked)
-            chunks.append(chunk)
-            if len(chunk) < asked:   # a regular file reads short only at its end
+            if not chunk:
                 return b"".join(chunks), stat.S_IMODE(st.st_mode)
+            chunks.append(chunk)
             asked = 1 << 16
     finally:
         os.close(fd)

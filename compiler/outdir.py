@@ -376,7 +376,7 @@ class OutputDir:
     def _rename_new(self) -> bool:
         """The commit of a build whose every guest is new (has no directory yet): each
         staged directory renamed whole into place, from what add() kept, without reading
-        the journal back (a third of a fresh fleet's commit). False when a guest is not
+        the journal back (half of a fresh fleet's commit time). False when a guest is not
         new, or a name got taken since: _apply then rolls the journal forward (idempotent:
         what is already in place stays)."""
         if self._new is None:

@@ -128,13 +128,12 @@ def _read_bounded(fd: int, size: int, limit: int) -> bytes:
     """At most `limit` bytes, in reads sized by the file (a read of `limit` would allocate
     it whole for a file of a few KiB), and on to the end if the file grew since fstat."""
     chunks, total, want = [], 0, min(size + 1, limit)
-    while total < limit:
-        asked = min(want, limit - total)
-        chunk = os.read(fd, asked)
+    while total < limit:   # to an empty read: a file of /proc, FUSE or the like may read short
+        chunk = os.read(fd, min(want, limit - total))
+        if not chunk:
+            break
         chunks.append(chunk)
         total += len(chunk)
-        if len(chunk) < asked:   # a regular file reads short only at its end
-            break
         want = 1 << 16
     return b"".join(chunks)
 
@@ -189,7 +188,7 @@ def leaves(value):
 
 
 def _wide_integer(value):
-    """The first (key path, integer) outside INT_RANGE; else None. the parser reads any hex
+    """The first (key path, integer) outside INT_RANGE; else None. The parser reads any hex
     integer, and decimal ones up to 4300 digits."""
     return next(((path, node) for path, node in leaves(value)
                  if isinstance(node, int) and not INT_RANGE[0] <= node <= INT_RANGE[1]), None)
