@@ -186,13 +186,31 @@ def run() -> None:
     """The console script: main(), then exit without tearing the interpreter down. Freeing
     a fleet build's modules and objects one by one costs 10-20 ms and gives the kernel
     nothing it would not take back anyway; the standard streams are flushed first."""
+    _standard_streams()
     code = main()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:   # the reader left before the last line
-        code = code or 141
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:   # None: started with that descriptor closed
+                stream.flush()
+        except BrokenPipeError:   # the reader left before the last line
+            code = code or 141
+        except OSError:   # nowhere to write: what was said is lost, the result is not
+            pass
     os._exit(code)
+
+
+def _standard_streams() -> None:
+    """Descriptors 0-2 open, to /dev/null where the caller closed one (`cgsc build >&-`):
+    a file cgsc opens must never become its stdout or stderr, and a diagnostic with nowhere
+    to go must not turn into an internal error; the exit status still says what happened."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)   # the lowest free descriptor: this one
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:   # Python found the descriptor closed at start
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
 
 
 def _bug_message(exc: BaseException, where: str = "") -> str:

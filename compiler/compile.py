@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from cgsc.checks import check
-from cgsc.diagnostics import ERROR, Diagnostic, SpecError
+from cgsc.diagnostics import ERROR, Diagnostic, SpecError, error, printable
 from cgsc.limits import argv_problems
 from cgsc.lower import lower
 from cgsc.model import normalize
@@ -72,6 +73,10 @@ def compile_spec(path: str, host: Optional[dict] = None,
         raise SpecError(found)
     # recorded paths never depend on the spelling or the working directory
     spec_files = [(source.recorded(f.path), f.sha256) for f in source.files]
+    unrecordable = [_not_utf8(f.path, recorded)
+                    for f, (recorded, _h) in zip(source.files, spec_files) if _SURROGATE(recorded)]
+    if unrecordable:
+        raise SpecError(unrecordable)
     measured = _measure(guest, source, boot_dir)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
@@ -94,6 +99,15 @@ def compile_spec(path: str, host: Optional[dict] = None,
     if host is not None:
         warnings += tuple(on_host)
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]").search   # a byte of a name that is not UTF-8
+
+
+def _not_utf8(path: str, recorded: str) -> Diagnostic:
+    return error("CGS-LOAD-001", (), f"cannot use the spec: its path {printable(recorded)} is "
+                 "not UTF-8, and the artifacts record it as UTF-8 text",
+                 "rename the file (or the directory) to a UTF-8 name").located(path, 0)
 
 
 def _builds_libvirt(plan, named) -> bool:

@@ -128,8 +128,7 @@ def _parallel(items, job: Job, jobs: int):
         for results in ordered_map(_chunk, items, jobs, init):
             yield from results
     except WorkerDied as exc:
-        raise WriteError("a worker process died (killed by a signal or out of memory); "
-                         "nothing written") from exc
+        raise WriteError("a worker process died (killed by a signal or out of memory)") from exc
     finally:
         gc.unfreeze()
 

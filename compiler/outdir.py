@@ -139,15 +139,16 @@ def stage(staging: Staging, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[s
 def _strips(directory_fd: int) -> int:
     """The permission bits that creating a file in the directory may take from the mode
     asked for: the umask's, or (a default ACL decides there, or cgsc cannot tell) all."""
-    try:
-        os.getxattr(directory_fd, "system.posix_acl_default")
-    except OSError as exc:
-        if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+    for acl in ("system.posix_acl_default", "system.nfs4_acl"):   # POSIX, NFSv4 ACLs
+        try:
+            os.getxattr(directory_fd, acl)
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return 0o7777
+        except AttributeError:   # no xattr calls on this system
             return 0o7777
-    except AttributeError:   # no xattr calls on this system
-        return 0o7777
-    else:
-        return 0o7777
+        else:
+            return 0o7777
     mask = os.umask(0o077)   # a build has no other threads to see it changed for a moment
     os.umask(mask)
     return mask
@@ -190,9 +191,8 @@ def _sha256_of(name: str, dir_fd: int, header: bool = True) -> Optional[str]:
 
 def _previous(guest_fd: int) -> List[Tuple[str, str]]:
     """(file, sha256) of each artifact the previous manifest lists, plain names only."""
-    try:
-        fd = os.open(MANIFEST, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=guest_fd)
-    except OSError:
+    fd = _open_regular(MANIFEST, guest_fd)   # a FIFO there would block the build
+    if fd < 0:
         return []
     try:
         with os.fdopen(fd, encoding="utf-8") as fh:
@@ -365,7 +365,7 @@ class OutputDir:
                           dst_dir_fd=self.private_fd)
                 _syncfs(self.root_fd)          # the commit: staged files and journal on disk
                 if not self._rename_new():
-                    self._apply(*self._journal())
+                    self._apply(*self._journal(), whole=True)
                 _syncfs(self.root_fd)          # installed files on disk before success
                 os.unlink(JOURNAL, dir_fd=self.private_fd)
             finally:
@@ -419,15 +419,18 @@ class OutputDir:
         return {"guest": name, "slot": slot, "stale": stale, "leftovers": leftovers,
                 "files": [{"file": f, "sha256": h} for f, h in ordered]}, new
 
-    def _apply(self, staging: str, entries) -> None:
+    def _apply(self, staging: str, entries, whole: bool = False) -> None:
         """Roll a committed journal forward. Idempotent: a file already moved is skipped,
-        a stale file already gone is skipped."""
+        a stale file already gone is skipped. `whole`: the staged directories are this
+        process's (stage() made them with a guest directory's mode), so a new guest's is
+        renamed into place whole; in recovery they may be an older cgsc's (mode 0700), and
+        every guest directory is made here."""
         stage_fd = _open_optional(STAGING, self.private_fd)
         build_fd = _open_optional(staging, stage_fd) if stage_fd >= 0 else -1
         try:
             for entry in entries:
                 name = entry["guest"]
-                if (build_fd >= 0 and _lstat(name, self.root_fd) is None
+                if (whole and build_fd >= 0 and _lstat(name, self.root_fd) is None
                         and _moved(entry["slot"], build_fd, name, self.root_fd)):
                     continue   # a new guest: its staged directory, whole, is the guest's
                 _mkdir(name, self.root_fd)

@@ -36,8 +36,10 @@ class Rule:
 
 # Rules raised before a spec is even a dict (load stage) or by the schema.
 Rule("CGS-LOAD-001", "the spec file cannot be read",
-     "cgsc reads every spec and base spec itself; nothing is built from a file it cannot read.",
-     fix="Check the path and the file's permissions.")
+     "cgsc reads every spec and base spec itself; nothing is built from a file it cannot read, "
+     "nor from one whose path (as the artifacts record it) is not UTF-8: manifest.json, the "
+     "unit and the domain XML are UTF-8 text.",
+     fix="Check the path and the file's permissions; rename a file whose name is not UTF-8.")
 Rule("CGS-LOAD-002", "the spec file is not UTF-8",
      "TOML documents are UTF-8 by definition; guessing another encoding could change paths "
      "and command lines silently.", "TOML v1.0.0",

@@ -24,7 +24,7 @@ def derived_uuid(name: str) -> str:
     and name, version 5, the RFC variant), without importing uuid: it loads `platform` and
     more, a few milliseconds of every run (tests/test_units.py compares the two)."""
     name_bytes = f"cgsc/guest/{name}".encode("utf-8")
-    digest = bytearray(hashlib.sha1(_NAMESPACE + name_bytes).digest()[:16])
+    digest = bytearray(hashlib.sha1(_NAMESPACE + name_bytes, usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50   # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80   # variant 10
     x = digest.hex()

@@ -6,11 +6,12 @@ and every result crosses a manager thread. Here this process is one of the worke
 `jobs` processes use `jobs` cores; the others are forked once and inherit everything
 loaded so far.
 
-Scheduling: every chunk's index is written into one pipe before the first fork, and each
-process reads the next 4-byte index from it (a read of 4 bytes is atomic, every write was
-a multiple of 4 bytes and at most PIPE_BUF) until it is empty. A worker sends its results
-as framed pickles through a pipe of its own; this process yields every chunk's results in
-chunk order, so the caller sees exactly what a one-process run gives.
+This process hands out the chunks: to each worker, through a pipe of its own, at most
+two at a time, and to itself; never more than a window of chunks beyond the first one
+not yet yielded, so results that arrive early never pile up. A worker sends each
+chunk's results, or the exception it raised with its traceback, as a framed pickle
+through another pipe. Results are yielded, and exceptions raised, in chunk order: the
+caller sees exactly what a one-process run gives.
 """
 
 from __future__ import annotations
@@ -22,139 +23,182 @@ from typing import Callable, Dict, Iterator, List, Sequence
 _INDEX = struct.Struct("<I")
 _FRAME = struct.Struct("<IBI")       # chunk index, kind, payload length
 _RESULTS, _FAILED = 0, 1
-MAX_CHUNKS = 1024                     # their indexes fill one PIPE_BUF (4 KiB) write
+QUEUED = 2                            # chunks a worker holds at most (one running, one next)
+WINDOW = 4                            # chunks in flight per process, beyond the one awaited
 
 
 class WorkerDied(Exception):
-    """A worker was killed (a signal, the OOM killer) or exited without its results."""
+    """A worker was killed (a signal, the OOM killer) before it returned its chunks."""
+
+
+class RemoteTraceback(Exception):
+    """Where a worker's exception came from: its traceback, as text (the __cause__ of the
+    exception raised here, so that --debug shows the worker's frames)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 def chunk_sizes(count: int, jobs: int, largest: int = 32) -> List[int]:
     """Guided sizes: large chunks first, ones of a single item at the end, so that no
-    process is left with a long chunk while the others are idle; never more than
-    MAX_CHUNKS chunks."""
-    smallest = max(1, -(-count // MAX_CHUNKS))
+    process is left with a long chunk while the others are idle."""
     sizes, left = [], count
     while left > 0:
-        size = min(left, max(smallest, min(largest, left // (jobs * 4))))
+        size = min(left, max(1, min(largest, left // (jobs * 4))))
         sizes.append(size)
         left -= size
     return sizes
+
+
+class _Worker:
+    def __init__(self, pid: int, tasks: int, results: int):
+        self.pid, self.tasks, self.results = pid, tasks, results
+        self.held: List[int] = []      # chunks handed to it and not yet returned
+        self.buffer = bytearray()
 
 
 def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
                 child_init: Callable[[int], None]) -> Iterator:
     """func(chunk) of each chunk of `items`, in order, chunks computed by this process and
     `jobs - 1` forked workers. `child_init(parent_pid)` runs first in each worker.
-    Raises what func raised (in whichever process), or WorkerDied."""
-    import pickle
+    Raises what func raised for the first chunk that failed, or WorkerDied."""
     import select
     chunks, start = [], 0
     for size in chunk_sizes(len(items), jobs):
         chunks.append(items[start:start + size])
         start += size
-    tasks_r, tasks_w = os.pipe()
-    os.write(tasks_w, b"".join(_INDEX.pack(i) for i in range(len(chunks))))
-    os.close(tasks_w)   # every index is in the pipe: an empty read means no work is left
-    workers: Dict[int, _Worker] = {}
+    workers: Dict[int, _Worker] = {}   # by result descriptor
+    poll = select.poll()
     try:
         for _ in range(min(jobs, len(chunks)) - 1):
             try:
-                worker = _fork(func, chunks, tasks_r, child_init, [w.fd for w in workers.values()])
+                worker = _fork(func, chunks, child_init, workers)
             except OSError:   # no more processes (ulimit -u, memory): fewer workers do it all
                 break
-            workers[worker.fd] = worker
+            workers[worker.results] = worker
+            poll.register(worker.results, select.POLLIN)
         done: Dict[int, object] = {}
-        poll = select.poll()
-        for fd in workers:
-            poll.register(fd, select.POLLIN)
-        following = 0
+        following = issued = 0
+        window = WINDOW * (len(workers) + 1)
         while following < len(chunks):
             if following in done:
-                yield done.pop(following)
+                result = done.pop(following)
+                if isinstance(result, _Failed):
+                    raise result.exc
+                yield result
                 following += 1
                 continue
             for fd, _event in poll.poll(0):
-                _receive(workers, fd, done, poll, pickle)
+                _receive(workers, fd, done, poll)
+            for worker in workers.values():   # keep every worker supplied
+                while (len(worker.held) < QUEUED and issued < len(chunks)
+                       and issued - following < window):
+                    os.write(worker.tasks, _INDEX.pack(issued))
+                    worker.held.append(issued)
+                    issued += 1
+            if issued == len(chunks):
+                _no_more_tasks(workers)
             if following in done:
                 continue
-            index = _take(tasks_r)
-            if index is not None:   # work on a chunk here rather than wait
-                done[index] = func(chunks[index])
+            if issued < len(chunks) and issued - following < window:
+                index, issued = issued, issued + 1   # work here rather than wait
+                try:
+                    done[index] = func(chunks[index])
+                except Exception as exc:   # raised in its turn, as a worker's would be
+                    done[index] = _Failed(exc)
                 continue
-            if not workers:
-                raise WorkerDied(f"chunk {following} was taken but never finished")
+            if not any(w.held for w in workers.values()):
+                raise WorkerDied(f"chunk {following} was handed out but never returned")
             for fd, _event in poll.poll():
-                _receive(workers, fd, done, poll, pickle)
+                _receive(workers, fd, done, poll)
+        _no_more_tasks(workers)
         while workers:
             _reap(workers.popitem()[1])
     finally:
-        os.close(tasks_r)
         for worker in workers.values():   # stopped early: an error, ^C, or the caller left
             try:
                 os.kill(worker.pid, 9)
             except ProcessLookupError:
                 pass
             os.waitpid(worker.pid, 0)
-            os.close(worker.fd)
+            for fd in (worker.tasks, worker.results):
+                if fd >= 0:
+                    os.close(fd)
 
 
-class _Worker:
-    def __init__(self, pid: int, fd: int):
-        self.pid, self.fd, self.buffer = pid, fd, bytearray()
+def _no_more_tasks(workers: Dict[int, _Worker]) -> None:
+    """Close the task pipes: each worker finishes what it holds, then reads end of file."""
+    for worker in workers.values():
+        if worker.tasks >= 0:
+            os.close(worker.tasks)
+            worker.tasks = -1
 
 
-def _take(tasks_r: int):
-    data = os.read(tasks_r, _INDEX.size)
-    return _INDEX.unpack(data)[0] if data else None
-
-
-def _fork(func, chunks, tasks_r: int, child_init, inherited: List[int]) -> _Worker:
+def _fork(func, chunks, child_init, workers: Dict[int, _Worker]) -> _Worker:
+    tasks_r, tasks_w = os.pipe()
     results_r, results_w = os.pipe()
     parent = os.getpid()
     try:
         pid = os.fork()
     except OSError:
-        os.close(results_r)
-        os.close(results_w)
+        for fd in (tasks_r, tasks_w, results_r, results_w):
+            os.close(fd)
         raise
     if pid == 0:   # the worker: never returns, never runs this process's exit handlers
         status = 1
         try:
-            os.close(results_r)
-            for fd in inherited:   # other workers' result pipes
-                os.close(fd)
+            for fd in [tasks_w, results_r] + [x for w in workers.values()
+                                              for x in (w.tasks, w.results)]:
+                os.close(fd)   # this process's ends, and the other workers' pipes
             child_init(parent)
             status = _work(func, chunks, tasks_r, results_w)
         finally:
             os._exit(status)
+    os.close(tasks_r)
     os.close(results_w)
     os.set_blocking(results_r, False)
-    return _Worker(pid, results_r)
+    return _Worker(pid, tasks_w, results_r)
 
 
 def _work(func, chunks, tasks_r: int, results_w: int) -> int:
+    """A worker's loop: the chunks it is handed, to the end of its task pipe."""
     import pickle
     while True:
-        index = _take(tasks_r)
-        if index is None:
+        data = _read_exactly(tasks_r, _INDEX.size)
+        if not data:
             return 0
+        index = _INDEX.unpack(data)[0]
         try:
             kind, payload = _RESULTS, pickle.dumps(func(chunks[index]), pickle.HIGHEST_PROTOCOL)
-        except BaseException as exc:  # sent to this process's parent, which raises it
-            kind, payload = _FAILED, _pickled_exception(exc, pickle)
+        except BaseException as exc:  # raised in this process's parent, in its turn
+            kind, payload = _FAILED, _pickled_failure(exc, pickle)
         _write_all(results_w, _FRAME.pack(index, kind, len(payload)) + payload)
-        if kind == _FAILED:
-            return 1
 
 
-def _pickled_exception(exc: BaseException, pickle) -> bytes:
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        more = os.read(fd, size - len(data))
+        if not more:
+            return b""
+        data += more
+    return data
+
+
+def _pickled_failure(exc: BaseException, pickle) -> bytes:
+    import traceback
+    where = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        payload = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((exc, where), pickle.HIGHEST_PROTOCOL)
         pickle.loads(payload)
         return payload
     except Exception:   # not picklable: its type and text still say what went wrong
-        return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        return pickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), where))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -163,9 +207,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _receive(workers: Dict[int, _Worker], fd: int, done: dict, poll, pickle) -> None:
-    """Read what a worker has sent; keep each complete chunk's results in `done`. A
-    worker's failure is raised here; so is its death, once what it sent is read."""
+def _receive(workers: Dict[int, _Worker], fd: int, done: dict, poll) -> None:
+    """Read what a worker has sent; keep each complete chunk's results (or failure) in
+    `done`. A worker that ended before returning every chunk it held: WorkerDied."""
+    import pickle
     worker = workers[fd]
     ended = False
     while True:
@@ -184,8 +229,11 @@ def _receive(workers: Dict[int, _Worker], fd: int, done: dict, poll, pickle) -> 
             break
         value = pickle.loads(bytes(buffer[_FRAME.size:_FRAME.size + length]))
         del buffer[:_FRAME.size + length]
+        worker.held.remove(index)
         if kind == _FAILED:
-            raise value
+            exc, where = value
+            exc.__cause__ = RemoteTraceback(where)
+            value = _Failed(exc)
         done[index] = value
     if ended:
         poll.unregister(fd)
@@ -193,10 +241,14 @@ def _receive(workers: Dict[int, _Worker], fd: int, done: dict, poll, pickle) -> 
 
 
 def _reap(worker: _Worker) -> None:
-    """Wait for a worker that has closed its pipe; WorkerDied unless it exited cleanly."""
+    """Wait for a worker that has closed its result pipe; WorkerDied unless it exited
+    cleanly with nothing left to return."""
     _pid, status = os.waitpid(worker.pid, 0)
-    os.close(worker.fd)
-    worker.fd = -1
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise WorkerDied(f"worker {worker.pid} ended with status "
-                         f"{os.waitstatus_to_exitcode(status)}")
+    for fd in (worker.tasks, worker.results):
+        if fd >= 0:
+            os.close(fd)
+    worker.tasks = worker.results = -1
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or worker.held:
+        raise WorkerDied(f"worker {worker.pid} ended with status {code}, "
+                         f"{len(worker.held)} chunk(s) not returned")

@@ -155,3 +155,17 @@ def test_a_command_parses_alike_with_only_its_own_parser(argv, capsys):
         shown.append((str(usage.value),) + capsys.readouterr())
     assert shown[:2] == shown[2:]
     assert shown[0][1].startswith("usage: cgsc " + command) and shown[1][0]
+
+
+@pytest.mark.parametrize("closed", [0, 1, 2])
+def test_a_closed_standard_stream_does_not_turn_success_into_failure(tmp_path, closed):
+    """`cgsc build ... >&-` (or 2>&-, <&-): Python starts with sys.stdout (sys.stderr) None;
+    the build still writes its guest and exits 0, as the console script always did."""
+    import shutil
+    script = shutil.which("cgsc", path=os.path.dirname(sys.executable))
+    assert script, "the console script is installed beside this Python"
+    out = tmp_path / "out"
+    result = subprocess.run(["sh", "-c", f'"$0" build "$1" -o "$2" {closed}>&-', script,
+                             EXAMPLES[0], str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.iterdir())) == 1

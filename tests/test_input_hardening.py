@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 from helpers import CASES, EXAMPLES, ROOT, exec_start, run_cli, systemd_split
@@ -509,3 +510,21 @@ def test_toml_1_1_syntax_is_refused_on_every_python(tmp_path, toml_1_1):
     lines = _refused(tmp_path, text, "CGS-LOAD-003", "TOML syntax error")
     line = text.splitlines().index(toml_1_1.splitlines()[0]) + 1
     assert any(f"spec.toml:{line}:" in l or f"spec.toml:{line + 1}:" in l for l in lines), lines
+
+
+def test_a_spec_whose_name_is_not_utf8_is_refused_not_a_crash(tmp_path):
+    """manifest.json and the artifacts record the spec's path as UTF-8 text: a file name
+    that is not UTF-8 is a located error for build, validate and check (it was an
+    internal error), and the other specs' results are not lost to a crash."""
+    import shutil
+    bad = os.path.join(os.fsencode(str(tmp_path)), b"a\xff.toml")
+    shutil.copyfile(EXAMPLES[0], bad)
+    out = str(tmp_path / "out")
+    for argv in (["build", "-o", out], ["validate"], ["check", "-o", out]):
+        result = subprocess.run([sys.executable, "-m", "cgsc", *argv, bad], capture_output=True,
+                                timeout=120)
+        err = result.stderr.decode("utf-8")
+        assert result.returncode == 1, (argv, err)
+        assert "a\\xff.toml is not UTF-8" in err and "[CGS-LOAD-001]" in err, err
+        assert "Traceback" not in err and "internal error" not in err
+    assert not os.path.exists(out)

@@ -213,6 +213,37 @@ def test_a_first_build_killed_at_every_write_step_recovers(tmp_path):
     assert outcomes == {True, False}    # kills before and after the commit point
 
 
+def test_recovery_makes_guest_directories_of_the_usual_mode(tmp_path):
+    """A journal left by an older cgsc has staged directories of mode 0700: recovery moves
+    their files into guest directories made as a build makes them, never renames such a
+    directory into place."""
+    specs = make_fleet(tmp_path / "specs", 2)
+    fresh = tmp_path / "fresh"
+    _build(specs, fresh)
+    for at in range(1, 40):
+        out = tmp_path / f"out-{at}"
+        run_hooked(["build", *specs, "-o", str(out)], KILL_AT=at)
+        staging = out / ".cgsc" / "staging"
+        slots = ([d for build in staging.iterdir() for d in build.iterdir()]
+                 if staging.exists() else [])
+        if (out / ".cgsc" / "journal.json").exists() and slots:
+            break   # committed, nothing installed yet
+    else:
+        pytest.fail("no kill left a committed journal with its guests still staged")
+    for slot in slots:
+        slot.chmod(0o700)   # as cgsc 1.2 staged them
+    _build(specs, out)
+    assert tree(out) == tree(fresh)
+    assert {stat.S_IMODE(d.stat().st_mode) for d in out.iterdir()} == \
+        {stat.S_IMODE(d.stat().st_mode) for d in fresh.iterdir()} == {0o755 & ~_umask()}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_builds_killed_after_random_delays_leave_old_or_new_state(tmp_path, sig):
     old = make_fleet(tmp_path / "old", 60)
@@ -394,3 +425,15 @@ def test_a_default_acl_on_the_output_directory_does_not_change_modes(tmp_path):
     _build(make_fleet(tmp_path / "specs", 2), out)
     modes = {int(a["mode"], 8) for m in assert_consistent(out).values() for a in m["artifacts"]}
     assert modes == {0o644, 0o755}
+
+
+def test_a_fifo_in_place_of_the_previous_manifest_does_not_block_a_build(tmp_path):
+    specs = make_fleet(tmp_path / "specs", 1)
+    out = tmp_path / "out"
+    _build(specs, out)
+    manifest = out / "node-0000" / "manifest.json"
+    manifest.unlink()
+    os.mkfifo(manifest)   # reading the previous manifest would wait for a writer
+    result = cgsc("build", *specs, "-o", str(out))   # bounded by a timeout
+    assert result.returncode == 0, result.stderr
+    assert_consistent(out)
