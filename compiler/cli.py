@@ -49,14 +49,19 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         cmd.add_argument("--specs-from", metavar="FILE", help="also the specs listed in FILE, "
                          "one path per line (blank lines ignored; - reads stdin)")
 
+    def spec_command(name: str, help: str):
+        """A command on specs named as arguments or listed in a file."""
+        cmd = sub.add_parser(name, help=help)
+        cmd.add_argument("specs", nargs="*", metavar="SPEC")
+        with_list(cmd)
+        return cmd
+
     def with_host(cmd):
         cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
                          "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
 
     if only in (None, "build"):
-        b = sub.add_parser("build", help="compile specs into artifacts under out/<name>/")
-        b.add_argument("specs", nargs="*", metavar="SPEC")
-        with_list(b)
+        b = spec_command("build", "compile specs into artifacts under out/<name>/")
         b.add_argument("-o", "--output", default="out", metavar="DIR", help="output directory (default: out)")
         b.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                        help="build only this target (repeatable); default: [targets] build, "
@@ -69,9 +74,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         with_format(b)
         with_host(b)
     if only in (None, "validate"):
-        v = sub.add_parser("validate", help="check specs without writing anything")
-        v.add_argument("specs", nargs="*", metavar="SPEC")
-        with_list(v)
+        v = spec_command("validate", "check specs without writing anything")
         v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                        help="as for build")
         v.add_argument("--base", action="store_true",
@@ -80,9 +83,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         with_format(v)
         with_host(v)
     if only in (None, "check"):
-        c = sub.add_parser("check", help="rebuild in memory and compare with the artifacts on disk")
-        c.add_argument("specs", nargs="*", metavar="SPEC")
-        with_list(c)
+        c = spec_command("check", "rebuild in memory and compare with the artifacts on disk")
         c.add_argument("--all", action="store_true",
                        help="also check every guest whose manifest is under the output directory, "
                             "and report anything else under it (CGS-CHECK-002)")

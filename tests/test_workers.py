@@ -60,43 +60,41 @@ def test_the_worker_init_runs_in_workers_only():
     assert any(ok for _x, ok in out)   # the worker saw its init's effect
 
 
-def test_an_exception_in_a_worker_reaches_the_caller_with_its_type_and_text():
+def _in_a_worker(action):
+    """A func for ordered_map that does `action(chunk)` when run in a forked worker; here it
+    returns the chunk, slowly enough that the worker gets chunks too."""
     parent = os.getpid()
 
-    def work(chunk):
+    def in_the_worker(chunk):
         if os.getpid() != parent:
-            raise KeyError(f"bad chunk starting at {chunk[0]}")
-        time.sleep(0.01)   # leave chunks for the worker to take
+            action(chunk)
+        time.sleep(0.01)
         return list(chunk)
+    return in_the_worker
+
+
+def _raise(exc):
+    raise exc
+
+
+def test_an_exception_in_a_worker_reaches_the_caller_with_its_type_and_text():
+    work = _in_a_worker(lambda chunk: _raise(KeyError(f"bad chunk starting at {chunk[0]}")))
     with pytest.raises(KeyError, match="bad chunk starting at"):
         list(ordered_map(work, list(range(400)), 2, _nothing))
     assert _no_children_left()
 
 
 def test_an_unpicklable_exception_still_says_what_went_wrong():
-    parent = os.getpid()
-
     class Local(Exception):   # defined in a function: pickle cannot name it
         pass
-
-    def work(chunk):
-        if os.getpid() != parent:
-            raise Local("the reason")
-        time.sleep(0.01)
-        return list(chunk)
     with pytest.raises(RuntimeError, match="Local: the reason"):
-        list(ordered_map(work, list(range(400)), 2, _nothing))
+        list(ordered_map(_in_a_worker(lambda chunk: _raise(Local("the reason"))),
+                         list(range(400)), 2, _nothing))
     assert _no_children_left()
 
 
 def test_a_killed_worker_is_reported_not_waited_for():
-    parent = os.getpid()
-
-    def work(chunk):
-        if os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.01)
-        return list(chunk)
+    work = _in_a_worker(lambda chunk: os.kill(os.getpid(), signal.SIGKILL))
     with pytest.raises(WorkerDied):
         list(ordered_map(work, list(range(400)), 2, _nothing))
     assert _no_children_left()
@@ -148,17 +146,11 @@ def test_the_first_chunk_to_fail_is_the_one_raised_whoever_fails_first():
 
 
 def test_a_worker_s_exception_carries_the_worker_s_traceback():
-    parent = os.getpid()
-
-    def failing_in_the_worker(chunk):
-        if os.getpid() != parent:
-            raise LookupError("from the worker")
-        time.sleep(0.01)
-        return list(chunk)
     with pytest.raises(LookupError) as exc:
-        list(ordered_map(failing_in_the_worker, list(range(400)), 2, _nothing))
+        list(ordered_map(_in_a_worker(lambda chunk: _raise(LookupError("from the worker"))),
+                         list(range(400)), 2, _nothing))
     assert isinstance(exc.value.__cause__, RemoteTraceback)
-    assert "failing_in_the_worker" in str(exc.value.__cause__)
+    assert "in_the_worker" in str(exc.value.__cause__)
 
 
 def test_results_that_come_early_never_pile_up(tmp_path):

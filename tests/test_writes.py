@@ -347,15 +347,22 @@ def test_check_does_not_read_through_a_guest_directory_symlink(tmp_path):
     assert code == 1 and "a symlink, not cgsc's output" in stdout
 
 
-def test_check_reports_a_fifo_in_place_of_an_artifact_instead_of_waiting_on_it(tmp_path):
+def _fifo_in_place_of(tmp_path, name: str):
+    """One guest built, then its file `name` replaced by a FIFO (which a reader opening
+    it would wait on until a writer comes): (specs, output directory, the FIFO)."""
     specs = make_fleet(tmp_path / "specs", 1)
     out = tmp_path / "out"
     _build(specs, out)
-    script = out / "node-0000" / "node-0000.sh"
-    script.unlink()
-    os.mkfifo(script)   # opening it to read would block until a writer comes
+    fifo = out / "node-0000" / name
+    fifo.unlink()
+    os.mkfifo(fifo)
+    return specs, out, fifo
+
+
+def test_check_reports_a_fifo_in_place_of_an_artifact_instead_of_waiting_on_it(tmp_path):
+    specs, out, fifo = _fifo_in_place_of(tmp_path, "node-0000.sh")
     result = cgsc("check", *specs, "-o", str(out))   # bounded by a timeout
-    assert result.returncode == 1 and f"not a regular file: {script}" in result.stdout
+    assert result.returncode == 1 and f"not a regular file: {fifo}" in result.stdout
 
 
 def test_a_planted_journal_reaches_nothing_outside_cgsc_s_own_files(tmp_path):
@@ -428,12 +435,7 @@ def test_a_default_acl_on_the_output_directory_does_not_change_modes(tmp_path):
 
 
 def test_a_fifo_in_place_of_the_previous_manifest_does_not_block_a_build(tmp_path):
-    specs = make_fleet(tmp_path / "specs", 1)
-    out = tmp_path / "out"
-    _build(specs, out)
-    manifest = out / "node-0000" / "manifest.json"
-    manifest.unlink()
-    os.mkfifo(manifest)   # reading the previous manifest would wait for a writer
+    specs, out, _fifo = _fifo_in_place_of(tmp_path, "manifest.json")
     result = cgsc("build", *specs, "-o", str(out))   # bounded by a timeout
     assert result.returncode == 0, result.stderr
     assert_consistent(out)
