@@ -174,6 +174,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # `cgsc rules | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except _OutputLost as exc:
+        return _output_lost(exc)
     except Exception:  # the one place a bug is caught
         if debug:
             import traceback
@@ -189,29 +191,69 @@ def run() -> None:
     nothing it would not take back anyway; the standard streams are flushed first."""
     _standard_streams()
     code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:   # None: started with that descriptor closed
-                stream.flush()
-        except BrokenPipeError:   # the reader left before the last line
-            code = code or 141
-        except OSError:   # nowhere to write: what was said is lost, the result is not
-            pass
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:   # the reader left before the last line
+        code = code or 141
+    except _OutputLost as exc:
+        code = _output_lost(exc)
+    sys.stderr.flush()
     os._exit(code)
+
+
+class _OutputLost(Exception):
+    """Standard output cannot be written (a full disk, an I/O error): what the command
+    prints there (artifacts, a JSON report) is lost, so it fails, whatever it found."""
+
+
+class _Stream:
+    """A standard stream of the console script. Writing to stdout can fail (_OutputLost,
+    exit 2); writing to stderr cannot: a diagnostic with nowhere to go is dropped, the
+    exit status still says what happened. A reader that left is BrokenPipeError, as ever."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self._name = stream, name
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if self._name == "stdout":
+                raise _OutputLost(exc.strerror or str(exc)) from None
+            return None
+
+    def write(self, text: str):
+        written = self._guarded(self._stream.write, text)
+        return len(text) if written is None else written
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _output_lost(exc: _OutputLost) -> int:
+    print(f"cgsc: cannot write the standard output: {exc}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _standard_streams() -> None:
     """Descriptors 0-2 open, to /dev/null where the caller closed one (`cgsc build >&-`):
-    a file cgsc opens must never become its stdout or stderr, and a diagnostic with nowhere
-    to go must not turn into an internal error; the exit status still says what happened."""
+    a file cgsc opens must never become its stdin, stdout or stderr, and a diagnostic with
+    nowhere to go must not turn into an internal error; the exit status still says what
+    happened. Then stdout and stderr fail as _Stream says."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)   # the lowest free descriptor: this one
-    for name in ("stdout", "stderr"):
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
         if getattr(sys, name) is None:   # Python found the descriptor closed at start
-            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))
+    sys.stdout, sys.stderr = _Stream(sys.stdout, "stdout"), _Stream(sys.stderr, "stderr")
 
 
 def _bug_message(exc: BaseException, where: str = "") -> str:
@@ -386,6 +428,7 @@ def _validate(args) -> int:
 
 def _check(args) -> int:
     from cgsc import fleet
+    from cgsc.emit import WriteError
     from cgsc.check import DRIFT, ORPHAN, gather, renamed
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
@@ -406,6 +449,9 @@ def _check(args) -> int:
                 outputs += fleet.check(group, chosen, args.output, args.jobs, host) if group else []
             except SpecError as exc:
                 problems += exc.diagnostics
+            except WriteError as exc:   # a worker died: no verdict on anything
+                print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
+                return EXIT_USAGE
     finally:
         if lock >= 0:
             os.close(lock)

@@ -31,6 +31,7 @@ class Result(NamedTuple):
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
     machine: str = ""                    # its QEMU machine type
     installed: Tuple[Tuple[str, object], ...] = ()  # GuestOutput.installed: systemd units
+    refused: str = ""                    # why its files could not be staged (a full disk)
 
 
 class Job(NamedTuple):
@@ -82,12 +83,16 @@ def _task(item: Tuple[int, str]) -> Result:
         return Result(path, out.name, (), found, (),
                       tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed)
     from cgsc.emit import files_for
-    staged = ()
+    staged, refused = (), ""
     if _STAGE:
         from cgsc.outdir import stage
-        staged = stage(job.staging, str(index), files_for(out))
+        try:
+            staged = stage(job.staging, str(index), files_for(out))
+        except WriteError as exc:   # reported unless a spec error comes too, as one process does
+            refused = str(exc)
     return Result(path, out.name, (), tuple(out.diagnostics), staged,
-                  skipped=tuple(out.skipped), machine=out.machine, installed=installed)
+                  skipped=tuple(out.skipped), machine=out.machine, installed=installed,
+                  refused=refused)
 
 
 def default_jobs(count: int) -> int:
@@ -107,8 +112,8 @@ def _results(paths: Sequence[str], job: Job, jobs: int):
         _JOB, _STAGE = job, True
         for item in items:
             result = _task(item)
-            if result.problems:
-                _STAGE = False
+            if result.problems or result.refused:
+                _STAGE = False   # nothing will be written: staging more is wasted work
             yield result
         return
     _JOB, _STAGE = job, True   # this process works on chunks too
@@ -200,6 +205,8 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
                     floating += 1
                     first_floating = first_floating or (Where(path, ("guest", "machine")), r.machine)
                 first_result = first_result or r
+                if r.refused and refused is None:
+                    refused = WriteError(r.refused)
                 if not problems and refused is None:
                     try:
                         out.add(r.name, str(index), r.files)

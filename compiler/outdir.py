@@ -113,11 +113,20 @@ class Staging(NamedTuple):
     """Where stage() writes: this build's staging directory (private to it)."""
     fd: int        # a descriptor of it
     strips: int    # permission bits a file created there may not get (see _strips)
+    root: str      # the output directory, for messages
 
 
 def stage(staging: Staging, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, str], ...]:
     """Write one guest's files, {name: (bytes, mode, sha256)}, into staging/<slot>/;
-    returns (file name, sha256) of each. The commit makes them durable."""
+    returns (file name, sha256) of each. The commit makes them durable. WriteError when
+    the file system refuses (a full disk, a quota)."""
+    try:
+        return _stage(staging, slot, files)
+    except OSError as exc:
+        raise _write_error(staging.root, exc) from exc
+
+
+def _stage(staging: Staging, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[str, str], ...]:
     # the mode of the guest directory it becomes when the guest has none yet (_apply)
     os.mkdir(slot, GUEST_DIR_MODE, dir_fd=staging.fd)
     written = []
@@ -139,7 +148,8 @@ def stage(staging: Staging, slot: str, files: Dict[str, tuple]) -> Tuple[Tuple[s
 def _strips(directory_fd: int) -> int:
     """The permission bits that creating a file in the directory may take from the mode
     asked for: the umask's, or (a default ACL decides there, or cgsc cannot tell) all."""
-    for acl in ("system.posix_acl_default", "system.nfs4_acl"):   # POSIX, NFSv4 ACLs
+    # a POSIX default ACL; NFSv4 ACLs, as the kernel's NFS client and OpenZFS name them
+    for acl in ("system.posix_acl_default", "system.nfs4_acl", "system.nfs4_acl_xdr"):
         try:
             os.getxattr(directory_fd, acl)
         except OSError as exc:
@@ -235,7 +245,7 @@ class OutputDir:
                 self.staging_fd = os.open(name, _DIR, dir_fd=stage_fd)
             finally:
                 os.close(stage_fd)
-            self.staging_area = Staging(self.staging_fd, _strips(self.staging_fd))
+            self.staging_area = Staging(self.staging_fd, _strips(self.staging_fd), self.root)
             self.staging = os.path.join(self.root, PRIVATE, STAGING, name)
         except OSError as exc:
             self._close()
@@ -357,8 +367,8 @@ class OutputDir:
         if self._journal_out is None:
             return
         try:
-            self._journal_out.close()
-            self._journal_out = None
+            journal, self._journal_out = self._journal_out, None
+            journal.close()
             held = _hold_signals()
             try:
                 os.rename(JOURNAL + ".new", JOURNAL, src_dir_fd=self.private_fd,
@@ -472,8 +482,11 @@ class OutputDir:
         """Remove this build's staging and the private directory; after a failed build,
         also the output directories it created, so a failed build leaves no trace."""
         if self._journal_out is not None:
-            self._journal_out.close()
-            self._journal_out = None
+            journal, self._journal_out = self._journal_out, None
+            try:
+                journal.close()
+            except OSError:   # a full disk: the uncommitted journal is removed below anyway
+                pass
         if self.staging_fd >= 0:
             os.close(self.staging_fd)
             self.staging_fd = -1

@@ -69,19 +69,13 @@ def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
     Raises what func raised for the first chunk that failed, or WorkerDied."""
     import select
     chunks, start = [], 0
-    for size in chunk_sizes(len(items), jobs):
+    for size in chunk_sizes(len(items), max(1, jobs)):
         chunks.append(items[start:start + size])
         start += size
     workers: Dict[int, _Worker] = {}   # by result descriptor
     poll = select.poll()
     try:
-        for _ in range(min(jobs, len(chunks)) - 1):
-            try:
-                worker = _fork(func, chunks, child_init, workers)
-            except OSError:   # no more processes (ulimit -u, memory): fewer workers do it all
-                break
-            workers[worker.results] = worker
-            poll.register(worker.results, select.POLLIN)
+        _start(workers, poll, min(jobs, len(chunks)) - 1, func, chunks, child_init)
         done: Dict[int, object] = {}
         following = issued = 0
         window = WINDOW * (len(workers) + 1)
@@ -98,8 +92,7 @@ def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
             for worker in workers.values():   # keep every worker supplied
                 while (len(worker.held) < QUEUED and issued < len(chunks)
                        and issued - following < window):
-                    os.write(worker.tasks, _INDEX.pack(issued))
-                    worker.held.append(issued)
+                    _hand(worker, issued)
                     issued += 1
             if issued == len(chunks):
                 _no_more_tasks(workers)
@@ -118,30 +111,95 @@ def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
                 _receive(workers, fd, done, poll)
         _no_more_tasks(workers)
         while workers:
-            _reap(workers.popitem()[1])
+            _reap(workers, next(iter(workers)), poll)
     finally:
-        for worker in workers.values():   # stopped early: an error, ^C, or the caller left
+        _stop(workers)
+
+
+def _start(workers: Dict[int, "_Worker"], poll, count: int, func, chunks, child_init) -> None:
+    """Fork `count` workers (fewer when the system has no more processes, ulimit -u or
+    memory: those there are do it all). ^C and SIGTERM wait until each is registered, so
+    none is left unknown to _stop, and none runs this process's code on a signal."""
+    import select
+    held = _hold_signals()
+    try:
+        for _ in range(count):
+            try:
+                worker = _fork(func, chunks, child_init, workers, held)
+            except OSError:
+                break
+            workers[worker.results] = worker
+            poll.register(worker.results, select.POLLIN)
+    finally:
+        _release_signals(held)
+
+
+def _stop(workers: Dict[int, "_Worker"]) -> None:
+    """Kill and reap every worker still registered (stopped early: an error, ^C, or the
+    caller left), each to the end whatever the others do."""
+    held = _hold_signals()
+    try:
+        for worker in workers.values():
             try:
                 os.kill(worker.pid, 9)
             except ProcessLookupError:
                 pass
-            os.waitpid(worker.pid, 0)
-            for fd in (worker.tasks, worker.results):
-                if fd >= 0:
-                    os.close(fd)
+            try:
+                os.waitpid(worker.pid, 0)
+            except ChildProcessError:
+                pass
+            _close(worker)
+        workers.clear()
+    finally:
+        _release_signals(held)
 
 
-def _no_more_tasks(workers: Dict[int, _Worker]) -> None:
+def _hold_signals():
+    import signal
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _release_signals(previous) -> None:
+    import signal
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _hand(worker: "_Worker", index: int) -> None:
+    try:
+        os.write(worker.tasks, _INDEX.pack(index))
+    except BrokenPipeError:   # it has died since the last look at its results
+        raise WorkerDied(f"worker {worker.pid} ended before it took chunk {index}") from None
+    worker.held.append(index)
+
+
+def _close(worker: "_Worker", which=("tasks", "results")) -> None:
+    for name in which:
+        fd = getattr(worker, name)
+        setattr(worker, name, -1)   # first: an interrupted close is never tried twice
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _no_more_tasks(workers: Dict[int, "_Worker"]) -> None:
     """Close the task pipes: each worker finishes what it holds, then reads end of file."""
     for worker in workers.values():
-        if worker.tasks >= 0:
-            os.close(worker.tasks)
-            worker.tasks = -1
+        _close(worker, ("tasks",))
 
 
-def _fork(func, chunks, child_init, workers: Dict[int, _Worker]) -> _Worker:
+def _fork(func, chunks, child_init, workers: Dict[int, "_Worker"], held) -> "_Worker":
     tasks_r, tasks_w = os.pipe()
-    results_r, results_w = os.pipe()
+    try:
+        results_r, results_w = os.pipe()
+    except OSError:
+        os.close(tasks_r)
+        os.close(tasks_w)
+        raise
     parent = os.getpid()
     try:
         pid = os.fork()
@@ -153,9 +211,10 @@ def _fork(func, chunks, child_init, workers: Dict[int, _Worker]) -> _Worker:
         status = 1
         try:
             for fd in [tasks_w, results_r] + [x for w in workers.values()
-                                              for x in (w.tasks, w.results)]:
+                                              for x in (w.tasks, w.results) if x >= 0]:
                 os.close(fd)   # this process's ends, and the other workers' pipes
-            child_init(parent)
+            child_init(parent)   # with ^C still held: it ignores ^C from now on
+            _release_signals(held)
             status = _work(func, chunks, tasks_r, results_w)
         finally:
             os._exit(status)
@@ -236,18 +295,17 @@ def _receive(workers: Dict[int, _Worker], fd: int, done: dict, poll) -> None:
             value = _Failed(exc)
         done[index] = value
     if ended:
-        poll.unregister(fd)
-        _reap(workers.pop(fd))
+        _reap(workers, fd, poll)
 
 
-def _reap(worker: _Worker) -> None:
-    """Wait for a worker that has closed its result pipe; WorkerDied unless it exited
-    cleanly with nothing left to return."""
+def _reap(workers: Dict[int, _Worker], fd: int, poll) -> None:
+    """Wait for a worker that has closed its result pipe (it stays registered until then,
+    for _stop); WorkerDied unless it exited cleanly with nothing left to return."""
+    worker = workers[fd]
     _pid, status = os.waitpid(worker.pid, 0)
-    for fd in (worker.tasks, worker.results):
-        if fd >= 0:
-            os.close(fd)
-    worker.tasks = worker.results = -1
+    poll.unregister(fd)
+    del workers[fd]
+    _close(worker)
     code = os.waitstatus_to_exitcode(status)
     if code != 0 or worker.held:
         raise WorkerDied(f"worker {worker.pid} ended with status {code}, "

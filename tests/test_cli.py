@@ -157,15 +157,36 @@ def test_a_command_parses_alike_with_only_its_own_parser(argv, capsys):
     assert shown[0][1].startswith("usage: cgsc " + command) and shown[1][0]
 
 
-@pytest.mark.parametrize("closed", [0, 1, 2])
-def test_a_closed_standard_stream_does_not_turn_success_into_failure(tmp_path, closed):
-    """`cgsc build ... >&-` (or 2>&-, <&-): Python starts with sys.stdout (sys.stderr) None;
-    the build still writes its guest and exits 0, as the console script always did."""
+def _console(redirect: str, *argv: str) -> subprocess.CompletedProcess:
+    """The installed console script run by sh with a redirection of its standard streams."""
     import shutil
     script = shutil.which("cgsc", path=os.path.dirname(sys.executable))
     assert script, "the console script is installed beside this Python"
+    return subprocess.run(["sh", "-c", f'exec "$0" "$@" {redirect}', script, *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("redirect", ["<&-", ">&-", "2>&-", "2>/dev/full", ">/dev/full"])
+def test_standard_streams_closed_or_full_do_not_turn_a_build_into_a_failure(tmp_path, redirect):
+    """Python starts with sys.stdout (stderr, stdin) None when the descriptor is closed, and
+    writing to /dev/full fails: the build still writes its guest and exits 0 (diagnostics
+    with nowhere to go are dropped)."""
     out = tmp_path / "out"
-    result = subprocess.run(["sh", "-c", f'"$0" build "$1" -o "$2" {closed}>&-', script,
-                             EXAMPLES[0], str(out)], capture_output=True, text=True, timeout=120)
+    result = _console(redirect, "build", EXAMPLES[0], "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert len(list(out.iterdir())) == 1
+
+
+@pytest.mark.parametrize("argv", [["build", "--stdout", EXAMPLES[0]],
+                                  ["check", "--format", "json", EXAMPLES[0]]])
+def test_standard_output_that_cannot_be_written_fails_the_command(tmp_path, argv):
+    """What goes to stdout (artifacts, a JSON report) is the command's result: when it
+    cannot be written the command fails with exit 2 and says why, never an internal error."""
+    result = _console(">/dev/full", *argv, *(["-o", str(tmp_path)] if argv[0] == "check" else []))
+    assert result.returncode == 2, result.stderr
+    assert "cannot write the standard output: No space left on device" in result.stderr
+
+
+def test_a_list_on_a_closed_stdin_is_a_usage_error(tmp_path):
+    result = _console("<&-", "build", "--specs-from", "-", "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and "name SPEC files" in result.stderr, result.stderr

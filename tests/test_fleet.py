@@ -154,3 +154,17 @@ def test_a_fleet_named_in_a_list_file_builds_as_one_named_in_arguments(tmp_path)
     at = tmp_path / "specs" / "@node.toml"     # a spec whose name starts with @ is a spec
     at.write_bytes(open(specs[0], "rb").read())
     assert cgsc("validate", str(at)).returncode == 0
+
+
+def test_a_dead_worker_during_check_is_no_verdict_not_a_bug(tmp_path, monkeypatch):
+    from helpers import run_cli
+
+    from cgsc import fleet
+    from cgsc.emit import WriteError
+
+    def died(*_args, **_kw):
+        raise WriteError("a worker process died (killed by a signal or out of memory)")
+    monkeypatch.setattr(fleet, "check", died)
+    code, _out, err = run_cli("check", *make_fleet(tmp_path / "specs", 2), "-o", str(tmp_path))
+    assert code == 2 and "worker process died" in err and "nothing checked" in err
+    assert "internal error" not in err

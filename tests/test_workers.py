@@ -171,3 +171,18 @@ def test_results_that_come_early_never_pile_up(tmp_path):
     lines = log.read_text().splitlines()
     started_meanwhile = lines.index("end 0") - 1
     assert 1 <= started_meanwhile <= WINDOW * 2 + QUEUED, started_meanwhile
+
+
+def test_a_worker_gone_before_it_takes_a_chunk_is_reported_as_dead():
+    """Handing a chunk to a worker that has just died: the write finds no reader (EPIPE),
+    which is WorkerDied, not a reader that left (`cgsc rules | head`)."""
+    from cgsc.workers import _hand, _Worker
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    worker = _Worker(pid=0, tasks=write_end, results=-1)
+    try:
+        with pytest.raises(WorkerDied):
+            _hand(worker, 7)
+        assert worker.held == []
+    finally:
+        os.close(write_end)

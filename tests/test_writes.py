@@ -439,3 +439,30 @@ def test_a_fifo_in_place_of_the_previous_manifest_does_not_block_a_build(tmp_pat
     result = cgsc("build", *specs, "-o", str(out))   # bounded by a timeout
     assert result.returncode == 0, result.stderr
     assert_consistent(out)
+
+
+def test_a_file_system_that_refuses_writes_fails_the_build_cleanly(tmp_path):
+    """Staging that the file system refuses (here a file-size limit, as a full disk or a
+    quota would) is a write error, exit 2, with nothing written and nothing left behind,
+    in one process and with workers; a fleet that also has an invalid spec reports the
+    spec error either way, as it would with room to write."""
+    import resource
+    specs = make_fleet(tmp_path / "specs", 60)
+    mixed = make_fleet(tmp_path / "mixed", 60, bad={30})
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))   # an artifact is larger
+    reports = {}
+    for jobs in ("1", "2"):
+        for name, fleet in (("valid", specs), ("mixed", mixed)):
+            out = tmp_path / f"out-{name}-{jobs}"
+            result = subprocess.run([sys.executable, "-m", "cgsc", "build", "-j", jobs, *fleet,
+                                     "-o", str(out)], capture_output=True, text=True,
+                                    preexec_fn=limited, timeout=300)
+            assert not out.exists(), (name, jobs)
+            assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+            reports[name, jobs] = (result.returncode, result.stderr.replace(str(out), "OUT"))
+    assert reports["valid", "1"] == reports["valid", "2"]
+    assert reports["valid", "1"][0] == 2 and "File too large; nothing written" in reports["valid", "1"][1]
+    assert reports["mixed", "1"] == reports["mixed", "2"]
+    assert reports["mixed", "1"][0] == 1 and "node-0030.toml" in reports["mixed", "1"][1]
