@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import cgsc
 
@@ -33,20 +33,15 @@ class GuestOutput:
     #                              host-wide name (a systemd unit), and the key that names it
 
 
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def manifest(out: GuestOutput, digests: Optional[Dict[str, str]] = None) -> str:
-    """`digests`: file name -> sha256 of artifacts already hashed."""
-    digests = digests or {}
+def manifest(out: GuestOutput, digests: Dict[str, str]) -> str:
+    """`digests`: file name -> sha256 of each artifact's bytes (files_for hashes them)."""
     doc = {
         "cgsc": cgsc.__version__,
         "guest": out.name,
         "mechanism": out.mechanism,
         "spec": [{"path": p, "sha256": h} for p, h in out.spec_files],
         "artifacts": [{"file": a.filename, "target": t, "mode": f"{a.mode:04o}",
-                       "sha256": digests.get(a.filename) or sha256(a.content), "requires": (out.requires or {}).get(t, {})}
+                       "sha256": digests[a.filename], "requires": (out.requires or {}).get(t, {})}
                       for t, a in out.artifacts],
         "warnings": list(out.warnings),
         "waivers": [{"rule": r, "reason": why} for r, why in out.waivers],

@@ -38,7 +38,7 @@ class Job(NamedTuple):
     mode: str                 # "build" or "check"
     requested: Tuple[str, ...]
     root: str
-    staging: object = None    # build: where its guests are staged (outdir.Staging)
+    staging: object = None    # build: where its guests are staged (an outdir.Staging)
     pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
     host: Optional[dict] = None    # the --host profile
 
@@ -47,12 +47,11 @@ _JOB: Optional[Job] = None
 _STAGE = True   # cleared in a one-process build once a spec has failed: nothing to stage
 
 
-def _init(job: Job, parent: int) -> None:
+def _init(parent: int) -> None:
+    """A worker's first step (it inherited _JOB from the fork)."""
     import signal
-    global _JOB
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
     _die_with(parent)
-    _JOB = job
 
 
 def _die_with(parent: int) -> None:
@@ -108,29 +107,25 @@ def _results(paths: Sequence[str], job: Job, jobs: int):
     """Every spec's Result, in spec order."""
     global _JOB, _STAGE
     items = list(enumerate(paths))
+    _JOB, _STAGE = job, True   # for _task, in this process and (forked) in workers
     if jobs <= 1 or len(paths) < 2 or not hasattr(os, "fork"):
-        _JOB, _STAGE = job, True
         for item in items:
             result = _task(item)
             if result.problems or result.refused:
                 _STAGE = False   # nothing will be written: staging more is wasted work
             yield result
         return
-    _JOB, _STAGE = job, True   # this process works on chunks too
-    yield from _parallel(items, job, min(jobs, len(paths)))
+    yield from _parallel(items, min(jobs, len(paths)))
 
 
-def _parallel(items, job: Job, jobs: int):
+def _parallel(items, jobs: int):
     import gc
     from cgsc.workers import WorkerDied, ordered_map
     _warm()  # workers are forked: they inherit the schema check and templates loaded once here
     gc.freeze()  # what is loaded now outlives the workers: their collector never scans
     #              (and so never copies) the pages they share with this process
-
-    def init(parent: int) -> None:
-        _init(job, parent)
     try:
-        for results in ordered_map(_chunk, items, jobs, init):
+        for results in ordered_map(_chunk, items, jobs, _init):
             yield from results
     except WorkerDied as exc:
         raise WriteError("a worker process died (killed by a signal or out of memory)") from exc

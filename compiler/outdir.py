@@ -221,7 +221,6 @@ class OutputDir:
         self.root_fd = -1
         self.private_fd = -1
         self.staging = ""                  # this build's staging directory (a path)
-        self.staging_fd = -1               # and a descriptor of it
         self.staging_area: Optional[Staging] = None   # what stage() writes through
         self._journal_out = None           # the journal being written (JOURNAL.new)
         self._new: Optional[List[Tuple[str, str]]] = []   # (guest, slot) of each guest
@@ -242,10 +241,10 @@ class OutputDir:
             stage_fd = _opendir(STAGING, self.private_fd, f"{self.root}/{PRIVATE}/{STAGING}")
             try:
                 os.mkdir(name, 0o700, dir_fd=stage_fd)
-                self.staging_fd = os.open(name, _DIR, dir_fd=stage_fd)
+                fd = os.open(name, _DIR, dir_fd=stage_fd)
             finally:
                 os.close(stage_fd)
-            self.staging_area = Staging(self.staging_fd, _strips(self.staging_fd), self.root)
+            self.staging_area = Staging(fd, _strips(fd), self.root)
             self.staging = os.path.join(self.root, PRIVATE, STAGING, name)
         except OSError as exc:
             self._close()
@@ -392,7 +391,7 @@ class OutputDir:
         if self._new is None:
             return False
         for name, slot in self._new:
-            if not _moved(slot, self.staging_fd, name, self.root_fd):
+            if not _moved(slot, self.staging_area.fd, name, self.root_fd):
                 return False
         return True
 
@@ -487,9 +486,9 @@ class OutputDir:
                 journal.close()
             except OSError:   # a full disk: the uncommitted journal is removed below anyway
                 pass
-        if self.staging_fd >= 0:
-            os.close(self.staging_fd)
-            self.staging_fd = -1
+        if self.staging_area is not None:
+            os.close(self.staging_area.fd)
+            self.staging_area = None
         if self.private_fd >= 0:
             try:
                 if _lstat(JOURNAL + ".new", self.private_fd) is not None:  # never committed

@@ -116,7 +116,7 @@ def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
         _stop(workers)
 
 
-def _start(workers: Dict[int, "_Worker"], poll, count: int, func, chunks, child_init) -> None:
+def _start(workers: Dict[int, _Worker], poll, count: int, func, chunks, child_init) -> None:
     """Fork `count` workers (fewer when the system has no more processes, ulimit -u or
     memory: those there are do it all). ^C and SIGTERM wait until each is registered, so
     none is left unknown to _stop, and none runs this process's code on a signal."""
@@ -134,7 +134,7 @@ def _start(workers: Dict[int, "_Worker"], poll, count: int, func, chunks, child_
         _release_signals(held)
 
 
-def _stop(workers: Dict[int, "_Worker"]) -> None:
+def _stop(workers: Dict[int, _Worker]) -> None:
     """Kill and reap every worker still registered (stopped early: an error, ^C, or the
     caller left), each to the end whatever the others do."""
     held = _hold_signals()
@@ -167,7 +167,7 @@ def _release_signals(previous) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _hand(worker: "_Worker", index: int) -> None:
+def _hand(worker: _Worker, index: int) -> None:
     try:
         os.write(worker.tasks, _INDEX.pack(index))
     except BrokenPipeError:   # it has died since the last look at its results
@@ -175,7 +175,7 @@ def _hand(worker: "_Worker", index: int) -> None:
     worker.held.append(index)
 
 
-def _close(worker: "_Worker", which=("tasks", "results")) -> None:
+def _close(worker: _Worker, which=("tasks", "results")) -> None:
     for name in which:
         fd = getattr(worker, name)
         setattr(worker, name, -1)   # first: an interrupted close is never tried twice
@@ -186,13 +186,13 @@ def _close(worker: "_Worker", which=("tasks", "results")) -> None:
                 pass
 
 
-def _no_more_tasks(workers: Dict[int, "_Worker"]) -> None:
+def _no_more_tasks(workers: Dict[int, _Worker]) -> None:
     """Close the task pipes: each worker finishes what it holds, then reads end of file."""
     for worker in workers.values():
         _close(worker, ("tasks",))
 
 
-def _fork(func, chunks, child_init, workers: Dict[int, "_Worker"], held) -> "_Worker":
+def _fork(func, chunks, child_init, workers: Dict[int, _Worker], held) -> _Worker:
     tasks_r, tasks_w = os.pipe()
     try:
         results_r, results_w = os.pipe()
