@@ -1,3 +1,3 @@
-from cgsc.cli import run
+from .cli import run
 
 run()

@@ -11,8 +11,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-import cgsc
-from cgsc.diagnostics import Diagnostic, SpecError, printable, sort_key
+from . import __version__
+from .core.diagnostics import Diagnostic, SpecError, printable, sort_key
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 FORMATS = ("text", "json", "sarif", "github")
@@ -35,7 +35,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     parser does (tests/test_cli.py)."""
     p = _Parser(prog="cgsc", description="Confidential Guest Spec Compiler: TOML guest "
                 "specs to QEMU launch scripts, systemd units and libvirt domain XML.")
-    p.add_argument("--version", action="version", version=f"cgsc {cgsc.__version__}")
+    p.add_argument("--version", action="version", version=f"cgsc {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -148,7 +148,7 @@ def _jobs(text: str) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    from cgsc.specpath import forget
+    from .spec.paths import forget
     forget()  # repositories found by an earlier command in this process may have moved
     fmt = "text"
     try:
@@ -267,7 +267,7 @@ _DIAGNOSTICS_TO_STDERR = []   # set by `build --stdout`: stdout carries the arti
 def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> None:
     """Text goes to stderr with a summary line; machine formats go to stdout, whole
     (to stderr under `build --stdout`, whose stdout is the artifacts)."""
-    from cgsc.report import RENDER
+    from .review.report import RENDER
     if fmt != "text":
         (sys.stderr if _DIAGNOSTICS_TO_STDERR else sys.stdout).write(RENDER[fmt](diagnostics))
         return
@@ -281,7 +281,7 @@ def _host(args):
     """The --host profile, or None; an unusable one is a usage error."""
     if not getattr(args, "host", None):
         return None
-    from cgsc.hostprofile import ProfileError, load
+    from .host.profile import ProfileError, load
     try:
         return load(args.host)
     except ProfileError as exc:
@@ -292,12 +292,12 @@ def _floating_note(args, first, count: int) -> None:
     """Without --host, say once per run that the machine type floats (text output only:
     the machine formats carry the spec's own diagnostics). `first`: (a locate function or
     a build.Where, machine type) of the first guest whose machine floats; `count` of all."""
-    from cgsc.hostcheck import FLOATING_MACHINE
+    from .host.compat import FLOATING_MACHINE
     if args.host or args.format != "text" or first is None:
         return
     where, machine = first
     if not callable(where):
-        from cgsc.build import locator
+        from .pipeline.build import locator
         where = locator(where)
     d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
               + (f" (and in {count - 1} more spec(s))" if count > 1 else ""),
@@ -307,7 +307,7 @@ def _floating_note(args, first, count: int) -> None:
 
 def _floating(outputs) -> tuple:
     """(first, count) for _floating_note, from in-memory GuestOutputs."""
-    from cgsc.hostprofile import is_floating
+    from .host.profile import is_floating
     floating = [(o.locate, o.machine) for o in outputs if is_floating(o.machine)]
     return (floating[0] if floating else None), len(floating)
 
@@ -335,7 +335,7 @@ def _known_targets(names) -> None:
     """An unknown -t is a usage error (exit 2), not a fault of the spec."""
     if not names:
         return
-    from cgsc import targets
+    from . import targets
     unknown = [n for n in names if targets.get(n) is None]
     if unknown:
         raise _Usage(f"unknown target {unknown[0]!r}; installed targets: "
@@ -351,10 +351,10 @@ def _skip_notes(skipped, fmt: str) -> None:
 
 
 def _build(args) -> int:
-    from cgsc.emit import WriteError
+    from .output.emit import WriteError
     host = _host(args)
     if args.stdout:
-        from cgsc.build import build
+        from .pipeline.build import build
         outputs = build(args.specs, args.target, host)
         _report([d for o in outputs for d in o.diagnostics], args.format)
         _floating_note(args, *_floating(outputs))
@@ -366,7 +366,7 @@ def _build(args) -> int:
                     sys.stdout.write(f"==> {o.name}/{a.filename} <==\n")
                 sys.stdout.write(a.content)
         return EXIT_OK
-    from cgsc import fleet
+    from .output import fleet
     try:
         built = fleet.build(args.specs, args.target, args.output, args.jobs, host)
     except WriteError as exc:
@@ -388,13 +388,13 @@ def _validate(args) -> int:
     """Each spec on its own: one invalid or crashing spec never hides another's diagnostics,
     and through build's own code path, so validate refuses exactly what build would. The
     exit status is the worst of all specs (an internal error in one is 3)."""
-    from cgsc.build import build, duplicate_names
+    from .pipeline.build import build, duplicate_names
     problems, warnings, crashed, outputs = [], [], [], []
     host = _host(args)
     for spec in args.specs:
         try:
             if args.base:
-                from cgsc.base_spec import check_base
+                from .spec.base import check_base
                 found = check_base(spec)
                 if found:
                     raise SpecError(found)
@@ -427,16 +427,16 @@ def _validate(args) -> int:
 
 
 def _check(args) -> int:
-    from cgsc import fleet
-    from cgsc.emit import WriteError
-    from cgsc.check import DRIFT, ORPHAN, gather, renamed
+    from .output import fleet
+    from .output.drift import DRIFT, ORPHAN, gather, renamed
+    from .output.emit import WriteError
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
     scan = args.all and os.path.isdir(args.output)
     if args.all and not scan and not args.specs:   # nothing to compare is not "up to date"
         raise _Usage(f"check --all: no output directory {args.output}/ to check "
                      "(build first, or name it with -o DIR)")
-    from cgsc.outdir import shared_lock
+    from .output.outdir import shared_lock
     lock = shared_lock(args.output) if scan else -1   # the scan never sees a build half done
     try:
         try:   # (specs named with --all and no output directory: each reports its missing files)
@@ -480,7 +480,7 @@ def _check(args) -> int:
 def _probe(args) -> int:
     import json
 
-    from cgsc.probe import from_domcapabilities, probe
+    from .host.probe import from_domcapabilities, probe
     if args.from_domcapabilities:
         try:
             profile = from_domcapabilities(args.from_domcapabilities, args.qemu_version,
@@ -491,7 +491,7 @@ def _probe(args) -> int:
         profile = probe(args.name)
     text = json.dumps(profile, indent=2, sort_keys=True) + "\n"
     if args.output:
-        from cgsc.probe import write
+        from .host.probe import write
         try:
             write(args.output, text)
         except OSError as exc:
@@ -506,7 +506,7 @@ def _probe(args) -> int:
 
 
 def _explain(args) -> int:
-    from cgsc.explain import explain, to_json, to_text
+    from .review.explain import explain, to_json, to_text
     infos, problems = [], []
     for spec in args.specs:
         try:
@@ -523,7 +523,7 @@ def _explain(args) -> int:
 
 
 def _diff(args) -> int:
-    from cgsc.diff import RENDER, RevisionError, as_dict, diff_against, diff_specs
+    from .review.diff import RENDER, RevisionError, as_dict, diff_against, diff_specs
     if args.base is None and len(args.specs) != 2:
         raise _Usage("diff: name two specs (OLD NEW), or --base REV and the specs to compare")
     reports, problems = [], []
@@ -542,8 +542,8 @@ def _diff(args) -> int:
 
 
 def _rules(args) -> int:
-    from cgsc.report import rule_help
-    from cgsc.rules import load_all
+    from .core.rules import load_all
+    from .review.report import rule_help
     catalogue = load_all()
     if args.rule:
         rule = catalogue.get(args.rule.upper())
@@ -559,23 +559,23 @@ def _rules(args) -> int:
 
 def _schema(args) -> int:
     if getattr(args, "attestation", False):
-        from cgsc.attestation import schema_text
+        from .measure.record import schema_text
         sys.stdout.write(schema_text())
         return EXIT_OK
-    from cgsc.spec_schema import dumps
+    from .spec.schema import dumps
     sys.stdout.write(dumps(base=args.base))
     return EXIT_OK
 
 
 def _targets(args) -> int:
-    from cgsc import targets
+    from . import targets
     for name, summary in targets.available().items():
         print(f"{name:10} {summary}")
     return EXIT_OK
 
 
 def _completion(args) -> int:
-    from cgsc.completion import script
+    from .review.completion import script
     sys.stdout.write(script(parser(), args.shell))
     return EXIT_OK
 

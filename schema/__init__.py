@@ -1,1 +1,1 @@
-"""JSON Schema files for the cgsc guest spec (data only; see cgsc.validate)."""
+"""JSON Schema files for the cgsc guest spec (data only; see cgsc.spec.validate)."""

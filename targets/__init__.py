@@ -9,8 +9,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Protocol, Union
 
-from cgsc.diagnostics import Diagnostic
-from cgsc.plan import LaunchPlan
+from ..core.diagnostics import Diagnostic
+from ..lower.plan import LaunchPlan
 
 GROUP = "cgsc.targets"
 BUILTIN = {"shell": "cgsc.targets.shell", "systemd": "cgsc.targets.systemd",

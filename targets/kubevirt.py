@@ -12,12 +12,12 @@ import json
 import re
 from typing import Dict, List, Optional
 
-from cgsc.diagnostics import Diagnostic, format_path
-from cgsc.escape import comment_line
-from cgsc.plan import LaunchPlan
-from cgsc.rules import Rule
-from cgsc.targets import Artifact
-from cgsc.targets.render import generated_by
+from ..core.diagnostics import Diagnostic, format_path
+from ..core.escape import comment_line
+from ..core.rules import Rule
+from ..lower.plan import LaunchPlan
+from . import Artifact
+from .render import generated_by
 
 # Kubernetes node architecture names (kubernetes.io/arch).
 ARCH = {"x86_64": "amd64", "s390x": "s390x"}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from cgsc.plan import Element as E
-from cgsc.plan import LaunchPlan, is_block_device
-from cgsc.rules import Rule
-from cgsc.targets import Artifact
-from cgsc.targets.render import generated_by
-from cgsc.targets.xmlwriter import comment, serialize
+from ..core.rules import Rule
+from ..lower.plan import Element as E
+from ..lower.plan import LaunchPlan, is_block_device
+from . import Artifact
+from .render import generated_by
+from .xmlwriter import comment, serialize
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 

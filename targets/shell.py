@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from cgsc.escape import shell_join, shell_word, shell_words
-from cgsc.plan import LaunchPlan
-from cgsc.targets import Artifact
-from cgsc.targets import verify
-from cgsc.targets.render import generated_by, template
-
+from ..core.escape import shell_join, shell_word, shell_words
+from ..lower.plan import LaunchPlan
+from . import Artifact, verify
+from .render import generated_by, template
 
 # QEMU's own locked memory beyond the guest's RAM: libvirt's SEV guidance (RAM + 256 MiB).
 MEMLOCK_SLACK_MIB = 256

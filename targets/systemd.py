@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-from cgsc.escape import (shell_word, systemd_exec_line, systemd_exec_word, systemd_path_word,
-                         systemd_value)
-from cgsc.plan import LaunchPlan, is_block_device
-from cgsc.targets import Artifact, verify
-from cgsc.targets.render import generated_by, template
+from ..core.escape import (
+    shell_word,
+    systemd_exec_line,
+    systemd_exec_word,
+    systemd_path_word,
+    systemd_value,
+)
+from ..lower.plan import LaunchPlan, is_block_device
+from . import Artifact, verify
+from .render import generated_by, template
 
 Entry = Tuple[str, str, str]   # key, value (already escaped), comment
 HOME_DIRS = ("/home/", "/root/", "/run/user/")
@@ -36,13 +41,13 @@ def _sockets(plan: LaunchPlan) -> List[str]:
     return out
 
 
-# systemd's own directory settings, by cgsc.confine's kind of managed directory
+# systemd's own directory settings, by cgsc.lower.confine's kind of managed directory
 MANAGED_SETTING = {"runtime": "RuntimeDirectory", "state": "StateDirectory", "logs": "LogsDirectory"}
 
 
 def _writable(plan: LaunchPlan) -> List[str]:
     """Exactly the files and directories QEMU writes: image files, the variable store, and
-    the guest's own directories that systemd does not manage (cgsc.confine decided them).
+    the guest's own directories that systemd does not manage (cgsc.lower.confine decided them).
     Block devices are not here: /dev stays writable under ProtectSystem=, DeviceAllow= rules."""
     paths = [plan.firmware.vars] if plan.firmware.vars else []
     paths += [d.path for d in plan.disks if not d.readonly and not is_block_device(d.path)]

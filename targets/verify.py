@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List
 
-from cgsc.plan import LaunchPlan
+from ..lower.plan import LaunchPlan
 
 FUNCTION = "check_measured"
 BODY = r"""    while [ "$#" -ge 4 ]; do

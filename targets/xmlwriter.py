@@ -1,14 +1,14 @@
 """Canonical XML: attributes in the order given, two-space indent, single quotes.
 
-Every value goes through cgsc.escape's xml_* functions; nothing else writes XML.
+Every value goes through cgsc.core.escape's xml_* functions; nothing else writes XML.
 """
 
 from __future__ import annotations
 
 from typing import List
 
-from cgsc.escape import xml_attr, xml_comment, xml_text
-from cgsc.plan import Element
+from ..core.escape import xml_attr, xml_comment, xml_text
+from ..lower.plan import Element
 
 COMMENT = "!--"
 

@@ -19,7 +19,7 @@ each came from (`inputs`). Given all of them, or a git mirror, check the shipped
     python3 tests/derive_libvirt_cpu_since.py --check --releases DIR   # byte for byte
     python3 tests/derive_libvirt_cpu_since.py --check --git MIRROR     # within its bounds
 
-The test suite checks it against two real releases (tests/test_libvirt_cpu_since.py).
+The test suite checks it against two real releases (tests/targets/test_libvirt_cpu_since.py).
 
 The shipped table's release directories came from Debian's packages, each unpacked with
 `apt-get download libvirt-common=VERSION` (libvirt0 before 11.x) and `dpkg-deb -x`, its

@@ -3,7 +3,7 @@ version of every confidential-guest -object type and of each of its properties.
 
     python3 tests/derive_qemu_since.py ../shared/reference/qemu-qapi > schema/qemu-since.json
 
-tests/test_hostprofile.py re-derives it from ../shared and compares, so the committed
+tests/host/test_hostprofile.py re-derives it from ../shared and compares, so the committed
 table cannot drift from the QAPI schema. Rules (QAPI doc-comment conventions):
 - an object type's version is the `Since:` of its properties struct in ObjectOptions;
   types without properties (pef-guest, s390-pv-guest) take the ObjectType enum's `Since:`,

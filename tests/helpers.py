@@ -46,7 +46,7 @@ def run_cli(*argv: str) -> Tuple[int, str, str]:
 
 
 def compile_plan(path: str):
-    from cgsc.compile import compile_spec
+    from cgsc.pipeline.compile import compile_spec
     return compile_spec(path).plan
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import CASES, assertions, compile_plan, rel, render, run_cli, unit_values
 
-from cgsc.compile import compile_spec
+from cgsc.pipeline.compile import compile_spec
 
 
 def _value(text: str) -> str:

@@ -15,7 +15,7 @@ import sys
 import pytest
 from helpers import CASES, EXAMPLES, ROOT, exec_start, run_cli, systemd_split
 
-from cgsc.escape import comment_lines, hash_comment, shell_word, xml_comment
+from cgsc.core.escape import comment_lines, hash_comment, shell_word, xml_comment
 
 SNP = """spec-version = 1
 [guest]
@@ -116,7 +116,7 @@ def test_noncharacters_are_refused_in_text_fields(tmp_path, char, field):
 
 
 def test_every_string_node_of_the_published_schema_refuses_noncharacters_and_is_bounded():
-    from cgsc.spec_schema import SCALAR_TEXT, bundled, dumps
+    from cgsc.spec.schema import SCALAR_TEXT, bundled, dumps
     strings, arrays = [], []
 
     def walk(node):
@@ -146,7 +146,7 @@ def test_every_string_node_of_the_published_schema_refuses_noncharacters_and_is_
 def test_a_trailing_newline_does_not_pass_any_pattern(tmp_path):
     """Python's $ matches before a final newline; the schema's patterns are ECMA-262."""
     _refused(tmp_path, SNP.replace('name = "web"', 'name = "web\\n"'), "CGS-SCHEMA-004", "web")
-    from cgsc.validate import ecma_to_python
+    from cgsc.spec.validate import ecma_to_python
     assert re.search(ecma_to_python("^[a-z]+$"), "web\n") is None
     assert re.search(ecma_to_python("^a.b$"), "a\u2028b") is None
     assert re.search(ecma_to_python("^\\d$"), "\u0663") is None  # Arabic-Indic three
@@ -172,7 +172,7 @@ def test_every_patterned_value_of_the_examples_refuses_a_final_newline_it_refuse
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
-    from cgsc.validate import schema_errors
+    from cgsc.spec.validate import schema_errors
     checked = 0
     for spec in EXAMPLES:
         with open(spec, "rb") as fh:
@@ -235,7 +235,7 @@ def test_backslashes_percent_and_quotes_read_back_from_unit_and_script(tmp_path,
     assert settings["Description"].replace("%%", "%").endswith(': 50% \\ done "q"')
     # the spec's directory name (with % in it) reaches the unit only in comments
     assert "a%41" not in "".join(settings.values())
-    from cgsc.compile import compile_spec
+    from cgsc.pipeline.compile import compile_spec
     assert exec_start(unit) == compile_spec(str(path)).plan.argv()
     script = out / "web" / "web.sh"
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
@@ -260,7 +260,7 @@ def test_an_argv_over_the_exec_limit_is_refused(tmp_path):
     words = ", ".join(f'"{str(i % 10) * 4000}"' for i in range(40))
     text = SNP + f"[qemu]\nextra-args = [{words}]\n"
     lines = _refused(tmp_path, text, "CGS-LIMIT-001", "would be")
-    from cgsc.limits import ARGV_BUDGET
+    from cgsc.lower.limits import ARGV_BUDGET
     size = int(re.search(r"would be (\d+) bytes", lines[0]).group(1))
     assert size > ARGV_BUDGET == 120 * 1024
 
@@ -325,20 +325,20 @@ def test_a_syntax_error_at_end_of_file_has_a_line(tmp_path):
 
 
 def test_validate_reports_every_spec_even_when_one_crashes(tmp_path, monkeypatch):
-    import cgsc.build
-    import cgsc.compile
+    import cgsc.pipeline.build
+    import cgsc.pipeline.compile
     bad1 = _spec(tmp_path, SNP.replace("memory = 2048", "memory = 8.0"), "bad1.toml")
     good = _spec(tmp_path, SNP, "good.toml")
     crash = _spec(tmp_path, SNP, "crash.toml")
     bad2 = _spec(tmp_path, SNP.replace('name = "web"', 'name = "Web"'), "bad2.toml")
-    real = cgsc.compile.compile_spec
+    real = cgsc.pipeline.compile.compile_spec
 
     def flaky(path, *host, **targets):
         if path == crash:
             raise RuntimeError("simulated bug")
         return real(path, *host, **targets)
-    monkeypatch.setattr(cgsc.compile, "compile_spec", flaky)
-    monkeypatch.setattr(cgsc.build, "compile_spec", flaky)   # validate goes through build()
+    monkeypatch.setattr(cgsc.pipeline.compile, "compile_spec", flaky)
+    monkeypatch.setattr(cgsc.pipeline.build, "compile_spec", flaky)   # validate goes through build()
     code, _o, err = run_cli("validate", bad1, good, crash, bad2)
     assert code == 3
     assert "bad1.toml:4: guest.memory" in err and "bad2.toml:3: guest.name" in err
@@ -441,8 +441,8 @@ def test_published_patterns_mean_in_ecma_262_what_the_validator_does(tool):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
-    from cgsc.spec_schema import dumps
-    from cgsc.validate import ecma_to_python
+    from cgsc.spec.schema import dumps
+    from cgsc.spec.validate import ecma_to_python
     patterns = sorted(set(_patterns(json.loads(dumps()))))
     probes = {"", "\n", "a\n", "CGS-SNP-010", "CGS-SNP-010\n", "8 GiB", "8\nGiB", "\u2028"}
     for spec in EXAMPLES + CASES:

@@ -12,11 +12,11 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Tuple
 
-from cgsc.diagnostics import Diagnostic
+from ..core.diagnostics import Diagnostic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cgsc.model import Guest
-    from cgsc.plan import Confidential
+    from ..lower.plan import Confidential
+    from ..spec.model import Guest
 
 CGS_ID = "cgs0"  # the id of the confidential-guest-support object
 
@@ -56,8 +56,8 @@ class Mechanism:
         return ()
 
     def attest(self, guest: "Guest", files: dict):
-        """(cgsc.measure.Attested, diagnostics): check the boot files, compute what the
-        attestation report will say. `files` maps a role to a cgsc.measure.BootFile."""
+        """(cgsc.measure.stage.Attested, diagnostics): check the boot files, compute what the
+        attestation report will say. `files` maps a role to a cgsc.measure.stage.BootFile."""
         raise NotImplementedError
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Iterable, List, Optional, Tuple
 
-from cgsc.diagnostics import Diagnostic
-from cgsc.mechanisms.common import scan_extra_args
-from cgsc.plan import Element, HostParam
-from cgsc.qemu import Prop
-from cgsc.rules import Rule
+from ..core.diagnostics import Diagnostic
+from ..core.rules import Rule
+from ..lower.guest_rules import scan_extra_args
+from ..lower.plan import Element, HostParam
+from ..lower.qemu import Prop
 
 KERNEL_HASHES = Rule(
     "CGS-AMD-001", "kernel-hashes needs direct kernel boot ([kernel] image)",
@@ -74,7 +74,7 @@ def launch_security(sec_type: str, cfg: dict, policy: int, attrs=(), blobs=()) -
     return Element("launchSecurity", all_attrs + tuple(attrs), children=tuple(children))
 
 
-# -- [measurement]: rules and facts; the computation is in amd_measure (sev-snp-measure) --
+# -- [measurement]: rules and facts; the computation is in cgsc.measure.amd_digest --
 
 AMD_SEV_BUILD = ("build edk2 OvmfPkg/AmdSev/AmdSevX64.dsc (OVMF.amdsev.fd), the firmware "
                  "that has SEV metadata and the kernel-hashes table")
@@ -115,6 +115,43 @@ DEBUG_SWAP = 0x20
 DEBUG_SWAP_PARAM = "/sys/module/kvm_amd/parameters/debug_swap"
 
 
+def check_firmware(d, mechanism: str, fw, kernel_hashes: bool) -> List[Diagnostic]:
+    """The firmware fits the mechanism before any digest is computed (`d`: amd_digest)."""
+    ovmf, broken = d.read_ovmf(fw.read_from)
+    if ovmf is None and broken is None:
+        return [NOT_OVMF.error(fw.key, f"{fw.given} is not an OVMF firmware image "
+                               "(no GUIDed footer table)", AMD_SEV_BUILD)]
+    if ovmf is None:
+        return [NOT_OVMF.error(fw.key, f"{fw.given} has a broken OVMF table ({broken})",
+                               AMD_SEV_BUILD)]
+    errors = []
+    if mechanism != "sev" and not d.has_sev_metadata(ovmf):
+        errors.append(NO_SEV_METADATA.error(
+            fw.key, f"{fw.given} has no SEV metadata, so it cannot start an "
+            f"{'SEV-SNP' if mechanism == 'sev-snp' else 'SEV-ES'} guest", AMD_SEV_BUILD))
+    elif kernel_hashes:
+        if mechanism == "sev-snp":
+            ok = d.has_snp_kernel_hashes(ovmf)
+            what = "no SNP_KERNEL_HASHES metadata section"
+        else:
+            ok = d.has_sev_hashes_table(ovmf)
+            what = "no SEV hashes table"
+        if not ok:
+            errors.append(NO_KERNEL_HASHES.error(
+                fw.key, f"{fw.given} has {what}: kernel-hashes = true cannot be measured "
+                "(it is not an AmdSevX64 build)", AMD_SEV_BUILD + ", or set kernel-hashes = false"))
+    return errors
+
+
+def vcpu_signature(d, guest, key) -> Tuple[Optional[int], List[Diagnostic]]:
+    name = vcpu_type(guest)
+    signature = d.cpu_signature(name)
+    if signature is not None:
+        return signature, []
+    return None, [VCPU_TYPE.error(key, f"{name!r} is not a vCPU type {d.LIBRARY} knows",
+                                  "known types: " + ", ".join(d.known_vcpu_types()))]
+
+
 def vcpu_type(guest) -> str:
     return (guest.measurement or {}).get("vcpu-type") or guest.cpu
 
@@ -145,22 +182,22 @@ def debug_swap_param(features: int):
 def attest(guest, files, policy: int):
     """(Attested, diagnostics) for SEV, SEV-ES and SEV-SNP: firmware checks, then the
     launch digest from sev-snp-measure."""
-    from cgsc.measure import LIBRARY, Attested
+    from ..measure.stage import LIBRARY, Attested
     try:
-        from cgsc.mechanisms import amd_measure as m
+        from ..measure import amd_digest as m
     except ImportError:
         return None, [LIBRARY.error(("measurement",), "sev-snp-measure is not installed "
                                     "(it needs Python >= 3.10)",
                                     "install cgsc with its dependencies on Python >= 3.10")]
     name, cfg, table = guest.mechanism.name, guest.confidential, guest.measurement
     kernel_hashes = bool(cfg.get("kernel-hashes"))
-    _ovmf, errors = m.check_firmware(name, files["firmware"], kernel_hashes)
+    errors = check_firmware(m, name, files["firmware"], kernel_hashes)
     with_vcpus = name != "sev"
     features = table.get("guest-features", 1)
     signature = 0
     if with_vcpus:
         key = ("measurement", "vcpu-type") if "vcpu-type" in table else ("guest", "cpu")
-        signature, more = m.vcpu_signature(guest, key)
+        signature, more = vcpu_signature(m, guest, key)
         errors += more
     if name == "sev-es":
         if features & ~1:

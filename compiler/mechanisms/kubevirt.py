@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from cgsc.diagnostics import Diagnostic, KeyPath
-from cgsc.rules import Rule
+from ..core.diagnostics import Diagnostic, KeyPath
+from ..core.rules import Rule
 
 NO_FORM = Rule(
     "CGS-KUBEVIRT-001", "KubeVirt cannot run this confidential mechanism",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cgsc.mechanisms import CGS_ID, Mechanism
-from cgsc.mechanisms import kubevirt as kv
-from cgsc.plan import Confidential
-from cgsc.qemu import Opts, QemuObject
+from ..lower.plan import Confidential
+from ..lower.qemu import Opts, QemuObject
+from . import CGS_ID, Mechanism
+from . import kubevirt as kv
 
 
 class Pef(Mechanism):

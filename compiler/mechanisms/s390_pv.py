@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cgsc.diagnostics import Diagnostic
-from cgsc.mechanisms import CGS_ID, Mechanism
-from cgsc.mechanisms import kubevirt as kv
-from cgsc.mechanisms.common import scan_extra_args
-from cgsc.plan import Confidential, Element, HostParam, KubevirtForm
-from cgsc.qemu import QemuObject
-from cgsc.rules import Rule
+from ..core.diagnostics import Diagnostic
+from ..core.rules import Rule
+from ..lower.guest_rules import scan_extra_args
+from ..lower.plan import Confidential, Element, HostParam, KubevirtForm
+from ..lower.qemu import QemuObject
+from . import CGS_ID, Mechanism
+from . import kubevirt as kv
 
 SEALED = Rule(
     "CGS-PV-001", "s390x PV boot images carry their own initrd and cmdline",
@@ -57,7 +57,7 @@ class S390Pv(Mechanism):
     measurement_keys = ("kernel", "verify-at-launch")
 
     def attest(self, guest, files):
-        from cgsc.measure import Attested
+        from ..measure.stage import Attested
         image = files["kernel"]
         notes = ("The Secure Execution image is sealed by `pvimg create` (genprotimg) for the "
                  "host-key documents of the target machines; its sha256 identifies it. "

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cgsc.diagnostics import Diagnostic
-from cgsc.mechanisms import CGS_ID, Mechanism, amd
-from cgsc.mechanisms import kubevirt as kv
-from cgsc.mechanisms.layout import Flag, Layout
-from cgsc.plan import Confidential, Element, KubevirtForm
-from cgsc.qemu import Hex, QemuObject
-from cgsc.rules import Rule
+from ..core.diagnostics import Diagnostic
+from ..core.rules import Rule
+from ..lower.plan import Confidential, Element, KubevirtForm
+from ..lower.qemu import Hex, QemuObject
+from . import CGS_ID, Mechanism, amd
+from . import kubevirt as kv
+from .layout import Flag, Layout
 
 ES_BIT = 1 << 2
 RESERVED = 0xFFC0   # bits 6-15

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cgsc.diagnostics import Diagnostic
-from cgsc.mechanisms import CGS_ID, Mechanism, amd
-from cgsc.mechanisms import kubevirt as kv
-from cgsc.mechanisms.common import check_blob
-from cgsc.mechanisms.layout import Flag, Layout
-from cgsc.plan import Confidential, Element, KubevirtForm
-from cgsc.qemu import Hex, QemuObject
-from cgsc.rules import Rule
+from ..core.diagnostics import Diagnostic
+from ..core.rules import Rule
+from ..lower.plan import Confidential, Element, KubevirtForm
+from ..lower.qemu import Hex, QemuObject
+from . import CGS_ID, Mechanism, amd
+from . import kubevirt as kv
+from .blobs import check_blob
+from .layout import Flag, Layout
 
 MBO_BIT = 1 << 17            # reserved, must be one
 KNOWN = (1 << 25) - 1        # bits 0-24 are defined
@@ -254,13 +254,13 @@ SEV_SNP = SevSnp()
 
 def _hex(b64, size: int) -> str:
     """A blob as the report shows it: lowercase hex, zeros when the spec leaves it out."""
-    from cgsc.mechanisms.common import decode_blob
+    from .blobs import decode_blob
     return (decode_blob(b64) if b64 else bytes(size)).hex()
 
 
 def _sign(digest: bytes, policy: int, files):
     """((config additions, report digests), diagnostics): the ID block for this digest."""
-    from cgsc.mechanisms import amd_measure as m
+    from ..measure import amd_digest as m
     keys = {}
     for role in ("id-key", "author-key"):
         if role not in files:

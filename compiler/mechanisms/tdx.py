@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cgsc.diagnostics import Diagnostic
-from cgsc.mechanisms import CGS_ID, Mechanism
-from cgsc.mechanisms import kubevirt as kv
-from cgsc.mechanisms.common import check_blob, check_socket_path, decode_blob
-from cgsc.mechanisms.layout import Flag, Layout
-from cgsc.plan import Confidential, Element, HostParam, KubevirtForm
-from cgsc.qemu import Hex, QemuObject
-from cgsc.rules import Rule
+from ..core.diagnostics import Diagnostic
+from ..core.rules import Rule
+from ..lower.guest_rules import check_socket_path
+from ..lower.plan import Confidential, Element, HostParam, KubevirtForm
+from ..lower.qemu import Hex, QemuObject
+from . import CGS_ID, Mechanism
+from . import kubevirt as kv
+from .blobs import check_blob, decode_blob
+from .layout import Flag, Layout
 
 DEBUG_BIT = 1 << 0
 SEPT_VE_DISABLE = 1 << 28
@@ -123,8 +124,8 @@ class Tdx(Mechanism):
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
 
     def attest(self, guest, files):
-        from cgsc import tdvf
-        from cgsc.measure import Attested
+        from ..measure import tdvf
+        from ..measure.stage import Attested
         fw = files["firmware"]
         with open(fw.read_from, "rb") as fh:
             sections, why = tdvf.parse(fh.read())

@@ -1,0 +1,149 @@
+"""Lowering: Guest -> LaunchPlan. The QEMU argv is built here, from typed pieces."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from ..spec.model import Guest
+from .confine import guest_dirs, stop_channel
+from .plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
+from .qemu import Option, Opts
+
+SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"),
+           ("resourcecontrol", "deny"))
+# virtio device names per arch: PCI everywhere but s390x, which has channel I/O.
+_TRANSPORT = {"x86_64": "pci", "ppc64": "pci", "s390x": "ccw"}
+
+
+def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
+    cgs = guest.mechanism.lower(guest)
+    firmware = _firmware(guest)
+    kernel = Kernel(guest.kernel_image, guest.kernel_initrd, guest.kernel_cmdline)
+    boot_from_disk = guest.kernel_image is None
+    disks = tuple(Disk(f"disk{i}", d.path, d.format, d.bus, d.readonly, d.cache, d.serial,
+                       i + 1 if boot_from_disk else None,
+                       next(iter(d.kubevirt.items())) if d.kubevirt else None)
+                  for i, d in enumerate(guest.disks))
+    nics = tuple(Nic(f"net{i}", n.mode, n.tap or n.bridge, n.mac, n.model, tuple(n.forwards),
+                     (n.kubevirt or {}).get("multus"))
+                 for i, n in enumerate(guest.nets))
+    console = Console(guest.console, guest.console_path)
+    sandbox, relaxed = _sandbox(guest, nics)
+    emulator = guest.emulator or f"qemu-system-{guest.arch}"
+    plan = LaunchPlan(
+        name=guest.name, description=guest.description, uuid=guest.uuid, arch=guest.arch,
+        machine=guest.machine, cpu=guest.cpu, vcpus=guest.vcpus,
+        memory_mib=guest.memory_mib, emulator=emulator,
+        emulator_default=guest.emulator is None, confidential=cgs, firmware=firmware,
+        kernel=kernel, disks=disks, nics=nics, console=console, vsock_cid=guest.vsock_cid,
+        qmp_socket=guest.qmp_socket, sandbox=sandbox, sandbox_relaxed=relaxed,
+        extra_args=guest.extra_args,
+        options=(), words=(), spec_path=spec_path, spec_files=tuple(spec_files),
+        settings={"systemd": guest.systemd, "libvirt": guest.libvirt,
+                  "kubevirt": guest.kubevirt},
+        runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
+        stop_channel=stop_channel(guest),
+    )
+    options = tuple(_options(plan))
+    words = [plan.emulator]
+    for opt in options:
+        words.extend(opt.words())
+    return plan._replace(options=options, words=tuple(words))
+
+
+def _firmware(g: Guest) -> Firmware:
+    if not g.firmware_code:
+        return Firmware("none")
+    if g.firmware_vars:
+        return Firmware("pflash", g.firmware_code, g.firmware_vars)
+    return Firmware("bios", g.firmware_code)
+
+
+def _sandbox(g: Guest, nics) -> Tuple[Optional[str], Tuple[str, ...]]:
+    """The -sandbox argument and why any part of it is relaxed."""
+    if not g.sandbox:
+        return None, ()
+    props = dict(SANDBOX)
+    why: Tuple[str, ...] = ()
+    if any(n.mode == "bridge" for n in nics):
+        # QEMU's filter is inherited across exec: the setuid helper must be able to
+        # start (spawn) and to drop from root to the caller's uid (set*uid).
+        props["spawn"] = props["elevateprivileges"] = "allow"
+        why = ("-netdev bridge execs the setuid qemu-bridge-helper, so the sandbox allows "
+               "spawn and elevateprivileges",)
+    return Opts("on", tuple(props.items())).render(), why
+
+
+def _options(p: LaunchPlan) -> List[Option]:
+    cgs: Confidential = p.confidential
+    bus = _TRANSPORT[p.arch]
+    virtio = (("iommu_platform", True),) if cgs.virtio_iommu else ()
+    opts = [
+        Option("-name", Opts(None, (("guest", p.name), ("debug-threads", True)))),
+        Option("-uuid", p.uuid),
+        Option("-nodefaults"),
+        Option("-no-user-config"),
+        Option("-accel", "kvm"),
+        Option("-machine", Opts(p.machine, (("confidential-guest-support", cgs.object.id),)
+                                + cgs.machine_props)),
+        Option("-cpu", Opts(p.cpu, cgs.cpu_props) if cgs.cpu_props else p.cpu),
+        Option("-smp", str(p.vcpus)),
+        Option("-m", f"{p.memory_mib}M"),
+        cgs.object.option(),
+    ]
+    fw = p.firmware
+    if fw.mode == "bios":
+        opts.append(Option("-bios", fw.code))
+    elif fw.mode == "pflash":
+        for unit, path, ro in ((0, fw.code, True), (1, fw.vars, False)):
+            props = (("if", "pflash"), ("format", "raw"), ("unit", unit), ("file", path))
+            opts.append(Option("-drive", Opts(None, props + ((("readonly", True),) if ro else ()))))
+    k = p.kernel
+    for flag, value in (("-kernel", k.image), ("-initrd", k.initrd), ("-append", k.cmdline)):
+        if value is not None:
+            opts.append(Option(flag, value))
+    if any(d.bus == "scsi" for d in p.disks):
+        opts.append(Option("-device", Opts(f"virtio-scsi-{bus}", (("id", "scsi0"),) + virtio)))
+    for d in p.disks:
+        drive = (("if", "none"), ("id", d.id), ("file", d.path), ("format", d.format),
+                 ("cache", d.cache)) + ((("readonly", True),) if d.readonly else ())
+        opts.append(Option("-drive", Opts(None, drive)))
+        if d.bus == "scsi":
+            dev = Opts("scsi-hd", (("bus", "scsi0.0"), ("drive", d.id)))
+        else:
+            dev = Opts(f"virtio-blk-{bus}", (("drive", d.id),) + virtio)
+        extra = ((("serial", d.serial),) if d.serial else ()) + (
+            (("bootindex", d.boot_index),) if d.boot_index else ())
+        opts.append(Option("-device", Opts(dev.head, dev.props + extra)))
+    for n in p.nics:
+        netdev = {"user": (), "tap": (("ifname", n.ifname), ("script", "no"), ("downscript", "no")),
+                  "bridge": (("br", n.ifname),)}[n.mode]
+        netdev += tuple(("hostfwd", f"{proto}:{addr}:{host}-:{guest}")
+                        for proto, addr, host, guest in n.forwards)
+        opts.append(Option("-netdev", Opts(n.mode, (("id", n.id),) + netdev)))
+        rom = (("romfile", ""),) if cgs.nic_rom_off and bus == "pci" else ()
+        opts.append(Option("-device", Opts(f"virtio-net-{bus}",
+                                           (("netdev", n.id), ("mac", n.mac)) + virtio + rom)))
+    if p.vsock_cid is not None:
+        opts.append(Option("-device", Opts(f"vhost-vsock-{bus}",
+                                           (("guest-cid", p.vsock_cid),) + virtio)))
+    c = p.console
+    if c.kind != "none":
+        chardev = {"stdio": (), "pty": (), "file": (("path", c.path),),
+                   "socket": (("path", c.path), ("server", True), ("wait", False))}[c.kind]
+        opts.append(Option("-chardev", Opts(c.kind, (("id", "console0"),) + chardev)))
+        opts.append(Option("-serial", "chardev:console0"))
+    if p.qmp_socket:
+        opts.append(Option("-chardev", Opts("socket", (("id", "qmp0"), ("path", p.qmp_socket),
+                                                        ("server", True), ("wait", False)))))
+        opts.append(Option("-mon", Opts(None, (("chardev", "qmp0"), ("mode", "control")))))
+    if p.stop_channel:
+        # A second QMP monitor on two FIFOs: a plain `sh` can write to it (a unix socket needs
+        # a client program), so `systemctl stop` can ask the guest to power down.
+        opts.append(Option("-chardev", Opts("pipe", (("id", "stop0"), ("path", p.stop_channel)))))
+        opts.append(Option("-mon", Opts(None, (("chardev", "stop0"), ("mode", "control")))))
+    opts.append(Option("-display", "none"))
+    if p.sandbox:
+        opts.append(Option("-sandbox", p.sandbox))
+    opts.extend(Option(arg) for arg in p.extra_args)
+    return opts

@@ -1,0 +1,286 @@
+"""The measure stage: read the boot files a spec's [measurement] names, let the mechanism
+check and measure them, and return the reference values for the manifest and the digests
+the launch artifacts check.
+
+It runs after normalize and check, only when the spec has [measurement]; nothing else in
+a build reads files. The measuring library is imported by the mechanism's measure module,
+so a plain build never loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from ..core.diagnostics import Diagnostic, KeyPath
+from ..core.rules import Rule
+from ..lower.plan import HostParam, LaunchBinding, MeasuredFile
+from ..spec.model import Guest
+
+SCHEMA_VERSION = 1
+SCHEMA_ID = "https://cgsc.invalid/schema/v1/attestation.schema.json"
+MAX_FILE = 1 << 30   # 1 GiB: larger boot files are a mistake (a disk image named as initrd)
+
+UNREADABLE = Rule(
+    "CGS-MEASURE-001", "a file to measure cannot be read",
+    "The expected launch measurement is computed from the bytes of the boot files; a file "
+    "that is missing, unreadable, not a regular file, larger than 1 GiB or longer or shorter "
+    "than its size (a /proc or /sys file, a file being written) cannot be measured.",
+    "SPEC.md [measurement]",
+    fix="Point the key at a readable build-time copy of the file (a relative path is relative "
+        "to the spec file).")
+NOT_APPLICABLE = Rule(
+    "CGS-MEASURE-002", "a [measurement] key does not apply to this mechanism",
+    "Only AMD SEV-ES and SEV-SNP measure vCPU state (vcpu-type, guest-features), only "
+    "SEV-SNP has ID blocks (id-key, author-key), and POWER PEF has no launch measurement that "
+    "can be predicted. A key that has no effect would suggest a check that never happens.",
+    "SPEC.md [measurement]; reference/measurement/README.md",
+    fix="Remove the key (or the [measurement] table for PEF).")
+NO_COUNTERPART = Rule(
+    "CGS-MEASURE-003", "a measured file has nothing to measure or is not launched",
+    "A build-time copy is only meaningful for a file the guest boots: measurement.kernel "
+    "needs [kernel] image, measurement.initrd needs [kernel] initrd, and the measurement "
+    "needs at least one boot file.", "SPEC.md [measurement]",
+    fix="Add the boot file to [firmware]/[kernel], or remove the measurement key.")
+LIBRARY = Rule(
+    "CGS-MEASURE-004", "the measuring library is not installed",
+    "AMD launch digests are computed by sev-snp-measure (Python >= 3.10), which cgsc "
+    "installs as a dependency on Python 3.10 and newer.", "reference/measurement/README.md",
+    fix="Run cgsc on Python >= 3.10 with its dependencies installed (pip install cgsc).")
+OVERRIDDEN = Rule(
+    "CGS-MEASURE-005", "extra-args override what the measurement was computed from",
+    "The launch digest covers the vCPU count and model, the firmware, the kernel, initrd "
+    "and command line, and the confidential object; extra-args that set them again, or that "
+    "can set any option (-readconfig, -set) or replace the launched state (-incoming, "
+    "-loadvm), make QEMU launch something else than what was measured, and the guest fails "
+    "attestation.",
+    "reference/measurement/README.md (what changes the digest)",
+    fix="Set the value in the spec ([guest] vcpus/cpu, [firmware], [kernel]) instead of extra-args.")
+# QEMU options that set a measured input, or can set any option at all (-readconfig reads
+# a config file, -set changes any option group), or replace the launched guest state
+# (-incoming, -loadvm), the firmware search path (-L) or the accelerator: always refused.
+MEASURED_OPTIONS = ("smp", "cpu", "bios", "kernel", "initrd", "append", "pflash", "drive",
+                    "dtb", "readconfig", "set", "L", "accel", "incoming", "loadvm", "preconfig")
+MEASURED_OBJECTS = ("sev-guest", "sev-snp-guest", "tdx-guest", "s390-pv-guest", "igvm-cfg")
+# -machine / -M: the machine type (a bare first word) and the properties that name a
+# measured input; other properties (dump-guest-core=off, hpet=off...) pass.
+MEASURED_MACHINE_PROPS = ("type", "accel", "confidential-guest-support", "memory-encryption",
+                          "memory-backend", "igvm-cfg", "pflash0", "pflash1", "firmware",
+                          "kernel", "initrd", "append", "dtb", "smp")
+# -device / -global drivers that load bytes into guest memory, add a vCPU or a flash chip.
+MEASURED_DEVICES = ("loader", "pflash", "cfi.pflash01", "cfi.pflash02")
+
+# [measurement] key -> (spec key path that the file is launched from, plan role)
+FILE_KEYS = (("firmware", ("firmware", "code")), ("kernel", ("kernel", "image")),
+             ("initrd", ("kernel", "initrd")))
+KEY_FILES = ("id-key", "author-key")
+
+
+class BootFile(NamedTuple):
+    """One boot file as read at build time."""
+    role: str                 # "firmware", "kernel", "initrd"
+    key: KeyPath              # the key that named the file read (for diagnostics)
+    given: str                # the path as the spec wrote it
+    read_from: str            # the path read (relative paths resolved)
+    launched: str             # the path QEMU opens at launch
+    sha256: str
+    size: int
+
+
+class Attested(NamedTuple):
+    """What a mechanism's measure step returns."""
+    digest: Optional[str] = None          # lowercase hex launch digest, when computed
+    algorithm: Optional[str] = None       # "sha256", "sha384"
+    inputs: dict = {}                     # everything besides the files that went in
+    report: dict = {}                     # report field -> expected value, for a verifier
+    not_predicted: Tuple[str, ...] = ()   # report fields nobody can predict from the spec
+    notes: Tuple[str, ...] = ()
+    config: dict = {}                     # additions to the mechanism table (id-block...)
+    params: Tuple[HostParam, ...] = ()    # host settings the measurement assumes
+
+
+class Measured(NamedTuple):
+    attestation: dict
+    binding: Optional[LaunchBinding]
+    config: dict
+
+
+def static_checks(guest: Guest) -> List[Diagnostic]:
+    """Checks that need no file: keys that do not apply, files with no counterpart."""
+    table, mech = guest.measurement, guest.mechanism
+    if not mech.measurement_keys:
+        return [NOT_APPLICABLE.error(("measurement",), f"{mech.title} has no launch measurement "
+                                     "cgsc can predict", "remove [measurement]")]
+    out = []
+    for key in table:
+        if key not in mech.measurement_keys:
+            out.append(NOT_APPLICABLE.error(("measurement", key),
+                                            f"does not apply to {mech.title}",
+                                            f"remove it; {mech.title} takes "
+                                            + ", ".join(mech.measurement_keys)))
+    launched = {"firmware": guest.firmware_code, "kernel": guest.kernel_image,
+                "initrd": guest.kernel_initrd}
+    for key, spec_key in FILE_KEYS:
+        if key in table and launched[key] is None:
+            out.append(NO_COUNTERPART.error(
+                ("measurement", key), f"is given but [{spec_key[0]}] {spec_key[1]} is not: "
+                "nothing launches this file", f"add [{spec_key[0]}] {spec_key[1]}, or remove it"))
+    if not any(launched[k] for k, _ in FILE_KEYS if k in mech.measurement_keys):
+        out.append(NO_COUNTERPART.error(("measurement",), "there is no boot file to measure",
+                                        "boot from [firmware] code or [kernel] image"))
+    for i, what in _overriding_args(guest.extra_args):
+        out.append(OVERRIDDEN.error(("qemu", "extra-args", i),
+                                    f"{what} overrides what [measurement] measured",
+                                    "say it in the spec so that the measurement covers it"))
+    out += list(mech.measurement_checks(guest))
+    return out
+
+
+def _overriding_args(args) -> List[Tuple[int, str]]:
+    """(index, what) for every extra argument that can change a measured input."""
+    out = []
+    for i, arg in enumerate(args):
+        option = arg.lstrip("-") if arg.startswith("-") else None
+        value = args[i + 1] if i + 1 < len(args) else ""
+        if out and out[-1][0] == i - 1 and args[i - 1].startswith("-"):
+            continue   # the value of an option already reported
+        if option in MEASURED_OPTIONS or any(o in arg for o in MEASURED_OBJECTS):
+            out.append((i, repr(arg)))
+        elif option == "object" and any(o in value for o in MEASURED_OBJECTS):
+            out.append((i, f"{arg!r} {value!r}"))
+        elif option in ("machine", "M") and _machine_overrides(value):
+            out.append((i, f"{arg!r} {value!r}"))
+        elif option in ("device", "global") and _measured_driver(option, value):
+            out.append((i, f"{arg!r} {value!r}"))
+    return out
+
+
+def _machine_overrides(value: str) -> bool:
+    props = value.split(",")
+    keys = [p.partition("=")[0].split(".")[0] for p in props if "=" in p]
+    return "=" not in props[0] or any(k in MEASURED_MACHINE_PROPS for k in keys)
+
+
+def _measured_driver(option: str, value: str) -> bool:
+    """-device DRIVER,... (or JSON, or driver=...) and -global DRIVER.PROP=... (or driver=...)."""
+    if value.lstrip().startswith("{"):
+        try:
+            driver = str(json.loads(value).get("driver", ""))
+        except (ValueError, AttributeError):
+            return True   # QEMU would reject it; nothing to trust
+    else:
+        fields = dict(p.partition("=")[::2] for p in value.split(",") if "=" in p)
+        first = value.split(",")[0]
+        driver = fields.get("driver") or (first.split(".")[0] if option == "global" else first)
+    return driver in MEASURED_DEVICES or driver.endswith("-cpu") or \
+        any(o in driver for o in MEASURED_OBJECTS)
+
+
+def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
+                                      "give a readable file (relative paths are relative to "
+                                      "the spec file)")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):   # checked on the open file: no race with a rename
+        os.close(fd)
+        return None, UNREADABLE.error(key, f"{given} is not a regular file",
+                                      "give the file itself (a device or directory "
+                                      "cannot be measured)")
+    with os.fdopen(fd, "rb") as fh:
+        if info.st_size > MAX_FILE:
+            return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes; boot files "
+                                          "are at most 1 GiB", "check the path")
+        # Read one byte past the size fstat gave, never past the limit: a file whose
+        # content outgrows its size (/proc, /sys, a file being written) stops the read.
+        limit = info.st_size + 1
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            while size < limit:
+                chunk = fh.read(min(1 << 20, limit - size))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
+                                          "give a readable file")
+    if size != info.st_size:
+        return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes by its size but "
+                                      f"{'more' if size > info.st_size else size} bytes were "
+                                      "read: its content is not a fixed file (/proc, /sys, "
+                                      "or a file being written)",
+                                      "give a build-time copy of the file")
+    return BootFile(role, key, given, path, launched, digest.hexdigest(), size), None
+
+
+def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
+    """role -> BootFile for every boot file the mechanism measures; and diagnostics."""
+    table, mech = guest.measurement, guest.mechanism
+    launched = {"firmware": guest.firmware_code, "kernel": guest.kernel_image,
+                "initrd": guest.kernel_initrd}
+    files: Dict[str, BootFile] = {}
+    errors: List[Diagnostic] = []
+    for role, spec_key in FILE_KEYS:
+        if role not in mech.measurement_keys or not launched[role]:
+            continue
+        if role in table:
+            key, given = ("measurement", role), table[role]
+            path = given if os.path.isabs(given) else os.path.join(base_dir(key), given)
+        else:
+            key, given = spec_key, launched[role]
+            path = given
+        found, problem = _read(role, key, given, path, launched[role])
+        if problem:
+            errors.append(problem)
+        else:
+            files[role] = found
+    for role in KEY_FILES:   # signing keys: read, never listed or checked at launch
+        if role in table and role in mech.measurement_keys:
+            key, given = ("measurement", role), table[role]
+            path = given if os.path.isabs(given) else os.path.join(base_dir(key), given)
+            found, problem = _read(role, key, given, path, "")
+            if problem:
+                errors.append(problem)
+            else:
+                files[role] = found
+    return files, errors
+
+
+def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
+    """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
+    (static_checks) have run and passed before this."""
+    files, errors = read_boot_files(guest, base_dir)
+    if errors:
+        return None, errors
+    attested, errors = guest.mechanism.attest(guest, files)
+    if errors:
+        return None, errors
+    verify = guest.measurement.get("verify-at-launch", True)
+    boot = [f for f in files.values() if f.role not in KEY_FILES]
+    doc = {
+        "schema": SCHEMA_ID,
+        "schema-version": SCHEMA_VERSION,
+        "mechanism": guest.mechanism.name,
+        "launch-digest": attested.digest,
+        "digest-algorithm": attested.algorithm,
+        "files": [{"role": f.role, "path": f.launched, "measured-copy": f.given,
+                   "sha256": f.sha256, "size": f.size} for f in boot],
+        "inputs": attested.inputs,
+        "report": attested.report,
+        "not-predicted": list(attested.not_predicted),
+        "verify-at-launch": verify,
+        "notes": list(attested.notes),
+    }
+    binding = None
+    if verify:
+        binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256)
+                                      for f in boot), attested.params)
+    return Measured(doc, binding, attested.config), []

@@ -1,0 +1,199 @@
+"""Drift: what differs between an output directory and what its specs build now (`cgsc
+check`), and what under it no spec accounts for. Never writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import TYPE_CHECKING, List, NamedTuple, Sequence
+
+from ..core.rules import Rule
+from .emit import files_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline.build import GuestOutput
+
+DRIFT = Rule(
+    "CGS-CHECK-001", "a committed artifact differs from what its spec builds",
+    "Deployment pipelines consume the committed artifacts; when they drift from the "
+    "reviewed spec, the guest that launches is not the one that was reviewed.",
+    "cgsc check", fix="Run `cgsc build` on the spec and commit the result.")
+
+
+class Drift(NamedTuple):
+    path: str        # the artifact's path on disk
+    kind: str        # "changed", "missing", "extra", "mode", "pending"
+    detail: str      # a unified diff, or a one-line description
+
+
+def finding(out: GuestOutput, drift: Drift):
+    """A drift as a diagnostic located at the spec's [guest] name."""
+    return out.locate(DRIFT.error(("guest", "name"), f"{drift.path}: {drift.kind}; run `cgsc build`",
+                                  "commit what `cgsc build` writes"))
+
+
+def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
+    directory = os.path.join(root, out.name)
+    expected = files_for(out)
+    drifts: List[Drift] = []
+    if pending:  # outdir.py: a committed build was interrupted; its files are half installed
+        drifts.append(Drift(directory, "pending", f"interrupted build not yet finished: "
+                            f"{directory} (the next `cgsc build` completes it)"))
+    if os.path.islink(directory):  # never read through a symlink cgsc does not write through
+        return drifts + [Drift(directory, "changed", f"a symlink, not cgsc's output: {directory}")]
+    for name, (content, mode, _digest) in sorted(expected.items()):
+        path = os.path.join(directory, name)
+        try:
+            actual, actual_mode = _read_file(path)
+        except FileNotFoundError:
+            drifts.append(Drift(path, "missing", f"missing: {path}"))
+            continue
+        except OSError as exc:
+            drifts.append(Drift(path, "changed", f"unreadable: {path} ({exc})"))
+            continue
+        if actual is None:
+            drifts.append(Drift(path, "changed", f"not a regular file: {path}"))
+        elif actual != content:
+            try:
+                text, ours = actual.decode("utf-8"), content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                drifts.append(Drift(path, "changed", f"unreadable: {path} ({exc})"))
+                continue
+            from difflib import unified_diff  # only for a drift
+            diff = unified_diff(text.splitlines(keepends=True), ours.splitlines(keepends=True),
+                                fromfile=f"{path} (on disk)", tofile=f"{path} (from spec)")
+            drifts.append(Drift(path, "changed", _measurement_lines(name, text, ours)
+                                + "".join(diff)))
+        elif actual_mode != mode:
+            drifts.append(Drift(path, "mode", f"mode {actual_mode:04o}, expected {mode:04o}: {path}"))
+    if os.path.isdir(directory):
+        for name in sorted(set(os.listdir(directory)) - set(expected)):
+            path = os.path.join(directory, name)
+            drifts.append(Drift(path, "extra", f"extra: {path}"))
+    return drifts
+
+
+def _read_file(path: str):
+    """(bytes, permission bits) of a file, or (None, 0) when it is not a regular file (a
+    FIFO planted there would block a reader)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, 0
+        chunks, asked = [], st.st_size + 1
+        while True:   # to an empty read (a file may read short before its end)
+            chunk = os.read(fd, asked)
+            if not chunk:
+                return b"".join(chunks), stat.S_IMODE(st.st_mode)
+            chunks.append(chunk)
+            asked = 1 << 16
+    finally:
+        os.close(fd)
+
+
+ORPHAN = Rule(
+    "CGS-CHECK-002", "files under the output directory that no reviewed spec accounts for",
+    "Everything under the output directory may be deployed. A guest directory whose manifest "
+    "names a spec that no longer exists (or that now builds a guest of another name), a "
+    "directory without a manifest, or any other file there would be deployed though no "
+    "reviewed spec describes it; with its manifest deleted, a tampered artifact would "
+    "otherwise go unchecked.",
+    "cgsc check --all",
+    fix="Remove what no spec builds (`git rm -r out/<name>`), restore the spec, or rebuild it "
+        "(`cgsc build`, which writes the manifest).")
+
+
+def discover(root: str):
+    """Every guest directory under the output directory `root` that has a manifest:
+    [(spec path, targets, directory, base paths)] for those whose spec exists, and a Drift for
+    each whose spec is gone and for every other entry of `root` (a directory without a
+    manifest, a stray file or symlink): nothing under `root` goes unaccounted for, except
+    cgsc's private state directory. Spec paths in manifests are relative to the repository
+    that holds the output directory (see cgsc.spec.paths), else to the working directory.
+    Raises OSError when `root` cannot be listed."""
+    import json
+
+    from ..spec.paths import find_root
+    from .emit import MANIFEST
+    from .outdir import PRIVATE
+    base = find_root(root) or os.getcwd()
+    found, orphans = [], []
+    for name in sorted(os.listdir(root)):
+        directory = os.path.join(root, name)
+        if name == PRIVATE and os.path.isdir(directory) and not os.path.islink(directory):
+            continue   # outdir.py: staging and journal of a build, never deployed
+        manifest = os.path.join(directory, MANIFEST)
+        if os.path.islink(directory) or not os.path.isdir(directory):
+            orphans.append(Drift(directory, "orphan", f"unaccounted: {directory}: not a guest "
+                                 "directory; no spec builds it"))
+            continue
+        if os.path.islink(manifest) or not os.path.isfile(manifest):
+            orphans.append(Drift(directory, "orphan", f"unaccounted: {directory}: no {MANIFEST}; "
+                                 "no spec accounts for its files"))
+            continue
+        try:
+            with open(manifest, encoding="utf-8") as fh:
+                doc = json.load(fh)
+            spec = doc["spec"][0]["path"]
+            bases = [os.path.join(base, s["path"]) for s in doc["spec"][1:]]
+            targets = tuple(dict.fromkeys(a["target"] for a in doc.get("artifacts", [])))
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            orphans.append(Drift(manifest, "orphan", f"unreadable manifest: {manifest} ({exc})"))
+            continue
+        path = os.path.join(base, spec) if isinstance(spec, str) else ""
+        if not path or not os.path.isfile(path):
+            orphans.append(Drift(directory, "orphan",
+                                 f"orphan: {directory}: its spec {spec} is gone"))
+            continue
+        found.append((os.path.relpath(path), targets, directory, bases))
+    return found, orphans
+
+
+def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything: bool):
+    """What to check: the named specs and (with `everything`) every spec whose manifest is
+    under `root`, each with the targets its manifest lists unless -t names some. Returns
+    (targets -> specs, real spec path -> the directories whose manifest names it, orphaned
+    or unaccounted entries of `root`)."""
+    groups = {tuple(requested): list(specs)}   # targets -> the specs checked with them
+    homes = {}                                 # real spec path -> directories of its manifests
+    orphans: List[Drift] = []
+    if everything:
+        found, orphans = discover(root)
+        # A base named on the command line (pre-commit passes changed files) is checked
+        # through the guests that extend it, not built as a guest of its own.
+        bases = {os.path.realpath(b) for *_rest, chain in found for b in chain}
+        groups[tuple(requested)] = [s for s in specs if os.path.realpath(s) not in bases]
+        named = {os.path.realpath(s) for s in specs}
+        for spec, built, directory, _chain in found:
+            real = os.path.realpath(spec)
+            homes.setdefault(real, []).append(directory)
+            if real not in named:
+                named.add(real)
+                groups.setdefault(tuple(requested) or built, []).append(spec)
+    return groups, homes, orphans
+
+
+def renamed(results, homes) -> List[Drift]:
+    """Guest directories whose manifest names a spec that builds a guest of another name
+    (orphans too): a renamed guest, or a copy of a guest directory under another name."""
+    return [Drift(home, "orphan", f"orphan: {home}: {r.path} now builds "
+                  f"guest {r.name!r}, not {os.path.basename(home)!r}")
+            for r in results for home in homes.get(os.path.realpath(r.path), ())
+            if r.name != os.path.basename(home)]
+
+
+def _measurement_lines(name: str, actual: str, expected: str) -> str:
+    """For a changed manifest: the launch measurement change as readable lines."""
+    import json
+
+    from ..measure.record import digest_change
+    from .emit import MANIFEST
+    if name != MANIFEST:
+        return ""
+    try:
+        old = json.loads(actual).get("attestation")
+    except (ValueError, AttributeError):
+        old = None
+    lines = digest_change(old, json.loads(expected).get("attestation"))
+    return "".join(line + "\n" for line in lines)

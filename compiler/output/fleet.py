@@ -1,0 +1,233 @@
+"""Fleet builds and checks: one spec at a time through a task that compiles, renders and
+stages (or compares) it, run in this process or in worker processes.
+
+A large fleet uses every core; a small one never pays for starting workers. Workers
+return only small records (names, diagnostics), so memory does not grow with the fleet:
+rendered artifacts go straight to the staging directory (build) or are compared and
+dropped (check). Results are consumed in spec order and the same task runs either way,
+so the output, its order and the diagnostics are the same as a one-process run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+from ..core.diagnostics import Diagnostic, SpecError
+from .emit import WriteError
+
+# Below this many specs a build stays in one process: starting workers (tens of ms)
+# would cost more than they save.
+PARALLEL_MIN = 48
+
+
+class Result(NamedTuple):
+    path: str
+    name: Optional[str]                  # None when the spec has errors
+    problems: Tuple[Diagnostic, ...]     # its errors
+    diagnostics: Tuple[Diagnostic, ...]  # its warnings (build), warnings + drift (check)
+    files: Tuple[Tuple[str, str], ...]   # (file name, sha256) staged for it (build)
+    drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
+    skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
+    machine: str = ""                    # its QEMU machine type
+    installed: Tuple[Tuple[str, object], ...] = ()  # GuestOutput.installed: systemd units
+    refused: str = ""                    # why its files could not be staged (a full disk)
+
+
+class Job(NamedTuple):
+    mode: str                 # "build" or "check"
+    requested: Tuple[str, ...]
+    root: str
+    staging: object = None    # build: where its guests are staged (an outdir.Staging)
+    pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
+    host: Optional[dict] = None    # the --host profile
+
+
+_JOB: Optional[Job] = None
+_STAGE = True   # cleared in a one-process build once a spec has failed: nothing to stage
+
+
+def _init(parent: int) -> None:
+    """A worker's first step (it inherited _JOB from the fork)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """A worker must not outlive a killed build: it would hold the output directory's
+    lock (an inherited descriptor) and keep writing into a staging directory."""
+    import signal
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _task(item: Tuple[int, str]) -> Result:
+    from ..pipeline.build import build_one
+    index, path = item
+    job = _JOB
+    out, problems = build_one(path, job.requested, job.host)
+    if problems:
+        return Result(path, None, tuple(problems), (), ())
+    installed = out.installed
+    if job.mode == "check":
+        from .drift import compare, finding
+        drifts = compare(job.root, out, pending=out.name in job.pending)
+        found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
+        return Result(path, out.name, (), found, (),
+                      tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed)
+    from .emit import files_for
+    staged, refused = (), ""
+    if _STAGE:
+        from .outdir import stage
+        try:
+            staged = stage(job.staging, str(index), files_for(out))
+        except WriteError as exc:   # reported unless a spec error comes too, as one process does
+            refused = str(exc)
+    return Result(path, out.name, (), tuple(out.diagnostics), staged,
+                  skipped=tuple(out.skipped), machine=out.machine, installed=installed,
+                  refused=refused)
+
+
+def default_jobs(count: int) -> int:
+    if count < PARALLEL_MIN or not hasattr(os, "fork"):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _results(paths: Sequence[str], job: Job, jobs: int):
+    """Every spec's Result, in spec order."""
+    global _JOB, _STAGE
+    items = list(enumerate(paths))
+    _JOB, _STAGE = job, True   # for _task, in this process and (forked) in workers
+    if jobs <= 1 or len(paths) < 2 or not hasattr(os, "fork"):
+        for item in items:
+            result = _task(item)
+            if result.problems or result.refused:
+                _STAGE = False   # nothing will be written: staging more is wasted work
+            yield result
+        return
+    yield from _parallel(items, min(jobs, len(paths)))
+
+
+def _parallel(items, jobs: int):
+    import gc
+
+    from .workers import WorkerDied, ordered_map
+    _warm()  # workers are forked: they inherit the schema check and templates loaded once here
+    gc.freeze()  # what is loaded now outlives the workers: their collector never scans
+    #              (and so never copies) the pages they share with this process
+    try:
+        for results in ordered_map(_chunk, items, jobs, _init):
+            yield from results
+    except WorkerDied as exc:
+        raise WriteError("a worker process died (killed by a signal or out of memory)") from exc
+    finally:
+        gc.unfreeze()
+
+
+def _chunk(items) -> List[Result]:
+    return [_task(item) for item in items]
+
+
+def _warm() -> None:
+    from ..spec.validate import quick_check
+    from ..targets.render import template
+    from ..targets.template_compiler import TEMPLATES
+    quick_check()
+    for name in TEMPLATES:
+        template(name)
+
+
+def _collect(results):
+    """Problems (with duplicate names and units) and the valid results, in spec order."""
+    from ..pipeline.build import claim
+    problems: List[Diagnostic] = []
+    valid: List[Tuple[int, Result]] = []
+    claimed: dict = {}
+    for index, r in enumerate(results):
+        clash = r.problems or claim(claimed, r.path, r.name, r.installed)
+        if clash:
+            problems.extend(clash)
+        else:
+            valid.append((index, r))
+    return problems, valid
+
+
+class Built(NamedTuple):
+    count: int                           # guests written
+    first: Optional[Result]              # the first one (its name and files)
+    diagnostics: List[Diagnostic]        # every guest's warnings, in spec order
+    skipped: List[Tuple[str, str, str, str]] = []   # (guest, target, rule, reason)
+    floating: Tuple[Optional[tuple], int] = (None, 0)  # the first guest whose machine type
+    #                                      floats, as (build.Where, machine); how many float
+
+
+def build(paths: Sequence[str], requested: Sequence[str], root: str,
+          jobs: Optional[int] = None, host: Optional[dict] = None) -> Built:
+    """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
+    result is journalled as it arrives and then dropped: memory stays flat (what is kept
+    per guest is its name and unit, for duplicates, and its spec path is the caller's)."""
+    from ..host.profile import is_floating
+    from ..pipeline.build import Where, claim
+    from .outdir import OutputDir
+    jobs = default_jobs(len(paths)) if jobs is None else jobs
+    problems: List[Diagnostic] = []
+    warnings: List[Diagnostic] = []
+    skipped: List[Tuple[str, str, str, str]] = []
+    claimed: dict = {}
+    count, first_result, refused = 0, None, None
+    first_floating, floating = None, 0
+    with OutputDir(root) as out:
+        job = Job("build", tuple(requested), root, out.staging_area, host=host)
+        for index, r in enumerate(_results(paths, job, jobs)):
+            path = paths[index]   # the caller's string, not the worker's copy of it
+            clash = r.problems or claim(claimed, path, r.name, r.installed)
+            if clash:
+                problems.extend(clash)
+            else:
+                count += 1
+                warnings.extend(r.diagnostics)
+                skipped.extend((r.name,) + why for why in r.skipped)
+                if is_floating(r.machine):
+                    floating += 1
+                    first_floating = first_floating or (Where(path, ("guest", "machine")), r.machine)
+                first_result = first_result or r
+                if r.refused and refused is None:
+                    refused = WriteError(r.refused)
+                if not problems and refused is None:
+                    try:
+                        out.add(r.name, str(index), r.files)
+                    except WriteError as exc:  # reported unless a spec error comes too
+                        refused = exc
+        if problems:
+            raise SpecError(problems)
+        if refused is not None:
+            raise refused
+        out.commit()
+    return Built(count, first_result, warnings, skipped, (first_floating, floating))
+
+
+def check(paths: Sequence[str], requested: Sequence[str], root: str,
+          jobs: Optional[int] = None, host: Optional[dict] = None) -> List[Result]:
+    """Compare a fleet with what is on disk, under a shared lock; raises SpecError."""
+    from .outdir import pending, shared_lock
+    jobs = default_jobs(len(paths)) if jobs is None else jobs
+    lock = shared_lock(root)
+    try:
+        job = Job("check", tuple(requested), root, pending=tuple(pending(root)), host=host)
+        problems, valid = _collect(_results(paths, job, jobs))
+    finally:
+        if lock >= 0:
+            os.close(lock)
+    if problems:
+        raise SpecError(problems)
+    return [r for _i, r in valid]

@@ -1,0 +1,1 @@
+"""What reviewers and CI read: explain, diff, diagnostic formats, completion."""

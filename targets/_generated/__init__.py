@@ -1,0 +1,1 @@
+"""Generated code (`python -m cgsc.regenerate` writes it; a test fails while it is stale)."""
