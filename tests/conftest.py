@@ -31,6 +31,20 @@ def shared_dir() -> str:
 
 
 @pytest.fixture(scope="session")
+def sarif_validator():
+    """A validator of SARIF 2.1.0 logs: the OASIS schema (Errata 01), copied into
+    tests/data/sarif/ with its licence."""
+    import gzip
+    import json
+
+    from jsonschema import Draft4Validator
+    with gzip.open(os.path.join(ROOT, "tests", "data", "sarif", "sarif-schema-2.1.0.json.gz")) as fh:
+        schema = json.load(fh)
+    Draft4Validator.check_schema(schema)
+    return Draft4Validator(schema)
+
+
+@pytest.fixture(scope="session")
 def tool():
     def find(name: str) -> str:
         found = shutil.which(name)
