@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from . import __version__
-from .core.diagnostics import Diagnostic, SpecError, printable, sort_key
+from .core.diagnostics import Diagnostic, SpecError, once, printable, sort_key
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 FORMATS = ("text", "json", "sarif", "github")
@@ -56,6 +56,10 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         with_list(cmd)
         return cmd
 
+    def with_strict(cmd):
+        cmd.add_argument("--strict", action="store_true", help="an unwaived warning fails, "
+                         "as `strict = true` in a spec or base does ([waive] accepts one)")
+
     def with_host(cmd):
         cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
                          "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
@@ -73,6 +77,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                        help="worker processes (default: every core for a large fleet, else 1)")
         with_format(b)
         with_host(b)
+        with_strict(b)
     if only in (None, "validate"):
         v = spec_command("validate", "check specs without writing anything")
         v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
@@ -82,6 +87,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                             "values, not that they are whole guests")
         with_format(v)
         with_host(v)
+        with_strict(v)
     if only in (None, "check"):
         c = spec_command("check", "rebuild in memory and compare with the artifacts on disk")
         c.add_argument("--all", action="store_true",
@@ -93,6 +99,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
         with_format(c)
         with_host(c)
+        with_strict(c)
     if only in (None, "explain"):
         e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
         e.add_argument("specs", nargs="+", metavar="SPEC")
@@ -355,8 +362,8 @@ def _build(args) -> int:
     host = _host(args)
     if args.stdout:
         from .pipeline.build import build
-        outputs = build(args.specs, args.target, host)
-        _report([d for o in outputs for d in o.diagnostics], args.format)
+        outputs = build(args.specs, args.target, host, args.strict)
+        _report(once((o.spec, d) for o in outputs for d in o.diagnostics), args.format)
         _floating_note(args, *_floating(outputs))
         _skip_notes([(o.name,) + why for o in outputs for why in o.skipped], args.format)
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
@@ -368,7 +375,7 @@ def _build(args) -> int:
         return EXIT_OK
     from .output import fleet
     try:
-        built = fleet.build(args.specs, args.target, args.output, args.jobs, host)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs, host, args.strict)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
@@ -380,7 +387,9 @@ def _build(args) -> int:
             names = ", ".join(sorted(name for name, _sha in built.first.files))
             print(f"cgsc: {args.output}/{built.first.name}/: {names}", file=sys.stderr)
         else:
-            print(f"cgsc: {built.count} guests written under {args.output}/", file=sys.stderr)
+            print(f"cgsc: {built.count} guests written under {args.output}/"
+                  + (f" ({built.abstract} abstract base{'s' if built.abstract != 1 else ''} "
+                     "checked, not built)" if built.abstract else ""), file=sys.stderr)
     return EXIT_OK
 
 
@@ -388,9 +397,9 @@ def _validate(args) -> int:
     """Each spec on its own: one invalid or crashing spec never hides another's diagnostics,
     and through build's own code path, so validate refuses exactly what build would. The
     exit status is the worst of all specs (an internal error in one is 3)."""
-    from .pipeline.build import build, duplicate_names
+    from .pipeline.build import build, conflicts
     problems, warnings, crashed, outputs = [], [], [], []
-    host = _host(args)
+    host, bases = _host(args), 0
     for spec in args.specs:
         try:
             if args.base:
@@ -399,11 +408,12 @@ def _validate(args) -> int:
                 if found:
                     raise SpecError(found)
             else:
-                built = build([spec], args.target, host)
-                outputs += zip([spec] * len(built), built)
-                warnings += [d for o in built for d in o.diagnostics]
+                built = build([spec], args.target, host, args.strict)
+                bases += not built   # an abstract base, checked as one
+                outputs += built
+                warnings += [(spec, d) for o in built for d in o.diagnostics]
         except SpecError as exc:
-            problems.extend(exc.diagnostics)
+            problems += [(spec, d) for d in exc.diagnostics]
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:  # a bug, reported for this spec; the others still count
@@ -412,17 +422,18 @@ def _validate(args) -> int:
                 traceback.print_exc()
             crashed.append(spec)
             print(_bug_message(exc, f"{printable(spec)}: "), file=sys.stderr)
-    problems += duplicate_names(outputs)   # what build refuses across specs
+    problems += conflicts(outputs)   # what build refuses across specs
     if problems:
-        _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
+        _report(sorted(once(problems + warnings), key=sort_key), args.format, failed=True)
         return EXIT_BUG if crashed else EXIT_INVALID
-    _report(warnings, args.format)
-    _floating_note(args, *_floating(o for _spec, o in outputs))
+    _report(once(warnings), args.format)
+    _floating_note(args, *_floating(outputs))
     if crashed:
         return EXIT_BUG
     if args.format == "text":
+        bases = f" ({bases} abstract base{'s' if bases != 1 else ''})" if bases else ""
         print(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
-              f"spec{'s' if len(args.specs) != 1 else ''} valid", file=sys.stderr)
+              f"spec{'s' if len(args.specs) != 1 else ''} valid{bases}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -446,7 +457,8 @@ def _check(args) -> int:
         outputs, problems, host = [], [], _host(args)
         for chosen, group in groups.items():   # specs checked with the same targets
             try:
-                outputs += fleet.check(group, chosen, args.output, args.jobs, host) if group else []
+                outputs += (fleet.check(group, chosen, args.output, args.jobs, host, args.strict)
+                            if group else [])
             except SpecError as exc:
                 problems += exc.diagnostics
             except WriteError as exc:   # a worker died: no verdict on anything
@@ -468,7 +480,7 @@ def _check(args) -> int:
         if args.format == "text":
             for _path, _kind, detail in o.drifts:
                 sys.stdout.write(detail if detail.endswith("\n") else detail + "\n")
-        findings += list(o.diagnostics)
+    findings += once((o.path, d) for o in outputs for d in o.diagnostics)
     _report(findings, args.format)
     drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))
     if args.format == "text":
@@ -507,12 +519,16 @@ def _probe(args) -> int:
 
 def _explain(args) -> int:
     from .review.explain import explain, to_json, to_text
+    from .spec.base import AbstractSpec
     infos, problems = [], []
     for spec in args.specs:
         try:
             infos.append(explain(spec))
         except SpecError as exc:
             problems += exc.diagnostics
+        except AbstractSpec:
+            raise _Usage(f"explain: {printable(spec)} is an abstract base (abstract = true), "
+                         "not a guest: explain a spec that extends it") from None
     if problems:
         raise SpecError(problems)
     if args.format == "json":

@@ -147,7 +147,8 @@ def test_json_diagnostics_carry_every_field(monkeypatch):
     found = json.loads(out)
     assert code == 1 and found
     for d in found:
-        assert set(d) == {"file", "line", "column", "key", "rule", "severity", "message", "hint"}
+        assert set(d) == {"file", "line", "column", "key", "rule", "severity", "message", "hint",
+                          "specs"}
         assert re.fullmatch(r"CGS-[A-Z0-9]+-\d{3}", d["rule"]) and d["severity"] in ("error", "warning")
 
 
