@@ -75,6 +75,9 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                             "in any --format, then go to stderr")
         b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                        help="worker processes (default: every core for a large fleet, else 1)")
+        b.add_argument("--prune", action="store_true", help="also remove the guest directories "
+                       "under DIR that cgsc made and no SPEC of this build makes (name the "
+                       "whole fleet); anything else there is left, and said")
         with_format(b)
         with_host(b)
         with_strict(b)
@@ -97,6 +100,8 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                        help="as for build")
         c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
+        c.add_argument("--diff", action="store_true", help="also print the unified diff of "
+                       "each changed artifact (text format, on stdout)")
         with_format(c)
         with_host(c)
         with_strict(c)
@@ -360,6 +365,9 @@ def _skip_notes(skipped, fmt: str) -> None:
 def _build(args) -> int:
     from .output.emit import WriteError
     host = _host(args)
+    if args.stdout and args.prune:
+        raise _Usage("build: --prune removes directories under the output directory; "
+                     "--stdout writes none")
     if args.stdout:
         from .pipeline.build import build
         outputs = build(args.specs, args.target, host, args.strict)
@@ -375,7 +383,8 @@ def _build(args) -> int:
         return EXIT_OK
     from .output import fleet
     try:
-        built = fleet.build(args.specs, args.target, args.output, args.jobs, host, args.strict)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs, host, args.strict,
+                            args.prune)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
@@ -383,6 +392,9 @@ def _build(args) -> int:
     _floating_note(args, *built.floating)
     _skip_notes(built.skipped, args.format)
     if args.format == "text":
+        for name in built.pruned:
+            print(f"cgsc: pruned {args.output}/{name}/ (no spec of this build makes it)",
+                  file=sys.stderr)
         if built.count == 1:
             names = ", ".join(sorted(name for name, _sha in built.first.files))
             print(f"cgsc: {args.output}/{built.first.name}/: {names}", file=sys.stderr)
@@ -470,23 +482,22 @@ def _check(args) -> int:
     if problems:
         raise SpecError(problems)
     orphans += renamed(outputs, homes)
-    findings = []
-    for drift in orphans:
-        if args.format == "text":
-            sys.stdout.write(drift.detail + "\n")
-        findings.append(ORPHAN.error((), drift.detail.split(": ", 2)[-1],
-                                     "remove what no spec builds, restore its spec, or rebuild it with `cgsc build`").located(drift.path, 0))
-    for o in outputs:
-        if args.format == "text":
-            for _path, _kind, detail in o.drifts:
-                sys.stdout.write(detail if detail.endswith("\n") else detail + "\n")
-    findings += once((o.path, d) for o in outputs for d in o.diagnostics)
-    _report(findings, args.format)
-    drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))
-    if args.format == "text":
-        print(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
-              if drift_count else f"cgsc: {len(outputs)} guest(s) up to date", file=sys.stderr)
-    return EXIT_INVALID if drift_count else EXIT_OK
+    from .review.drift_report import orphan, summary
+    findings = [orphan(d) for d in orphans] + once((o.path, d) for o in outputs for d in o.diagnostics)
+    stale = [o for o in outputs if o.drifts]
+    if args.format != "text":
+        _report(findings, args.format)
+    else:
+        if args.diff:   # the unified diffs; the summary says how to get them
+            for o in stale:
+                sys.stdout.write("".join(detail if detail.endswith("\n") else detail + "\n"
+                                         for _path, _kind, detail in o.drifts))
+        quiet = {DRIFT.id, ORPHAN.id}   # their hints are the summary's fix line
+        _report([d.hinted("") if d.rule in quiet else d for d in findings], "text")
+        for line in summary([o.path for o in stale], sum(len(o.drifts) for o in stale), orphans,
+                            len(outputs), [o.path for o in outputs], args.output, not args.diff):
+            print(line, file=sys.stderr)
+    return EXIT_INVALID if stale or orphans else EXIT_OK
 
 
 def _probe(args) -> int:

@@ -69,6 +69,10 @@ class Diagnostic:
         return Diagnostic(self.rule, self.path, self.message, self.hint, self.severity,
                           file, line, column, self.specs)
 
+    def hinted(self, hint: str) -> "Diagnostic":
+        return Diagnostic(self.rule, self.path, self.message, hint, self.severity,
+                          self.file, self.line, self.column, self.specs)
+
     def concerning(self, specs: Tuple[str, ...]) -> "Diagnostic":
         return Diagnostic(self.rule, self.path, self.message, self.hint, self.severity,
                           self.file, self.line, self.column, specs)

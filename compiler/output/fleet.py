@@ -80,7 +80,7 @@ def _task(item: Tuple[int, str]) -> Result:
     if job.mode == "check":
         from .drift import compare, finding
         drifts = compare(job.root, out, pending=out.name in job.pending)
-        found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
+        found = ((finding(job.root, out, drifts),) if drifts else ()) + tuple(out.diagnostics)
         return Result(path, out.name, (), found, (),
                       tuple((d.path, d.kind, d.detail) for d in drifts), claims=claims)
     from .emit import files_for
@@ -165,14 +165,17 @@ class Built(NamedTuple):
     floating: Tuple[Optional[tuple], int] = (None, 0)  # the first guest whose machine type
     #                                      floats, as (build.Where, machine); how many float
     abstract: int = 0                    # abstract bases named, checked and not built
+    pruned: List[str] = []               # guest directories removed (--prune)
 
 
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
-          jobs: Optional[int] = None, host: Optional[dict] = None, strict: bool = False) -> Built:
+          jobs: Optional[int] = None, host: Optional[dict] = None, strict: bool = False,
+          prune: bool = False) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
     result is journalled as it arrives and then dropped: memory stays flat (what is kept
     per guest is the hashes of its claims, for conflicts, and its spec path is the
-    caller's)."""
+    caller's). `prune`: also remove the guest directories cgsc made that no spec of this
+    build makes, in the same commit (outdir.OutputDir.prune)."""
     from ..host.profile import is_floating
     from ..pipeline.conflicts import Registry, Where
     from .outdir import OutputDir
@@ -182,6 +185,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
     skipped: List[Tuple[str, str, str, str]] = []
     registry = Registry()
     count, first_result, refused, abstract = 0, None, None, 0
+    built = set()   # guest names, for --prune
     first_floating, floating = None, 0
     with OutputDir(root) as out:
         job = Job("build", tuple(requested), root, out.staging_area, host=host, strict=strict)
@@ -195,6 +199,8 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
                 registry.add(index, r.claims)
                 count += 1
                 warnings += [(path, d) for d in r.diagnostics]
+                if prune:
+                    built.add(r.name)
                 skipped.extend((r.name,) + why for why in r.skipped)
                 if is_floating(r.machine):
                     floating += 1
@@ -212,8 +218,17 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
             raise SpecError(once(problems))
         if refused is not None:
             raise refused
+        pruned, kept = out.prune(built) if prune else ([], [])
         out.commit()
-    return Built(count, first_result, once(warnings), skipped, (first_floating, floating), abstract)
+    warnings += [(d.file, d) for d in (_unpruned(root, entry, why) for entry, why in kept)]
+    return Built(count, first_result, once(warnings), skipped, (first_floating, floating),
+                 abstract, pruned)
+
+
+def _unpruned(root: str, entry: str, why: str) -> Diagnostic:
+    from .drift import UNPRUNED
+    return UNPRUNED.warning((), f"not pruned: {why}",
+                            "remove it by hand if nothing needs it").located(os.path.join(root, entry), 0)
 
 
 def check(paths: Sequence[str], requested: Sequence[str], root: str,
