@@ -115,7 +115,9 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         d = sub.add_parser("diff", help="what a change to specs does: security-relevant differences in words",
                            description="cgsc diff OLD NEW compares two spec files; cgsc diff --base REV "
                                        "SPEC... compares each spec (and its extends chain) as of the git "
-                                       "revision REV with the working tree. A report, not a gate: exit 0.")
+                                       "revision REV with the working tree, guest by guest, and names the "
+                                       "guests that REV had and the SPECs no longer build (specs deleted "
+                                       "from their directories, guests renamed). A report, not a gate: exit 0.")
         d.add_argument("specs", nargs="+", metavar="SPEC")
         d.add_argument("--base", metavar="REV", help="compare with the specs as of this git revision")
         d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
@@ -550,21 +552,15 @@ def _explain(args) -> int:
 
 
 def _diff(args) -> int:
-    from .review.diff import RENDER, RevisionError, as_dict, diff_against, diff_specs
+    from .review.diff import RevisionError, diff_against, diff_specs
+    from .review.diff_report import RENDER, report
     if args.base is None and len(args.specs) != 2:
         raise _Usage("diff: name two specs (OLD NEW), or --base REV and the specs to compare")
-    reports, problems = [], []
-    pairs = [(args.base, s) for s in args.specs] if args.base is not None else [tuple(args.specs)]
-    for a, b in pairs:
-        try:
-            reports.append(as_dict(*(diff_against(a, b) if args.base is not None else diff_specs(a, b))))
-        except SpecError as exc:
-            problems += exc.diagnostics
-        except RevisionError as exc:
-            raise _Usage(f"diff: {exc}") from None
-    if problems:
-        raise SpecError(problems)
-    sys.stdout.write(RENDER[args.format](reports))
+    try:
+        diffs = diff_against(args.base, args.specs) if args.base is not None else diff_specs(*args.specs)
+    except RevisionError as exc:
+        raise _Usage(f"diff: {exc}") from None
+    sys.stdout.write(RENDER[args.format](report(diffs, args.base)))
     return EXIT_OK
 
 
