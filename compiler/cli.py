@@ -468,21 +468,14 @@ def _check(args) -> int:
             groups, homes, orphans = gather(args.specs, args.output, args.target, scan)
         except OSError as exc:
             raise _Usage(f"check --all: cannot list {args.output}/: {exc.strerror or exc}") from None
-        outputs, problems, host = [], [], _host(args)
-        for chosen, group in groups.items():   # specs checked with the same targets
-            try:
-                outputs += (fleet.check(group, chosen, args.output, args.jobs, host, args.strict)
-                            if group else [])
-            except SpecError as exc:
-                problems += exc.diagnostics
-            except WriteError as exc:   # a worker died: no verdict on anything
-                print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
-                return EXIT_USAGE
+        try:
+            outputs = fleet.check(groups, args.output, args.jobs, _host(args), args.strict)
+        except WriteError as exc:   # a worker died: no verdict on anything
+            print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
+            return EXIT_USAGE
     finally:
         if lock >= 0:
             os.close(lock)
-    if problems:
-        raise SpecError(problems)
     orphans += renamed(outputs, homes)
     from .review.drift_report import orphan, summary
     findings = [orphan(d) for d in orphans] + once((o.path, d) for o in outputs for d in o.diagnostics)

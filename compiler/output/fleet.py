@@ -11,7 +11,7 @@ so the output, its order and the diagnostics are the same as a one-process run.
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic, SpecError, once
 from .emit import WriteError
@@ -231,30 +231,37 @@ def _unpruned(root: str, entry: str, why: str) -> Diagnostic:
                             "remove it by hand if nothing needs it").located(os.path.join(root, entry), 0)
 
 
-def check(paths: Sequence[str], requested: Sequence[str], root: str,
+def check(groups: Dict[Tuple[str, ...], Sequence[str]], root: str,
           jobs: Optional[int] = None, host: Optional[dict] = None,
           strict: bool = False) -> List[Result]:
-    """Compare a fleet with what is on disk, under a shared lock; raises SpecError."""
-    from .outdir import pending, shared_lock
-    jobs = default_jobs(len(paths)) if jobs is None else jobs
+    """Compare a fleet with what is on disk, under a shared lock; raises SpecError.
+    `groups`: the targets to check -> the specs checked with them (a manifest says which
+    targets its guest was built for); conflicts between guests span the groups."""
     from ..pipeline.conflicts import Registry
+    from .outdir import pending, shared_lock
     lock = shared_lock(root)
     problems: List[Tuple[str, Diagnostic]] = []
     valid: List[Result] = []
     registry = Registry()
+    owners: List[Tuple[str, Job]] = []   # index -> (spec, its job): compiled again on a conflict
     try:
-        job = Job("check", tuple(requested), root, pending=tuple(pending(root)), host=host,
-                  strict=strict)
-        for index, r in enumerate(_results(paths, job, jobs)):
-            if r.problems:
-                problems += [(paths[index], d) for d in r.problems]
-            elif r.name is not None:   # (an abstract base is checked through its children)
-                registry.add(index, r.claims)
-                valid.append(r)
+        waiting = tuple(pending(root))
+        for requested, paths in groups.items():
+            if not paths:
+                continue
+            job = Job("check", tuple(requested), root, pending=waiting, host=host, strict=strict)
+            count = default_jobs(len(paths)) if jobs is None else jobs
+            for index, r in enumerate(_results(paths, job, count)):
+                if r.problems:
+                    problems += [(paths[index], d) for d in r.problems]
+                elif r.name is not None:   # (an abstract base is checked through its children)
+                    registry.add(len(owners), r.claims)
+                    owners.append((paths[index], job))
+                    valid.append(r)
     finally:
         if lock >= 0:
             os.close(lock)
-    problems += registry.conflicts(lambda i: _owner(paths[i], job))
+    problems += registry.conflicts(lambda i: _owner(*owners[i]))
     if problems:
         raise SpecError(once(problems))
     return valid

@@ -58,10 +58,12 @@ MAC = Rule(
     "Two interfaces with one MAC address on a host's bridges or tap devices break ARP, DHCP "
     "leases and the bridge's forwarding table: traffic for one guest reaches the other. "
     "(User-mode interfaces are each QEMU's own network and may share one.) A MAC address "
-    "set in a base spec is inherited by every guest that extends it.",
+    "set in a base spec is inherited by every guest that extends it, and the address cgsc "
+    "derives from a guest's name is 24 bits of a hash: in a fleet of thousands of guests on "
+    "one network, two derived addresses are likely to meet.",
     "IEEE 802 MAC addresses; CGS-NET-002 inside one spec",
-    fix="Leave mac out (cgsc derives a distinct one from each guest's name) or give each "
-        "guest its own.")
+    fix="Give each guest its own mac, or leave it out to have one derived from the guest's "
+        "name (and set it for one of two guests whose derived addresses meet).")
 TAP = Rule(
     "CGS-FLEET-004", "two guests on one host open the same tap interface",
     "QEMU attaches to an existing tap device by name (mode = \"tap\"); a second QEMU cannot "
@@ -337,15 +339,20 @@ def _error(o: Owner, c: Claim, p: Owner, earlier: Claim) -> Diagnostic:
     verb = {"port": "forwarded", "file": "opened read-write" if earlier.writes and
             role in ("disk image", "UEFI variable store") else "written" if earlier.writes
             else "opened read-only"}.get(c.kind, "used")
+    hint = HINTS[c.kind]
+    if c.kind == "mac" and c.what.endswith("(derived)"):
+        hint = ("set mac on one of them: a derived address is 24 bits of a hash of the guest's "
+                "name, so in a large fleet on one network two can meet")
     return RULES[c.kind].error(c.where, f"{c.what} is also {verb} by guest {p.name!r} "
-                               f"({there}){on}", HINTS[c.kind]).located(mine.file, mine.line,
-                                                                        mine.column)
+                               f"({there}){on}", hint).located(mine.file, mine.line, mine.column)
 
 
 def check(found: Iterable[Tuple[int, Owner]]) -> List[Tuple[str, Diagnostic]]:
     """Conflicts among guests held in memory: (index, Owner) of each."""
-    registry, held = Registry(), {}
-    for index, o in found:
-        held[index] = o
+    held = dict(found)
+    if len(held) < 2:   # one guest: nothing to share (its own repeats are its own rules')
+        return []
+    registry = Registry()
+    for index, o in held.items():
         registry.add(index, hashed(o.claims, o.host))
     return registry.conflicts(held.get)

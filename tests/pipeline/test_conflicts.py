@@ -196,3 +196,21 @@ def test_workers_lists_and_one_process_find_the_same_conflicts(tmp_path):
     (found,) = [json.loads(out) for out in results]
     assert [(d["rule"], os.path.basename(d["file"])) for d in found] == [("CGS-FLEET-003", "node-0041.toml")]
     assert not (tmp_path / "out").exists()
+
+
+def test_check_all_compares_the_specs_named_with_every_guest_under_the_output(tmp_path, monkeypatch):
+    """pre-commit passes the changed files: a changed spec that now takes another guest's
+    vsock CID is a conflict though the other guest is only found through its manifest."""
+    import subprocess
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "base-snp.toml").write_text(open(os.path.join(INVALID, "support", "base-snp.toml")).read())
+    a = _guest(repo, "a", "[vsock]\ncid = 5\n")
+    b = _guest(repo, "b", "[vsock]\ncid = 6\n")
+    monkeypatch.chdir(repo)
+    assert run_cli("build", a, b, "-o", "out")[0] == 0
+    (repo / "b.toml").write_text((repo / "b.toml").read_text().replace("cid = 6", "cid = 5"))
+    code, _out, err = run_cli("check", "--all", "-o", "out", b)
+    assert code == 1 and err.count("[CGS-FLEET-002]") == 1, err
+    assert "a.toml:5" in err and "b.toml:5" in err     # both guests' lines
