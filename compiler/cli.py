@@ -453,7 +453,7 @@ def _validate(args) -> int:
 
 def _check(args) -> int:
     from .output import fleet
-    from .output.drift import DRIFT, ORPHAN, gather, renamed
+    from .output.drift import gather, renamed
     from .output.emit import WriteError
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
@@ -477,22 +477,15 @@ def _check(args) -> int:
         if lock >= 0:
             os.close(lock)
     orphans += renamed(outputs, homes)
-    from .review.drift_report import orphan, summary
+    from .review.drift_report import orphan, text
     findings = [orphan(d) for d in orphans] + once((o.path, d) for o in outputs for d in o.diagnostics)
-    stale = [o for o in outputs if o.drifts]
     if args.format != "text":
         _report(findings, args.format)
     else:
-        if args.diff:   # the unified diffs; the summary says how to get them
-            for o in stale:
-                sys.stdout.write("".join(detail if detail.endswith("\n") else detail + "\n"
-                                         for _path, _kind, detail in o.drifts))
-        quiet = {DRIFT.id, ORPHAN.id}   # their hints are the summary's fix line
-        _report([d.hinted("") if d.rule in quiet else d for d in findings], "text")
-        for line in summary([o.path for o in stale], sum(len(o.drifts) for o in stale), orphans,
-                            len(outputs), [o.path for o in outputs], args.output, not args.diff):
-            print(line, file=sys.stderr)
-    return EXIT_INVALID if stale or orphans else EXIT_OK
+        out, err = text(findings, outputs, orphans, args.output, args.diff)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+    return EXIT_INVALID if orphans or any(o.drifts for o in outputs) else EXIT_OK
 
 
 def _probe(args) -> int:

@@ -10,10 +10,10 @@ shared by many guests is hundreds of lines of diff.
 from __future__ import annotations
 
 import shlex
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic
-from ..output.drift import ORPHAN, Drift
+from ..output.drift import DRIFT, ORPHAN, Drift
 
 SHOWN = 10   # spec paths a fix command lists before it stops being worth printing whole
 
@@ -36,6 +36,23 @@ def _command(words: Sequence[str], specs: Sequence[str], what: str) -> str:
     if len(specs) <= SHOWN:
         return " ".join(shlex.quote(w) for w in list(words) + list(specs))
     return " ".join(shlex.quote(w) for w in words) + f" SPEC... ({what}: {len(specs)} specs)"
+
+
+def text(findings: Sequence[Diagnostic], results, orphans: Sequence[Drift], root: str,
+         diffs: bool) -> Tuple[str, str]:
+    """(stdout, stderr) of `cgsc check` in text: the unified diffs when asked for; each
+    finding once (the hints of drift findings are the summary's fix line), then the
+    summary. `results`: each checked guest's fleet.Result."""
+    from .report import to_text
+    stale = [r for r in results if r.drifts]
+    out = "".join(detail if detail.endswith("\n") else detail + "\n"
+                  for r in stale for _path, _kind, detail in r.drifts) if diffs else ""
+    quiet = {DRIFT.id, ORPHAN.id}
+    err = to_text([d.hinted("") if d.rule in quiet else d for d in findings])
+    err += "".join(line + "\n" for line in summary(
+        [r.path for r in stale], sum(len(r.drifts) for r in stale), orphans, len(results),
+        [r.path for r in results], root, not diffs))
+    return out, err
 
 
 def summary(stale: Sequence[str], artifacts: int, orphans: Sequence[Drift], checked: int,

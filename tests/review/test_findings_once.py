@@ -8,20 +8,10 @@ import json
 import re
 
 import pytest
-from helpers import run_cli
+from helpers import FLEET_BASE, run_cli
 from writes_helpers import cgsc
 
-BASE = """spec-version = 1
-abstract = true
-[guest]
-cpu = "EPYC-v4"
-memory = 1024
-[firmware]
-code = "/usr/share/ovmf/OVMF.amdsev.fd"
-[confidential.sev-snp]
-cbitpos = 51
-reduced-phys-bits = 1
-policy = { smt = true, debug = true }
+BASE = FLEET_BASE + """policy = { smt = true, debug = true }
 [[disk]]
 path = "/var/lib/guests/{name}/root.qcow2"
 format = "qcow2"

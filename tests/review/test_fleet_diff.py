@@ -8,20 +8,10 @@ import json
 import os
 import subprocess
 
-from helpers import run_cli
+from helpers import FLEET_BASE, run_cli
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
-BASE = """abstract = true
-[guest]
-cpu = "EPYC-v4"
-vcpus = 2
-memory = "4GiB"
-[firmware]
-code = "/usr/share/ovmf/OVMF.amdsev.fd"
-[confidential.sev-snp]
-cbitpos = 51
-reduced-phys-bits = 1
-policy = { smt = true, debug = false }
+BASE = FLEET_BASE + """policy = { smt = true, debug = false }
 [[disk]]
 path = "/var/lib/guests/{name}/root.qcow2"
 format = "qcow2"

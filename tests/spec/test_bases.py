@@ -6,20 +6,11 @@ from __future__ import annotations
 import json
 import os
 
-from helpers import ROOT, run_cli
+from helpers import FLEET_BASE, ROOT, run_cli
 from writes_helpers import tree
 
 FLEET = os.path.join(ROOT, "examples", "fleet")
-BASE = """abstract = true
-[guest]
-cpu = "EPYC-v4"
-memory = 1024
-[firmware]
-code = "/usr/share/ovmf/OVMF.amdsev.fd"
-[confidential.sev-snp]
-cbitpos = 51
-reduced-phys-bits = 1
-[[disk]]
+BASE = FLEET_BASE + """[[disk]]
 path = "/var/lib/guests/{name}/root.qcow2"
 format = "qcow2"
 [[net]]
@@ -77,10 +68,8 @@ def test_name_is_each_guests_own_in_every_string_value(tmp_path):
 
 
 def test_name_in_table_values_but_not_in_keys_nor_other_placeholders(tmp_path):
-    base = ('abstract = true\n[guest]\ndescription = "{name} of {other}"\ncpu = "EPYC-v4"\n'
-            'memory = 1024\n[firmware]\ncode = "/usr/share/ovmf/OVMF.amdsev.fd"\n'
-            '[confidential.sev-snp]\ncbitpos = 51\nreduced-phys-bits = 1\n[[disk]]\n'
-            'path = "/var/lib/guests/{name}/root.qcow2"\nformat = "qcow2"\n'
+    base = (FLEET_BASE.replace("[guest]\n", '[guest]\ndescription = "{name} of {other}"\n')
+            + '[[disk]]\npath = "/var/lib/guests/{name}/root.qcow2"\nformat = "qcow2"\n'
             'kubevirt = { pvc = "{name}-root" }\n[targets.kubevirt]\nlabels = { guest = "{name}" }\n')
     specs = _fleet(tmp_path, ["web-1"], base)
     code, out, err = run_cli("build", "--stdout", "-t", "kubevirt", *specs)
