@@ -335,14 +335,16 @@ def diff_against(rev: str, specs: List[str]) -> List[GuestDiff]:
     guests `rev` had that are gone: a spec deleted from the directories of `specs`, or a
     spec that now builds a guest of another name. Guests are matched by name."""
     new: Dict[str, Tuple[str, object]] = {}
-    problems = []
+    problems, bases = [], set()
     for spec in specs:
         try:
             compiled = _compiled(spec)
         except SpecError as exc:
             problems += exc.diagnostics
             continue
-        if compiled is not None:
+        if compiled is None:
+            bases.add(spec)
+        else:
             new.setdefault(compiled.plan.name, (spec, compiled))
     root = _repository(specs[0], rev)
     real_root = os.path.realpath(root)
@@ -355,8 +357,8 @@ def diff_against(rev: str, specs: List[str]) -> List[GuestDiff]:
                 rel = os.path.relpath(os.path.realpath(spec), real_root).replace(os.sep, "/")
                 if rel.startswith("../"):
                     raise RevisionError(f"{spec} is not in the repository of {specs[0]} ({root})")
-                named.append(rel)
-                problems += _old_guest(revision, rel, old, strict=True)
+                named.append(rel)   # (an abstract base now may have been anything then)
+                problems += _old_guest(revision, rel, old, strict=spec not in bases)
             directories = sorted({os.path.dirname(r) for r in named})
             for rel in revision.listed(directories):
                 if rel.endswith(".toml") and rel not in named and \

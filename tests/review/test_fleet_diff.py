@@ -169,3 +169,15 @@ def test_500_guests_changed_by_a_base_fit_a_github_comment(tmp_path, monkeypatch
     assert markdown.startswith("### cgsc diff against HEAD\n\n**500 guests changed by ")
     text = _diff(repo, monkeypatch)            # text and JSON are never cut
     assert text.count("extra-args: [0] added: -device") == 500
+
+
+def test_a_partial_base_made_abstract_is_no_guest_on_either_side(tmp_path, monkeypatch):
+    """A base that was partial (no name: never a whole guest) and is abstract now, named
+    with the guests (a glob over guests/**): no error for what it was, no removal."""
+    repo = _fleet(tmp_path, 1)
+    base = repo / "guests" / "bases" / "web.toml"
+    base.write_text(BASE.replace("abstract = true\n", ""))
+    _git(repo, "commit", "-qam", "a partial base")
+    base.write_text(BASE)
+    out = _diff(repo, monkeypatch, "text", "guests/web-1.toml", "guests/bases/web.toml")
+    assert out == "cgsc diff against HEAD: no security-relevant change\n"
