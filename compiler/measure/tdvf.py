@@ -24,6 +24,7 @@ PAGE = 4096
 BIOS_ALIGN = 64 << 10          # QEMU loads a -bios image only in whole 64 KiB blocks
 MAX_GPA = 1 << 52              # the widest TD guest physical address (GPAW 52)
 MAX_SECTION_BYTES = 1 << 30    # all sections together; real TDVF images add ~5 MiB
+MAX_SECTIONS = 1024            # real TDVF images have 6 or 7
 # Section type -> (name, carries bytes from the image)
 TYPES = {0: ("BFV", True), 1: ("CFV", True), 2: ("TD_HOB", False), 3: ("TempMem", False)}
 MR_EXTEND = 1 << 0             # the section's bytes are extended into MRTD (TDH.MR.EXTEND)
@@ -94,9 +95,10 @@ def parse(image: bytes) -> Metadata:
         raise TdvfError("TDVF descriptor Signature", f"is {signature!r}, not b'TDVF'")
     if version != VERSION:
         raise TdvfError("TDVF descriptor Version", f"is {version}; QEMU knows version {VERSION}")
-    if count < 2:
+    if count < 2 or count > MAX_SECTIONS:
         raise TdvfError("TDVF descriptor NumberOfSectionEntries",
-                        f"is {count}; QEMU needs at least 2")
+                        f"is {count}; QEMU needs at least 2, and cgsc measures at most "
+                        f"{MAX_SECTIONS}")
     if length != _HEADER.size + count * _SECTION.size:
         raise TdvfError("TDVF descriptor Length", f"is {length}, but {count} sections take "
                         f"{_HEADER.size + count * _SECTION.size} bytes")
@@ -134,9 +136,9 @@ def _section(image: bytes, offset: int, i: int) -> Section:
         raise TdvfError(f"{s.name} MemoryDataSize", f"{size:#x} is smaller than RawDataSize "
                         f"{raw:#x}")
     if not has_data:
-        if raw or data_offset:
-            raise TdvfError(f"{s.name} RawDataSize", f"{name} takes no bytes from the image, "
-                            f"but DataOffset is {data_offset:#x} and RawDataSize {raw:#x}")
+        if raw:
+            raise TdvfError(f"{s.name} RawDataSize", f"is {raw:#x}, but QEMU takes no bytes "
+                            f"of {name} from the image")
         if s.extend:
             raise TdvfError(f"{s.name} Attributes", f"MR.EXTEND on {name}, whose content QEMU "
                             "makes at launch: MRTD cannot be predicted")

@@ -101,9 +101,10 @@ def _hex(value: int) -> str:
 def page_order(guest, host: Optional[dict]):
     """(order, where it came from, diagnostics): the spec's key, else the host profile's
     tdx.page-order, else single pass (upstream KVM)."""
+    from ..host.profile import tdx_fact
     from ..measure.mrtd import SINGLE_PASS
     said = guest.measurement.get("tdx-page-order")
-    profiled = ((host or {}).get("tdx") or {}).get("page-order")
+    profiled = tdx_fact(host, "page-order")
     if said and profiled and said != profiled:
         return None, "", [PAGE_ORDER.error(
             ("measurement", "tdx-page-order"), f"is {said!r}, but the host profile "
@@ -118,8 +119,8 @@ def page_order(guest, host: Optional[dict]):
 
 def xfam(host: Optional[dict]) -> Tuple[Dict[str, object], Dict[str, object], bool]:
     """(report entries, input entries, exact) for XFAM."""
-    from ..host.profile import qemu_for, version
-    exact = ((host or {}).get("tdx") or {}).get("xfam")
+    from ..host.profile import qemu_for, tdx_fact, version
+    exact = tdx_fact(host, "xfam")
     if exact:
         return ({"xfam": exact}, {"xfam-from": f"host profile {host.get('name')!r} (tdx.xfam)"},
                 True)
