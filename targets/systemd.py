@@ -146,8 +146,7 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     if plan.stop_channel:
         service.append(("ExecStartPre", sh_command(stop_fifos_script(plan)),
                         "the stop channel: two FIFOs QEMU reads and writes QMP on (see ExecStop=)"))
-    service += verify_entries(plan)
-    service.append(("ExecStart", systemd_exec_line(plan.argv()), ""))
+    service.append(exec_start(plan))
     if plan.stop_channel:
         service.append(("ExecStop", sh_command(stop_script(plan)),
                         "graceful stop: QMP system_powerdown through the stop channel, then wait for "
@@ -178,15 +177,16 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     return sections
 
 
-def verify_entries(plan: LaunchPlan) -> List[Entry]:
-    """ExecStartPre= that refuses to start QEMU on boot files other than the measured ones
-    ([measurement]); it runs under the same sandbox as QEMU."""
+def exec_start(plan: LaunchPlan) -> Entry:
+    """QEMU's argv; with [measurement], run by the launch binding program in the same
+    process, so that QEMU reads the checked copies (no gap between check and launch, as
+    an ExecStartPre= would leave)."""
     if plan.binding is None:
-        return []
-    words = ["/bin/sh", "-c", verify.standalone(), verify.label(plan)] + verify.arguments(plan)
-    return [("ExecStartPre", systemd_exec_line(words),
-             "launch binding: the boot files must have the sha256 the launch measurement "
-             "was computed from; " + verify.summary(plan))]
+        return ("ExecStart", systemd_exec_line(plan.argv()), "")
+    return ("ExecStart", systemd_exec_line(verify.exec_words(plan)),
+            "launch binding: each boot file is read once into a private copy in the runtime "
+            "directory, its sha256 checked, and QEMU reads that copy (/proc/self/fd/N); "
+            "QEMU's argv follows `--`. " + verify.summary(plan))
 
 
 def _sandbox(plan: LaunchPlan) -> List[Entry]:
