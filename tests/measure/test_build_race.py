@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 
 import firmware_images as fw
@@ -143,3 +144,61 @@ def test_the_check_catches_a_library_that_reads_the_path_again(measured, tmp_pat
     (before, _after, _digest), = spy.calls
     att = json.loads((tmp_path / "out/race/manifest.json").read_text())["attestation"]
     assert att["files"][1]["sha256"] == _sha(versions["kernel"][0]) != _sha(before[1])
+
+
+def _boot_files(spec):
+    from cgsc.measure import stage
+    from cgsc.spec.model import normalize
+    from cgsc.spec.source import load
+    source = load(spec)
+    guest = normalize(source.data)
+    return stage.read_boot_files(guest, lambda key: os.path.dirname(spec))
+
+
+def test_the_mechanism_gets_a_sealed_private_copy(measured):
+    """read_from is a copy nobody can change (memfd seals), and data maps the same bytes."""
+    spec, paths, versions = measured
+    files, errors = _boot_files(spec)
+    try:
+        assert errors == []
+        for role in ROLES:
+            f = files[role]
+            assert f.read_from != str(paths[role]) and f.read_from.startswith("/proc/self/fd/")
+            assert _read(f.read_from) == bytes(f.data) == versions[role][0]
+            assert f.sha256 == _sha(versions[role][0]) and f.size == len(versions[role][0])
+            fd = os.open(f.read_from, os.O_WRONLY)
+            try:
+                with pytest.raises(PermissionError):
+                    os.write(fd, b"x")
+                with pytest.raises(PermissionError):
+                    os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
+    finally:
+        for f in files.values():
+            f.close()
+
+
+def test_without_memfd_the_copy_is_a_private_file_removed_after(measured, tmp_path, monkeypatch):
+    """Where memfd_create is missing (not Linux) or refused (a seccomp filter), the copy is
+    a file in a new private directory, gone once the build has measured."""
+    import tempfile
+
+    def refused(*_a):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(os, "memfd_create", refused)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    spec, _paths, versions = measured
+    files, errors = _boot_files(spec)
+    assert errors == []
+    copy = files["kernel"].read_from
+    assert copy.startswith(str(scratch)) and _read(copy) == versions["kernel"][0]
+    assert os.stat(os.path.dirname(copy)).st_mode & 0o777 == 0o700
+    for f in files.values():
+        f.close()
+    assert os.listdir(scratch) == []
+    code, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    assert os.listdir(scratch) == []

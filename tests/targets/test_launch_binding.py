@@ -14,7 +14,7 @@ import subprocess
 
 import firmware_images as fw
 import pytest
-from helpers import compile_plan, exec_start, run_cli, unit_values
+from helpers import compile_plan, exec_start, run_cli, systemd_split, unit_values
 from launch_helpers import SYSTEMD_PATH, launched, run_batch, stand_in, unit_commands
 from measure_helpers import DEBUG_SWAP, spec_text
 from measure_helpers import write as _write
@@ -363,3 +363,15 @@ def test_sev_es_checks_debug_swap_only_on_the_legacy_launch_path(legacy, checked
     plan = compile_plan(_write(tmp_path / "g.toml", spec_text(
         "es", "sev-es", str(image), cpu="EPYC-v4", extra=extra)))
     assert any(p.path == DEBUG_SWAP for p in plan.binding.params) == checked
+
+
+def test_a_stop_while_the_binding_checks_does_not_wait_for_a_qemu_that_never_starts(bound):
+    """systemctl stop during the checks (or after they refused the launch): ExecStop=
+    must not block on the stop FIFO that only QEMU would open; it returns once the main
+    process is gone."""
+    unit = (bound.out / "bound.service").read_text()
+    (make_fifos,) = [c for c in unit_commands(unit) if "mkfifo" in " ".join(c)]
+    stop = systemd_split(unit_values(unit, "Service", "ExecStop")[0])
+    main = ["/bin/sh", "-c", 'sleep 1 & MAINPID=$!; export MAINPID; exec "$@"', "sh"] + stop
+    (result,) = run_batch("bound", [make_fifos, main], bound.env(), 1, bound.tmp)
+    assert result["rc"] == 0, result
