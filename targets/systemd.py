@@ -79,13 +79,19 @@ QMP_POWERDOWN = ('{"execute":"qmp_capabilities"}', '{"execute":"system_powerdown
 def stop_script(plan: LaunchPlan) -> str:
     """sh for ExecStop=: ask the guest to power down over the stop channel, then wait for
     QEMU to exit. systemd kills it (SIGTERM, then SIGKILL) when TimeoutStopSec= runs out.
-    The request is written in the background: opening the FIFO waits until QEMU has opened
-    it, which a main process that is still checking the boot files (the launch binding) or
-    that fails before QEMU starts never does; the wait ends with the main process."""
+    Opening the FIFO never blocks while QEMU holds it open; the kill -0 check keeps a
+    QEMU that is already gone from blocking it. With a launch binding the main process
+    checks the boot files before it becomes QEMU, and may fail without ever opening the
+    FIFO: there the request is written in the background, and the wait ends with the
+    main process."""
     fifo = shell_word(plan.stop_fifos()[0])
     commands = " ".join(shell_word(c) for c in QMP_POWERDOWN)
-    return (f"kill -0 \"$MAINPID\" 2>/dev/null || exit 0; printf '%s\\n' {commands} > {fifo} & "
-            "while kill -0 \"$MAINPID\" 2>/dev/null; do sleep 1; done; kill \"$!\" 2>/dev/null; exit 0")
+    write = f"printf '%s\\n' {commands} > {fifo}"
+    wait = "while kill -0 \"$MAINPID\" 2>/dev/null; do sleep 1; done"
+    if plan.binding is None:
+        return f"kill -0 \"$MAINPID\" 2>/dev/null || exit 0; {write}; {wait}"
+    return (f"kill -0 \"$MAINPID\" 2>/dev/null || exit 0; {write} & {wait}; "
+            "kill \"$!\" 2>/dev/null; exit 0")
 
 
 def install_hint(plan: LaunchPlan, settings, unit_name: str) -> str:

@@ -53,8 +53,19 @@ def _driver(job_path: str) -> int:
     return 0
 
 
+# ProtectSystem=strict as systemd sets it up for each command of the unit: the whole tree
+# read-only but /dev, /proc, /sys, the runtime directory (RuntimeDirectory=) and the
+# writable paths (ReadWritePaths=: here the stand-in's log).
+STRICT = ('mount --bind "$1" "$1" && mount --bind "$2" "$2" && '
+          'mount -o remount,bind,ro / && mount -o remount,bind,ro /run && shift 2 && exec "$@"')
+
+
 def _start(argv, job, signal):
-    """One command as systemd runs it: its own session, a clean environment, cwd /."""
+    """One command as systemd runs it: its own session, a clean environment, cwd /, and
+    with `strict`, ProtectSystem=strict."""
+    if job["strict"]:
+        argv = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", STRICT,
+                "sh", f"/run/cgsc/{job['name']}", job["strict"]] + argv
     proc = subprocess.Popen(argv, env=job["env"], cwd="/", stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=lambda: os.umask(job["umask"]))

@@ -94,18 +94,20 @@ def launched(log) -> List[Dict[str, tuple]]:
 def run_batch(name: str, commands: Sequence[Sequence[str]], env: Dict[str, str], runs: int,
               tmp, module_params: Optional[Dict[str, Dict[str, str]]] = None,
               umask: int = 0o022, dir_mode: int = 0o750, plant: Sequence[str] = (),
-              signal: Optional[Dict[str, object]] = None) -> List[dict]:
+              signal: Optional[Dict[str, object]] = None, strict: str = "") -> List[dict]:
     """Start the guest `runs` times, each start running `commands` in order (stopping at
     the first that fails), in one private mount namespace. Each start gets a new, empty
     runtime directory (`dir_mode`, owned by the caller) holding only the files `plant`
     names. `module_params`: files to show under /sys/module/<module>/parameters/ (the
     host's SEV or TDX settings), for the unit's host checks. `signal`: {"marker": path,
     "signal": number}: once the marker file exists, the last command's process group gets
-    the signal (a terminal's ^C, systemd's stop). Returns, per start: rc, stderr and what
-    the runtime directory held afterwards (recursively)."""
+    the signal (a terminal's ^C, systemd's stop). `strict`: a directory; each command
+    runs with the whole tree read-only but /dev, /proc, /sys, the runtime directory and
+    that directory (ProtectSystem=strict, RuntimeDirectory=, ReadWritePaths=). Returns,
+    per start: rc, stderr and what the runtime directory held afterwards (recursively)."""
     job = {"name": name, "commands": [list(c) for c in commands], "env": env, "runs": runs,
            "module_params": module_params or {}, "umask": umask, "dir_mode": dir_mode,
-           "plant": list(plant), "signal": signal,
+           "plant": list(plant), "signal": signal, "strict": str(strict) if strict else "",
            "results": os.path.join(str(tmp), f"results-{os.getpid()}.json")}
     path = os.path.join(str(tmp), "job.json")
     with open(path, "w", encoding="utf-8") as fh:

@@ -48,7 +48,8 @@ class Bound:
         assert code == 0, err
         self.out = tmp_path / "out" / name
         self.bin = stand_in(tmp_path / "bin")
-        self.log = tmp_path / "launched.log"
+        self.log = tmp_path / "log" / "launched.log"   # the one place the unit may write
+        self.log.parent.mkdir()
 
     def path(self, role):
         return self.launch / FILES[role]
@@ -65,9 +66,11 @@ class Bound:
                          module_params=AMD_HOST, **kw)
 
     def unit(self, runs=1, **kw):
+        """As systemd starts the unit: ExecStartPre= lines, then ExecStart=, UMask=0077,
+        ProtectSystem=strict with RuntimeDirectory= (and the stand-in's log) writable."""
         commands = unit_commands((self.out / f"{self.name}.service").read_text())
         return run_batch(self.name, commands, self.env(), runs, self.tmp, module_params=AMD_HOST,
-                         umask=0o077, **kw)
+                         umask=0o077, strict=self.log.parent, **kw)
 
     def start(self, how, **kw):
         return self.script(**kw) if how == "script" else self.unit(**kw)
@@ -188,7 +191,7 @@ def test_an_odd_file_at_a_launched_path_is_refused_at_once(bound, how, what):
 def test_a_signal_during_the_copies_leaves_none_behind(bound, how, sig, status):
     """dd is wrapped so that the signal arrives while a copy exists (after the kernel's
     copy is written); the process group gets it, as from a terminal or systemd's stop."""
-    marker = bound.tmp / "copied"
+    marker = bound.log.parent / "copied"   # writable under the unit's ProtectSystem=strict
     wrapper = bound.tmp / "slow-bin" / "dd"
     wrapper.parent.mkdir()
     wrapper.write_text("#!/bin/sh\n/bin/dd \"$@\" || exit\n"
@@ -375,3 +378,20 @@ def test_a_stop_while_the_binding_checks_does_not_wait_for_a_qemu_that_never_sta
     main = ["/bin/sh", "-c", 'sleep 1 & MAINPID=$!; export MAINPID; exec "$@"', "sh"] + stop
     (result,) = run_batch("bound", [make_fifos, main], bound.env(), 1, bound.tmp)
     assert result["rc"] == 0, result
+    # and once QEMU (a stand-in reading the stop channel) runs, the request reaches it
+    said = bound.tmp / "said"
+    qemu = f"cat /run/cgsc/bound/qmp-stop.in > '{said}'"
+    main = ["/bin/sh", "-c", f'{{ {qemu}; }} & MAINPID=$!; export MAINPID; exec "$@"', "sh"] + stop
+    (result,) = run_batch("bound", [make_fifos, main], bound.env(), 1, bound.tmp)
+    assert result["rc"] == 0, result
+    assert said.read_text() == '{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n'
+
+
+def test_the_harness_runs_the_unit_read_only_but_for_its_runtime_directory(bound):
+    """The unit's commands above run under ProtectSystem=strict as emulated here: a write
+    anywhere else fails, so a pass shows the binding writes only where the unit may."""
+    probe = ["/bin/sh", "-c", 'touch /run/cgsc/bound/ok "$0/ok" && ! touch /var/tmp/cgsc-probe '
+             '2>/dev/null && ! touch /run/cgsc-probe 2>/dev/null', str(bound.log.parent)]
+    (result,) = run_batch("bound", [probe], bound.env(), 1, bound.tmp, strict=bound.log.parent)
+    assert result["rc"] == 0, result
+    assert result["left"] == ["ok"]

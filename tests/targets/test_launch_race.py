@@ -17,7 +17,7 @@ from launch_helpers import Swapper, launched, run_batch
 from test_launch_binding import AMD_HOST, FILES, Bound
 
 MIN_SWAPS = 1000
-RUNS = 4           # starts per configuration and round
+RUNS = 3           # starts per configuration and round
 ROUNDS = 4         # at most; more rounds only when the swapper was slow
 CONFIGS = [(role, mode) for role in FILES for mode in ("rename", "rewrite", "truncate")] + [
     ("kernel", "fifo"), ("firmware", "device"), ("initrd", "fifo")]
