@@ -249,19 +249,25 @@ cbitpos = 51
 reduced-phys-bits = 1
 [measurement]
 """)
-    code_rc, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
-    assert code_rc == 0, err
     plan = compile_plan(spec)
     drives = [plan.argv()[i + 1] for i, w in enumerate(plan.argv()) if w == "-drive"]
     assert drives == ["if=pflash,format=raw,unit=0,file=/proc/self/fd/3,readonly=on",
                       f"if=pflash,format=raw,unit=1,file={launch}/OVMF_VARS.fd"]
+    assert _build_and_launch(tmp_path, spec, "es", AMD_HOST) == [
+        {"pflash": ("/proc/self/fd/3", hashlib.sha256(code).hexdigest())}]
+
+
+def _build_and_launch(tmp_path, spec, name, module_params=None):
+    """Build the spec, run its script once against the stand-in, return what it launched."""
+    code, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
+    assert code == 0, err
     log = tmp_path / "launched.log"
     env = {"PATH": f"{stand_in(tmp_path / 'bin')}:{SYSTEMD_PATH}:/bin", "CGSC_LOG": str(log),
            "CGSC_SKIP_CHECKS": "1"}
-    (result,) = run_batch("es", [["/bin/sh", str(tmp_path / "out/es/es.sh")]], env, 1, tmp_path,
-                          module_params=AMD_HOST)
+    (result,) = run_batch(name, [["/bin/sh", str(tmp_path / "out" / name / f"{name}.sh")]],
+                          env, 1, tmp_path, module_params=module_params)
     assert result["rc"] == 0, result
-    assert launched(log) == [{"pflash": ("/proc/self/fd/3", hashlib.sha256(code).hexdigest())}]
+    return launched(log)
 
 
 def test_an_s390_secure_execution_image_is_launched_from_its_checked_copy(tmp_path):
@@ -276,14 +282,8 @@ image = "{tmp_path}/se.img"
 [confidential.s390-pv]
 [measurement]
 """)
-    code, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
-    assert code == 0, err
-    log = tmp_path / "launched.log"
-    env = {"PATH": f"{stand_in(tmp_path / 'bin')}:{SYSTEMD_PATH}:/bin", "CGSC_LOG": str(log),
-           "CGSC_SKIP_CHECKS": "1"}
-    (result,) = run_batch("pv", [["/bin/sh", str(tmp_path / "out/pv/pv.sh")]], env, 1, tmp_path)
-    assert result["rc"] == 0, result
-    assert launched(log) == [{"kernel": ("/proc/self/fd/3", hashlib.sha256(image).hexdigest())}]
+    assert _build_and_launch(tmp_path, spec, "pv") == [
+        {"kernel": ("/proc/self/fd/3", hashlib.sha256(image).hexdigest())}]
 
 
 def test_verify_at_launch_false_leaves_the_copies_and_checks_out(tmp_path):
