@@ -128,6 +128,7 @@ def run_batch(name: str, commands: Sequence[Sequence[str]], env: Dict[str, str],
 # -- the swapper: another process changes a boot file as fast as it can -----------------
 
 PAUSE = 50e-6   # between swaps: thousands a second, and a core left for the launches
+RENAMED = ("rename", "fifo", "device")   # modes that rename another file over the path
 
 
 def _swap(path: str, measured: bytes, other: bytes, mode: str, stop, count) -> None:
@@ -172,9 +173,6 @@ def _write_fresh(path: str, data: bytes) -> None:
     with open(path + ".fresh", "wb") as fh:
         fh.write(data)
     os.rename(path + ".fresh", path)
-
-
-RENAMED = ("rename", "fifo", "device")
 
 
 class Swapper:
