@@ -25,8 +25,9 @@ def digest_change(old: Optional[dict], new: Optional[dict]) -> List[str]:
                          f"{was['sha256'] if was else 'none'} → {f['sha256']}")
     for key in sorted(set(old.get("report", {})) | set(new.get("report", {}))):
         a, b = old.get("report", {}).get(key), new.get("report", {}).get(key)
-        if a != b and key != "measurement":
-            lines.append(f"  report {key}: {a or 'none'} → {b or 'none'}")
+        if a != b and key not in ("measurement", "mrtd"):   # both are the launch digest
+            lines.append(f"  report {key}: {_listed(key, a) if a else 'none'} → "
+                         f"{_listed(key, b) if b else 'none'}")
     if before != after:
         lines.insert(0, f"launch measurement changed: {before or 'none'} → {after or 'none'}")
     elif lines:

@@ -301,3 +301,18 @@ def test_a_metadata_offset_outside_the_descriptor_is_refused(distance, why):
     image[at:at + 4] = distance.to_bytes(4, "little")
     with pytest.raises(tdvf.TdvfError, match=why):
         tdvf.parse(bytes(image))
+
+
+def test_check_names_the_changed_mrtd_once(firmware, tmp_path):
+    image = bytearray(_read(firmware[TDX]))
+    (tmp_path / "fw.fd").write_bytes(bytes(image))
+    spec = write(tmp_path / "td.toml", tdx_spec_text("td", "fw.fd"))
+    out = tmp_path / "out"
+    assert run_cli("build", spec, "-o", str(out))[0] == 0
+    image[0x84000 + 0x10000] ^= 0xFF   # in the BFV
+    (tmp_path / "fw.fd").write_bytes(bytes(image))
+    new = mrtd.mrtd(bytes(image), tdvf.parse(bytes(image))).hex()
+    code, stdout, _err = run_cli("check", spec, "-o", str(out))
+    assert code == 1
+    assert f"launch measurement changed: {VECTORS['T1'][2]} → {new}\n" in stdout
+    assert "report mrtd" not in stdout   # the same value, said once
