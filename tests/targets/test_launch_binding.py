@@ -303,10 +303,12 @@ def test_verify_at_launch_false_leaves_the_copies_and_checks_out(tmp_path):
     assert "sha256" not in unit.content
 
 
-def test_libvirt_says_it_cannot_check_files(bound, relaxng):
+def test_libvirt_says_it_cannot_check_files(bound, tool):
     from lxml import etree
+    valid = subprocess.run([tool("virt-xml-validate"), str(bound.out / "bound.xml"), "domain"],
+                           capture_output=True, text=True, timeout=60)
+    assert valid.returncode == 0, valid.stderr   # libvirt's own schema, as installed
     doc = etree.parse(str(bound.out / "bound.xml"))
-    assert relaxng.validate(doc), relaxng.error_log
     comments = [c.text for c in doc.iter(etree.Comment)]
     assert any("libvirt cannot check that the boot files are the measured ones" in c for c in comments)
     # libvirt opens the paths themselves: it has no checked copy to hand QEMU
