@@ -106,6 +106,7 @@ class Measured(NamedTuple):
     attestation: dict
     binding: Optional[LaunchBinding]
     config: dict
+    references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): verifier formats
 
 
 def static_checks(guest: Guest) -> List[Diagnostic]:
@@ -279,8 +280,13 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
         "verify-at-launch": verify,
         "notes": list(attested.notes),
     }
+    from .reference_values import render
+    references = render(guest, doc)
+    if references.errors:
+        return None, list(references.errors)
+    doc["reference-values"] = list(references.record)
     binding = None
     if verify:
         binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256)
                                       for f in boot), attested.params)
-    return Measured(doc, binding, attested.config), []
+    return Measured(doc, binding, attested.config, references.files), []

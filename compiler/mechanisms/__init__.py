@@ -34,6 +34,7 @@ class Mechanism:
     reboot_ends_process = False   # a guest reboot ends QEMU with status 0 (no reset in place)
     virtio_iommu = True           # virtio devices need iommu_platform=on (the DMA API path)
     measurement_keys: Tuple[str, ...] = ()   # [measurement] keys that apply; () = no prediction
+    reference_formats: Tuple[str, ...] = ()  # verifier formats its predictions are written in
 
     def fits_machine(self, machine: str) -> bool:
         return re.fullmatch(self.machine_pattern, machine) is not None
@@ -58,6 +59,12 @@ class Mechanism:
     def attest(self, guest: "Guest", files: dict):
         """(cgsc.measure.stage.Attested, diagnostics): check the boot files, compute what the
         attestation report will say. `files` maps a role to a cgsc.measure.stage.BootFile."""
+        raise NotImplementedError
+
+    def reference_values(self, fmt: str, guest_name: str, attestation: dict):
+        """[(file name suffix, text)]: the predictions of manifest.json's `attestation` in
+        `fmt`, one of reference_formats; raises cgsc.measure.reference_values.NotWritten
+        when the prediction lacks a field the format must pin."""
         raise NotImplementedError
 
 

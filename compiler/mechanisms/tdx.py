@@ -122,6 +122,7 @@ class Tdx(Mechanism):
                               path + ("quote-generation-socket",))
 
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
+    reference_formats = ("go-tdx-guest", "trustee")
 
     def attest(self, guest, files):
         from ..measure import tdvf
@@ -147,6 +148,17 @@ class Tdx(Mechanism):
                  "firmware sha256 above identifies the TDVF image MRTD is measured from.",)
         return Attested(inputs=inputs, report=report, not_predicted=NOT_PREDICTED,
                         notes=notes), []
+
+    def reference_values(self, fmt, guest_name, attestation):
+        from ..measure import go_tdx_guest, trustee
+        from ..measure.reference_values import NotWritten
+        if fmt == "go-tdx-guest":
+            return go_tdx_guest.files(guest_name, attestation)
+        report = attestation["report"]
+        if "mrtd" not in report:
+            raise NotWritten("MRTD is not predicted: Trustee's default policy has nothing "
+                             "else of a TD's launch to compare")
+        return trustee.files(trustee.tdx_values(report, go_tdx_guest.xfam_values(report)))
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential
