@@ -14,7 +14,10 @@ The fields cgsc predicts sit at the same offsets in every version.
 from __future__ import annotations
 
 import struct
-from typing import Dict, NamedTuple
+from typing import Dict, List, NamedTuple, Tuple
+
+from .evidence import (EvidenceError, PredictionError, Row, hex_row, predicted_hex,
+                       predicted_word, word_row)
 
 SIZE = 0x4A0
 VERSIONS = (2, 3, 4, 5)
@@ -51,7 +54,7 @@ FIELDS: Dict[str, Field] = {
 }
 
 
-class ReportError(ValueError):
+class ReportError(EvidenceError):
     """The bytes are not an SEV-SNP attestation report cgsc can read."""
 
 
@@ -74,3 +77,34 @@ def decode(data: bytes) -> Dict[str, object]:
     if version >= 3:
         out["cpuid_fms"] = f"{data[0x188]:#04x}/{data[0x189]:#04x}/{data[0x18A]:#04x}"
     return out
+
+
+# predicted byte fields, in report order
+HEX_FIELDS = (("family_id", 16), ("image_id", 16), ("measurement", 48), ("host_data", 32),
+              ("id_key_digest", 48), ("author_key_digest", 48))
+VMPL_NOTE = ("required, not predicted: the VMPL the report was requested at (0: the guest "
+             "kernel; snpguest report --vmpl 0, configfs-tsm privlevel 0)")
+
+
+def compare(predicted: dict, data: bytes, policy_names: Dict[int, str]) -> Tuple[str, List[Row]]:
+    """(what the evidence is, a row per predicted field in report order)."""
+    got = decode(data)
+    rows: List[Row] = []
+    svn = predicted.get("guest_svn")
+    if svn is not None:
+        if not isinstance(svn, int) or isinstance(svn, bool) or not 0 <= svn < 1 << 32:
+            raise PredictionError("report.guest_svn is not a 32-bit integer")
+        rows.append(Row("guest_svn", str(svn), str(got["guest_svn"]), svn == got["guest_svn"]))
+    policy = predicted_word(predicted, "policy")
+    if policy is None or predicted_hex(predicted, "measurement", 48) is None:
+        raise PredictionError("report.policy and report.measurement are not both predicted")
+    rows.append(word_row("policy", policy, got["policy"], policy_names))
+    for name, size in HEX_FIELDS[:2]:
+        if predicted_hex(predicted, name, size) is not None:
+            rows.append(hex_row(name, predicted[name], got[name]))
+    rows.append(Row("vmpl", str(REQUIRED_VMPL), str(got["vmpl"]),
+                    got["vmpl"] == REQUIRED_VMPL, VMPL_NOTE))
+    for name, size in HEX_FIELDS[2:]:
+        if predicted_hex(predicted, name, size) is not None:
+            rows.append(hex_row(name, predicted[name], got[name]))
+    return f"SEV-SNP attestation report, version {got['version']}", rows

@@ -15,7 +15,10 @@ deps/verifier/src/intel_dcap/quote.rs read them the same way. Little-endian thro
 from __future__ import annotations
 
 import struct
-from typing import Dict
+from typing import Dict, List, Tuple
+
+from .evidence import (EvidenceError, PredictionError, Row, hex_row, one_of_row,
+                       predicted_hex, predicted_word, word_row)
 
 HEADER = 48
 TEE_TDX = 0x81
@@ -44,7 +47,7 @@ BODY_FIELDS = {
 U64_FIELDS = ("attributes", "xfam", "seam_attributes")
 
 
-class QuoteError(ValueError):
+class QuoteError(EvidenceError):
     """The bytes are not a TDX quote cgsc can read."""
 
 
@@ -91,3 +94,34 @@ def decode(data: bytes) -> Dict[str, object]:
         raw = data[start + offset:start + offset + width]
         out[name] = int.from_bytes(raw, "little") if name in U64_FIELDS else raw.hex()
     return out
+
+
+MR_FIELDS = ("mrconfigid", "mrowner", "mrownerconfig")
+
+
+def compare(predicted: dict, data: bytes, attribute_names: Dict[int, str]) -> Tuple[str, List[Row]]:
+    """(what the evidence is, a row per predicted field in quote order)."""
+    got = decode(data)
+    rows: List[Row] = []
+    attributes = predicted_word(predicted, "attributes")
+    if attributes is not None:
+        rows.append(word_row("attributes", attributes, got["attributes"], attribute_names, 16))
+    xfams = ([predicted_word(predicted, "xfam")] if "xfam" in predicted else
+             [predicted_word({"xfam": x}, "xfam") for x in _list(predicted, "xfam-candidates")])
+    if xfams:
+        rows.append(one_of_row("xfam", xfams, got["xfam"], 16))
+    if predicted_hex(predicted, "mrtd", 48) is not None:
+        rows.append(hex_row("mrtd", predicted["mrtd"], got["mrtd"]))
+    for name in MR_FIELDS:
+        if predicted_hex(predicted, name, 48) is not None:
+            rows.append(hex_row(name, predicted[name], got[name]))
+    if not rows:
+        raise PredictionError("the report predicts no TD quote field")
+    return f"TDX quote, version {got['version']} ({got['body']} TD report)", rows
+
+
+def _list(predicted: dict, name: str) -> list:
+    value = predicted.get(name, [])
+    if not isinstance(value, list):
+        raise PredictionError(f"report.{name} is not a list")
+    return value

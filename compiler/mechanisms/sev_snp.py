@@ -108,6 +108,7 @@ class SevSnp(Mechanism):
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch", "vcpu-type",
                         "guest-features", "id-key", "author-key")
     reference_formats = ("go-sev-guest", "trustee")
+    evidence = "an SEV-SNP attestation report (snpguest report, or configfs-tsm's outblob)"
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)
@@ -202,6 +203,10 @@ class SevSnp(Mechanism):
             report["id_block"] = "given in the spec: its key digests are not known to cgsc"
         return attested._replace(report=report, config=config, not_predicted=(
             "reported_tcb", "chip_id", "report_data", "vmpl")), []
+
+    def compare_evidence(self, attestation, data):
+        from ..measure import snp_report
+        return snp_report.compare(attestation["report"], data, POLICY.bit_names)
 
     def reference_values(self, fmt, guest_name, attestation):
         from ..measure import go_sev_guest, trustee

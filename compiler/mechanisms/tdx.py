@@ -123,6 +123,7 @@ class Tdx(Mechanism):
 
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
     reference_formats = ("go-tdx-guest", "trustee")
+    evidence = "a TDX quote (configfs-tsm's outblob, or the quote your attestation agent fetched)"
 
     def attest(self, guest, files):
         from ..measure import tdvf
@@ -148,6 +149,10 @@ class Tdx(Mechanism):
                  "firmware sha256 above identifies the TDVF image MRTD is measured from.",)
         return Attested(inputs=inputs, report=report, not_predicted=NOT_PREDICTED,
                         notes=notes), []
+
+    def compare_evidence(self, attestation, data):
+        from ..measure import tdx_quote
+        return tdx_quote.compare(attestation["report"], data, ATTRIBUTES.bit_names)
 
     def reference_values(self, fmt, guest_name, attestation):
         from ..measure import go_tdx_guest, trustee

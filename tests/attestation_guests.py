@@ -1,0 +1,134 @@
+"""Guests whose attestation cgsc predicts, built with `cgsc build` for the tests of the
+reference values and `cgsc verify`: synthetic firmware (firmware_images.py), fresh keys.
+
+`build(kind, directory)` returns the guest's output directory (OUT/<name>) and its
+manifest. Kinds: snp (host data, SMT allowed), snp-id-block (ID and author key, SMT off,
+no host data), snp-newer-bits (policy bit 24, CIPHERTEXT_HIDING: beyond go-sev-guest
+0.13), tdx (MRCONFIGID set), sev, sev-es.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Tuple
+
+import firmware_images as fw
+from helpers import run_cli
+
+HOST_DATA = "Y1pDxcvTXcsAz5X/InX/u07jLnWpgMP6b6m+IC6cjx4="   # 32 bytes, base64
+MRCONFIGID = "YFUuWP13eLxTAg7URRPNVqeciLNtOWtUeW/GqJpBXgjSir0cYrS0+5qdfjZcns8m"   # 48 bytes
+
+_AMD = """[guest]
+name = "{name}"
+memory = 1024
+vcpus = 2
+cpu = "EPYC-v4"
+[firmware]
+code = "/var/lib/guests/{name}/OVMF.fd"
+[kernel]
+image = "/var/lib/guests/{name}/vmlinuz"
+cmdline = "console=ttyS0"
+[confidential.{mechanism}]
+cbitpos = 51
+reduced-phys-bits = 1
+kernel-hashes = true
+{extra}
+[measurement]
+firmware = "fw.fd"
+kernel = "vmlinuz"
+{measurement}
+"""
+_TDX = """[guest]
+name = "{name}"
+memory = 1024
+[firmware]
+code = "/var/lib/guests/{name}/OVMF.inteltdx.fd"
+[confidential.tdx]
+mrconfigid = "{mrconfigid}"
+[measurement]
+firmware = "tdvf.fd"
+"""
+
+KINDS = {
+    "snp": ("sev-snp", f'policy = {{ smt = true }}\nhost-data = "{HOST_DATA}"', ""),
+    "snp-id-block": ("sev-snp", "policy = { smt = false }",
+                     'id-key = "id.pem"\nauthor-key = "author.pem"'),
+    "snp-newer-bits": ("sev-snp", "policy = { smt = false, ciphertext-hiding = true }", ""),
+    "sev": ("sev", "policy = { debug = false }", ""),
+    "sev-es": ("sev-es", "policy = { debug = false }", ""),
+}
+
+
+def _p384_key(path: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP384R1())
+    with open(path, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+
+
+def spec(kind: str, directory: str, extra: str = "") -> str:
+    """Write the spec of `kind` (and the files it measures) into `directory`; its path."""
+    name = f"att-{kind}"
+    if kind == "tdx":
+        with open(os.path.join(directory, "tdvf.fd"), "wb") as fh:
+            fh.write(fw.tdvf_image())
+        text = _TDX.format(name=name, mrconfigid=MRCONFIGID)
+    else:
+        mechanism, table, measurement = KINDS[kind]
+        with open(os.path.join(directory, "fw.fd"), "wb") as fh:
+            fh.write(fw.amd_image(hashes_table=True))
+        with open(os.path.join(directory, "vmlinuz"), "wb") as fh:
+            fh.write(b"a kernel image")
+        for key in ("id.pem", "author.pem"):
+            if key in measurement:
+                _p384_key(os.path.join(directory, key))
+        text = _AMD.format(name=name, mechanism=mechanism, extra=table,
+                           measurement=measurement)
+    path = os.path.join(directory, f"{name}.toml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text + extra)
+    return path
+
+
+def build(kind: str, directory: str, extra: str = "") -> Tuple[str, dict]:
+    """(OUT/<name>, manifest) of a guest of `kind` built by cgsc under `directory`."""
+    path = spec(kind, directory, extra)
+    out = os.path.join(directory, "out")
+    code, _stdout, err = run_cli("build", path, "-o", out)
+    assert code == 0, err
+    guest = os.path.join(out, f"att-{kind}")
+    with open(os.path.join(guest, "manifest.json"), encoding="utf-8") as fh:
+        return guest, json.load(fh)
+
+
+# A TDX manifest predicts MRTD and XFAM once the measure stage computes them; until then
+# the TDX tests complete a built manifest with these values, and write the verifier files
+# the build would have written for them with cgsc's own writers.
+MRTD_STAND_IN = "5e" * 48
+XFAM_STAND_IN = "0x00000000000602e7"   # x87, SSE, AVX, AVX-512 state, PKRU: a Sapphire Rapids TD
+
+
+def tdx(directory: str) -> Tuple[str, dict]:
+    """(OUT/<name>, manifest) of a TDX guest whose manifest predicts MRTD and XFAM."""
+    guest, manifest = build("tdx", directory)
+    att = manifest["attestation"]
+    if "mrtd" in att["report"]:
+        return guest, manifest
+    from cgsc.measure import go_tdx_guest, trustee
+    att["report"].update(mrtd=MRTD_STAND_IN, xfam=XFAM_STAND_IN)
+    name = manifest["guest"]
+    written = [("go-tdx-guest", go_tdx_guest.files(name, att)),
+               ("trustee", trustee.files(trustee.tdx_values(att["report"], [XFAM_STAND_IN])))]
+    att["reference-values"] = []
+    for fmt, files in written:
+        att["reference-values"].append({"format": fmt,
+                                         "files": [f"{name}.{suffix}" for suffix, _ in files]})
+        for suffix, text in files:
+            with open(os.path.join(guest, f"{name}.{suffix}"), "w", encoding="utf-8") as fh:
+                fh.write(text)
+    with open(os.path.join(guest, "manifest.json"), "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2)
+    return guest, manifest

@@ -1,0 +1,213 @@
+"""The reference values cgsc writes, consumed by the real verifiers: Google's go-sev-guest
+0.13 and go-tdx-guest 0.3.1 as Debian 13 packages them, built offline (tests/go_toolchain.py).
+
+tests/go/verifiers (see its README) loads each config with the libraries' own protobuf
+types, makes evidence whose fields are the manifest's prediction, signs it with test-only
+keys, and runs verify + validate on it and on copies with one predicted field changed.
+The same files then go through each library's tools/check CLI and through `cgsc verify`.
+The report that equals the prediction is accepted; each changed field is refused, and the
+refusal names the field.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+
+import attestation_guests as guests
+import go_toolchain
+import pytest
+from conftest import missing
+from helpers import EXAMPLES, run_cli
+
+try:
+    import tomllib
+except ImportError:   # Python < 3.11
+    import tomli as tomllib
+
+# What go-sev-guest 0.13 says when it refuses each change (validate/validate.go), and the
+# field `cgsc verify` names for it.
+SNP_REFUSALS = {
+    "measurement": ("report field MEASUREMENT is", "measurement"),
+    "policy-debug": ("found unauthorized debug capability", "policy"),
+    "policy-migrate-ma": ("found unauthorized migration agent capability", "policy"),
+    "policy-smt": ("found unauthorized symmetric multithreading (SMT) capability", "policy"),
+    "family-id": ("report field FAMILY_ID is", "family_id"),
+    "image-id": ("report field IMAGE_ID is", "image_id"),
+    "host-data": ("report field HOST_DATA is", "host_data"),
+    "id-key-digest": ("report ID key not trusted", "id_key_digest"),
+    "vmpl": ("report VMPL 1 is not 0", "vmpl"),
+    "guest-svn": ("is less than the required minimum", "guest_svn"),
+}
+# go-tdx-guest 0.3.1 (validate/validate.go exactByteMatch): "quote field NAME is ...".
+TDX_REFUSALS = {
+    "mr-td": "quote field MR_TD is", "td-attributes-debug": "quote field TD_ATTRIBUTES is",
+    "td-attributes-sept-ve-disable": "quote field TD_ATTRIBUTES is",
+    "xfam": "quote field XFAM is", "mr-config-id": "quote field MR_CONFIG_ID is",
+    "mr-owner": "quote field MR_OWNER is", "mr-owner-config": "quote field MR_OWNER_CONFIG is"}
+SEV_CHECK_EXIT = {"accepted": 0, "verify": 2, "policy": 5}   # tools/check/check.go exit codes
+TDX_CHECK_EXIT = {"accepted": 0, "verify": 2, "policy": 4}
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory):
+    tool, why = go_toolchain.find()
+    if tool is None:
+        missing(why)
+    return go_toolchain.build(tool, str(tmp_path_factory.mktemp("go-verifiers")))
+
+
+def _harness(tools, mode, guest, config, out, *extra):
+    result = subprocess.run([tools.harness, mode, "-manifest", os.path.join(guest, "manifest.json"),
+                             "-config", config, "-jsonconfig", config[:-len(".textproto")] + ".json",
+                             "-out", out, *extra], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _cli(argv):
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stderr
+
+
+def _snp_guests(tmp_path):
+    """(name, OUT/<guest>) of every SEV-SNP guest whose measurement is predicted: the
+    project's examples that have [measurement] and the test guests."""
+    out = []
+    for example in EXAMPLES:
+        with open(example, "rb") as fh:
+            data = tomllib.load(fh)
+        if "measurement" in data and "sev-snp" in data.get("confidential", {}):
+            code, _out, err = run_cli("build", example, "-o", str(tmp_path / "examples"))
+            assert code == 0, err
+            out.append((example, str(tmp_path / "examples" / data["guest"]["name"])))
+    for kind in ("snp", "snp-id-block"):
+        (tmp_path / kind).mkdir()
+        out.append((kind, guests.build(kind, str(tmp_path / kind))[0]))
+    return out
+
+
+def test_go_sev_guest_accepts_the_prediction_and_refuses_each_change(tools, tmp_path):
+    refused = set()
+    for name, guest in _snp_guests(tmp_path):
+        (config,) = glob.glob(os.path.join(guest, "*.go-sev-guest.textproto"))
+        evidence = tmp_path / "evidence" / os.path.basename(guest)
+        evidence.mkdir(parents=True)
+        result = _harness(tools, "snp", guest, config, str(evidence))
+        assert result["configs_equal"], f"{name}: textproto and protojson differ"
+        for case in result["cases"]:
+            what = f"{name} v{case['version']} {case['name']}"
+            if case["name"] in ("prediction", "policy-stricter"):
+                # the library takes policy as a maximum: a stricter report passes it
+                assert case["verified"] and case["accepted"], (what, case["error"])
+                expected = "accepted"
+            elif case["name"] == "tampered-after-signing":   # the signature is really checked
+                assert not case["verified"] and "signature" in case["error"], what
+                expected = "verify"
+            else:
+                message, _field = SNP_REFUSALS[case["name"]]
+                assert case["verified"] and not case["accepted"], what
+                assert message in case["error"], (what, case["error"])
+                refused.add(case["name"])
+                expected = "policy"
+            code, err = _cli([tools.sev_check, "-config", config, "-in", case["evidence"],
+                              "-inform", "bin", "-product_key_path", result["roots"],
+                              "-network=false"])
+            assert code == SEV_CHECK_EXIT[expected], (what, code, err)
+            if expected == "policy":
+                assert SNP_REFUSALS[case["name"]][0] in err, (what, err)
+            # cgsc verify compares values exactly: every change differs, the field named
+            code, out, _err = run_cli("verify", case["report"], "--guest", guest, "--format", "json")
+            bad = [f["field"] for f in json.loads(out)["fields"] if not f["ok"]]
+            if case["name"] == "prediction":
+                assert code == 0 and bad == [], what
+            else:
+                assert code == 1 and bad == [case["field"]], (what, bad)
+    assert {"measurement", "policy-debug", "policy-migrate-ma", "policy-smt", "host-data",
+            "id-key-digest", "vmpl"} <= refused
+
+
+def test_without_pinned_roots_go_sev_guest_0_13_trusts_a_forged_chain(tools, tmp_path):
+    """Why the config's header warns: with no root_of_trust and no -product_key_path,
+    Debian 13's check accepts a report whose ARK and ASK came with it (test-only keys
+    here; google/go-sev-guest#185). Pinning AMD's real Milan ASK/ARK (the library's own
+    verify/trust/ask_ark_milan.pem) refuses it."""
+    guest, _manifest = guests.build("snp", str(tmp_path))
+    (config,) = glob.glob(os.path.join(guest, "*.go-sev-guest.textproto"))
+    result = _harness(tools, "snp", guest, config, str(tmp_path))
+    evidence = next(c["evidence"] for c in result["cases"]
+                    if c["name"] == "prediction" and c["version"] == 3)
+    code, err = _cli([tools.sev_check, "-config", config, "-in", evidence, "-inform", "bin",
+                      "-network=false"])
+    assert code == 0, err
+    amd = os.path.join(tools.gopath, "src/github.com/google/go-sev-guest/verify/trust/ask_ark_milan.pem")
+    pinned = tmp_path / "pinned.textproto"
+    pinned.write_text(f'root_of_trust {{ cabundle_paths: "{amd}" }}\n' + open(config).read())
+    code, err = _cli([tools.sev_check, "-config", str(pinned), "-in", evidence, "-inform", "bin",
+                      "-network=false"])
+    assert code == SEV_CHECK_EXIT["verify"], err
+
+
+def _tdx_configs(guest):
+    """(config, XFAM it is for) of every go-tdx-guest config of the guest."""
+    out = []
+    for config in sorted(glob.glob(os.path.join(guest, "*.go-tdx-guest*.textproto"))):
+        m = re.search(r"\.xfam-([0-9a-f]{16})\.textproto$", config)
+        out.append((config, f"0x{m.group(1)}" if m else ""))
+    return out
+
+
+def test_go_tdx_guest_accepts_the_prediction_and_refuses_each_change(tools, tmp_path):
+    guest, _manifest = guests.tdx(str(tmp_path))
+    refused = set()
+    configs = _tdx_configs(guest)
+    assert configs
+    for config, xfam in configs:
+        evidence = tmp_path / f"evidence-{xfam or 'exact'}"
+        evidence.mkdir()
+        result = _harness(tools, "tdx", guest, config, str(evidence), *(("-xfam", xfam) if xfam else ()))
+        assert result["configs_equal"]
+        for case in result["cases"]:
+            what = f"{os.path.basename(config)} {case['name']}"
+            if case["name"] == "prediction":
+                assert case["verified"] and case["accepted"], (what, case["error"])
+                expected = "accepted"
+            elif case["name"] == "tampered-after-signing":
+                assert not case["verified"], what
+                expected = "verify"
+            else:
+                assert case["verified"] and not case["accepted"], what
+                assert TDX_REFUSALS[case["name"]] in case["error"], (what, case["error"])
+                refused.add(case["name"])
+                expected = "policy"
+            code, err = _cli([tools.tdx_check, "-config", config, "-in", case["evidence"],
+                              "-trusted_roots", result["roots"], "-get_collateral=false"])
+            assert code == TDX_CHECK_EXIT[expected], (what, code, err)
+            if expected == "policy":
+                assert TDX_REFUSALS[case["name"]] in err, (what, err)
+            code, out, _err = run_cli("verify", case["report"], "--guest", guest, "--format", "json")
+            bad = [f["field"] for f in json.loads(out)["fields"] if not f["ok"]]
+            assert (code, bad) == ((0, []) if case["name"] == "prediction" else (1, [case["field"]])), what
+    assert refused == set(TDX_REFUSALS)
+
+
+def test_why_td_attributes_xfam_and_header_policy_are_always_written(tools, tmp_path):
+    """Without td_attributes and xfam go-tdx-guest 0.3.1 checks only their fixed bits and
+    accepts a DEBUG TD; without header_policy its tools/check crashes."""
+    guest, _manifest = guests.tdx(str(tmp_path))
+    config, xfam = _tdx_configs(guest)[0]
+    result = _harness(tools, "tdx", guest, config, str(tmp_path), *(("-xfam", xfam) if xfam else ()))
+    debug = next(c["evidence"] for c in result["cases"] if c["name"] == "td-attributes-debug")
+    text = open(config).read()
+    loose = tmp_path / "loose.textproto"
+    loose.write_text(re.sub(r"^\s*(td_attributes|xfam): .*\n", "", text, flags=re.M))
+    argv = ["-in", debug, "-trusted_roots", result["roots"], "-get_collateral=false"]
+    assert _cli([tools.tdx_check, "-config", config, *argv])[0] == TDX_CHECK_EXIT["policy"]
+    assert _cli([tools.tdx_check, "-config", str(loose), *argv])[0] == 0
+    headless = tmp_path / "headless.textproto"
+    headless.write_text(text.replace("  header_policy {}\n", ""))
+    code, err = _cli([tools.tdx_check, "-config", str(headless), *argv])
+    assert code != 0 and "nil pointer dereference" in err
