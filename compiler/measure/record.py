@@ -59,10 +59,8 @@ def explain_lines(att: Optional[dict]) -> List[str]:
         out.append("  not predicted: " + ", ".join(att["not-predicted"]))
     out += [f"  note: {n}" for n in att["notes"]]
     for entry in att.get("reference-values", ()):
-        if entry["files"]:
-            out.append(f"  reference values for {entry['format']}: {', '.join(entry['files'])}")
-        else:
-            out.append(f"  reference values for {entry['format']}: not written: {entry.get('not-written', '')}")
+        what = ", ".join(entry["files"]) or f"not written: {entry.get('not-written', '')}"
+        out.append(f"  reference values for {entry['format']}: {what}")
     if att["verify-at-launch"]:
         out.append("  launch binding: the shell script and the systemd unit refuse to start "
                    "QEMU when a file's sha256 differs; libvirt cannot check files, so check "
