@@ -50,11 +50,13 @@ def explain_lines(att: Optional[dict]) -> List[str]:
             value = f"{value['library']} {value['version']}"
         elif key == "tdvf-sections":
             value = ", ".join(f"{s['type']}@{s['address']}" for s in value)
+        elif key == "xfam-depends-on":
+            value = "; ".join(f"{r['bits']} if {r['set-when']}" for r in value)
         elif isinstance(value, bool) or value is None:
             value = {True: "true", False: "false", None: "-"}[value]
         out.append(f"  {key:<15} {value}")
     out.append("  a verifier compares:")
-    out += [f"    {key} = {value}" for key, value in att["report"].items()]
+    out += [f"    {key} = {_listed(key, value)}" for key, value in att["report"].items()]
     if att["not-predicted"]:
         out.append("  not predicted: " + ", ".join(att["not-predicted"]))
     out += [f"  note: {n}" for n in att["notes"]]
@@ -69,3 +71,12 @@ def explain_lines(att: Optional[dict]) -> List[str]:
         out.append("  launch binding: off (verify-at-launch = false): nothing checks the files "
                    "at launch")
     return out
+
+
+def _listed(key: str, value) -> str:
+    """A report value; a list of candidates in full when short, else counted."""
+    if not isinstance(value, list):
+        return value
+    if len(value) <= 4:
+        return " | ".join(value)
+    return f"one of {len(value)} values (manifest.json attestation.report.{key})"

@@ -35,7 +35,8 @@ UNREADABLE = Rule(
 NOT_APPLICABLE = Rule(
     "CGS-MEASURE-002", "a [measurement] key does not apply to this mechanism",
     "Only AMD SEV-ES and SEV-SNP measure vCPU state (vcpu-type, guest-features), only "
-    "SEV-SNP has ID blocks (id-key, author-key), and POWER PEF has no launch measurement that "
+    "SEV-SNP has ID blocks (id-key, author-key), only Intel TDX has a page order "
+    "(tdx-page-order), and POWER PEF has no launch measurement that "
     "can be predicted. A key that has no effect would suggest a check that never happens.",
     "SPEC.md [measurement]; reference/measurement/README.md",
     fix="Remove the key (or the [measurement] table for PEF).")
@@ -255,13 +256,13 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
     return files, errors
 
 
-def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
+def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dict] = None):
     """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
-    (static_checks) have run and passed before this."""
+    (static_checks) have run and passed before this. `host`: the --host profile, if any."""
     files, errors = read_boot_files(guest, base_dir)
     if errors:
         return None, errors
-    attested, errors = guest.mechanism.attest(guest, files)
+    attested, errors = guest.mechanism.attest(guest, files, host)
     if errors:
         return None, errors
     verify = guest.measurement.get("verify-at-launch", True)

@@ -184,7 +184,7 @@ class SevSnp(Mechanism):
             yield ID_KEYS.error(("measurement", "author-key"), "is given without id-key",
                                 "add measurement.id-key (the author key signs it)")
 
-    def attest(self, guest, files):
+    def attest(self, guest, files, host=None):
         cfg = guest.confidential
         policy = self.policy(cfg)
         attested, errors = amd.attest(guest, files, policy)

@@ -77,7 +77,7 @@ def compile_spec(path: str, host: Optional[dict] = None,
                     for f, (recorded, _h) in zip(source.files, spec_files) if _SURROGATE(recorded)]
     if unrecordable:
         raise SpecError(unrecordable)
-    measured = _measure(guest, source, boot_dir)
+    measured = _measure(guest, source, boot_dir, host)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
     plan = lower(guest, spec_files[0][0], spec_files)
@@ -130,7 +130,7 @@ def _measure_rules(guest) -> list:
     return found + (stage.static_checks(guest) if guest.measurement is not None else [])
 
 
-def _measure(guest, source, boot_dir=None):
+def _measure(guest, source, boot_dir=None, host=None):
     """The measure stage (only for a spec with [measurement]); raises SpecError."""
     if guest.measurement is None:
         return None
@@ -141,7 +141,7 @@ def _measure(guest, source, boot_dir=None):
         directory = os.path.dirname(os.path.abspath(owner.path if owner else source.path))
         return boot_dir(directory, guest.measurement[key[-1]]) if boot_dir else directory
 
-    measured, errors = stage.measure(guest, base_dir)
+    measured, errors = stage.measure(guest, base_dir, host)
     if errors:
         raise SpecError(source.locate(d) for d in errors)
     return measured
