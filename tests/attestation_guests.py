@@ -4,7 +4,7 @@ reference values and `cgsc verify`: synthetic firmware (firmware_images.py), fre
 `build(kind, directory)` returns the guest's output directory (OUT/<name>) and its
 manifest. Kinds: snp (host data, SMT allowed), snp-id-block (ID and author key, SMT off,
 no host data), snp-newer-bits (policy bit 24, CIPHERTEXT_HIDING: beyond go-sev-guest
-0.13), tdx (MRCONFIGID set), sev, sev-es.
+0.13), tdx (MRCONFIGID set; `tdx()` makes XFAM exact with a host profile), sev, sev-es.
 """
 
 from __future__ import annotations
@@ -93,42 +93,34 @@ def spec(kind: str, directory: str, extra: str = "") -> str:
     return path
 
 
-def build(kind: str, directory: str, extra: str = "") -> Tuple[str, dict]:
-    """(OUT/<name>, manifest) of a guest of `kind` built by cgsc under `directory`."""
+def build(kind: str, directory: str, extra: str = "", args=()) -> Tuple[str, dict]:
+    """(OUT/<name>, manifest) of a guest of `kind` built by cgsc under `directory`
+    (`extra`: more spec text; `args`: more arguments of cgsc build)."""
     path = spec(kind, directory, extra)
     out = os.path.join(directory, "out")
-    code, _stdout, err = run_cli("build", path, "-o", out)
+    code, _stdout, err = run_cli("build", path, "-o", out, *args)
     assert code == 0, err
     guest = os.path.join(out, f"att-{kind}")
     with open(os.path.join(guest, "manifest.json"), encoding="utf-8") as fh:
         return guest, json.load(fh)
 
 
-# A TDX manifest predicts MRTD and XFAM once the measure stage computes them; until then
-# the TDX tests complete a built manifest with these values, and write the verifier files
-# the build would have written for them with cgsc's own writers.
-MRTD_STAND_IN = "5e" * 48
-XFAM_STAND_IN = "0x00000000000602e7"   # x87, SSE, AVX, AVX-512 state, PKRU: a Sapphire Rapids TD
+def tdx(directory: str, xfam: str = "") -> Tuple[str, dict]:
+    """(OUT/<name>, manifest) of a TDX guest; with `xfam`, built with a host profile whose
+    tdx.xfam makes the prediction exact, else the manifest lists the XFAM candidates."""
+    if not xfam:
+        return build("tdx", directory)
+    profile = os.path.join(directory, "host.json")
+    with open(profile, "w", encoding="utf-8") as fh:
+        json.dump({"profile-version": 1, "name": "lab-tdx", "origin": "hand-written",
+                   "tdx": {"xfam": xfam}}, fh)
+    return build("tdx", directory, args=("--host", profile))
 
 
-def tdx(directory: str) -> Tuple[str, dict]:
-    """(OUT/<name>, manifest) of a TDX guest whose manifest predicts MRTD and XFAM."""
-    guest, manifest = build("tdx", directory)
-    att = manifest["attestation"]
-    if "mrtd" in att["report"]:
-        return guest, manifest
-    from cgsc.measure import go_tdx_guest, trustee
-    att["report"].update(mrtd=MRTD_STAND_IN, xfam=XFAM_STAND_IN)
-    name = manifest["guest"]
-    written = [("go-tdx-guest", go_tdx_guest.files(name, att)),
-               ("trustee", trustee.files(trustee.tdx_values(att["report"], [XFAM_STAND_IN])))]
-    att["reference-values"] = []
-    for fmt, files in written:
-        att["reference-values"].append({"format": fmt,
-                                         "files": [f"{name}.{suffix}" for suffix, _ in files]})
-        for suffix, text in files:
-            with open(os.path.join(guest, f"{name}.{suffix}"), "w", encoding="utf-8") as fh:
-                fh.write(text)
-    with open(os.path.join(guest, "manifest.json"), "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2)
-    return guest, manifest
+def xfams(report: dict) -> list:
+    """The XFAM values the prediction allows, as integers."""
+    return [int(x, 16) for x in ([report["xfam"]] if "xfam" in report else report["xfam-candidates"])]
+
+
+# XFAM of a Sapphire Rapids TD (x87, SSE, AVX, AVX-512, PKRU, AMX): one of the candidates
+SPR_XFAM = "0x00000000000602e7"

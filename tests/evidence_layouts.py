@@ -80,13 +80,15 @@ def set_snp(report: bytearray, field: str, value) -> None:
 def tdx_quote(version: int, predicted: dict, body_type: int = 2, tee_type: int = 0x81,
               xfam: str = "", signature: bytes = b"\xa5" * 700) -> bytearray:
     """A quote of `version` (5: `body_type` 2 TDX 1.0, 3 TDX 1.5) whose TD quote body holds
-    the `predicted` fields (`xfam`: the one to use when several are predicted)."""
+    the `predicted` fields (`xfam`: the one to use, default the exact one or the first
+    candidate)."""
     header = struct.pack("<HHII", version, 2, tee_type, 0) + INTEL_QE_VENDOR + b"\x00" * 20
     body = bytearray(648 if version == 5 and body_type == 3 else 584)
     body[0:16] = bytes(range(1, 17))                        # TEE_TCB_SVN
     body[16:64] = b"\x4d" * 48                              # MRSEAM
     struct.pack_into("<Q", body, 120, int(predicted["attributes"], 16))
-    struct.pack_into("<Q", body, 128, int(xfam or predicted["xfam"], 16))
+    xfam = xfam or predicted.get("xfam") or predicted["xfam-candidates"][0]
+    struct.pack_into("<Q", body, 128, int(xfam, 16))
     for name in ("mrtd", "mrconfigid", "mrowner", "mrownerconfig"):
         body[TDX_BODY_OFFSETS[name]:TDX_BODY_OFFSETS[name] + 48] = bytes.fromhex(predicted[name])
     body[328:520] = b"\x52" * 192                           # RTMR0-3

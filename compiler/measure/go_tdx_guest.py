@@ -19,6 +19,9 @@ from .reference_values import NotWritten
 FORMAT = "go-tdx-guest"
 MR_FIELDS = (("mr_config_id", "mrconfigid"), ("mr_owner", "mrowner"),
              ("mr_owner_config", "mrownerconfig"))
+# go-tdx-guest's own bound on XFAM, applied whatever the config says (validate.go
+# xfamFixed0, 0.3.1 and 91f9a52): a bit outside it (19, APX) fails every quote.
+LIBRARY_XFAM_BITS = 0x0006DBE7
 
 
 def le64(word: str) -> bytes:
@@ -55,7 +58,12 @@ def header(guest: str, xfam: str, count: int) -> Tuple[str, ...]:
     ]
     if count > 1:
         lines += [f"XFAM depends on the host CPU: this config is for XFAM {xfam}, one of",
-                  f"{count} files, one per value the guest can report."]
+                  f"{count} files, one per value the guest can report (a host profile with",
+                  "tdx.xfam makes it exact: cgsc build --host)."]
+    extra = int(xfam, 16) & ~LIBRARY_XFAM_BITS
+    if extra:
+        lines += [f"go-tdx-guest (0.3.1 and later) refuses every quote with XFAM bits {extra:#x}",
+                  "(its fixed bits, xfamFixed0 0x6dbe7), whatever this config says."]
     return tuple(lines)
 
 

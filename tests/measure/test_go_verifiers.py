@@ -160,44 +160,75 @@ def _tdx_configs(guest):
     return out
 
 
-def test_go_tdx_guest_accepts_the_prediction_and_refuses_each_change(tools, tmp_path):
-    guest, _manifest = guests.tdx(str(tmp_path))
+XFAM_PKRU = 1 << 9             # the bit the harness's "xfam" change toggles
+LIBRARY_XFAM_BITS = 0x6DBE7    # go-tdx-guest validate.go xfamFixed0: no other XFAM bit passes
+
+
+def _tdx_matrix(tools, guest, manifest, tmp_path):
+    """Every config of the guest through the library, its CLI and cgsc verify; the cases
+    the library refused, by name."""
+    candidates = guests.xfams(manifest["attestation"]["report"])
     refused = set()
     configs = _tdx_configs(guest)
-    assert configs
+    assert len(configs) == len(candidates)
     for config, xfam in configs:
-        evidence = tmp_path / f"evidence-{xfam or 'exact'}"
+        value = int(xfam, 16) if xfam else candidates[0]
+        evidence = tmp_path / f"evidence-{value:016x}"
         evidence.mkdir()
         result = _harness(tools, "tdx", guest, config, str(evidence), *(("-xfam", xfam) if xfam else ()))
         assert result["configs_equal"]
+        # an XFAM bit beyond the library's own bound (19, APX): every quote is refused
+        beyond = value & ~LIBRARY_XFAM_BITS
         for case in result["cases"]:
             what = f"{os.path.basename(config)} {case['name']}"
-            if case["name"] == "prediction":
-                assert case["verified"] and case["accepted"], (what, case["error"])
-                expected = "accepted"
-            elif case["name"] == "tampered-after-signing":
+            if case["name"] == "tampered-after-signing":
                 assert not case["verified"], what
                 expected = "verify"
+            elif case["name"] == "prediction" and not beyond:
+                assert case["verified"] and case["accepted"], (what, case["error"])
+                expected = "accepted"
             else:
                 assert case["verified"] and not case["accepted"], what
-                assert TDX_REFUSALS[case["name"]] in case["error"], (what, case["error"])
+                message = "xfamFixed0" if beyond else TDX_REFUSALS[case["name"]]
+                assert message in case["error"], (what, case["error"])
                 refused.add(case["name"])
                 expected = "policy"
             code, err = _cli([tools.tdx_check, "-config", config, "-in", case["evidence"],
                               "-trusted_roots", result["roots"], "-get_collateral=false"])
             assert code == TDX_CHECK_EXIT[expected], (what, code, err)
             if expected == "policy":
-                assert TDX_REFUSALS[case["name"]] in err, (what, err)
+                assert (message if beyond else TDX_REFUSALS[case["name"]]) in err, (what, err)
+            # cgsc verify: the field named, unless the change is another value it allows
             code, out, _err = run_cli("verify", case["report"], "--guest", guest, "--format", "json")
             bad = [f["field"] for f in json.loads(out)["fields"] if not f["ok"]]
-            assert (code, bad) == ((0, []) if case["name"] == "prediction" else (1, [case["field"]])), what
-    assert refused == set(TDX_REFUSALS)
+            allowed = case["name"] == "prediction" or (
+                case["name"] == "xfam" and value ^ XFAM_PKRU in candidates)
+            assert (code, bad) == ((0, []) if allowed else (1, [case["field"]])), what
+    return refused
+
+
+def test_go_tdx_guest_accepts_the_prediction_and_refuses_each_change(tools, tmp_path):
+    (tmp_path / "exact").mkdir()
+    guest, manifest = guests.tdx(str(tmp_path / "exact"), guests.SPR_XFAM)
+    assert _tdx_matrix(tools, guest, manifest, tmp_path / "exact") == set(TDX_REFUSALS)
+
+
+def test_one_go_tdx_guest_config_per_xfam_the_host_can_give(tools, tmp_path):
+    """Without a host profile XFAM is one of several values: a config per value, each
+    accepting its own quote, except those go-tdx-guest itself cannot accept (XFAM bit 19,
+    APX, outside its fixed bits: the config's header says so)."""
+    guest, manifest = guests.tdx(str(tmp_path))
+    assert len(guests.xfams(manifest["attestation"]["report"])) > 1
+    refused = _tdx_matrix(tools, guest, manifest, tmp_path)
+    assert set(TDX_REFUSALS) <= refused
+    apx = [c for c, x in _tdx_configs(guest) if int(x, 16) & 1 << 19]
+    assert apx and all("refuses every quote with XFAM bits 0x80000" in open(c).read() for c in apx)
 
 
 def test_why_td_attributes_xfam_and_header_policy_are_always_written(tools, tmp_path):
     """Without td_attributes and xfam go-tdx-guest 0.3.1 checks only their fixed bits and
     accepts a DEBUG TD; without header_policy its tools/check crashes."""
-    guest, _manifest = guests.tdx(str(tmp_path))
+    guest, _manifest = guests.tdx(str(tmp_path), guests.SPR_XFAM)
     config, xfam = _tdx_configs(guest)[0]
     result = _harness(tools, "tdx", guest, config, str(tmp_path), *(("-xfam", xfam) if xfam else ()))
     debug = next(c["evidence"] for c in result["cases"] if c["name"] == "td-attributes-debug")

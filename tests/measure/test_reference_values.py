@@ -142,6 +142,44 @@ def test_policy_bits_beyond_go_sev_guest_0_13_are_flagged(tmp_path):
     assert "The policy sets bits 21 and above, which go-sev-guest 0.13 refuses" in text
 
 
+# -- go-tdx-guest ----------------------------------------------------------------------------
+
+def test_the_go_tdx_guest_config_holds_the_prediction(tmp_path):
+    """TD attributes and XFAM as the quote's little-endian bytes (go-tdx-guest compares the
+    raw bytes), the MR fields, and an empty header_policy, always."""
+    guest, manifest = guests.tdx(str(tmp_path), guests.SPR_XFAM)
+    report, name = manifest["attestation"]["report"], manifest["guest"]
+    assert _files(guest, manifest)["go-tdx-guest"] == [f"{name}.go-tdx-guest.textproto",
+                                                      f"{name}.go-tdx-guest.json"]
+    policy = json.loads(_read(guest, f"{name}.go-tdx-guest.json"))["policy"]
+    assert policy["header_policy"] == {}
+    body = {k: base64.b64decode(v) for k, v in policy["td_quote_body_policy"].items()}
+    assert body == {"td_attributes": bytes.fromhex("0000001000000000"),   # SEPT_VE_DISABLE
+                    "xfam": bytes.fromhex("e702060000000000"),
+                    "mr_td": bytes.fromhex(report["mrtd"]),
+                    "mr_config_id": bytes.fromhex(report["mrconfigid"]),
+                    "mr_owner": bytes(48), "mr_owner_config": bytes(48)}
+    assert report["mrconfigid"] == base64.b64decode(guests.MRCONFIGID).hex()
+    text = _read(guest, f"{name}.go-tdx-guest.textproto")
+    assert "  header_policy {}\n" in text
+    assert _textproto_bytes(text, "xfam") == [bytes.fromhex("e702060000000000")]
+
+
+def test_one_go_tdx_guest_config_per_possible_xfam(tmp_path):
+    guest, manifest = guests.tdx(str(tmp_path))
+    candidates = guests.xfams(manifest["attestation"]["report"])
+    name = manifest["guest"]
+    expected = [f"{name}.go-tdx-guest.xfam-{x:016x}.{ext}" for x in candidates
+                for ext in ("textproto", "json")]
+    assert _files(guest, manifest)["go-tdx-guest"] == expected
+    for x in candidates:
+        stem = f"{name}.go-tdx-guest.xfam-{x:016x}"
+        xfam = json.loads(_read(guest, stem + ".json"))["policy"]["td_quote_body_policy"]["xfam"]
+        assert base64.b64decode(xfam) == x.to_bytes(8, "little")
+        assert f"this config is for XFAM {x:#018x}, one of\n# {len(candidates)} files" in \
+            _read(guest, stem + ".textproto")
+
+
 # -- Trustee: the RVPS sample message round-trips -------------------------------------------
 
 # The reference-value names Trustee's default CPU policy queries, with the type each must

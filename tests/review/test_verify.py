@@ -34,7 +34,14 @@ def snp_newer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tdx(tmp_path_factory):
-    return guests.tdx(str(tmp_path_factory.mktemp("tdx")))
+    """XFAM exact: the host profile says it."""
+    return guests.tdx(str(tmp_path_factory.mktemp("tdx")), guests.SPR_XFAM)
+
+
+@pytest.fixture(scope="module")
+def tdx_candidates(tmp_path_factory):
+    """XFAM one of the values the host CPU allows."""
+    return guests.tdx(str(tmp_path_factory.mktemp("tdx-any")))
 
 
 def _verify(tmp_path, data: bytes, guest: str, fmt: str = "json"):
@@ -149,6 +156,23 @@ def test_a_quote_with_the_predicted_fields_matches(version, body, tdx, tmp_path)
     assert doc["evidence"] == f"TDX quote, version {version} ({kind} TD report)"
     assert set(_fields(out)) == {"attributes", "xfam", "mrtd", "mrconfigid", "mrowner",
                                  "mrownerconfig"}
+
+
+@pytest.mark.parametrize("version,body", TDX_FORMS)
+def test_any_xfam_the_host_can_give_matches_and_no_other(version, body, tdx_candidates, tmp_path):
+    guest, manifest = tdx_candidates
+    report = manifest["attestation"]["report"]
+    candidates = guests.xfams(report)
+    assert "xfam" not in report and len(candidates) > 1 and int(guests.SPR_XFAM, 16) in candidates
+    for xfam in candidates:
+        code, out, _err = _verify(tmp_path, tdx_quote(version, report, body, xfam=hex(xfam)), guest)
+        assert code == 0, (hex(xfam), out)
+    row = _fields(out)["xfam"]
+    assert row["expected"] == "one of " + ", ".join(f"{x:#018x}" for x in candidates)
+    assert row["note"] == "depends on the host CPU"
+    outside = next(c | 1 << b for c in candidates for b in range(64) if c | 1 << b not in candidates)
+    code, out, _err = _verify(tmp_path, tdx_quote(version, report, body, xfam=hex(outside)), guest)
+    assert code == 1 and [f for f, r in _fields(out).items() if not r["ok"]] == ["xfam"]
 
 
 @pytest.mark.parametrize("version,body", TDX_FORMS)
