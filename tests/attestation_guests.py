@@ -124,3 +124,40 @@ def xfams(report: dict) -> list:
 
 # XFAM of a Sapphire Rapids TD (x87, SSE, AVX, AVX-512, PKRU, AMX): one of the candidates
 SPR_XFAM = "0x00000000000602e7"
+
+
+def examples(directory: str, firmware: dict) -> list:
+    """(example, OUT/<name>) of every example of the project that is an SEV-SNP or TDX guest,
+    built as it is when it has [measurement], else measured with Debian's firmware from
+    tests/data/firmware (and stand-in kernel and initrd copies for kernel-hashes), from a
+    copy of its folder (so `extends` still resolves)."""
+    import shutil
+
+    from cgsc.spec.source import load
+    from helpers import EXAMPLES
+    out = []
+    for example in EXAMPLES:
+        data = load(example).data
+        (mechanism,) = data["confidential"]
+        if mechanism not in ("sev-snp", "tdx"):
+            continue
+        here = os.path.join(directory, os.path.basename(os.path.dirname(example)))
+        if not os.path.isdir(here):
+            shutil.copytree(os.path.dirname(example), here)
+        path = os.path.join(here, os.path.basename(example))
+        if "measurement" not in data:
+            image = firmware["OVMF.amdsev.fd" if mechanism == "sev-snp" else "OVMF.inteltdx.ms.fd"]
+            lines = ["", "[measurement]", f"firmware = {json.dumps(image)}"]
+            table = data["confidential"][mechanism]
+            for key in ("image", "initrd") if table.get("kernel-hashes") else ():
+                if key in data.get("kernel", {}):
+                    copy = os.path.join(here, f"measured-{key}")
+                    with open(copy, "wb") as fh:
+                        fh.write(f"a stand-in {key} for {example}".encode())
+                    lines.append(f"{'kernel' if key == 'image' else key} = {json.dumps(copy)}")
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+        code, _stdout, err = run_cli("build", path, "-o", os.path.join(directory, "out"))
+        assert code == 0, err
+        out.append((example, os.path.join(directory, "out", data["guest"]["name"])))
+    return out

@@ -73,26 +73,21 @@ def _cli(argv):
     return result.returncode, result.stderr
 
 
-def _snp_guests(tmp_path):
-    """(name, OUT/<guest>) of every SEV-SNP guest whose measurement is predicted: the
-    project's examples that have [measurement] and the test guests."""
-    out = []
-    for example in EXAMPLES:
-        with open(example, "rb") as fh:
-            data = tomllib.load(fh)
-        if "measurement" in data and "sev-snp" in data.get("confidential", {}):
-            code, _out, err = run_cli("build", example, "-o", str(tmp_path / "examples"))
-            assert code == 0, err
-            out.append((example, str(tmp_path / "examples" / data["guest"]["name"])))
+def _snp_guests(tmp_path, firmware):
+    """(name, OUT/<guest>) of the SEV-SNP examples of the project (measured with Debian's
+    firmware where they have no [measurement]) and of the test guests."""
+    out = [(e, g) for e, g in guests.examples(str(tmp_path / "examples"), firmware)
+           if glob.glob(os.path.join(g, "*.go-sev-guest.textproto"))]
+    assert out, "the project has SEV-SNP examples"
     for kind in ("snp", "snp-id-block"):
         (tmp_path / kind).mkdir()
         out.append((kind, guests.build(kind, str(tmp_path / kind))[0]))
     return out
 
 
-def test_go_sev_guest_accepts_the_prediction_and_refuses_each_change(tools, tmp_path):
+def test_go_sev_guest_accepts_the_prediction_and_refuses_each_change(tools, firmware, tmp_path):
     refused = set()
-    for name, guest in _snp_guests(tmp_path):
+    for name, guest in _snp_guests(tmp_path, firmware):
         (config,) = glob.glob(os.path.join(guest, "*.go-sev-guest.textproto"))
         evidence = tmp_path / "evidence" / os.path.basename(guest)
         evidence.mkdir(parents=True)
@@ -211,6 +206,20 @@ def test_go_tdx_guest_accepts_the_prediction_and_refuses_each_change(tools, tmp_
     (tmp_path / "exact").mkdir()
     guest, manifest = guests.tdx(str(tmp_path / "exact"), guests.SPR_XFAM)
     assert _tdx_matrix(tools, guest, manifest, tmp_path / "exact") == set(TDX_REFUSALS)
+
+
+def test_the_tdx_examples_through_go_tdx_guest(tools, firmware, tmp_path):
+    """The project's TDX examples, measured with Debian's OVMF.inteltdx.ms.fd: every
+    config of each (one per XFAM it can report)."""
+    tds = [(e, g) for e, g in guests.examples(str(tmp_path / "examples"), firmware)
+           if glob.glob(os.path.join(g, "*.go-tdx-guest*.textproto"))]
+    assert tds, "the project has TDX examples"
+    for _example, guest in tds:
+        with open(os.path.join(guest, "manifest.json"), encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        evidence = tmp_path / os.path.basename(guest)
+        evidence.mkdir()
+        assert set(TDX_REFUSALS) <= _tdx_matrix(tools, guest, manifest, evidence)
 
 
 def test_one_go_tdx_guest_config_per_xfam_the_host_can_give(tools, tmp_path):
