@@ -99,7 +99,8 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
     if errors:
         return None, [compiled.locate(d) for d in errors]
     artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
-    artifacts += [(REFERENCE_VALUES, targets.Artifact(file, text)) for file, text in plan.references]
+    artifacts += [(REFERENCE_VALUES, targets.Artifact(file, text))
+                  for file, text in plan.references]
     named = compiled.data.get("targets", {}).get("systemd", {}).get("unit-name")
     unit_key = ("targets", "systemd", "unit-name") if named else ("guest", "name")
     return GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
