@@ -177,6 +177,8 @@ class LaunchPlan(NamedTuple):
     stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
     attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
+    references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): reference values in
+    #                                                the verifiers' formats ([attestation])
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

@@ -61,6 +61,9 @@ def explain_lines(att: Optional[dict]) -> List[str]:
     if att["not-predicted"]:
         out.append("  not predicted: " + ", ".join(att["not-predicted"]))
     out += [f"  note: {n}" for n in att["notes"]]
+    for entry in att.get("reference-values", ()):
+        what = ", ".join(entry["files"]) or f"not written: {entry.get('not-written', '')}"
+        out.append(f"  reference values for {entry['format']}: {what}")
     if att["verify-at-launch"]:
         out.append("  launch binding: the shell script and the systemd unit read each boot "
                    "file once into a private copy, check its sha256 and start QEMU on that "

@@ -71,6 +71,7 @@ class Sev(Mechanism):
     layout = POLICY
     es = False
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
+    reference_formats = ("sev-launch-measure",)
 
     def measurement_checks(self, guest) -> Iterable[Diagnostic]:
         return amd.measurement_checks(guest, with_vcpus=self.es)
@@ -84,6 +85,10 @@ class Sev(Mechanism):
                  "version and a nonce; the guest owner recomputes it from these values",)
         return attested._replace(notes=notes,
                                  not_predicted=("api_major", "api_minor", "build", "mnonce")), []
+
+    def reference_values(self, fmt, guest_name, attestation):
+        from ..measure import sev_launch
+        return sev_launch.files(attestation)
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)

@@ -112,12 +112,29 @@ class Tdx(Mechanism):
                               path + ("quote-generation-socket",))
 
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch", "tdx-page-order")
+    reference_formats = ("go-tdx-guest", "trustee")
+    evidence = "a TDX quote (configfs-tsm's outblob, or the quote your attestation agent fetched)"
 
     def attest(self, guest, files, host=None):
         cfg = guest.confidential
         owner = {key: (decode_blob(cfg[key]) if key in cfg else bytes(48)).hex()
                  for key, _tag in MR_FIELDS}
         return tdx_attest.attest(guest, files, host, self.attributes(cfg), owner)
+
+    def compare_evidence(self, attestation, data):
+        from ..measure import tdx_quote
+        return tdx_quote.compare(attestation["report"], data, ATTRIBUTES.bit_names)
+
+    def reference_values(self, fmt, guest_name, attestation):
+        from ..measure import go_tdx_guest, trustee
+        from ..measure.reference_values import NotWritten
+        if fmt == "go-tdx-guest":
+            return go_tdx_guest.files(guest_name, attestation)
+        report = attestation["report"]
+        if "mrtd" not in report:
+            raise NotWritten("MRTD is not predicted: Trustee's default policy has nothing "
+                             "else of a TD's launch to compare")
+        return trustee.files(trustee.tdx_values(report, go_tdx_guest.xfam_values(report)))
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential

@@ -85,7 +85,8 @@ def compile_spec(path: str, host: Optional[dict] = None,
     opened = {f.what: f.opened for f in binding.files} if binding else None
     plan = lower(guest, spec_files[0][0], spec_files, opened)
     if measured is not None:
-        plan = plan._replace(attestation=measured.attestation, binding=binding)
+        plan = plan._replace(attestation=measured.attestation, binding=binding,
+                             references=measured.references)
     too_long = argv_problems(_launched_words(plan), source.data)
     if too_long:
         raise SpecError(source.locate(d) for d in too_long)
@@ -132,11 +133,13 @@ def _builds_libvirt(plan, named) -> bool:
 
 
 def _measure_rules(guest) -> list:
-    """[measurement] rules that need no file, reported with the other cross-field rules."""
-    if guest.measurement is None:
+    """[measurement] and [attestation] rules that need no file, reported with the other
+    cross-field rules."""
+    if guest.measurement is None and guest.attestation_formats is None:
         return []
-    from ..measure import stage
-    return stage.static_checks(guest)
+    from ..measure import reference_values, stage
+    found = reference_values.static_checks(guest)
+    return found + (stage.static_checks(guest) if guest.measurement is not None else [])
 
 
 def _measure(guest, source, boot_dir=None, host=None):
