@@ -374,14 +374,7 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dic
         return None, list(references.errors)
     doc["reference-values"] = list(references.record)
     binding = None
-<<<<<<< HEAD
     if verify:   # QEMU inherits each checked copy on its own descriptor, from 3 up
         binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256, f.size, 3 + i)
                                       for i, f in enumerate(boot)), attested.params)
-    return Measured(doc, binding, attested.config), []
-=======
-    if verify:
-        binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256)
-                                      for f in boot), attested.params)
     return Measured(doc, binding, attested.config, references.files), []
->>>>>>> verifier-end
