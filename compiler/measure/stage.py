@@ -36,8 +36,9 @@ UNREADABLE = Rule(
 NOT_APPLICABLE = Rule(
     "CGS-MEASURE-002", "a [measurement] key does not apply to this mechanism",
     "Only AMD SEV-ES and SEV-SNP measure vCPU state (vcpu-type, guest-features), only "
-    "SEV-SNP has ID blocks (id-key, author-key), and POWER PEF has no launch measurement that "
-    "can be predicted. A key that has no effect would suggest a check that never happens.",
+    "SEV-SNP has ID blocks (id-key, author-key, family-id, image-id, guest-svn), and POWER "
+    "PEF has no launch measurement that can be predicted. A key that has no effect would "
+    "suggest a check that never happens.",
     "SPEC.md [measurement]; reference/measurement/README.md",
     fix="Remove the key (or the [measurement] table for PEF).")
 NO_COUNTERPART = Rule(
@@ -113,6 +114,7 @@ class Attested(NamedTuple):
     inputs: dict = {}                     # everything besides the files that went in
     report: dict = {}                     # report field -> expected value, for a verifier
     not_predicted: Tuple[str, ...] = ()   # report fields nobody can predict from the spec
+    unmeasured: Tuple[str, ...] = ()      # boot inputs launched but not measured
     notes: Tuple[str, ...] = ()
     config: dict = {}                     # additions to the mechanism table (id-block...)
     params: Tuple[HostParam, ...] = ()    # host settings the measurement assumes
@@ -317,6 +319,7 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
                    "sha256": f.sha256, "size": f.size} for f in boot],
         "inputs": attested.inputs,
         "report": attested.report,
+        **({"unmeasured": list(attested.unmeasured)} if attested.unmeasured else {}),
         "not-predicted": list(attested.not_predicted),
         "verify-at-launch": verify,
         "notes": list(attested.notes),

@@ -136,6 +136,8 @@ class Sev(Mechanism):
             nic_rom_off=True, lock_memory=True, reboot_ends_process=self.reboot_ends_process,
             memory_note=MEMLOCK_NOTE,
             host_devices=(amd.sev_device(cfg),), host_params=params,
+            # KVM's legacy KVM_SEV_ES_INIT adds DebugSwap on Linux 6.6-6.9 (debug_swap=Y)
+            debug_swap_measured=self.es and cfg.get("legacy-vm-type") != "off",
             libvirt_security=amd.launch_security("sev", cfg, policy),
             libvirt_features=(Element("smm", (("state", "off"),)),) if self.es else (),
             libvirt_unsupported=_libvirt_unsupported(cfg),
