@@ -283,6 +283,22 @@ def test_no_amd_launch_checks_kvm_amd_debug_swap(mechanism, firmware, tmp_path):
         assert "debug_swap" not in artifact.content
 
 
+def test_libvirt_is_not_built_for_the_init2_launch_it_cannot_express(firmware, tmp_path):
+    """libvirt (11.3, 12.9) never sets legacy-vm-type, so its QEMU would take the legacy
+    launch the manifest's SEV-ES digest is not for: the domain is left out, or refused."""
+    spec = write(tmp_path / "g.toml", spec_text("es", "sev-es", firmware[AMDSEV], cpu="EPYC-v4"))
+    out = tmp_path / "out"
+    code, _o, err = run_cli("build", spec, "-o", str(out))
+    assert code == 0 and sorted(os.listdir(out / "es")) == ["es.service", "es.sh", "manifest.json"]
+    assert "target libvirt skipped: legacy-vm-type = \"off\" has no libvirt setting" in err
+    code, _o, err = run_cli("build", "-t", "libvirt", spec, "-o", str(tmp_path / "out2"))
+    assert code == 1 and _diagnostic(
+        spec, _line(spec, 'legacy-vm-type = "off"'), "confidential.sev-es.legacy-vm-type",
+        "legacy-vm-type = \"off\" has no libvirt setting: libvirt's QEMU would launch with its "
+        "default, KVM's legacy KVM_SEV_INIT/KVM_SEV_ES_INIT, not KVM_SEV_INIT2 (and an SEV-ES "
+        "guest measures differently there)", "CGS-LIBVIRT-001") in err, err
+
+
 def test_sev_es_off_needs_qemu_9_1_on_the_host(tmp_path):
     """Row E7's QEMU half: legacy-vm-type exists from QEMU 9.1 (a host profile says so)."""
     from helpers import ROOT
