@@ -49,6 +49,13 @@ def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=
     return "\n".join(lines) + "\n"
 
 
+def tdx_spec_text(name, firmware, measurement="", extra="", launch="/usr/share/ovmf/OVMF.fd"):
+    """A TDX spec whose [measurement] firmware is `firmware` (a build-time copy)."""
+    return "\n".join(["[guest]", f"name = {toml_str(name)}", "memory = 2048", "[firmware]",
+                      f"code = {toml_str(launch)}", "[confidential.tdx]", extra,
+                      "[measurement]", f"firmware = {toml_str(firmware)}", measurement, ""])
+
+
 def write(path, text):
     path.write_text(text)
     return str(path)

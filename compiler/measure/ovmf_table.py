@@ -16,15 +16,10 @@ _ENTRY = 18          # u16 size + 16-byte GUID
 _TAIL = 32           # the reset vector area after the table
 
 
-def guided_table(image: bytes) -> Optional[Dict[str, bytes]]:
-    """GUID (lowercase string) -> entry data; None when the image has no table."""
-    entries = guided_entries(image)
-    return None if entries is None else dict(entries)   # a GUID listed twice: the farthest wins
-
-
-def guided_entries(image: bytes) -> Optional[List[Tuple[str, bytes]]]:
-    """(GUID, entry data) from the entry nearest the footer to the farthest (a GUID
-    listed twice is there twice); None when the image has no table or a broken one."""
+def table_entries(image: bytes) -> Optional[List[Tuple[str, bytes]]]:
+    """(GUID as a lowercase string, entry data) from the footer backwards, the order in
+    which QEMU searches them (hw/i386/pc_sysfw_ovmf.c); None when the image has no table
+    or any entry's size runs outside it."""
     end = len(image) - _TAIL
     start = end - _ENTRY
     if start < 0:
@@ -41,3 +36,9 @@ def guided_entries(image: bytes) -> Optional[List[Tuple[str, bytes]]]:
         out.append((str(uuid.UUID(bytes_le=guid)), table[len(table) - size:len(table) - _ENTRY]))
         table = table[:len(table) - size]
     return out
+
+
+def guided_table(image: bytes) -> Optional[Dict[str, bytes]]:
+    """GUID (lowercase string) -> entry data; None when the image has no table."""
+    entries = table_entries(image)
+    return None if entries is None else dict(entries)

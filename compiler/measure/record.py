@@ -25,8 +25,9 @@ def digest_change(old: Optional[dict], new: Optional[dict]) -> List[str]:
                          f"{was['sha256'] if was else 'none'} → {f['sha256']}")
     for key in sorted(set(old.get("report", {})) | set(new.get("report", {}))):
         a, b = old.get("report", {}).get(key), new.get("report", {}).get(key)
-        if a != b and key != "measurement":
-            lines.append(f"  report {key}: {a or 'none'} → {b or 'none'}")
+        if a != b and key not in ("measurement", "mrtd"):   # both are the launch digest
+            lines.append(f"  report {key}: {_listed(key, a) if a else 'none'} → "
+                         f"{_listed(key, b) if b else 'none'}")
     if before != after:
         lines.insert(0, f"launch measurement changed: {before or 'none'} → {after or 'none'}")
     elif lines:
@@ -50,11 +51,13 @@ def explain_lines(att: Optional[dict]) -> List[str]:
             value = f"{value['library']} {value['version']}"
         elif key == "tdvf-sections":
             value = ", ".join(f"{s['type']}@{s['address']}" for s in value)
+        elif key == "xfam-depends-on":
+            value = "; ".join(f"{r['bits']} if {r['set-when']}" for r in value)
         elif isinstance(value, bool) or value is None:
             value = {True: "true", False: "false", None: "-"}[value]
         out.append(f"  {key:<15} {value}")
     out.append("  a verifier compares:")
-    out += [f"    {key} = {value}" for key, value in att["report"].items()]
+    out += [f"    {key} = {_listed(key, value)}" for key, value in att["report"].items()]
     if att.get("unmeasured"):
         out.append("  not in the launch measurement (kernel-hashes is off): "
                    + ", ".join(att["unmeasured"]))
@@ -70,3 +73,12 @@ def explain_lines(att: Optional[dict]) -> List[str]:
         out.append("  launch binding: off (verify-at-launch = false): nothing checks the files "
                    "at launch")
     return out
+
+
+def _listed(key: str, value) -> str:
+    """A report value; a list of candidates in full when short, else counted."""
+    if not isinstance(value, list):
+        return value
+    if len(value) <= 4:
+        return " | ".join(value)
+    return f"one of {len(value)} values (manifest.json attestation.report.{key})"

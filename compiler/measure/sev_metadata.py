@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import List, NamedTuple, Optional
 
-from .ovmf_table import guided_entries
+from .ovmf_table import table_entries
 
 RESET_BLOCK = "00f771de-1a7e-4fcb-890e-68c77e2fb44e"
 HASHES_TABLE = "7255371f-3a3b-4b04-927b-1da6efa8d454"
@@ -44,7 +44,7 @@ def problems(image: bytes, mechanism: str, kernel_hashes: bool, memory: int) -> 
     """What keeps the image from being measured for `mechanism` ("sev", "sev-es",
     "sev-snp") with a guest of `memory` bytes; [] for a sound image. An image without a
     GUIDed table is the caller's to refuse (no problem is reported for it)."""
-    entries = guided_entries(image)
+    entries = table_entries(image)
     if entries is None:
         return []
     seen, out = set(), []

@@ -42,9 +42,9 @@ UNREADABLE = Rule(
 NOT_APPLICABLE = Rule(
     "CGS-MEASURE-002", "a [measurement] key does not apply to this mechanism",
     "Only AMD SEV-ES and SEV-SNP measure vCPU state (vcpu-type, guest-features), only "
-    "SEV-SNP has ID blocks (id-key, author-key, family-id, image-id, guest-svn), and POWER "
-    "PEF has no launch measurement that can be predicted. A key that has no effect would "
-    "suggest a check that never happens.",
+    "SEV-SNP has ID blocks (id-key, author-key, family-id, image-id, guest-svn), only Intel "
+    "TDX has a page order (tdx-page-order), and POWER PEF has no launch measurement that can "
+    "be predicted. A key that has no effect would suggest a check that never happens.",
     "SPEC.md [measurement]; reference/measurement/README.md",
     fix="Remove the key (or the [measurement] table for PEF).")
 NO_COUNTERPART = Rule(
@@ -381,14 +381,14 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
     return files, errors
 
 
-def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
+def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dict] = None):
     """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
-    (static_checks) have run and passed before this."""
+    (static_checks) have run and passed before this. `host`: the --host profile, if any."""
     files, errors = read_boot_files(guest, base_dir)
     try:
         if errors:
             return None, errors
-        attested, errors = guest.mechanism.attest(guest, files)
+        attested, errors = guest.mechanism.attest(guest, files, host)
     finally:
         for f in files.values():
             f.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Tuple
 
 from ..core.diagnostics import Diagnostic
 
@@ -55,9 +55,10 @@ class Mechanism:
         """[measurement] rules that need no file (run with the other cross-field rules)."""
         return ()
 
-    def attest(self, guest: "Guest", files: dict):
+    def attest(self, guest: "Guest", files: dict, host: Optional[dict] = None):
         """(cgsc.measure.stage.Attested, diagnostics): check the boot files, compute what the
-        attestation report will say. `files` maps a role to a cgsc.measure.stage.BootFile."""
+        attestation report will say. `files` maps a role to a cgsc.measure.stage.BootFile;
+        `host` is the --host profile, when the build has one (facts the spec cannot say)."""
         raise NotImplementedError
 
 

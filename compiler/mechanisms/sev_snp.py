@@ -189,7 +189,7 @@ class SevSnp(Mechanism):
                                         "add measurement.id-key (cgsc then signs an ID block "
                                         f"with it), or remove {key}")
 
-    def attest(self, guest, files):
+    def attest(self, guest, files, host=None):
         cfg = guest.confidential
         policy = self.policy(cfg)
         attested, errors = amd.attest(guest, files, policy)

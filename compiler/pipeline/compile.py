@@ -77,7 +77,7 @@ def compile_spec(path: str, host: Optional[dict] = None,
                     for f, (recorded, _h) in zip(source.files, spec_files) if _SURROGATE(recorded)]
     if unrecordable:
         raise SpecError(unrecordable)
-    measured = _measure(guest, source, boot_dir)
+    measured = _measure(guest, source, boot_dir, host)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
     binding = measured.binding if measured is not None else None
@@ -139,7 +139,7 @@ def _measure_rules(guest) -> list:
     return stage.static_checks(guest)
 
 
-def _measure(guest, source, boot_dir=None):
+def _measure(guest, source, boot_dir=None, host=None):
     """The measure stage (only for a spec with [measurement]); raises SpecError."""
     if guest.measurement is None:
         return None
@@ -150,7 +150,7 @@ def _measure(guest, source, boot_dir=None):
         directory = os.path.dirname(os.path.abspath(owner.path if owner else source.path))
         return boot_dir(directory, guest.measurement[key[-1]]) if boot_dir else directory
 
-    measured, errors = stage.measure(guest, base_dir)
+    measured, errors = stage.measure(guest, base_dir, host)
     if errors:
         raise SpecError(source.locate(d) for d in errors)
     return measured

@@ -357,3 +357,32 @@ def test_the_unit_command_line_round_trips_hostile_paths(bound):
     files = [args[i:i + 6] for i, w in enumerate(args) if w == "file"]
     assert files == [["file", r, str(bound.path(r)), bound.sha(r), str(len(bound.measured[r])),
                       str(3 + i)] for i, r in enumerate(FILES)]
+
+
+def test_a_stop_while_the_binding_checks_does_not_wait_for_a_qemu_that_never_starts(bound):
+    """systemctl stop during the checks (or after they refused the launch): ExecStop=
+    must not block on the stop FIFO that only QEMU would open; it returns once the main
+    process is gone."""
+    unit = (bound.out / "bound.service").read_text()
+    (make_fifos,) = [c for c in unit_commands(unit) if "mkfifo" in " ".join(c)]
+    stop = systemd_split(unit_values(unit, "Service", "ExecStop")[0])
+    main = ["/bin/sh", "-c", 'sleep 1 & MAINPID=$!; export MAINPID; exec "$@"', "sh"] + stop
+    (result,) = run_batch("bound", [make_fifos, main], bound.env(), 1, bound.tmp)
+    assert result["rc"] == 0, result
+    # and once QEMU (a stand-in reading the stop channel) runs, the request reaches it
+    said = bound.tmp / "said"
+    qemu = f"cat /run/cgsc/bound/qmp-stop.in > '{said}'"
+    main = ["/bin/sh", "-c", f'{{ {qemu}; }} & MAINPID=$!; export MAINPID; exec "$@"', "sh"] + stop
+    (result,) = run_batch("bound", [make_fifos, main], bound.env(), 1, bound.tmp)
+    assert result["rc"] == 0, result
+    assert said.read_text() == '{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n'
+
+
+def test_the_harness_runs_the_unit_read_only_but_for_its_runtime_directory(bound):
+    """The unit's commands above run under ProtectSystem=strict as emulated here: a write
+    anywhere else fails, so a pass shows the binding writes only where the unit may."""
+    probe = ["/bin/sh", "-c", 'touch /run/cgsc/bound/ok "$0/ok" && ! touch /var/tmp/cgsc-probe '
+             '2>/dev/null && ! touch /run/cgsc-probe 2>/dev/null', str(bound.log.parent)]
+    (result,) = run_batch("bound", [probe], bound.env(), 1, bound.tmp, strict=bound.log.parent)
+    assert result["rc"] == 0, result
+    assert result["left"] == ["ok"]

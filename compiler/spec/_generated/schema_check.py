@@ -46,38 +46,39 @@ _P8 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\
 _P9 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
 _P10 = _re('^(?!([^\\n\\r\\u2028\\u2029]*/)?\\.\\.(/|\\Z))[^\\x00-\\x1f\\x7f]+\\Z').search
 _P11 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
+_C14 = frozenset(('single-pass', 'two-pass'))
 _P12 = _re('^[0-9a-fA-F]{32}\\Z').search
 _P13 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
-_C16 = frozenset(('auto', 'off', 'on'))
+_C17 = frozenset(('auto', 'off', 'on'))
 _P14 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
-_C18 = frozenset(('unix', 'vsock'))
-_C19 = frozenset(('qcow2', 'raw'))
-_C20 = frozenset(('scsi', 'virtio'))
-_C21 = frozenset(('none', 'writeback', 'writethrough'))
+_C19 = frozenset(('unix', 'vsock'))
+_C20 = frozenset(('qcow2', 'raw'))
+_C21 = frozenset(('scsi', 'virtio'))
+_C22 = frozenset(('none', 'writeback', 'writethrough'))
 _P15 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
 _P16 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
 _P17 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
-_C25 = frozenset((True,))
-_C26 = frozenset(('bridge', 'tap', 'user'))
+_C26 = frozenset((True,))
+_C27 = frozenset(('bridge', 'tap', 'user'))
 _P18 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
 _P19 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
-_C29 = frozenset(('virtio',))
-_C30 = frozenset(('tcp', 'udp'))
+_C30 = frozenset(('virtio',))
+_C31 = frozenset(('tcp', 'udp'))
 _P20 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
 _P21 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_C33 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
+_C34 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
 _P22 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
 _P23 = _re('^[a-z][a-z0-9-]*\\Z').search
 _P24 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
 _P25 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
-_C38 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
+_C39 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
 _P26 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
-_C40 = frozenset(('kvm', 'qemu'))
+_C41 = frozenset(('kvm', 'qemu'))
 _P27 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
-_C42 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
+_C43 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
 _P28 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
 _P29 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
-_C45 = frozenset(('HostDisk',))
+_C46 = frozenset(('HostDisk',))
 _P30 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
 _P31 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
 
@@ -225,11 +226,16 @@ def _n20(x):
 
 
 def _n21(x):
-    if not (isinstance(x, bool)): return False
+    if not ((type(x) is str and x in _C14)): return False
     return True
 
 
 def _n22(x):
+    if not (isinstance(x, bool)): return False
+    return True
+
+
+def _n23(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P12(x): return False
@@ -237,7 +243,7 @@ def _n22(x):
     return True
 
 
-def _n23(x):
+def _n24(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 4294967295: return False
@@ -250,28 +256,28 @@ def _n17(x):
     return True
 
 
-def _n26(x):
+def _n27(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n27(x):
+def _n28(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n29(x):
+def _n30(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n28(x):
+def _n29(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
@@ -281,7 +287,7 @@ def _n28(x):
     return True
 
 
-def _n30(x):
+def _n31(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
     if not _P13(x): return False
@@ -289,18 +295,18 @@ def _n30(x):
     return True
 
 
-def _n31(x):
-    if not ((type(x) is str and x in _C16)): return False
+def _n32(x):
+    if not ((type(x) is str and x in _C17)): return False
     return True
 
 
-def _n25(x):
+def _n26(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T10, _T11, _no): return False
     return True
 
 
-def _n33(x):
+def _n34(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
@@ -310,7 +316,7 @@ def _n33(x):
     return True
 
 
-def _n34(x):
+def _n35(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 8192: return False
     if not _P14(x): return False
@@ -318,13 +324,13 @@ def _n34(x):
     return True
 
 
-def _n32(x):
+def _n33(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T14, _T15, _no): return False
     return True
 
 
-def _n36(x):
+def _n37(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
@@ -334,46 +340,41 @@ def _n36(x):
     return True
 
 
-def _n38(x):
-    if not ((type(x) is str and x in _C18)): return False
+def _n39(x):
+    if not ((type(x) is str and x in _C19)): return False
     return True
 
 
-def _n39(x):
+def _n40(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n37(x):
+def _n38(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T18, _T19, _no): return False
     return True
 
 
-def _n35(x):
+def _n36(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T20, _T21, _no): return False
     return True
 
 
-def _n40(x):
+def _n41(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n24(x):
+def _n25(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
     if not _keys(x, _T24, _T25, _no): return False
-    return True
-
-
-def _n43(x):
-    if not ((type(x) is str and x in _C19)): return False
     return True
 
 
@@ -388,6 +389,11 @@ def _n45(x):
 
 
 def _n46(x):
+    if not ((type(x) is str and x in _C22)): return False
+    return True
+
+
+def _n47(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P15(x): return False
@@ -395,7 +401,7 @@ def _n46(x):
     return True
 
 
-def _n48(x):
+def _n49(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 253: return False
     if not _P16(x): return False
@@ -403,7 +409,7 @@ def _n48(x):
     return True
 
 
-def _n49(x):
+def _n50(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 1024: return False
     if not _P17(x): return False
@@ -411,12 +417,12 @@ def _n49(x):
     return True
 
 
-def _n50(x):
-    if not ((type(x) is bool and x in _C25)): return False
+def _n51(x):
+    if not ((type(x) is bool and x in _C26)): return False
     return True
 
 
-def _n47(x):
+def _n48(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -424,7 +430,7 @@ def _n47(x):
     return True
 
 
-def _n42(x):
+def _n43(x):
     if not (isinstance(x, dict)): return False
     if 'path' not in x: return False
     if 'format' not in x: return False
@@ -432,19 +438,19 @@ def _n42(x):
     return True
 
 
-def _n41(x):
+def _n42(x):
     if not (isinstance(x, list)): return False
     if len(x) > 64: return False
-    if not all(map(_n42, x)): return False
-    return True
-
-
-def _n53(x):
-    if not ((type(x) is str and x in _C26)): return False
+    if not all(map(_n43, x)): return False
     return True
 
 
 def _n54(x):
+    if not ((type(x) is str and x in _C27)): return False
+    return True
+
+
+def _n55(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P18(x): return False
@@ -452,7 +458,7 @@ def _n54(x):
     return True
 
 
-def _n55(x):
+def _n56(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P19(x): return False
@@ -460,24 +466,24 @@ def _n55(x):
     return True
 
 
-def _n56(x):
-    if not ((type(x) is str and x in _C29)): return False
-    return True
-
-
-def _n59(x):
+def _n57(x):
     if not ((type(x) is str and x in _C30)): return False
     return True
 
 
 def _n60(x):
+    if not ((type(x) is str and x in _C31)): return False
+    return True
+
+
+def _n61(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 65535: return False
     return True
 
 
-def _n61(x):
+def _n62(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P20(x): return False
@@ -485,7 +491,7 @@ def _n61(x):
     return True
 
 
-def _n58(x):
+def _n59(x):
     if not (isinstance(x, dict)): return False
     if 'host-port' not in x: return False
     if 'guest-port' not in x: return False
@@ -493,14 +499,14 @@ def _n58(x):
     return True
 
 
-def _n57(x):
+def _n58(x):
     if not (isinstance(x, list)): return False
     if len(x) > 256: return False
-    if not all(map(_n58, x)): return False
+    if not all(map(_n59, x)): return False
     return True
 
 
-def _n63(x):
+def _n64(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 317: return False
     if not _P21(x): return False
@@ -508,58 +514,58 @@ def _n63(x):
     return True
 
 
-def _n62(x):
+def _n63(x):
     if not (isinstance(x, dict)): return False
     if 'multus' not in x: return False
     if not _keys(x, _T32, _T33, _no): return False
     return True
 
 
-def _n52(x):
+def _n53(x):
     if not (isinstance(x, dict)): return False
     if 'mode' not in x: return False
     if not _keys(x, _T34, _T35, _no): return False
     return True
 
 
-def _n51(x):
+def _n52(x):
     if not (isinstance(x, list)): return False
     if len(x) > 32: return False
-    if not all(map(_n52, x)): return False
+    if not all(map(_n53, x)): return False
+    return True
+
+
+def _n66(x):
+    if not ((type(x) is str and x in _C34)): return False
     return True
 
 
 def _n65(x):
-    if not ((type(x) is str and x in _C33)): return False
-    return True
-
-
-def _n64(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T36, _T37, _no): return False
     return True
 
 
-def _n67(x):
+def _n68(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 3: return False
     if x > 4294967294: return False
     return True
 
 
-def _n66(x):
+def _n67(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T38, _T39, _no): return False
     return True
 
 
-def _n68(x):
+def _n69(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T40, _T41, _no): return False
     return True
 
 
-def _n70(x):
+def _n71(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
     if not _P22(x): return False
@@ -567,20 +573,20 @@ def _n70(x):
     return True
 
 
-def _n71(x):
+def _n72(x):
     if not (isinstance(x, list)): return False
     if len(x) > 256: return False
     if not all(map(_n16, x)): return False
     return True
 
 
-def _n69(x):
+def _n70(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T42, _T43, _no): return False
     return True
 
 
-def _n74(x):
+def _n75(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 64: return False
     if not _P23(x): return False
@@ -588,14 +594,14 @@ def _n74(x):
     return True
 
 
-def _n73(x):
+def _n74(x):
     if not (isinstance(x, list)): return False
     if len(x) > 16: return False
-    if not all(map(_n74, x)): return False
+    if not all(map(_n75, x)): return False
     return True
 
 
-def _n76(x):
+def _n77(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P24(x): return False
@@ -603,7 +609,7 @@ def _n76(x):
     return True
 
 
-def _n77(x):
+def _n78(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P25(x): return False
@@ -611,12 +617,12 @@ def _n77(x):
     return True
 
 
-def _n78(x):
-    if not ((type(x) is str and x in _C38)): return False
+def _n79(x):
+    if not ((type(x) is str and x in _C39)): return False
     return True
 
 
-def _n80(x):
+def _n81(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P26(x): return False
@@ -624,38 +630,38 @@ def _n80(x):
     return True
 
 
-def _n79(x):
+def _n80(x):
     if not (isinstance(x, list)): return False
     if len(x) > 64: return False
-    if not all(map(_n80, x)): return False
+    if not all(map(_n81, x)): return False
     return True
 
 
-def _n81(x):
+def _n82(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 86400: return False
     return True
 
 
-def _n75(x):
+def _n76(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T44, _T45, _no): return False
     return True
 
 
-def _n83(x):
-    if not ((type(x) is str and x in _C40)): return False
+def _n84(x):
+    if not ((type(x) is str and x in _C41)): return False
     return True
 
 
-def _n82(x):
+def _n83(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T46, _T47, _no): return False
     return True
 
 
-def _n85(x):
+def _n86(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P27(x): return False
@@ -663,12 +669,12 @@ def _n85(x):
     return True
 
 
-def _n86(x):
-    if not ((type(x) is str and x in _C42)): return False
+def _n87(x):
+    if not ((type(x) is str and x in _C43)): return False
     return True
 
 
-def _n88(x):
+def _n89(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P29(x): return False
@@ -676,38 +682,38 @@ def _n88(x):
     return True
 
 
-def _n87(x):
+def _n88(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T48, _T49, _no): return False
     return True
 
 
-def _n90(x):
-    if not ((type(x) is str and x in _C45)): return False
+def _n91(x):
+    if not ((type(x) is str and x in _C46)): return False
     return True
 
 
-def _n89(x):
+def _n90(x):
     if not (isinstance(x, list)): return False
     if len(x) > 256: return False
-    if not all(map(_n90, x)): return False
+    if not all(map(_n91, x)): return False
     if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
     return True
 
 
-def _n84(x):
+def _n85(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T50, _T51, _no): return False
     return True
 
 
-def _n72(x):
+def _n73(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n92(x):
+def _n93(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 1024: return False
     if not _P31(x): return False
@@ -715,57 +721,57 @@ def _n92(x):
     return True
 
 
-def _n91(x):
+def _n92(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T54, _T55, _no): return False
     return True
 
 
-def _n94(x):
+def _n95(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n96(x):
+def _n97(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n98(x):
+def _n99(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n97(x):
+def _n98(x):
     if isinstance(x, dict):
         if not _keys(x, _T58, _T59, None): return False
     return True
 
 
-def _n95(x):
+def _n96(x):
     if isinstance(x, dict):
         if not _keys(x, _T60, _T61, None): return False
     return True
 
 
-def _n99(x):
+def _n100(x):
     if isinstance(x, dict):
         if 'cid' not in x: return False
     return True
 
 
-def _n100(x):
+def _n101(x):
     if isinstance(x, dict):
         if 'socket' not in x: return False
     return True
 
 
-def _n93(x):
+def _n94(x):
     if isinstance(x, dict):
         if 'guest' not in x: return False
         if 'confidential' not in x: return False
@@ -773,7 +779,7 @@ def _n93(x):
     return True
 
 
-def _n101(x):
+def _n102(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
@@ -782,7 +788,7 @@ def _n101(x):
 def _n0(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T56, _T57, _no): return False
-    if not (_yes if _n101(x) else _n93)(x): return False
+    if not (_yes if _n102(x) else _n94)(x): return False
     return True
 
 
@@ -792,64 +798,64 @@ _T2 = {'code': _n14, 'vars': _n14}
 _T3 = ()
 _T4 = {'image': _n14, 'initrd': _n14, 'cmdline': _n16}
 _T5 = ()
-_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'verify-at-launch': _n21, 'id-key': _n18, 'author-key': _n18, 'family-id': _n22, 'image-id': _n22, 'guest-svn': _n23}
+_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'tdx-page-order': _n21, 'verify-at-launch': _n22, 'id-key': _n18, 'author-key': _n18, 'family-id': _n23, 'image-id': _n23, 'guest-svn': _n24}
 _T7 = ()
-_T8 = {'debug': _n21, 'key-sharing': _n21, 'send': _n21, 'domain': _n21, 'sev-only': _n21, 'api-major': _n29, 'api-minor': _n29}
+_T8 = {'debug': _n22, 'key-sharing': _n22, 'send': _n22, 'domain': _n22, 'sev-only': _n22, 'api-major': _n30, 'api-minor': _n30}
 _T9 = ()
-_T10 = {'cbitpos': _n26, 'reduced-phys-bits': _n27, 'policy': _n28, 'kernel-hashes': _n21, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n30, 'legacy-vm-type': _n31}
+_T10 = {'cbitpos': _n27, 'reduced-phys-bits': _n28, 'policy': _n29, 'kernel-hashes': _n22, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n31, 'legacy-vm-type': _n32}
 _T11 = ()
-_T12 = {'smt': _n21, 'migrate-ma': _n21, 'debug': _n21, 'single-socket': _n21, 'cxl': _n21, 'mem-aes-256-xts': _n21, 'rapl-disable': _n21, 'ciphertext-hiding': _n21, 'abi-major': _n29, 'abi-minor': _n29}
+_T12 = {'smt': _n22, 'migrate-ma': _n22, 'debug': _n22, 'single-socket': _n22, 'cxl': _n22, 'mem-aes-256-xts': _n22, 'rapl-disable': _n22, 'ciphertext-hiding': _n22, 'abi-major': _n30, 'abi-minor': _n30}
 _T13 = ()
-_T14 = {'cbitpos': _n26, 'reduced-phys-bits': _n27, 'kernel-hashes': _n21, 'sev-device': _n30, 'policy': _n33, 'guest-visible-workarounds': _n34, 'id-block': _n34, 'id-auth': _n34, 'host-data': _n34, 'author-key': _n21, 'vcek-disabled': _n21}
+_T14 = {'cbitpos': _n27, 'reduced-phys-bits': _n28, 'kernel-hashes': _n22, 'sev-device': _n31, 'policy': _n34, 'guest-visible-workarounds': _n35, 'id-block': _n35, 'id-auth': _n35, 'host-data': _n35, 'author-key': _n22, 'vcek-disabled': _n22}
 _T15 = ()
-_T16 = {'sept-ve-disable': _n21, 'debug': _n21}
+_T16 = {'sept-ve-disable': _n22, 'debug': _n22}
 _T17 = ()
-_T18 = {'type': _n38, 'cid': _n39, 'port': _n39, 'path': _n14}
+_T18 = {'type': _n39, 'cid': _n40, 'port': _n40, 'path': _n14}
 _T19 = ()
-_T20 = {'attributes': _n36, 'mrconfigid': _n34, 'mrowner': _n34, 'mrownerconfig': _n34, 'quote-generation-socket': _n37}
+_T20 = {'attributes': _n37, 'mrconfigid': _n35, 'mrowner': _n35, 'mrownerconfig': _n35, 'quote-generation-socket': _n38}
 _T21 = ()
 _T22 = {}
 _T23 = ()
-_T24 = {'sev': _n25, 'sev-es': _n25, 'sev-snp': _n32, 'tdx': _n35, 'pef': _n40, 's390-pv': _n40}
+_T24 = {'sev': _n26, 'sev-es': _n26, 'sev-snp': _n33, 'tdx': _n36, 'pef': _n41, 's390-pv': _n41}
 _T25 = ()
-_T26 = {'pvc': _n48, 'data-volume': _n48, 'container-disk': _n49, 'host-disk': _n50}
+_T26 = {'pvc': _n49, 'data-volume': _n49, 'container-disk': _n50, 'host-disk': _n51}
 _T27 = ()
-_T28 = {'path': _n14, 'format': _n43, 'bus': _n44, 'readonly': _n21, 'cache': _n45, 'serial': _n46, 'kubevirt': _n47}
+_T28 = {'path': _n14, 'format': _n44, 'bus': _n45, 'readonly': _n22, 'cache': _n46, 'serial': _n47, 'kubevirt': _n48}
 _T29 = ()
-_T30 = {'protocol': _n59, 'host-port': _n60, 'guest-port': _n60, 'host-address': _n61}
+_T30 = {'protocol': _n60, 'host-port': _n61, 'guest-port': _n61, 'host-address': _n62}
 _T31 = ()
-_T32 = {'multus': _n63}
+_T32 = {'multus': _n64}
 _T33 = ()
-_T34 = {'mode': _n53, 'tap': _n54, 'bridge': _n54, 'mac': _n55, 'model': _n56, 'forward': _n57, 'kubevirt': _n62}
+_T34 = {'mode': _n54, 'tap': _n55, 'bridge': _n55, 'mac': _n56, 'model': _n57, 'forward': _n58, 'kubevirt': _n63}
 _T35 = ()
-_T36 = {'serial': _n65, 'path': _n14}
+_T36 = {'serial': _n66, 'path': _n14}
 _T37 = ()
-_T38 = {'cid': _n67}
+_T38 = {'cid': _n68}
 _T39 = ()
 _T40 = {'socket': _n14}
 _T41 = ()
-_T42 = {'emulator': _n70, 'sandbox': _n21, 'extra-args': _n71}
+_T42 = {'emulator': _n71, 'sandbox': _n22, 'extra-args': _n72}
 _T43 = ()
-_T44 = {'unit-name': _n76, 'user': _n77, 'group': _n77, 'restart': _n78, 'wanted-by': _n79, 'after': _n79, 'requires': _n79, 'environment-file': _n14, 'stop-timeout': _n81}
+_T44 = {'unit-name': _n77, 'user': _n78, 'group': _n78, 'restart': _n79, 'wanted-by': _n80, 'after': _n80, 'requires': _n80, 'environment-file': _n14, 'stop-timeout': _n82}
 _T45 = ()
-_T46 = {'domain-type': _n83, 'allow-passthrough': _n21}
+_T46 = {'domain-type': _n84, 'allow-passthrough': _n22}
 _T47 = ()
 _T48 = {}
-_T49 = ((_P28, _n88), )
-_T50 = {'namespace': _n85, 'run-strategy': _n86, 'labels': _n87, 'kernel-container': _n49, 'feature-gates': _n89}
+_T49 = ((_P28, _n89), )
+_T50 = {'namespace': _n86, 'run-strategy': _n87, 'labels': _n88, 'kernel-container': _n50, 'feature-gates': _n90}
 _T51 = ()
-_T52 = {'build': _n73, 'shell': _n40, 'systemd': _n75, 'libvirt': _n82, 'kubevirt': _n84}
+_T52 = {'build': _n74, 'shell': _n41, 'systemd': _n76, 'libvirt': _n83, 'kubevirt': _n85}
 _T53 = ()
 _T54 = {}
-_T55 = ((_P30, _n92), )
-_T56 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'confidential': _n24, 'disk': _n41, 'net': _n51, 'console': _n64, 'vsock': _n66, 'qmp': _n68, 'qemu': _n69, 'targets': _n72, 'waive': _n91}
+_T55 = ((_P30, _n93), )
+_T56 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'confidential': _n25, 'disk': _n42, 'net': _n52, 'console': _n65, 'vsock': _n67, 'qmp': _n69, 'qemu': _n70, 'targets': _n73, 'waive': _n92}
 _T57 = ()
-_T58 = {'quote-generation-socket': _n98}
+_T58 = {'quote-generation-socket': _n99}
 _T59 = ()
-_T60 = {'sev': _n96, 'sev-es': _n96, 'sev-snp': _n96, 'tdx': _n97}
+_T60 = {'sev': _n97, 'sev-es': _n97, 'sev-snp': _n97, 'tdx': _n98}
 _T61 = ()
-_T62 = {'guest': _n94, 'confidential': _n95, 'vsock': _n99, 'qmp': _n100}
+_T62 = {'guest': _n95, 'confidential': _n96, 'vsock': _n100, 'qmp': _n101}
 _T63 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '4f7f10f8cb747729ef3f24698f938bb0973dcf167c5c8ba12bc5f2ea2847db87'
+CGSC_SCHEMA_KEY = '8c31b8deb8da5d11899f0f30236a51b58e77aa9ee2be0eac55b5b3e246c97a87'
