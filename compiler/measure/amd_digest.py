@@ -107,8 +107,10 @@ def sign_id_block(digest: bytes, policy: int, id_key: str, author_key: Optional[
                        version=ib.DefaultVersion, policy=policy)
     # The library's `ids` (FAMILY_ID, IMAGE_ID) and `guest_svn` are c_char arrays, which
     # ctypes fills as C strings (nothing after a NUL): the bytes are copied in instead.
-    for field, data in (("ids", family_id + image_id), ("guest_svn", guest_svn.to_bytes(4, "little"))):
-        ctypes.memmove(ctypes.addressof(block) + getattr(ib.IdBlock, field).offset, data, len(data))
+    for field, data in (("ids", family_id + image_id),
+                        ("guest_svn", guest_svn.to_bytes(4, "little"))):
+        at = ctypes.addressof(block) + getattr(ib.IdBlock, field).offset
+        ctypes.memmove(at, data, len(data))
     auth = ib.IdAuth(id_key_algo=ib.DefaultKeyAlgo, auth_key_algo=ib.DefaultKeyAlgo,
                      block_sig=ib.ECSignature.from_buffer_copy(sign(idk, bytes(block))),
                      id_key=ib.ECPubKey.from_buffer_copy(ib.marshal_ec_public_key(idk)))

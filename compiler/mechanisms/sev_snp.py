@@ -25,8 +25,8 @@ POLICY = Layout(
            Flag("mem-aes-256-xts", 22, True), Flag("rapl-disable", 23, True),
            Flag("ciphertext-hiding", 24, True)),
     fields=(("abi-major", 8), ("abi-minor", 0)), always=MBO_BIT)
-# [measurement] keys cgsc puts into the ID block it signs, and the report field that shows
-# each (SEV-SNP ABI 56860, ID_BLOCK and ATTESTATION_REPORT).
+# [measurement] keys cgsc puts into the ID block it signs (SEV-SNP ABI 56860, ID_BLOCK);
+# the report shows them as family_id, image_id and guest_svn.
 ID_FIELDS = ("family-id", "image-id", "guest-svn")
 BLOBS = (("guest-visible-workarounds", "guestVisibleWorkarounds", 16),
          ("id-block", "idBlock", 96), ("id-auth", "idAuth", 4096),
