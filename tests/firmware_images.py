@@ -72,6 +72,8 @@ def tdvf_image(size: int = 65536, sections=None, signature: bytes = b"TDVF") -> 
 SUPPORT = {
     "amd-sev-no-hashes.fd": lambda: amd_image(),
     "ovmf-no-sev-metadata.fd": lambda: amd_image(sections=()),
+    "amd-sev-overlapping-sections.fd": lambda: amd_image(
+        sections=((0x800000, 0x2000, SNP_SEC_MEM), (0x801000, 0x1000, SNP_SECRETS))),
     "tdvf.fd": lambda: tdvf_image(),
     "tdvf-page-aug.fd": lambda: tdvf_image(sections=[
         (0, 65536, (1 << 32) - 65536, 65536, BFV, MR_EXTEND),

@@ -10,7 +10,6 @@ from helpers import run_cli
 MECH = {"snp": "sev-snp", "seves": "sev-es", "sev": "sev"}
 # short name -> file name in the `firmware` fixture (tests/data/firmware/sev-snp-measure)
 FIRMWARE = {"AmdSev": AMD_SUFFIX, "OvmfX64": OVMFX64_SUFFIX}
-DEBUG_SWAP = "/sys/module/kvm_amd/parameters/debug_swap"
 
 
 def toml_str(value) -> str:
@@ -19,8 +18,10 @@ def toml_str(value) -> str:
 
 def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=None,
               cmdline=None, features=None, launch_dir="/var/lib/guests", extra="",
-              measurement=None):
-    """A spec whose [measurement] names build-time copies; QEMU launches from launch_dir."""
+              measurement=None, legacy_vm_type="off"):
+    """A spec whose [measurement] names build-time copies; QEMU launches from launch_dir.
+    SEV-ES guests get `legacy-vm-type` (KVM_SEV_INIT2 by default: the one SEV-ES launch
+    sev-snp-measure reproduces); None leaves it out."""
     lines = ["[guest]", f"name = {toml_str(name)}", "memory = 1024", f"vcpus = {vcpus}"]
     if cpu:
         lines.append(f"cpu = {toml_str(cpu)}")
@@ -34,6 +35,8 @@ def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=
     lines += [f"[confidential.{mechanism}]", "cbitpos = 51", "reduced-phys-bits = 1"]
     if kernel:
         lines.append("kernel-hashes = true")
+    if mechanism == "sev-es" and legacy_vm_type:
+        lines.append(f"legacy-vm-type = {toml_str(legacy_vm_type)}")
     lines.append(extra)
     lines += ["[measurement]", f"firmware = {toml_str(firmware)}"]
     if kernel:

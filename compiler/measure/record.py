@@ -58,6 +58,9 @@ def explain_lines(att: Optional[dict]) -> List[str]:
         out.append(f"  {key:<15} {value}")
     out.append("  a verifier compares:")
     out += [f"    {key} = {_listed(key, value)}" for key, value in att["report"].items()]
+    if att.get("unmeasured"):
+        out.append("  not in the launch measurement (kernel-hashes is off): "
+                   + ", ".join(att["unmeasured"]))
     if att["not-predicted"]:
         out.append("  not predicted: " + ", ".join(att["not-predicted"]))
     out += [f"  note: {n}" for n in att["notes"]]

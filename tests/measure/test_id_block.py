@@ -72,6 +72,9 @@ def test_id_block_is_signed_for_the_digest_and_policy(with_author, firmware, tmp
         assert report["author_key_digest"] == hashlib.sha384(_marshal(authk.public_key())).hexdigest()
     else:
         assert "author-key-enabled" not in props and "author_key_digest" not in report
+    # no ID fields given: zeros, as the report will show them
+    assert block[0x30:0x58] == bytes(16) + bytes(16) + struct.pack("<II", 1, 0)
+    assert (report["family_id"], report["image_id"], report["guest_svn"]) == ("00" * 16, "00" * 16, 0)
     import json
 
     import jsonschema
@@ -81,6 +84,75 @@ def test_id_block_is_signed_for_the_digest_and_policy(with_author, firmware, tmp
     from cgsc import targets
     (xml,) = targets.get("libvirt").render(plan)
     assert f"<idBlock>{props['id-block']}</idBlock>" in xml.content
+
+
+# SEV-SNP ABI 56860, ID_BLOCK: LD 0x00 (48 bytes), FAMILY_ID 0x30 (16), IMAGE_ID 0x40 (16),
+# VERSION 0x50 (u32, 1), GUEST_SVN 0x54 (u32), POLICY 0x58 (u64); 96 bytes in all.
+ID_BLOCK = struct.Struct("<48s16s16sIIQ")
+
+
+@pytest.mark.parametrize("family, image, svn", [
+    ("00112233445566778899aabbccddeeff", "FFEEDDCCBBAA99887766554433221100", 7),
+    ("0" * 31 + "1", "8" + "0" * 31, 4294967295),
+    ("00" * 15 + "01", "00" * 16, 256),
+    ("00" * 16, "00" * 16, 0)])
+def test_id_fields_are_in_the_signed_id_block_at_their_abi_offsets(family, image, svn, firmware,
+                                                                    tmp_path):
+    """Before: FAMILY_ID, IMAGE_ID and GUEST_SVN were always zero (DefaultIDs)."""
+    idk = _p384_key(tmp_path / "id.pem")
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement=f'id-key = "id.pem"\nfamily-id = "{family}"\nimage-id = "{image}"\n'
+                    f"guest-svn = {svn}"))
+    plan = compile_plan(spec)
+    props = _object_props(plan)
+    block = base64.b64decode(props["id-block"])
+    ld, fam, img, version, guest_svn, policy = ID_BLOCK.unpack(block)
+    assert ID_BLOCK.size == len(block) == 96
+    assert ld == bytes.fromhex(plan.attestation["launch-digest"])
+    assert (fam, img, version, guest_svn, policy) == (
+        bytes.fromhex(family), bytes.fromhex(image), 1, svn, 0x30000)
+    _verify_sig(idk.public_key(), base64.b64decode(props["id-auth"])[0x40:0x40 + 512], block)
+    report = plan.attestation["report"]
+    assert report["family_id"] == family.lower() and report["image_id"] == image.lower()
+    assert report["guest_svn"] == svn and isinstance(report["guest_svn"], int)
+    import json
+
+    import jsonschema
+    jsonschema.validate(plan.attestation, json.loads(run_cli("schema", "--attestation")[1]))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('family-id = "0011"', 'measurement.family-id: "0011" is not valid; expected 16 bytes as 32 hex digits'),
+    ('image-id = "0x00112233445566778899aabbccddeeff"', 'measurement.image-id: "0x00112233445566778899aabbccddeeff" is not valid; expected 16 bytes as 32 hex digits'),
+    ('family-id = "00112233445566778899aabbccddeefg"', 'measurement.family-id: "00112233445566778899aabbccddeefg" is not valid; expected 16 bytes as 32 hex digits'),
+    ("guest-svn = 4294967296", "measurement.guest-svn:"),
+    ("guest-svn = -1", "measurement.guest-svn:"),
+])
+def test_bad_id_fields_are_refused(line, message, firmware, tmp_path):
+    _p384_key(tmp_path / "id.pem")
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement=f'id-key = "id.pem"\n{line}'))
+    err = _errors(spec)
+    assert message in err and "[CGS-SCHEMA-" in err, err
+
+
+@pytest.mark.parametrize("key, value", [("family-id", '"' + "ab" * 16 + '"'), ("guest-svn", "3")])
+def test_id_fields_need_an_id_key(key, value, firmware, tmp_path):
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement=f"{key} = {value}"))
+    line = open(spec).read().splitlines().index(f"{key} = {value}") + 1
+    assert (f"{spec}:{line}: measurement.{key}: is given without id-key [CGS-MEASURE-030]"
+            in _errors(spec))
+
+
+def test_id_fields_do_not_apply_to_sev_es(firmware, tmp_path):
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-es", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement="guest-svn = 3"))
+    assert "measurement.guest-svn: does not apply to AMD SEV-ES [CGS-MEASURE-002]" in _errors(spec)
 
 
 def test_an_id_block_without_measurement_is_warned(tmp_path):

@@ -38,6 +38,11 @@ def test_suffix_vector_is_reproduced_through_cgsc_build(index, firmware, tmp_pat
         features=None if row["features"] in ("–", "0x1") else int(row["features"], 16)))
     out = tmp_path / "out"
     code, _stdout, err = run_cli("build", spec, "-o", str(out))
+    if row["features"] == "0x21":   # DebugSwap: QEMU never launches an SNP guest with it
+        assert code == 1 and (": measurement.guest-features: 0x21 is not a value QEMU "
+                              "launches an AMD SEV-SNP guest with: it sets bit 5 (DebugSwap), "
+                              "which QEMU never requests without IGVM [CGS-MEASURE-014]") in err
+        return
     assert code == 0, err
     manifest = json.loads((out / "vector" / "manifest.json").read_text())
     assert manifest["attestation"]["launch-digest"] == row["digest"]
@@ -59,7 +64,7 @@ def _combinations(seed=8, count=60):
             kernel=kernel, initrd=kernel and rng.random() < 0.6,
             cmdline=rng.choice([None, "", "console=ttyS0", "root=/dev/vda1 ro quiet"])
             if kernel else None,
-            features=rng.choice([0x1, 0x21]) if mode == "snp" else None,
+            features=rng.choice([None, 0x1]) if mode == "snp" else None,
             kernel_bytes=rng.randbytes(rng.randint(0, 3000)),
             initrd_bytes=rng.randbytes(rng.randint(0, 3000))))
     return out
