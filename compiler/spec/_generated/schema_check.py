@@ -47,39 +47,42 @@ _P9 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\
 _P10 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
 _P11 = _re('^(?!([^\\n\\r\\u2028\\u2029]*/)?\\.\\.(/|\\Z))[^\\x00-\\x1f\\x7f]+\\Z').search
 _P12 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
-_P13 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
-_C16 = frozenset(('auto', 'off', 'on'))
-_P14 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
-_C18 = frozenset(('unix', 'vsock'))
-_C19 = frozenset(('qcow2', 'raw'))
-_C20 = frozenset(('scsi', 'virtio'))
-_C21 = frozenset(('none', 'writeback', 'writethrough'))
-_P15 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
-_P16 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_P17 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
-_C25 = frozenset((True,))
-_C26 = frozenset(('bridge', 'tap', 'user'))
-_P18 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
-_P19 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
-_C29 = frozenset(('virtio',))
-_C30 = frozenset(('tcp', 'udp'))
-_P20 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
-_P21 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_C33 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
-_P22 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
-_P23 = _re('^[a-z][a-z0-9-]*\\Z').search
-_P24 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
-_P25 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
-_C38 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
-_P26 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
-_C40 = frozenset(('kvm', 'qemu'))
-_P27 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
-_C42 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
-_P28 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
-_P29 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
-_C45 = frozenset(('HostDisk',))
-_P30 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
-_P31 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
+_C15 = frozenset(('single-pass', 'two-pass'))
+_P13 = _re('^[0-9a-fA-F]{32}\\Z').search
+_C17 = frozenset(('go-sev-guest', 'go-tdx-guest', 'sev-launch-measure', 'trustee'))
+_P14 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
+_C19 = frozenset(('auto', 'off', 'on'))
+_P15 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
+_C21 = frozenset(('unix', 'vsock'))
+_C22 = frozenset(('qcow2', 'raw'))
+_C23 = frozenset(('scsi', 'virtio'))
+_C24 = frozenset(('none', 'writeback', 'writethrough'))
+_P16 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
+_P17 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_P18 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
+_C28 = frozenset((True,))
+_C29 = frozenset(('bridge', 'tap', 'user'))
+_P19 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
+_P20 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
+_C32 = frozenset(('virtio',))
+_C33 = frozenset(('tcp', 'udp'))
+_P21 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
+_P22 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_C36 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
+_P23 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
+_P24 = _re('^[a-z][a-z0-9-]*\\Z').search
+_P25 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
+_P26 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
+_C41 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
+_P27 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
+_C43 = frozenset(('kvm', 'qemu'))
+_P28 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
+_C45 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
+_P29 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
+_P30 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
+_C48 = frozenset(('HostDisk',))
+_P31 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
+_P32 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
 
 
 def _n1(x):
@@ -237,179 +240,166 @@ def _n22(x):
     return True
 
 
+def _n23(x):
+    if not ((type(x) is str and x in _C15)): return False
+    return True
+
+
+def _n24(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P13(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n25(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 0: return False
+    if x > 4294967295: return False
+    return True
+
+
 def _n19(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T6, _T7, _no): return False
     return True
 
 
-def _n25(x):
+def _n28(x):
+    if not ((type(x) is str and x in _C17)): return False
+    return True
+
+
+def _n27(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 4: return False
+    if not all(map(_n28, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n26(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T8, _T9, _no): return False
+    return True
+
+
+def _n31(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n26(x):
+def _n32(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n28(x):
+def _n34(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n27(x):
+def _n33(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        if not _keys(x, _T8, _T9, _no): return False
+        if not _keys(x, _T10, _T11, _no): return False
     return True
 
 
-def _n29(x):
+def _n35(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
-    if not _P13(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n30(x):
-    if not ((type(x) is str and x in _C16)): return False
-    return True
-
-
-def _n24(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T10, _T11, _no): return False
-    return True
-
-
-def _n32(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 18446744073709551615: return False
-    if isinstance(x, dict):
-        if not _keys(x, _T12, _T13, _no): return False
-    return True
-
-
-def _n33(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 8192: return False
     if not _P14(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n31(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T14, _T15, _no): return False
+def _n36(x):
+    if not ((type(x) is str and x in _C19)): return False
     return True
 
 
-def _n35(x):
+def _n30(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T12, _T13, _no): return False
+    return True
+
+
+def _n38(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T16, _T17, _no): return False
+        if not _keys(x, _T14, _T15, _no): return False
+    return True
+
+
+def _n39(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 8192: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n37(x):
-    if not ((type(x) is str and x in _C18)): return False
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T16, _T17, _no): return False
     return True
 
 
-def _n38(x):
+def _n41(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        if x < 0: return False
+        if x > 18446744073709551615: return False
+    if isinstance(x, dict):
+        if not _keys(x, _T18, _T19, _no): return False
+    return True
+
+
+def _n43(x):
+    if not ((type(x) is str and x in _C21)): return False
+    return True
+
+
+def _n44(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n36(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T18, _T19, _no): return False
-    return True
-
-
-def _n34(x):
+def _n42(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T20, _T21, _no): return False
     return True
 
 
-def _n39(x):
+def _n40(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n23(x):
+def _n45(x):
     if not (isinstance(x, dict)): return False
-    if len(x) > 1: return False
-    if len(x) < 1: return False
     if not _keys(x, _T24, _T25, _no): return False
     return True
 
 
-def _n42(x):
-    if not ((type(x) is str and x in _C19)): return False
-    return True
-
-
-def _n43(x):
-    if not ((type(x) is str and x in _C20)): return False
-    return True
-
-
-def _n44(x):
-    if not ((type(x) is str and x in _C21)): return False
-    return True
-
-
-def _n45(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P15(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n47(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 253: return False
-    if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n48(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P17(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n49(x):
-    if not ((type(x) is bool and x in _C25)): return False
-    return True
-
-
-def _n46(x):
+def _n29(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -417,56 +407,83 @@ def _n46(x):
     return True
 
 
-def _n41(x):
-    if not (isinstance(x, dict)): return False
-    if 'path' not in x: return False
-    if 'format' not in x: return False
-    if not _keys(x, _T28, _T29, _no): return False
+def _n48(x):
+    if not ((type(x) is str and x in _C22)): return False
     return True
 
 
-def _n40(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n41, x)): return False
+def _n49(x):
+    if not ((type(x) is str and x in _C23)): return False
     return True
 
 
-def _n52(x):
-    if not ((type(x) is str and x in _C26)): return False
+def _n50(x):
+    if not ((type(x) is str and x in _C24)): return False
+    return True
+
+
+def _n51(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P16(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n53(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P18(x): return False
+    if len(x) > 253: return False
+    if not _P17(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n54(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P19(x): return False
+    if len(x) > 1024: return False
+    if not _P18(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n55(x):
-    if not ((type(x) is str and x in _C29)): return False
+    if not ((type(x) is bool and x in _C28)): return False
+    return True
+
+
+def _n52(x):
+    if not (isinstance(x, dict)): return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
+    if not _keys(x, _T28, _T29, _no): return False
+    return True
+
+
+def _n47(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T30, _T31, _no): return False
+    return True
+
+
+def _n46(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n47, x)): return False
     return True
 
 
 def _n58(x):
-    if not ((type(x) is str and x in _C30)): return False
+    if not ((type(x) is str and x in _C29)): return False
     return True
 
 
 def _n59(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 1: return False
-    if x > 65535: return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P19(x): return False
+    if not _n3(x): return False
     return True
 
 
@@ -478,47 +495,8 @@ def _n60(x):
     return True
 
 
-def _n57(x):
-    if not (isinstance(x, dict)): return False
-    if 'host-port' not in x: return False
-    if 'guest-port' not in x: return False
-    if not _keys(x, _T30, _T31, _no): return False
-    return True
-
-
-def _n56(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n57, x)): return False
-    return True
-
-
-def _n62(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 317: return False
-    if not _P21(x): return False
-    if not _n3(x): return False
-    return True
-
-
 def _n61(x):
-    if not (isinstance(x, dict)): return False
-    if 'multus' not in x: return False
-    if not _keys(x, _T32, _T33, _no): return False
-    return True
-
-
-def _n51(x):
-    if not (isinstance(x, dict)): return False
-    if 'mode' not in x: return False
-    if not _keys(x, _T34, _T35, _no): return False
-    return True
-
-
-def _n50(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 32: return False
-    if not all(map(_n51, x)): return False
+    if not ((type(x) is str and x in _C32)): return False
     return True
 
 
@@ -527,107 +505,107 @@ def _n64(x):
     return True
 
 
-def _n63(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T36, _T37, _no): return False
+def _n65(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 65535: return False
     return True
 
 
 def _n66(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P21(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n63(x):
+    if not (isinstance(x, dict)): return False
+    if 'host-port' not in x: return False
+    if 'guest-port' not in x: return False
+    if not _keys(x, _T32, _T33, _no): return False
+    return True
+
+
+def _n62(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n63, x)): return False
+    return True
+
+
+def _n68(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 317: return False
+    if not _P22(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n67(x):
+    if not (isinstance(x, dict)): return False
+    if 'multus' not in x: return False
+    if not _keys(x, _T34, _T35, _no): return False
+    return True
+
+
+def _n57(x):
+    if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
+    if not _keys(x, _T36, _T37, _no): return False
+    return True
+
+
+def _n56(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n57, x)): return False
+    return True
+
+
+def _n70(x):
+    if not ((type(x) is str and x in _C36)): return False
+    return True
+
+
+def _n69(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T38, _T39, _no): return False
+    return True
+
+
+def _n72(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 3: return False
     if x > 4294967294: return False
     return True
 
 
-def _n65(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T38, _T39, _no): return False
-    return True
-
-
-def _n67(x):
+def _n71(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T40, _T41, _no): return False
     return True
 
 
-def _n69(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
-    if not _P22(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n70(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n18, x)): return False
-    return True
-
-
-def _n68(x):
+def _n73(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T42, _T43, _no): return False
     return True
 
 
-def _n73(x):
+def _n75(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 64: return False
+    if len(x) > 4095: return False
     if not _P23(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n72(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 16: return False
-    if not all(map(_n73, x)): return False
-    return True
-
-
-def _n75(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
-    if not _P24(x): return False
-    if not _n3(x): return False
-    return True
-
-
 def _n76(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P25(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n77(x):
-    if not ((type(x) is str and x in _C38)): return False
-    return True
-
-
-def _n79(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
-    if not _P26(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n78(x):
     if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n79, x)): return False
-    return True
-
-
-def _n80(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 1: return False
-    if x > 86400: return False
+    if len(x) > 256: return False
+    if not all(map(_n18, x)): return False
     return True
 
 
@@ -637,157 +615,221 @@ def _n74(x):
     return True
 
 
-def _n82(x):
-    if not ((type(x) is str and x in _C40)): return False
+def _n79(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 64: return False
+    if not _P24(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n78(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 16: return False
+    if not all(map(_n79, x)): return False
     return True
 
 
 def _n81(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T46, _T47, _no): return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
+    if not _P25(x): return False
+    if not _n3(x): return False
     return True
 
 
-def _n84(x):
+def _n82(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
+    if len(x) > 4096: return False
+    if not _P26(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n83(x):
+    if not ((type(x) is str and x in _C41)): return False
+    return True
+
+
+def _n85(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
     if not _P27(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n85(x):
-    if not ((type(x) is str and x in _C42)): return False
-    return True
-
-
-def _n87(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
-    if not _P29(x): return False
-    if not _n3(x): return False
+def _n84(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n85, x)): return False
     return True
 
 
 def _n86(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 86400: return False
+    return True
+
+
+def _n80(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T46, _T47, _no): return False
+    return True
+
+
+def _n88(x):
+    if not ((type(x) is str and x in _C43)): return False
+    return True
+
+
+def _n87(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T48, _T49, _no): return False
     return True
 
 
-def _n89(x):
+def _n90(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P28(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n91(x):
     if not ((type(x) is str and x in _C45)): return False
     return True
 
 
-def _n88(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n89, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+def _n93(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P30(x): return False
+    if not _n3(x): return False
     return True
 
 
-def _n83(x):
+def _n92(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T50, _T51, _no): return False
     return True
 
 
-def _n71(x):
+def _n95(x):
+    if not ((type(x) is str and x in _C48)): return False
+    return True
+
+
+def _n94(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n95, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n89(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n91(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P31(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n90(x):
+def _n77(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T54, _T55, _no): return False
     return True
 
 
-def _n93(x):
+def _n97(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P32(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n96(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T56, _T57, _no): return False
+    return True
+
+
+def _n99(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n95(x):
+def _n101(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n97(x):
+def _n103(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n96(x):
-    if isinstance(x, dict):
-        if not _keys(x, _T58, _T59, None): return False
-    return True
-
-
-def _n94(x):
+def _n102(x):
     if isinstance(x, dict):
         if not _keys(x, _T60, _T61, None): return False
     return True
 
 
-def _n98(x):
+def _n100(x):
+    if isinstance(x, dict):
+        if not _keys(x, _T62, _T63, None): return False
+    return True
+
+
+def _n104(x):
     if isinstance(x, dict):
         if 'cid' not in x: return False
     return True
 
 
-def _n99(x):
+def _n105(x):
     if isinstance(x, dict):
         if 'socket' not in x: return False
     return True
 
 
-def _n92(x):
+def _n98(x):
     if isinstance(x, dict):
         if 'guest' not in x: return False
         if 'confidential' not in x: return False
-        if not _keys(x, _T62, _T63, None): return False
+        if not _keys(x, _T64, _T65, None): return False
     return True
 
 
-def _n101(x):
+def _n107(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
 
 
-def _n102(x):
+def _n108(x):
     if isinstance(x, dict):
         if 'abstract' not in x: return False
-        if not _keys(x, _T64, _T65, None): return False
+        if not _keys(x, _T66, _T67, None): return False
     return True
 
 
-def _n100(x):
-    if not (_n101(x) or _n102(x)): return False
+def _n106(x):
+    if not (_n107(x) or _n108(x)): return False
     return True
 
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T56, _T57, _no): return False
-    if not (_yes if _n100(x) else _n92)(x): return False
+    if not _keys(x, _T58, _T59, _no): return False
+    if not (_yes if _n106(x) else _n98)(x): return False
     return True
 
 
@@ -797,66 +839,68 @@ _T2 = {'code': _n16, 'vars': _n16}
 _T3 = ()
 _T4 = {'image': _n16, 'initrd': _n16, 'cmdline': _n18}
 _T5 = ()
-_T6 = {'firmware': _n20, 'kernel': _n20, 'initrd': _n20, 'vcpu-type': _n21, 'guest-features': _n22, 'verify-at-launch': _n4, 'id-key': _n20, 'author-key': _n20}
+_T6 = {'firmware': _n20, 'kernel': _n20, 'initrd': _n20, 'vcpu-type': _n21, 'guest-features': _n22, 'tdx-page-order': _n23, 'verify-at-launch': _n4, 'id-key': _n20, 'author-key': _n20, 'family-id': _n24, 'image-id': _n24, 'guest-svn': _n25}
 _T7 = ()
-_T8 = {'debug': _n4, 'key-sharing': _n4, 'send': _n4, 'domain': _n4, 'sev-only': _n4, 'api-major': _n28, 'api-minor': _n28}
+_T8 = {'formats': _n27}
 _T9 = ()
-_T10 = {'cbitpos': _n25, 'reduced-phys-bits': _n26, 'policy': _n27, 'kernel-hashes': _n4, 'dh-cert-file': _n16, 'session-file': _n16, 'sev-device': _n29, 'legacy-vm-type': _n30}
+_T10 = {'debug': _n4, 'key-sharing': _n4, 'send': _n4, 'domain': _n4, 'sev-only': _n4, 'api-major': _n34, 'api-minor': _n34}
 _T11 = ()
-_T12 = {'smt': _n4, 'migrate-ma': _n4, 'debug': _n4, 'single-socket': _n4, 'cxl': _n4, 'mem-aes-256-xts': _n4, 'rapl-disable': _n4, 'ciphertext-hiding': _n4, 'abi-major': _n28, 'abi-minor': _n28}
+_T12 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'policy': _n33, 'kernel-hashes': _n4, 'dh-cert-file': _n16, 'session-file': _n16, 'sev-device': _n35, 'legacy-vm-type': _n36}
 _T13 = ()
-_T14 = {'cbitpos': _n25, 'reduced-phys-bits': _n26, 'kernel-hashes': _n4, 'sev-device': _n29, 'policy': _n32, 'guest-visible-workarounds': _n33, 'id-block': _n33, 'id-auth': _n33, 'host-data': _n33, 'author-key': _n4, 'vcek-disabled': _n4}
+_T14 = {'smt': _n4, 'migrate-ma': _n4, 'debug': _n4, 'single-socket': _n4, 'cxl': _n4, 'mem-aes-256-xts': _n4, 'rapl-disable': _n4, 'ciphertext-hiding': _n4, 'abi-major': _n34, 'abi-minor': _n34}
 _T15 = ()
-_T16 = {'sept-ve-disable': _n4, 'debug': _n4}
+_T16 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'kernel-hashes': _n4, 'sev-device': _n35, 'policy': _n38, 'guest-visible-workarounds': _n39, 'id-block': _n39, 'id-auth': _n39, 'host-data': _n39, 'author-key': _n4, 'vcek-disabled': _n4}
 _T17 = ()
-_T18 = {'type': _n37, 'cid': _n38, 'port': _n38, 'path': _n16}
+_T18 = {'sept-ve-disable': _n4, 'debug': _n4}
 _T19 = ()
-_T20 = {'attributes': _n35, 'mrconfigid': _n33, 'mrowner': _n33, 'mrownerconfig': _n33, 'quote-generation-socket': _n36}
+_T20 = {'type': _n43, 'cid': _n44, 'port': _n44, 'path': _n16}
 _T21 = ()
-_T22 = {}
+_T22 = {'attributes': _n41, 'mrconfigid': _n39, 'mrowner': _n39, 'mrownerconfig': _n39, 'quote-generation-socket': _n42}
 _T23 = ()
-_T24 = {'sev': _n24, 'sev-es': _n24, 'sev-snp': _n31, 'tdx': _n34, 'pef': _n39, 's390-pv': _n39}
+_T24 = {}
 _T25 = ()
-_T26 = {'pvc': _n47, 'data-volume': _n47, 'container-disk': _n48, 'host-disk': _n49}
+_T26 = {'sev': _n30, 'sev-es': _n30, 'sev-snp': _n37, 'tdx': _n40, 'pef': _n45, 's390-pv': _n45}
 _T27 = ()
-_T28 = {'path': _n16, 'format': _n42, 'bus': _n43, 'readonly': _n4, 'cache': _n44, 'serial': _n45, 'kubevirt': _n46}
+_T28 = {'pvc': _n53, 'data-volume': _n53, 'container-disk': _n54, 'host-disk': _n55}
 _T29 = ()
-_T30 = {'protocol': _n58, 'host-port': _n59, 'guest-port': _n59, 'host-address': _n60}
+_T30 = {'path': _n16, 'format': _n48, 'bus': _n49, 'readonly': _n4, 'cache': _n50, 'serial': _n51, 'kubevirt': _n52}
 _T31 = ()
-_T32 = {'multus': _n62}
+_T32 = {'protocol': _n64, 'host-port': _n65, 'guest-port': _n65, 'host-address': _n66}
 _T33 = ()
-_T34 = {'mode': _n52, 'tap': _n53, 'bridge': _n53, 'mac': _n54, 'model': _n55, 'forward': _n56, 'kubevirt': _n61}
+_T34 = {'multus': _n68}
 _T35 = ()
-_T36 = {'serial': _n64, 'path': _n16}
+_T36 = {'mode': _n58, 'tap': _n59, 'bridge': _n59, 'mac': _n60, 'model': _n61, 'forward': _n62, 'kubevirt': _n67}
 _T37 = ()
-_T38 = {'cid': _n66}
+_T38 = {'serial': _n70, 'path': _n16}
 _T39 = ()
-_T40 = {'socket': _n16}
+_T40 = {'cid': _n72}
 _T41 = ()
-_T42 = {'emulator': _n69, 'sandbox': _n4, 'extra-args': _n70}
+_T42 = {'socket': _n16}
 _T43 = ()
-_T44 = {'unit-name': _n75, 'user': _n76, 'group': _n76, 'restart': _n77, 'wanted-by': _n78, 'after': _n78, 'requires': _n78, 'environment-file': _n16, 'stop-timeout': _n80}
+_T44 = {'emulator': _n75, 'sandbox': _n4, 'extra-args': _n76}
 _T45 = ()
-_T46 = {'domain-type': _n82, 'allow-passthrough': _n4}
+_T46 = {'unit-name': _n81, 'user': _n82, 'group': _n82, 'restart': _n83, 'wanted-by': _n84, 'after': _n84, 'requires': _n84, 'environment-file': _n16, 'stop-timeout': _n86}
 _T47 = ()
-_T48 = {}
-_T49 = ((_P28, _n87), )
-_T50 = {'namespace': _n84, 'run-strategy': _n85, 'labels': _n86, 'kernel-container': _n48, 'feature-gates': _n88}
-_T51 = ()
-_T52 = {'build': _n72, 'shell': _n39, 'systemd': _n74, 'libvirt': _n81, 'kubevirt': _n83}
+_T48 = {'domain-type': _n88, 'allow-passthrough': _n4}
+_T49 = ()
+_T50 = {}
+_T51 = ((_P29, _n93), )
+_T52 = {'namespace': _n90, 'run-strategy': _n91, 'labels': _n92, 'kernel-container': _n54, 'feature-gates': _n94}
 _T53 = ()
-_T54 = {}
-_T55 = ((_P30, _n91), )
-_T56 = {'spec-version': _n1, 'extends': _n2, 'abstract': _n4, 'strict': _n4, 'guest': _n5, 'firmware': _n15, 'kernel': _n17, 'measurement': _n19, 'confidential': _n23, 'disk': _n40, 'net': _n50, 'console': _n63, 'vsock': _n65, 'qmp': _n67, 'qemu': _n68, 'targets': _n71, 'waive': _n90}
-_T57 = ()
-_T58 = {'quote-generation-socket': _n97}
+_T54 = {'build': _n78, 'shell': _n45, 'systemd': _n80, 'libvirt': _n87, 'kubevirt': _n89}
+_T55 = ()
+_T56 = {}
+_T57 = ((_P31, _n97), )
+_T58 = {'spec-version': _n1, 'extends': _n2, 'abstract': _n4, 'strict': _n4, 'guest': _n5, 'firmware': _n15, 'kernel': _n17, 'measurement': _n19, 'attestation': _n26, 'confidential': _n29, 'disk': _n46, 'net': _n56, 'console': _n69, 'vsock': _n71, 'qmp': _n73, 'qemu': _n74, 'targets': _n77, 'waive': _n96}
 _T59 = ()
-_T60 = {'sev': _n95, 'sev-es': _n95, 'sev-snp': _n95, 'tdx': _n96}
+_T60 = {'quote-generation-socket': _n103}
 _T61 = ()
-_T62 = {'guest': _n93, 'confidential': _n94, 'vsock': _n98, 'qmp': _n99}
+_T62 = {'sev': _n101, 'sev-es': _n101, 'sev-snp': _n101, 'tdx': _n102}
 _T63 = ()
-_T64 = {'abstract': _n49}
+_T64 = {'guest': _n99, 'confidential': _n100, 'vsock': _n104, 'qmp': _n105}
 _T65 = ()
+_T66 = {'abstract': _n55}
+_T67 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '5baf906ee50fc2da30d63d1a8f467cefb40dba90a0a1e5b7bd4556f193110442'
+CGSC_SCHEMA_KEY = '8a600705c310d66add4f2a8da34723aa04b5c9941dbe681a8ee8352dd5fe54f1'
