@@ -24,6 +24,7 @@ class Drift(NamedTuple):
     path: str        # the artifact's path on disk
     kind: str        # "changed", "missing", "extra", "mode", "pending"
     detail: str      # a unified diff, or a one-line description
+    note: str = ""   # what a reviewer reads without the diff: a changed launch measurement
 
 
 STALE_HINT = ("run `cgsc build` on its spec, then commit what it writes (`git add` the output "
@@ -79,8 +80,8 @@ def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
             from difflib import unified_diff  # only for a drift
             diff = unified_diff(text.splitlines(keepends=True), ours.splitlines(keepends=True),
                                 fromfile=f"{path} (on disk)", tofile=f"{path} (from spec)")
-            drifts.append(Drift(path, "changed", _measurement_lines(name, text, ours)
-                                + "".join(diff)))
+            note = _measurement_lines(name, text, ours)
+            drifts.append(Drift(path, "changed", note + "".join(diff), note))
         elif actual_mode != mode:
             drifts.append(Drift(path, "mode", f"mode {actual_mode:04o}, expected {mode:04o}: {path}"))
     if os.path.isdir(directory):

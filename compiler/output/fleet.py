@@ -27,7 +27,7 @@ class Result(NamedTuple):
     problems: Tuple[Diagnostic, ...]     # its errors
     diagnostics: Tuple[Diagnostic, ...]  # its warnings (build), warnings + drift (check)
     files: Tuple[Tuple[str, str], ...]   # (file name, sha256) staged for it (build)
-    drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
+    drifts: Tuple[Tuple[str, str, str, str], ...] = ()  # (path, kind, detail, note) (check)
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
     machine: str = ""                    # its QEMU machine type
     claims: tuple = ((), ())             # conflicts.hashed: what it takes on its host
@@ -82,7 +82,7 @@ def _task(item: Tuple[int, str]) -> Result:
         drifts = compare(job.root, out, pending=out.name in job.pending)
         found = ((finding(job.root, out, drifts),) if drifts else ()) + tuple(out.diagnostics)
         return Result(path, out.name, (), found, (),
-                      tuple((d.path, d.kind, d.detail) for d in drifts), claims=claims)
+                      tuple(tuple(d) for d in drifts), claims=claims)
     from .emit import files_for
     staged, refused = (), ""
     if _STAGE:

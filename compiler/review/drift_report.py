@@ -40,13 +40,14 @@ def _command(words: Sequence[str], specs: Sequence[str], what: str) -> str:
 
 def text(findings: Sequence[Diagnostic], results, orphans: Sequence[Drift], root: str,
          diffs: bool) -> Tuple[str, str]:
-    """(stdout, stderr) of `cgsc check` in text: the unified diffs when asked for; each
-    finding once (the hints of drift findings are the summary's fix line), then the
-    summary. `results`: each checked guest's fleet.Result."""
+    """(stdout, stderr) of `cgsc check` in text: a changed launch measurement in readable
+    lines, and the unified diffs when asked for; each finding once (the hints of drift
+    findings are the summary's fix line), then the summary. `results`: each checked
+    guest's fleet.Result."""
     from .report import to_text
     stale = [r for r in results if r.drifts]
-    out = "".join(detail if detail.endswith("\n") else detail + "\n"
-                  for r in stale for _path, _kind, detail in r.drifts) if diffs else ""
+    shown = [detail if diffs else note for r in stale for _path, _kind, detail, note in r.drifts]
+    out = "".join(text if text.endswith("\n") else text + "\n" for text in shown if text)
     quiet = {DRIFT.id, ORPHAN.id}
     err = to_text([d.hinted("") if d.rule in quiet else d for d in findings])
     err += "".join(line + "\n" for line in summary(
