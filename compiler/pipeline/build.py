@@ -11,7 +11,7 @@ from ..core.rules import Rule
 from ..host.compat import requirements
 from ..spec.base import AbstractSpec
 from .compile import Compiled, compile_spec
-from .conflicts import Owner, Where, check, claims
+from .conflicts import Claim, Owner, Where, check, claims
 
 # The manifest's `target` of the reference-value files ([attestation]): written for every
 # build of a guest whose measurement is predicted, whichever targets are built.
@@ -38,7 +38,7 @@ class GuestOutput:
     #                              host-wide name (a systemd unit), and the key that names it
     spec: str = ""               # the spec path, as given
     host: str = ""               # [guest] host: the guests it shares a host with
-    claims: Sequence = ()        # conflicts.Claim: what it takes on its host
+    claims: Sequence = ()        # conflicts.claims: what it takes on its host
 
 
 def choose_targets(compiled: Compiled, requested: Sequence[str]):
@@ -138,7 +138,7 @@ def locator(where: Where):
 
 def owner(out: GuestOutput) -> Owner:
     """A built guest, for conflicts.Registry."""
-    return Owner(out.spec, out.name, out.host, tuple(out.claims))
+    return Owner(out.spec, out.name, out.host, tuple(Claim._make(c) for c in out.claims))
 
 
 def conflicts(built) -> List[tuple]:

@@ -121,9 +121,22 @@ class Claim(NamedTuple):
     kind: str            # a key of RULES
     key: object          # what two guests may not both have
     where: tuple         # the spec key that makes the claim (its line, on a conflict)
-    what: str            # the resource in words: "tcp host port 5432 on 127.0.0.1"
+    role: str            # what the resource is to the guest: "disk image", "QMP socket"
     writes: bool = True  # files: False when opened read-only (readers may share it)
     address: str = ""    # port forwards: the host address (0.0.0.0 overlaps any)
+
+    @property
+    def what(self) -> str:
+        """The resource in words: "tcp host port 5432 on 127.0.0.1", "disk image /x"."""
+        if self.kind == "port":
+            protocol, port = self.key
+            every = " (every address)" if self.address == WILDCARD else ""
+            return f"{protocol} host port {port} on {self.address}{every}"
+        if self.kind in ("name", "unit"):
+            return self.role
+        derived = self.role.endswith(" (derived)")
+        return f"{self.role[:-len(' (derived)')] if derived else self.role} {self.key}" + \
+            (" (derived)" if derived else "")
 
 
 # kind -> the rule it breaks; names and units keep the rules they always had
@@ -148,34 +161,37 @@ def name_key(name: str) -> str:
     return name.rstrip(".") or name
 
 
-def claims(plan, data: dict, installed, on_host: bool) -> Tuple[Claim, ...]:
-    """What a compiled guest claims (`data`: its merged spec; `installed`: the files it
-    installs under a host-wide name, GuestOutput.installed; `on_host`: it is built for a
-    host, not only for KubeVirt, whose pods hold their own ports, files and networks)."""
+def claims(plan, data: dict, installed, on_host: bool) -> Tuple[tuple, ...]:
+    """What a compiled guest claims, as plain tuples in Claim's order (made into Claims
+    only for a conflict: a fleet's build hashes them and drops them). `data`: its merged
+    spec; `installed`: the files it installs under a host-wide name, GuestOutput.installed;
+    `on_host`: it is built for a host, not only for KubeVirt, whose pods hold their own
+    ports, files and networks."""
     guest = data["guest"]
-    out = [Claim("name", name_key(plan.name), ("guest", "name"), plan.name),
-           Claim("uuid", plan.uuid, ("guest", "uuid") if "uuid" in guest else ("guest", "name"),
-                 f"UUID {plan.uuid}" + ("" if "uuid" in guest else " (derived from the name)"))]
-    out += [Claim("unit", name, where.key, name) for name, where in installed]
+    given = "uuid" in guest
+    out = [("name", name_key(plan.name), ("guest", "name"), plan.name, True, ""),
+           ("uuid", plan.uuid, ("guest", "uuid") if given else ("guest", "name"),
+            "UUID" if given else "UUID (derived)", True, "")]
+    out += [("unit", name, where.key, name, True, "") for name, where in installed]
     if not on_host:
         return tuple(out)
+    nets = data.get("net", ())
     for i, nic in enumerate(plan.nics):
-        given = "mac" in data["net"][i]
         if nic.mode != "user":   # a user-mode network is QEMU's own
-            out.append(Claim("mac", nic.mac, ("net", i, "mac") if given else ("net", i),
-                             f"MAC address {nic.mac}" + ("" if given else " (derived)")))
+            out.append(("mac", nic.mac, ("net", i, "mac"), "MAC address", True, "")
+                       if "mac" in nets[i] else
+                       ("mac", nic.mac, ("net", i), "MAC address (derived)", True, ""))
         if nic.mode == "tap":
-            out.append(Claim("tap", nic.ifname, ("net", i, "tap"), f"tap interface {nic.ifname}"))
+            out.append(("tap", nic.ifname, ("net", i, "tap"), "tap interface", True, ""))
         for j, (protocol, address, port, _guest_port) in enumerate(nic.forwards):
-            shown = address + (" (every address)" if address == WILDCARD else "")
-            out.append(Claim("port", (protocol, port), ("net", i, "forward", j),
-                             f"{protocol} host port {port} on {shown}", address=address))
+            out.append(("port", (protocol, port), ("net", i, "forward", j), "", True, address))
     if plan.vsock_cid is not None:
-        out.append(Claim("vsock", plan.vsock_cid, ("vsock", "cid"), f"vsock CID {plan.vsock_cid}"))
-    files = [(("firmware", "code"), plan.firmware.code, "firmware image", False),
-             (("firmware", "vars"), plan.firmware.vars, "UEFI variable store", True),
-             (("kernel", "image"), plan.kernel.image, "kernel image", False),
-             (("kernel", "initrd"), plan.kernel.initrd, "initrd", False)]
+        out.append(("vsock", plan.vsock_cid, ("vsock", "cid"), "vsock CID", True, ""))
+    firmware, kernel = plan.firmware, plan.kernel
+    files = [(("firmware", "code"), firmware.code, "firmware image", False),
+             (("firmware", "vars"), firmware.vars, "UEFI variable store", True),
+             (("kernel", "image"), kernel.image, "kernel image", False),
+             (("kernel", "initrd"), kernel.initrd, "initrd", False)]
     files += [(("disk", i, "path"), d.path, "disk image", not d.readonly)
               for i, d in enumerate(plan.disks)]
     made = [(("qmp", "socket"), plan.qmp_socket, "QMP socket")]
@@ -186,24 +202,24 @@ def claims(plan, data: dict, installed, on_host: bool) -> Tuple[Claim, ...]:
     for key, path, what, writes in files:
         if path and path not in seen:   # one guest's own repeats are its own rules' business
             seen.add(path)
-            out.append(Claim("file", path, key, f"{what} {path}", writes))
+            out.append(("file", path, key, what, writes, ""))
     directories = {plan.runtime_dir: ("guest", "name")}
     for key, path, _what in made:
         if path:
             directories.setdefault(path.rsplit("/", 1)[0] or "/", key)
-    out += [Claim("directory", path, key, f"directory {path}") for path, key in directories.items()]
+    out += [("directory", path, key, "directory", True, "") for path, key in directories.items()]
     return tuple(out)
 
 
-def hashed(found: Sequence[Claim], host: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+def hashed(found: Sequence[tuple], host: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """(exclusive, shared) claim hashes of one guest: what a worker returns. A port forward
     is hashed without its address, so that 0.0.0.0 meets every address of its port (an
     equal hash is only a candidate; the exact claims decide). Python's str hash is keyed
     per process; forked workers share this process's key."""
     exclusive, shared = [], []
-    for c in found:
-        h = hash((c.kind, "" if c.kind in GLOBAL else host, c.key))
-        (exclusive if c.writes else shared).append(h)
+    for kind, key, _where, _role, writes, _address in found:
+        h = hash((kind, "" if kind in GLOBAL else host, key))
+        (exclusive if writes else shared).append(h)
     return tuple(exclusive), tuple(shared)
 
 
@@ -329,18 +345,18 @@ def _error(o: Owner, c: Claim, p: Owner, earlier: Claim) -> Diagnostic:
             c.where, f"{c.what!r} is also installed by guest {p.name!r} (from {p.spec}){on}",
             "give each guest its own unit-name"))
     at, mine = Where(p.spec, earlier.where).located(), here.located()
-    role = earlier.what.partition(" /")[0]
+    role = earlier.what if c.kind == "port" else earlier.role
     if (at.file, at.line) == (mine.file, mine.line):   # a base line both guests inherit
         there = "from this same line"
     else:
         there = f"{at.file}:{at.line}" if at.line else at.file
-    if not c.what.startswith(role):   # the other guest uses it as something else
+    if (c.what if c.kind == "port" else c.role) != role:   # it is something else to the other
         there += f", as its {role}"
     verb = {"port": "forwarded", "file": "opened read-write" if earlier.writes and
             role in ("disk image", "UEFI variable store") else "written" if earlier.writes
             else "opened read-only"}.get(c.kind, "used")
     hint = HINTS[c.kind]
-    if c.kind == "mac" and c.what.endswith("(derived)"):
+    if c.kind == "mac" and c.role.endswith("(derived)"):
         hint = ("set mac on one of them: a derived address is 24 bits of a hash of the guest's "
                 "name, so in a large fleet on one network two can meet")
     return RULES[c.kind].error(c.where, f"{c.what} is also {verb} by guest {p.name!r} "

@@ -132,8 +132,8 @@ def test_a_shared_directory_is_a_conflict():
     the registry still refuses it, should a directory ever be shared another way."""
     from cgsc.pipeline.conflicts import Claim, Owner, check
     spec = os.path.join(ROOT, "examples", "sev-snp.toml")
-    run = Claim("directory", "/run/cgsc/shared", ("qmp", "socket"), "directory /run/cgsc/shared")
-    other = Claim("directory", "/run/cgsc/other", ("qmp", "socket"), "directory /run/cgsc/other")
+    run = Claim("directory", "/run/cgsc/shared", ("qmp", "socket"), "directory")
+    other = Claim("directory", "/run/cgsc/other", ("qmp", "socket"), "directory")
     found = check([(0, Owner(spec, "a", "", (run,))), (1, Owner(spec, "b", "", (run,)))])
     (where, d), = found
     assert where == spec and d.rule == "CGS-FLEET-006" and d.line > 0
