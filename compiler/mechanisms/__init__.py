@@ -63,10 +63,11 @@ class Mechanism:
         `host` is the --host profile, when the build has one (facts the spec cannot say)."""
         raise NotImplementedError
 
-    def reference_values(self, fmt: str, guest_name: str, attestation: dict):
+    def reference_values(self, fmt: str, guest_name: str, attestation: dict, asked: bool = False):
         """[(file name suffix, text)]: the predictions of manifest.json's `attestation` in
         `fmt`, one of reference_formats; raises cgsc.measure.reference_values.NotWritten
-        when the prediction lacks a field the format must pin."""
+        when the prediction lacks a field the format must pin. `asked`: the spec named
+        `fmt` in [attestation] formats (not only the default set)."""
         raise NotImplementedError
 
     def compare_evidence(self, attestation: dict, data: bytes):

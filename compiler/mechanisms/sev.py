@@ -86,7 +86,7 @@ class Sev(Mechanism):
         return attested._replace(notes=notes,
                                  not_predicted=("api_major", "api_minor", "build", "mnonce")), []
 
-    def reference_values(self, fmt, guest_name, attestation):
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
         from ..measure import sev_launch
         return sev_launch.files(attestation)
 

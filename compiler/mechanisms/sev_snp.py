@@ -216,7 +216,7 @@ class SevSnp(Mechanism):
         from ..measure import snp_report
         return snp_report.compare(attestation["report"], data, POLICY.bit_names)
 
-    def reference_values(self, fmt, guest_name, attestation):
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
         from ..measure import go_sev_guest, trustee
         if fmt == "go-sev-guest":
             return go_sev_guest.files(guest_name, attestation)

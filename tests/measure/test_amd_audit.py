@@ -289,7 +289,7 @@ def test_libvirt_is_not_built_for_the_init2_launch_it_cannot_express(firmware, t
     spec = write(tmp_path / "g.toml", spec_text("es", "sev-es", firmware[AMDSEV], cpu="EPYC-v4"))
     out = tmp_path / "out"
     code, _o, err = run_cli("build", spec, "-o", str(out))
-    assert code == 0 and sorted(os.listdir(out / "es")) == ["es.service", "es.sh", "manifest.json"]
+    assert code == 0 and sorted(os.listdir(out / "es")) == ["es.service", "es.sev-launch-measure.json", "es.sh", "manifest.json"]
     assert "target libvirt skipped: legacy-vm-type = \"off\" has no libvirt setting" in err
     code, _o, err = run_cli("build", "-t", "libvirt", spec, "-o", str(tmp_path / "out2"))
     assert code == 1 and _diagnostic(
