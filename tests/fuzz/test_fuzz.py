@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import VALID_SPECS, exec_start, qapi_accepts, run_cli
+from conftest import Predates
+from helpers import VALID_SPECS, exec_start, run_cli
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -201,9 +202,13 @@ def test_random_specs_never_crash_and_successes_are_sound(text, checks, tmp_path
         elif path.suffix == ".sh":
             assert subprocess.run(["sh", "-n", str(path)]).returncode == 0
             assert os.access(path, os.X_OK)
-    members = qapi.object_members(plan.confidential.object.qom_type) or {}
-    for key, value in plan.confidential.object.props:
-        assert key in members and qapi_accepts(qapi, members[key], value)
+    obj = plan.confidential.object
+    try:
+        members = qapi.object_members(obj.qom_type) or {}
+    except Predates:   # tests/targets/test_qemu.py says so, per example
+        return
+    for key, value in obj.props:
+        assert key in members and qapi.accepts(obj.qom_type, members[key], value)
 
 
 def test_the_fuzzer_reached_both_outcomes():

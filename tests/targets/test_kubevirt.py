@@ -18,7 +18,7 @@ try:
     import tomllib
 except ImportError:  # Python < 3.11
     import tomli as tomllib
-from helpers import EXAMPLES, ROOT, compile_plan, rel, render, run_cli
+from helpers import EXAMPLES, ROOT, compile_plan, data_json, rel, render, run_cli
 
 from cgsc.pipeline.compile import compile_spec
 
@@ -63,10 +63,8 @@ def strict(node):
 
 
 @pytest.fixture(scope="session")
-def crd(shared_dir):
-    with open(os.path.join(shared_dir, "reference", "kubevirt", "virtualmachine.openapi.json"),
-              encoding="utf-8") as fh:
-        return json.load(fh)
+def crd():
+    return data_json("kubevirt/virtualmachine.openapi.json")
 
 
 @pytest.fixture(scope="session")
