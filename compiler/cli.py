@@ -499,6 +499,8 @@ def _probe(args) -> int:
             return EXIT_USAGE
         for note in profile.get("unreadable", []):
             print(f"cgsc probe: could not read {note}", file=sys.stderr)
+        if (profile.get("sev") or {}).get("present") is False:
+            print(f"cgsc probe: SEV: not present ({profile['sev'].get('why', '')})", file=sys.stderr)
         print(f"cgsc probe: wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

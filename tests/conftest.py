@@ -19,6 +19,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_CI = bool(os.environ.get("CI"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Markers by place and need (pyproject.toml lists them): tests/fuzz/ is `fuzz`,
+    tests/stack/ is `stack`, a test that uses QEMU 7.2 is `qemu72`."""
+    for item in items:
+        parts = item.nodeid.split("/")
+        if parts[:2] == ["tests", "fuzz"]:
+            item.add_marker(pytest.mark.fuzz)
+        if parts[:2] == ["tests", "stack"]:
+            item.add_marker(pytest.mark.stack)
+        if "qemu72" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.qemu72)
+
+
 def missing(what: str):
     """Skip locally, fail in CI."""
     if IN_CI:
@@ -47,21 +60,30 @@ def tool():
 QEMU_7_2_PREFIX = "/opt/cgsc/qemu-7.2"   # where .ci/run unpacks Debian 12's QEMU 7.2
 
 
-@pytest.fixture(scope="session")
-def qemu72():
-    """name -> path of Debian 12's QEMU 7.2 binary: the oldest QEMU cgsc supports, kept
-    runnable beside the system's newer QEMU (.ci/run unpacks its .debs into a prefix;
-    CGSC_QEMU_7_2 overrides the prefix). A `qemu-system-*` on PATH that is 7.2 also does."""
+def qemu72_binary(name: str):
+    """Path of Debian 12's QEMU 7.2 `name` (qemu-system-x86_64, ...), or None: the oldest
+    QEMU cgsc supports, kept runnable beside the system's newer QEMU (.ci/run unpacks its
+    .debs into a prefix; CGSC_QEMU_7_2 overrides the prefix). A 7.2 on PATH also does."""
     import subprocess
     prefix = os.environ.get("CGSC_QEMU_7_2", QEMU_7_2_PREFIX)
+    for candidate in (os.path.join(prefix, "usr", "bin", name), shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            out = subprocess.run([candidate, "-version"], capture_output=True, text=True).stdout
+            if out.startswith("QEMU emulator version 7.2."):
+                return candidate
+    return None
 
+
+@pytest.fixture(scope="session")
+def qemu72():
+    """name -> path of QEMU 7.2's binary (qemu72_binary), or missing."""
     def find(name: str) -> str:
-        for candidate in (os.path.join(prefix, "usr", "bin", name), shutil.which(name)):
-            if candidate and os.access(candidate, os.X_OK):
-                out = subprocess.run([candidate, "-version"], capture_output=True, text=True).stdout
-                if out.startswith("QEMU emulator version 7.2."):
-                    return candidate
-        missing(f"QEMU 7.2 {name} not found under {prefix} or on PATH (run .ci/run or set CGSC_QEMU_7_2)")
+        found = qemu72_binary(name)
+        if found is None:
+            missing(f"QEMU 7.2 {name} not found under "
+                    f"{os.environ.get('CGSC_QEMU_7_2', QEMU_7_2_PREFIX)} or on PATH (Debian 12: "
+                    "apt-get install qemu-system-x86; elsewhere .ci/run unpacks it, or set CGSC_QEMU_7_2)")
+        return found
     return find
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import IN_CI, QEMU_ARCH, missing
+from conftest import IN_CI, QEMU_ARCH, missing, qemu72_binary
 from derive_qemu_since import derive, dumps
 from helpers import EXAMPLES, ROOT, compile_plan, rel, run_cli
 from qemu_schema import CONFIDENTIAL_TYPES, introspect
@@ -53,12 +53,12 @@ def test_the_committed_qemu_since_table_is_what_the_qapi_schema_says():
         assert fh.read() == derived, "re-run tests/derive_qemu_since.py (see its docstring)"
 
 
-def _installed_qemus(qemu72):
+def _installed_qemus():
     """(arch, QMP introspection) of every QEMU release on this machine: QEMU 7.2 (the
     oldest supported) and the system's own."""
     found = {}
     for arch in ("x86_64", "ppc64", "s390x"):
-        for binary in (shutil.which(f"qemu-system-{arch}"), _or_none(qemu72, f"qemu-system-{arch}")):
+        for binary in (shutil.which(f"qemu-system-{arch}"), qemu72_binary(f"qemu-system-{arch}")):
             if binary:
                 schema = introspect(binary)
                 found[(arch, schema.version)] = schema
@@ -67,19 +67,12 @@ def _installed_qemus(qemu72):
     return found.items()
 
 
-def _or_none(find, name):
-    try:
-        return find(name)
-    except pytest.skip.Exception:
-        return None
-
-
-def test_the_since_table_agrees_with_every_installed_qemu(since, qemu72):
+def test_the_since_table_agrees_with_every_installed_qemu(since):
     """What the table dates at or before a QEMU release is in that release (its own QMP
     introspection says so), and nothing later: QEMU 7.2 and the system's QEMU (10.0 on
     Debian 12 with backports, 11.1 on Debian 13 with backports)."""
     checked = set()
-    for (arch, version), schema in _installed_qemus(qemu72):
+    for (arch, version), schema in _installed_qemus():
         for qom in (t for t in CONFIDENTIAL_TYPES if QEMU_ARCH[t] == arch):
             entry = since[qom]
             assert schema.has(qom) == (vt(entry["since"]) <= version), (qom, schema.binary)

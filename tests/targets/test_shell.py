@@ -239,10 +239,12 @@ def test_script_refuses_a_directory_another_user_may_write(owner, mode, problem,
         os.lchown(planted / "console.log", owner, owner)
         os.chown(planted, owner, owner)
     # an emulator that does what QEMU does with the console file: open it for writing
+    # (and, asked for its -version, only answers)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     exe = bin_dir / plan.emulator
-    exe.write_text(f"#!/bin/sh\n: > {shlex.quote(str(planted / 'console.log'))}\n")
+    exe.write_text("#!/bin/sh\n[ \"$1\" = -version ] && { echo 'QEMU emulator version 11.1.3'; exit 0; }\n"
+                   f": > {shlex.quote(str(planted / 'console.log'))}\n")
     exe.chmod(0o755)
     result = subprocess.run([str(script)], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
                             capture_output=True, text=True)
