@@ -57,8 +57,10 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         return cmd
 
     def with_host(cmd):
-        cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
-                         "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
+        from .host.profile import shipped
+        cmd.add_argument("--host", metavar="HOST", help="check against a host profile and pin "
+                         "the machine type: a file from `cgsc probe`, or a shipped profile: "
+                         + ", ".join(shipped()))
 
     if only in (None, "build"):
         b = spec_command("build", "compile specs into artifacts under out/<name>/")
@@ -293,15 +295,22 @@ def _floating_note(args, first, count: int) -> None:
     the machine formats carry the spec's own diagnostics). `first`: (a locate function or
     a build.Where, machine type) of the first guest whose machine floats; `count` of all."""
     from .host.compat import FLOATING_MACHINE
-    if args.host or args.format != "text" or first is None:
+    if args.format != "text" or first is None:
         return
     where, machine = first
     if not callable(where):
         from .pipeline.build import locator
         where = locator(where)
-    d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
-              + (f" (and in {count - 1} more spec(s))" if count > 1 else ""),
-              "pin it with --host HOST.json (`cgsc probe`)"))
+    more = f" (and in {count - 1} more spec(s))" if count > 1 else ""
+    if args.host:   # a profile that does not know what its QEMU resolves the alias to
+        d = where(FLOATING_MACHINE.warning(
+            ("guest", "machine"), f"{machine!r} floats{more}: host profile {printable(args.host)} "
+            "does not say which machine its QEMU resolves it to",
+            "make the profile on the host (`cgsc probe -o host.json`), or write a versioned "
+            "machine in [guest] machine"))
+    else:
+        d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats{more}",
+                                           "pin it with --host HOST.json (`cgsc probe`)"))
     _report([d], "text")
 
 
