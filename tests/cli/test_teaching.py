@@ -64,3 +64,83 @@ def test_top_level_help_points_to_the_docs_and_lists_every_command():
     for command in COMMANDS:
         assert command in out
     assert "docs/" in out and "cgsc explain RULE-ID" in out
+
+
+MECHANISMS = ("sev", "sev-es", "sev-snp", "tdx", "pef", "s390-pv")
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_init_writes_a_valid_commented_spec_for_every_mechanism(mechanism, tmp_path):
+    path = tmp_path / f"g-{mechanism}.toml"
+    code, _out, err = run_cli("init", "--mechanism", mechanism, f"g-{mechanism}", "-o", str(path))
+    assert code == 0, err
+    text = path.read_text()
+    assert text.count("\n#") >= 3 and f"[confidential.{mechanism}]" in text
+    code, _out, err = run_cli("validate", str(path))
+    assert code == 0, err
+    code, _out, err = run_cli("build", str(path), "-o", str(tmp_path / "out"))
+    assert code == 0, err
+
+
+def test_init_never_overwrites(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text("# my own spec\n")
+    code, _out, err = run_cli("init", "--mechanism", "sev-snp", "mine", "-o", str(path))
+    assert code == 2 and "never overwrites" in err
+    assert path.read_text() == "# my own spec\n"
+
+
+def test_init_refuses_a_name_the_language_refuses(tmp_path):
+    code, _out, err = run_cli("init", "-m", "tdx", "Bad Name", "-o", str(tmp_path / "x.toml"))
+    assert code == 2 and "not a guest name" in err
+    assert not (tmp_path / "x.toml").exists()
+
+
+WARNS = os.path.join(ROOT, "examples", "fleet", "web-3.toml")   # warns CGS-SNP-011 on purpose
+
+
+def test_colour_always_never_and_no_color(tmp_path):
+    code, _out, err = run_cli("validate", "--color=always", WARNS)
+    assert code == 0 and "\x1b[" in err and "[\x1b[1mCGS-" in err
+    assert "\x1b[" not in run_cli("validate", "--color=never", WARNS)[2]
+    assert "\x1b[" not in run_cli("validate", WARNS)[2]      # auto: not a terminal
+
+
+def _on_a_terminal(argv, env):
+    """Run cgsc with stderr on a pseudo-terminal; what it wrote there."""
+    import pty
+    leader, follower = pty.openpty()
+    proc = subprocess.run([sys.executable, "-m", "cgsc"] + argv, stderr=follower,
+                          stdout=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return proc.returncode, b"".join(chunks).decode()
+
+
+def test_colour_auto_on_a_terminal_honours_no_color():
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    env["TERM"] = "xterm"
+    code, err = _on_a_terminal(["validate", WARNS], env)
+    assert code == 0 and "\x1b[" in err
+    code, err = _on_a_terminal(["validate", WARNS], dict(env, NO_COLOR="1"))
+    assert code == 0 and "\x1b[" not in err
+    code, err = _on_a_terminal(["validate", "--color=always", WARNS], dict(env, NO_COLOR="1"))
+    assert "\x1b[" in err                       # the option overrides the variable
+
+
+def test_quiet_and_verbose(tmp_path):
+    code, _out, err = run_cli("validate", WARNS)
+    assert "spec valid" in err and "CGS-SNP-011" in err
+    code, _out, quiet = run_cli("validate", "-q", WARNS)
+    assert code == 0 and "spec valid" not in quiet and "CGS-SNP-011" in quiet
+    code, _out, loud = run_cli("-v", "validate", WARNS)
+    assert code == 0 and "web-3 valid" in loud and "spec valid" in loud
