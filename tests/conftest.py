@@ -21,15 +21,17 @@ IN_CI = bool(os.environ.get("CI"))
 
 def pytest_collection_modifyitems(config, items):
     """Markers by place and need (pyproject.toml lists them): tests/fuzz/ is `fuzz`,
-    tests/stack/ is `stack`, a test that uses QEMU 7.2 is `qemu72`."""
+    tests/stack/ is `stack`, a test that uses QEMU 7.2 or 10.0 (one exact release, whatever
+    the system's) is `qemu72` or `qemu10`."""
     for item in items:
         parts = item.nodeid.split("/")
         if parts[:2] == ["tests", "fuzz"]:
             item.add_marker(pytest.mark.fuzz)
         if parts[:2] == ["tests", "stack"]:
             item.add_marker(pytest.mark.stack)
-        if "qemu72" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.qemu72)
+        for release in ("qemu72", "qemu10"):   # a test that needs one exact QEMU release
+            if release in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, release))
 
 
 def missing(what: str):
