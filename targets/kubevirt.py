@@ -88,6 +88,8 @@ class KubevirtTarget:
     name = "kubevirt"
     summary = "KubeVirt VirtualMachine (<name>.kubevirt.yaml) for kubectl / GitOps"
 
+    on_host = False   # the cluster launches it: no host file of the plan is read
+
     def unsupported(self, plan: LaunchPlan) -> Optional[List[Diagnostic]]:
         refusals = list(plan.confidential.kubevirt_refusals) + list(_refusals(plan))
         return refusals or None

@@ -6,7 +6,7 @@ module; this module only knows how to compare them with the spec.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from ..core.diagnostics import Diagnostic, KeyPath
 from ..core.rules import Rule
@@ -94,16 +94,36 @@ def _firmware(g: Guest) -> Iterable[Diagnostic]:
             yield FW_NONE.error(("firmware",), f"{g.mechanism.title} takes no firmware table",
                                 "remove [firmware]")
         return
-    if not g.firmware_code:
+    if not g.firmware_code and not _cluster_only(g):
         yield FW_MISSING.error(("firmware",) if g.has_firmware_table else (),
                                f"{g.mechanism.title} needs [firmware] code",
-                               'add [firmware] code = "/usr/share/ovmf/OVMF.amdsev.fd" '
-                               "(or the OVMF/TDVF image built for this mechanism)")
+                               f'add [firmware] code = "{g.mechanism.firmware_example}" '
+                               f"(or another image built for {g.mechanism.title})")
     if mode == "bios" and g.firmware_vars:
         yield FW_VARS.error(("firmware", "vars"),
                             f"{g.mechanism.title} boots one stateless image with -bios; "
                             "a variable store cannot be used",
                             "remove vars and use a stateless build (OVMF.amdsev.fd / OVMF.inteltdx.fd)")
+
+
+CLUSTER_TARGETS = ("kubevirt",)   # targets whose manifests the cluster, not a host, launches
+
+
+def _cluster_only(g: Guest) -> bool:
+    """A spec that builds only cluster manifests ([targets] build = ["kubevirt"]): the
+    cluster chooses the firmware build, so no host file need be named. A host target
+    asked for with -t still refuses the plan (missing_firmware)."""
+    return g.build_targets is not None and bool(g.build_targets) and \
+        set(g.build_targets) <= set(CLUSTER_TARGETS)
+
+
+def missing_firmware(g: Guest) -> Tuple[Diagnostic, ...]:
+    """What a host target refuses when a cluster-only spec names no firmware."""
+    if g.mechanism.firmware == "none" or g.firmware_code:
+        return ()
+    return (FW_MISSING.error((), f"{g.mechanism.title} needs [firmware] code for a host target",
+                             f'add [firmware] code = "{g.mechanism.firmware_example}" (or '
+                             f"another image built for {g.mechanism.title})"),)
 
 
 def _kernel(g: Guest) -> Iterable[Diagnostic]:

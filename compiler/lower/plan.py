@@ -167,6 +167,7 @@ class LaunchPlan(NamedTuple):
     stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
     attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
+    host_refusals: Tuple = ()   # Diagnostics every target that launches on a host refuses with
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

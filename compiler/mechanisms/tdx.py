@@ -76,6 +76,7 @@ NOT_PREDICTED = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
 class Tdx(Mechanism):
     name = "tdx"
     title = "Intel TDX"
+    firmware_example = "/usr/share/ovmf/OVMF.inteltdx.ms.fd"   # Debian: ovmf-inteltdx (edk2 IntelTdxX64)
     qom_type = "tdx-guest"
     firmware = "bios"
     layout = ATTRIBUTES

@@ -123,6 +123,9 @@ def test_the_old_schema_directive_fails_in_a_guests_directory(tmp_path):
     (tmp_path / "guests").mkdir()
     with open(os.path.join(ROOT, "examples", "sev.toml")) as fh:
         (tmp_path / "guests" / "a.toml").write_text("#:schema ./cgsc.schema.json\n" + fh.read())
-    result = subprocess.run([taplo, "check", "guests/a.toml"], cwd=tmp_path,
-                            capture_output=True, text=True)
-    assert result.returncode != 0 and "guests/cgsc.schema.json" in result.stderr
+    def check():
+        return subprocess.run([taplo, "check", "guests/a.toml"], cwd=tmp_path,
+                              capture_output=True, text=True).returncode
+    assert check() != 0
+    shutil.copy(tmp_path / "cgsc.schema.json", tmp_path / "guests")   # where Taplo looks
+    assert check() == 0
