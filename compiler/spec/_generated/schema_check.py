@@ -836,4 +836,4 @@ _T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
 _T63 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = 'd1856cdb19b7e0df3d78dccfe945ce7c3f46efa7e6c29558b3d9a036a870344b'
+CGSC_SCHEMA_KEY = 'c1136c46d0b3f918ea1f3813588bb95c1b4b59598309a2f99b6209738425d082'
