@@ -48,3 +48,38 @@ def test_every_whole_spec_shown_validates(doc, tmp_path):
         spec.write_text(body)
         code, _out, err = run_cli("validate", str(spec))
         assert code == 0, (doc, n, err)
+
+
+def test_the_readme_example_gives_the_output_it_shows(tmp_path):
+    blocks = _blocks("README.md")
+    spec = next(body for lang, body in blocks if lang == "toml")
+    shown = next(body for lang, body in blocks if lang == "console")
+    assert 15 <= spec.count("\n") <= 25           # a 20-line example
+    (tmp_path / "payments-db.toml").write_text(spec)
+    import subprocess
+    import sys
+    build = subprocess.run([sys.executable, "-m", "cgsc", "build", "payments-db.toml"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    script = (tmp_path / "out" / "payments-db" / "payments-db.sh").read_text()
+    set_lines = script[script.index("set -- "):script.index('exec "$@"') + len('exec "$@"')]
+    expected = ("$ cgsc build payments-db.toml\n" + build.stderr
+                + "$ sed -n '/^set --/,/^exec/p' out/payments-db/payments-db.sh\n"
+                + set_lines + "\n")
+    assert shown == expected
+
+
+def test_the_readme_has_the_two_commands_and_ci_runs_the_second():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    assert readme.count("\n") < 200
+    install, test = re.search(r"```sh\n(.*?)```", readme, re.S).group(1).strip().split("\n")
+    assert install.endswith("cgsc build examples/sev-snp.toml")
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as fh:
+        ci = fh.read()
+    assert test in ci.splitlines()
+    with open(os.path.join(ROOT, ".ci", "trixie-test"), encoding="utf-8") as fh:
+        trixie = fh.read()
+    # the Debian 13 run: the same command, with the markers it leaves out as arguments
+    assert test.replace("python -m pytest", 'python -m pytest "$@"') in \
+        [line.strip() for line in trixie.splitlines()]
