@@ -173,7 +173,8 @@ def _with_output_options(cmd, default) -> None:
     quiet.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
                        default=default, help="diagnostics only: no summary or notes")
     quiet.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
-                       default=default, help="also say what was done for every guest")
+                       default=default, help="also say what was found for every guest "
+                       "(validate, check)")
 
 
 def _jobs(text: str) -> int:
@@ -541,6 +542,9 @@ def _check(args) -> int:
     _report(findings, args.format)
     drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))
     if args.format == "text":
+        if _STYLE["verbosity"] > 0:
+            for o in outputs:
+                _say(f"cgsc: {o.name}: {'out of date' if o.drifts else 'up to date'}")
         _say(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
              if drift_count else f"cgsc: {len(outputs)} guest(s) up to date")
     return EXIT_INVALID if drift_count else EXIT_OK

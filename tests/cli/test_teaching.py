@@ -144,3 +144,11 @@ def test_quiet_and_verbose(tmp_path):
     assert code == 0 and "spec valid" not in quiet and "CGS-SNP-011" in quiet
     code, _out, loud = run_cli("-v", "validate", WARNS)
     assert code == 0 and "web-3 valid" in loud and "spec valid" in loud
+
+
+def test_verbose_check_names_every_guest(tmp_path):
+    assert run_cli("build", WARNS, "-o", str(tmp_path))[0] == 0
+    code, _out, err = run_cli("check", "-v", WARNS, "-o", str(tmp_path))
+    assert code == 0 and "cgsc: web-3: up to date" in err
+    code, _out, err = run_cli("check", "-q", WARNS, "-o", str(tmp_path))
+    assert code == 0 and "up to date" not in err
