@@ -83,3 +83,22 @@ def test_the_readme_has_the_two_commands_and_ci_runs_the_second():
     # the Debian 13 run: the same command, with the markers it leaves out as arguments
     assert test.replace("python -m pytest", 'python -m pytest "$@"') in \
         [line.strip() for line in trixie.splitlines()]
+
+
+DOCUMENTED_RESTART = {"sev": "on-failure", "pef": "on-failure", "s390-pv": "on-failure",
+                      "sev-es": "always", "sev-snp": "always", "tdx": "always"}
+
+
+def test_the_documented_restart_default_is_what_the_units_say(tmp_path):
+    """The original brief said `restart` defaults to on-failure; SEV-ES, SEV-SNP and TDX
+    units say Restart=always (a reboot ends QEMU). The docs say what the units do."""
+    with open(os.path.join(ROOT, "docs", "language.md"), encoding="utf-8") as fh:
+        language = " ".join(fh.read().split())
+    assert "`on-failure` for SEV, PEF and s390-pv" in language
+    assert "TDX guests end QEMU when they reboot" in language and "`Restart=always`" in language
+    for mechanism, restart in DOCUMENTED_RESTART.items():
+        spec = tmp_path / f"{mechanism}.toml"
+        assert run_cli("init", "-m", mechanism, f"g-{mechanism}", "-o", str(spec))[0] == 0
+        code, out, err = run_cli("build", str(spec), "-t", "systemd", "--stdout")
+        assert code == 0, err
+        assert f"\nRestart={restart}\n" in out, (mechanism, out)
