@@ -49,12 +49,26 @@ def shared_dir() -> str:
     return path
 
 
+# what provides each program the tests run (Debian packages; pip for the Python ones)
+PROVIDERS = {
+    "shellcheck": "apt-get install shellcheck", "systemd-analyze": "apt-get install systemd",
+    "virsh": "apt-get install libvirt-clients", "virt-xml-validate": "apt-get install libvirt-clients",
+    "xmllint": "apt-get install libxml2-utils", "zsh": "apt-get install zsh",
+    "fish": "apt-get install fish", "node": "apt-get install nodejs",
+    "kubectl": "apt-get install kubectl (or any kubectl binary on PATH)",
+    "git": "apt-get install git", "qemu-img": "apt-get install qemu-utils",
+    "pre-commit": "pip install -e '.[test]'", "sev-snp-measure": "pip install -e .",
+    "cgsc": "pip install -e .",
+}
+
+
 @pytest.fixture(scope="session")
 def tool():
     def find(name: str) -> str:
         found = shutil.which(name)
         if not found:
-            missing(f"{name} is not installed")
+            how = PROVIDERS.get(name)
+            missing(f"{name} is not installed" + (f" ({how})" if how else ""))
         return found
     return find
 
