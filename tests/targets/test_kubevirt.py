@@ -642,7 +642,7 @@ def test_attestation_note_when_the_plan_has_reference_values():
 
 
 def test_readme_section_shows_what_its_spec_builds(tmp_path, crd_validator):
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+    with open(os.path.join(ROOT, "docs", "targets.md"), encoding="utf-8") as fh:
         section = fh.read().split("\n## KubeVirt\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
     spec_text = next(text for lang, text in blocks if lang == "toml")
