@@ -96,9 +96,11 @@ def qemu72():
     def find(name: str) -> str:
         found = qemu72_binary(name)
         if found is None:
+            arch = name.replace("qemu-system-", "")
+            package = QEMU_PACKAGE.get(arch, f"qemu-system-{arch}")
             missing(f"QEMU 7.2 {name} not found under "
                     f"{os.environ.get('CGSC_QEMU_7_2', QEMU_7_2_PREFIX)} or on PATH (Debian 12: "
-                    "apt-get install qemu-system-x86; elsewhere .ci/run unpacks it, or set CGSC_QEMU_7_2)")
+                    f"apt-get install {package}; elsewhere .ci/run unpacks it, or set CGSC_QEMU_7_2)")
         return found
     return find
 
