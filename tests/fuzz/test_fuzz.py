@@ -12,11 +12,10 @@ import sys
 import pytest
 from conftest import Predates
 from helpers import VALID_SPECS, exec_start, run_cli
-
-from cgsc.host.compat import qemu_since
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from cgsc.host.compat import qemu_since
 
 if sys.version_info >= (3, 11):
     import tomllib
