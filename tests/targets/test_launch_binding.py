@@ -13,7 +13,9 @@ from helpers import compile_plan, run_cli, systemd_split, unit_values
 from measure_helpers import DEBUG_SWAP, FIRMWARE, MEASUREMENT, spec_text
 from measure_helpers import write as _write
 
-STAND_IN = "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$CGSC_ARGV_LOG\"\n"
+# a stand-in QEMU: answers -version as QEMU does (the script checks it), records a start
+STAND_IN = ("#!/bin/sh\n[ \"$1\" = -version ] && { echo 'QEMU emulator version 11.1.3'; exit 0; }\n"
+            "printf '%s\\0' \"$@\" > \"$CGSC_ARGV_LOG\"\n")
 
 
 def _host_features() -> int:
