@@ -3,8 +3,7 @@
 A missing tool skips with a one-line reason saying what to install on a user's machine
 and fails in CI (CI is set), so a green CI run never hides a check that did not happen.
 Nothing here reads ../shared: third-party data a test needs is in tests/data/ with its
-licence (shared_dir remains only for the measurement tests until they move to
-tests/data/firmware).
+licence.
 """
 
 from __future__ import annotations
@@ -41,14 +40,6 @@ def missing(what: str):
     pytest.skip(what)
 
 
-@pytest.fixture(scope="session")
-def shared_dir() -> str:
-    path = os.environ.get("CGSC_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
-    if not os.path.isdir(os.path.join(path, "reference")):
-        missing(f"reference material not found at {path} (set CGSC_SHARED)")
-    return path
-
-
 # what provides each program the tests run (Debian packages; pip for the Python ones)
 PROVIDERS = {
     "shellcheck": "apt-get install shellcheck", "systemd-analyze": "apt-get install systemd",
@@ -60,6 +51,13 @@ PROVIDERS = {
     "pre-commit": "pip install -e '.[test]'", "sev-snp-measure": "pip install -e .",
     "cgsc": "pip install -e .",
 }
+
+
+@pytest.fixture(scope="session")
+def firmware(tmp_path_factory) -> dict:
+    """File name -> path of the firmware images in tests/data/firmware, unpacked once."""
+    from firmware_data import unpack
+    return unpack(str(tmp_path_factory.mktemp("firmware")))
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def test_a_fresh_clone_installs_builds_and_tests(tmp_path):
     subprocess.run([git, "clone", "-q", "--no-hardlinks", ROOT, str(clone)], check=True)
     assert not (tmp_path / "shared").exists()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CGSC_SHARED", "PYTHONHOME")}
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     venv_bin = os.path.dirname(shutil.which("python") or "")
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if p != venv_bin and not p.endswith("/.venv/bin"))

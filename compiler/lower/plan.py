@@ -121,10 +121,20 @@ class Console(NamedTuple):
 
 
 class MeasuredFile(NamedTuple):
-    """A boot file whose sha256 was measured at build time and is checked at launch."""
+    """A boot file whose sha256 was measured at build time and is checked at launch.
+
+    At launch the file is read once into a private copy, the copy is checked, and QEMU
+    reads the copy through an inherited descriptor (`opened`), never `path` again."""
     what: str                 # "firmware", "kernel", "initrd"
-    path: str                 # the path QEMU opens at launch
+    path: str                 # the host path the launch copies the file from
     sha256: str               # lowercase hex of the measured copy
+    size: int                 # its length in bytes: the launch reads at most one byte more
+    fd: int                   # the descriptor QEMU inherits the checked copy on (3, 4, 5)
+
+    @property
+    def opened(self) -> str:
+        """What QEMU is given instead of the path: the checked copy, by descriptor."""
+        return f"/proc/self/fd/{self.fd}"
 
 
 class LaunchBinding(NamedTuple):
@@ -167,6 +177,8 @@ class LaunchPlan(NamedTuple):
     stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
     attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
+    references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): reference values in
+    #                                                the verifiers' formats ([attestation])
     host_refusals: Tuple = ()   # Diagnostics every target that launches on a host refuses with
 
     def argv(self) -> List[str]:

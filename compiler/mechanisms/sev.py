@@ -72,11 +72,12 @@ class Sev(Mechanism):
     layout = POLICY
     es = False
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
+    reference_formats = ("sev-launch-measure",)
 
     def measurement_checks(self, guest) -> Iterable[Diagnostic]:
         return amd.measurement_checks(guest, with_vcpus=self.es)
 
-    def attest(self, guest, files):
+    def attest(self, guest, files, host=None):
         attested, errors = amd.attest(guest, files, self.policy(guest.confidential))
         if errors:
             return None, errors
@@ -85,6 +86,10 @@ class Sev(Mechanism):
                  "version and a nonce; the guest owner recomputes it from these values",)
         return attested._replace(notes=notes,
                                  not_predicted=("api_major", "api_minor", "build", "mnonce")), []
+
+    def reference_values(self, fmt, guest_name, attestation):
+        from ..measure import sev_launch
+        return sev_launch.files(attestation)
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)

@@ -108,6 +108,8 @@ class SevSnp(Mechanism):
     reboot_ends_process = True
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch", "vcpu-type",
                         "guest-features", "id-key", "author-key")
+    reference_formats = ("go-sev-guest", "trustee")
+    evidence = "an SEV-SNP attestation report (snpguest report, or configfs-tsm's outblob)"
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)
@@ -183,7 +185,7 @@ class SevSnp(Mechanism):
             yield ID_KEYS.error(("measurement", "author-key"), "is given without id-key",
                                 "add measurement.id-key (the author key signs it)")
 
-    def attest(self, guest, files):
+    def attest(self, guest, files, host=None):
         cfg = guest.confidential
         policy = self.policy(cfg)
         attested, errors = amd.attest(guest, files, policy)
@@ -202,6 +204,16 @@ class SevSnp(Mechanism):
             report["id_block"] = "given in the spec: its key digests are not known to cgsc"
         return attested._replace(report=report, config=config, not_predicted=(
             "reported_tcb", "chip_id", "report_data", "vmpl")), []
+
+    def compare_evidence(self, attestation, data):
+        from ..measure import snp_report
+        return snp_report.compare(attestation["report"], data, POLICY.bit_names)
+
+    def reference_values(self, fmt, guest_name, attestation):
+        from ..measure import go_sev_guest, trustee
+        if fmt == "go-sev-guest":
+            return go_sev_guest.files(guest_name, attestation)
+        return trustee.files(trustee.snp_values(attestation["report"]))
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential

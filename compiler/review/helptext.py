@@ -50,6 +50,13 @@ examples:
                                                a pull-request comment
 
 A report, not a gate: exit 0. See docs/fleets.md.""",
+    "verify": """\
+examples:
+  cgsc verify report.bin --guest out/payments-db     a raw SEV-SNP report or TDX quote
+  cgsc verify quote.dat --manifest manifest.json --format json
+
+Values only, not signatures: the reference values cgsc writes for go-sev-guest, go-tdx-guest
+and Trustee check those. See docs/attestation.md.""",
     "rules": """\
 examples:
   cgsc rules                                   every rule, one a line

@@ -13,7 +13,7 @@ import pytest
 from helpers import ROOT, run_cli
 
 COMMANDS = ("build", "validate", "check", "explain", "diff", "rules", "schema", "targets",
-            "probe", "completion", "init")
+            "probe", "completion", "init", "verify")
 
 
 def test_explain_takes_a_rule_id():

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 from helpers import compile_plan, run_cli
-from measure_helpers import (FIRMWARE, MEASUREMENT, errors as _errors,
+from measure_helpers import (FIRMWARE, errors as _errors,
                              spec_text, toml_str as _toml, write as _write)
 
 
@@ -47,12 +47,12 @@ def _object_props(plan) -> dict:
 
 
 @pytest.mark.parametrize("with_author", [False, True])
-def test_id_block_is_signed_for_the_digest_and_policy(with_author, shared_dir, tmp_path):
+def test_id_block_is_signed_for_the_digest_and_policy(with_author, firmware, tmp_path):
     idk = _p384_key(tmp_path / "id.pem")
     authk = _p384_key(tmp_path / "author.pem") if with_author else None
     extra = 'author-key = "author.pem"' if with_author else ""
     spec = _write(tmp_path / "g.toml", spec_text(
-        "idb", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        "idb", "sev-snp", firmware[FIRMWARE["AmdSev"]],
         cpu="EPYC-v4", extra="policy = { smt = false }",
         measurement='id-key = "id.pem"\n' + extra))
     plan = compile_plan(spec)
@@ -92,20 +92,20 @@ def test_an_id_block_without_measurement_is_warned(tmp_path):
     assert code == 0 and "[CGS-MEASURE-032]" in err
 
 
-def test_an_id_key_on_another_curve_is_refused(shared_dir, tmp_path):
+def test_an_id_key_on_another_curve_is_refused(firmware, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "p256.pem").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     spec = _write(tmp_path / "g.toml", spec_text(
-        "p256", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        "p256", "sev-snp", firmware[FIRMWARE["AmdSev"]],
         cpu="EPYC-v4", measurement='id-key = "p256.pem"'))
     err = _errors(spec)
     assert "measurement.id-key: p256.pem: SNP only supports the EC curve P-384 [CGS-MEASURE-031]" in err
 
 
-def test_real_qemu_accepts_the_signed_id_block_and_auth(shared_dir, tmp_path, tool):
+def test_real_qemu_accepts_the_signed_id_block_and_auth(firmware, tmp_path, tool):
     """QEMU (>= 9.1) decodes id-block and id-auth when it creates sev-snp-guest and checks
     their sizes; a parse-only run (-preconfig, TCG) proves the argv is what it accepts."""
     import subprocess
@@ -116,7 +116,7 @@ def test_real_qemu_accepts_the_signed_id_block_and_auth(shared_dir, tmp_path, to
     _p384_key(tmp_path / "id.pem")
     _p384_key(tmp_path / "author.pem")
     spec = _write(tmp_path / "g.toml", spec_text(
-        "idq", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        "idq", "sev-snp", firmware[FIRMWARE["AmdSev"]],
         cpu="EPYC-v4", measurement='id-key = "id.pem"\nauthor-key = "author.pem"'))
     argv = compile_plan(spec).argv()
     argv[argv.index("-accel") + 1] = "tcg"

@@ -46,37 +46,39 @@ _P8 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\
 _P9 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
 _P10 = _re('^(?!([^\\n\\r\\u2028\\u2029]*/)?\\.\\.(/|\\Z))[^\\x00-\\x1f\\x7f]+\\Z').search
 _P11 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
+_C14 = frozenset(('single-pass', 'two-pass'))
+_C15 = frozenset(('go-sev-guest', 'go-tdx-guest', 'sev-launch-measure', 'trustee'))
 _P12 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
-_C15 = frozenset(('auto', 'off', 'on'))
+_C17 = frozenset(('auto', 'off', 'on'))
 _P13 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
-_C17 = frozenset(('unix', 'vsock'))
-_C18 = frozenset(('qcow2', 'raw'))
-_C19 = frozenset(('scsi', 'virtio'))
-_C20 = frozenset(('none', 'writeback', 'writethrough'))
+_C19 = frozenset(('unix', 'vsock'))
+_C20 = frozenset(('qcow2', 'raw'))
+_C21 = frozenset(('scsi', 'virtio'))
+_C22 = frozenset(('none', 'writeback', 'writethrough'))
 _P14 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
 _P15 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
 _P16 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
-_C24 = frozenset((True,))
-_C25 = frozenset(('bridge', 'tap', 'user'))
+_C26 = frozenset((True,))
+_C27 = frozenset(('bridge', 'tap', 'user'))
 _P17 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
 _P18 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
-_C28 = frozenset(('virtio',))
-_C29 = frozenset(('tcp', 'udp'))
+_C30 = frozenset(('virtio',))
+_C31 = frozenset(('tcp', 'udp'))
 _P19 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
 _P20 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_C32 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
+_C34 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
 _P21 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
 _P22 = _re('^[a-z][a-z0-9-]*\\Z').search
 _P23 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
 _P24 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
-_C37 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
+_C39 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
 _P25 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
-_C39 = frozenset(('kvm', 'qemu'))
+_C41 = frozenset(('kvm', 'qemu'))
 _P26 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
-_C41 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
+_C43 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
 _P27 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
 _P28 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
-_C44 = frozenset(('HostDisk',))
+_C46 = frozenset(('HostDisk',))
 _P29 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
 _P30 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
 
@@ -224,6 +226,11 @@ def _n20(x):
 
 
 def _n21(x):
+    if not ((type(x) is str and x in _C14)): return False
+    return True
+
+
+def _n22(x):
     if not (isinstance(x, bool)): return False
     return True
 
@@ -234,38 +241,57 @@ def _n17(x):
     return True
 
 
+def _n25(x):
+    if not ((type(x) is str and x in _C15)): return False
+    return True
+
+
 def _n24(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 4: return False
+    if not all(map(_n25, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n23(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T8, _T9, _no): return False
+    return True
+
+
+def _n28(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n25(x):
+def _n29(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n27(x):
+def _n31(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n26(x):
+def _n30(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        if not _keys(x, _T8, _T9, _no): return False
+        if not _keys(x, _T10, _T11, _no): return False
     return True
 
 
-def _n28(x):
+def _n32(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
     if not _P12(x): return False
@@ -273,28 +299,28 @@ def _n28(x):
     return True
 
 
-def _n29(x):
-    if not ((type(x) is str and x in _C15)): return False
+def _n33(x):
+    if not ((type(x) is str and x in _C17)): return False
     return True
 
 
-def _n23(x):
+def _n27(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T10, _T11, _no): return False
+    if not _keys(x, _T12, _T13, _no): return False
     return True
 
 
-def _n31(x):
+def _n35(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T12, _T13, _no): return False
+        if not _keys(x, _T14, _T15, _no): return False
     return True
 
 
-def _n32(x):
+def _n36(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 8192: return False
     if not _P13(x): return False
@@ -302,105 +328,53 @@ def _n32(x):
     return True
 
 
-def _n30(x):
+def _n34(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T14, _T15, _no): return False
+    if not _keys(x, _T16, _T17, _no): return False
     return True
 
 
-def _n34(x):
+def _n38(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T16, _T17, _no): return False
+        if not _keys(x, _T18, _T19, _no): return False
     return True
 
 
-def _n36(x):
-    if not ((type(x) is str and x in _C17)): return False
+def _n40(x):
+    if not ((type(x) is str and x in _C19)): return False
     return True
 
 
-def _n37(x):
+def _n41(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n35(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T18, _T19, _no): return False
-    return True
-
-
-def _n33(x):
+def _n39(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T20, _T21, _no): return False
     return True
 
 
-def _n38(x):
+def _n37(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n22(x):
+def _n42(x):
     if not (isinstance(x, dict)): return False
-    if len(x) > 1: return False
-    if len(x) < 1: return False
     if not _keys(x, _T24, _T25, _no): return False
     return True
 
 
-def _n41(x):
-    if not ((type(x) is str and x in _C18)): return False
-    return True
-
-
-def _n42(x):
-    if not ((type(x) is str and x in _C19)): return False
-    return True
-
-
-def _n43(x):
-    if not ((type(x) is str and x in _C20)): return False
-    return True
-
-
-def _n44(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P14(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n46(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 253: return False
-    if not _P15(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n47(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n48(x):
-    if not ((type(x) is bool and x in _C24)): return False
-    return True
-
-
-def _n45(x):
+def _n26(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -408,27 +382,79 @@ def _n45(x):
     return True
 
 
-def _n40(x):
-    if not (isinstance(x, dict)): return False
-    if 'path' not in x: return False
-    if 'format' not in x: return False
-    if not _keys(x, _T28, _T29, _no): return False
+def _n45(x):
+    if not ((type(x) is str and x in _C20)): return False
     return True
 
 
-def _n39(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n40, x)): return False
+def _n46(x):
+    if not ((type(x) is str and x in _C21)): return False
+    return True
+
+
+def _n47(x):
+    if not ((type(x) is str and x in _C22)): return False
+    return True
+
+
+def _n48(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P14(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n50(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 253: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n51(x):
-    if not ((type(x) is str and x in _C25)): return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P16(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n52(x):
+    if not ((type(x) is bool and x in _C26)): return False
+    return True
+
+
+def _n49(x):
+    if not (isinstance(x, dict)): return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
+    if not _keys(x, _T28, _T29, _no): return False
+    return True
+
+
+def _n44(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T30, _T31, _no): return False
+    return True
+
+
+def _n43(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n44, x)): return False
+    return True
+
+
+def _n55(x):
+    if not ((type(x) is str and x in _C27)): return False
+    return True
+
+
+def _n56(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P17(x): return False
@@ -436,7 +462,7 @@ def _n52(x):
     return True
 
 
-def _n53(x):
+def _n57(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P18(x): return False
@@ -444,24 +470,24 @@ def _n53(x):
     return True
 
 
-def _n54(x):
-    if not ((type(x) is str and x in _C28)): return False
-    return True
-
-
-def _n57(x):
-    if not ((type(x) is str and x in _C29)): return False
-    return True
-
-
 def _n58(x):
+    if not ((type(x) is str and x in _C30)): return False
+    return True
+
+
+def _n61(x):
+    if not ((type(x) is str and x in _C31)): return False
+    return True
+
+
+def _n62(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 65535: return False
     return True
 
 
-def _n59(x):
+def _n63(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P19(x): return False
@@ -469,22 +495,22 @@ def _n59(x):
     return True
 
 
-def _n56(x):
+def _n60(x):
     if not (isinstance(x, dict)): return False
     if 'host-port' not in x: return False
     if 'guest-port' not in x: return False
-    if not _keys(x, _T30, _T31, _no): return False
+    if not _keys(x, _T32, _T33, _no): return False
     return True
 
 
-def _n55(x):
+def _n59(x):
     if not (isinstance(x, list)): return False
     if len(x) > 256: return False
-    if not all(map(_n56, x)): return False
+    if not all(map(_n60, x)): return False
     return True
 
 
-def _n61(x):
+def _n65(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 317: return False
     if not _P20(x): return False
@@ -492,73 +518,52 @@ def _n61(x):
     return True
 
 
-def _n60(x):
+def _n64(x):
     if not (isinstance(x, dict)): return False
     if 'multus' not in x: return False
-    if not _keys(x, _T32, _T33, _no): return False
-    return True
-
-
-def _n50(x):
-    if not (isinstance(x, dict)): return False
-    if 'mode' not in x: return False
     if not _keys(x, _T34, _T35, _no): return False
     return True
 
 
-def _n49(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 32: return False
-    if not all(map(_n50, x)): return False
-    return True
-
-
-def _n63(x):
-    if not ((type(x) is str and x in _C32)): return False
-    return True
-
-
-def _n62(x):
+def _n54(x):
     if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
     if not _keys(x, _T36, _T37, _no): return False
     return True
 
 
-def _n65(x):
+def _n53(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n54, x)): return False
+    return True
+
+
+def _n67(x):
+    if not ((type(x) is str and x in _C34)): return False
+    return True
+
+
+def _n66(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T38, _T39, _no): return False
+    return True
+
+
+def _n69(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 3: return False
     if x > 4294967294: return False
     return True
 
 
-def _n64(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T38, _T39, _no): return False
-    return True
-
-
-def _n66(x):
+def _n68(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T40, _T41, _no): return False
     return True
 
 
-def _n68(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
-    if not _P21(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n69(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n16, x)): return False
-    return True
-
-
-def _n67(x):
+def _n70(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T42, _T43, _no): return False
     return True
@@ -566,20 +571,41 @@ def _n67(x):
 
 def _n72(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4095: return False
+    if not _P21(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n73(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n16, x)): return False
+    return True
+
+
+def _n71(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T44, _T45, _no): return False
+    return True
+
+
+def _n76(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 64: return False
     if not _P22(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n71(x):
+def _n75(x):
     if not (isinstance(x, list)): return False
     if len(x) > 16: return False
-    if not all(map(_n72, x)): return False
+    if not all(map(_n76, x)): return False
     return True
 
 
-def _n74(x):
+def _n78(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P23(x): return False
@@ -587,7 +613,7 @@ def _n74(x):
     return True
 
 
-def _n75(x):
+def _n79(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P24(x): return False
@@ -595,12 +621,12 @@ def _n75(x):
     return True
 
 
-def _n76(x):
-    if not ((type(x) is str and x in _C37)): return False
+def _n80(x):
+    if not ((type(x) is str and x in _C39)): return False
     return True
 
 
-def _n78(x):
+def _n82(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P25(x): return False
@@ -608,38 +634,38 @@ def _n78(x):
     return True
 
 
-def _n77(x):
+def _n81(x):
     if not (isinstance(x, list)): return False
     if len(x) > 64: return False
-    if not all(map(_n78, x)): return False
+    if not all(map(_n82, x)): return False
     return True
 
 
-def _n79(x):
+def _n83(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 86400: return False
     return True
 
 
-def _n73(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T44, _T45, _no): return False
-    return True
-
-
-def _n81(x):
-    if not ((type(x) is str and x in _C39)): return False
-    return True
-
-
-def _n80(x):
+def _n77(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T46, _T47, _no): return False
     return True
 
 
-def _n83(x):
+def _n85(x):
+    if not ((type(x) is str and x in _C41)): return False
+    return True
+
+
+def _n84(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T48, _T49, _no): return False
+    return True
+
+
+def _n87(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P26(x): return False
@@ -647,12 +673,12 @@ def _n83(x):
     return True
 
 
-def _n84(x):
-    if not ((type(x) is str and x in _C41)): return False
+def _n88(x):
+    if not ((type(x) is str and x in _C43)): return False
     return True
 
 
-def _n86(x):
+def _n90(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P28(x): return False
@@ -660,38 +686,38 @@ def _n86(x):
     return True
 
 
-def _n85(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T48, _T49, _no): return False
-    return True
-
-
-def _n88(x):
-    if not ((type(x) is str and x in _C44)): return False
-    return True
-
-
-def _n87(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n88, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
-    return True
-
-
-def _n82(x):
+def _n89(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T50, _T51, _no): return False
     return True
 
 
-def _n70(x):
+def _n92(x):
+    if not ((type(x) is str and x in _C46)): return False
+    return True
+
+
+def _n91(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n92, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n86(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n90(x):
+def _n74(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T54, _T55, _no): return False
+    return True
+
+
+def _n94(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 1024: return False
     if not _P30(x): return False
@@ -699,39 +725,33 @@ def _n90(x):
     return True
 
 
-def _n89(x):
+def _n93(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T54, _T55, _no): return False
+    if not _keys(x, _T56, _T57, _no): return False
     return True
 
 
-def _n92(x):
+def _n96(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n94(x):
+def _n98(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n96(x):
+def _n100(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n95(x):
-    if isinstance(x, dict):
-        if not _keys(x, _T58, _T59, None): return False
-    return True
-
-
-def _n93(x):
+def _n99(x):
     if isinstance(x, dict):
         if not _keys(x, _T60, _T61, None): return False
     return True
@@ -739,25 +759,31 @@ def _n93(x):
 
 def _n97(x):
     if isinstance(x, dict):
+        if not _keys(x, _T62, _T63, None): return False
+    return True
+
+
+def _n101(x):
+    if isinstance(x, dict):
         if 'cid' not in x: return False
     return True
 
 
-def _n98(x):
+def _n102(x):
     if isinstance(x, dict):
         if 'socket' not in x: return False
     return True
 
 
-def _n91(x):
+def _n95(x):
     if isinstance(x, dict):
         if 'guest' not in x: return False
         if 'confidential' not in x: return False
-        if not _keys(x, _T62, _T63, None): return False
+        if not _keys(x, _T64, _T65, None): return False
     return True
 
 
-def _n99(x):
+def _n103(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
@@ -765,8 +791,8 @@ def _n99(x):
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T56, _T57, _no): return False
-    if not (_yes if _n99(x) else _n91)(x): return False
+    if not _keys(x, _T58, _T59, _no): return False
+    if not (_yes if _n103(x) else _n95)(x): return False
     return True
 
 
@@ -776,64 +802,66 @@ _T2 = {'code': _n14, 'vars': _n14}
 _T3 = ()
 _T4 = {'image': _n14, 'initrd': _n14, 'cmdline': _n16}
 _T5 = ()
-_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'verify-at-launch': _n21, 'id-key': _n18, 'author-key': _n18}
+_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'tdx-page-order': _n21, 'verify-at-launch': _n22, 'id-key': _n18, 'author-key': _n18}
 _T7 = ()
-_T8 = {'debug': _n21, 'key-sharing': _n21, 'send': _n21, 'domain': _n21, 'sev-only': _n21, 'api-major': _n27, 'api-minor': _n27}
+_T8 = {'formats': _n24}
 _T9 = ()
-_T10 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'policy': _n26, 'kernel-hashes': _n21, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n28, 'legacy-vm-type': _n29}
+_T10 = {'debug': _n22, 'key-sharing': _n22, 'send': _n22, 'domain': _n22, 'sev-only': _n22, 'api-major': _n31, 'api-minor': _n31}
 _T11 = ()
-_T12 = {'smt': _n21, 'migrate-ma': _n21, 'debug': _n21, 'single-socket': _n21, 'cxl': _n21, 'mem-aes-256-xts': _n21, 'rapl-disable': _n21, 'ciphertext-hiding': _n21, 'abi-major': _n27, 'abi-minor': _n27}
+_T12 = {'cbitpos': _n28, 'reduced-phys-bits': _n29, 'policy': _n30, 'kernel-hashes': _n22, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n32, 'legacy-vm-type': _n33}
 _T13 = ()
-_T14 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'kernel-hashes': _n21, 'sev-device': _n28, 'policy': _n31, 'guest-visible-workarounds': _n32, 'id-block': _n32, 'id-auth': _n32, 'host-data': _n32, 'author-key': _n21, 'vcek-disabled': _n21}
+_T14 = {'smt': _n22, 'migrate-ma': _n22, 'debug': _n22, 'single-socket': _n22, 'cxl': _n22, 'mem-aes-256-xts': _n22, 'rapl-disable': _n22, 'ciphertext-hiding': _n22, 'abi-major': _n31, 'abi-minor': _n31}
 _T15 = ()
-_T16 = {'sept-ve-disable': _n21, 'debug': _n21}
+_T16 = {'cbitpos': _n28, 'reduced-phys-bits': _n29, 'kernel-hashes': _n22, 'sev-device': _n32, 'policy': _n35, 'guest-visible-workarounds': _n36, 'id-block': _n36, 'id-auth': _n36, 'host-data': _n36, 'author-key': _n22, 'vcek-disabled': _n22}
 _T17 = ()
-_T18 = {'type': _n36, 'cid': _n37, 'port': _n37, 'path': _n14}
+_T18 = {'sept-ve-disable': _n22, 'debug': _n22}
 _T19 = ()
-_T20 = {'attributes': _n34, 'mrconfigid': _n32, 'mrowner': _n32, 'mrownerconfig': _n32, 'quote-generation-socket': _n35}
+_T20 = {'type': _n40, 'cid': _n41, 'port': _n41, 'path': _n14}
 _T21 = ()
-_T22 = {}
+_T22 = {'attributes': _n38, 'mrconfigid': _n36, 'mrowner': _n36, 'mrownerconfig': _n36, 'quote-generation-socket': _n39}
 _T23 = ()
-_T24 = {'sev': _n23, 'sev-es': _n23, 'sev-snp': _n30, 'tdx': _n33, 'pef': _n38, 's390-pv': _n38}
+_T24 = {}
 _T25 = ()
-_T26 = {'pvc': _n46, 'data-volume': _n46, 'container-disk': _n47, 'host-disk': _n48}
+_T26 = {'sev': _n27, 'sev-es': _n27, 'sev-snp': _n34, 'tdx': _n37, 'pef': _n42, 's390-pv': _n42}
 _T27 = ()
-_T28 = {'path': _n14, 'format': _n41, 'bus': _n42, 'readonly': _n21, 'cache': _n43, 'serial': _n44, 'kubevirt': _n45}
+_T28 = {'pvc': _n50, 'data-volume': _n50, 'container-disk': _n51, 'host-disk': _n52}
 _T29 = ()
-_T30 = {'protocol': _n57, 'host-port': _n58, 'guest-port': _n58, 'host-address': _n59}
+_T30 = {'path': _n14, 'format': _n45, 'bus': _n46, 'readonly': _n22, 'cache': _n47, 'serial': _n48, 'kubevirt': _n49}
 _T31 = ()
-_T32 = {'multus': _n61}
+_T32 = {'protocol': _n61, 'host-port': _n62, 'guest-port': _n62, 'host-address': _n63}
 _T33 = ()
-_T34 = {'mode': _n51, 'tap': _n52, 'bridge': _n52, 'mac': _n53, 'model': _n54, 'forward': _n55, 'kubevirt': _n60}
+_T34 = {'multus': _n65}
 _T35 = ()
-_T36 = {'serial': _n63, 'path': _n14}
+_T36 = {'mode': _n55, 'tap': _n56, 'bridge': _n56, 'mac': _n57, 'model': _n58, 'forward': _n59, 'kubevirt': _n64}
 _T37 = ()
-_T38 = {'cid': _n65}
+_T38 = {'serial': _n67, 'path': _n14}
 _T39 = ()
-_T40 = {'socket': _n14}
+_T40 = {'cid': _n69}
 _T41 = ()
-_T42 = {'emulator': _n68, 'sandbox': _n21, 'extra-args': _n69}
+_T42 = {'socket': _n14}
 _T43 = ()
-_T44 = {'unit-name': _n74, 'user': _n75, 'group': _n75, 'restart': _n76, 'wanted-by': _n77, 'after': _n77, 'requires': _n77, 'environment-file': _n14, 'stop-timeout': _n79}
+_T44 = {'emulator': _n72, 'sandbox': _n22, 'extra-args': _n73}
 _T45 = ()
-_T46 = {'domain-type': _n81, 'allow-passthrough': _n21}
+_T46 = {'unit-name': _n78, 'user': _n79, 'group': _n79, 'restart': _n80, 'wanted-by': _n81, 'after': _n81, 'requires': _n81, 'environment-file': _n14, 'stop-timeout': _n83}
 _T47 = ()
-_T48 = {}
-_T49 = ((_P27, _n86), )
-_T50 = {'namespace': _n83, 'run-strategy': _n84, 'labels': _n85, 'kernel-container': _n47, 'feature-gates': _n87}
-_T51 = ()
-_T52 = {'build': _n71, 'shell': _n38, 'systemd': _n73, 'libvirt': _n80, 'kubevirt': _n82}
+_T48 = {'domain-type': _n85, 'allow-passthrough': _n22}
+_T49 = ()
+_T50 = {}
+_T51 = ((_P27, _n90), )
+_T52 = {'namespace': _n87, 'run-strategy': _n88, 'labels': _n89, 'kernel-container': _n51, 'feature-gates': _n91}
 _T53 = ()
-_T54 = {}
-_T55 = ((_P29, _n90), )
-_T56 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'confidential': _n22, 'disk': _n39, 'net': _n49, 'console': _n62, 'vsock': _n64, 'qmp': _n66, 'qemu': _n67, 'targets': _n70, 'waive': _n89}
-_T57 = ()
-_T58 = {'quote-generation-socket': _n96}
+_T54 = {'build': _n75, 'shell': _n42, 'systemd': _n77, 'libvirt': _n84, 'kubevirt': _n86}
+_T55 = ()
+_T56 = {}
+_T57 = ((_P29, _n94), )
+_T58 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'attestation': _n23, 'confidential': _n26, 'disk': _n43, 'net': _n53, 'console': _n66, 'vsock': _n68, 'qmp': _n70, 'qemu': _n71, 'targets': _n74, 'waive': _n93}
 _T59 = ()
-_T60 = {'sev': _n94, 'sev-es': _n94, 'sev-snp': _n94, 'tdx': _n95}
+_T60 = {'quote-generation-socket': _n100}
 _T61 = ()
-_T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
+_T62 = {'sev': _n98, 'sev-es': _n98, 'sev-snp': _n98, 'tdx': _n99}
 _T63 = ()
+_T64 = {'guest': _n96, 'confidential': _n97, 'vsock': _n101, 'qmp': _n102}
+_T65 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = 'c1136c46d0b3f918ea1f3813588bb95c1b4b59598309a2f99b6209738425d082'
+CGSC_SCHEMA_KEY = '64677cd3fde6b87fef36d64207b74169917ce1fd5bd6f4991123ad6e3e7b754b'
