@@ -27,6 +27,8 @@ LIBVIRT_SINCE = {
     "kernelHashes": "8.0.0",  # formatdomain.html: kernelHashes "Since 8.0.0"
     "cpu-maximum": "7.1.0",   # formatdomain.html: CPU mode "maximum" "Since 7.1.0"; NEWS v7.1.0
 }
+# The values a spec may give (schema/sev.schema.json): a profile outside them is no SEV host's
+SEV_GEOMETRY = {"cbitpos": (32, 63), "reduced-phys-bits": (1, 63)}
 
 MECHANISM_UNAVAILABLE = Rule(
     "CGS-HOST-001", "the host cannot run this confidential mechanism",
@@ -202,9 +204,12 @@ def check_host(plan: LaunchPlan, profile: dict, libvirt: bool = True) -> List[Di
     for key in ("cbitpos", "reduced-phys-bits"):
         want = sev.get(key)
         if key in props and want is not None and int(props[key]) != want:
+            low, high = SEV_GEOMETRY[key]
+            hint = (f"set {key} = {want}" if low <= want <= high else
+                    f"no SEV host has {key} {want} ({low}..{high}): the profile is wrong; "
+                    "make it again with `cgsc probe` on the host, or from its `virsh domcapabilities`")
             found.append(CBITPOS_MISMATCH.error(
-                table + (key,), f"{key} is {props[key]}, host {host} has {want}",
-                f"set {key} = {want}"))
+                table + (key,), f"{key} is {props[key]}, host {host} has {want}", hint))
     found += _firmware(plan, profile)
     if plan.confidential.debug_swap_measured and kvm.get("debug-swap") is True:
         found.append(DEBUG_SWAP.warning(

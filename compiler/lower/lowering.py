@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..spec.model import Guest
 from .confine import guest_dirs, stop_channel
+from .guest_rules import missing_firmware
 from .plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
 from .qemu import Option, Opts
 
@@ -45,6 +46,7 @@ def lower(guest: Guest, spec_path: str, spec_files,
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt,
                   "kubevirt": guest.kubevirt},
         runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
+        host_refusals=missing_firmware(guest),
         stop_channel=stop_channel(guest),
     )
     options = tuple(_options(plan, opened or {}))

@@ -180,6 +180,7 @@ class LaunchPlan(NamedTuple):
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
     references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): reference values in
     #                                                the verifiers' formats ([attestation])
+    host_refusals: Tuple = ()   # Diagnostics every target that launches on a host refuses with
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

@@ -16,15 +16,18 @@ from .compile import Compiled, compile_spec
 REFERENCE_VALUES = "reference-values"
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
                       "A target named in [targets] build or with --target is not installed.",
+                      "the cgsc.targets entry-point group (docs/api.md)",
                       fix="Use an installed target (`cgsc targets` lists them).")
 DUPLICATE_NAME = Rule("CGS-TARGET-002", "two specs in one build have the same guest name",
                       "Their artifacts would overwrite each other in out/<name>/.",
+                      "libvirt domain names and systemd unit names are unique on a host",
                       fix="Give every guest its own [guest] name.")
 DUPLICATE_UNIT = Rule(
     "CGS-TARGET-003", "two guests in one build install the same systemd unit",
     "Units are installed under one name in /etc/systemd/system/: the second unit file would "
     "replace the first, so one guest would start with the other's command line and the "
     "other never.",
+    "systemd.unit(5): one unit file per unit name",
     fix="Give each guest its own [targets.systemd] unit-name (the default is <name>.service).")
 
 

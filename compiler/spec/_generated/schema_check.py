@@ -880,4 +880,4 @@ _T64 = {'guest': _n98, 'confidential': _n99, 'vsock': _n103, 'qmp': _n104}
 _T65 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '20f1fd633808d7d1b88cc4c682dec61eb0d030b04eed7c9addc1da6d70becf35'
+CGSC_SCHEMA_KEY = 'af89084f8b54a5c5019a6129e234d01575c26cb86945c86ce2bf700c88c542c5'
