@@ -76,3 +76,14 @@ def relaxng(shared_dir):
 def qapi(shared_dir):
     from helpers import QapiSchema
     return QapiSchema(os.path.join(shared_dir, "reference", "qemu-qapi"))
+
+
+@pytest.fixture(scope="session")
+def trixie(tmp_path_factory):
+    """The trixie root (.ci/trixie-root: QEMU 11.1, libvirt 12.9, systemd 257) mounted in a
+    private namespace for the session: tests/trixie_root.py says how programs run in it."""
+    from trixie_root import open_namespace
+    ns = open_namespace(str(tmp_path_factory.getbasetemp()),
+                        str(tmp_path_factory.mktemp("trixie-ns")))
+    yield ns
+    ns.close()

@@ -141,6 +141,7 @@ class LaunchPlan(NamedTuple):
     machine: str
     cpu: str
     vcpus: int
+    topology: Tuple[int, int, int, int]   # (sockets, dies, cores, threads), on every target
     memory_mib: int
     emulator: str
     emulator_default: bool    # found on PATH at launch time
@@ -167,6 +168,7 @@ class LaunchPlan(NamedTuple):
     stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
     attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
+    qemu_version: Optional[str] = None   # the host's QEMU the argv is for (--host); None: any
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

@@ -47,9 +47,13 @@ def libvirt_since(shared_dir):
 # -- the QEMU version table: derived from QAPI, cannot drift --------------------------------
 
 def test_the_committed_qemu_since_table_is_what_the_qapi_schema_says(shared_dir):
-    derived = dumps(derive(os.path.join(shared_dir, "reference", "qemu-qapi")))
+    """The confidential types as qapi/qom.json of a development tree dates them (the whole
+    table, monitor-qmp and the deprecations too, is re-derived from QEMU 11.1.3 itself by
+    tests/targets/test_qemu_11.py)."""
+    derived = derive(os.path.join(shared_dir, "reference", "qemu-qapi"))["objects"]
     with open(os.path.join(ROOT, "schema", "qemu-since.json"), encoding="utf-8") as fh:
-        assert fh.read() == derived, "re-run tests/derive_qemu_since.py (see its docstring)"
+        committed = json.load(fh)["objects"]
+    assert {t: committed[t] for t in derived} == derived, "see tests/derive_qemu_since.py"
 
 
 def test_the_since_table_agrees_with_the_qemu_7_2_schema(since, shared_dir):

@@ -147,6 +147,12 @@ def _n10(x):
 
 
 def _n11(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T0, _T1, _no): return False
+    return True
+
+
+def _n12(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and not _SURROGATE(x))): return False
     if isinstance(x, str):
         if len(x) > 4096: return False
@@ -157,7 +163,7 @@ def _n11(x):
     return True
 
 
-def _n12(x):
+def _n13(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P7(x): return False
@@ -167,11 +173,11 @@ def _n12(x):
 
 def _n4(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T0, _T1, _no): return False
+    if not _keys(x, _T2, _T3, _no): return False
     return True
 
 
-def _n14(x):
+def _n15(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
     if not _P8(x): return False
@@ -179,13 +185,13 @@ def _n14(x):
     return True
 
 
-def _n13(x):
+def _n14(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T2, _T3, _no): return False
+    if not _keys(x, _T4, _T5, _no): return False
     return True
 
 
-def _n16(x):
+def _n17(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P9(x): return False
@@ -193,13 +199,13 @@ def _n16(x):
     return True
 
 
-def _n15(x):
+def _n16(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T4, _T5, _no): return False
+    if not _keys(x, _T6, _T7, _no): return False
     return True
 
 
-def _n18(x):
+def _n19(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if len(x) < 1: return False
@@ -208,7 +214,7 @@ def _n18(x):
     return True
 
 
-def _n19(x):
+def _n20(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 64: return False
     if not _P11(x): return False
@@ -216,56 +222,56 @@ def _n19(x):
     return True
 
 
-def _n20(x):
+def _n21(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 18446744073709551615: return False
     return True
 
 
-def _n21(x):
+def _n22(x):
     if not (isinstance(x, bool)): return False
     return True
 
 
-def _n17(x):
+def _n18(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T6, _T7, _no): return False
+    if not _keys(x, _T8, _T9, _no): return False
     return True
 
 
-def _n24(x):
+def _n25(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n25(x):
+def _n26(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n27(x):
+def _n28(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n26(x):
+def _n27(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        if not _keys(x, _T8, _T9, _no): return False
+        if not _keys(x, _T10, _T11, _no): return False
     return True
 
 
-def _n28(x):
+def _n29(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
     if not _P12(x): return False
@@ -273,28 +279,28 @@ def _n28(x):
     return True
 
 
-def _n29(x):
+def _n30(x):
     if not ((type(x) is str and x in _C15)): return False
     return True
 
 
-def _n23(x):
+def _n24(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T10, _T11, _no): return False
+    if not _keys(x, _T12, _T13, _no): return False
     return True
 
 
-def _n31(x):
+def _n32(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T12, _T13, _no): return False
+        if not _keys(x, _T14, _T15, _no): return False
     return True
 
 
-def _n32(x):
+def _n33(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 8192: return False
     if not _P13(x): return False
@@ -302,105 +308,53 @@ def _n32(x):
     return True
 
 
-def _n30(x):
+def _n31(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T14, _T15, _no): return False
+    if not _keys(x, _T16, _T17, _no): return False
     return True
 
 
-def _n34(x):
+def _n35(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T16, _T17, _no): return False
-    return True
-
-
-def _n36(x):
-    if not ((type(x) is str and x in _C17)): return False
+        if not _keys(x, _T18, _T19, _no): return False
     return True
 
 
 def _n37(x):
+    if not ((type(x) is str and x in _C17)): return False
+    return True
+
+
+def _n38(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n35(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T18, _T19, _no): return False
-    return True
-
-
-def _n33(x):
+def _n36(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T20, _T21, _no): return False
     return True
 
 
-def _n38(x):
+def _n34(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n22(x):
+def _n39(x):
     if not (isinstance(x, dict)): return False
-    if len(x) > 1: return False
-    if len(x) < 1: return False
     if not _keys(x, _T24, _T25, _no): return False
     return True
 
 
-def _n41(x):
-    if not ((type(x) is str and x in _C18)): return False
-    return True
-
-
-def _n42(x):
-    if not ((type(x) is str and x in _C19)): return False
-    return True
-
-
-def _n43(x):
-    if not ((type(x) is str and x in _C20)): return False
-    return True
-
-
-def _n44(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P14(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n46(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 253: return False
-    if not _P15(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n47(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n48(x):
-    if not ((type(x) is bool and x in _C24)): return False
-    return True
-
-
-def _n45(x):
+def _n23(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -408,27 +362,79 @@ def _n45(x):
     return True
 
 
-def _n40(x):
+def _n42(x):
+    if not ((type(x) is str and x in _C18)): return False
+    return True
+
+
+def _n43(x):
+    if not ((type(x) is str and x in _C19)): return False
+    return True
+
+
+def _n44(x):
+    if not ((type(x) is str and x in _C20)): return False
+    return True
+
+
+def _n45(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P14(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n47(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 253: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n48(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P16(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n49(x):
+    if not ((type(x) is bool and x in _C24)): return False
+    return True
+
+
+def _n46(x):
     if not (isinstance(x, dict)): return False
-    if 'path' not in x: return False
-    if 'format' not in x: return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
     if not _keys(x, _T28, _T29, _no): return False
     return True
 
 
-def _n39(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n40, x)): return False
+def _n41(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T30, _T31, _no): return False
     return True
 
 
-def _n51(x):
-    if not ((type(x) is str and x in _C25)): return False
+def _n40(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n41, x)): return False
     return True
 
 
 def _n52(x):
+    if not ((type(x) is str and x in _C25)): return False
+    return True
+
+
+def _n53(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P17(x): return False
@@ -436,7 +442,7 @@ def _n52(x):
     return True
 
 
-def _n53(x):
+def _n54(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P18(x): return False
@@ -444,24 +450,24 @@ def _n53(x):
     return True
 
 
-def _n54(x):
+def _n55(x):
     if not ((type(x) is str and x in _C28)): return False
     return True
 
 
-def _n57(x):
+def _n58(x):
     if not ((type(x) is str and x in _C29)): return False
     return True
 
 
-def _n58(x):
+def _n59(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 65535: return False
     return True
 
 
-def _n59(x):
+def _n60(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P19(x): return False
@@ -469,22 +475,22 @@ def _n59(x):
     return True
 
 
-def _n56(x):
+def _n57(x):
     if not (isinstance(x, dict)): return False
     if 'host-port' not in x: return False
     if 'guest-port' not in x: return False
-    if not _keys(x, _T30, _T31, _no): return False
+    if not _keys(x, _T32, _T33, _no): return False
     return True
 
 
-def _n55(x):
+def _n56(x):
     if not (isinstance(x, list)): return False
     if len(x) > 256: return False
-    if not all(map(_n56, x)): return False
+    if not all(map(_n57, x)): return False
     return True
 
 
-def _n61(x):
+def _n62(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 317: return False
     if not _P20(x): return False
@@ -492,69 +498,48 @@ def _n61(x):
     return True
 
 
-def _n60(x):
+def _n61(x):
     if not (isinstance(x, dict)): return False
     if 'multus' not in x: return False
-    if not _keys(x, _T32, _T33, _no): return False
-    return True
-
-
-def _n50(x):
-    if not (isinstance(x, dict)): return False
-    if 'mode' not in x: return False
     if not _keys(x, _T34, _T35, _no): return False
     return True
 
 
-def _n49(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 32: return False
-    if not all(map(_n50, x)): return False
-    return True
-
-
-def _n63(x):
-    if not ((type(x) is str and x in _C32)): return False
-    return True
-
-
-def _n62(x):
+def _n51(x):
     if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
     if not _keys(x, _T36, _T37, _no): return False
     return True
 
 
-def _n65(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 3: return False
-    if x > 4294967294: return False
+def _n50(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n51, x)): return False
     return True
 
 
 def _n64(x):
+    if not ((type(x) is str and x in _C32)): return False
+    return True
+
+
+def _n63(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T38, _T39, _no): return False
     return True
 
 
 def _n66(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 3: return False
+    if x > 4294967294: return False
+    return True
+
+
+def _n65(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T40, _T41, _no): return False
-    return True
-
-
-def _n68(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
-    if not _P21(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n69(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n16, x)): return False
     return True
 
 
@@ -564,7 +549,28 @@ def _n67(x):
     return True
 
 
-def _n72(x):
+def _n69(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4095: return False
+    if not _P21(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n70(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n17, x)): return False
+    return True
+
+
+def _n68(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T44, _T45, _no): return False
+    return True
+
+
+def _n73(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 64: return False
     if not _P22(x): return False
@@ -572,14 +578,14 @@ def _n72(x):
     return True
 
 
-def _n71(x):
+def _n72(x):
     if not (isinstance(x, list)): return False
     if len(x) > 16: return False
-    if not all(map(_n72, x)): return False
+    if not all(map(_n73, x)): return False
     return True
 
 
-def _n74(x):
+def _n75(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P23(x): return False
@@ -587,7 +593,7 @@ def _n74(x):
     return True
 
 
-def _n75(x):
+def _n76(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P24(x): return False
@@ -595,12 +601,12 @@ def _n75(x):
     return True
 
 
-def _n76(x):
+def _n77(x):
     if not ((type(x) is str and x in _C37)): return False
     return True
 
 
-def _n78(x):
+def _n79(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P25(x): return False
@@ -608,38 +614,38 @@ def _n78(x):
     return True
 
 
-def _n77(x):
+def _n78(x):
     if not (isinstance(x, list)): return False
     if len(x) > 64: return False
-    if not all(map(_n78, x)): return False
+    if not all(map(_n79, x)): return False
     return True
 
 
-def _n79(x):
+def _n80(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 86400: return False
     return True
 
 
-def _n73(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T44, _T45, _no): return False
-    return True
-
-
-def _n81(x):
-    if not ((type(x) is str and x in _C39)): return False
-    return True
-
-
-def _n80(x):
+def _n74(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T46, _T47, _no): return False
     return True
 
 
-def _n83(x):
+def _n82(x):
+    if not ((type(x) is str and x in _C39)): return False
+    return True
+
+
+def _n81(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T48, _T49, _no): return False
+    return True
+
+
+def _n84(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P26(x): return False
@@ -647,12 +653,12 @@ def _n83(x):
     return True
 
 
-def _n84(x):
+def _n85(x):
     if not ((type(x) is str and x in _C41)): return False
     return True
 
 
-def _n86(x):
+def _n87(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P28(x): return False
@@ -660,38 +666,38 @@ def _n86(x):
     return True
 
 
-def _n85(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T48, _T49, _no): return False
-    return True
-
-
-def _n88(x):
-    if not ((type(x) is str and x in _C44)): return False
-    return True
-
-
-def _n87(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n88, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
-    return True
-
-
-def _n82(x):
+def _n86(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T50, _T51, _no): return False
     return True
 
 
-def _n70(x):
+def _n89(x):
+    if not ((type(x) is str and x in _C44)): return False
+    return True
+
+
+def _n88(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n89, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n83(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n90(x):
+def _n71(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T54, _T55, _no): return False
+    return True
+
+
+def _n91(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 1024: return False
     if not _P30(x): return False
@@ -699,65 +705,65 @@ def _n90(x):
     return True
 
 
-def _n89(x):
+def _n90(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T54, _T55, _no): return False
+    if not _keys(x, _T56, _T57, _no): return False
     return True
 
 
-def _n92(x):
+def _n93(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n94(x):
+def _n95(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n96(x):
+def _n97(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n95(x):
-    if isinstance(x, dict):
-        if not _keys(x, _T58, _T59, None): return False
-    return True
-
-
-def _n93(x):
+def _n96(x):
     if isinstance(x, dict):
         if not _keys(x, _T60, _T61, None): return False
     return True
 
 
-def _n97(x):
+def _n94(x):
     if isinstance(x, dict):
-        if 'cid' not in x: return False
+        if not _keys(x, _T62, _T63, None): return False
     return True
 
 
 def _n98(x):
     if isinstance(x, dict):
-        if 'socket' not in x: return False
-    return True
-
-
-def _n91(x):
-    if isinstance(x, dict):
-        if 'guest' not in x: return False
-        if 'confidential' not in x: return False
-        if not _keys(x, _T62, _T63, None): return False
+        if 'cid' not in x: return False
     return True
 
 
 def _n99(x):
+    if isinstance(x, dict):
+        if 'socket' not in x: return False
+    return True
+
+
+def _n92(x):
+    if isinstance(x, dict):
+        if 'guest' not in x: return False
+        if 'confidential' not in x: return False
+        if not _keys(x, _T64, _T65, None): return False
+    return True
+
+
+def _n100(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
@@ -765,75 +771,77 @@ def _n99(x):
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T56, _T57, _no): return False
-    if not (_yes if _n99(x) else _n91)(x): return False
+    if not _keys(x, _T58, _T59, _no): return False
+    if not (_yes if _n100(x) else _n92)(x): return False
     return True
 
 
-_T0 = {'name': _n5, 'description': _n6, 'arch': _n7, 'machine': _n8, 'cpu': _n9, 'vcpus': _n10, 'memory': _n11, 'uuid': _n12}
+_T0 = {'sockets': _n10, 'dies': _n10, 'cores': _n10, 'threads': _n10}
 _T1 = ()
-_T2 = {'code': _n14, 'vars': _n14}
+_T2 = {'name': _n5, 'description': _n6, 'arch': _n7, 'machine': _n8, 'cpu': _n9, 'vcpus': _n10, 'topology': _n11, 'memory': _n12, 'uuid': _n13}
 _T3 = ()
-_T4 = {'image': _n14, 'initrd': _n14, 'cmdline': _n16}
+_T4 = {'code': _n15, 'vars': _n15}
 _T5 = ()
-_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'verify-at-launch': _n21, 'id-key': _n18, 'author-key': _n18}
+_T6 = {'image': _n15, 'initrd': _n15, 'cmdline': _n17}
 _T7 = ()
-_T8 = {'debug': _n21, 'key-sharing': _n21, 'send': _n21, 'domain': _n21, 'sev-only': _n21, 'api-major': _n27, 'api-minor': _n27}
+_T8 = {'firmware': _n19, 'kernel': _n19, 'initrd': _n19, 'vcpu-type': _n20, 'guest-features': _n21, 'verify-at-launch': _n22, 'id-key': _n19, 'author-key': _n19}
 _T9 = ()
-_T10 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'policy': _n26, 'kernel-hashes': _n21, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n28, 'legacy-vm-type': _n29}
+_T10 = {'debug': _n22, 'key-sharing': _n22, 'send': _n22, 'domain': _n22, 'sev-only': _n22, 'api-major': _n28, 'api-minor': _n28}
 _T11 = ()
-_T12 = {'smt': _n21, 'migrate-ma': _n21, 'debug': _n21, 'single-socket': _n21, 'cxl': _n21, 'mem-aes-256-xts': _n21, 'rapl-disable': _n21, 'ciphertext-hiding': _n21, 'abi-major': _n27, 'abi-minor': _n27}
+_T12 = {'cbitpos': _n25, 'reduced-phys-bits': _n26, 'policy': _n27, 'kernel-hashes': _n22, 'dh-cert-file': _n15, 'session-file': _n15, 'sev-device': _n29, 'legacy-vm-type': _n30}
 _T13 = ()
-_T14 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'kernel-hashes': _n21, 'sev-device': _n28, 'policy': _n31, 'guest-visible-workarounds': _n32, 'id-block': _n32, 'id-auth': _n32, 'host-data': _n32, 'author-key': _n21, 'vcek-disabled': _n21}
+_T14 = {'smt': _n22, 'migrate-ma': _n22, 'debug': _n22, 'single-socket': _n22, 'cxl': _n22, 'mem-aes-256-xts': _n22, 'rapl-disable': _n22, 'ciphertext-hiding': _n22, 'abi-major': _n28, 'abi-minor': _n28}
 _T15 = ()
-_T16 = {'sept-ve-disable': _n21, 'debug': _n21}
+_T16 = {'cbitpos': _n25, 'reduced-phys-bits': _n26, 'kernel-hashes': _n22, 'sev-device': _n29, 'policy': _n32, 'guest-visible-workarounds': _n33, 'id-block': _n33, 'id-auth': _n33, 'host-data': _n33, 'author-key': _n22, 'vcek-disabled': _n22}
 _T17 = ()
-_T18 = {'type': _n36, 'cid': _n37, 'port': _n37, 'path': _n14}
+_T18 = {'sept-ve-disable': _n22, 'debug': _n22}
 _T19 = ()
-_T20 = {'attributes': _n34, 'mrconfigid': _n32, 'mrowner': _n32, 'mrownerconfig': _n32, 'quote-generation-socket': _n35}
+_T20 = {'type': _n37, 'cid': _n38, 'port': _n38, 'path': _n15}
 _T21 = ()
-_T22 = {}
+_T22 = {'attributes': _n35, 'mrconfigid': _n33, 'mrowner': _n33, 'mrownerconfig': _n33, 'quote-generation-socket': _n36}
 _T23 = ()
-_T24 = {'sev': _n23, 'sev-es': _n23, 'sev-snp': _n30, 'tdx': _n33, 'pef': _n38, 's390-pv': _n38}
+_T24 = {}
 _T25 = ()
-_T26 = {'pvc': _n46, 'data-volume': _n46, 'container-disk': _n47, 'host-disk': _n48}
+_T26 = {'sev': _n24, 'sev-es': _n24, 'sev-snp': _n31, 'tdx': _n34, 'pef': _n39, 's390-pv': _n39}
 _T27 = ()
-_T28 = {'path': _n14, 'format': _n41, 'bus': _n42, 'readonly': _n21, 'cache': _n43, 'serial': _n44, 'kubevirt': _n45}
+_T28 = {'pvc': _n47, 'data-volume': _n47, 'container-disk': _n48, 'host-disk': _n49}
 _T29 = ()
-_T30 = {'protocol': _n57, 'host-port': _n58, 'guest-port': _n58, 'host-address': _n59}
+_T30 = {'path': _n15, 'format': _n42, 'bus': _n43, 'readonly': _n22, 'cache': _n44, 'serial': _n45, 'kubevirt': _n46}
 _T31 = ()
-_T32 = {'multus': _n61}
+_T32 = {'protocol': _n58, 'host-port': _n59, 'guest-port': _n59, 'host-address': _n60}
 _T33 = ()
-_T34 = {'mode': _n51, 'tap': _n52, 'bridge': _n52, 'mac': _n53, 'model': _n54, 'forward': _n55, 'kubevirt': _n60}
+_T34 = {'multus': _n62}
 _T35 = ()
-_T36 = {'serial': _n63, 'path': _n14}
+_T36 = {'mode': _n52, 'tap': _n53, 'bridge': _n53, 'mac': _n54, 'model': _n55, 'forward': _n56, 'kubevirt': _n61}
 _T37 = ()
-_T38 = {'cid': _n65}
+_T38 = {'serial': _n64, 'path': _n15}
 _T39 = ()
-_T40 = {'socket': _n14}
+_T40 = {'cid': _n66}
 _T41 = ()
-_T42 = {'emulator': _n68, 'sandbox': _n21, 'extra-args': _n69}
+_T42 = {'socket': _n15}
 _T43 = ()
-_T44 = {'unit-name': _n74, 'user': _n75, 'group': _n75, 'restart': _n76, 'wanted-by': _n77, 'after': _n77, 'requires': _n77, 'environment-file': _n14, 'stop-timeout': _n79}
+_T44 = {'emulator': _n69, 'sandbox': _n22, 'extra-args': _n70}
 _T45 = ()
-_T46 = {'domain-type': _n81, 'allow-passthrough': _n21}
+_T46 = {'unit-name': _n75, 'user': _n76, 'group': _n76, 'restart': _n77, 'wanted-by': _n78, 'after': _n78, 'requires': _n78, 'environment-file': _n15, 'stop-timeout': _n80}
 _T47 = ()
-_T48 = {}
-_T49 = ((_P27, _n86), )
-_T50 = {'namespace': _n83, 'run-strategy': _n84, 'labels': _n85, 'kernel-container': _n47, 'feature-gates': _n87}
-_T51 = ()
-_T52 = {'build': _n71, 'shell': _n38, 'systemd': _n73, 'libvirt': _n80, 'kubevirt': _n82}
+_T48 = {'domain-type': _n82, 'allow-passthrough': _n22}
+_T49 = ()
+_T50 = {}
+_T51 = ((_P27, _n87), )
+_T52 = {'namespace': _n84, 'run-strategy': _n85, 'labels': _n86, 'kernel-container': _n48, 'feature-gates': _n88}
 _T53 = ()
-_T54 = {}
-_T55 = ((_P29, _n90), )
-_T56 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'confidential': _n22, 'disk': _n39, 'net': _n49, 'console': _n62, 'vsock': _n64, 'qmp': _n66, 'qemu': _n67, 'targets': _n70, 'waive': _n89}
-_T57 = ()
-_T58 = {'quote-generation-socket': _n96}
+_T54 = {'build': _n72, 'shell': _n39, 'systemd': _n74, 'libvirt': _n81, 'kubevirt': _n83}
+_T55 = ()
+_T56 = {}
+_T57 = ((_P29, _n91), )
+_T58 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n14, 'kernel': _n16, 'measurement': _n18, 'confidential': _n23, 'disk': _n40, 'net': _n50, 'console': _n63, 'vsock': _n65, 'qmp': _n67, 'qemu': _n68, 'targets': _n71, 'waive': _n90}
 _T59 = ()
-_T60 = {'sev': _n94, 'sev-es': _n94, 'sev-snp': _n94, 'tdx': _n95}
+_T60 = {'quote-generation-socket': _n97}
 _T61 = ()
-_T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
+_T62 = {'sev': _n95, 'sev-es': _n95, 'sev-snp': _n95, 'tdx': _n96}
 _T63 = ()
+_T64 = {'guest': _n93, 'confidential': _n94, 'vsock': _n98, 'qmp': _n99}
+_T65 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = 'd1856cdb19b7e0df3d78dccfe945ce7c3f46efa7e6c29558b3d9a036a870344b'
+CGSC_SCHEMA_KEY = '82faee44ff381f20feed44d0087e808fb7c65a2e053befc710703bd7c01eea18'
