@@ -7,8 +7,8 @@ namespace, a tmpfs holding an overlay of the root (the cached root is the read-o
 lower layer: nothing a test or a daemon writes reaches it), a fresh /proc, a /dev
 of its own (QEMU uses /dev/kvm), /sys read-only, empty /tmp and /run, and pytest's temporary
 directory at its own path. Programs are then started in that namespace with
-`nsenter -t HOLDER -m -p chroot MERGED ...`. The holder is PID 1 of its PID namespace and
-waits on a pipe from pytest: when the session ends (or pytest dies) it exits, and the
+`nsenter -t HOLDER -m -p chroot MERGED ...`. The holder is PID 1 of its PID namespace (reaping
+orphans, as an init must) and waits on a pipe from pytest: when the session ends (or pytest dies) it exits, and the
 kernel kills whatever still runs in the namespace (libvirtd, a QEMU) and drops the
 mounts with it. Nothing is left to clean up on the host.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 
 from conftest import missing
@@ -33,7 +34,7 @@ NEEDED = ("usr/bin/qemu-system-x86_64", "usr/bin/qemu-system-ppc64", "usr/bin/qe
           "usr/share/doc/qemu-system-common/interop/qemu-qmp-ref.html")
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
-HOLDER = textwrap.dedent(r"""
+MOUNTS = textwrap.dedent(r"""
     set -e
     root=$1 mnt=$2 share=$3
     mount --make-rprivate /
@@ -62,9 +63,24 @@ HOLDER = textwrap.dedent(r"""
     mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
     mount -t tmpfs -o mode=0755 tmpfs "$r/run"
     mkdir -p "$r$share" && mount --bind "$share" "$r$share"
-    echo ready
-    read -r _ || true
 """)
+# PID 1 of the namespace: mounts, says ready, then reaps every orphan (QEMU daemonizes when
+# libvirt probes it: an unreaped zombie would keep libvirt waiting) until stdin closes.
+HOLDER = textwrap.dedent(r"""
+    import os, select, subprocess, sys
+    subprocess.run(["sh", "-c", sys.argv[1]] + sys.argv[2:], check=True)
+    print("ready", flush=True)
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], 0.5)
+        if ready and not os.read(sys.stdin.fileno(), 4096):
+            break
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+""")
+
 
 
 class RootNamespace:
@@ -75,14 +91,14 @@ class RootNamespace:
         self.merged = os.path.join(workdir, "root")
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--",
-             "sh", "-c", HOLDER, "holder", root, workdir, share],
+             sys.executable, "-c", HOLDER, MOUNTS, "mounts", root, workdir, share],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.holder.stdout.readline()
         if line.strip() != "ready":
             self.holder.kill()
             missing(f"cannot mount the trixie root in a private namespace here: "
                     f"{(self.holder.stderr.read() or line).strip()[:200]}")
-        # the namespace's PID 1 (the sh), whose namespaces nsenter joins
+        # the namespace's PID 1 (the reaper), whose namespaces nsenter joins
         out = subprocess.run(["pgrep", "-P", str(self.holder.pid)], capture_output=True, text=True)
         self.pid = int(out.stdout.split()[0])
 
