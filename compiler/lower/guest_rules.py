@@ -97,6 +97,8 @@ def _arch_machine(g: Guest) -> Iterable[Diagnostic]:
 
 def _topology(g: Guest) -> Iterable[Diagnostic]:
     t = g.topology
+    if t == ():
+        return   # a schema error says what is wrong
     if t is None or t[0] * t[1] * t[2] * t[3] != g.vcpus:
         shown = "" if t is None else f" = {t[0] * t[1] * t[2] * t[3]}"
         laid = " × ".join(f"{n} {k}" for n, k in zip(t or (), ("sockets", "dies", "cores",
