@@ -87,3 +87,23 @@ def trixie(tmp_path_factory):
                         str(tmp_path_factory.mktemp("trixie-ns")))
     yield ns
     ns.close()
+
+
+@pytest.fixture(scope="session")
+def virsh129(trixie):
+    """virsh of the trixie root, as an argv prefix, talking to a libvirtd (12.9) started in
+    the root's namespace, which probes the root's QEMU 11.1 and ends with the namespace."""
+    import time
+    uri = "qemu:///system"
+    started = trixie.run(["libvirtd", "--daemon"])
+    assert started.returncode == 0, started.stderr
+    for _ in range(180):   # the first start probes each QEMU binary once
+        version = trixie.run(["virsh", "-c", uri, "version"])
+        if version.returncode == 0:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("libvirtd 12.9 in the trixie root did not answer within 180 s")
+    assert "Using library: libvirt 12.9." in version.stdout, version.stdout
+    assert "Running hypervisor: QEMU 11.1." in version.stdout, version.stdout
+    return trixie.argv(["virsh"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import os
-import time
 
 import pytest
 from helpers import ROOT, VALID_SPECS, rel
@@ -25,28 +24,12 @@ from cgsc import targets
 
 ALL = VALID_SPECS + sorted(glob.glob(os.path.join(ROOT, "examples", "kubevirt", "*.toml")))
 SPECS = [s for s in ALL if targets.get("libvirt").unsupported(backports_plan(s)) is None]
-URI = "qemu:///system"
+URI = "qemu:///system"   # the libvirtd of the root (fixture virsh129, tests/conftest.py)
 
 
 def domain_xml(plan) -> str:
     (artifact,) = targets.get("libvirt").render(plan)
     return artifact.content
-
-
-@pytest.fixture(scope="module")
-def virsh129(trixie):
-    """virsh of the root, talking to a libvirtd of the root (stopped with the namespace)."""
-    started = trixie.run(["libvirtd", "--daemon"])
-    assert started.returncode == 0, started.stderr
-    for _ in range(180):   # the first start probes each QEMU binary once
-        if trixie.run(["virsh", "-c", URI, "version"]).returncode == 0:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("libvirtd 12.9 in the trixie root did not answer within 180 s")
-    version = trixie.run(["virsh", "-c", URI, "version"]).stdout
-    assert "Using library: libvirt 12.9." in version and "QEMU 11.1." in version, version
-    return trixie.argv(["virsh"])
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=rel)
