@@ -53,11 +53,13 @@ INNER = textwrap.dedent(r"""
         mount -t proc proc "$r/proc"
         mount --rbind /sys "$r/sys"
     fi
+    # pytest's directory is under /tmp: held under /srv while /tmp is covered, then put back
+    mount -t tmpfs -o mode=0755 tmpfs "$r/srv"
+    mkdir "$r/srv/.share" && mount --bind "$share" "$r/srv/.share"
     mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$r/run"
     mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/tmp"
-    mount -t tmpfs -o mode=0755 tmpfs "$r/srv"
     mount -t tmpfs -o mode=0755 tmpfs "$r/usr/local/bin"   # where a test puts a stand-in
-    mkdir -p "$r$share" && mount --bind "$share" "$r$share"
+    mkdir -p "$r$share" && mount --bind "$r/srv/.share" "$r$share"
     # read-only /proc/sys and /sys, as in a container: systemd-sysctl, udev and binfmt skip
     mount --bind "$r/proc/sys" "$r/proc/sys" && mount -o remount,bind,ro "$r/proc/sys"
     mount -o remount,bind,ro "$r/sys"
@@ -69,7 +71,7 @@ INNER = textwrap.dedent(r"""
     mknod -m 600 "$d/console" c 1 3
     mknod -m 660 "$d/kvm" c 10 232; mkdir "$d/net"; mknod -m 666 "$d/net/tun" c 10 200
     mknod -m 600 "$d/sev" c 10 124            # stand-in: no SEV here (opening it gives ENXIO)
-    mknod -m 666 "$d/cgsc-denied" c 1 7       # a node no DeviceAllow= names (a /dev/full)
+    mknod -m 666 "$d/cgsc-denied" c 10 200    # a node no DeviceAllow= names (a tun, opens for anyone)
     mkdir "$d/pts" "$d/shm"
     mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$d/pts"; ln -s pts/ptmx "$d/ptmx"
     mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$d/shm"
