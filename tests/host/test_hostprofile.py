@@ -277,7 +277,7 @@ def test_cpu_max_is_libvirt_s_maximum_mode_which_needs_libvirt_7_1(tmp_path):
     from lxml import etree
     name = compile_plan(str(changed)).name
     cpu = etree.parse(str(tmp_path / "7.1.0" / name / f"{name}.xml")).find("cpu")
-    assert dict(cpu.attrib) == {"mode": "maximum"} and len(cpu) == 0
+    assert dict(cpu.attrib) == {"mode": "maximum"} and [c.tag for c in cpu] == ["topology"]
 
 
 def test_the_snp_host_refuses_firmware_of_the_wrong_kind(tmp_path):
@@ -408,8 +408,8 @@ SHIPPED = sorted(hostprofile.shipped())
 
 
 def test_the_shipped_profiles_are_the_documented_hosts():
-    assert SHIPPED == ["debian-12", "debian-12-backports", "fedora-42", "rhel-10",
-                       "ubuntu-24.04", "ubuntu-25.04"]
+    assert SHIPPED == ["debian-12", "debian-12-backports", "debian-13", "debian-13-backports",
+                       "fedora-42", "rhel-10", "ubuntu-24.04", "ubuntu-25.04"]
     for name in SHIPPED:
         p = hostprofile.load(name)
         assert p["origin"] == "shipped" and p["sources"]["qemu"] and p["sources"]["libvirt"]
@@ -437,6 +437,8 @@ def test_the_matrix_separates_the_profiles():
     assert "examples/sev-snp.toml" not in ok["debian-12"]
     assert "examples/sev-snp.toml" in ok["debian-12-backports"]
     assert "examples/tdx.toml" not in ok["debian-12-backports"]   # QEMU 10.1, libvirt 11.6
+    assert "examples/tdx.toml" not in ok["debian-13"]             # QEMU 10.0, libvirt 11.3
+    assert "examples/tdx.toml" in ok["debian-13-backports"]       # QEMU 11.1, libvirt 12.9
     assert "examples/pef.toml" not in ok["rhel-10"]
 
 
