@@ -142,7 +142,6 @@ def open_namespace(share: str, workdir: str) -> RootNamespace:
 # -- cgsc's plans as the trixie-backports host gets them ------------------------------------
 
 PROFILE = "debian-13-backports"   # the shipped profile of this root's QEMU and libvirt
-QMP_QUIT = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
 
 
 def backports_plan(spec: str, move_under: str = ""):
@@ -167,29 +166,7 @@ def backports_plan(spec: str, move_under: str = ""):
 
 
 def run_qemu(ns: RootNamespace, argv, timeout=60) -> subprocess.CompletedProcess:
-    """QEMU of the root, stopped before the guest runs (-S), asked to quit over a QMP monitor
-    on a socketpair (written in QEMU 11.1's -object monitor-qmp form, not the deprecated -mon);
-    stdout is what the monitor said."""
-    import socket
-    ours, theirs = socket.socketpair()
-    monitor = ["-chardev", f"socket,id=cgsccheck,fd={theirs.fileno()}",
-               "-object", "monitor-qmp,id=cgsccheckmon,chardev=cgsccheck"]
-    proc = subprocess.Popen(ns.argv(list(argv) + ["-S"] + monitor), pass_fds=[theirs.fileno()],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    theirs.close()
-    said = b""
-    try:
-        ours.settimeout(timeout)
-        ours.sendall(QMP_QUIT.encode())
-        while True:
-            chunk = ours.recv(65536)
-            if not chunk:
-                break
-            said += chunk
-    except OSError:
-        pass   # QEMU exited (or reset the connection) before or while we talked
-    finally:
-        ours.close()
-    _out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(argv, proc.returncode, said.decode(errors="replace"), err)
+    """QEMU of the root, stopped before the guest runs (-S), told to quit over a QMP monitor
+    written in QEMU 11.1's form (-object monitor-qmp, not the deprecated -mon)."""
+    from helpers import run_qemu_quit
+    return run_qemu_quit(argv, "-S", "-object", wrap=ns.argv, timeout=timeout)

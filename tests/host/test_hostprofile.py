@@ -15,7 +15,7 @@ import sys
 
 import pytest
 from conftest import IN_CI, missing
-from derive_qemu_since import derive, dumps
+from derive_qemu_since import derive
 from helpers import EXAMPLES, ROOT, QapiSchema, compile_plan, rel, run_cli
 
 from cgsc.host import profile as hostprofile

@@ -25,7 +25,6 @@ import lzma
 import os
 import re
 import shutil
-import subprocess
 import time
 
 import pytest
