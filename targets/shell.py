@@ -27,10 +27,10 @@ def argv_lines(argv: List[str]) -> List[str]:
 
 
 def _measured_call(plan: LaunchPlan) -> str:
-    """check_measured with one file or parameter (four words) per line."""
-    words = [shell_word(w) for w in verify.arguments(plan)]
-    groups = [" ".join(words[i:i + 4]) for i in range(0, len(words), 4)]
-    return " \\\n    ".join([verify.FUNCTION] + groups)
+    """launch_measured with the runtime directory, one parameter or file per line, then
+    QEMU's argv ("$@")."""
+    lines = [" ".join(shell_words(group)) for group in verify.groups(plan)]
+    return " \\\n    ".join([verify.FUNCTION + " " + lines[0]] + lines[1:] + ['-- "$@"'])
 
 
 class ShellTarget:
@@ -50,7 +50,8 @@ class ShellTarget:
             argv_lines=argv_lines(argv), writable=writable,
             memlock_kib=(plan.memory_mib + MEMLOCK_SLACK_MIB) * 1024,
             measured=verify.function() if plan.binding else "",
-            measured_call=_measured_call(plan), measured_summary=verify.summary(plan))
+            measured_call=_measured_call(plan) if plan.binding else "",
+            measured_summary=verify.summary(plan))
         return [Artifact(f"{plan.name}.sh", text, 0o755)]
 
 

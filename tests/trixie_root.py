@@ -162,7 +162,7 @@ def backports_plan(spec: str, move_under: str = ""):
         disks=tuple(d._replace(path=move(d.path)) for d in g.disks),
         console_path=move(g.console_path), qmp_socket=move(g.qmp_socket),
         runtime_dir=move(g.runtime_dir))
-    return lower(g, spec, [], qemu_for(host, g.arch)["version"])
+    return lower(g, spec, [], qemu_version=qemu_for(host, g.arch)["version"])
 
 
 def run_qemu(ns: RootNamespace, argv, timeout=60) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..spec.model import Guest
 from ..spec.schema import read
@@ -18,8 +18,11 @@ TOPOLOGY_KEYS = ("sockets", "dies", "cores", "threads")   # the order of LaunchP
 _TRANSPORT = {"x86_64": "pci", "ppc64": "pci", "s390x": "ccw"}
 
 
-def lower(guest: Guest, spec_path: str, spec_files, qemu_version: Optional[str] = None) -> LaunchPlan:
-    """qemu_version: the host's QEMU (from --host) the argv is written for; None: any QEMU
+def lower(guest: Guest, spec_path: str, spec_files,
+          opened: Optional[Dict[str, str]] = None, qemu_version: Optional[str] = None) -> LaunchPlan:
+    """`opened`: role ("firmware", "kernel", "initrd") -> what QEMU is given instead of
+    the host path, for the boot files the launch binding copies and checks first.
+    qemu_version: the host's QEMU (from --host) the argv is written for; None: any QEMU
     cgsc supports (the forms every release takes, deprecated in newer ones or not)."""
     cgs = guest.mechanism.lower(guest)
     firmware = _firmware(guest)
@@ -50,7 +53,7 @@ def lower(guest: Guest, spec_path: str, spec_files, qemu_version: Optional[str] 
         runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
         stop_channel=stop_channel(guest), qemu_version=qemu_version,
     )
-    options = tuple(_options(plan))
+    options = tuple(_options(plan, opened or {}))
     words = [plan.emulator]
     for opt in options:
         words.extend(opt.words())
@@ -108,7 +111,7 @@ def _qmp_monitor(p: LaunchPlan, chardev: str) -> Option:
     return Option("-mon", Opts(None, (("chardev", chardev), ("mode", "control"))))
 
 
-def _options(p: LaunchPlan) -> List[Option]:
+def _options(p: LaunchPlan, opened: Dict[str, str]) -> List[Option]:
     cgs: Confidential = p.confidential
     bus = _TRANSPORT[p.arch]
     virtio = (("iommu_platform", True),) if cgs.virtio_iommu else ()
@@ -132,14 +135,17 @@ def _options(p: LaunchPlan) -> List[Option]:
         cgs.object.option(),
     ]
     fw = p.firmware
+    code = opened.get("firmware", fw.code)
     if fw.mode == "bios":
-        opts.append(Option("-bios", fw.code))
+        opts.append(Option("-bios", code))
     elif fw.mode == "pflash":
-        for unit, path, ro in ((0, fw.code, True), (1, fw.vars, False)):
+        for unit, path, ro in ((0, code, True), (1, fw.vars, False)):
             props = (("if", "pflash"), ("format", "raw"), ("unit", unit), ("file", path))
             opts.append(Option("-drive", Opts(None, props + ((("readonly", True),) if ro else ()))))
     k = p.kernel
-    for flag, value in (("-kernel", k.image), ("-initrd", k.initrd), ("-append", k.cmdline)):
+    for flag, value in (("-kernel", k.image and opened.get("kernel", k.image)),
+                        ("-initrd", k.initrd and opened.get("initrd", k.initrd)),
+                        ("-append", k.cmdline)):
         if value is not None:
             opts.append(Option(flag, value))
     if any(d.bus == "scsi" for d in p.disks):

@@ -121,10 +121,20 @@ class Console(NamedTuple):
 
 
 class MeasuredFile(NamedTuple):
-    """A boot file whose sha256 was measured at build time and is checked at launch."""
+    """A boot file whose sha256 was measured at build time and is checked at launch.
+
+    At launch the file is read once into a private copy, the copy is checked, and QEMU
+    reads the copy through an inherited descriptor (`opened`), never `path` again."""
     what: str                 # "firmware", "kernel", "initrd"
-    path: str                 # the path QEMU opens at launch
+    path: str                 # the host path the launch copies the file from
     sha256: str               # lowercase hex of the measured copy
+    size: int                 # its length in bytes: the launch reads at most one byte more
+    fd: int                   # the descriptor QEMU inherits the checked copy on (3, 4, 5)
+
+    @property
+    def opened(self) -> str:
+        """What QEMU is given instead of the path: the checked copy, by descriptor."""
+        return f"/proc/self/fd/{self.fd}"
 
 
 class LaunchBinding(NamedTuple):

@@ -59,9 +59,10 @@ def explain_lines(att: Optional[dict]) -> List[str]:
         out.append("  not predicted: " + ", ".join(att["not-predicted"]))
     out += [f"  note: {n}" for n in att["notes"]]
     if att["verify-at-launch"]:
-        out.append("  launch binding: the shell script and the systemd unit refuse to start "
-                   "QEMU when a file's sha256 differs; libvirt cannot check files, so check "
-                   "them before `virsh start`")
+        out.append("  launch binding: the shell script and the systemd unit read each boot "
+                   "file once into a private copy, check its sha256 and start QEMU on that "
+                   "copy (/proc/self/fd/N), refusing any other bytes; libvirt cannot check "
+                   "files, so check them before `virsh start`")
     else:
         out.append("  launch binding: off (verify-at-launch = false): nothing checks the files "
                    "at launch")

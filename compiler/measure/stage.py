@@ -9,11 +9,15 @@ so a plain build never loads it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import mmap
 import os
+import shutil
 import stat
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+import tempfile
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..core.diagnostics import Diagnostic, KeyPath
 from ..core.rules import Rule
@@ -23,6 +27,8 @@ from ..spec.model import Guest
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://cgsc.invalid/schema/v1/attestation.schema.json"
 MAX_FILE = 1 << 30   # 1 GiB: larger boot files are a mistake (a disk image named as initrd)
+CHUNK = 1 << 20
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 UNREADABLE = Rule(
     "CGS-MEASURE-001", "a file to measure cannot be read",
@@ -80,14 +86,71 @@ KEY_FILES = ("id-key", "author-key")
 
 
 class BootFile(NamedTuple):
-    """One boot file as read at build time."""
+    """One boot file as read at build time: read once, and everything after (the digest,
+    the firmware checks, the measuring library) sees exactly the bytes that were hashed."""
     role: str                 # "firmware", "kernel", "initrd"
     key: KeyPath              # the key that named the file read (for diagnostics)
     given: str                # the path as the spec wrote it
-    read_from: str            # the path read (relative paths resolved)
-    launched: str             # the path QEMU opens at launch
+    read_from: str            # a private, sealed copy of the bytes read (never the given path)
+    launched: str             # the path the launch copies the file from
     sha256: str
     size: int
+    data: Any = b""           # the same bytes, for parsers (a read-only map of the copy)
+    copy: Any = None          # the private copy, released by close()
+
+    def close(self) -> None:
+        if self.copy is not None:
+            self.copy.close()
+
+
+class _PrivateCopy:
+    """Where a file's bytes go as they are read: a sealed memfd that others reach as
+    /proc/self/fd/N (no one can change it, and it needs no cleanup after a crash), or, where
+    memfds or /proc are missing, a file in a new private temporary directory."""
+
+    def __init__(self) -> None:
+        self.directory: Optional[str] = None
+        self.map: Any = None
+        try:
+            self.fd = os.memfd_create("cgsc-measured", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            self.path = f"/proc/self/fd/{self.fd}"
+            if os.path.exists(self.path):
+                return
+            os.close(self.fd)
+        except (AttributeError, OSError):
+            pass
+        self.directory = tempfile.mkdtemp(prefix="cgsc-measured-")
+        self.path = os.path.join(self.directory, "copy")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
+
+    def write(self, chunk) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def seal(self, size: int):
+        """Make the copy unchangeable (memfd seals) and return its bytes, mapped read-only."""
+        if self.directory is None:
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                        | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        if size:
+            self.map = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
+            return self.map
+        return b""
+
+    def close(self) -> None:
+        if self.map is not None:
+            try:
+                self.map.close()
+            except BufferError:   # a parser still holds a view of it: the GC unmaps it
+                pass
+            self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
 
 
 class Attested(NamedTuple):
@@ -180,45 +243,65 @@ def _measured_driver(option: str, value: str) -> bool:
 
 
 def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
+    """Open the file once (never blocking: a FIFO opens at once and is refused), check the
+    open descriptor (a regular file of at most 1 GiB), and read it, never more than one
+    chunk past its size, into a private copy while hashing: the recorded sha256 and the
+    measurement are made from the same bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC | getattr(os, "O_NOCTTY", 0)
                      | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
                                       "give a readable file (relative paths are relative to "
                                       "the spec file)")
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):   # checked on the open file: no race with a rename
-        os.close(fd)
-        return None, UNREADABLE.error(key, f"{given} is not a regular file",
-                                      "give the file itself (a device or directory "
-                                      "cannot be measured)")
-    with os.fdopen(fd, "rb") as fh:
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):   # checked on the open file: no race with a rename
+            return None, UNREADABLE.error(key, f"{given} is not a regular file",
+                                          "give the file itself (a device or directory "
+                                          "cannot be measured)")
         if info.st_size > MAX_FILE:
             return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes; boot files "
                                           "are at most 1 GiB", "check the path")
-        # Read one byte past the size fstat gave, never past the limit: a file whose
-        # content outgrows its size (/proc, /sys, a file being written) stops the read.
-        limit = info.st_size + 1
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            while size < limit:
-                chunk = fh.read(min(1 << 20, limit - size))
-                if not chunk:
-                    break
+        return _copy(fd, info.st_size, role, key, given, launched)
+    finally:
+        os.close(fd)
+
+
+def _copy(fd: int, expected: int, role: str, key: KeyPath, given: str, launched: str):
+    # Read until the end or past the size fstat gave, one chunk at most: a file whose
+    # content outgrows its size (/proc, /sys, a file being written) stops the read.
+    # Chunks are never tiny: some /proc files refuse short reads.
+    digest = hashlib.sha256()
+    buffer = bytearray(min(CHUNK, max(expected + 1, 1 << 16)))
+    copy = None
+    size = 0
+    try:
+        copy = _PrivateCopy()
+        while size <= expected:
+            n = os.readv(fd, [buffer])
+            if not n:
+                break
+            size += n
+            if size <= expected:
+                chunk = memoryview(buffer)[:n]
                 digest.update(chunk)
-                size += len(chunk)
-        except OSError as exc:
-            return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
-                                          "give a readable file")
-    if size != info.st_size:
-        return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes by its size but "
-                                      f"{'more' if size > info.st_size else size} bytes were "
-                                      "read: its content is not a fixed file (/proc, /sys, "
-                                      "or a file being written)",
-                                      "give a build-time copy of the file")
-    return BootFile(role, key, given, path, launched, digest.hexdigest(), size), None
+                copy.write(chunk)
+        if size != expected:
+            copy.close()
+            return None, UNREADABLE.error(key, f"{given} is {expected} bytes by its size but "
+                                          f"{'more' if size > expected else size} bytes were "
+                                          "read: its content is not a fixed file (/proc, /sys, "
+                                          "or a file being written)",
+                                          "give a build-time copy of the file")
+        data = copy.seal(size)
+    except OSError as exc:
+        if copy is not None:
+            copy.close()
+        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
+                                      "give a readable file")
+    return BootFile(role, key, given, copy.path, launched, digest.hexdigest(), size,
+                    data, copy), None
 
 
 def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
@@ -258,9 +341,13 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
     """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
     (static_checks) have run and passed before this."""
     files, errors = read_boot_files(guest, base_dir)
-    if errors:
-        return None, errors
-    attested, errors = guest.mechanism.attest(guest, files)
+    try:
+        if errors:
+            return None, errors
+        attested, errors = guest.mechanism.attest(guest, files)
+    finally:
+        for f in files.values():
+            f.close()
     if errors:
         return None, errors
     verify = guest.measurement.get("verify-at-launch", True)
@@ -280,7 +367,7 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
         "notes": list(attested.notes),
     }
     binding = None
-    if verify:
-        binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256)
-                                      for f in boot), attested.params)
+    if verify:   # QEMU inherits each checked copy on its own descriptor, from 3 up
+        binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256, f.size, 3 + i)
+                                      for i, f in enumerate(boot)), attested.params)
     return Measured(doc, binding, attested.config), []

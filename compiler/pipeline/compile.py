@@ -82,10 +82,13 @@ def compile_spec(path: str, host: Optional[dict] = None,
     measured = _measure(guest, source, boot_dir)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
-    plan = lower(guest, spec_files[0][0], spec_files, qemu_version)
+    binding = measured.binding if measured is not None else None
+    # QEMU reads the bound boot files from the copies the launch checked, by descriptor
+    opened = {f.what: f.opened for f in binding.files} if binding else None
+    plan = lower(guest, spec_files[0][0], spec_files, opened, qemu_version)
     if measured is not None:
-        plan = plan._replace(attestation=measured.attestation, binding=measured.binding)
-    too_long = argv_problems(plan.argv(), source.data)
+        plan = plan._replace(attestation=measured.attestation, binding=binding)
+    too_long = argv_problems(_launched_words(plan), source.data)
     if too_long:
         raise SpecError(source.locate(d) for d in too_long)
     if host is not None:  # reported, never written into the artifacts
@@ -110,6 +113,15 @@ def _not_utf8(path: str, recorded: str) -> Diagnostic:
     return error("CGS-LOAD-001", (), f"cannot use the spec: its path {printable(recorded)} is "
                  "not UTF-8, and the artifacts record it as UTF-8 text",
                  "rename the file (or the directory) to a UTF-8 name").located(path, 0)
+
+
+def _launched_words(plan) -> list:
+    """The longest argv a launch artifact execs: with a launch binding, the systemd unit
+    runs the binding program with QEMU's argv after it."""
+    if plan.binding is None:
+        return plan.argv()
+    from ..targets import verify
+    return verify.exec_words(plan)
 
 
 def _builds_libvirt(plan, named) -> bool:

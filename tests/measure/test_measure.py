@@ -225,6 +225,19 @@ def test_a_file_that_is_not_a_fixed_regular_file_is_refused_without_hanging(name
                      r"\[CGS-MEASURE-001\]$", proc.stderr, re.M), proc.stderr
 
 
+def test_an_oversized_sparse_file_is_refused_before_it_is_read(tmp_path):
+    """A 2 GiB sparse file (a disk image named as the initrd) is refused from its size on
+    the open descriptor: nothing is read. A separate process with a deadline, as above."""
+    with open(tmp_path / "huge.img", "wb") as fh:
+        fh.truncate(2 << 30)
+    spec = _write(tmp_path / "g.toml", spec_text("huge", "sev", "huge.img"))
+    proc = subprocess.run([sys.executable, "-m", "cgsc", "validate", spec], capture_output=True,
+                          text=True, timeout=20)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "measurement.firmware: huge.img is 2147483648 bytes; boot files are at most 1 GiB " \
+           "[CGS-MEASURE-001]" in proc.stderr, proc.stderr
+
+
 def test_a_file_shorter_than_its_size_is_refused(tmp_path, monkeypatch):
     """A file truncated while it is read (fstat said 4096 bytes, 10 arrive) is refused."""
     import cgsc.measure.stage as measure
