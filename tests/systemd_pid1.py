@@ -5,8 +5,8 @@ service manager on a machine whose own PID 1 is not systemd (a CI container).
 hierarchy, `unshare --pid --mount --cgroup --fork --kill-child`, whose first process mounts
 a private world and then becomes systemd:
 - root "/" (the machine's own systemd): the machine's file system, with private /run,
-  /tmp, /srv and /dev; units go to /run/systemd/system (runtime units), so nothing under
-  /etc changes;
+  /tmp, /srv, /var/log, /var/lib/systemd, /usr/local/bin and /dev; units go to
+  /run/systemd/system (runtime units), so nothing of the machine changes;
 - any other root (the trixie root's systemd 257): an overlay of it with a tmpfs upper
   layer, so the cached root never changes, then chroot.
 Both get a /dev of their own (/dev/kvm, /dev/net/tun, a stand-in /dev/sev node: there is no
@@ -45,6 +45,9 @@ INNER = textwrap.dedent(r"""
     if [ "$root" = / ]; then
         r=
         mount -t proc proc /proc
+        # what the service manager and the unit write (LogsDirectory=, timers) stays here
+        mount -t tmpfs -o mode=0755 tmpfs /var/log
+        mount -t tmpfs -o mode=0755 tmpfs /var/lib/systemd
     else
         mount -t tmpfs -o mode=0755 cgsc-pid1 "$mnt"
         mkdir "$mnt/upper" "$mnt/work" "$mnt/root"

@@ -2,7 +2,8 @@
 (tests/systemd_pid1.py), trixie's systemd 257 (in the trixie root) and this machine's own
 (Debian 12's 252). Each installs the unit, `systemctl enable --now`, checks the sandbox
 facts, stops the guest through QMP, restarts it, and sees a refused launch (a tampered
-kernel, refused by ExecStartPre=) end in `failed` after a bounded number of tries.
+kernel, refused by the launch binding in ExecStart=) end in `failed` after a bounded
+number of tries.
 
 Two emulators, both labelled stand-ins (no confidential guest boots without SEV hardware):
 - a stand-in QEMU (a sh script first on systemd's PATH) that records what it was given and
@@ -246,9 +247,7 @@ def test_enable_now_starts_the_guest_inside_its_sandbox(guest):
     assert facts["tmp"].strip() == "", "PrivateTmp=yes: the namespace's /tmp marker is not seen"
     assert facts["denied-node"] == "refused", "DevicePolicy=closed"
     assert facts["null"] == "opened" and facts["sev"] == "allowed", "DeviceAllow="
-    unit = open(os.path.join(guest.out, UNIT)).read()
-    from helpers import exec_start
-    assert facts["argv"] == " ".join(exec_start(unit)[1:]), "the unit's ExecStart= argv"
+    assert facts["argv"] == " ".join(_qemu_words(guest)[1:]), "the unit's QEMU argv"
 
 
 def test_stop_goes_through_qmp_within_the_timeout(guest):
@@ -306,7 +305,9 @@ def test_real_qemu_under_tcg_boots_and_powers_down_through_qmp(guest):
     guest.sh("rm -f /usr/local/bin/qemu-system-x86_64")
     unit = open(os.path.join(guest.out, UNIT)).read()
     from helpers import exec_start
-    argv = exec_start(unit)
+    words = exec_start(unit)
+    argv = _qemu_words(guest)
+    binding = words[:len(words) - len(argv)]   # the launch binding stays: QEMU reads its copies
     argv[0] = "/usr/bin/qemu-system-x86_64"
     i = argv.index("-object")
     assert argv[i + 1].startswith("sev-snp-guest,")
@@ -319,7 +320,7 @@ def test_real_qemu_under_tcg_boots_and_powers_down_through_qmp(guest):
     del argv[b:b + 2]         # (without SEV it looks for GRUB): SeaBIOS boots the kernel
     dropin = ("# cgsc test stand-in: no SEV-SNP here, so no confidential object (nor its "
               "firmware), and TCG\n"
-              "[Service]\nExecStart=\nExecStart=" + systemd_exec_line(argv) + "\n")
+              "[Service]\nExecStart=\nExecStart=" + systemd_exec_line(binding + argv) + "\n")
     guest.sh(f"mkdir -p {guest.unit_dir}/{UNIT}.d && printf '%s' {_sh_quote(dropin)} > "
              f"{guest.unit_dir}/{UNIT}.d/tcg-stand-in.conf")
     guest.sd.run("systemctl", "daemon-reload", check=True)
@@ -335,6 +336,14 @@ def test_real_qemu_under_tcg_boots_and_powers_down_through_qmp(guest):
     assert took < STOP_TIMEOUT, took
     journal = guest.sd.run("journalctl", "-u", UNIT, "-o", "cat", "--no-pager").stdout
     assert "warning" not in journal.lower(), journal
+
+
+def _qemu_words(guest) -> list:
+    """QEMU's argv in the unit's ExecStart= (after the launch binding's program and its
+    arguments, which hand QEMU the checked copies as /proc/self/fd/N)."""
+    from helpers import exec_start
+    words = exec_start(open(os.path.join(guest.out, UNIT)).read())
+    return words[len(words) - 1 - words[::-1].index("qemu-system-x86_64"):]
 
 
 def _facts(text: str):
