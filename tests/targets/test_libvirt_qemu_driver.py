@@ -33,8 +33,7 @@ HOST_LIMITS = [
     (r"'(sev|sev-snp|s390-pv|tdx)' launch security is not supported with this QEMU binary",
      "launchSecurity", "no SEV/SEV-SNP/TDX/s390-PV on this host: libvirt requires the QEMU "
      "binary's capabilities (probed with KVM) to offer it; <launchSecurity> is removed "
-     "(tests/targets/test_libvirt_12.py compares TDX and SNP with libvirt's own expected "
-     "command lines instead)"),
+     "(the object's properties are then compared by nothing here: see test_libvirt_12.py)"),
     (r"Invalid value for attribute 'type' in element 'launchSecurity': 'tdx'",
      "launchSecurity", "libvirt 11.3 has no TDX (11.6 has): <launchSecurity type='tdx'> "
      "is removed"),
@@ -92,7 +91,7 @@ KNOWN_DIFFERENCES = {
                       "unit says why (NoNewPrivileges=no, CapabilityBoundingSet=CAP_NET_ADMIN)"),
     "sandbox.elevateprivileges": ("allow", "deny", "as sandbox.spawn"),
     "sandbox": (None, "on",
-                "[qemu] sandbox = false (CGS-QEMU-003, a warning the spec waives) leaves the "
+                "[qemu] sandbox = false (warned about: CGS-QEMU-003) leaves the "
                 "script without -sandbox; libvirt sets it for every domain from qemu.conf "
                 "(seccomp_sandbox), which no domain XML can turn off"),
 }
@@ -235,7 +234,7 @@ def facts(argv):
         elif flag == "-smp":
             smp = _kv(val)
             f["vcpus"] = int(smp["_head"])
-            # clusters (libvirt 10.x and later write clusters=1) are no layer cgsc sets
+            # clusters, where libvirt writes them, must be 1: cgsc sets no such layer
             assert smp.get("clusters", "1") == "1", val
             f["topology"] = tuple(int(smp.get(k, 1)) for k in TOPOLOGY) \
                 if any(k in smp for k in TOPOLOGY) else None
