@@ -104,10 +104,11 @@ def _boot_files(trixie_root, dest):
     """Firmware (OVMF with SEV support), Debian's kernel, and an initramfs made here."""
     fw = os.path.join(trixie_root, "usr/share/ovmf/OVMF.amdsev.fd")
     kernel = os.path.join(trixie_root, "var/lib/cgsc/vmlinuz")
-    if not os.path.exists(fw) or not os.path.isdir(os.path.join(trixie_root,
-                                                                "var/lib/cgsc/guest-modules")):
-        missing(f"the trixie root at {trixie_root} lacks OVMF.amdsev.fd or the guest kernel "
-                "(rebuild it with .ci/trixie-root)")
+    needed = (fw, kernel, os.path.join(trixie_root, "usr/bin/busybox"),
+              os.path.join(trixie_root, "var/lib/cgsc/guest-modules"))
+    if not all(os.path.exists(p) for p in needed):
+        missing(f"the trixie root at {trixie_root} lacks OVMF.amdsev.fd, busybox or the guest "
+                "kernel (a root from before they were added: rerun .ci/trixie-root)")
     os.makedirs(dest)
     shutil.copy(fw, os.path.join(dest, "OVMF.fd"))
     shutil.copy(kernel, os.path.join(dest, "vmlinuz"))
