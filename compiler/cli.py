@@ -109,6 +109,21 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
                        help="the report as text, JSON, GitHub Actions notices or Markdown (for a "
                             "pull-request comment); on stdout")
+    if only in (None, "verify"):
+        ve = sub.add_parser("verify", help="compare a guest's attestation report or quote with "
+                            "its predicted values (values only, not signatures)",
+                            description="cgsc verify REPORT --guest OUT/NAME reads a raw SEV-SNP "
+                                        "attestation report or TDX quote and compares every field "
+                                        "the guest's manifest predicts. Exit 0: all match; 1: a "
+                                        "field differs or the file is not such a report; 2: the "
+                                        "command cannot run. It does not check signatures: give "
+                                        "the reference values cgsc wrote to go-sev-guest, "
+                                        "go-tdx-guest or Trustee for that.")
+        ve.add_argument("report", metavar="REPORT", help="the report or quote, as the guest got it")
+        where = ve.add_mutually_exclusive_group(required=True)
+        where.add_argument("--guest", metavar="DIR", help="the guest's output directory (OUT/NAME)")
+        where.add_argument("--manifest", metavar="FILE", help="the guest's manifest.json")
+        with_format(ve, ("text", "json", "sarif"))
     if only in (None, "rules"):
         r = sub.add_parser("rules", help="list the rules, or explain one")
         r.add_argument("rule", nargs="?", metavar="RULE-ID")
@@ -541,6 +556,22 @@ def _diff(args) -> int:
     return EXIT_OK
 
 
+def _verify(args) -> int:
+    from .review import verify as v
+    try:
+        verdict = v.verify(args.report, args.guest or args.manifest)
+    except v.UsageProblem as exc:
+        print(f"cgsc verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "text":
+        out, err = v.to_text(verdict)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+    else:
+        sys.stdout.write(v.to_json(verdict) if args.format == "json" else v.to_sarif(verdict))
+    return EXIT_OK if verdict.ok else EXIT_INVALID
+
+
 def _rules(args) -> int:
     from .core.rules import load_all
     from .review.report import rule_help
@@ -581,5 +612,5 @@ def _completion(args) -> int:
 
 
 _COMMANDS = {"build": _build, "validate": _validate, "check": _check, "explain": _explain,
-             "diff": _diff, "probe": _probe,
+             "diff": _diff, "probe": _probe, "verify": _verify,
              "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}

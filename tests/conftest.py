@@ -31,6 +31,13 @@ def shared_dir() -> str:
 
 
 @pytest.fixture(scope="session")
+def firmware(tmp_path_factory) -> dict:
+    """File name -> path of the firmware images in tests/data/firmware, unpacked once."""
+    from firmware_data import unpack
+    return unpack(str(tmp_path_factory.mktemp("firmware")))
+
+
+@pytest.fixture(scope="session")
 def tool():
     def find(name: str) -> str:
         found = shutil.which(name)

@@ -68,6 +68,11 @@ def qemu_for(profile: dict, arch: str) -> Optional[dict]:
     return (profile.get("qemu") or {}).get(arch)
 
 
+def tdx_fact(profile: Optional[dict], key: str):
+    """A fact of the host's TDX stack (`tdx.xfam`, `tdx.page-order`), or None if unknown."""
+    return ((profile or {}).get("tdx") or {}).get(key)
+
+
 def pinned_machine(profile: Optional[dict], arch: str, machine: str) -> Optional[str]:
     """The versioned machine the host's QEMU resolves a floating alias to, if known."""
     if profile is None or not is_floating(machine):

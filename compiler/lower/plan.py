@@ -53,6 +53,7 @@ class Confidential(NamedTuple):
     reboot_ends_process: bool = False    # guest reboot ends QEMU (exit 0)
     host_devices: Tuple[str, ...] = ()   # device nodes QEMU opens besides /dev/kvm
     host_params: Tuple[HostParam, ...] = ()
+    debug_swap_measured: bool = False    # kvm_amd debug_swap can change the VMSA it measures
     libvirt_security: Optional[Element] = None
     libvirt_features: Tuple[Element, ...] = ()
     libvirt_passthrough: Tuple[str, ...] = ()   # QEMU args for what libvirt cannot say
@@ -140,7 +141,7 @@ class MeasuredFile(NamedTuple):
 class LaunchBinding(NamedTuple):
     """What the launch script and unit check so that the launched guest is the measured one."""
     files: Tuple[MeasuredFile, ...]
-    params: Tuple[HostParam, ...] = ()   # host settings the measurement assumed (debug_swap)
+    params: Tuple[HostParam, ...] = ()   # host settings the measurement assumed
 
 
 class LaunchPlan(NamedTuple):
@@ -178,6 +179,8 @@ class LaunchPlan(NamedTuple):
     stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
     attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
+    references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): reference values in
+    #                                                the verifiers' formats ([attestation])
     qemu_version: Optional[str] = None   # the host's QEMU the argv is for (--host); None: any
 
     def argv(self) -> List[str]:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 from ..core.diagnostics import Diagnostic, KeyPath
 from ..core.rules import Rule
 from ..lower.plan import HostParam, LaunchBinding, MeasuredFile
+from ..lower.qemu import global_option, opts_parse
 from ..spec.model import Guest
 
 SCHEMA_VERSION = 1
@@ -41,8 +42,9 @@ UNREADABLE = Rule(
 NOT_APPLICABLE = Rule(
     "CGS-MEASURE-002", "a [measurement] key does not apply to this mechanism",
     "Only AMD SEV-ES and SEV-SNP measure vCPU state (vcpu-type, guest-features), only "
-    "SEV-SNP has ID blocks (id-key, author-key), and POWER PEF has no launch measurement that "
-    "can be predicted. A key that has no effect would suggest a check that never happens.",
+    "SEV-SNP has ID blocks (id-key, author-key, family-id, image-id, guest-svn), only Intel "
+    "TDX has a page order (tdx-page-order), and POWER PEF has no launch measurement that can "
+    "be predicted. A key that has no effect would suggest a check that never happens.",
     "SPEC.md [measurement]; reference/measurement/README.md",
     fix="Remove the key (or the [measurement] table for PEF).")
 NO_COUNTERPART = Rule(
@@ -62,8 +64,12 @@ OVERRIDDEN = Rule(
     "and command line, and the confidential object; extra-args that set them again, or that "
     "can set any option (-readconfig, -set) or replace the launched state (-incoming, "
     "-loadvm), make QEMU launch something else than what was measured, and the guest fails "
-    "attestation.",
-    "reference/measurement/README.md (what changes the digest)",
+    "attestation. A -global reaches every device whose type is its driver or a subtype of "
+    "it: `cpu.stepping=2`, `x86_64-cpu.family=25` or `driver=device,...` change the vCPUs "
+    "as much as `EPYC-v4-x86_64-cpu.stepping=2` does; one for an unrelated device "
+    "(`kvm-pit.lost_tick_policy=discard`) passes.",
+    "reference/measurement/README.md (what changes the digest); QEMU system/qdev-monitor.c "
+    "qemu_global_option, qom/object.c object_apply_global_props",
     fix="Set the value in the spec ([guest] vcpus/cpu, [firmware], [kernel]) instead of extra-args.")
 # QEMU options that set a measured input, or can set any option at all (-readconfig reads
 # a config file, -set changes any option group), or replace the launched guest state
@@ -76,8 +82,19 @@ MEASURED_OBJECTS = ("sev-guest", "sev-snp-guest", "tdx-guest", "s390-pv-guest", 
 MEASURED_MACHINE_PROPS = ("type", "accel", "confidential-guest-support", "memory-encryption",
                           "memory-backend", "igvm-cfg", "pflash0", "pflash1", "firmware",
                           "kernel", "initrd", "append", "dtb", "smp")
-# -device / -global drivers that load bytes into guest memory, add a vCPU or a flash chip.
-MEASURED_DEVICES = ("loader", "pflash", "cfi.pflash01", "cfi.pflash02")
+# -device / -global drivers that load bytes into guest memory or are a flash chip (QEMU
+# TYPE_GENERIC_LOADER, TYPE_PFLASH_CFI01/02); vCPUs are TYPE_CPU "cpu" and its subtypes,
+# all named "*-cpu" (TYPE_X86_CPU "x86_64-cpu", "EPYC-v4-x86_64-cpu", "host-x86_64-cpu"...).
+MEASURED_DEVICES = ("loader", "cfi.pflash01", "cfi.pflash02")
+# A -global applies to every device that is its driver, a subtype or an implementer of it
+# (qom/object.c object_apply_global_props: object_dynamic_cast), so the types above the
+# measured ones reach them too: TYPE_OBJECT, TYPE_DEVICE and its interfaces (hw/core/qdev.c
+# device_type_info), TYPE_SYS_BUS_DEVICE (the pflash chips' parent).
+MEASURED_ANCESTORS = ("object", "device", "vmstate-if", "resettable", "sys-bus-device")
+# The confidential objects and their parents; -global never reaches a non-device (qdev
+# applies globals in device_post_init), but one that names them means to change them.
+CONFIDENTIAL_TYPES = MEASURED_OBJECTS + ("sev-common", "x86-confidential-guest",
+                                         "confidential-guest-support", "pef-guest")
 
 # [measurement] key -> (spec key path that the file is launched from, plan role)
 FILE_KEYS = (("firmware", ("firmware", "code")), ("kernel", ("kernel", "image")),
@@ -160,6 +177,7 @@ class Attested(NamedTuple):
     inputs: dict = {}                     # everything besides the files that went in
     report: dict = {}                     # report field -> expected value, for a verifier
     not_predicted: Tuple[str, ...] = ()   # report fields nobody can predict from the spec
+    unmeasured: Tuple[str, ...] = ()      # boot inputs launched but not measured
     notes: Tuple[str, ...] = ()
     config: dict = {}                     # additions to the mechanism table (id-block...)
     params: Tuple[HostParam, ...] = ()    # host settings the measurement assumes
@@ -169,6 +187,7 @@ class Measured(NamedTuple):
     attestation: dict
     binding: Optional[LaunchBinding]
     config: dict
+    references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): verifier formats
 
 
 def static_checks(guest: Guest) -> List[Diagnostic]:
@@ -195,9 +214,9 @@ def static_checks(guest: Guest) -> List[Diagnostic]:
         out.append(NO_COUNTERPART.error(("measurement",), "there is no boot file to measure",
                                         "boot from [firmware] code or [kernel] image"))
     for i, what in _overriding_args(guest.extra_args):
-        out.append(OVERRIDDEN.error(("qemu", "extra-args", i),
-                                    f"{what} overrides what [measurement] measured",
-                                    "say it in the spec so that the measurement covers it"))
+        out.append(OVERRIDDEN.error(("qemu", "extra-args", i), what,
+                                    "say it in the spec so that the measurement covers it, "
+                                    "or drop it"))
     out += list(mech.measurement_checks(guest))
     return out
 
@@ -211,13 +230,30 @@ def _overriding_args(args) -> List[Tuple[int, str]]:
         if out and out[-1][0] == i - 1 and args[i - 1].startswith("-"):
             continue   # the value of an option already reported
         if option in MEASURED_OPTIONS or any(o in arg for o in MEASURED_OBJECTS):
-            out.append((i, repr(arg)))
+            out.append((i, f"{arg!r} overrides what [measurement] measured"))
         elif option == "object" and any(o in value for o in MEASURED_OBJECTS):
-            out.append((i, f"{arg!r} {value!r}"))
+            out.append((i, f"{arg!r} {value!r} overrides what [measurement] measured"))
         elif option in ("machine", "M") and _machine_overrides(value):
-            out.append((i, f"{arg!r} {value!r}"))
-        elif option in ("device", "global") and _measured_driver(option, value):
-            out.append((i, f"{arg!r} {value!r}"))
+            out.append((i, f"{arg!r} {value!r} overrides what [measurement] measured"))
+        elif option == "device":
+            driver = _device_driver(value)
+            if driver is None:
+                out.append((i, f"{arg!r} {value!r} is no -device QEMU reads, so what it adds "
+                               "is unknown; it may override what [measurement] measured"))
+            elif _reached(driver):
+                out.append((i, f"{arg!r} {value!r} adds {_reached(driver)} and overrides what "
+                               "[measurement] measured"))
+        elif option == "global":
+            parsed = global_option(value)
+            if parsed is None:
+                out.append((i, f"{arg!r} {value!r} is no -global QEMU reads (DRIVER.PROPERTY="
+                               "VALUE or driver=...,property=...,value=...), so what it "
+                               "reaches is unknown; it may override what [measurement] "
+                               "measured"))
+            elif _reached(parsed[0]):
+                out.append((i, f"{arg!r} {value!r} sets {parsed[1]!r} on "
+                               f"{_reached(parsed[0])} and overrides what [measurement] "
+                               "measured"))
     return out
 
 
@@ -227,19 +263,28 @@ def _machine_overrides(value: str) -> bool:
     return "=" not in props[0] or any(k in MEASURED_MACHINE_PROPS for k in keys)
 
 
-def _measured_driver(option: str, value: str) -> bool:
-    """-device DRIVER,... (or JSON, or driver=...) and -global DRIVER.PROP=... (or driver=...)."""
+def _device_driver(value: str) -> Optional[str]:
+    """The driver of a -device argument: JSON (`{...}`) or QemuOpts with driver implied;
+    None for JSON QEMU would not read."""
     if value.lstrip().startswith("{"):
         try:
-            driver = str(json.loads(value).get("driver", ""))
+            return str(json.loads(value).get("driver", ""))
         except (ValueError, AttributeError):
-            return True   # QEMU would reject it; nothing to trust
-    else:
-        fields = dict(p.partition("=")[::2] for p in value.split(",") if "=" in p)
-        first = value.split(",")[0]
-        driver = fields.get("driver") or (first.split(".")[0] if option == "global" else first)
-    return driver in MEASURED_DEVICES or driver.endswith("-cpu") or \
-        any(o in driver for o in MEASURED_OBJECTS)
+            return None
+    return dict(opts_parse(value, implied="driver")).get("driver", "")
+
+
+def _reached(driver: str) -> str:
+    """What a -device or -global driver reaches that the launch measurement covers, or ""."""
+    if driver == "cpu" or driver.endswith("-cpu"):
+        return f"{driver} (the vCPUs, whose model and count are measured)"
+    if driver in MEASURED_DEVICES:
+        return f"{driver} (bytes loaded into guest memory: the measured firmware)"
+    if driver in CONFIDENTIAL_TYPES:
+        return f"{driver} (the confidential object, whose settings are measured)"
+    if driver in MEASURED_ANCESTORS:
+        return f"{driver} (every device of that type: the vCPUs and the firmware flash too)"
+    return ""
 
 
 def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
@@ -337,14 +382,14 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
     return files, errors
 
 
-def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
+def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dict] = None):
     """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
-    (static_checks) have run and passed before this."""
+    (static_checks) have run and passed before this. `host`: the --host profile, if any."""
     files, errors = read_boot_files(guest, base_dir)
     try:
         if errors:
             return None, errors
-        attested, errors = guest.mechanism.attest(guest, files)
+        attested, errors = guest.mechanism.attest(guest, files, host)
     finally:
         for f in files.values():
             f.close()
@@ -362,12 +407,18 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
                    "sha256": f.sha256, "size": f.size} for f in boot],
         "inputs": attested.inputs,
         "report": attested.report,
+        **({"unmeasured": list(attested.unmeasured)} if attested.unmeasured else {}),
         "not-predicted": list(attested.not_predicted),
         "verify-at-launch": verify,
         "notes": list(attested.notes),
     }
+    from .reference_values import render
+    references = render(guest, doc)
+    if references.errors:
+        return None, list(references.errors)
+    doc["reference-values"] = list(references.record)
     binding = None
     if verify:   # QEMU inherits each checked copy on its own descriptor, from 3 up
         binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256, f.size, 3 + i)
                                       for i, f in enumerate(boot)), attested.params)
-    return Measured(doc, binding, attested.config), []
+    return Measured(doc, binding, attested.config, references.files), []

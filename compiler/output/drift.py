@@ -114,6 +114,7 @@ def discover(root: str):
     Raises OSError when `root` cannot be listed."""
     import json
 
+    from ..pipeline.build import REFERENCE_VALUES
     from ..spec.paths import find_root
     from .emit import MANIFEST
     from .outdir import PRIVATE
@@ -137,7 +138,8 @@ def discover(root: str):
                 doc = json.load(fh)
             spec = doc["spec"][0]["path"]
             bases = [os.path.join(base, s["path"]) for s in doc["spec"][1:]]
-            targets = tuple(dict.fromkeys(a["target"] for a in doc.get("artifacts", [])))
+            targets = tuple(dict.fromkeys(a["target"] for a in doc.get("artifacts", [])
+                                          if a["target"] != REFERENCE_VALUES))
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             orphans.append(Drift(manifest, "orphan", f"unreadable manifest: {manifest} ({exc})"))
             continue

@@ -11,6 +11,9 @@ from ..core.rules import Rule
 from ..host.compat import requirements
 from .compile import Compiled, compile_spec
 
+# The manifest's `target` of the reference-value files ([attestation]): written for every
+# build of a guest whose measurement is predicted, whichever targets are built.
+REFERENCE_VALUES = "reference-values"
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
                       "A target named in [targets] build or with --target is not installed.",
                       fix="Use an installed target (`cgsc targets` lists them).")
@@ -96,6 +99,8 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
     if errors:
         return None, [compiled.locate(d) for d in errors]
     artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
+    artifacts += [(REFERENCE_VALUES, targets.Artifact(file, text))
+                  for file, text in plan.references]
     named = compiled.data.get("targets", {}).get("systemd", {}).get("unit-name")
     unit_key = ("targets", "systemd", "unit-name") if named else ("guest", "name")
     return GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,

@@ -79,7 +79,7 @@ def compile_spec(path: str, host: Optional[dict] = None,
                     for f, (recorded, _h) in zip(source.files, spec_files) if _SURROGATE(recorded)]
     if unrecordable:
         raise SpecError(unrecordable)
-    measured = _measure(guest, source, boot_dir)
+    measured = _measure(guest, source, boot_dir, host)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
     binding = measured.binding if measured is not None else None
@@ -87,7 +87,8 @@ def compile_spec(path: str, host: Optional[dict] = None,
     opened = {f.what: f.opened for f in binding.files} if binding else None
     plan = lower(guest, spec_files[0][0], spec_files, opened, qemu_version)
     if measured is not None:
-        plan = plan._replace(attestation=measured.attestation, binding=binding)
+        plan = plan._replace(attestation=measured.attestation, binding=binding,
+                             references=measured.references)
     too_long = argv_problems(_launched_words(plan), source.data)
     if too_long:
         raise SpecError(source.locate(d) for d in too_long)
@@ -134,14 +135,16 @@ def _builds_libvirt(plan, named) -> bool:
 
 
 def _measure_rules(guest) -> list:
-    """[measurement] rules that need no file, reported with the other cross-field rules."""
-    if guest.measurement is None:
+    """[measurement] and [attestation] rules that need no file, reported with the other
+    cross-field rules."""
+    if guest.measurement is None and guest.attestation_formats is None:
         return []
-    from ..measure import stage
-    return stage.static_checks(guest)
+    from ..measure import reference_values, stage
+    found = reference_values.static_checks(guest)
+    return found + (stage.static_checks(guest) if guest.measurement is not None else [])
 
 
-def _measure(guest, source, boot_dir=None):
+def _measure(guest, source, boot_dir=None, host=None):
     """The measure stage (only for a spec with [measurement]); raises SpecError."""
     if guest.measurement is None:
         return None
@@ -152,7 +155,7 @@ def _measure(guest, source, boot_dir=None):
         directory = os.path.dirname(os.path.abspath(owner.path if owner else source.path))
         return boot_dir(directory, guest.measurement[key[-1]]) if boot_dir else directory
 
-    measured, errors = stage.measure(guest, base_dir)
+    measured, errors = stage.measure(guest, base_dir, host)
     if errors:
         raise SpecError(source.locate(d) for d in errors)
     return measured

@@ -46,39 +46,42 @@ _P8 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\
 _P9 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
 _P10 = _re('^(?!([^\\n\\r\\u2028\\u2029]*/)?\\.\\.(/|\\Z))[^\\x00-\\x1f\\x7f]+\\Z').search
 _P11 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
-_P12 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
-_C15 = frozenset(('auto', 'off', 'on'))
-_P13 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
-_C17 = frozenset(('unix', 'vsock'))
-_C18 = frozenset(('qcow2', 'raw'))
-_C19 = frozenset(('scsi', 'virtio'))
-_C20 = frozenset(('none', 'writeback', 'writethrough'))
-_P14 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
-_P15 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_P16 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
-_C24 = frozenset((True,))
-_C25 = frozenset(('bridge', 'tap', 'user'))
-_P17 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
-_P18 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
-_C28 = frozenset(('virtio',))
-_C29 = frozenset(('tcp', 'udp'))
-_P19 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
-_P20 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_C32 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
-_P21 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
-_P22 = _re('^[a-z][a-z0-9-]*\\Z').search
-_P23 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
-_P24 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
-_C37 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
-_P25 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
-_C39 = frozenset(('kvm', 'qemu'))
-_P26 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
-_C41 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
-_P27 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
-_P28 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
-_C44 = frozenset(('HostDisk',))
-_P29 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
-_P30 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
+_C14 = frozenset(('single-pass', 'two-pass'))
+_P12 = _re('^[0-9a-fA-F]{32}\\Z').search
+_C16 = frozenset(('go-sev-guest', 'go-tdx-guest', 'sev-launch-measure', 'trustee'))
+_P13 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
+_C18 = frozenset(('auto', 'off', 'on'))
+_P14 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
+_C20 = frozenset(('unix', 'vsock'))
+_C21 = frozenset(('qcow2', 'raw'))
+_C22 = frozenset(('scsi', 'virtio'))
+_C23 = frozenset(('none', 'writeback', 'writethrough'))
+_P15 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
+_P16 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_P17 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
+_C27 = frozenset((True,))
+_C28 = frozenset(('bridge', 'tap', 'user'))
+_P18 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
+_P19 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
+_C31 = frozenset(('virtio',))
+_C32 = frozenset(('tcp', 'udp'))
+_P20 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
+_P21 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_C35 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
+_P22 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
+_P23 = _re('^[a-z][a-z0-9-]*\\Z').search
+_P24 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
+_P25 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
+_C40 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
+_P26 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
+_C42 = frozenset(('kvm', 'qemu'))
+_P27 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
+_C44 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
+_P28 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
+_P29 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
+_C47 = frozenset(('HostDisk',))
+_P30 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
+_P31 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
 
 
 def _n1(x):
@@ -230,7 +233,27 @@ def _n21(x):
 
 
 def _n22(x):
+    if not ((type(x) is str and x in _C14)): return False
+    return True
+
+
+def _n23(x):
     if not (isinstance(x, bool)): return False
+    return True
+
+
+def _n24(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P12(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n25(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 0: return False
+    if x > 4294967295: return False
     return True
 
 
@@ -240,173 +263,140 @@ def _n18(x):
     return True
 
 
-def _n25(x):
+def _n28(x):
+    if not ((type(x) is str and x in _C16)): return False
+    return True
+
+
+def _n27(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 4: return False
+    if not all(map(_n28, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n26(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T10, _T11, _no): return False
+    return True
+
+
+def _n31(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n26(x):
+def _n32(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n28(x):
+def _n34(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n27(x):
+def _n33(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        if not _keys(x, _T10, _T11, _no): return False
+        if not _keys(x, _T12, _T13, _no): return False
     return True
 
 
-def _n29(x):
+def _n35(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
-    if not _P12(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n30(x):
-    if not ((type(x) is str and x in _C15)): return False
-    return True
-
-
-def _n24(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T12, _T13, _no): return False
-    return True
-
-
-def _n32(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 18446744073709551615: return False
-    if isinstance(x, dict):
-        if not _keys(x, _T14, _T15, _no): return False
-    return True
-
-
-def _n33(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 8192: return False
     if not _P13(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n31(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T16, _T17, _no): return False
+def _n36(x):
+    if not ((type(x) is str and x in _C18)): return False
     return True
 
 
-def _n35(x):
+def _n30(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T14, _T15, _no): return False
+    return True
+
+
+def _n38(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T18, _T19, _no): return False
+        if not _keys(x, _T16, _T17, _no): return False
+    return True
+
+
+def _n39(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 8192: return False
+    if not _P14(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n37(x):
-    if not ((type(x) is str and x in _C17)): return False
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T18, _T19, _no): return False
     return True
 
 
-def _n38(x):
+def _n41(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        if x < 0: return False
+        if x > 18446744073709551615: return False
+    if isinstance(x, dict):
+        if not _keys(x, _T20, _T21, _no): return False
+    return True
+
+
+def _n43(x):
+    if not ((type(x) is str and x in _C20)): return False
+    return True
+
+
+def _n44(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n36(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T20, _T21, _no): return False
-    return True
-
-
-def _n34(x):
+def _n42(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n39(x):
+def _n40(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T24, _T25, _no): return False
     return True
 
 
-def _n23(x):
+def _n45(x):
     if not (isinstance(x, dict)): return False
-    if len(x) > 1: return False
-    if len(x) < 1: return False
     if not _keys(x, _T26, _T27, _no): return False
     return True
 
 
-def _n42(x):
-    if not ((type(x) is str and x in _C18)): return False
-    return True
-
-
-def _n43(x):
-    if not ((type(x) is str and x in _C19)): return False
-    return True
-
-
-def _n44(x):
-    if not ((type(x) is str and x in _C20)): return False
-    return True
-
-
-def _n45(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P14(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n47(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 253: return False
-    if not _P15(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n48(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n49(x):
-    if not ((type(x) is bool and x in _C24)): return False
-    return True
-
-
-def _n46(x):
+def _n29(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -414,56 +404,83 @@ def _n46(x):
     return True
 
 
-def _n41(x):
-    if not (isinstance(x, dict)): return False
-    if 'path' not in x: return False
-    if 'format' not in x: return False
-    if not _keys(x, _T30, _T31, _no): return False
+def _n48(x):
+    if not ((type(x) is str and x in _C21)): return False
     return True
 
 
-def _n40(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n41, x)): return False
+def _n49(x):
+    if not ((type(x) is str and x in _C22)): return False
     return True
 
 
-def _n52(x):
-    if not ((type(x) is str and x in _C25)): return False
+def _n50(x):
+    if not ((type(x) is str and x in _C23)): return False
+    return True
+
+
+def _n51(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n53(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P17(x): return False
+    if len(x) > 253: return False
+    if not _P16(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n54(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P18(x): return False
+    if len(x) > 1024: return False
+    if not _P17(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n55(x):
-    if not ((type(x) is str and x in _C28)): return False
+    if not ((type(x) is bool and x in _C27)): return False
+    return True
+
+
+def _n52(x):
+    if not (isinstance(x, dict)): return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
+    if not _keys(x, _T30, _T31, _no): return False
+    return True
+
+
+def _n47(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T32, _T33, _no): return False
+    return True
+
+
+def _n46(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n47, x)): return False
     return True
 
 
 def _n58(x):
-    if not ((type(x) is str and x in _C29)): return False
+    if not ((type(x) is str and x in _C28)): return False
     return True
 
 
 def _n59(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 1: return False
-    if x > 65535: return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P18(x): return False
+    if not _n3(x): return False
     return True
 
 
@@ -475,47 +492,8 @@ def _n60(x):
     return True
 
 
-def _n57(x):
-    if not (isinstance(x, dict)): return False
-    if 'host-port' not in x: return False
-    if 'guest-port' not in x: return False
-    if not _keys(x, _T32, _T33, _no): return False
-    return True
-
-
-def _n56(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n57, x)): return False
-    return True
-
-
-def _n62(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 317: return False
-    if not _P20(x): return False
-    if not _n3(x): return False
-    return True
-
-
 def _n61(x):
-    if not (isinstance(x, dict)): return False
-    if 'multus' not in x: return False
-    if not _keys(x, _T34, _T35, _no): return False
-    return True
-
-
-def _n51(x):
-    if not (isinstance(x, dict)): return False
-    if 'mode' not in x: return False
-    if not _keys(x, _T36, _T37, _no): return False
-    return True
-
-
-def _n50(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 32: return False
-    if not all(map(_n51, x)): return False
+    if not ((type(x) is str and x in _C31)): return False
     return True
 
 
@@ -524,107 +502,107 @@ def _n64(x):
     return True
 
 
-def _n63(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T38, _T39, _no): return False
+def _n65(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 65535: return False
     return True
 
 
 def _n66(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P20(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n63(x):
+    if not (isinstance(x, dict)): return False
+    if 'host-port' not in x: return False
+    if 'guest-port' not in x: return False
+    if not _keys(x, _T34, _T35, _no): return False
+    return True
+
+
+def _n62(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n63, x)): return False
+    return True
+
+
+def _n68(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 317: return False
+    if not _P21(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n67(x):
+    if not (isinstance(x, dict)): return False
+    if 'multus' not in x: return False
+    if not _keys(x, _T36, _T37, _no): return False
+    return True
+
+
+def _n57(x):
+    if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
+    if not _keys(x, _T38, _T39, _no): return False
+    return True
+
+
+def _n56(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n57, x)): return False
+    return True
+
+
+def _n70(x):
+    if not ((type(x) is str and x in _C35)): return False
+    return True
+
+
+def _n69(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T40, _T41, _no): return False
+    return True
+
+
+def _n72(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 3: return False
     if x > 4294967294: return False
     return True
 
 
-def _n65(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T40, _T41, _no): return False
-    return True
-
-
-def _n67(x):
+def _n71(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T42, _T43, _no): return False
     return True
 
 
-def _n69(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
-    if not _P21(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n70(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n17, x)): return False
-    return True
-
-
-def _n68(x):
+def _n73(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T44, _T45, _no): return False
     return True
 
 
-def _n73(x):
+def _n75(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 64: return False
+    if len(x) > 4095: return False
     if not _P22(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n72(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 16: return False
-    if not all(map(_n73, x)): return False
-    return True
-
-
-def _n75(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
-    if not _P23(x): return False
-    if not _n3(x): return False
-    return True
-
-
 def _n76(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P24(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n77(x):
-    if not ((type(x) is str and x in _C37)): return False
-    return True
-
-
-def _n79(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
-    if not _P25(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n78(x):
     if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n79, x)): return False
-    return True
-
-
-def _n80(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 1: return False
-    if x > 86400: return False
+    if len(x) > 256: return False
+    if not all(map(_n17, x)): return False
     return True
 
 
@@ -634,136 +612,200 @@ def _n74(x):
     return True
 
 
-def _n82(x):
-    if not ((type(x) is str and x in _C39)): return False
+def _n79(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 64: return False
+    if not _P23(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n78(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 16: return False
+    if not all(map(_n79, x)): return False
     return True
 
 
 def _n81(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T48, _T49, _no): return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
+    if not _P24(x): return False
+    if not _n3(x): return False
     return True
 
 
-def _n84(x):
+def _n82(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
+    if len(x) > 4096: return False
+    if not _P25(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n83(x):
+    if not ((type(x) is str and x in _C40)): return False
+    return True
+
+
+def _n85(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
     if not _P26(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n85(x):
-    if not ((type(x) is str and x in _C41)): return False
-    return True
-
-
-def _n87(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
-    if not _P28(x): return False
-    if not _n3(x): return False
+def _n84(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n85, x)): return False
     return True
 
 
 def _n86(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 86400: return False
+    return True
+
+
+def _n80(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T48, _T49, _no): return False
+    return True
+
+
+def _n88(x):
+    if not ((type(x) is str and x in _C42)): return False
+    return True
+
+
+def _n87(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T50, _T51, _no): return False
     return True
 
 
-def _n89(x):
+def _n90(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P27(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n91(x):
     if not ((type(x) is str and x in _C44)): return False
     return True
 
 
-def _n88(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n89, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+def _n93(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P29(x): return False
+    if not _n3(x): return False
     return True
 
 
-def _n83(x):
+def _n92(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n71(x):
+def _n95(x):
+    if not ((type(x) is str and x in _C47)): return False
+    return True
+
+
+def _n94(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n95, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n89(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T54, _T55, _no): return False
     return True
 
 
-def _n91(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P30(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n90(x):
+def _n77(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T56, _T57, _no): return False
     return True
 
 
-def _n93(x):
+def _n97(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P31(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n96(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T58, _T59, _no): return False
+    return True
+
+
+def _n99(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n95(x):
+def _n101(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n97(x):
+def _n103(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n96(x):
-    if isinstance(x, dict):
-        if not _keys(x, _T60, _T61, None): return False
-    return True
-
-
-def _n94(x):
+def _n102(x):
     if isinstance(x, dict):
         if not _keys(x, _T62, _T63, None): return False
     return True
 
 
-def _n98(x):
+def _n100(x):
+    if isinstance(x, dict):
+        if not _keys(x, _T64, _T65, None): return False
+    return True
+
+
+def _n104(x):
     if isinstance(x, dict):
         if 'cid' not in x: return False
     return True
 
 
-def _n99(x):
+def _n105(x):
     if isinstance(x, dict):
         if 'socket' not in x: return False
     return True
 
 
-def _n92(x):
+def _n98(x):
     if isinstance(x, dict):
         if 'guest' not in x: return False
         if 'confidential' not in x: return False
-        if not _keys(x, _T64, _T65, None): return False
+        if not _keys(x, _T66, _T67, None): return False
     return True
 
 
-def _n100(x):
+def _n106(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
@@ -771,8 +813,8 @@ def _n100(x):
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T58, _T59, _no): return False
-    if not (_yes if _n100(x) else _n92)(x): return False
+    if not _keys(x, _T60, _T61, _no): return False
+    if not (_yes if _n106(x) else _n98)(x): return False
     return True
 
 
@@ -784,64 +826,66 @@ _T4 = {'code': _n15, 'vars': _n15}
 _T5 = ()
 _T6 = {'image': _n15, 'initrd': _n15, 'cmdline': _n17}
 _T7 = ()
-_T8 = {'firmware': _n19, 'kernel': _n19, 'initrd': _n19, 'vcpu-type': _n20, 'guest-features': _n21, 'verify-at-launch': _n22, 'id-key': _n19, 'author-key': _n19}
+_T8 = {'firmware': _n19, 'kernel': _n19, 'initrd': _n19, 'vcpu-type': _n20, 'guest-features': _n21, 'tdx-page-order': _n22, 'verify-at-launch': _n23, 'id-key': _n19, 'author-key': _n19, 'family-id': _n24, 'image-id': _n24, 'guest-svn': _n25}
 _T9 = ()
-_T10 = {'debug': _n22, 'key-sharing': _n22, 'send': _n22, 'domain': _n22, 'sev-only': _n22, 'api-major': _n28, 'api-minor': _n28}
+_T10 = {'formats': _n27}
 _T11 = ()
-_T12 = {'cbitpos': _n25, 'reduced-phys-bits': _n26, 'policy': _n27, 'kernel-hashes': _n22, 'dh-cert-file': _n15, 'session-file': _n15, 'sev-device': _n29, 'legacy-vm-type': _n30}
+_T12 = {'debug': _n23, 'key-sharing': _n23, 'send': _n23, 'domain': _n23, 'sev-only': _n23, 'api-major': _n34, 'api-minor': _n34}
 _T13 = ()
-_T14 = {'smt': _n22, 'migrate-ma': _n22, 'debug': _n22, 'single-socket': _n22, 'cxl': _n22, 'mem-aes-256-xts': _n22, 'rapl-disable': _n22, 'ciphertext-hiding': _n22, 'abi-major': _n28, 'abi-minor': _n28}
+_T14 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'policy': _n33, 'kernel-hashes': _n23, 'dh-cert-file': _n15, 'session-file': _n15, 'sev-device': _n35, 'legacy-vm-type': _n36}
 _T15 = ()
-_T16 = {'cbitpos': _n25, 'reduced-phys-bits': _n26, 'kernel-hashes': _n22, 'sev-device': _n29, 'policy': _n32, 'guest-visible-workarounds': _n33, 'id-block': _n33, 'id-auth': _n33, 'host-data': _n33, 'author-key': _n22, 'vcek-disabled': _n22}
+_T16 = {'smt': _n23, 'migrate-ma': _n23, 'debug': _n23, 'single-socket': _n23, 'cxl': _n23, 'mem-aes-256-xts': _n23, 'rapl-disable': _n23, 'ciphertext-hiding': _n23, 'abi-major': _n34, 'abi-minor': _n34}
 _T17 = ()
-_T18 = {'sept-ve-disable': _n22, 'debug': _n22}
+_T18 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'kernel-hashes': _n23, 'sev-device': _n35, 'policy': _n38, 'guest-visible-workarounds': _n39, 'id-block': _n39, 'id-auth': _n39, 'host-data': _n39, 'author-key': _n23, 'vcek-disabled': _n23}
 _T19 = ()
-_T20 = {'type': _n37, 'cid': _n38, 'port': _n38, 'path': _n15}
+_T20 = {'sept-ve-disable': _n23, 'debug': _n23}
 _T21 = ()
-_T22 = {'attributes': _n35, 'mrconfigid': _n33, 'mrowner': _n33, 'mrownerconfig': _n33, 'quote-generation-socket': _n36}
+_T22 = {'type': _n43, 'cid': _n44, 'port': _n44, 'path': _n15}
 _T23 = ()
-_T24 = {}
+_T24 = {'attributes': _n41, 'mrconfigid': _n39, 'mrowner': _n39, 'mrownerconfig': _n39, 'quote-generation-socket': _n42}
 _T25 = ()
-_T26 = {'sev': _n24, 'sev-es': _n24, 'sev-snp': _n31, 'tdx': _n34, 'pef': _n39, 's390-pv': _n39}
+_T26 = {}
 _T27 = ()
-_T28 = {'pvc': _n47, 'data-volume': _n47, 'container-disk': _n48, 'host-disk': _n49}
+_T28 = {'sev': _n30, 'sev-es': _n30, 'sev-snp': _n37, 'tdx': _n40, 'pef': _n45, 's390-pv': _n45}
 _T29 = ()
-_T30 = {'path': _n15, 'format': _n42, 'bus': _n43, 'readonly': _n22, 'cache': _n44, 'serial': _n45, 'kubevirt': _n46}
+_T30 = {'pvc': _n53, 'data-volume': _n53, 'container-disk': _n54, 'host-disk': _n55}
 _T31 = ()
-_T32 = {'protocol': _n58, 'host-port': _n59, 'guest-port': _n59, 'host-address': _n60}
+_T32 = {'path': _n15, 'format': _n48, 'bus': _n49, 'readonly': _n23, 'cache': _n50, 'serial': _n51, 'kubevirt': _n52}
 _T33 = ()
-_T34 = {'multus': _n62}
+_T34 = {'protocol': _n64, 'host-port': _n65, 'guest-port': _n65, 'host-address': _n66}
 _T35 = ()
-_T36 = {'mode': _n52, 'tap': _n53, 'bridge': _n53, 'mac': _n54, 'model': _n55, 'forward': _n56, 'kubevirt': _n61}
+_T36 = {'multus': _n68}
 _T37 = ()
-_T38 = {'serial': _n64, 'path': _n15}
+_T38 = {'mode': _n58, 'tap': _n59, 'bridge': _n59, 'mac': _n60, 'model': _n61, 'forward': _n62, 'kubevirt': _n67}
 _T39 = ()
-_T40 = {'cid': _n66}
+_T40 = {'serial': _n70, 'path': _n15}
 _T41 = ()
-_T42 = {'socket': _n15}
+_T42 = {'cid': _n72}
 _T43 = ()
-_T44 = {'emulator': _n69, 'sandbox': _n22, 'extra-args': _n70}
+_T44 = {'socket': _n15}
 _T45 = ()
-_T46 = {'unit-name': _n75, 'user': _n76, 'group': _n76, 'restart': _n77, 'wanted-by': _n78, 'after': _n78, 'requires': _n78, 'environment-file': _n15, 'stop-timeout': _n80}
+_T46 = {'emulator': _n75, 'sandbox': _n23, 'extra-args': _n76}
 _T47 = ()
-_T48 = {'domain-type': _n82, 'allow-passthrough': _n22}
+_T48 = {'unit-name': _n81, 'user': _n82, 'group': _n82, 'restart': _n83, 'wanted-by': _n84, 'after': _n84, 'requires': _n84, 'environment-file': _n15, 'stop-timeout': _n86}
 _T49 = ()
-_T50 = {}
-_T51 = ((_P27, _n87), )
-_T52 = {'namespace': _n84, 'run-strategy': _n85, 'labels': _n86, 'kernel-container': _n48, 'feature-gates': _n88}
-_T53 = ()
-_T54 = {'build': _n72, 'shell': _n39, 'systemd': _n74, 'libvirt': _n81, 'kubevirt': _n83}
+_T50 = {'domain-type': _n88, 'allow-passthrough': _n23}
+_T51 = ()
+_T52 = {}
+_T53 = ((_P28, _n93), )
+_T54 = {'namespace': _n90, 'run-strategy': _n91, 'labels': _n92, 'kernel-container': _n54, 'feature-gates': _n94}
 _T55 = ()
-_T56 = {}
-_T57 = ((_P29, _n91), )
-_T58 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n14, 'kernel': _n16, 'measurement': _n18, 'confidential': _n23, 'disk': _n40, 'net': _n50, 'console': _n63, 'vsock': _n65, 'qmp': _n67, 'qemu': _n68, 'targets': _n71, 'waive': _n90}
-_T59 = ()
-_T60 = {'quote-generation-socket': _n97}
+_T56 = {'build': _n78, 'shell': _n45, 'systemd': _n80, 'libvirt': _n87, 'kubevirt': _n89}
+_T57 = ()
+_T58 = {}
+_T59 = ((_P30, _n97), )
+_T60 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n14, 'kernel': _n16, 'measurement': _n18, 'attestation': _n26, 'confidential': _n29, 'disk': _n46, 'net': _n56, 'console': _n69, 'vsock': _n71, 'qmp': _n73, 'qemu': _n74, 'targets': _n77, 'waive': _n96}
 _T61 = ()
-_T62 = {'sev': _n95, 'sev-es': _n95, 'sev-snp': _n95, 'tdx': _n96}
+_T62 = {'quote-generation-socket': _n103}
 _T63 = ()
-_T64 = {'guest': _n93, 'confidential': _n94, 'vsock': _n98, 'qmp': _n99}
+_T64 = {'sev': _n101, 'sev-es': _n101, 'sev-snp': _n101, 'tdx': _n102}
 _T65 = ()
+_T66 = {'guest': _n99, 'confidential': _n100, 'vsock': _n104, 'qmp': _n105}
+_T67 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '82faee44ff381f20feed44d0087e808fb7c65a2e053befc710703bd7c01eea18'
+CGSC_SCHEMA_KEY = 'ce96ffc4e27e9977923af3e0d5ea38e73e61fce611f60576085f7ae075bfc112'
