@@ -22,6 +22,8 @@ from trixie_root import backports_plan
 
 from cgsc import targets
 
+pytestmark = pytest.mark.stack   # runs programs of the trixie root from outside it
+
 ALL = VALID_SPECS + sorted(glob.glob(os.path.join(ROOT, "examples", "kubevirt", "*.toml")))
 SPECS = [s for s in ALL if targets.get("libvirt").unsupported(backports_plan(s)) is None]
 URI = "qemu:///system"   # the libvirtd of the root (fixture virsh129, tests/conftest.py)

@@ -23,6 +23,8 @@ from helpers import ROOT, VALID_SPECS, rel
 from test_qemu import materialize
 from trixie_root import backports_plan, run_qemu
 
+pytestmark = pytest.mark.stack   # runs programs of the trixie root from outside it
+
 SPECS = VALID_SPECS + sorted(glob.glob(os.path.join(ROOT, "examples", "kubevirt", "*.toml")))
 
 # What QEMU 11.1 says when this machine cannot host the mechanism (an AMD host without SEV in

@@ -34,6 +34,8 @@ from helpers import run_cli
 
 from cgsc.core.escape import systemd_exec_line
 
+pytestmark = pytest.mark.stack   # runs programs of the trixie root from outside it
+
 NAME = "pid1-guest"
 LAUNCH = f"/srv/cgsc/{NAME}"           # where the unit finds the boot files (private /srv)
 UNIT = f"{NAME}.service"

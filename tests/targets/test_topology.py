@@ -20,6 +20,8 @@ from trixie_root import backports_plan
 
 from cgsc import targets
 
+pytestmark = pytest.mark.stack   # runs programs of the trixie root from outside it
+
 IDS = ("socket-id", "die-id", "core-id", "thread-id")
 
 
