@@ -53,10 +53,12 @@ firmware = "tdvf.fd"
 KINDS = {
     "snp": ("sev-snp", f'policy = {{ smt = true }}\nhost-data = "{HOST_DATA}"', ""),
     "snp-id-block": ("sev-snp", "policy = { smt = false }",
-                     'id-key = "id.pem"\nauthor-key = "author.pem"'),
+                     'id-key = "id.pem"\nauthor-key = "author.pem"\n'
+                     'family-id = "0123456789abcdef0123456789abcdef"\n'
+                     'image-id = "fedcba9876543210fedcba9876543210"\nguest-svn = 258'),
     "snp-newer-bits": ("sev-snp", "policy = { smt = false, ciphertext-hiding = true }", ""),
     "sev": ("sev", "policy = { debug = false }", ""),
-    "sev-es": ("sev-es", "policy = { debug = false }", ""),
+    "sev-es": ("sev-es", "policy = { debug = false }\nlegacy-vm-type = \"off\"", ""),
 }
 
 
@@ -107,14 +109,20 @@ def build(kind: str, directory: str, extra: str = "", args=()) -> Tuple[str, dic
 
 def tdx(directory: str, xfam: str = "") -> Tuple[str, dict]:
     """(OUT/<name>, manifest) of a TDX guest; with `xfam`, built with a host profile whose
-    tdx.xfam makes the prediction exact, else the manifest lists the XFAM candidates."""
+    tdx.xfam makes the prediction exact, else the manifest lists the XFAM candidates (and
+    the spec asks for go-tdx-guest by name: one config per candidate)."""
     if not xfam:
-        return build("tdx", directory)
+        return build("tdx", directory, ASK_EVERY_TDX_CONFIG)
     profile = os.path.join(directory, "host.json")
     with open(profile, "w", encoding="utf-8") as fh:
         json.dump({"profile-version": 1, "name": "lab-tdx", "origin": "hand-written",
                    "tdx": {"xfam": xfam}}, fh)
     return build("tdx", directory, args=("--host", profile))
+
+
+# Without a host profile's tdx.xfam, go-tdx-guest configs (one per XFAM the guest can
+# report) are written only when the spec names the format.
+ASK_EVERY_TDX_CONFIG = '\n[attestation]\nformats = ["go-tdx-guest", "trustee"]\n'
 
 
 def xfams(report: dict) -> list:
@@ -156,7 +164,7 @@ def examples(directory: str, firmware: dict) -> list:
                         fh.write(f"a stand-in {key} for {example}".encode())
                     lines.append(f"{'kernel' if key == 'image' else key} = {json.dumps(copy)}")
             with open(path, "a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
+                fh.write("\n".join(lines) + "\n" + (ASK_EVERY_TDX_CONFIG if mechanism == "tdx" else ""))
         code, _stdout, err = run_cli("build", path, "-o", os.path.join(directory, "out"))
         assert code == 0, err
         out.append((example, os.path.join(directory, "out", data["guest"]["name"])))

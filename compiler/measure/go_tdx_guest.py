@@ -67,9 +67,11 @@ def header(guest: str, xfam: str, count: int) -> Tuple[str, ...]:
     return tuple(lines)
 
 
-def files(guest: str, attestation: dict) -> List[Tuple[str, str]]:
+def files(guest: str, attestation: dict, every_candidate: bool = False) -> List[Tuple[str, str]]:
     """(file name suffix, text) pairs; NotWritten when the quote is not predicted enough
-    to refuse a DEBUG TD."""
+    to refuse a DEBUG TD. With XFAM not exact (no host profile says it), one config per
+    value the guest can report, only when `every_candidate` (the spec asked for this
+    format by name): dozens of files per guest are not a default."""
     report = attestation["report"]
     missing = [what for what, ok in (("MRTD", "mrtd" in report),
                                      ("the TD attributes", "attributes" in report),
@@ -78,6 +80,11 @@ def files(guest: str, attestation: dict) -> List[Tuple[str, str]]:
         raise NotWritten(" and ".join(missing) + " not predicted: a go-tdx-guest config "
                          "without them would accept a TD it should refuse")
     values = xfam_values(report)
+    if len(values) > 1 and not every_candidate:
+        raise NotWritten(f"XFAM depends on the host CPU ({len(values)} possible values): give "
+                         "a host profile with tdx.xfam (cgsc build --host) for one exact "
+                         "config, or name go-tdx-guest in [attestation] formats for one "
+                         "config per possible value")
     out = []
     for xfam in values:
         config = (Field("policy", MESSAGE, (Field("header_policy", MESSAGE, ()),

@@ -73,7 +73,7 @@ def render(guest, attestation: dict) -> References:
     files, record, errors = [], [], []
     for i, fmt in enumerate(chosen):
         try:
-            written = guest.mechanism.reference_values(fmt, guest.name, attestation)
+            written = guest.mechanism.reference_values(fmt, guest.name, attestation, explicit)
         except NotWritten as why:
             record.append({"format": fmt, "files": [], "not-written": str(why)})
             if explicit:

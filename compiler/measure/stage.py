@@ -296,9 +296,11 @@ def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
         fd = os.open(path, os.O_RDONLY | _CLOEXEC | getattr(os, "O_NOCTTY", 0)
                      | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
-                                      "give a readable file (relative paths are relative to "
-                                      "the spec file)")
+        where = f" (cgsc looked for {path})" if path != given else ""
+        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}{where}",
+                                      "give a readable file (a relative path is relative to "
+                                      "the spec file that gives it, a base's for a key the "
+                                      "base gives)")
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):   # checked on the open file: no race with a rename

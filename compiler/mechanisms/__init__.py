@@ -29,6 +29,9 @@ class Mechanism:
     machine_pattern = r"q35|pc-q35-[0-9][0-9.]*"
     machine_hint = 'machine = "q35" (or a versioned pc-q35-X.Y)'
     firmware = "pflash-or-bios"   # or "bios" (one stateless image) or "none"
+    # a firmware image built for the mechanism, as a distribution installs it (the hint of
+    # a spec that names none)
+    firmware_example = ""
     layout = None                 # the policy/attributes word's bit layout, if any
     sealed_kernel_args = False    # initrd/cmdline live inside the boot image
     reboot_ends_process = False   # a guest reboot ends QEMU with status 0 (no reset in place)
@@ -63,10 +66,11 @@ class Mechanism:
         `host` is the --host profile, when the build has one (facts the spec cannot say)."""
         raise NotImplementedError
 
-    def reference_values(self, fmt: str, guest_name: str, attestation: dict):
+    def reference_values(self, fmt: str, guest_name: str, attestation: dict, asked: bool = False):
         """[(file name suffix, text)]: the predictions of manifest.json's `attestation` in
         `fmt`, one of reference_formats; raises cgsc.measure.reference_values.NotWritten
-        when the prediction lacks a field the format must pin."""
+        when the prediction lacks a field the format must pin. `asked`: the spec named
+        `fmt` in [attestation] formats (not only the default set)."""
         raise NotImplementedError
 
     def compare_evidence(self, attestation: dict, data: bytes):

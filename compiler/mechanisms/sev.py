@@ -67,6 +67,7 @@ PLAIN_SEV = Rule(
 class Sev(Mechanism):
     name = "sev"
     title = "AMD SEV"
+    firmware_example = "/usr/share/ovmf/OVMF.amdsev.fd"   # Debian: ovmf (edk2 AmdSevX64)
     qom_type = "sev-guest"
     layout = POLICY
     es = False
@@ -86,7 +87,7 @@ class Sev(Mechanism):
         return attested._replace(notes=notes,
                                  not_predicted=("api_major", "api_minor", "build", "mnonce")), []
 
-    def reference_values(self, fmt, guest_name, attestation):
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
         from ..measure import sev_launch
         return sev_launch.files(attestation)
 

@@ -105,6 +105,7 @@ UNPINNED_ID = Rule(
 class SevSnp(Mechanism):
     name = "sev-snp"
     title = "AMD SEV-SNP"
+    firmware_example = "/usr/share/ovmf/OVMF.amdsev.fd"   # Debian: ovmf-amdsev (edk2 AmdSevX64)
     qom_type = "sev-snp-guest"
     firmware = "bios"
     layout = POLICY
@@ -216,7 +217,7 @@ class SevSnp(Mechanism):
         from ..measure import snp_report
         return snp_report.compare(attestation["report"], data, POLICY.bit_names)
 
-    def reference_values(self, fmt, guest_name, attestation):
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
         from ..measure import go_sev_guest, trustee
         if fmt == "go-sev-guest":
             return go_sev_guest.files(guest_name, attestation)

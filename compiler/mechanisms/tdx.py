@@ -66,6 +66,7 @@ NO_SEPT_VE_DISABLE = Rule(
 class Tdx(Mechanism):
     name = "tdx"
     title = "Intel TDX"
+    firmware_example = "/usr/share/ovmf/OVMF.inteltdx.ms.fd"   # Debian: ovmf-inteltdx (edk2 IntelTdxX64)
     qom_type = "tdx-guest"
     firmware = "bios"
     layout = ATTRIBUTES
@@ -125,11 +126,11 @@ class Tdx(Mechanism):
         from ..measure import tdx_quote
         return tdx_quote.compare(attestation["report"], data, ATTRIBUTES.bit_names)
 
-    def reference_values(self, fmt, guest_name, attestation):
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
         from ..measure import go_tdx_guest, trustee
         from ..measure.reference_values import NotWritten
         if fmt == "go-tdx-guest":
-            return go_tdx_guest.files(guest_name, attestation)
+            return go_tdx_guest.files(guest_name, attestation, every_candidate=asked)
         report = attestation["report"]
         if "mrtd" not in report:
             raise NotWritten("MRTD is not predicted: Trustee's default policy has nothing "

@@ -18,6 +18,7 @@ from .conflicts import Claim, Owner, Where, check, claims
 REFERENCE_VALUES = "reference-values"
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
                       "A target named in [targets] build or with --target is not installed.",
+                      "the cgsc.targets entry-point group (docs/api.md)",
                       fix="Use an installed target (`cgsc targets` lists them).")
 
 @dataclass(frozen=True)

@@ -30,12 +30,14 @@ DUPLICATE_NAME = Rule("CGS-TARGET-002", "two specs in one build have the same gu
                       "Their artifacts would overwrite each other in out/<name>/. Names that "
                       "differ only by trailing dots are the same name to DNS and to Windows "
                       "file names (a checkout of out/).",
+                      "libvirt domain names and systemd unit names are unique on a host",
                       fix="Give every guest its own [guest] name.")
 DUPLICATE_UNIT = Rule(
     "CGS-TARGET-003", "two guests in one build install the same systemd unit",
     "Units are installed under one name in /etc/systemd/system/: the second unit file would "
     "replace the first, so one guest would start with the other's command line and the "
     "other never.",
+    "systemd.unit(5): one unit file per unit name",
     fix="Give each guest its own [targets.systemd] unit-name (the default is <name>.service).")
 PORT = Rule(
     "CGS-FLEET-001", "two guests on one host forward the same host port",

@@ -39,21 +39,18 @@ def _command(words: Sequence[str], specs: Sequence[str], what: str) -> str:
 
 
 def text(findings: Sequence[Diagnostic], results, orphans: Sequence[Drift], root: str,
-         diffs: bool) -> Tuple[str, str]:
-    """(stdout, stderr) of `cgsc check` in text: a changed launch measurement in readable
-    lines, and the unified diffs when asked for; each finding once (the hints of drift
-    findings are the summary's fix line), then the summary. `results`: each checked
-    guest's fleet.Result."""
-    from .report import to_text
+         diffs: bool) -> Tuple[str, List[Diagnostic], List[str]]:
+    """`cgsc check` in text: (stdout: a changed launch measurement in readable lines, and
+    the unified diffs when asked for; the findings, each once, the hints of drift findings
+    left to the summary's fix line; the summary lines). `results`: each checked guest's
+    fleet.Result."""
     stale = [r for r in results if r.drifts]
     shown = [detail if diffs else note for r in stale for _path, _kind, detail, note in r.drifts]
     out = "".join(text if text.endswith("\n") else text + "\n" for text in shown if text)
     quiet = {DRIFT.id, ORPHAN.id}
-    err = to_text([d.hinted("") if d.rule in quiet else d for d in findings])
-    err += "".join(line + "\n" for line in summary(
-        [r.path for r in stale], sum(len(r.drifts) for r in stale), orphans, len(results),
-        [r.path for r in results], root, not diffs))
-    return out, err
+    lines = summary([r.path for r in stale], sum(len(r.drifts) for r in stale), orphans,
+                    len(results), [r.path for r in results], root, not diffs)
+    return out, [d.hinted("") if d.rule in quiet else d for d in findings], lines
 
 
 def summary(stale: Sequence[str], artifacts: int, orphans: Sequence[Drift], checked: int,

@@ -165,6 +165,16 @@ def test_the_go_tdx_guest_config_holds_the_prediction(tmp_path):
     assert _textproto_bytes(text, "xfam") == [bytes.fromhex("e702060000000000")]
 
 
+def test_without_an_exact_xfam_go_tdx_guest_is_written_only_when_asked(tmp_path):
+    """48 configs per guest are not a default: without a host profile's tdx.xfam and
+    without go-tdx-guest named in [attestation] formats, none is written, and the manifest
+    says why and what gives one (Trustee's list takes every candidate)."""
+    guest, manifest = guests.build("tdx", str(tmp_path))
+    record = {r["format"]: r for r in manifest["attestation"]["reference-values"]}
+    assert record["go-tdx-guest"]["files"] == [] and "tdx.xfam" in record["go-tdx-guest"]["not-written"]
+    assert record["trustee"]["files"] and not any("go-tdx-guest" in f for f in os.listdir(guest))
+
+
 def test_one_go_tdx_guest_config_per_possible_xfam(tmp_path):
     guest, manifest = guests.tdx(str(tmp_path))
     candidates = guests.xfams(manifest["attestation"]["report"])

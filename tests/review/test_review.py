@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import EXAMPLES, INVALID, ROOT, assertions, compile_plan, render, run_cli
+from helpers import EXAMPLES, INVALID, ROOT, assertions, compile_plan, data_json, render, run_cli
 
 from cgsc.mechanisms import MECHANISMS
 from cgsc.lower.qemu import keyval_split
@@ -109,7 +109,7 @@ def test_check_reports_every_kind_of_drift(tmp_path):
     name = compile_plan(spec).name
     assert run_cli("build", spec, "-o", str(tmp_path))[0] == 0
     guest = tmp_path / name
-    (guest / f"{name}.sh").write_text((guest / f"{name}.sh").read_text().replace("-smp 8", "-smp 9"))
+    (guest / f"{name}.sh").write_text((guest / f"{name}.sh").read_text().replace("-smp 8,", "-smp 9,"))
     (guest / f"{name}.xml").unlink()
     (guest / "notes.txt").write_text("hand-made\n")
     (guest / f"{name}.service").chmod(0o600)
@@ -125,7 +125,8 @@ def test_check_reports_every_kind_of_drift(tmp_path):
     code, out, err2 = run_cli("check", "--diff", spec, "-o", str(tmp_path))
     assert code == 1 and err2 == err.replace("cgsc: the full diff of each changed artifact: the "
                                              "same command with --diff\n", "")
-    assert f"--- {guest}/{name}.sh (on disk)" in out and "-    -smp 9 \\" in out and "+    -smp 8 \\" in out
+    assert f"--- {guest}/{name}.sh (on disk)" in out and "-    -smp 9,sockets=1,dies=1,cores=8,threads=1 \\" in out \
+        and "+    -smp 8,sockets=1,dies=1,cores=8,threads=1 \\" in out
     assert _tree(tmp_path) == before, "check never writes"
     code, out, _ = run_cli("check", spec, "-o", str(tmp_path), "--format", "json")
     (found,) = json.loads(out)
