@@ -96,8 +96,12 @@ def compare(predicted: dict, data: bytes, policy_names: Dict[int, str]) -> Tuple
             raise PredictionError("report.guest_svn is not a 32-bit integer")
         rows.append(Row("guest_svn", str(svn), str(got["guest_svn"]), svn == got["guest_svn"]))
     policy = predicted_word(predicted, "policy")
-    if policy is None or predicted_hex(predicted, "measurement", 48) is None:
-        raise PredictionError("report.policy and report.measurement are not both predicted")
+    # cgsc predicts these three for every SEV-SNP guest (host_data is zeros without
+    # host-data): a manifest without one is damaged, not a field to leave unchecked.
+    if (policy is None or predicted_hex(predicted, "measurement", 48) is None
+            or predicted_hex(predicted, "host_data", 32) is None):
+        raise PredictionError("report.policy, report.measurement and report.host_data are "
+                              "not all predicted")
     rows.append(word_row("policy", policy, got["policy"], policy_names))
     for name, size in HEX_FIELDS[:2]:
         if predicted_hex(predicted, name, size) is not None:

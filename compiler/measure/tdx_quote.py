@@ -100,24 +100,28 @@ MR_FIELDS = ("mrconfigid", "mrowner", "mrownerconfig")
 
 
 def compare(predicted: dict, data: bytes, attribute_names: Dict[int, str]) -> Tuple[str, List[Row]]:
-    """(what the evidence is, a row per predicted field in quote order)."""
+    """(what the evidence is, a row per predicted field in quote order). cgsc predicts every
+    one of these fields for a TD: a manifest without one is damaged, and is refused rather
+    than left unchecked (without the TD attributes a TD with DEBUG set would pass)."""
     got = decode(data)
-    rows: List[Row] = []
-    attributes = predicted_word(predicted, "attributes")
-    if attributes is not None:
-        rows.append(word_row("attributes", attributes, got["attributes"], attribute_names, 16))
-    xfams = ([predicted_word(predicted, "xfam")] if "xfam" in predicted else
-             [predicted_word({"xfam": x}, "xfam") for x in _list(predicted, "xfam-candidates")])
-    if xfams:
-        rows.append(one_of_row("xfam", xfams, got["xfam"], 16))
-    if predicted_hex(predicted, "mrtd", 48) is not None:
-        rows.append(hex_row("mrtd", predicted["mrtd"], got["mrtd"]))
-    for name in MR_FIELDS:
-        if predicted_hex(predicted, name, 48) is not None:
-            rows.append(hex_row(name, predicted[name], got[name]))
-    if not rows:
-        raise PredictionError("the report predicts no TD quote field")
+    attributes = _required(predicted_word(predicted, "attributes"), "attributes")
+    rows: List[Row] = [word_row("attributes", attributes, got["attributes"], attribute_names, 16)]
+    if "xfam" in predicted:
+        xfams = [_required(predicted_word(predicted, "xfam"), "xfam")]
+    else:
+        xfams = [_required(predicted_word({"xfam": x}, "xfam"), "xfam-candidates")
+                 for x in _list(predicted, "xfam-candidates")]
+    rows.append(one_of_row("xfam", _required(xfams, "xfam"), got["xfam"], 16))
+    for name in ("mrtd",) + MR_FIELDS:
+        rows.append(hex_row(name, _required(predicted_hex(predicted, name, 48), name),
+                            got[name]))
     return f"TDX quote, version {got['version']} ({got['body']} TD report)", rows
+
+
+def _required(value, name: str):
+    if value is None or value == []:
+        raise PredictionError(f"report.{name} is missing: cgsc predicts it for every TD")
+    return value
 
 
 def _list(predicted: dict, name: str) -> list:

@@ -100,12 +100,17 @@ def _manifest(guest: str) -> Tuple[str, dict]:
     return path, doc
 
 
-def _configs(directory: str, attestation: dict) -> Tuple[str, ...]:
+def _configs(path: str, attestation: dict) -> Tuple[str, ...]:
+    """The reference-value files the manifest at `path` lists."""
     out = []
-    for entry in attestation.get("reference-values") or ():
-        if isinstance(entry, dict):
-            out += [os.path.join(directory, f) for f in entry.get("files") or ()
-                    if isinstance(f, str)]
+    entries = attestation.get("reference-values") or []
+    for entry in entries if isinstance(entries, list) else [None]:
+        files = entry.get("files") or [] if isinstance(entry, dict) else None
+        if not isinstance(files, list):
+            raise UsageProblem(f"{printable(path)}: attestation.reference-values is not a "
+                               "list of formats and their files: not what cgsc writes "
+                               "(rebuild the guest with cgsc build)")
+        out += [os.path.join(os.path.dirname(path), f) for f in files if isinstance(f, str)]
     return tuple(out)
 
 
@@ -124,7 +129,7 @@ def verify(report: str, guest: str) -> Verdict:
         attestation.get("mechanism"), str) else None
     if mechanism is None:
         raise UsageProblem(f"{printable(path)}: attestation.mechanism is not one cgsc knows")
-    configs = _configs(os.path.dirname(path), attestation)
+    configs = _configs(path, attestation)
     if not mechanism.evidence:
         raise UsageProblem(f"guest {name} is {mechanism.title}, which has no attestation "
                            "report cgsc reads" + ("; check its launch measurement with "

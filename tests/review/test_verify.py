@@ -282,6 +282,54 @@ def test_a_hand_edited_prediction_is_refused(snp, tmp_path):
     assert code == 2 and "attestation.report.measurement is not 48 bytes of lowercase hex" in err
 
 
+def _edited(tmp_path, manifest, edit):
+    doc = json.loads(json.dumps(manifest))
+    edit(doc["attestation"])
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+# A damaged prediction is the manifest's problem (exit 2), never a traceback, and never a
+# field silently left unchecked: without its TD attributes a TD with DEBUG set would pass.
+TDX_DAMAGE = {
+    "xfam null": lambda a: a["report"].__setitem__("xfam", None),
+    "a null candidate": lambda a: (a["report"].pop("xfam"), a["report"].update({"xfam-candidates": [None]})),
+    "no candidates": lambda a: (a["report"].pop("xfam"), a["report"].update({"xfam-candidates": []})),
+    "no xfam": lambda a: a["report"].pop("xfam"),
+    "no attributes": lambda a: a["report"].pop("attributes"),
+    "no mrtd": lambda a: a["report"].pop("mrtd"),
+    "no mrconfigid": lambda a: a["report"].pop("mrconfigid"),
+}
+SNP_DAMAGE = {
+    "no host_data": lambda a: a["report"].pop("host_data"),
+    "reference-values not a list": lambda a: a.__setitem__("reference-values", 5),
+    "files not a list": lambda a: a.__setitem__("reference-values", [{"files": 1.5}]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(TDX_DAMAGE))
+def test_a_damaged_tdx_prediction_is_refused(damage, tdx, tmp_path):
+    guest, manifest = tdx
+    quote = tdx_quote(4, manifest["attestation"]["report"])
+    set_tdx(quote, 4, "attributes", int(manifest["attestation"]["report"]["attributes"], 16) | 1)
+    evidence = tmp_path / "q.bin"
+    evidence.write_bytes(bytes(quote))
+    code, _out, err = run_cli("verify", str(evidence), "--manifest",
+                              _edited(tmp_path, manifest, TDX_DAMAGE[damage]))
+    assert code == 2 and "not what cgsc writes" in err, (damage, code, err)
+
+
+@pytest.mark.parametrize("damage", sorted(SNP_DAMAGE))
+def test_a_damaged_snp_prediction_is_refused(damage, snp, tmp_path):
+    guest, manifest = snp
+    evidence = tmp_path / "r.bin"
+    evidence.write_bytes(bytes(snp_report(3, manifest["attestation"]["report"])))
+    code, _out, err = run_cli("verify", str(evidence), "--manifest",
+                              _edited(tmp_path, manifest, SNP_DAMAGE[damage]))
+    assert code == 2 and "not what cgsc writes" in err, (damage, code, err)
+
+
 def test_usage(tmp_path):
     code, _out, err = run_cli("verify", "r.bin")
     assert code == 2 and "one of the arguments --guest --manifest is required" in err
