@@ -79,7 +79,17 @@ XFAM_GROUPS = (
 
 def xfam_groups(qemu: Optional[tuple]) -> Tuple[XfamGroup, ...]:
     """The groups a QEMU release can set (unknown release: all of them)."""
-    return tuple(g for g in XFAM_GROUPS if qemu is None or qemu >= g.qemu_since)
+    return tuple(g for g in XFAM_GROUPS if qemu is None or _at_least(qemu, g.qemu_since))
+
+
+def _at_least(qemu: tuple, since: tuple) -> bool:
+    """Whether QEMU `qemu` may have what release `since` brought. A micro version of 50 or
+    more is QEMU's development tree (x.y.50) or a release candidate of the next release
+    (x.y.90, ...: 11.0.0-rc0 is 10.2.90), which may have anything up to that release,
+    x.(y+1) or (x+1).0."""
+    if qemu >= since:
+        return True
+    return len(qemu) > 2 and qemu[2] >= 50 and since <= (qemu[0] + 1, 0)
 
 
 def xfam_candidates(groups) -> List[int]:
