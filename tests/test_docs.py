@@ -89,3 +89,21 @@ def test_the_docs_index_names_every_guide():
               and f != "README.md"]
     for guide in guides + ["reference/keys.md", "reference/rules.md"]:
         assert f"]({guide})" in index, guide
+
+
+def test_every_file_a_rule_reference_names_is_one_a_user_can_open():
+    """A rule's reference is read in `cgsc explain`, `cgsc rules`, SARIF and
+    docs/reference/rules.md by users who have only the repository: a Markdown file it
+    names is one of the repository's (not the maintainers' notes it was written from), and
+    a JSON file is the repository's schema/ or named with its project (QEMU's QAPI)."""
+    from cgsc.core.rules import load_all
+    elsewhere = []
+    for rule in load_all().values():
+        for clause in rule.reference.split(";"):
+            for name in re.findall(r"[\w./-]+\.(?:md|json)\b", clause):
+                ours = os.path.isfile(os.path.join(ROOT, name))
+                upstream = name.endswith(".json") and not name.startswith("schema/") \
+                    and re.match(r"\s*QEMU\b", clause)
+                if not (ours or upstream):
+                    elsewhere.append(f"{rule.id}: {name}")
+    assert elsewhere == []
