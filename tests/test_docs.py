@@ -107,3 +107,32 @@ def test_every_file_a_rule_reference_names_is_one_a_user_can_open():
                 if not (ours or upstream):
                     elsewhere.append(f"{rule.id}: {name}")
     assert elsewhere == []
+
+
+def _anchors(path):
+    """The anchors GitHub gives the headings of a Markdown file (lowercase; punctuation but
+    `-` and `_` dropped; spaces to `-`; a repeated heading gets -1, -2...)."""
+    with open(path, encoding="utf-8") as fh:
+        text = re.sub(r"```.*?```", "", fh.read(), flags=re.S)
+    seen, out = {}, set()
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_every_link_to_a_section_leads_to_a_heading(doc):
+    with open(os.path.join(ROOT, doc), encoding="utf-8") as fh:
+        text = re.sub(r"```.*?```", "", fh.read(), flags=re.S)
+    broken = []
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+        if "://" in target:
+            continue
+        path = os.path.normpath(os.path.join(ROOT, os.path.dirname(doc), target)) if target \
+            else os.path.join(ROOT, doc)
+        if anchor not in _anchors(path):
+            broken.append(f"{target}#{anchor}")
+    assert broken == [], broken
