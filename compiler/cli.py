@@ -48,9 +48,9 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         _with_output_options(cmd, argparse.SUPPRESS)
         return cmd
 
-    def with_format(cmd, choices=FORMATS):
-        cmd.add_argument("--format", choices=choices, default="text",
-                         help="diagnostics as text (stderr), or json, sarif, github (stdout)")
+    def with_format(cmd, choices=FORMATS,
+                    help="diagnostics as text (stderr), or json, sarif, github (stdout)"):
+        cmd.add_argument("--format", choices=choices, default="text", help=help)
 
     def with_list(cmd):
         # a fleet too large for a command line (ARG_MAX), or one the interpreter should
@@ -149,7 +149,8 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         where = ve.add_mutually_exclusive_group(required=True)
         where.add_argument("--guest", metavar="DIR", help="the guest's output directory (OUT/NAME)")
         where.add_argument("--manifest", metavar="FILE", help="the guest's manifest.json")
-        with_format(ve, ("text", "json", "sarif"))
+        with_format(ve, ("text", "json", "sarif"), "the comparison as a table (stdout, its "
+                    "verdict on stderr), or json, sarif (stdout)")
     if only in (None, "rules"):
         r = command("rules", "list the rules, or explain one")
         r.add_argument("rule", nargs="?", metavar="RULE-ID")

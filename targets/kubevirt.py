@@ -28,7 +28,7 @@ EXTRA_ARGS = Rule(
     "CGS-KUBEVIRT-004", "KubeVirt cannot pass extra QEMU arguments",
     "virt-launcher builds the QEMU command line from the VirtualMachine; there is no field "
     "for raw arguments, so the guest would silently launch without them.",
-    "reference/kubevirt/README.md",
+    "KubeVirt API: VirtualMachineInstance spec.domain (no QEMU command line)",
     fix="Remove [qemu] extra-args, or leave kubevirt out of [targets] build.")
 NO_VOLUME = Rule(
     "CGS-KUBEVIRT-005", "a disk has no KubeVirt volume",
@@ -40,7 +40,7 @@ HOST_DISK_GATE = Rule(
     "CGS-KUBEVIRT-006", "a host-disk volume needs the HostDisk feature gate acknowledged",
     "hostDisk volumes put a node's file into the VM; KubeVirt rejects them unless the "
     "cluster has the HostDisk feature gate on, which is a deliberate cluster-wide choice.",
-    "reference/kubevirt/README.md (volumes)",
+    "KubeVirt user guide, disks and volumes: hostDisk (HostDisk feature gate)",
     fix='List the gate in [targets.kubevirt] feature-gates = ["HostDisk"] once the cluster has '
         "it on, or use a pvc / data-volume / container-disk volume.")
 NETWORK = Rule(
@@ -53,8 +53,8 @@ KERNEL_BOOT = Rule(
     "CGS-KUBEVIRT-008", "KubeVirt kernel boot needs both [kernel] image and kernel-container",
     "KubeVirt's kernelBoot takes the kernel and initrd from a container image; a host path "
     "alone means nothing on a cluster, and a kernel-container without [kernel] image says "
-    "nothing about which file to boot.", "reference/kubevirt/virtualmachine.openapi.json "
-    "(firmware.kernelBoot)",
+    "nothing about which file to boot.",
+    "KubeVirt API: VirtualMachine spec.template.spec.domain.firmware.kernelBoot",
     fix="Give [targets.kubevirt] kernel-container (an image holding the [kernel] files at the "
         "same paths) together with [kernel] image.")
 VSOCK_CID = Rule(

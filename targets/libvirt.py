@@ -22,12 +22,14 @@ NOT_EXPRESSIBLE = Rule(
     "CGS-LIBVIRT-001", "libvirt cannot express this guest",
     "Some spec values have no libvirt domain XML form (for example launch-session files, "
     "which libvirt wants inline, or a vsock QGS address). cgsc refuses rather than write a "
-    "domain that silently differs from the launch script.", "libvirt.md",
+    "domain that silently differs from the launch script.",
+    "libvirt formatdomain (Launch Security); docs/targets.md",
     fix="Build only the targets that can express the spec: [targets] build = [\"shell\", \"systemd\"].")
 PASSTHROUGH_OFF = Rule(
     "CGS-LIBVIRT-002", "the guest needs <qemu:commandline> but allow-passthrough = false",
     "libvirt has no native form for POWER PEF or for extra-args; they can only be passed to "
-    "QEMU through the qemu namespace, which taints the domain.", "libvirt.md section 7",
+    "QEMU through the qemu namespace, which taints the domain.",
+    "libvirt docs/drvqemu.rst (pass-through of arbitrary QEMU commands)",
     fix="Set allow-passthrough = true, or leave libvirt out of [targets] build.")
 EMULATOR = Rule(
     "CGS-LIBVIRT-003", "libvirt needs an absolute emulator path",

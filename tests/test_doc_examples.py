@@ -102,3 +102,19 @@ def test_the_documented_restart_default_is_what_the_units_say(tmp_path):
         code, out, err = run_cli("build", str(spec), "-t", "systemd", "--stdout")
         assert code == 0, err
         assert f"\nRestart={restart}\n" in out, (mechanism, out)
+
+
+def test_getting_started_shows_the_error_cgsc_gives_for_its_own_spec(tmp_path):
+    """The guide's mistake, made in the spec `cgsc init` writes, is reported as shown."""
+    blocks = _blocks(os.path.join("docs", "getting-started.md"))
+    shown = next(body for lang, body in blocks if "[CGS-SNP-001]" in body)
+    spec = tmp_path / "payments-db.toml"
+    assert run_cli("init", "--mechanism", "sev-snp", "payments-db", "-o", str(spec))[0] == 0
+    text = re.sub(r"(?m)^policy = .*$", "policy = 0x10000", spec.read_text())
+    spec.write_text(text)
+    import subprocess
+    import sys
+    code = subprocess.run([sys.executable, "-m", "cgsc", "validate", "payments-db.toml"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert code.returncode == 1
+    assert code.stderr.startswith(shown), code.stderr

@@ -89,3 +89,50 @@ def test_the_docs_index_names_every_guide():
               and f != "README.md"]
     for guide in guides + ["reference/keys.md", "reference/rules.md"]:
         assert f"]({guide})" in index, guide
+
+
+def test_every_file_a_rule_reference_names_is_one_a_user_can_open():
+    """A rule's reference is read in `cgsc explain`, `cgsc rules`, SARIF and
+    docs/reference/rules.md by users who have only the repository: a Markdown file it
+    names is one of the repository's (not the maintainers' notes it was written from), and
+    a JSON file is the repository's schema/ or named with its project (QEMU's QAPI)."""
+    from cgsc.core.rules import load_all
+    elsewhere = []
+    for rule in load_all().values():
+        for clause in rule.reference.split(";"):
+            for name in re.findall(r"[\w./-]+\.(?:md|json)\b", clause):
+                ours = os.path.isfile(os.path.join(ROOT, name))
+                upstream = name.endswith(".json") and not name.startswith("schema/") \
+                    and re.match(r"\s*QEMU\b", clause)
+                if not (ours or upstream):
+                    elsewhere.append(f"{rule.id}: {name}")
+    assert elsewhere == []
+
+
+def _anchors(path):
+    """The anchors GitHub gives the headings of a Markdown file (lowercase; punctuation but
+    `-` and `_` dropped; spaces to `-`; a repeated heading gets -1, -2...)."""
+    with open(path, encoding="utf-8") as fh:
+        text = re.sub(r"```.*?```", "", fh.read(), flags=re.S)
+    seen, out = {}, set()
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_every_link_to_a_section_leads_to_a_heading(doc):
+    with open(os.path.join(ROOT, doc), encoding="utf-8") as fh:
+        text = re.sub(r"```.*?```", "", fh.read(), flags=re.S)
+    broken = []
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+        if "://" in target:
+            continue
+        path = os.path.normpath(os.path.join(ROOT, os.path.dirname(doc), target)) if target \
+            else os.path.join(ROOT, doc)
+        if anchor not in _anchors(path):
+            broken.append(f"{target}#{anchor}")
+    assert broken == [], broken

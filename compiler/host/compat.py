@@ -200,7 +200,8 @@ def check_host(plan: LaunchPlan, profile: dict, libvirt: bool = True) -> List[Di
     elif kvm.get(mech) is False:
         found.append(MECHANISM_UNAVAILABLE.error(
             table, f"host {host} does not offer {plan.confidential.title} (KVM/firmware say no)",
-            "profiles that offer it: see `cgsc probe` on the host"))
+            f"build against a host whose KVM and firmware offer {mech} (its profile: "
+            "`cgsc probe -o host.json` there), or choose the mechanism this host offers"))
     found += _qemu(plan, profile, table)
     if libvirt:
         found += _libvirt(plan, profile, table)
@@ -331,7 +332,9 @@ def _firmware(plan, profile) -> List[Diagnostic]:
     entry = next((f for f in images if f["path"] == code), None)
     if entry is None:
         return [FIRMWARE_UNFIT.error(("firmware", "code"), f"host {host} has no {code}",
-                                     "it has: " + (", ".join(f["path"] for f in images) or "none"))]
+                                     "it has: " + ", ".join(f["path"] for f in images) if images
+                                     else "its profile lists no firmware image: install one "
+                                     "for the mechanism on the host, then `cgsc probe` again")]
     features = entry.get("features")
     if features is None:
         return []

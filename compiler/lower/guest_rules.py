@@ -15,12 +15,13 @@ from . import confine, kubevirt_rules, runtime_rules
 
 ARCH = Rule("CGS-GUEST-001", "the guest arch does not fit the mechanism",
             "Each mechanism exists on one architecture only: SEV, SEV-ES, SEV-SNP and TDX on "
-            "x86_64, PEF on ppc64, PV on s390x.", "qemu.md section 1",
+            "x86_64, PEF on ppc64, PV on s390x.",
+            "QEMU docs/system/confidential-guest-support.rst",
             fix="Set [guest] arch to the mechanism's architecture.")
 MACHINE = Rule("CGS-GUEST-002", "the machine type does not fit the mechanism",
                "SEV-SNP and TDX need q35; PEF needs pseries; PV needs s390-ccw-virtio. cgsc "
                "accepts only the machine family each mechanism is tested and documented with.",
-               "qemu.md section 1; libvirt.md section 8",
+               "QEMU docs/system/confidential-guest-support.rst; libvirt formatdomain (Launch Security)",
                fix="Leave machine out (cgsc picks the right one) or use the family the message names.")
 TOPOLOGY = Rule("CGS-GUEST-003", "the vCPU topology does not multiply to vcpus",
                 "QEMU refuses an -smp whose sockets × dies × cores × threads is not the vCPU "
@@ -32,12 +33,14 @@ TOPOLOGY = Rule("CGS-GUEST-003", "the vCPU topology does not multiply to vcpus",
                     "out: cgsc takes what is left).")
 FW_MISSING = Rule("CGS-FW-001", "x86_64 confidential guests need [firmware] code",
                   "An encrypted x86 guest boots through OVMF/TDVF built for the mechanism; "
-                  "QEMU's default SeaBIOS cannot start it.", "qemu.md sections 3-5",
+                  "QEMU's default SeaBIOS cannot start it.",
+                  "QEMU docs/system/i386/amd-memory-encryption.rst, docs/system/i386/tdx.rst",
                   fix="Add [firmware] code with an OVMF/TDVF image built for the mechanism.")
 FW_VARS = Rule("CGS-FW-002", "SEV-SNP and TDX take one stateless firmware image (no vars)",
                "SNP and TDX guests have no read-only memory slots, so pflash fails "
                "('pflash with kvm requires KVM readonly memory support'); they boot with -bios.",
-               "qemu.md section 12 item 4; AMDESE/AMDSEV#223",
+               "QEMU docs/system/i386/amd-memory-encryption.rst (SEV-SNP), docs/system/i386/tdx.rst; "
+               "AMDESE/AMDSEV#223",
                fix="Remove vars and use a stateless image (OVMF.amdsev.fd, OVMF.inteltdx.fd).")
 FW_NONE = Rule("CGS-FW-003", "PEF and s390x PV take no [firmware] table",
                "pseries boots SLOF and s390x boots its own loader; a firmware image would be "

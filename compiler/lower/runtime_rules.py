@@ -15,7 +15,8 @@ RESTART = Rule(
     "SEV-ES, SEV-SNP and TDX guests cannot be reset in place: a reboot inside the guest ends "
     "QEMU with exit status 0. With Restart=no, on-failure, on-abnormal, on-abort or on-watchdog "
     "systemd sees a clean exit and leaves the guest powered off.",
-    "qemu.md (reboot of confidential guests); systemd.service(5) Restart=",
+    "QEMU system/runstate.c qemu_system_reset_request ('cpus are not resettable, terminating'); "
+    "systemd.service(5) Restart=",
     fix="Leave restart out (cgsc then writes Restart=always), or set it to always or on-success.",
     severity="warning")
 FORWARD = Rule(
@@ -28,7 +29,8 @@ VIRTIO_IOMMU = Rule(
     "A confidential guest's memory is encrypted: a virtio device must use the guest's DMA API "
     "(bounce buffers in shared memory), which iommu_platform=on turns on. cgsc sets it on every "
     "device it writes; a device from extra-args without it cannot do I/O, or makes the guest "
-    "share memory it did not mean to.", "qemu.md (virtio under confidential guests); libvirt.md section 3",
+    "share memory it did not mean to.", "virtio 1.1 VIRTIO_F_ACCESS_PLATFORM; libvirt docs/kbase/launch_security_sev.rst "
+    "(<driver iommu='on'/>)",
     fix="Describe the device with a spec key, or add iommu_platform=on to it.", severity="warning")
 
 NO_RESTART_ON_CLEAN_EXIT = ("no", "on-failure", "on-abnormal", "on-abort", "on-watchdog")

@@ -36,7 +36,7 @@ UNREADABLE = Rule(
     "The expected launch measurement is computed from the bytes of the boot files; a file "
     "that is missing, unreadable, not a regular file, larger than 1 GiB or longer or shorter "
     "than its size (a /proc or /sys file, a file being written) cannot be measured.",
-    "SPEC.md [measurement]",
+    "docs/attestation.md ([measurement], step by step)",
     fix="Point the key at a readable build-time copy of the file (a relative path is relative "
         "to the spec file).")
 NOT_APPLICABLE = Rule(
@@ -45,18 +45,20 @@ NOT_APPLICABLE = Rule(
     "SEV-SNP has ID blocks (id-key, author-key, family-id, image-id, guest-svn), only Intel "
     "TDX has a page order (tdx-page-order), and POWER PEF has no launch measurement that can "
     "be predicted. A key that has no effect would suggest a check that never happens.",
-    "SPEC.md [measurement]; reference/measurement/README.md",
+    "docs/attestation.md (predicted and not predicted)",
     fix="Remove the key (or the [measurement] table for PEF).")
 NO_COUNTERPART = Rule(
     "CGS-MEASURE-003", "a measured file has nothing to measure or is not launched",
     "A build-time copy is only meaningful for a file the guest boots: measurement.kernel "
     "needs [kernel] image, measurement.initrd needs [kernel] initrd, and the measurement "
-    "needs at least one boot file.", "SPEC.md [measurement]",
+    "needs at least one boot file.",
+    "docs/attestation.md ([measurement], step by step)",
     fix="Add the boot file to [firmware]/[kernel], or remove the measurement key.")
 LIBRARY = Rule(
     "CGS-MEASURE-004", "the measuring library is not installed",
     "AMD launch digests are computed by sev-snp-measure (Python >= 3.10), which cgsc "
-    "installs as a dependency on Python 3.10 and newer.", "reference/measurement/README.md",
+    "installs as a dependency on Python 3.10 and newer.",
+    "virtee/sev-snp-measure; docs/attestation.md (AMD: from which inputs)",
     fix="Run cgsc on Python >= 3.10 with its dependencies installed (pip install cgsc).")
 OVERRIDDEN = Rule(
     "CGS-MEASURE-005", "extra-args override what the measurement was computed from",
@@ -68,7 +70,7 @@ OVERRIDDEN = Rule(
     "it: `cpu.stepping=2`, `x86_64-cpu.family=25` or `driver=device,...` change the vCPUs "
     "as much as `EPYC-v4-x86_64-cpu.stepping=2` does; one for an unrelated device "
     "(`kvm-pit.lost_tick_policy=discard`) passes.",
-    "reference/measurement/README.md (what changes the digest); QEMU system/qdev-monitor.c "
+    "docs/attestation.md (AMD: extra QEMU arguments); QEMU system/qdev-monitor.c "
     "qemu_global_option, qom/object.c object_apply_global_props",
     fix="Set the value in the spec ([guest] vcpus/cpu, [firmware], [kernel]) instead of extra-args.")
 # QEMU options that set a measured input, or can set any option at all (-readconfig reads

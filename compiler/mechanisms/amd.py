@@ -15,13 +15,13 @@ KERNEL_HASHES = Rule(
     "kernel-hashes puts SHA-256 hashes of -kernel, -initrd and -append into the OVMF "
     "hash table so they become part of the launch measurement. Without a kernel there is "
     "nothing to hash and QEMU fails or the measurement silently covers nothing.",
-    "qemu.md section 3 (kernel-hashes); AMDESE/AMDSEV#93, #262",
+    "QEMU qapi/qom.json SevCommonProperties (kernel-hashes); AMDESE/AMDSEV#93, #262",
     fix="Add [kernel] image (with an AmdSev OVMF build that has the hashes table), or set kernel-hashes = false.")
 IRQCHIP = Rule(
     "CGS-AMD-002", "SEV-ES and SEV-SNP need an in-kernel irqchip",
     "KVM cannot emulate the local APIC of an encrypted-state guest in user space; QEMU "
     "refuses kernel-irqchip=off ('SEV-ES guests require in-kernel irqchip support').",
-    "qemu.md section 3, machine-level requirements",
+    "QEMU target/i386/sev.c sev_common_kvm_init",
     fix="Remove kernel-irqchip=off from extra-args.")
 
 SEV_DEVICE = "/dev/sev"
@@ -82,21 +82,21 @@ NOT_OVMF = Rule(
     "CGS-MEASURE-010", "the firmware to measure is not an OVMF image",
     "AMD launch digests are computed over an OVMF firmware whose GUIDed footer table says "
     "where its reset vector and SEV sections are; any other file would give a digest that "
-    "no launch ever produces.", "reference/measurement/README.md; edk2 OvmfPkg/ResetVector",
+    "no launch ever produces.", "docs/attestation.md (AMD: crafted or damaged firmware); edk2 OvmfPkg/ResetVector",
     fix="Point [firmware] code (or measurement.firmware) at an OVMF build for AMD SEV "
         "(edk2 AmdSevX64).")
 NO_SEV_METADATA = Rule(
     "CGS-MEASURE-011", "the firmware has no SEV metadata (SEV-ES and SEV-SNP need it)",
     "Without the SEV metadata section the firmware cannot start an SEV-ES or SEV-SNP "
     "guest, yet sev-snp-measure still prints a digest for it. Debian 12's OVMF_CODE_4M.fd "
-    "is such a file.", "reference/measurement/README.md (pitfall)",
+    "is such a file.", "docs/attestation.md (AMD); edk2 OvmfPkg/AmdSev",
     fix="Use an AmdSevX64 build of edk2 (OVMF.amdsev.fd).")
 NO_KERNEL_HASHES = Rule(
     "CGS-MEASURE-012", "kernel-hashes is on but the firmware has no kernel-hashes section",
     "The kernel, initrd and command line enter the measurement only through the firmware's "
     "hashes table (SNP: the SNP_KERNEL_HASHES metadata section); generic OVMF builds "
     "(OvmfPkgX64, Debian's OVMF_CODE.fd) lack it, so QEMU's hashes would never be checked.",
-    "reference/measurement/README.md; AMDESE/AMDSEV#93",
+    "docs/attestation.md (AMD: from which inputs); AMDESE/AMDSEV#93",
     fix="Use an AmdSevX64 build of edk2, or set kernel-hashes = false.")
 VCPU_TYPE = Rule(
     "CGS-MEASURE-013", "the vCPU type of the measurement is unknown",
@@ -105,7 +105,7 @@ VCPU_TYPE = Rule(
     "take the host CPU's signature (QEMU target/i386/host-cpu.c host_cpu_instance_init), so "
     "they cannot be measured offline without measurement.vcpu-type; a named model must be "
     "one whose signature sev-snp-measure knows (vcpu_types.CPU_SIGS).",
-    "reference/measurement/README.md; sev-snp-measure vcpu_types.py",
+    "docs/attestation.md (AMD: the vCPU model); virtee/sev-snp-measure vcpu_types.py",
     fix="Pin [guest] cpu to a model the message lists (EPYC-v4, EPYC-Milan, EPYC-Genoa...), "
         "or, for cpu = \"host\"/\"max\", set measurement.vcpu-type to the host's model.")
 GUEST_FEATURES = Rule(
@@ -124,7 +124,7 @@ VCPU_MISMATCH = Rule(
     "The VMSAs carry the signature of the CPU model QEMU runs ([guest] cpu); a digest "
     "computed for another model is one no launch gives. vcpu-type is only needed when "
     "cpu = \"host\" or \"max\" (whose signature is the host's); with a named model it may "
-    "only repeat it.", "reference/measurement/README.md",
+    "only repeat it.", "docs/attestation.md (AMD: the vCPU model)",
     fix="Remove measurement.vcpu-type, or make [guest] cpu the model you meant.")
 LEGACY_ES = Rule(
     "CGS-MEASURE-016", "an SEV-ES guest on KVM's legacy launch path cannot be measured",

@@ -2,8 +2,8 @@
 
 Each mechanism module builds its own KubevirtForm and its refusals from the pieces
 here; the kubevirt target only reads them from the LaunchPlan.
-Facts: reference/kubevirt/README.md (api schema.go, launch_security.go, feature gates,
-admission webhooks).
+Facts: KubeVirt v1.9.0's API (staging/src/kubevirt.io/api/core/v1/schema.go),
+launch_security.go, feature gates and admission webhooks.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ NO_FORM = Rule(
     "CGS-KUBEVIRT-001", "KubeVirt cannot run this confidential mechanism",
     "A VirtualMachine's launchSecurity knows SEV, SEV-ES, SEV-SNP, TDX and (as an empty "
     "launchSecurity on s390x) IBM Secure Execution. Anything else would launch as an "
-    "ordinary, unprotected VM.", "reference/kubevirt/README.md (API)",
+    "ordinary, unprotected VM.", "KubeVirt API: VirtualMachineInstance spec.domain.launchSecurity",
     fix="Leave kubevirt out of [targets] build for this guest.")
 FIXED = Rule(
     "CGS-KUBEVIRT-002", "KubeVirt fixes or cannot express this launch-security setting",
     "KubeVirt writes the guest policy itself (SEV 0x1, plus 0x4 for SEV-ES; SEV-SNP 0x30000) "
     "and has no field for kernel-hashes, host-data, ID blocks, TD attributes or MR fields. "
     "A manifest without them would launch a guest whose policy and measurement differ from "
-    "the reviewed spec.", "reference/kubevirt/README.md (API, launch_security.go)",
+    "the reviewed spec.",
+    "KubeVirt API: spec.domain.launchSecurity; pkg/virt-launcher/virtwrap/converter/compute/"
+    "launch_security.go",
     fix="Use the value KubeVirt uses (the message says which), or leave kubevirt out of "
         "[targets] build for this guest.")
 CLUSTER_QGS = Rule(
@@ -32,7 +34,8 @@ CLUSTER_QGS = Rule(
     "A VirtualMachine cannot name a QGS: virt-launcher takes the socket from the KubeVirt "
     "CR (spec.configuration.confidentialCompute.tdx.attestation.qgsSocketPath), so a "
     "per-guest address would be silently ignored.",
-    "reference/kubevirt/README.md (launch_security.go)",
+    "KubeVirt CR spec.configuration.confidentialCompute.tdx; pkg/virt-launcher/virtwrap/"
+    "converter/compute/launch_security.go",
     fix="Remove quote-generation-socket and set qgsSocketPath in the KubeVirt CR, or leave "
         "kubevirt out of [targets] build.")
 

@@ -16,17 +16,18 @@ SEALED = Rule(
     "CGS-PV-001", "s390x PV boot images carry their own initrd and cmdline",
     "A Secure Execution image made by genprotimg seals the kernel, initrd and command "
     "line together; QEMU ignores -initrd and -append for it, so a spec that gives them "
-    "says something that never happens.", "qemu.md section 7",
+    "says something that never happens.",
+    "QEMU docs/system/s390x/protvirt.rst; genprotimg(1)",
     fix="Remove initrd and cmdline; build them into the image with genprotimg.")
 NO_BOOT = Rule(
     "CGS-PV-002", "s390x PV needs a boot source",
     "The guest boots a genprotimg image, either as [kernel] image or from a disk.",
-    "qemu.md section 7",
+    "QEMU docs/system/s390x/protvirt.rst",
     fix="Give [kernel] image (a genprotimg image) or a [[disk]] that holds one.")
 UNSUPPORTED = Rule(
     "CGS-PV-003", "s390x PV cannot use huge pages, memory ballooning or device passthrough",
     "Protected VMs refuse huge-page backing at run time, cannot discard RAM (balloon) "
-    "and cannot use vfio devices.", "qemu.md section 7",
+    "and cannot use vfio devices.", "QEMU docs/system/s390x/protvirt.rst",
     fix="Remove the extra argument.")
 FORBIDDEN_ARGS = ("hugetlbfs", "-mem-path", "hugepages", "virtio-balloon", "vfio")
 

@@ -29,12 +29,12 @@ ES_UNDER_SEV = Rule(
     "QEMU turns a sev-guest into an SEV-ES guest when policy bit 2 is set. cgsc keeps "
     "the mechanism visible in the table name, so a reviewer never has to decode a hex "
     "digit to see that the guest runs with encrypted state.",
-    "qemu.md section 3 (policy table)",
+    "AMD SEV API, Guest Policy; QEMU docs/system/i386/amd-memory-encryption.rst",
     fix="Use [confidential.sev-es] (which sets bit 2), or clear bit 2.")
 RESERVED_BITS = Rule(
     "CGS-SEV-002", "SEV policy sets reserved bits 6-15",
     "Bits 6-15 of the SEV guest policy are reserved and must be zero; firmware refuses "
-    "LAUNCH_START otherwise.", "AMD SEV API, Guest Policy; qemu.md section 3",
+    "LAUNCH_START otherwise.", "AMD SEV API, Guest Policy",
     fix="Clear bits 6-15; prefer the named form of policy.")
 
 
@@ -42,7 +42,7 @@ DEBUG_ALLOWED = Rule(
     "CGS-SEV-010", "the SEV policy allows debugging",
     "With NODBG (bit 0) clear, the host may use the firmware's DBG_DECRYPT/DBG_ENCRYPT "
     "commands to read and write the guest's memory in the clear.",
-    "AMD SEV API, Guest Policy; qemu.md section 3",
+    "AMD SEV API, Guest Policy; QEMU docs/system/i386/amd-memory-encryption.rst",
     fix="Set debug = false (the default), or waive with a reason for a lab guest.",
     severity="warning")
 KEY_SHARING = Rule(
@@ -54,12 +54,13 @@ SEND_ALLOWED = Rule(
     "CGS-SEV-012", "the SEV policy allows sending the guest to another platform",
     "With NOSEND (bit 3) clear, the guest's encrypted state may be exported to another "
     "machine; cgsc and QEMU treat confidential guests as non-migratable anyway.",
-    "AMD SEV API, Guest Policy; qemu.md section 2 (migration)",
+    "AMD SEV API, Guest Policy; QEMU target/i386/sev.c (a migration blocker for SEV guests)",
     fix="Set send = false (the default).", severity="warning")
 PLAIN_SEV = Rule(
     "CGS-SEV-013", "plain SEV leaves the vCPU register state unencrypted",
     "SEV encrypts memory only; the host can read and change register state at every exit. "
-    "SEV-ES (or SEV-SNP) protects it.", "qemu.md section 3",
+    "SEV-ES (or SEV-SNP) protects it.",
+    "QEMU docs/system/i386/amd-memory-encryption.rst; AMD SEV-ES (AMD64 APM vol. 2, 15.35)",
     fix="Use [confidential.sev-es] or [confidential.sev-snp] where the host supports it.",
     severity="warning")
 

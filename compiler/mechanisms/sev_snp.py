@@ -37,7 +37,7 @@ MBO_CLEAR = Rule(
     "The SEV-SNP firmware ABI requires bit 17 of the guest policy to be set; "
     "SNP_LAUNCH_START fails with EINVAL otherwise, long after the spec was merged. "
     "The named-flag form sets it automatically.",
-    "qemu.md section 4; AMDESE/AMDSEV#256",
+    "SEV-SNP firmware ABI (AMD 56860), guest policy; AMDESE/AMDSEV#256",
     fix="Set bit 17 (0x20000), or use the named form, which always sets it.")
 RESERVED_BITS = Rule(
     "CGS-SNP-002", "SNP policy sets reserved bits 25-63",
@@ -47,12 +47,15 @@ RESERVED_BITS = Rule(
 BLOB = Rule(
     "CGS-SNP-003", "an SNP blob is not base64 of the exact size",
     "QEMU checks the decoded size of guest-visible-workarounds (16), id-block (96), "
-    "id-auth (4096) and host-data (32) only when the guest starts.", "qemu.md section 4",
+    "id-auth (4096) and host-data (32) only when the guest starts.",
+    "QEMU qapi/qom.json SevSnpGuestProperties; target/i386/sev.c",
     fix="Give the blob as standard base64 of exactly the size the message names.")
 AUTHOR_KEY = Rule(
     "CGS-SNP-004", "author-key needs id-auth",
     "author-key-enabled says that id-auth carries an author key; without id-auth the "
-    "flag has nothing to describe.", "qemu.md section 4",
+    "flag has nothing to describe.",
+    "QEMU qapi/qom.json SevSnpGuestProperties (author-key-enabled); SEV-SNP firmware ABI, "
+    "SNP_LAUNCH_FINISH",
     fix="Add id-auth, or set author-key = false.")
 ID_AUTH_ALONE = Rule(
     "CGS-SNP-005", "id-auth without id-block",
@@ -79,14 +82,15 @@ MIGRATION_AGENT = Rule(
     "CGS-SNP-012", "the SNP policy allows a migration agent",
     "MIGRATE_MA (bit 18) lets a migration agent export the guest; KVM's original policy mask "
     "does not even accept it, and confidential guests are treated as non-migratable.",
-    "qemu.md section 4", fix="Set migrate-ma = false (the default).", severity="warning")
+    "SEV-SNP firmware ABI, guest policy; Linux arch/x86/kvm/svm/sev.c SNP_POLICY_MASK_VALID",
+    fix="Set migrate-ma = false (the default).", severity="warning")
 ID_KEYS = Rule(
     "CGS-MEASURE-030", "the ID block is both signed by cgsc and given in the spec",
     "With measurement.id-key cgsc signs the ID block for the computed launch digest; an "
     "id-block, id-auth or author-key in [confidential.sev-snp] would contradict it. "
     "author-key in [measurement] signs the ID key, and family-id, image-id and guest-svn "
     "go into the ID block cgsc signs, so they need id-key.",
-    "SPEC.md [measurement]; SEV-SNP firmware ABI, SNP_LAUNCH_FINISH",
+    "docs/attestation.md (AMD: what is predicted); SEV-SNP firmware ABI, SNP_LAUNCH_FINISH",
     fix="Keep either measurement.id-key (and author-key) or the spec's id-block/id-auth, not both.")
 BAD_KEY = Rule(
     "CGS-MEASURE-031", "an ID or author key is not a P-384 EC private key in PEM",
@@ -98,7 +102,7 @@ UNPINNED_ID = Rule(
     "The firmware refuses a launch whose digest differs from the ID block's, but nothing "
     "checks at build or launch time that the files on the host are the ones the ID block was "
     "signed for; the guest then fails at launch with no hint which file changed.",
-    "SPEC.md [measurement]", severity="warning",
+    "docs/attestation.md ([measurement], step by step)", severity="warning",
     fix="Add [measurement] with id-key (cgsc signs the ID block) and keep verify-at-launch = true.")
 
 

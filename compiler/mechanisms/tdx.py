@@ -28,29 +28,30 @@ DEBUG = Rule(
     "CGS-TDX-001", "TD debug (attribute bit 0) is requested",
     "Off-TD debug lets the host read and write the TD's state. Upstream QEMU rejects the "
     "bit ('Some QEMU unsupported TD attribute bits being requested'), so such a spec "
-    "can never launch.", "qemu.md section 5",
+    "can never launch.", "QEMU target/i386/kvm/tdx.c tdx_validate_attributes; docs/system/i386/tdx.rst",
     fix="Remove debug = true / clear bit 0.")
 OTHER_BITS = Rule(
     "CGS-TDX-002", "TD attributes other than bit 28 (SEPT_VE_DISABLE)",
     "QEMU accepts only bit 28 from the user; bits 30 (PKS) and 63 (PERFMON) are derived "
     "from the CPU model by QEMU itself, and everything else is refused at vCPU creation.",
-    "qemu.md section 5",
+    "QEMU target/i386/kvm/tdx.c tdx_validate_attributes, setup_td_guest_attributes; "
+    "docs/attestation.md (TD attributes)",
     fix="Use attributes = { sept-ve-disable = true } (bit 28 only).")
 NAMED_CPU = Rule(
     "CGS-TDX-003", "TDX needs cpu = \"host\"",
     "QEMU refuses named CPU models for TDX ('Named cpu model is not supported for TDX yet!').",
-    "qemu.md section 5",
+    "QEMU target/i386/kvm/tdx.c tdx_cpu_instance_init",
     fix="Remove cpu or set cpu = \"host\".")
 MR_BLOB = Rule(
     "CGS-TDX-004", "mrconfigid/mrowner/mrownerconfig must be base64 of 48 bytes",
     "They are SHA-384 digests; QEMU checks their size only when the first vCPU is created.",
-    "qemu.md section 5",
+    "QEMU qapi/qom.json TdxGuestProperties; target/i386/kvm/tdx.c tdx_pre_create_vcpu",
     fix="Give the SHA-384 digest (48 bytes) as base64, e.g. `sha384sum | xxd -r -p | base64`.")
 QGS = Rule(
     "CGS-TDX-005", "quote-generation-socket keys do not fit its type",
     "A vsock QGS address needs cid and port; a unix one needs path. A wrong address leaves "
     "the TD without quotes, which only shows when attestation fails.",
-    "qemu.md section 5; canonical/tdx#252",
+    "QEMU qapi/qom.json TdxGuestProperties (quote-generation-socket); canonical/tdx#252",
     fix="Use { type = \"vsock\", cid = 2, port = 4050 } or { type = \"unix\", path = \"/var/run/tdx-qgs/qgs.socket\" }.")
 
 
@@ -58,7 +59,7 @@ NO_SEPT_VE_DISABLE = Rule(
     "CGS-TDX-010", "sept-ve-disable is off",
     "Linux TD guests refuse to boot unless SEPT_VE_DISABLE (bit 28) is set; other guest "
     "kernels must handle #VE on pending pages themselves.",
-    "qemu.md section 5; cloud-hypervisor/cloud-hypervisor#5168",
+    "QEMU docs/system/i386/tdx.rst; cloud-hypervisor/cloud-hypervisor#5168",
     fix="Set sept-ve-disable = true (the default) unless the guest OS handles #VE.",
     severity="warning")
 

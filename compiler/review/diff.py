@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from ..core.diagnostics import SpecError
+from ..core.diagnostics import SpecError, once
 
 
 class Change(NamedTuple):
@@ -340,7 +340,7 @@ def diff_against(rev: str, specs: List[str]) -> List[GuestDiff]:
         try:
             compiled = _compiled(spec)
         except SpecError as exc:
-            problems += exc.diagnostics
+            problems += [(spec, d) for d in exc.diagnostics]
             continue
         if compiled is None:
             bases.add(spec)
@@ -358,7 +358,8 @@ def diff_against(rev: str, specs: List[str]) -> List[GuestDiff]:
                 if rel.startswith("../"):
                     raise RevisionError(f"{spec} is not in the repository of {specs[0]} ({root})")
                 named.append(rel)   # (an abstract base now may have been anything then)
-                problems += _old_guest(revision, rel, old, strict=spec not in bases)
+                problems += [(f"{rev}:{rel}", d)
+                             for d in _old_guest(revision, rel, old, strict=spec not in bases)]
             directories = sorted({os.path.dirname(r) for r in named})
             for rel in revision.listed(directories):
                 if rel.endswith(".toml") and rel not in named and \
@@ -366,8 +367,8 @@ def diff_against(rev: str, specs: List[str]) -> List[GuestDiff]:
                     _old_guest(revision, rel, old, strict=False)   # a deleted spec
         finally:
             revision.close()
-        if problems:
-            raise SpecError(problems)
+        if problems:   # a base's finding once, naming its guests, as validate says it
+            raise SpecError(once(problems))
         return _match(old, new)
 
 

@@ -34,7 +34,8 @@ examples:
 See docs/reference/rules.md for every rule.""",
     "check": """\
 examples:
-  cgsc check guests/*.toml -o out              exit 1 with a diff when out/ is stale
+  cgsc check guests/*.toml -o out              exit 1 naming each stale guest and the fix
+  cgsc check guests/*.toml -o out --diff       the same, with the unified diffs
   cgsc check --all -o out                      also every guest under out/ and anything else there
 
 Never writes. See docs/fleets.md (CI gates).""",

@@ -58,6 +58,27 @@ def test_every_command_s_help_has_examples(command):
     assert re.search(rf"^  cgsc {command}\b", out, re.M), out
 
 
+FORMATS = ("text", "json", "sarif", "github", "markdown")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_format_help_names_only_the_formats_the_command_takes(command):
+    """`verify --help` once offered github, which verify refuses."""
+    out = run_cli(command, "--help")[1]
+    option = re.search(r"^  --format \{([a-z,]+)\}\n((?:\s{20,}.*\n)+)", out, re.M)
+    if option is None:
+        return
+    choices = set(option.group(1).split(","))
+    named = {f for f in FORMATS if re.search(rf"\b{f}\b", option.group(2))}
+    assert named <= choices, (command, named - choices)
+
+
+def test_check_help_says_the_diff_needs_diff():
+    """check prints a summary and the fix; the unified diffs only with --diff."""
+    examples = run_cli("check", "--help")[1].split("examples:")[1]
+    assert all("--diff" in line for line in examples.splitlines() if "diff" in line), examples
+
+
 def test_top_level_help_points_to_the_docs_and_lists_every_command():
     code, out, _err = run_cli("--help")
     assert code == 0

@@ -183,6 +183,9 @@ def test_host_here_refuses_every_confidential_example_with_the_mechanism_rule(sp
     assert code == 1
     assert re.search(rf": confidential\.{re.escape(mech)}: host .* does not offer .* \[CGS-HOST-001\]$",
                      err, re.M), err
+    # the hint says what to do (it once read "profiles that offer it: see `cgsc probe`")
+    assert re.search(rf"^  hint: build against a host whose KVM and firmware offer {re.escape(mech)} "
+                     r".*`cgsc probe -o host\.json` there", err, re.M), err
 
 
 # -- a SEV-SNP host from its recorded domcapabilities ----------------------------------------
@@ -322,6 +325,18 @@ def test_the_snp_host_refuses_firmware_of_the_wrong_kind(tmp_path):
     code, _out, err = run_cli("validate", "--host", str(path), str(changed))
     assert code == 1
     assert "OVMF_CODE_4M.fd on host amd-lab does not support sev-snp, kernel-hashes [CGS-HOST-006]" in err
+
+
+def test_a_host_without_firmware_is_told_so(tmp_path):
+    """A profile that lists no firmware image says so (the hint once read "it has: none")."""
+    profile = json.loads(open(os.path.join(HOSTS, "amd-lab.json")).read())
+    profile["firmware"] = []
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(profile))
+    spec = [s for s in SNP_EXAMPLES if s.endswith("examples/sev-snp.toml")][0]
+    code, _out, err = run_cli("validate", "--host", str(path), spec)
+    assert code == 1 and "has no /usr/share/ovmf/OVMF.amdsev.fd [CGS-HOST-006]" in err
+    assert "  hint: its profile lists no firmware image: install one" in err, err
 
 
 @pytest.mark.parametrize("example, legacy, warned", [

@@ -43,6 +43,12 @@ def test_a_conflict_on_one_host_is_refused_and_on_two_hosts_is_not(case, tmp_pat
     specs = _copy_pair(PAIRS[case], tmp_path)
     code, _out, err = run_cli("validate", *specs)
     assert code == 1 and f"[{rule}]" in err, err
+    # both directions: the guest named second is the one refused, naming the first
+    code, _out, err_reversed = run_cli("validate", *reversed(specs))
+    assert code == 1 and err_reversed.count(f"[{rule}]") == err.count(f"[{rule}]"), err_reversed
+    def located(text, spec):
+        return any(line.startswith(spec + ":") and f"[{rule}]" in line for line in text.splitlines())
+    assert located(err, specs[1]) and located(err_reversed, specs[0]), (err, err_reversed)
     specs = _copy_pair(PAIRS[case], tmp_path, hosts=("hv-1", "hv-1"))
     code, _out, err = run_cli("validate", *specs)
     assert code == 1 and f"[{rule}]" in err, err

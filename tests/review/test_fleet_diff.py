@@ -178,3 +178,19 @@ def test_a_base_made_abstract(then, first_line, tmp_path, monkeypatch):
     out = _diff(repo, monkeypatch, "text", "guests/web-1.toml", "guests/bases/web.toml")
     assert out.splitlines()[0] == first_line
     assert ("removed: web-base (HEAD:guests/bases/web.toml)" in out) is ("web-base" in then)
+
+
+def test_an_invalid_base_is_one_finding_for_all_its_guests(tmp_path, monkeypatch):
+    """The diff of a fleet whose base is now wrong says the base's error once, at its line,
+    naming the guests (as validate does), not once per guest; in every format."""
+    repo = _fleet(tmp_path, 3)
+    base = repo / "guests" / "bases" / "web.toml"
+    base.write_text(base.read_text().replace('bridge = "br-web"', 'bridge = "br web"'))
+    monkeypatch.chdir(repo)
+    code, out, err = run_cli("diff", "--base", "HEAD", *_specs(repo))
+    assert code == 1 and out == ""
+    lines = [line for line in err.splitlines() if "[CGS-SCHEMA-004]" in line]
+    assert len(lines) == 1 and lines[0].startswith("guests/bases/web.toml:"), err
+    assert "  in 3 guests: guests/web-1.toml, guests/web-2.toml, guests/web-3.toml" in err
+    code, out, _err = run_cli("diff", "--base", "HEAD", *_specs(repo), "--format", "github")
+    assert code == 1 and out.count("::error ") == 1 and "(in 3 guests: " in out, out

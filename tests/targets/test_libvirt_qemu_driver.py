@@ -110,7 +110,8 @@ LIBVIRT_ONLY_DEVICES = {
 def qemu_uri(tool):
     uri = os.environ.get(URI_ENV)
     if not uri:
-        missing(f"{URI_ENV} is not set (.ci/run starts libvirtd and sets it)")
+        missing(f"{URI_ENV} is not set: start libvirtd (Debian: libvirt-daemon-driver-qemu) and "
+                f"set {URI_ENV}=qemu:///system, as .ci/run does")
     result = subprocess.run([tool("virsh"), "-c", uri, "version"], capture_output=True,
                             text=True, timeout=60)
     if result.returncode != 0:
