@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from ..core import inputs
 from ..core.diagnostics import SpecError
 
 
@@ -169,6 +170,38 @@ def _repository(spec: str, rev: str) -> str:
     return root
 
 
+def _spec_blob(name: str, root: str) -> Tuple[int, bytes]:
+    """(git's exit status, the blob `rev:path`) read by the input boundary's bound for a
+    spec, plus one byte: a larger blob is cut there and the loader refuses it as it
+    refuses a larger file. git is stopped there, never read to its end."""
+    with subprocess.Popen(["git", "show", name], cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL) as proc:
+        data = proc.stdout.read(inputs.SPEC.limit + 1)
+        if len(data) > inputs.SPEC.limit:
+            proc.kill()
+        return proc.wait() if len(data) <= inputs.SPEC.limit else 0, data
+
+
+def _blob_to(fh, blob: str, root: str) -> int:
+    """Copy a blob into `fh` in chunks, at most a boot file's bound plus one byte (the
+    measure stage refuses a larger file, as it refuses one in the working tree); git's
+    exit status (0 when cut at the bound)."""
+    with subprocess.Popen(["git", "cat-file", "blob", blob], cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL) as proc:
+        left = inputs.BOOT_FILE.limit + 1
+        while left:
+            chunk = proc.stdout.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            fh.write(chunk)
+            left -= len(chunk)
+        if not left:
+            proc.kill()
+            proc.wait()
+            return 0
+        return proc.wait()
+
+
 def _boot_files(rev: str, root: str, into: str):
     """`boot_dir` for compile_spec of a spec materialized under `into`: a relative
     [measurement] file that `rev` tracks (a regular file) is read as of `rev` (written under
@@ -183,14 +216,15 @@ def _boot_files(rev: str, root: str, into: str):
         listed = _git(["ls-tree", "-z", rev, "--", target], root).stdout.split(b"\t", 1)[0].split()
         if len(listed) != 3 or listed[0] not in (b"100644", b"100755") or listed[1] != b"blob":
             return tree_dir
-        blob = _git(["cat-file", "blob", listed[2].decode()], root)
-        if blob.returncode != 0:
-            return tree_dir
         path = os.path.join(into, *target.split("/"))
+        if os.path.isfile(path):   # a spec copy (a spec is no boot file)
+            return directory
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        if not os.path.isfile(path):   # not a spec copy (a spec is no boot file)
-            with open(path, "wb") as fh:
-                fh.write(blob.stdout)
+        with open(path, "wb") as fh:   # streamed: a boot file may be as large as 1 GiB
+            if _blob_to(fh, listed[2].decode(), root) != 0:
+                fh.truncate(0)
+                os.unlink(path)
+                return tree_dir
         return directory
     return boot_dir
 
@@ -198,22 +232,22 @@ def _boot_files(rev: str, root: str, into: str):
 def _materialize(rev: str, spec: str, into: str, root: str) -> Optional[str]:
     """Write `spec` and its extends chain as of `rev` under `into` (same relative
     layout); the copy of `spec`, or None when the spec did not exist at `rev`."""
-    from ..spec.source import toml
+    from ..spec.source import parsed
     rel = os.path.relpath(os.path.realpath(spec), os.path.realpath(root)).replace(os.sep, "/")
     first, seen = None, set()
     while rel not in seen:
         seen.add(rel)
-        shown = _git(["show", f"{rev}:{rel}"], root)
-        if shown.returncode != 0:
+        status, content = _spec_blob(f"{rev}:{rel}", root)
+        if status != 0:
             return first  # the spec (or a base) did not exist then: the loader will say which
         path = os.path.join(into, *rel.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
-            fh.write(shown.stdout)
+            fh.write(content)
         first = first or path
-        try:
-            base = toml.loads(shown.stdout.decode("utf-8")).get("extends")
-        except (UnicodeDecodeError, toml.TOMLDecodeError):
+        try:   # the loader's own rules (size, UTF-8, TOML, depth): never a crash here
+            base = parsed(path).get("extends")
+        except SpecError:
             break   # compile_spec reports it
         if not isinstance(base, str) or not base:
             break
