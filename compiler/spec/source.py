@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 from ..core import inputs
 from ..core.diagnostics import Diagnostic, KeyPath, SpecError, error
 from ..core.rules import Rule
+from .path_rules import allowed
 from .paths import real_path, spec_root, stable
 from .positions import key_lines
 
@@ -379,10 +380,6 @@ def _escapes(base: str, real: str, root: str) -> str:
 
 
 
-# The schema's `extends` pattern, absolute paths left to CGS-LOAD-007 (which says why).
-_EXTENDS = re.compile("[^\x00-\x1f\x7f-\x9f]{1,4095}")
-
-
 def _shown_path(value: str) -> str:
     shown = value[:80].encode("unicode_escape", "backslashreplace").decode("ascii")
     return '"' + shown.replace('"', '\\"') + '"' + ("..." if len(value) > 80 else "")
@@ -433,7 +430,9 @@ def load(path: str) -> Source:
             raise SpecError([error("CGS-SCHEMA-003", ("extends",),
                                    "expected a string (path of the base spec)")
                              .located(src.path, src.lines.get(("extends",), 0))])
-        if not _EXTENDS.fullmatch(base):  # checked here: the loader uses it before the schema
+        # the schema's rule, applied here: the loader uses the path before the schema
+        # runs (an absolute path is left to CGS-LOAD-007, which says why)
+        if not allowed("extends", base) and not os.path.isabs(base):
             raise SpecError([error("CGS-SCHEMA-004", ("extends",),
                                    f"{_shown_path(base)} is not valid; expected a relative "
                                    "path without control characters, at most 4095 characters")
