@@ -8,8 +8,8 @@
 3. a plain build (no [measurement]) against the dependency import floor, the ratio
    bench/bench.py holds to <= 1.3: the measuring library must not be imported there.
 
-Usage: python3 bench/bench_measure.py [--runs N]   (reads ../shared/reference/measurement,
-or $CGSC_SHARED/reference/measurement). Exit 1 when the plain build ratio exceeds 1.3.
+Usage: python3 bench/bench_measure.py [--runs N]   (the firmware is Debian's OVMF.amdsev.fd
+from tests/data/firmware). Exit 1 when the plain build ratio exceeds 1.3.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import tempfile
 from bench import cgsc_command, timed  # bench/ is on sys.path: both run as scripts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("CGSC_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
-SUFFIX = os.path.join(SHARED, "reference", "measurement", "ovmf_AmdSev_suffix.bin")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import firmware_data  # noqa: E402  (tests/: the unpacker of the committed firmware images)
+
 PLAIN = os.path.join(ROOT, "examples", "sev-snp.toml")
 FLOOR = [sys.executable, "-c", "import tomllib, jsonschema, jinja2"]
 STAND_IN = "#!/bin/sh\nexit 0\n"
@@ -62,15 +63,12 @@ def median_of(runs: int, argv, **kw) -> float:
 
 
 def setup(work: str) -> None:
-    """4 MiB firmware (the AmdSev test vector padded at the front: the OVMF table and the
-    SEV metadata are found from the end), 16 MiB kernel, 8 MiB initrd, a P-384 ID key."""
+    """4 MiB firmware (Debian's OVMF.amdsev.fd), 16 MiB kernel, 8 MiB initrd, a P-384 ID key."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    with open(SUFFIX, "rb") as fh:
-        suffix = fh.read()
+    firmware_data.unpack(work)   # writes OVMF.amdsev.fd (and the other images) into work
     rng = random.Random(0)
-    files = {"OVMF.amdsev.fd": bytes((4 << 20) - len(suffix)) + suffix,
-             "vmlinuz": rng.randbytes(16 << 20), "initrd.img": rng.randbytes(8 << 20)}
+    files = {"vmlinuz": rng.randbytes(16 << 20), "initrd.img": rng.randbytes(8 << 20)}
     for name, data in files.items():
         with open(os.path.join(work, name), "wb") as fh:
             fh.write(data)
@@ -108,9 +106,6 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
-    if not os.path.exists(SUFFIX):
-        print(f"bench_measure: {SUFFIX} not found (set CGSC_SHARED)", file=sys.stderr)
-        return 2
     work = tempfile.mkdtemp(prefix="cgsc-bench-measure-")
     try:
         setup(work)

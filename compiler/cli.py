@@ -34,11 +34,20 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     left out (argparse spends ~0.1 ms per help text looking for translations), which
     parses that command's arguments, and words its help and errors, exactly as the whole
     parser does (tests/test_cli.py)."""
+    from .review.helptext import EPILOGS
     p = _Parser(prog="cgsc", description="Confidential Guest Spec Compiler: TOML guest "
-                "specs to QEMU launch scripts, systemd units and libvirt domain XML.")
+                "specs to QEMU launch scripts, systemd units, libvirt domain XML and KubeVirt "
+                "manifests.", epilog=EPILOGS[None], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"cgsc {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    _with_output_options(p, argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help: str, **kwargs):
+        cmd = sub.add_parser(name, help=help, epilog=EPILOGS[name],
+                             formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        _with_output_options(cmd, argparse.SUPPRESS)
+        return cmd
 
     def with_format(cmd, choices=FORMATS):
         cmd.add_argument("--format", choices=choices, default="text",
@@ -52,14 +61,16 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
     def spec_command(name: str, help: str):
         """A command on specs named as arguments or listed in a file."""
-        cmd = sub.add_parser(name, help=help)
+        cmd = command(name, help)
         cmd.add_argument("specs", nargs="*", metavar="SPEC")
         with_list(cmd)
         return cmd
 
     def with_host(cmd):
-        cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
-                         "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
+        from .host.profile import shipped
+        cmd.add_argument("--host", metavar="HOST", help="check against a host profile and pin "
+                         "the machine type: a file from `cgsc probe`, or a shipped profile: "
+                         + ", ".join(shipped()))
 
     if only in (None, "build"):
         b = spec_command("build", "compile specs into artifacts under out/<name>/")
@@ -95,13 +106,14 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         with_format(c)
         with_host(c)
     if only in (None, "explain"):
-        e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
-        e.add_argument("specs", nargs="+", metavar="SPEC")
+        e = command("explain", "every launch-security value, its source, and its risks; "
+                    "or a rule (cgsc explain RULE-ID)")
+        e.add_argument("specs", nargs="+", metavar="SPEC|RULE-ID")
         e.add_argument("--format", choices=("text", "json"), default="text",
                        help="the explanation as text, or as JSON (one object per spec; a list "
                             "of them for several specs); on stdout")
     if only in (None, "diff"):
-        d = sub.add_parser("diff", help="what a change to specs does: security-relevant differences in words",
+        d = command("diff", "what a change to specs does: security-relevant differences in words",
                            description="cgsc diff OLD NEW compares two spec files; cgsc diff --base REV "
                                        "SPEC... compares each spec (and its extends chain) as of the git "
                                        "revision REV with the working tree. A report, not a gate: exit 0.")
@@ -110,20 +122,39 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
                        help="the report as text, JSON, GitHub Actions notices or Markdown (for a "
                             "pull-request comment); on stdout")
+    if only in (None, "verify"):
+        ve = command("verify", "compare a guest's attestation report or quote with "
+                     "its predicted values (values only, not signatures)",
+                     description="cgsc verify REPORT --guest OUT/NAME reads a raw SEV-SNP "
+                                        "attestation report or TDX quote and compares every field "
+                                        "the guest's manifest predicts. Exit 0: all match; 1: a "
+                                        "field differs or the file is not such a report; 2: the "
+                                        "command cannot run. It does not check signatures: give "
+                                        "the reference values cgsc wrote to go-sev-guest, "
+                                        "go-tdx-guest or Trustee for that.")
+        ve.add_argument("report", metavar="REPORT", help="the report or quote, as the guest got it")
+        where = ve.add_mutually_exclusive_group(required=True)
+        where.add_argument("--guest", metavar="DIR", help="the guest's output directory (OUT/NAME)")
+        where.add_argument("--manifest", metavar="FILE", help="the guest's manifest.json")
+        with_format(ve, ("text", "json", "sarif"))
     if only in (None, "rules"):
-        r = sub.add_parser("rules", help="list the rules, or explain one")
+        r = command("rules", "list the rules, or explain one")
         r.add_argument("rule", nargs="?", metavar="RULE-ID")
+        r.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text, or JSON (a list of rules; one object for one RULE-ID)")
     if only in (None, "schema"):
-        sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+        sc = command("schema", "print the JSON Schema of the spec language")
         sc.add_argument("--base", action="store_true",
                         help="the schema of a base spec (no required keys), for editors to use on bases")
         sc.add_argument("--attestation", action="store_true",
                         help="print the schema of manifest.json's `attestation` object instead")
     if only in (None, "targets"):
-        sub.add_parser("targets", help="list installed targets")
+        t = command("targets", "list installed targets")
+        t.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text, or JSON (name, summary, built by default)")
     if only in (None, "probe"):
-        pr = sub.add_parser("probe", help="write a host profile of this host (or of recorded "
-                            "`virsh domcapabilities` output) for --host")
+        pr = command("probe", "write a host profile of this host (or of recorded "
+                     "`virsh domcapabilities` output) for --host")
         pr.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
         pr.add_argument("--from-domcapabilities", metavar="CAPS.xml",
                         help="build the profile from `virsh domcapabilities` XML instead")
@@ -135,9 +166,31 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                         "the host's libvirt version (`virsh version`)")
         pr.add_argument("--name", help="the profile's name (default: this host's name)")
     if only in (None, "completion"):
-        comp = sub.add_parser("completion", help="print a shell completion script")
+        comp = command("completion", "print a shell completion script")
         comp.add_argument("shell", choices=("bash", "zsh", "fish"))
+    if only in (None, "init"):
+        from .review.scaffold import MECHANISM_TITLES
+        i = command("init", "write a valid, commented spec to start from")
+        i.add_argument("name", metavar="NAME", help="the guest's name ([guest] name)")
+        i.add_argument("--mechanism", "-m", required=True, choices=tuple(MECHANISM_TITLES),
+                       help="the confidential-computing mechanism")
+        i.add_argument("-o", "--output", metavar="FILE", help="where to write (default: NAME.toml; "
+                       "- for stdout); an existing file is never overwritten")
     return p
+
+
+def _with_output_options(cmd, default) -> None:
+    """--color and -q/-v, accepted before or after the command (default SUPPRESS keeps a
+    value given before the command when the command's parser does not see one)."""
+    cmd.add_argument("--color", choices=("auto", "always", "never"), default=default,
+                     help="colour diagnostics: auto (a terminal, unless NO_COLOR is set), "
+                          "always, never")
+    quiet = cmd.add_mutually_exclusive_group()
+    quiet.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
+                       default=default, help="diagnostics only: no summary or notes")
+    quiet.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
+                       default=default, help="also say what was found for every guest "
+                       "(validate, check)")
 
 
 def _jobs(text: str) -> int:
@@ -216,6 +269,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             return EXIT_USAGE
         fmt = getattr(args, "format", "text")
         _DIAGNOSTICS_TO_STDERR[:] = [True] if getattr(args, "stdout", False) else []
+        _STYLE.update(verbosity=getattr(args, "verbosity", 0),
+                      colour=_colour(getattr(args, "color", "auto")))
         _known_targets(getattr(args, "target", ()))
         _listed_specs(args)
         return _COMMANDS[args.command](args)
@@ -350,6 +405,22 @@ def _bug_message(exc: BaseException, where: str = "") -> str:
 
 
 _DIAGNOSTICS_TO_STDERR = []   # set by `build --stdout`: stdout carries the artifacts only
+_STYLE = {"verbosity": 0, "colour": False}   # -q (-1) / -v (1); colour on stderr
+
+
+def _colour(when: str) -> bool:
+    """--color: always, never, or auto: stderr is a terminal, NO_COLOR is unset or empty
+    (no-color.org) and TERM is not dumb. The option overrides NO_COLOR."""
+    if when != "auto":
+        return when == "always"
+    return (not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+            and sys.stderr.isatty())
+
+
+def _say(text: str) -> None:
+    """A summary or a note on stderr; -q leaves it out."""
+    if _STYLE["verbosity"] >= 0:
+        print(text, file=sys.stderr)
 
 
 def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> None:
@@ -359,10 +430,14 @@ def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> No
     if fmt != "text":
         (sys.stderr if _DIAGNOSTICS_TO_STDERR else sys.stdout).write(RENDER[fmt](diagnostics))
         return
-    sys.stderr.write(RENDER["text"](diagnostics))
+    text = RENDER["text"](diagnostics)
+    if _STYLE["colour"]:
+        from .review.report import coloured
+        text = coloured(text)
+    sys.stderr.write(text)
     if failed:
         errors = sum(1 for d in diagnostics if d.severity == "error")
-        print(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written", file=sys.stderr)
+        _say(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written")
 
 
 def _host(args):
@@ -381,15 +456,22 @@ def _floating_note(args, first, count: int) -> None:
     the machine formats carry the spec's own diagnostics). `first`: (a locate function or
     a build.Where, machine type) of the first guest whose machine floats; `count` of all."""
     from .host.compat import FLOATING_MACHINE
-    if args.host or args.format != "text" or first is None:
+    if args.format != "text" or first is None:
         return
     where, machine = first
     if not callable(where):
         from .pipeline.build import locator
         where = locator(where)
-    d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
-              + (f" (and in {count - 1} more spec(s))" if count > 1 else ""),
-              "pin it with --host HOST.json (`cgsc probe`)"))
+    more = f" (and in {count - 1} more spec(s))" if count > 1 else ""
+    if args.host:   # a profile that does not know what its QEMU resolves the alias to
+        d = where(FLOATING_MACHINE.warning(
+            ("guest", "machine"), f"{machine!r} floats{more}: host profile {printable(args.host)} "
+            "does not say which machine its QEMU resolves it to",
+            "make the profile on the host (`cgsc probe -o host.json`), or write a versioned "
+            "machine in [guest] machine"))
+    else:
+        d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats{more}",
+                                           "pin it with --host HOST.json (`cgsc probe`)"))
     _report([d], "text")
 
 
@@ -432,8 +514,7 @@ def _skip_notes(skipped, fmt: str) -> None:
     """A default build that left a target out says which and why (stderr, text format)."""
     if fmt == "text":
         for guest, target, rule, reason in skipped:
-            print(f"cgsc: note: {guest}: target {target} skipped: {reason} [{rule}]",
-                  file=sys.stderr)
+            _say(f"cgsc: note: {guest}: target {target} skipped: {reason} [{rule}]")
 
 
 def _build(args) -> int:
@@ -464,9 +545,9 @@ def _build(args) -> int:
     if args.format == "text":
         if built.count == 1:
             names = ", ".join(sorted(name for name, _sha in built.first.files))
-            print(f"cgsc: {args.output}/{built.first.name}/: {names}", file=sys.stderr)
+            _say(f"cgsc: {args.output}/{built.first.name}/: {names}")
         else:
-            print(f"cgsc: {built.count} guests written under {args.output}/", file=sys.stderr)
+            _say(f"cgsc: {built.count} guests written under {args.output}/")
     return EXIT_OK
 
 
@@ -509,8 +590,12 @@ def _validate(args) -> int:
     if crashed:
         return EXIT_BUG
     if args.format == "text":
-        print(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
-              f"spec{'s' if len(args.specs) != 1 else ''} valid", file=sys.stderr)
+        if _STYLE["verbosity"] > 0:
+            for spec, o in outputs:
+                _say(f"cgsc: {printable(spec)}: {o.name} valid "
+                     f"({', '.join(t for t, _a in o.artifacts)})")
+        _say(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
+             f"spec{'s' if len(args.specs) != 1 else ''} valid")
     return EXIT_OK
 
 
@@ -562,8 +647,11 @@ def _check(args) -> int:
     _report(findings, args.format)
     drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))
     if args.format == "text":
-        print(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
-              if drift_count else f"cgsc: {len(outputs)} guest(s) up to date", file=sys.stderr)
+        if _STYLE["verbosity"] > 0:
+            for o in outputs:
+                _say(f"cgsc: {o.name}: {'out of date' if o.drifts else 'up to date'}")
+        _say(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
+             if drift_count else f"cgsc: {len(outputs)} guest(s) up to date")
     return EXIT_INVALID if drift_count else EXIT_OK
 
 
@@ -589,13 +677,28 @@ def _probe(args) -> int:
             return EXIT_USAGE
         for note in profile.get("unreadable", []):
             print(f"cgsc probe: could not read {note}", file=sys.stderr)
+        if (profile.get("sev") or {}).get("present") is False:
+            print(f"cgsc probe: SEV: not present ({profile['sev'].get('why', '')})", file=sys.stderr)
         print(f"cgsc probe: wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK
 
 
+def _is_rule_id(text: str) -> bool:
+    import re
+    return re.fullmatch(r"CGS-[A-Z0-9]+-[0-9]{3}", text.upper()) is not None and \
+        not os.path.exists(text)
+
+
 def _explain(args) -> int:
+    if all(_is_rule_id(a) for a in args.specs):
+        for i, rule_id in enumerate(args.specs):
+            if i:
+                print()
+            args.rule = rule_id
+            _rules(args)
+        return EXIT_OK
     from .review.explain import explain, to_json, to_text
     infos, problems = [], []
     for spec in args.specs:
@@ -631,20 +734,45 @@ def _diff(args) -> int:
     return EXIT_OK
 
 
+def _verify(args) -> int:
+    from .review import verify as v
+    try:
+        verdict = v.verify(args.report, args.guest or args.manifest)
+    except v.UsageProblem as exc:
+        print(f"cgsc verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "text":
+        out, err = v.to_text(verdict)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+    else:
+        sys.stdout.write(v.to_json(verdict) if args.format == "json" else v.to_sarif(verdict))
+    return EXIT_OK if verdict.ok else EXIT_INVALID
+
+
 def _rules(args) -> int:
     from .core.rules import load_all
-    from .review.report import rule_help
+    from .review.report import rule_help, rule_record
     catalogue = load_all()
+    as_json = getattr(args, "format", "text") == "json"
     if args.rule:
         rule = catalogue.get(args.rule.upper())
         if rule is None:
-            raise _Usage(f"no rule {args.rule!r} (`cgsc rules` lists them)")
-        print(rule_help(rule))
+            raise _Usage(f"no rule {printable(args.rule)} (`cgsc rules` lists them)")
+        print(_json(rule_record(rule)) if as_json else rule_help(rule))
+        return EXIT_OK
+    if as_json:
+        print(_json([rule_record(catalogue[r]) for r in sorted(catalogue)]))
         return EXIT_OK
     for rule_id in sorted(catalogue):
         rule = catalogue[rule_id]
         print(f"{rule_id:16} {rule.severity:8} {rule.summary}")
     return EXIT_OK
+
+
+def _json(value) -> str:
+    import json
+    return json.dumps(value, indent=2)
 
 
 def _schema(args) -> int:
@@ -659,8 +787,40 @@ def _schema(args) -> int:
 
 def _targets(args) -> int:
     from . import targets
+    if args.format == "json":
+        print(_json([{"name": name, "summary": summary, "default": name in targets.BUILTIN}
+                     for name, summary in targets.available().items()]))
+        return EXIT_OK
     for name, summary in targets.available().items():
         print(f"{name:10} {summary}")
+    return EXIT_OK
+
+
+def _init(args) -> int:
+    """A valid, commented spec for the mechanism; never over an existing file."""
+    import re
+
+    from .review.scaffold import spec_text
+    from .spec.schema import read
+    pattern = read("guest.schema.json")["$defs"]["guest"]["properties"]["name"]["pattern"]
+    if not re.fullmatch(pattern.strip("^$"), args.name) or ".." in args.name:
+        raise _Usage(f"init: {printable(args.name)!s} is not a guest name (lowercase letters, "
+                     "digits, '_', '.', '-'; 1-63 characters, starting with a letter or digit)")
+    text = spec_text(args.mechanism, args.name)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = args.output or f"{args.name}.toml"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise _Usage(f"init: {printable(path)} exists; cgsc init never overwrites a file "
+                     "(choose another with -o FILE)") from None
+    except OSError as exc:
+        raise _Usage(f"init: cannot create {printable(path)}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    _say(f"cgsc: wrote {printable(path)}; next: cgsc validate {printable(path)}")
     return EXIT_OK
 
 
@@ -671,5 +831,6 @@ def _completion(args) -> int:
 
 
 _COMMANDS = {"build": _build, "validate": _validate, "check": _check, "explain": _explain,
-             "diff": _diff, "probe": _probe,
-             "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}
+             "diff": _diff, "probe": _probe, "verify": _verify,
+             "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion,
+             "init": _init}

@@ -33,7 +33,7 @@ EXTRA_ARGS = Rule(
 NO_VOLUME = Rule(
     "CGS-KUBEVIRT-005", "a disk has no KubeVirt volume",
     "A host path means nothing on a cluster: the disk must come from a PersistentVolumeClaim, "
-    "a CDI DataVolume or a container image.", "SPEC.md, KubeVirt volumes and networks",
+    "a CDI DataVolume or a container image.", "docs/reference/keys.md [[disk]] kubevirt, [[net]] kubevirt",
     fix='Add kubevirt = { pvc = "name" }, { data-volume = "name" } or '
         '{ container-disk = "image" } to the [[disk]].')
 HOST_DISK_GATE = Rule(
@@ -47,7 +47,7 @@ NETWORK = Rule(
     "CGS-KUBEVIRT-007", "an interface has no KubeVirt network",
     "On KubeVirt a `user` interface is the pod network (masquerade), and a VM has at most "
     "one; a host tap or bridge has no meaning on a cluster and needs a Multus network.",
-    "SPEC.md, KubeVirt volumes and networks",
+    "docs/reference/keys.md [[disk]] kubevirt, [[net]] kubevirt",
     fix='Add kubevirt = { multus = "namespace/name" } to the [[net]].')
 KERNEL_BOOT = Rule(
     "CGS-KUBEVIRT-008", "KubeVirt kernel boot needs both [kernel] image and kernel-container",
@@ -87,6 +87,8 @@ KUBEVIRT_SERIAL = re.compile(r"[A-Za-z0-9_.+-]+")
 class KubevirtTarget:
     name = "kubevirt"
     summary = "KubeVirt VirtualMachine (<name>.kubevirt.yaml) for kubectl / GitOps"
+
+    on_host = False   # the cluster launches it: no host file of the plan is read
 
     def unsupported(self, plan: LaunchPlan) -> Optional[List[Diagnostic]]:
         refusals = list(plan.confidential.kubevirt_refusals) + list(_refusals(plan))

@@ -26,11 +26,22 @@ def argv_lines(argv: List[str]) -> List[str]:
     return [line + " \\" for line in lines[:-1]] + lines[-1:]
 
 
+def qemu_needed(plan: LaunchPlan) -> Optional[tuple]:
+    """(minimum QEMU "X.Y", what needs it) for the script's version check: the same minimum
+    manifest.json records (cgsc.host.compat), with the object or property that sets it."""
+    from ..host.compat import qemu_needs
+    needs = qemu_needs(plan)
+    if not needs:
+        return None
+    what, need = max(needs.items(), key=lambda item: (item[1], -len(item[0])))
+    return ".".join(str(x) for x in need[:2]), what
+
+
 def _measured_call(plan: LaunchPlan) -> str:
-    """check_measured with one file or parameter (four words) per line."""
-    words = [shell_word(w) for w in verify.arguments(plan)]
-    groups = [" ".join(words[i:i + 4]) for i in range(0, len(words), 4)]
-    return " \\\n    ".join([verify.FUNCTION] + groups)
+    """launch_measured with the runtime directory, one parameter or file per line, then
+    QEMU's argv ("$@")."""
+    lines = [" ".join(shell_words(group)) for group in verify.groups(plan)]
+    return " \\\n    ".join([verify.FUNCTION + " " + lines[0]] + lines[1:] + ['-- "$@"'])
 
 
 class ShellTarget:
@@ -50,7 +61,8 @@ class ShellTarget:
             argv_lines=argv_lines(argv), writable=writable,
             memlock_kib=(plan.memory_mib + MEMLOCK_SLACK_MIB) * 1024,
             measured=verify.function() if plan.binding else "",
-            measured_call=_measured_call(plan), measured_summary=verify.summary(plan))
+            measured_call=_measured_call(plan) if plan.binding else "",
+            measured_summary=verify.summary(plan), qemu_needed=qemu_needed(plan))
         return [Artifact(f"{plan.name}.sh", text, 0o755)]
 
 

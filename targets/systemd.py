@@ -80,11 +80,18 @@ def stop_script(plan: LaunchPlan) -> str:
     """sh for ExecStop=: ask the guest to power down over the stop channel, then wait for
     QEMU to exit. systemd kills it (SIGTERM, then SIGKILL) when TimeoutStopSec= runs out.
     Opening the FIFO never blocks while QEMU holds it open; the kill -0 check keeps a
-    QEMU that is already gone from blocking it."""
+    QEMU that is already gone from blocking it. With a launch binding the main process
+    checks the boot files before it becomes QEMU, and may fail without ever opening the
+    FIFO: there the request is written in the background, and the wait ends with the
+    main process."""
     fifo = shell_word(plan.stop_fifos()[0])
     commands = " ".join(shell_word(c) for c in QMP_POWERDOWN)
-    return (f"kill -0 \"$MAINPID\" 2>/dev/null || exit 0; printf '%s\\n' {commands} > {fifo}; "
-            "while kill -0 \"$MAINPID\" 2>/dev/null; do sleep 1; done")
+    write = f"printf '%s\\n' {commands} > {fifo}"
+    wait = "while kill -0 \"$MAINPID\" 2>/dev/null; do sleep 1; done"
+    if plan.binding is None:
+        return f"kill -0 \"$MAINPID\" 2>/dev/null || exit 0; {write}; {wait}"
+    return (f"kill -0 \"$MAINPID\" 2>/dev/null || exit 0; {write} & {wait}; "
+            "kill \"$!\" 2>/dev/null; exit 0")
 
 
 def install_hint(plan: LaunchPlan, settings, unit_name: str) -> str:
@@ -146,8 +153,7 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     if plan.stop_channel:
         service.append(("ExecStartPre", sh_command(stop_fifos_script(plan)),
                         "the stop channel: two FIFOs QEMU reads and writes QMP on (see ExecStop=)"))
-    service += verify_entries(plan)
-    service.append(("ExecStart", systemd_exec_line(plan.argv()), ""))
+    service.append(exec_start(plan))
     if plan.stop_channel:
         service.append(("ExecStop", sh_command(stop_script(plan)),
                         "graceful stop: QMP system_powerdown through the stop channel, then wait for "
@@ -178,15 +184,16 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     return sections
 
 
-def verify_entries(plan: LaunchPlan) -> List[Entry]:
-    """ExecStartPre= that refuses to start QEMU on boot files other than the measured ones
-    ([measurement]); it runs under the same sandbox as QEMU."""
+def exec_start(plan: LaunchPlan) -> Entry:
+    """QEMU's argv; with [measurement], run by the launch binding program in the same
+    process, so that QEMU reads the checked copies (no gap between check and launch, as
+    an ExecStartPre= would leave)."""
     if plan.binding is None:
-        return []
-    words = ["/bin/sh", "-c", verify.standalone(), verify.label(plan)] + verify.arguments(plan)
-    return [("ExecStartPre", systemd_exec_line(words),
-             "launch binding: the boot files must have the sha256 the launch measurement "
-             "was computed from; " + verify.summary(plan))]
+        return ("ExecStart", systemd_exec_line(plan.argv()), "")
+    return ("ExecStart", systemd_exec_line(verify.exec_words(plan)),
+            "launch binding: each boot file is read once into a private copy in the runtime "
+            "directory, its sha256 checked, and QEMU reads that copy (/proc/self/fd/N); "
+            "QEMU's argv follows `--`. " + verify.summary(plan))
 
 
 def _sandbox(plan: LaunchPlan) -> List[Entry]:

@@ -1,10 +1,12 @@
 """Derive schema/qemu-since.json from QEMU's QAPI schema (qapi/qom.json): the first QEMU
 version of every confidential-guest -object type and of each of its properties.
 
-    python3 tests/derive_qemu_since.py ../shared/reference/qemu-qapi > schema/qemu-since.json
+    python3 tests/derive_qemu_since.py tests/data/qemu-qapi > schema/qemu-since.json
 
-tests/host/test_hostprofile.py re-derives it from ../shared and compares, so the committed
-table cannot drift from the QAPI schema. Rules (QAPI doc-comment conventions):
+(DIR holds qom.json, or qom.json.xz as tests/data/qemu-qapi does; a QEMU source tree's
+qapi/ works too.) tests/host/test_hostprofile.py re-derives it from tests/data and
+compares, so the committed table cannot drift from the QAPI schema, and checks it against
+every installed QEMU release (QMP introspection). Rules (QAPI doc-comment conventions):
 - an object type's version is the `Since:` of its properties struct in ObjectOptions;
   types without properties (pef-guest, s390-pv-guest) take the ObjectType enum's `Since:`,
   a lower bound (the enum itself dates from then);
@@ -26,11 +28,19 @@ def _version(text: str) -> tuple:
     return tuple(int(x) for x in text.split("."))
 
 
+def _read(path: str) -> str:
+    if not os.path.exists(path) and os.path.exists(path + ".xz"):
+        import lzma
+        with lzma.open(path + ".xz", "rt", encoding="utf-8") as fh:
+            return fh.read()
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
 def _blocks(path: str):
     """(doc comment, expression) pairs of a QAPI file: a `##` ... `##` comment, then the
     `{ ... }` expression up to the next blank line."""
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
+    lines = _read(path).split("\n")
     i = 0
     while i < len(lines):
         if lines[i] != "##":

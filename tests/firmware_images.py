@@ -18,6 +18,7 @@ SEV_HASH_TABLE_GUID = "7255371f-3a3b-4b04-927b-1da6efa8d454"
 TDX_METADATA_OFFSET_GUID = "e47a6535-984a-4798-865e-4685a7bf8ec2"
 SNP_SEC_MEM, SNP_SECRETS, CPUID, SNP_KERNEL_HASHES = 1, 2, 3, 0x10
 BFV, CFV, TD_HOB, TEMP_MEM = 0, 1, 2, 3
+MR_EXTEND, PAGE_AUG = 1, 2   # TDVF section attributes
 METADATA_AT = 0x100   # where the metadata blobs sit in the image
 
 
@@ -54,8 +55,9 @@ def amd_image(sections=((0x800000, 0x1000, SNP_SEC_MEM), (0x801000, 0x1000, SNP_
     return guided_image(entries, blob, size)
 
 
-def tdvf_image(size: int = 4096, sections=None, signature: bytes = b"TDVF") -> bytes:
-    """A TDVF-like image: BFV (the whole image, measured), TD_HOB and TempMem sections."""
+def tdvf_image(size: int = 65536, sections=None, signature: bytes = b"TDVF") -> bytes:
+    """A TDVF-like image (QEMU loads -bios images in 64 KiB blocks): BFV (the whole image,
+    measured), TD_HOB and TempMem sections."""
     if sections is None:
         sections = [(0, size, (1 << 32) - size, size, BFV, 1),
                     (0, 0, 0x809000, 0x2000, TD_HOB, 0),
@@ -70,5 +72,10 @@ def tdvf_image(size: int = 4096, sections=None, signature: bytes = b"TDVF") -> b
 SUPPORT = {
     "amd-sev-no-hashes.fd": lambda: amd_image(),
     "ovmf-no-sev-metadata.fd": lambda: amd_image(sections=()),
+    "amd-sev-overlapping-sections.fd": lambda: amd_image(
+        sections=((0x800000, 0x2000, SNP_SEC_MEM), (0x801000, 0x1000, SNP_SECRETS))),
     "tdvf.fd": lambda: tdvf_image(),
+    "tdvf-page-aug.fd": lambda: tdvf_image(sections=[
+        (0, 65536, (1 << 32) - 65536, 65536, BFV, MR_EXTEND),
+        (0, 0, 0x809000, 0x2000, TD_HOB, 0), (0, 0, 0x80b000, 0x1000, TEMP_MEM, PAGE_AUG)]),
 }

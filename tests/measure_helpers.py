@@ -1,17 +1,15 @@
-"""Shared pieces of the [measurement] tests: spec text, the README's test vectors."""
+"""Shared pieces of the [measurement] tests: spec text, sev-snp-measure's test vectors."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 
+from firmware_data import AMD_SUFFIX, OVMFX64_SUFFIX
 from helpers import run_cli
 
-MEASUREMENT = ("reference", "measurement")
 MECH = {"snp": "sev-snp", "seves": "sev-es", "sev": "sev"}
-FIRMWARE = {"AmdSev": "ovmf_AmdSev_suffix.bin", "OvmfX64": "ovmf_OvmfX64_suffix.bin"}
-DEBUG_SWAP = "/sys/module/kvm_amd/parameters/debug_swap"
+# short name -> file name in the `firmware` fixture (tests/data/firmware/sev-snp-measure)
+FIRMWARE = {"AmdSev": AMD_SUFFIX, "OvmfX64": OVMFX64_SUFFIX}
 
 
 def toml_str(value) -> str:
@@ -20,8 +18,10 @@ def toml_str(value) -> str:
 
 def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=None,
               cmdline=None, features=None, launch_dir="/var/lib/guests", extra="",
-              measurement=None):
-    """A spec whose [measurement] names build-time copies; QEMU launches from launch_dir."""
+              measurement=None, legacy_vm_type="off"):
+    """A spec whose [measurement] names build-time copies; QEMU launches from launch_dir.
+    SEV-ES guests get `legacy-vm-type` (KVM_SEV_INIT2 by default: the one SEV-ES launch
+    sev-snp-measure reproduces); None leaves it out."""
     lines = ["[guest]", f"name = {toml_str(name)}", "memory = 1024", f"vcpus = {vcpus}"]
     if cpu:
         lines.append(f"cpu = {toml_str(cpu)}")
@@ -35,6 +35,8 @@ def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=
     lines += [f"[confidential.{mechanism}]", "cbitpos = 51", "reduced-phys-bits = 1"]
     if kernel:
         lines.append("kernel-hashes = true")
+    if mechanism == "sev-es" and legacy_vm_type:
+        lines.append(f"legacy-vm-type = {toml_str(legacy_vm_type)}")
     lines.append(extra)
     lines += ["[measurement]", f"firmware = {toml_str(firmware)}"]
     if kernel:
@@ -47,20 +49,39 @@ def spec_text(name, mechanism, firmware, vcpus=1, cpu=None, kernel=None, initrd=
     return "\n".join(lines) + "\n"
 
 
+def tdx_spec_text(name, firmware, measurement="", extra="", launch="/usr/share/ovmf/OVMF.fd"):
+    """A TDX spec whose [measurement] firmware is `firmware` (a build-time copy)."""
+    return "\n".join(["[guest]", f"name = {toml_str(name)}", "memory = 2048", "[firmware]",
+                      f"code = {toml_str(launch)}", "[confidential.tdx]", extra,
+                      "[measurement]", f"firmware = {toml_str(firmware)}", measurement, ""])
+
+
 def write(path, text):
     path.write_text(text)
     return str(path)
 
 
-def readme_rows(shared_dir):
-    with open(os.path.join(shared_dir, *MEASUREMENT, "README.md"), encoding="utf-8") as fh:
-        rows = [line for line in fh if re.match(r"\| (snp|seves|sev) \|", line)]
-    out = []
-    for row in rows:
-        cells = [c.strip() for c in row.strip().strip("|").split("|")]
-        out.append(dict(zip(("mode", "vcpus", "type", "fw", "files", "append", "features",
-                             "digest"), cells)))
-    return out
+# sev-snp-measure 0.0.13's own test vectors on its two fixtures (its tests/test_guest.py
+# asserts each digest): "/dev/null" stands for an empty kernel and initrd.
+SUFFIX_VECTORS = [dict(zip(("mode", "vcpus", "type", "fw", "files", "append", "features",
+                            "digest"), row)) for row in (
+    ("snp", "1", "EPYC-v4", "AmdSev", "/dev/null, /dev/null", "console=ttyS0 loglevel=7", "0x1",
+     "6d287813eb5222d770f75005c664e34c204f385ce832cc2ce7d0d6f354454362"
+     "f390ef83a92046c042e706363b4b08fa"),
+    ("snp", "1", "EPYC-v4", "AmdSev", "none", "none", "0x1",
+     "19358ba9a7615534a9a1e2f0dfc29384dcd4dcb7062ff9c6013b26869a5fc6ec"
+     "abe033c48dd6f6db5d6d76e7c5df632d"),
+    ("snp", "4", "EPYC-v4", "AmdSev", "/dev/null, /dev/null", "empty", "0x21",
+     "4953b1fb416fa874980e8442b3706d345926d5f38879134e00813c5d7abcbe78"
+     "eafe7b422907be0b4698e2414a631942"),
+    ("seves", "1", "EPYC-v4", "AmdSev", "/dev/null, /dev/null", "empty", "0x1",
+     "13810ae661ea11e2bb205621f582fee268f0367c8f97bc297b7fadef3e12002c"),
+    ("sev", "1", "–", "AmdSev", "/dev/null, /dev/null", "console=ttyS0 loglevel=7", "–",
+     "82a3ee5d537c3620628270c292ae30cb40c3c878666a7890ee7ef2a08fb535ff"),
+    ("snp", "1", "EPYC-v4", "OvmfX64", "none", "none", "0x1",
+     "da0296de8193586a5512078dcd719eccecbd87e2b825ad4148c44f665dc87df2"
+     "1e5b49e21523a9ad993afdb6a30b4005"),
+)]
 
 
 def errors(spec):

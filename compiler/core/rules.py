@@ -41,7 +41,8 @@ RULE_MODULES = (
     "cgsc.spec.source", "cgsc.spec.validate", "cgsc.spec.waivers",
     "cgsc.lower.guest_rules", "cgsc.lower.confine", "cgsc.lower.runtime_rules",
     "cgsc.lower.kubevirt_rules", "cgsc.lower.limits",
-    "cgsc.measure.stage", "cgsc.host.compat", "cgsc.pipeline.build", "cgsc.output.drift",
+    "cgsc.measure.stage", "cgsc.measure.reference_values", "cgsc.host.compat",
+    "cgsc.pipeline.build", "cgsc.output.drift", "cgsc.review.verify",
 )
 
 

@@ -27,7 +27,8 @@ LIBVIRT_SINCE = {
     "kernelHashes": "8.0.0",  # formatdomain.html: kernelHashes "Since 8.0.0"
     "cpu-maximum": "7.1.0",   # formatdomain.html: CPU mode "maximum" "Since 7.1.0"; NEWS v7.1.0
 }
-ENCRYPTED_STATE = ("sev-es", "sev-snp")   # VMSA-based: KVM's debug_swap changes the measurement
+# The values a spec may give (schema/sev.schema.json): a profile outside them is no SEV host's
+SEV_GEOMETRY = {"cbitpos": (32, 63), "reduced-phys-bits": (1, 63)}
 
 MECHANISM_UNAVAILABLE = Rule(
     "CGS-HOST-001", "the host cannot run this confidential mechanism",
@@ -69,13 +70,16 @@ FIRMWARE_UNFIT = Rule(
     fix="Point [firmware] code at an image the host has that supports the mechanism "
         "(`cgsc probe` lists them with what they support).")
 DEBUG_SWAP = Rule(
-    "CGS-HOST-007", "the host's KVM adds DebugSwap to the guest's VMSA features",
-    "With kvm_amd debug_swap=Y, QEMU (KVM_SEV_INIT2) gives SEV-ES/SNP guests the DebugSwap "
-    "feature, which is part of the launch measurement: a measurement computed without it "
-    "will not match the attestation report.",
-    "Linux arch/x86/kvm/svm/sev.c (debug_swap); QEMU sev.c KVM_SEV_INIT2",
-    fix="Compute the expected measurement with DebugSwap (sev-snp-measure --vmm-type QEMU "
-        "--guest-features), or load kvm_amd with debug_swap=0.",
+    "CGS-HOST-007", "the host's KVM may add DebugSwap to an SEV-ES guest's VMSA",
+    "On KVM's legacy SEV-ES launch (KVM_SEV_ES_INIT: QEMU <= 9.0, or legacy-vm-type "
+    "on/auto), Linux 6.6 to 6.9 with kvm_amd debug_swap=Y put DebugSwap (0x20) into the "
+    "VMSA's SEV_FEATURES, which is part of the launch measurement; Linux 6.1-6.5 and 6.10+ "
+    "do not. KVM_SEV_INIT2 (legacy-vm-type = off, and every SEV-SNP guest) takes the "
+    "features from QEMU, which requests none: debug_swap does not change them.",
+    "Linux arch/x86/kvm/svm/sev.c (d1f85fbe836e, 6.6; 5abf6dceb066, 6.8; 6.12 L480-500); "
+    "docs/attestation.md",
+    fix="Set legacy-vm-type = \"off\" (QEMU >= 9.1, Linux >= 6.10), or load kvm_amd with "
+        "debug_swap=0 on a 6.6-6.9 kernel.",
     severity="warning")
 LIBVIRT_CPU = Rule(
     "CGS-HOST-009", "the host's libvirt does not know the CPU model",
@@ -200,14 +204,18 @@ def check_host(plan: LaunchPlan, profile: dict, libvirt: bool = True) -> List[Di
     for key in ("cbitpos", "reduced-phys-bits"):
         want = sev.get(key)
         if key in props and want is not None and int(props[key]) != want:
+            low, high = SEV_GEOMETRY[key]
+            hint = (f"set {key} = {want}" if low <= want <= high else
+                    f"no SEV host has {key} {want} ({low}..{high}): the profile is wrong; "
+                    "make it again with `cgsc probe` on the host, or from its `virsh domcapabilities`")
             found.append(CBITPOS_MISMATCH.error(
-                table + (key,), f"{key} is {props[key]}, host {host} has {want}",
-                f"set {key} = {want}"))
+                table + (key,), f"{key} is {props[key]}, host {host} has {want}", hint))
     found += _firmware(plan, profile)
-    if mech in ENCRYPTED_STATE and kvm.get("debug-swap") is True:
+    if plan.confidential.debug_swap_measured and kvm.get("debug-swap") is True:
         found.append(DEBUG_SWAP.warning(
-            table, f"host {host} enables kvm_amd debug_swap: the guest's VMSA gets DebugSwap, "
-                   "and its launch measurement includes it", "compute the measurement with it"))
+            table, f"host {host} enables kvm_amd debug_swap: on Linux 6.6-6.9, KVM's legacy "
+                   "SEV-ES launch gives the guest's VMSA DebugSwap, and its launch measurement "
+                   "includes it", 'set legacy-vm-type = "off" (QEMU >= 9.1, Linux >= 6.10)'))
     return found
 
 

@@ -45,8 +45,13 @@ def shipped() -> Dict[str, str]:
 
 def load(path: str) -> dict:
     """A profile file, or a shipped profile's name (`debian-12`); raises ProfileError."""
-    if not os.path.exists(path) and path in shipped():
-        path = shipped()[path]
+    if not os.path.exists(path):
+        names = shipped()
+        if path not in names:
+            raise ProfileError(f"host profile {inputs.shown(path)}: no such file, and no shipped "
+                               f"profile of that name (shipped: {', '.join(names)}; or make one "
+                               "on the host with `cgsc probe -o host.json`)")
+        path = names[path]
     try:   # the input boundary's rules: a regular file, a few MiB, JSON nested 64 deep
         profile = inputs.load_json(inputs.read(path, inputs.HOST_PROFILE), path, inputs.HOST_PROFILE)
     except inputs.InputError as exc:
@@ -65,6 +70,11 @@ def version(text: Optional[str]) -> Optional[tuple]:
 
 def qemu_for(profile: dict, arch: str) -> Optional[dict]:
     return (profile.get("qemu") or {}).get(arch)
+
+
+def tdx_fact(profile: Optional[dict], key: str):
+    """A fact of the host's TDX stack (`tdx.xfam`, `tdx.page-order`), or None if unknown."""
+    return ((profile or {}).get("tdx") or {}).get(key)
 
 
 def pinned_machine(profile: Optional[dict], arch: str, machine: str) -> Optional[str]:

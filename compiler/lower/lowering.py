@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..spec.model import Guest
 from .confine import guest_dirs, stop_channel
+from .guest_rules import missing_firmware
 from .plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
 from .qemu import Option, Opts
 
@@ -15,7 +16,10 @@ SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"
 _TRANSPORT = {"x86_64": "pci", "ppc64": "pci", "s390x": "ccw"}
 
 
-def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
+def lower(guest: Guest, spec_path: str, spec_files,
+          opened: Optional[Dict[str, str]] = None) -> LaunchPlan:
+    """`opened`: role ("firmware", "kernel", "initrd") -> what QEMU is given instead of
+    the host path, for the boot files the launch binding copies and checks first."""
     cgs = guest.mechanism.lower(guest)
     firmware = _firmware(guest)
     kernel = Kernel(guest.kernel_image, guest.kernel_initrd, guest.kernel_cmdline)
@@ -42,9 +46,10 @@ def lower(guest: Guest, spec_path: str, spec_files) -> LaunchPlan:
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt,
                   "kubevirt": guest.kubevirt},
         runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
+        host_refusals=missing_firmware(guest),
         stop_channel=stop_channel(guest),
     )
-    options = tuple(_options(plan))
+    options = tuple(_options(plan, opened or {}))
     words = [plan.emulator]
     for opt in options:
         words.extend(opt.words())
@@ -74,7 +79,7 @@ def _sandbox(g: Guest, nics) -> Tuple[Optional[str], Tuple[str, ...]]:
     return Opts("on", tuple(props.items())).render(), why
 
 
-def _options(p: LaunchPlan) -> List[Option]:
+def _options(p: LaunchPlan, opened: Dict[str, str]) -> List[Option]:
     cgs: Confidential = p.confidential
     bus = _TRANSPORT[p.arch]
     virtio = (("iommu_platform", True),) if cgs.virtio_iommu else ()
@@ -92,14 +97,17 @@ def _options(p: LaunchPlan) -> List[Option]:
         cgs.object.option(),
     ]
     fw = p.firmware
+    code = opened.get("firmware", fw.code)
     if fw.mode == "bios":
-        opts.append(Option("-bios", fw.code))
+        opts.append(Option("-bios", code))
     elif fw.mode == "pflash":
-        for unit, path, ro in ((0, fw.code, True), (1, fw.vars, False)):
+        for unit, path, ro in ((0, code, True), (1, fw.vars, False)):
             props = (("if", "pflash"), ("format", "raw"), ("unit", unit), ("file", path))
             opts.append(Option("-drive", Opts(None, props + ((("readonly", True),) if ro else ()))))
     k = p.kernel
-    for flag, value in (("-kernel", k.image), ("-initrd", k.initrd), ("-append", k.cmdline)):
+    for flag, value in (("-kernel", k.image and opened.get("kernel", k.image)),
+                        ("-initrd", k.initrd and opened.get("initrd", k.initrd)),
+                        ("-append", k.cmdline)):
         if value is not None:
             opts.append(Option(flag, value))
     if any(d.bus == "scsi" for d in p.disks):

@@ -53,6 +53,7 @@ class Confidential(NamedTuple):
     reboot_ends_process: bool = False    # guest reboot ends QEMU (exit 0)
     host_devices: Tuple[str, ...] = ()   # device nodes QEMU opens besides /dev/kvm
     host_params: Tuple[HostParam, ...] = ()
+    debug_swap_measured: bool = False    # kvm_amd debug_swap can change the VMSA it measures
     libvirt_security: Optional[Element] = None
     libvirt_features: Tuple[Element, ...] = ()
     libvirt_passthrough: Tuple[str, ...] = ()   # QEMU args for what libvirt cannot say
@@ -121,16 +122,26 @@ class Console(NamedTuple):
 
 
 class MeasuredFile(NamedTuple):
-    """A boot file whose sha256 was measured at build time and is checked at launch."""
+    """A boot file whose sha256 was measured at build time and is checked at launch.
+
+    At launch the file is read once into a private copy, the copy is checked, and QEMU
+    reads the copy through an inherited descriptor (`opened`), never `path` again."""
     what: str                 # "firmware", "kernel", "initrd"
-    path: str                 # the path QEMU opens at launch
+    path: str                 # the host path the launch copies the file from
     sha256: str               # lowercase hex of the measured copy
+    size: int                 # its length in bytes: the launch reads at most one byte more
+    fd: int                   # the descriptor QEMU inherits the checked copy on (3, 4, 5)
+
+    @property
+    def opened(self) -> str:
+        """What QEMU is given instead of the path: the checked copy, by descriptor."""
+        return f"/proc/self/fd/{self.fd}"
 
 
 class LaunchBinding(NamedTuple):
     """What the launch script and unit check so that the launched guest is the measured one."""
     files: Tuple[MeasuredFile, ...]
-    params: Tuple[HostParam, ...] = ()   # host settings the measurement assumed (debug_swap)
+    params: Tuple[HostParam, ...] = ()   # host settings the measurement assumed
 
 
 class LaunchPlan(NamedTuple):
@@ -167,6 +178,9 @@ class LaunchPlan(NamedTuple):
     stop_channel: str = ""    # QMP over two FIFOs (<path>.in, <path>.out) for a graceful stop
     attestation: Optional[dict] = None   # manifest.json's `attestation` object ([measurement])
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
+    references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): reference values in
+    #                                                the verifiers' formats ([attestation])
+    host_refusals: Tuple = ()   # Diagnostics every target that launches on a host refuses with
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

@@ -40,6 +40,64 @@ def keyval_split(text: str) -> List[str]:
     return parts
 
 
+def opts_parse(text: str, implied: Optional[str] = None) -> List[Tuple[str, str]]:
+    """(name, value) pairs as QEMU's QemuOpts parser reads an option string
+    (util/qemu-option.c opts_do_parse, get_opt_name_value): a name ends at `=` or `,`
+    and has no escape; a value ends at a single `,` (`,,` is a comma); a word without `=`
+    is the `implied` option's value when it comes first (-device's driver), else a flag,
+    `name=on` (`noname`: `name=off`). QEMU's qemu_opt_get takes the last of a repeated name."""
+    out: List[Tuple[str, str]] = []
+    i = 0
+    while i < len(text):
+        end = i
+        while end < len(text) and text[end] not in "=,":
+            end += 1
+        if end < len(text) and text[end] == "=":
+            name, (value, i) = text[i:end], _opt_value(text, end + 1)
+        elif implied is not None and not out:
+            name, (value, i) = implied, _opt_value(text, i)
+        else:
+            name, i = text[i:end], end
+            name, value = (name[2:], "off") if name.startswith("no") else (name, "on")
+        out.append((name, value))
+        if i < len(text):   # at a single comma
+            i += 1
+        implied = None
+    return out
+
+
+def _opt_value(text: str, i: int) -> Tuple[str, int]:
+    """QEMU's get_opt_value: the value from `i` to the next single comma, `,,` unescaped."""
+    value = []
+    while i < len(text):
+        if text[i] == ",":
+            if text[i + 1:i + 2] != ",":
+                break
+            i += 1
+        value.append(text[i])
+        i += 1
+    return "".join(value), i
+
+
+def global_option(text: str) -> Optional[Tuple[str, str, str]]:
+    """(driver, property, value) of a `-global` argument as QEMU's qemu_global_option
+    (system/qdev-monitor.c) reads it: `DRIVER.PROPERTY=VALUE` first (sscanf
+    "%63[^.=].%63[^=]", the value is the rest, as is), else the QemuOpts form
+    `driver=...,property=...,value=...`; None when QEMU refuses it."""
+    dot = 0
+    while dot < len(text) and text[dot] not in ".=":
+        dot += 1
+    if 0 < dot <= 63 and text[dot:dot + 1] == ".":
+        eq = text.find("=", dot + 1)
+        if dot + 1 < eq <= dot + 64:
+            return text[:dot], text[dot + 1:eq], text[eq + 1:]
+    opts = dict(opts_parse(text))
+    opts.pop("id", None)   # QemuOpts takes `id` apart from the options
+    if set(opts) != {"driver", "property", "value"}:
+        return None
+    return opts["driver"], opts["property"], opts["value"]
+
+
 def _keyval_value(value: object) -> str:
     if isinstance(value, str):   # most values: tested first
         return keyval_escape(value)

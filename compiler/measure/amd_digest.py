@@ -9,7 +9,9 @@ digest even for a firmware with no SEV metadata.
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
+import struct
 from importlib import metadata
 from typing import List, Optional, Tuple
 
@@ -20,12 +22,14 @@ from sevsnpmeasure.ovmf import OVMF, SectionType
 from sevsnpmeasure.sev_mode import SevMode
 from sevsnpmeasure.vmm_types import VMMType
 
-from .ovmf_table import guided_table
-
 LIBRARY = "sev-snp-measure"
 MODES = {"sev": SevMode.SEV, "sev-es": SevMode.SEV_ES, "sev-snp": SevMode.SEV_SNP}
 VMM = VMMType.QEMU
 KEY_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)   # a PEM that is no P-384 key
+# What the library raises on a firmware it cannot read (it checks little itself; cgsc's
+# firmware checks come first, these are the net under them).
+LIBRARY_ERRORS = (AssertionError, AttributeError, IndexError, KeyError, OverflowError,
+                  RuntimeError, TypeError, ValueError, struct.error, OSError)
 
 
 def library() -> dict:
@@ -36,17 +40,18 @@ def known_vcpu_types() -> List[str]:
     return sorted(vcpu_types.CPU_SIGS)
 
 
-def read_ovmf(path: str) -> Tuple[Optional[OVMF], Optional[str]]:
-    """The library's view of an OVMF image: (OVMF, None); (None, None) for a file without
-    the GUIDed footer table (the library would still print a digest for it); (None, why)
-    for a table the library cannot read."""
+def read_image(path: str) -> bytes:
     with open(path, "rb") as fh:
-        if guided_table(fh.read()) is None:
-            return None, None
+        return fh.read()
+
+
+def read_ovmf(path: str) -> Tuple[Optional[OVMF], Optional[str]]:
+    """The library's view of an OVMF image (one that has a GUIDed table): (OVMF, None),
+    or (None, why) for a table the library cannot read."""
     try:
         return OVMF(path), None
-    except (RuntimeError, ValueError, KeyError) as exc:
-        return None, str(exc)
+    except LIBRARY_ERRORS as exc:
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def has_sev_metadata(ovmf: OVMF) -> bool:
@@ -79,13 +84,14 @@ def key_digest(pem_path: str) -> bytes:
     return id_block.pub_to_digest(id_block.load_private_key_from_pem_file(pem_path))
 
 
-def sign_id_block(digest: bytes, policy: int, id_key: str, author_key: Optional[str]):
-    """(id-block, id-auth) as base64, for this digest and policy.
+def sign_id_block(digest: bytes, policy: int, id_key: str, author_key: Optional[str],
+                  family_id: bytes = bytes(16), image_id: bytes = bytes(16), guest_svn: int = 0):
+    """(id-block, id-auth) as base64, for this digest, policy and ID fields.
 
     The library's structures and key encoding, with two departures from its
     snp_calc_id_block: the ID block carries the guest's own policy (the firmware refuses
-    a launch whose policy differs from the ID block's), and signatures are RFC 6979
-    deterministic, so the same spec and keys give byte-identical artifacts."""
+    a launch whose policy differs from the ID block's) and ID fields, and signatures are
+    RFC 6979 deterministic, so the same spec and keys give byte-identical artifacts."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, utils
     from sevsnpmeasure import id_block as ib
@@ -97,8 +103,14 @@ def sign_id_block(digest: bytes, policy: int, id_key: str, author_key: Optional[
                                      sig_s=ib.SigS.from_buffer_copy(s.to_bytes(0x48, "little"))))
 
     idk = ib.load_private_key_from_pem_file(id_key)
-    block = ib.IdBlock(launch_digest=ib.LaunchDigest.from_buffer_copy(digest), ids=ib.DefaultIDs,
-                       version=ib.DefaultVersion, guest_svn=ib.DefaultGuestSVN, policy=policy)
+    block = ib.IdBlock(launch_digest=ib.LaunchDigest.from_buffer_copy(digest),
+                       version=ib.DefaultVersion, policy=policy)
+    # The library's `ids` (FAMILY_ID, IMAGE_ID) and `guest_svn` are c_char arrays, which
+    # ctypes fills as C strings (nothing after a NUL): the bytes are copied in instead.
+    for field, data in (("ids", family_id + image_id),
+                        ("guest_svn", guest_svn.to_bytes(4, "little"))):
+        at = ctypes.addressof(block) + getattr(ib.IdBlock, field).offset
+        ctypes.memmove(at, data, len(data))
     auth = ib.IdAuth(id_key_algo=ib.DefaultKeyAlgo, auth_key_algo=ib.DefaultKeyAlgo,
                      block_sig=ib.ECSignature.from_buffer_copy(sign(idk, bytes(block))),
                      id_key=ib.ECPubKey.from_buffer_copy(ib.marshal_ec_public_key(idk)))

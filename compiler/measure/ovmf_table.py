@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
 _ENTRY = 18          # u16 size + 16-byte GUID
 _TAIL = 32           # the reset vector area after the table
 
 
-def guided_table(image: bytes) -> Optional[Dict[str, bytes]]:
-    """GUID (lowercase string) -> entry data; None when the image has no table."""
+def table_entries(image: bytes) -> Optional[List[Tuple[str, bytes]]]:
+    """(GUID as a lowercase string, entry data) from the footer backwards, the order in
+    which QEMU searches them (hw/i386/pc_sysfw_ovmf.c); None when the image has no table
+    or any entry's size runs outside it."""
     end = len(image) - _TAIL
     start = end - _ENTRY
     if start < 0:
@@ -26,11 +28,17 @@ def guided_table(image: bytes) -> Optional[Dict[str, bytes]]:
     if uuid.UUID(bytes_le=guid) != FOOTER_GUID or size < _ENTRY or size > start + _ENTRY:
         return None
     table = image[start - (size - _ENTRY):start]
-    out: Dict[str, bytes] = {}
+    out: List[Tuple[str, bytes]] = []
     while len(table) >= _ENTRY:
         size, guid = struct.unpack_from("<H16s", table, len(table) - _ENTRY)
         if size < _ENTRY or size > len(table):
             return None   # a broken table is no table
-        out[str(uuid.UUID(bytes_le=guid))] = table[len(table) - size:len(table) - _ENTRY]
+        out.append((str(uuid.UUID(bytes_le=guid)), table[len(table) - size:len(table) - _ENTRY]))
         table = table[:len(table) - size]
     return out
+
+
+def guided_table(image: bytes) -> Optional[Dict[str, bytes]]:
+    """GUID (lowercase string) -> entry data; None when the image has no table."""
+    entries = table_entries(image)
+    return None if entries is None else dict(entries)

@@ -25,8 +25,9 @@ def digest_change(old: Optional[dict], new: Optional[dict]) -> List[str]:
                          f"{was['sha256'] if was else 'none'} → {f['sha256']}")
     for key in sorted(set(old.get("report", {})) | set(new.get("report", {}))):
         a, b = old.get("report", {}).get(key), new.get("report", {}).get(key)
-        if a != b and key != "measurement":
-            lines.append(f"  report {key}: {a or 'none'} → {b or 'none'}")
+        if a != b and key not in ("measurement", "mrtd"):   # both are the launch digest
+            lines.append(f"  report {key}: {_listed(key, a) if a else 'none'} → "
+                         f"{_listed(key, b) if b else 'none'}")
     if before != after:
         lines.insert(0, f"launch measurement changed: {before or 'none'} → {after or 'none'}")
     elif lines:
@@ -50,19 +51,37 @@ def explain_lines(att: Optional[dict]) -> List[str]:
             value = f"{value['library']} {value['version']}"
         elif key == "tdvf-sections":
             value = ", ".join(f"{s['type']}@{s['address']}" for s in value)
+        elif key == "xfam-depends-on":
+            value = "; ".join(f"{r['bits']} if {r['set-when']}" for r in value)
         elif isinstance(value, bool) or value is None:
             value = {True: "true", False: "false", None: "-"}[value]
         out.append(f"  {key:<15} {value}")
     out.append("  a verifier compares:")
-    out += [f"    {key} = {value}" for key, value in att["report"].items()]
+    out += [f"    {key} = {_listed(key, value)}" for key, value in att["report"].items()]
+    if att.get("unmeasured"):
+        out.append("  not in the launch measurement (kernel-hashes is off): "
+                   + ", ".join(att["unmeasured"]))
     if att["not-predicted"]:
         out.append("  not predicted: " + ", ".join(att["not-predicted"]))
     out += [f"  note: {n}" for n in att["notes"]]
+    for entry in att.get("reference-values", ()):
+        what = ", ".join(entry["files"]) or f"not written: {entry.get('not-written', '')}"
+        out.append(f"  reference values for {entry['format']}: {what}")
     if att["verify-at-launch"]:
-        out.append("  launch binding: the shell script and the systemd unit refuse to start "
-                   "QEMU when a file's sha256 differs; libvirt cannot check files, so check "
-                   "them before `virsh start`")
+        out.append("  launch binding: the shell script and the systemd unit read each boot "
+                   "file once into a private copy, check its sha256 and start QEMU on that "
+                   "copy (/proc/self/fd/N), refusing any other bytes; libvirt cannot check "
+                   "files, so check them before `virsh start`")
     else:
         out.append("  launch binding: off (verify-at-launch = false): nothing checks the files "
                    "at launch")
     return out
+
+
+def _listed(key: str, value) -> str:
+    """A report value; a list of candidates in full when short, else counted."""
+    if not isinstance(value, list):
+        return value
+    if len(value) <= 4:
+        return " | ".join(value)
+    return f"one of {len(value)} values (manifest.json attestation.report.{key})"

@@ -9,20 +9,27 @@ so a plain build never loads it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import mmap
 import os
+import shutil
 import stat
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+import tempfile
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..core.diagnostics import Diagnostic, KeyPath
 from ..core.rules import Rule
 from ..lower.plan import HostParam, LaunchBinding, MeasuredFile
+from ..lower.qemu import global_option, opts_parse
 from ..spec.model import Guest
 
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://cgsc.invalid/schema/v1/attestation.schema.json"
 MAX_FILE = 1 << 30   # 1 GiB: larger boot files are a mistake (a disk image named as initrd)
+CHUNK = 1 << 20
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 UNREADABLE = Rule(
     "CGS-MEASURE-001", "a file to measure cannot be read",
@@ -35,8 +42,9 @@ UNREADABLE = Rule(
 NOT_APPLICABLE = Rule(
     "CGS-MEASURE-002", "a [measurement] key does not apply to this mechanism",
     "Only AMD SEV-ES and SEV-SNP measure vCPU state (vcpu-type, guest-features), only "
-    "SEV-SNP has ID blocks (id-key, author-key), and POWER PEF has no launch measurement that "
-    "can be predicted. A key that has no effect would suggest a check that never happens.",
+    "SEV-SNP has ID blocks (id-key, author-key, family-id, image-id, guest-svn), only Intel "
+    "TDX has a page order (tdx-page-order), and POWER PEF has no launch measurement that can "
+    "be predicted. A key that has no effect would suggest a check that never happens.",
     "SPEC.md [measurement]; reference/measurement/README.md",
     fix="Remove the key (or the [measurement] table for PEF).")
 NO_COUNTERPART = Rule(
@@ -56,8 +64,12 @@ OVERRIDDEN = Rule(
     "and command line, and the confidential object; extra-args that set them again, or that "
     "can set any option (-readconfig, -set) or replace the launched state (-incoming, "
     "-loadvm), make QEMU launch something else than what was measured, and the guest fails "
-    "attestation.",
-    "reference/measurement/README.md (what changes the digest)",
+    "attestation. A -global reaches every device whose type is its driver or a subtype of "
+    "it: `cpu.stepping=2`, `x86_64-cpu.family=25` or `driver=device,...` change the vCPUs "
+    "as much as `EPYC-v4-x86_64-cpu.stepping=2` does; one for an unrelated device "
+    "(`kvm-pit.lost_tick_policy=discard`) passes.",
+    "reference/measurement/README.md (what changes the digest); QEMU system/qdev-monitor.c "
+    "qemu_global_option, qom/object.c object_apply_global_props",
     fix="Set the value in the spec ([guest] vcpus/cpu, [firmware], [kernel]) instead of extra-args.")
 # QEMU options that set a measured input, or can set any option at all (-readconfig reads
 # a config file, -set changes any option group), or replace the launched guest state
@@ -70,8 +82,19 @@ MEASURED_OBJECTS = ("sev-guest", "sev-snp-guest", "tdx-guest", "s390-pv-guest", 
 MEASURED_MACHINE_PROPS = ("type", "accel", "confidential-guest-support", "memory-encryption",
                           "memory-backend", "igvm-cfg", "pflash0", "pflash1", "firmware",
                           "kernel", "initrd", "append", "dtb", "smp")
-# -device / -global drivers that load bytes into guest memory, add a vCPU or a flash chip.
-MEASURED_DEVICES = ("loader", "pflash", "cfi.pflash01", "cfi.pflash02")
+# -device / -global drivers that load bytes into guest memory or are a flash chip (QEMU
+# TYPE_GENERIC_LOADER, TYPE_PFLASH_CFI01/02); vCPUs are TYPE_CPU "cpu" and its subtypes,
+# all named "*-cpu" (TYPE_X86_CPU "x86_64-cpu", "EPYC-v4-x86_64-cpu", "host-x86_64-cpu"...).
+MEASURED_DEVICES = ("loader", "cfi.pflash01", "cfi.pflash02")
+# A -global applies to every device that is its driver, a subtype or an implementer of it
+# (qom/object.c object_apply_global_props: object_dynamic_cast), so the types above the
+# measured ones reach them too: TYPE_OBJECT, TYPE_DEVICE and its interfaces (hw/core/qdev.c
+# device_type_info), TYPE_SYS_BUS_DEVICE (the pflash chips' parent).
+MEASURED_ANCESTORS = ("object", "device", "vmstate-if", "resettable", "sys-bus-device")
+# The confidential objects and their parents; -global never reaches a non-device (qdev
+# applies globals in device_post_init), but one that names them means to change them.
+CONFIDENTIAL_TYPES = MEASURED_OBJECTS + ("sev-common", "x86-confidential-guest",
+                                         "confidential-guest-support", "pef-guest")
 
 # [measurement] key -> (spec key path that the file is launched from, plan role)
 FILE_KEYS = (("firmware", ("firmware", "code")), ("kernel", ("kernel", "image")),
@@ -80,14 +103,71 @@ KEY_FILES = ("id-key", "author-key")
 
 
 class BootFile(NamedTuple):
-    """One boot file as read at build time."""
+    """One boot file as read at build time: read once, and everything after (the digest,
+    the firmware checks, the measuring library) sees exactly the bytes that were hashed."""
     role: str                 # "firmware", "kernel", "initrd"
     key: KeyPath              # the key that named the file read (for diagnostics)
     given: str                # the path as the spec wrote it
-    read_from: str            # the path read (relative paths resolved)
-    launched: str             # the path QEMU opens at launch
+    read_from: str            # a private, sealed copy of the bytes read (never the given path)
+    launched: str             # the path the launch copies the file from
     sha256: str
     size: int
+    data: Any = b""           # the same bytes, for parsers (a read-only map of the copy)
+    copy: Any = None          # the private copy, released by close()
+
+    def close(self) -> None:
+        if self.copy is not None:
+            self.copy.close()
+
+
+class _PrivateCopy:
+    """Where a file's bytes go as they are read: a sealed memfd that others reach as
+    /proc/self/fd/N (no one can change it, and it needs no cleanup after a crash), or, where
+    memfds or /proc are missing, a file in a new private temporary directory."""
+
+    def __init__(self) -> None:
+        self.directory: Optional[str] = None
+        self.map: Any = None
+        try:
+            self.fd = os.memfd_create("cgsc-measured", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            self.path = f"/proc/self/fd/{self.fd}"
+            if os.path.exists(self.path):
+                return
+            os.close(self.fd)
+        except (AttributeError, OSError):
+            pass
+        self.directory = tempfile.mkdtemp(prefix="cgsc-measured-")
+        self.path = os.path.join(self.directory, "copy")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
+
+    def write(self, chunk) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def seal(self, size: int):
+        """Make the copy unchangeable (memfd seals) and return its bytes, mapped read-only."""
+        if self.directory is None:
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                        | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        if size:
+            self.map = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
+            return self.map
+        return b""
+
+    def close(self) -> None:
+        if self.map is not None:
+            try:
+                self.map.close()
+            except BufferError:   # a parser still holds a view of it: the GC unmaps it
+                pass
+            self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
 
 
 class Attested(NamedTuple):
@@ -97,6 +177,7 @@ class Attested(NamedTuple):
     inputs: dict = {}                     # everything besides the files that went in
     report: dict = {}                     # report field -> expected value, for a verifier
     not_predicted: Tuple[str, ...] = ()   # report fields nobody can predict from the spec
+    unmeasured: Tuple[str, ...] = ()      # boot inputs launched but not measured
     notes: Tuple[str, ...] = ()
     config: dict = {}                     # additions to the mechanism table (id-block...)
     params: Tuple[HostParam, ...] = ()    # host settings the measurement assumes
@@ -106,6 +187,7 @@ class Measured(NamedTuple):
     attestation: dict
     binding: Optional[LaunchBinding]
     config: dict
+    references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): verifier formats
 
 
 def static_checks(guest: Guest) -> List[Diagnostic]:
@@ -132,9 +214,9 @@ def static_checks(guest: Guest) -> List[Diagnostic]:
         out.append(NO_COUNTERPART.error(("measurement",), "there is no boot file to measure",
                                         "boot from [firmware] code or [kernel] image"))
     for i, what in _overriding_args(guest.extra_args):
-        out.append(OVERRIDDEN.error(("qemu", "extra-args", i),
-                                    f"{what} overrides what [measurement] measured",
-                                    "say it in the spec so that the measurement covers it"))
+        out.append(OVERRIDDEN.error(("qemu", "extra-args", i), what,
+                                    "say it in the spec so that the measurement covers it, "
+                                    "or drop it"))
     out += list(mech.measurement_checks(guest))
     return out
 
@@ -148,13 +230,30 @@ def _overriding_args(args) -> List[Tuple[int, str]]:
         if out and out[-1][0] == i - 1 and args[i - 1].startswith("-"):
             continue   # the value of an option already reported
         if option in MEASURED_OPTIONS or any(o in arg for o in MEASURED_OBJECTS):
-            out.append((i, repr(arg)))
+            out.append((i, f"{arg!r} overrides what [measurement] measured"))
         elif option == "object" and any(o in value for o in MEASURED_OBJECTS):
-            out.append((i, f"{arg!r} {value!r}"))
+            out.append((i, f"{arg!r} {value!r} overrides what [measurement] measured"))
         elif option in ("machine", "M") and _machine_overrides(value):
-            out.append((i, f"{arg!r} {value!r}"))
-        elif option in ("device", "global") and _measured_driver(option, value):
-            out.append((i, f"{arg!r} {value!r}"))
+            out.append((i, f"{arg!r} {value!r} overrides what [measurement] measured"))
+        elif option == "device":
+            driver = _device_driver(value)
+            if driver is None:
+                out.append((i, f"{arg!r} {value!r} is no -device QEMU reads, so what it adds "
+                               "is unknown; it may override what [measurement] measured"))
+            elif _reached(driver):
+                out.append((i, f"{arg!r} {value!r} adds {_reached(driver)} and overrides what "
+                               "[measurement] measured"))
+        elif option == "global":
+            parsed = global_option(value)
+            if parsed is None:
+                out.append((i, f"{arg!r} {value!r} is no -global QEMU reads (DRIVER.PROPERTY="
+                               "VALUE or driver=...,property=...,value=...), so what it "
+                               "reaches is unknown; it may override what [measurement] "
+                               "measured"))
+            elif _reached(parsed[0]):
+                out.append((i, f"{arg!r} {value!r} sets {parsed[1]!r} on "
+                               f"{_reached(parsed[0])} and overrides what [measurement] "
+                               "measured"))
     return out
 
 
@@ -164,61 +263,92 @@ def _machine_overrides(value: str) -> bool:
     return "=" not in props[0] or any(k in MEASURED_MACHINE_PROPS for k in keys)
 
 
-def _measured_driver(option: str, value: str) -> bool:
-    """-device DRIVER,... (or JSON, or driver=...) and -global DRIVER.PROP=... (or driver=...)."""
+def _device_driver(value: str) -> Optional[str]:
+    """The driver of a -device argument: JSON (`{...}`) or QemuOpts with driver implied;
+    None for JSON QEMU would not read."""
     if value.lstrip().startswith("{"):
         try:
-            driver = str(json.loads(value).get("driver", ""))
+            return str(json.loads(value).get("driver", ""))
         except (ValueError, AttributeError):
-            return True   # QEMU would reject it; nothing to trust
-    else:
-        fields = dict(p.partition("=")[::2] for p in value.split(",") if "=" in p)
-        first = value.split(",")[0]
-        driver = fields.get("driver") or (first.split(".")[0] if option == "global" else first)
-    return driver in MEASURED_DEVICES or driver.endswith("-cpu") or \
-        any(o in driver for o in MEASURED_OBJECTS)
+            return None
+    return dict(opts_parse(value, implied="driver")).get("driver", "")
+
+
+def _reached(driver: str) -> str:
+    """What a -device or -global driver reaches that the launch measurement covers, or ""."""
+    if driver == "cpu" or driver.endswith("-cpu"):
+        return f"{driver} (the vCPUs, whose model and count are measured)"
+    if driver in MEASURED_DEVICES:
+        return f"{driver} (bytes loaded into guest memory: the measured firmware)"
+    if driver in CONFIDENTIAL_TYPES:
+        return f"{driver} (the confidential object, whose settings are measured)"
+    if driver in MEASURED_ANCESTORS:
+        return f"{driver} (every device of that type: the vCPUs and the firmware flash too)"
+    return ""
 
 
 def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
+    """Open the file once (never blocking: a FIFO opens at once and is refused), check the
+    open descriptor (a regular file of at most 1 GiB), and read it, never more than one
+    chunk past its size, into a private copy while hashing: the recorded sha256 and the
+    measurement are made from the same bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC | getattr(os, "O_NOCTTY", 0)
                      | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
-                                      "give a readable file (relative paths are relative to "
-                                      "the spec file)")
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):   # checked on the open file: no race with a rename
-        os.close(fd)
-        return None, UNREADABLE.error(key, f"{given} is not a regular file",
-                                      "give the file itself (a device or directory "
-                                      "cannot be measured)")
-    with os.fdopen(fd, "rb") as fh:
+        where = f" (cgsc looked for {path})" if path != given else ""
+        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}{where}",
+                                      "give a readable file (a relative path is relative to "
+                                      "the spec file that gives it, a base's for a key the "
+                                      "base gives)")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):   # checked on the open file: no race with a rename
+            return None, UNREADABLE.error(key, f"{given} is not a regular file",
+                                          "give the file itself (a device or directory "
+                                          "cannot be measured)")
         if info.st_size > MAX_FILE:
             return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes; boot files "
                                           "are at most 1 GiB", "check the path")
-        # Read one byte past the size fstat gave, never past the limit: a file whose
-        # content outgrows its size (/proc, /sys, a file being written) stops the read.
-        limit = info.st_size + 1
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            while size < limit:
-                chunk = fh.read(min(1 << 20, limit - size))
-                if not chunk:
-                    break
+        return _copy(fd, info.st_size, role, key, given, launched)
+    finally:
+        os.close(fd)
+
+
+def _copy(fd: int, expected: int, role: str, key: KeyPath, given: str, launched: str):
+    # Read until the end or past the size fstat gave, one chunk at most: a file whose
+    # content outgrows its size (/proc, /sys, a file being written) stops the read.
+    # Chunks are never tiny: some /proc files refuse short reads.
+    digest = hashlib.sha256()
+    buffer = bytearray(min(CHUNK, max(expected + 1, 1 << 16)))
+    copy = None
+    size = 0
+    try:
+        copy = _PrivateCopy()
+        while size <= expected:
+            n = os.readv(fd, [buffer])
+            if not n:
+                break
+            size += n
+            if size <= expected:
+                chunk = memoryview(buffer)[:n]
                 digest.update(chunk)
-                size += len(chunk)
-        except OSError as exc:
-            return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
-                                          "give a readable file")
-    if size != info.st_size:
-        return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes by its size but "
-                                      f"{'more' if size > info.st_size else size} bytes were "
-                                      "read: its content is not a fixed file (/proc, /sys, "
-                                      "or a file being written)",
-                                      "give a build-time copy of the file")
-    return BootFile(role, key, given, path, launched, digest.hexdigest(), size), None
+                copy.write(chunk)
+        if size != expected:
+            copy.close()
+            return None, UNREADABLE.error(key, f"{given} is {expected} bytes by its size but "
+                                          f"{'more' if size > expected else size} bytes were "
+                                          "read: its content is not a fixed file (/proc, /sys, "
+                                          "or a file being written)",
+                                          "give a build-time copy of the file")
+        data = copy.seal(size)
+    except OSError as exc:
+        if copy is not None:
+            copy.close()
+        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
+                                      "give a readable file")
+    return BootFile(role, key, given, copy.path, launched, digest.hexdigest(), size,
+                    data, copy), None
 
 
 def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
@@ -254,13 +384,17 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
     return files, errors
 
 
-def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
+def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dict] = None):
     """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
-    (static_checks) have run and passed before this."""
+    (static_checks) have run and passed before this. `host`: the --host profile, if any."""
     files, errors = read_boot_files(guest, base_dir)
-    if errors:
-        return None, errors
-    attested, errors = guest.mechanism.attest(guest, files)
+    try:
+        if errors:
+            return None, errors
+        attested, errors = guest.mechanism.attest(guest, files, host)
+    finally:
+        for f in files.values():
+            f.close()
     if errors:
         return None, errors
     verify = guest.measurement.get("verify-at-launch", True)
@@ -275,12 +409,18 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str]):
                    "sha256": f.sha256, "size": f.size} for f in boot],
         "inputs": attested.inputs,
         "report": attested.report,
+        **({"unmeasured": list(attested.unmeasured)} if attested.unmeasured else {}),
         "not-predicted": list(attested.not_predicted),
         "verify-at-launch": verify,
         "notes": list(attested.notes),
     }
+    from .reference_values import render
+    references = render(guest, doc)
+    if references.errors:
+        return None, list(references.errors)
+    doc["reference-values"] = list(references.record)
     binding = None
-    if verify:
-        binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256)
-                                      for f in boot), attested.params)
-    return Measured(doc, binding, attested.config), []
+    if verify:   # QEMU inherits each checked copy on its own descriptor, from 3 up
+        binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256, f.size, 3 + i)
+                                      for i, f in enumerate(boot)), attested.params)
+    return Measured(doc, binding, attested.config, references.files), []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Tuple
 
 from ..core.diagnostics import Diagnostic
 
@@ -29,11 +29,16 @@ class Mechanism:
     machine_pattern = r"q35|pc-q35-[0-9][0-9.]*"
     machine_hint = 'machine = "q35" (or a versioned pc-q35-X.Y)'
     firmware = "pflash-or-bios"   # or "bios" (one stateless image) or "none"
+    # a firmware image built for the mechanism, as a distribution installs it (the hint of
+    # a spec that names none)
+    firmware_example = ""
     layout = None                 # the policy/attributes word's bit layout, if any
     sealed_kernel_args = False    # initrd/cmdline live inside the boot image
     reboot_ends_process = False   # a guest reboot ends QEMU with status 0 (no reset in place)
     virtio_iommu = True           # virtio devices need iommu_platform=on (the DMA API path)
     measurement_keys: Tuple[str, ...] = ()   # [measurement] keys that apply; () = no prediction
+    reference_formats: Tuple[str, ...] = ()  # verifier formats its predictions are written in
+    evidence = ""             # what `cgsc verify` reads for its guests; "" when nothing
 
     def fits_machine(self, machine: str) -> bool:
         return re.fullmatch(self.machine_pattern, machine) is not None
@@ -55,9 +60,24 @@ class Mechanism:
         """[measurement] rules that need no file (run with the other cross-field rules)."""
         return ()
 
-    def attest(self, guest: "Guest", files: dict):
+    def attest(self, guest: "Guest", files: dict, host: Optional[dict] = None):
         """(cgsc.measure.stage.Attested, diagnostics): check the boot files, compute what the
-        attestation report will say. `files` maps a role to a cgsc.measure.stage.BootFile."""
+        attestation report will say. `files` maps a role to a cgsc.measure.stage.BootFile;
+        `host` is the --host profile, when the build has one (facts the spec cannot say)."""
+        raise NotImplementedError
+
+    def reference_values(self, fmt: str, guest_name: str, attestation: dict, asked: bool = False):
+        """[(file name suffix, text)]: the predictions of manifest.json's `attestation` in
+        `fmt`, one of reference_formats; raises cgsc.measure.reference_values.NotWritten
+        when the prediction lacks a field the format must pin. `asked`: the spec named
+        `fmt` in [attestation] formats (not only the default set)."""
+        raise NotImplementedError
+
+    def compare_evidence(self, attestation: dict, data: bytes):
+        """(what the evidence is, [cgsc.measure.evidence.Row]): `data` (the guest's report or
+        quote, as `evidence` says) against the prediction of manifest.json's `attestation`.
+        Raises cgsc.measure.evidence.EvidenceError for bytes that are not such evidence,
+        PredictionError for a prediction cgsc did not write."""
         raise NotImplementedError
 
 

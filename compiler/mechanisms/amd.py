@@ -101,26 +101,86 @@ NO_KERNEL_HASHES = Rule(
 VCPU_TYPE = Rule(
     "CGS-MEASURE-013", "the vCPU type of the measurement is unknown",
     "SEV-ES and SEV-SNP measure every vCPU's initial state, which holds the CPUID "
-    "signature (family, model, stepping) of the QEMU CPU model. `host` has no fixed "
-    "signature, so it cannot be measured offline.", "reference/measurement/README.md",
-    fix="Pin [guest] cpu to a named model (EPYC-v4, EPYC-Milan, EPYC-Genoa), or set "
-        "measurement.vcpu-type to the host's model.")
+    "signature (family, model, stepping) of the QEMU CPU model. With KVM, `host` and `max` "
+    "take the host CPU's signature (QEMU target/i386/host-cpu.c host_cpu_instance_init), so "
+    "they cannot be measured offline without measurement.vcpu-type; a named model must be "
+    "one whose signature sev-snp-measure knows (vcpu_types.CPU_SIGS).",
+    "reference/measurement/README.md; sev-snp-measure vcpu_types.py",
+    fix="Pin [guest] cpu to a model the message lists (EPYC-v4, EPYC-Milan, EPYC-Genoa...), "
+        "or, for cpu = \"host\"/\"max\", set measurement.vcpu-type to the host's model.")
 GUEST_FEATURES = Rule(
-    "CGS-MEASURE-014", "guest-features cannot be measured for this mechanism",
-    "sev-snp-measure measures SEV-ES vCPUs without SEV_FEATURES (as KVM's legacy SEV-ES "
-    "launch does), so an SEV-ES guest launched with debug_swap (0x20) cannot be predicted. "
-    "Bit 0 (SNPActive) is meaningful only for SEV-SNP.", "reference/measurement/README.md",
-    fix="Leave guest-features out for SEV-ES (and turn kvm_amd debug_swap off), or use SEV-SNP.")
-DEBUG_SWAP = 0x20
-DEBUG_SWAP_PARAM = "/sys/module/kvm_amd/parameters/debug_swap"
+    "CGS-MEASURE-014", "guest-features is not a value QEMU launches this guest with",
+    "The VMSA's SEV_FEATURES is part of the launch measurement. QEMU 9.1-11.1 (without "
+    "IGVM) calls KVM_SEV_INIT2 with vmsa_features = 0; KVM adds SNPActive (bit 0) for an "
+    "SEV-SNP guest and nothing for SEV-ES, whatever kvm_amd debug_swap says (it only sets "
+    "the supported mask). So an SEV-SNP guest has 0x1 and an SEV-ES guest 0x0: a value "
+    "without SNPActive, with vTOM (bit 1, never requested by QEMU), DebugSwap (bit 5) or "
+    "reserved bits predicts a digest no launch gives.",
+    "QEMU target/i386/sev.c (9.1.0 L1517-1529, 10.2.0 L1863-1908); Linux "
+    "arch/x86/kvm/svm/sev.c (6.12 L431-443); docs/attestation.md",
+    fix="Leave guest-features out (the only value QEMU launches is the default).")
+VCPU_MISMATCH = Rule(
+    "CGS-MEASURE-015", "measurement.vcpu-type differs from the CPU model QEMU runs",
+    "The VMSAs carry the signature of the CPU model QEMU runs ([guest] cpu); a digest "
+    "computed for another model is one no launch gives. vcpu-type is only needed when "
+    "cpu = \"host\" or \"max\" (whose signature is the host's); with a named model it may "
+    "only repeat it.", "reference/measurement/README.md",
+    fix="Remove measurement.vcpu-type, or make [guest] cpu the model you meant.")
+LEGACY_ES = Rule(
+    "CGS-MEASURE-016", "an SEV-ES guest on KVM's legacy launch path cannot be measured",
+    "Unless legacy-vm-type = \"off\", QEMU launches SEV-ES with KVM's legacy KVM_SEV_ES_INIT "
+    "(QEMU <= 9.0 always; 9.1-11.1 for \"on\" and for \"auto\", the default). That path leaves "
+    "the VMSA's x87/SSE state zero (and Linux 6.6-6.9 add DebugSwap when kvm_amd "
+    "debug_swap=Y), while sev-snp-measure 0.0.10+ reproduces only the KVM_SEV_INIT2 VMSA "
+    "(MXCSR 0x1f80, FCW 0x37f, SEV_FEATURES 0): the digest would be wrong.",
+    "Linux arch/x86/kvm/svm/sev.c (6.12 L480-500, L862-865); QEMU target/i386/sev.c "
+    "(9.1.0 L1394-1399); sev-snp-measure vmsa.py L149-155; docs/attestation.md",
+    fix="Set legacy-vm-type = \"off\" in [confidential.sev-es] (QEMU >= 9.1, Linux >= 6.10), "
+        "or remove [measurement].")
+UNMEASURED = Rule(
+    "CGS-MEASURE-017", "the kernel, initrd or command line is not in the launch measurement",
+    "Without kernel-hashes, QEMU loads the kernel, initrd and command line through fw_cfg "
+    "after the launch is measured: the attestation report says nothing about them, and "
+    "anyone who can change them on the host changes the guest unnoticed. The manifest "
+    "lists them under attestation.unmeasured.",
+    "QEMU docs/system/i386/amd-memory-encryption.rst (kernel-hashes); AMDESE/AMDSEV#93",
+    fix="Set kernel-hashes = true (with an AmdSevX64 firmware), or waive with a reason "
+        "(for example when the firmware measures the kernel into a vTPM).",
+    severity="warning")
+MALFORMED = Rule(
+    "CGS-MEASURE-018", "the firmware's SEV entries are malformed",
+    "QEMU takes the SEV-ES reset address, the kernel-hashes table area and the SEV-SNP "
+    "metadata sections from the firmware's GUIDed table; sev-snp-measure reads them without "
+    "checking. A crafted or damaged table (offsets outside the image, sections that overlap, "
+    "are not whole pages, lie outside guest RAM or have unknown types) launches differently "
+    "or not at all, and the library would crash or print a digest no launch gives.",
+    "QEMU target/i386/sev.c (snp_populate_metadata_pages, sev_es_parse_reset_block, "
+    "sev_add_kernel_loader_hashes), hw/i386/pc_sysfw_ovmf.c; edk2 OvmfSevMetadata.asm",
+    fix="Use an unmodified edk2 AmdSevX64 build (OVMF.amdsev.fd), or give the guest the RAM "
+        "its metadata sections need.")
+
+# SEV_FEATURES bits (AMD64 APM vol. 2, "SEV_FEATURES" in the VMSA) a message names.
+FEATURE_BITS = {0: "SNPActive", 1: "VirtualTOM", 5: "DebugSwap", 9: "SecureTSC"}
+# The one SEV_FEATURES value QEMU 9.1-11.1 (without IGVM) launches each guest with.
+LAUNCHED_FEATURES = {"sev-es": 0x0, "sev-snp": 0x1}
+HOST_DEPENDENT_CPUS = ("host", "max")   # KVM gives them the host CPU's family/model/stepping
+UNMEASURED_INPUTS = ("kernel", "initrd", "cmdline")
 
 
-def check_firmware(d, mechanism: str, fw, kernel_hashes: bool) -> List[Diagnostic]:
+def check_firmware(d, guest, fw, kernel_hashes: bool) -> List[Diagnostic]:
     """The firmware fits the mechanism before any digest is computed (`d`: amd_digest)."""
-    ovmf, broken = d.read_ovmf(fw.read_from)
-    if ovmf is None and broken is None:
+    from ..measure import sev_metadata
+    from ..measure.ovmf_table import guided_table
+    mechanism = guest.mechanism.name
+    image = d.read_image(fw.read_from)
+    if guided_table(image) is None:
         return [NOT_OVMF.error(fw.key, f"{fw.given} is not an OVMF firmware image "
-                               "(no GUIDed footer table)", AMD_SEV_BUILD)]
+                               "(no GUIDed footer table, or a broken one)", AMD_SEV_BUILD)]
+    found = sev_metadata.problems(image, mechanism, kernel_hashes, guest.memory_mib << 20)
+    if found:
+        return [MALFORMED.error(fw.key, f"{fw.given}: {problem}", AMD_SEV_BUILD + " (an "
+                                "unmodified one)") for problem in found]
+    ovmf, broken = d.read_ovmf(fw.read_from)
     if ovmf is None:
         return [NOT_OVMF.error(fw.key, f"{fw.given} has a broken OVMF table ({broken})",
                                AMD_SEV_BUILD)]
@@ -131,8 +191,9 @@ def check_firmware(d, mechanism: str, fw, kernel_hashes: bool) -> List[Diagnosti
             f"{'SEV-SNP' if mechanism == 'sev-snp' else 'SEV-ES'} guest", AMD_SEV_BUILD))
     elif kernel_hashes:
         if mechanism == "sev-snp":
-            ok = d.has_snp_kernel_hashes(ovmf)
-            what = "no SNP_KERNEL_HASHES metadata section"
+            ok = d.has_snp_kernel_hashes(ovmf) and d.has_sev_hashes_table(ovmf)
+            what = ("no SNP_KERNEL_HASHES metadata section" if not d.has_snp_kernel_hashes(ovmf)
+                    else "no SEV hashes table")
         else:
             ok = d.has_sev_hashes_table(ovmf)
             what = "no SEV hashes table"
@@ -141,6 +202,14 @@ def check_firmware(d, mechanism: str, fw, kernel_hashes: bool) -> List[Diagnosti
                 fw.key, f"{fw.given} has {what}: kernel-hashes = true cannot be measured "
                 "(it is not an AmdSevX64 build)", AMD_SEV_BUILD + ", or set kernel-hashes = false"))
     return errors
+
+
+def vcpu_type(guest) -> str:
+    """The CPU model whose signature the VMSAs carry: the one QEMU runs, or for a model
+    whose signature is the host's, the one measurement.vcpu-type names."""
+    if guest.cpu in HOST_DEPENDENT_CPUS:
+        return (guest.measurement or {}).get("vcpu-type") or guest.cpu
+    return guest.cpu
 
 
 def vcpu_signature(d, guest, key) -> Tuple[Optional[int], List[Diagnostic]]:
@@ -152,36 +221,84 @@ def vcpu_signature(d, guest, key) -> Tuple[Optional[int], List[Diagnostic]]:
                                   "known types: " + ", ".join(d.known_vcpu_types()))]
 
 
-def vcpu_type(guest) -> str:
-    return (guest.measurement or {}).get("vcpu-type") or guest.cpu
-
-
 def measurement_checks(guest, with_vcpus: bool) -> Iterable[Diagnostic]:
+    """[measurement] rules that need no file."""
+    table, cfg, name = guest.measurement, guest.confidential, guest.mechanism.name
+    if guest.kernel_image and not cfg.get("kernel-hashes"):
+        where = guest.mech_path + (("kernel-hashes",) if "kernel-hashes" in cfg else ())
+        yield UNMEASURED.warning(where, "kernel-hashes is off, so the launch "
+                                 "measurement does not cover the kernel, the initrd or the "
+                                 "command line: attestation.unmeasured lists them",
+                                 "set kernel-hashes = true (with an AmdSevX64 firmware), "
+                                 "or waive CGS-MEASURE-017 with the reason")
     if not with_vcpus:
         return
-    table = guest.measurement
-    if "vcpu-type" not in table and guest.cpu == "host":
-        yield VCPU_TYPE.error(("guest", "cpu"), '"host" has no fixed vCPU signature, so the '
-                              "launch measurement cannot be computed",
+    given = table.get("vcpu-type")
+    if guest.cpu in HOST_DEPENDENT_CPUS and given is None:
+        yield VCPU_TYPE.error(("guest", "cpu"), f'"{guest.cpu}" has no fixed vCPU signature '
+                              "(KVM gives it the host CPU's), so the launch measurement "
+                              "cannot be computed",
                               'pin cpu = "EPYC-v4" (or EPYC-Milan, EPYC-Genoa...), or set '
                               "[measurement] vcpu-type to the host's CPU model")
+    elif guest.cpu not in HOST_DEPENDENT_CPUS and given not in (None, guest.cpu):
+        yield VCPU_MISMATCH.error(("measurement", "vcpu-type"),
+                                  f'is "{given}" but QEMU runs [guest] cpu = "{guest.cpu}", '
+                                  f"whose signature the launch measurement carries",
+                                  f'remove vcpu-type (only cpu = "host" or "max" needs it), '
+                                  f'or set [guest] cpu = "{given}"')
+    if name == "sev-es" and cfg.get("legacy-vm-type") != "off":
+        given_type = cfg.get("legacy-vm-type")
+        yield LEGACY_ES.error(
+            guest.mech_path + (("legacy-vm-type",) if given_type else ()),
+            (f'is "{given_type}"' if given_type else "legacy-vm-type is not set (QEMU's "
+             "default, auto, is the legacy path)")
+            + ": QEMU launches SEV-ES with KVM's legacy KVM_SEV_ES_INIT, whose VMSA (x87/SSE "
+            "state zero; DebugSwap on Linux 6.6-6.9 with debug_swap=Y) sev-snp-measure "
+            "cannot reproduce",
+            'set legacy-vm-type = "off" (QEMU >= 9.1, Linux >= 6.10) to get a predictable '
+            "digest, or remove [measurement]")
+    if "guest-features" in table:
+        problem = features_problem(name, table["guest-features"])
+        if problem:
+            launched = LAUNCHED_FEATURES[name]
+            yield GUEST_FEATURES.error(
+                ("measurement", "guest-features"),
+                f"{table['guest-features']:#x} is not a value QEMU launches an "
+                f"{guest.mechanism.title} guest with: {problem}",
+                f"values QEMU 9.1-11.1 launches it with: {launched:#x} (KVM_SEV_INIT2 with no "
+                "VMSA features requested, whatever kvm_amd debug_swap says); leave "
+                "guest-features out")
 
 
-def debug_swap_param(features: int):
-    """The kvm_amd setting that decides whether the host adds DebugSwap to SEV_FEATURES."""
-    if features & DEBUG_SWAP:
-        return HostParam(DEBUG_SWAP_PARAM, ("Y", "1"),
-                         f"the measurement assumes guest-features {features:#x} (debug_swap on), "
-                         "but kvm_amd debug_swap is off: the launch digest would differ")
-    return HostParam(DEBUG_SWAP_PARAM, ("N", "0", "absent"),
-                     f"the measurement assumes guest-features {features:#x} (debug_swap off), "
-                     "but kvm_amd debug_swap is on: the launch digest would differ "
-                     "(set guest-features = 0x21, or load kvm_amd with debug_swap=0)")
+def features_problem(mechanism: str, value: int) -> str:
+    """Why `value` is not the SEV_FEATURES QEMU launches `mechanism` with; "" when it is."""
+    launched = LAUNCHED_FEATURES[mechanism]
+    why = []
+    if launched & 1 and not value & 1:
+        why.append("it lacks bit 0 (SNPActive), which every SEV-SNP guest's VMSA has")
+    extra = value & ~launched
+    if extra:
+        names = {**FEATURE_BITS, **({0: "SNPActive, SEV-SNP only"} if not launched & 1 else {})}
+        named = [f"bit {b} ({names[b]})" for b in sorted(names) if extra >> b & 1]
+        rest = extra & ~sum(1 << b for b in names)
+        if rest:
+            named.append(f"bits {rest:#x}")
+        why.append(f"it sets {', '.join(named)}, which QEMU never requests without IGVM")
+    return "; ".join(why)
+
+
+def unmeasured(guest) -> Tuple[str, ...]:
+    """The boot inputs a direct kernel boot without kernel-hashes takes unmeasured: QEMU
+    hands the kernel, the initrd (or none) and the command line (even an empty one) to the
+    firmware through fw_cfg, after the launch measurement."""
+    if not guest.kernel_image or guest.confidential.get("kernel-hashes"):
+        return ()
+    return UNMEASURED_INPUTS
 
 
 def attest(guest, files, policy: int):
     """(Attested, diagnostics) for SEV, SEV-ES and SEV-SNP: firmware checks, then the
-    launch digest from sev-snp-measure."""
+    launch digest from sev-snp-measure. The file-free rules (measurement_checks) passed."""
     from ..measure.stage import LIBRARY, Attested
     try:
         from ..measure import amd_digest as m
@@ -189,44 +306,36 @@ def attest(guest, files, policy: int):
         return None, [LIBRARY.error(("measurement",), "sev-snp-measure is not installed "
                                     "(it needs Python >= 3.10)",
                                     "install cgsc with its dependencies on Python >= 3.10")]
-    name, cfg, table = guest.mechanism.name, guest.confidential, guest.measurement
-    kernel_hashes = bool(cfg.get("kernel-hashes"))
-    errors = check_firmware(m, name, files["firmware"], kernel_hashes)
+    name = guest.mechanism.name
+    kernel_hashes = bool(guest.confidential.get("kernel-hashes"))
+    firmware = files["firmware"]
+    errors = check_firmware(m, guest, firmware, kernel_hashes)
     with_vcpus = name != "sev"
-    features = table.get("guest-features", 1)
+    features = LAUNCHED_FEATURES.get(name, 0)
     signature = 0
     if with_vcpus:
-        key = ("measurement", "vcpu-type") if "vcpu-type" in table else ("guest", "cpu")
+        key = ("measurement", "vcpu-type") if guest.cpu in HOST_DEPENDENT_CPUS else ("guest", "cpu")
         signature, more = vcpu_signature(m, guest, key)
         errors += more
-    if name == "sev-es":
-        if features & ~1:
-            errors.append(GUEST_FEATURES.error(
-                ("measurement", "guest-features"), f"{features:#x} cannot be measured for SEV-ES "
-                "(sev-snp-measure measures SEV-ES vCPUs without SEV_FEATURES)",
-                "leave guest-features out and load kvm_amd with debug_swap=0, or use SEV-SNP"))
-        features = 0
     if errors:
         return None, errors
     kernel = files.get("kernel") if kernel_hashes else None
     initrd = files.get("initrd") if kernel_hashes else None
     cmdline = guest.kernel_cmdline if kernel_hashes else None
     try:
-        raw = m.launch_digest(name, guest.vcpus, signature, files["firmware"].read_from,
+        raw = m.launch_digest(name, guest.vcpus, signature, firmware.read_from,
                               kernel.read_from if kernel else None,
                               initrd.read_from if initrd else None, cmdline, features)
-    except (RuntimeError, ValueError, OSError) as exc:
-        return None, [NOT_OVMF.error(files["firmware"].key, f"{files['firmware'].given} cannot "
-                                     f"be measured: {exc}", AMD_SEV_BUILD)]
+    except m.LIBRARY_ERRORS as exc:   # a crafted image the checks above let through
+        return None, [MALFORMED.error(firmware.key, f"{firmware.given} cannot be measured: "
+                                      f"{m.LIBRARY} raised {type(exc).__name__}: {exc}",
+                                      AMD_SEV_BUILD + " (an unmodified one)")]
     inputs = {}
     if with_vcpus:
         inputs.update({"vcpus": guest.vcpus, "vcpu-type": vcpu_type(guest),
                        "vcpu-signature": f"{signature:#x}", "guest-features": f"{features:#x}"})
     inputs.update({"kernel-hashes": kernel_hashes, "cmdline": cmdline, "vmm-type": "QEMU",
                    "measured-by": m.library()})
-    # KVM adds DebugSwap itself only on the legacy launch path (KVM_SEV_ES_INIT, QEMU's
-    # default for sev-guest); legacy-vm-type = off gives KVM_SEV_INIT2, where it cannot.
-    legacy = name != "sev-es" or cfg.get("legacy-vm-type") != "off"
-    params = (debug_swap_param(features),) if with_vcpus and legacy else ()
     return Attested(digest=raw.hex(), algorithm="sha384" if name == "sev-snp" else "sha256",
-                    inputs=inputs, report={"policy": f"{policy:#x}"}, params=params), []
+                    inputs=inputs, report={"policy": f"{policy:#x}"},
+                    unmeasured=unmeasured(guest)), []

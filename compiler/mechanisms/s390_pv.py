@@ -56,7 +56,7 @@ class S390Pv(Mechanism):
 
     measurement_keys = ("kernel", "verify-at-launch")
 
-    def attest(self, guest, files):
+    def attest(self, guest, files, host=None):
         from ..measure.stage import Attested
         image = files["kernel"]
         notes = ("The Secure Execution image is sealed by `pvimg create` (genprotimg) for the "

@@ -67,15 +67,17 @@ PLAIN_SEV = Rule(
 class Sev(Mechanism):
     name = "sev"
     title = "AMD SEV"
+    firmware_example = "/usr/share/ovmf/OVMF.amdsev.fd"   # Debian: ovmf (edk2 AmdSevX64)
     qom_type = "sev-guest"
     layout = POLICY
     es = False
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
+    reference_formats = ("sev-launch-measure",)
 
     def measurement_checks(self, guest) -> Iterable[Diagnostic]:
         return amd.measurement_checks(guest, with_vcpus=self.es)
 
-    def attest(self, guest, files):
+    def attest(self, guest, files, host=None):
         attested, errors = amd.attest(guest, files, self.policy(guest.confidential))
         if errors:
             return None, errors
@@ -84,6 +86,10 @@ class Sev(Mechanism):
                  "version and a nonce; the guest owner recomputes it from these values",)
         return attested._replace(notes=notes,
                                  not_predicted=("api_major", "api_minor", "build", "mnonce")), []
+
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
+        from ..measure import sev_launch
+        return sev_launch.files(attestation)
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)
@@ -136,10 +142,13 @@ class Sev(Mechanism):
             nic_rom_off=True, lock_memory=True, reboot_ends_process=self.reboot_ends_process,
             memory_note=MEMLOCK_NOTE,
             host_devices=(amd.sev_device(cfg),), host_params=params,
+            # KVM's legacy KVM_SEV_ES_INIT adds DebugSwap on Linux 6.6-6.9 (debug_swap=Y)
+            debug_swap_measured=self.es and cfg.get("legacy-vm-type") != "off",
             libvirt_security=amd.launch_security("sev", cfg, policy),
             libvirt_features=(Element("smm", (("state", "off"),)),) if self.es else (),
             libvirt_unsupported=_libvirt_unsupported(cfg),
-            libvirt_unsupported_key=next((k for k in SESSION_FILES if k in cfg), ""),
+            libvirt_unsupported_key=next((k for k in SESSION_FILES if k in cfg),
+                                         "legacy-vm-type" if _init2(cfg) else ""),
             kubevirt=KubevirtForm(
                 {"sev": {"policy": {"encryptedState": self.es}}}, efi={"secureBoot": False},
                 smm=False if self.es else None, feature_gate=kv.SEV_GATE,
@@ -174,10 +183,20 @@ def _libvirt_unsupported(cfg: dict) -> str:
     # libvirt takes the base64 content inline, and cgsc never reads host files at build
     # time; dropping the launch session silently would break the owner's attestation.
     files = [k for k in SESSION_FILES if k in cfg]
-    if not files:
-        return ""
-    return (f"{' and '.join(files)} name files, but libvirt wants their base64 content "
-            "inline in <dhCert>/<session>")
+    if files:
+        return (f"{' and '.join(files)} name files, but libvirt wants their base64 content "
+                "inline in <dhCert>/<session>")
+    if _init2(cfg):
+        # libvirt (through 12.9) never sets legacy-vm-type: its QEMU takes the default,
+        # auto, which is KVM's legacy launch, and an SEV-ES guest then measures differently.
+        return ('legacy-vm-type = "off" has no libvirt setting: libvirt\'s QEMU would launch '
+                "with its default, KVM's legacy KVM_SEV_INIT/KVM_SEV_ES_INIT, not "
+                "KVM_SEV_INIT2 (and an SEV-ES guest measures differently there)")
+    return ""
+
+
+def _init2(cfg: dict) -> bool:
+    return cfg.get("legacy-vm-type") == "off"
 
 
 class SevEs(Sev):

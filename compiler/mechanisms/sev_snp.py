@@ -25,6 +25,9 @@ POLICY = Layout(
            Flag("mem-aes-256-xts", 22, True), Flag("rapl-disable", 23, True),
            Flag("ciphertext-hiding", 24, True)),
     fields=(("abi-major", 8), ("abi-minor", 0)), always=MBO_BIT)
+# [measurement] keys cgsc puts into the ID block it signs (SEV-SNP ABI 56860, ID_BLOCK);
+# the report shows them as family_id, image_id and guest_svn.
+ID_FIELDS = ("family-id", "image-id", "guest-svn")
 BLOBS = (("guest-visible-workarounds", "guestVisibleWorkarounds", 16),
          ("id-block", "idBlock", 96), ("id-auth", "idAuth", 4096),
          ("host-data", "hostData", 32))
@@ -81,7 +84,8 @@ ID_KEYS = Rule(
     "CGS-MEASURE-030", "the ID block is both signed by cgsc and given in the spec",
     "With measurement.id-key cgsc signs the ID block for the computed launch digest; an "
     "id-block, id-auth or author-key in [confidential.sev-snp] would contradict it. "
-    "author-key in [measurement] signs the ID key, so it needs id-key.",
+    "author-key in [measurement] signs the ID key, and family-id, image-id and guest-svn "
+    "go into the ID block cgsc signs, so they need id-key.",
     "SPEC.md [measurement]; SEV-SNP firmware ABI, SNP_LAUNCH_FINISH",
     fix="Keep either measurement.id-key (and author-key) or the spec's id-block/id-auth, not both.")
 BAD_KEY = Rule(
@@ -101,12 +105,15 @@ UNPINNED_ID = Rule(
 class SevSnp(Mechanism):
     name = "sev-snp"
     title = "AMD SEV-SNP"
+    firmware_example = "/usr/share/ovmf/OVMF.amdsev.fd"   # Debian: ovmf-amdsev (edk2 AmdSevX64)
     qom_type = "sev-snp-guest"
     firmware = "bios"
     layout = POLICY
     reboot_ends_process = True
     measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch", "vcpu-type",
-                        "guest-features", "id-key", "author-key")
+                        "guest-features", "id-key", "author-key") + ID_FIELDS
+    reference_formats = ("go-sev-guest", "trustee")
+    evidence = "an SEV-SNP attestation report (snpguest report, or configfs-tsm's outblob)"
 
     def word(self, cfg: dict) -> int:
         return self.policy(cfg)
@@ -178,11 +185,14 @@ class SevSnp(Mechanism):
                     yield ID_KEYS.error(guest.mech_path + (key,),
                                         "is given, but measurement.id-key makes cgsc sign the ID "
                                         "block", f"remove {key} (or measurement.id-key)")
-        elif "author-key" in table:
-            yield ID_KEYS.error(("measurement", "author-key"), "is given without id-key",
-                                "add measurement.id-key (the author key signs it)")
+        else:
+            for key in ("author-key",) + ID_FIELDS:
+                if key in table:
+                    yield ID_KEYS.error(("measurement", key), "is given without id-key",
+                                        "add measurement.id-key (cgsc then signs an ID block "
+                                        f"with it), or remove {key}")
 
-    def attest(self, guest, files):
+    def attest(self, guest, files, host=None):
         cfg = guest.confidential
         policy = self.policy(cfg)
         attested, errors = amd.attest(guest, files, policy)
@@ -192,7 +202,8 @@ class SevSnp(Mechanism):
                   "host_data": _hex(cfg.get("host-data"), 32)}
         config = {}
         if "id-key" in files:
-            signed, errors = _sign(bytes.fromhex(attested.digest), policy, files)
+            signed, errors = _sign(bytes.fromhex(attested.digest), policy, files,
+                                   guest.measurement)
             if errors:
                 return None, errors
             config, digests = signed
@@ -201,6 +212,16 @@ class SevSnp(Mechanism):
             report["id_block"] = "given in the spec: its key digests are not known to cgsc"
         return attested._replace(report=report, config=config, not_predicted=(
             "reported_tcb", "chip_id", "report_data", "vmpl")), []
+
+    def compare_evidence(self, attestation, data):
+        from ..measure import snp_report
+        return snp_report.compare(attestation["report"], data, POLICY.bit_names)
+
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
+        from ..measure import go_sev_guest, trustee
+        if fmt == "go-sev-guest":
+            return go_sev_guest.files(guest_name, attestation)
+        return trustee.files(trustee.snp_values(attestation["report"]))
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential
@@ -258,8 +279,8 @@ def _hex(b64, size: int) -> str:
     return (decode_blob(b64) if b64 else bytes(size)).hex()
 
 
-def _sign(digest: bytes, policy: int, files):
-    """((config additions, report digests), diagnostics): the ID block for this digest."""
+def _sign(digest: bytes, policy: int, files, table: dict):
+    """((config additions, report fields), diagnostics): the ID block for this digest."""
     from ..measure import amd_digest as m
     keys = {}
     for role in ("id-key", "author-key"):
@@ -271,10 +292,15 @@ def _sign(digest: bytes, policy: int, files):
             return None, [BAD_KEY.error(files[role].key, f"{files[role].given}: {exc}",
                                         "use an unencrypted P-384 EC private key in PEM")]
     author = files["author-key"].read_from if "author-key" in files else None
-    block, auth = m.sign_id_block(digest, policy, files["id-key"].read_from, author)
+    family = bytes.fromhex(table.get("family-id", "00" * 16))
+    image = bytes.fromhex(table.get("image-id", "00" * 16))
+    svn = table.get("guest-svn", 0)
+    block, auth = m.sign_id_block(digest, policy, files["id-key"].read_from, author,
+                                  family, image, svn)
     config = {"id-block": block, "id-auth": auth}
-    digests = {"id_key_digest": keys["id-key"]}
+    report = {"id_key_digest": keys["id-key"], "family_id": family.hex(),
+              "image_id": image.hex(), "guest_svn": svn}
     if author:
         config["author-key"] = True
-        digests["author_key_digest"] = keys["author-key"]
-    return (config, digests), []
+        report["author_key_digest"] = keys["author-key"]
+    return (config, report), []

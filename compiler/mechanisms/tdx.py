@@ -11,6 +11,7 @@ from ..lower.plan import Confidential, Element, HostParam, KubevirtForm
 from ..lower.qemu import Hex, QemuObject
 from . import CGS_ID, Mechanism
 from . import kubevirt as kv
+from . import tdx_attest
 from .blobs import check_blob, decode_blob
 from .layout import Flag, Layout
 
@@ -60,22 +61,12 @@ NO_SEPT_VE_DISABLE = Rule(
     "qemu.md section 5; cloud-hypervisor/cloud-hypervisor#5168",
     fix="Set sept-ve-disable = true (the default) unless the guest OS handles #VE.",
     severity="warning")
-NOT_TDVF = Rule(
-    "CGS-MEASURE-020", "the firmware is not a TDVF image with TDX metadata",
-    "QEMU loads a TD's firmware by its TDVF metadata (the sections added with "
-    "TDH.MEM.PAGE.ADD and measured into MRTD); an OVMF build without it cannot start a TD, "
-    "and its sha256 would be a reference value for a guest that never runs.",
-    "TDVF Design Guide, TDVF metadata; QEMU hw/i386/tdvf.c",
-    fix="Use an edk2 IntelTdx build (OvmfPkg/IntelTdx/IntelTdxX64.dsc, OVMF.inteltdx.fd) "
-        "or OvmfPkgX64 built with TDX support.")
-TDVF_BUILD = ("build edk2 OvmfPkg/IntelTdx/IntelTdxX64.dsc (OVMF.inteltdx.fd), "
-              "the firmware that carries TDX metadata")
-NOT_PREDICTED = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
 
 
 class Tdx(Mechanism):
     name = "tdx"
     title = "Intel TDX"
+    firmware_example = "/usr/share/ovmf/OVMF.inteltdx.ms.fd"   # Debian: ovmf-inteltdx (edk2 IntelTdxX64)
     qom_type = "tdx-guest"
     firmware = "bios"
     layout = ATTRIBUTES
@@ -121,32 +112,30 @@ class Tdx(Mechanism):
         yield from _check_qgs(cfg.get("quote-generation-socket"),
                               path + ("quote-generation-socket",))
 
-    measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch")
+    measurement_keys = ("firmware", "kernel", "initrd", "verify-at-launch", "tdx-page-order")
+    reference_formats = ("go-tdx-guest", "trustee")
+    evidence = "a TDX quote (configfs-tsm's outblob, or the quote your attestation agent fetched)"
 
-    def attest(self, guest, files):
-        from ..measure import tdvf
-        from ..measure.stage import Attested
-        fw = files["firmware"]
-        with open(fw.read_from, "rb") as fh:
-            sections, why = tdvf.parse(fh.read())
-        if sections is None:
-            return None, [NOT_TDVF.error(fw.key, f"{fw.given} is not a TDVF image: {why}",
-                                         TDVF_BUILD)]
+    def attest(self, guest, files, host=None):
         cfg = guest.confidential
-        report = {"attributes": f"{self.attributes(cfg):#018x}"}
-        report.update({key: (decode_blob(cfg[key]) if key in cfg else bytes(48)).hex()
-                       for key, _tag in MR_FIELDS})
-        inputs = {"vcpus": guest.vcpus, "memory-mib": guest.memory_mib,
-                  "cmdline": guest.kernel_cmdline,
-                  "tdvf-sections": [{"type": s.type, "address": f"{s.address:#x}",
-                                     "size": s.size, "extend-mr": bool(s.attributes & tdvf.MR_EXTEND)}
-                                    for s in sections]}
-        notes = ("MRTD and RTMR0-3 are not computed: MRTD depends on the TDX module's page-add "
-                 "scheme, RTMRs on the ACPI tables QEMU builds and on the boot chain; compute "
-                 "them with virtee's tdx-measure or take them from a known-good launch. The "
-                 "firmware sha256 above identifies the TDVF image MRTD is measured from.",)
-        return Attested(inputs=inputs, report=report, not_predicted=NOT_PREDICTED,
-                        notes=notes), []
+        owner = {key: (decode_blob(cfg[key]) if key in cfg else bytes(48)).hex()
+                 for key, _tag in MR_FIELDS}
+        return tdx_attest.attest(guest, files, host, self.attributes(cfg), owner)
+
+    def compare_evidence(self, attestation, data):
+        from ..measure import tdx_quote
+        return tdx_quote.compare(attestation["report"], data, ATTRIBUTES.bit_names)
+
+    def reference_values(self, fmt, guest_name, attestation, asked=False):
+        from ..measure import go_tdx_guest, trustee
+        from ..measure.reference_values import NotWritten
+        if fmt == "go-tdx-guest":
+            return go_tdx_guest.files(guest_name, attestation, every_candidate=asked)
+        report = attestation["report"]
+        if "mrtd" not in report:
+            raise NotWritten("MRTD is not predicted: Trustee's default policy has nothing "
+                             "else of a TD's launch to compare")
+        return trustee.files(trustee.tdx_values(report, go_tdx_guest.xfam_values(report)))
 
     def lower(self, guest) -> Confidential:
         cfg = guest.confidential

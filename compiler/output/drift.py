@@ -114,6 +114,7 @@ def discover(root: str):
     cgsc's private state directory. Spec paths in manifests are relative to the repository
     that holds the output directory (see cgsc.spec.paths), else to the working directory.
     Raises OSError when `root` cannot be listed."""
+    from ..pipeline.build import REFERENCE_VALUES
     from ..spec.paths import find_root
     from .emit import MANIFEST
     from .outdir import PRIVATE
@@ -136,7 +137,8 @@ def discover(root: str):
             doc = inputs.load_json(inputs.read(manifest, inputs.MANIFEST), manifest, inputs.MANIFEST)
             spec = doc["spec"][0]["path"]
             bases = [os.path.join(base, s["path"]) for s in doc["spec"][1:]]
-            targets = tuple(dict.fromkeys(a["target"] for a in doc.get("artifacts", [])))
+            targets = tuple(dict.fromkeys(a["target"] for a in doc.get("artifacts", [])
+                                          if a["target"] != REFERENCE_VALUES))
         except inputs.InputError as exc:
             orphans.append(Drift(manifest, "orphan", f"unreadable manifest: {manifest} ({exc.detail})"))
             continue

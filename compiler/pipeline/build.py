@@ -11,17 +11,23 @@ from ..core.rules import Rule
 from ..host.compat import requirements
 from .compile import Compiled, compile_spec
 
+# The manifest's `target` of the reference-value files ([attestation]): written for every
+# build of a guest whose measurement is predicted, whichever targets are built.
+REFERENCE_VALUES = "reference-values"
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
                       "A target named in [targets] build or with --target is not installed.",
+                      "the cgsc.targets entry-point group (docs/api.md)",
                       fix="Use an installed target (`cgsc targets` lists them).")
 DUPLICATE_NAME = Rule("CGS-TARGET-002", "two specs in one build have the same guest name",
                       "Their artifacts would overwrite each other in out/<name>/.",
+                      "libvirt domain names and systemd unit names are unique on a host",
                       fix="Give every guest its own [guest] name.")
 DUPLICATE_UNIT = Rule(
     "CGS-TARGET-003", "two guests in one build install the same systemd unit",
     "Units are installed under one name in /etc/systemd/system/: the second unit file would "
     "replace the first, so one guest would start with the other's command line and the "
     "other never.",
+    "systemd.unit(5): one unit file per unit name",
     fix="Give each guest its own [targets.systemd] unit-name (the default is <name>.service).")
 
 
@@ -96,6 +102,8 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
     if errors:
         return None, [compiled.locate(d) for d in errors]
     artifacts = [(name, a) for name, target in chosen for a in target.render(plan)]
+    artifacts += [(REFERENCE_VALUES, targets.Artifact(file, text))
+                  for file, text in plan.references]
     named = compiled.data.get("targets", {}).get("systemd", {}).get("unit-name")
     unit_key = ("targets", "systemd", "unit-name") if named else ("guest", "name")
     return GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,

@@ -77,13 +77,17 @@ def compile_spec(path: str, host: Optional[dict] = None,
                     for f, (recorded, _h) in zip(source.files, spec_files) if _SURROGATE(recorded)]
     if unrecordable:
         raise SpecError(unrecordable)
-    measured = _measure(guest, source, boot_dir)
+    measured = _measure(guest, source, boot_dir, host)
     if measured is not None:   # an ID block signed by cgsc joins the mechanism's table
         guest = guest._replace(confidential={**guest.confidential, **measured.config})
-    plan = lower(guest, spec_files[0][0], spec_files)
+    binding = measured.binding if measured is not None else None
+    # QEMU reads the bound boot files from the copies the launch checked, by descriptor
+    opened = {f.what: f.opened for f in binding.files} if binding else None
+    plan = lower(guest, spec_files[0][0], spec_files, opened)
     if measured is not None:
-        plan = plan._replace(attestation=measured.attestation, binding=measured.binding)
-    too_long = argv_problems(plan.argv(), source.data)
+        plan = plan._replace(attestation=measured.attestation, binding=binding,
+                             references=measured.references)
+    too_long = argv_problems(_launched_words(plan), source.data)
     if too_long:
         raise SpecError(source.locate(d) for d in too_long)
     if host is not None:  # reported, never written into the artifacts
@@ -110,6 +114,15 @@ def _not_utf8(path: str, recorded: str) -> Diagnostic:
                  "rename the file (or the directory) to a UTF-8 name").located(path, 0)
 
 
+def _launched_words(plan) -> list:
+    """The longest argv a launch artifact execs: with a launch binding, the systemd unit
+    runs the binding program with QEMU's argv after it."""
+    if plan.binding is None:
+        return plan.argv()
+    from ..targets import verify
+    return verify.exec_words(plan)
+
+
 def _builds_libvirt(plan, named) -> bool:
     """Whether the build writes a libvirt domain: named in the targets, or (none named)
     the default build, which leaves libvirt out when it refuses the plan."""
@@ -120,14 +133,16 @@ def _builds_libvirt(plan, named) -> bool:
 
 
 def _measure_rules(guest) -> list:
-    """[measurement] rules that need no file, reported with the other cross-field rules."""
-    if guest.measurement is None:
+    """[measurement] and [attestation] rules that need no file, reported with the other
+    cross-field rules."""
+    if guest.measurement is None and guest.attestation_formats is None:
         return []
-    from ..measure import stage
-    return stage.static_checks(guest)
+    from ..measure import reference_values, stage
+    found = reference_values.static_checks(guest)
+    return found + (stage.static_checks(guest) if guest.measurement is not None else [])
 
 
-def _measure(guest, source, boot_dir=None):
+def _measure(guest, source, boot_dir=None, host=None):
     """The measure stage (only for a spec with [measurement]); raises SpecError."""
     if guest.measurement is None:
         return None
@@ -138,7 +153,7 @@ def _measure(guest, source, boot_dir=None):
         directory = os.path.dirname(os.path.abspath(owner.path if owner else source.path))
         return boot_dir(directory, guest.measurement[key[-1]]) if boot_dir else directory
 
-    measured, errors = stage.measure(guest, base_dir)
+    measured, errors = stage.measure(guest, base_dir, host)
     if errors:
         raise SpecError(source.locate(d) for d in errors)
     return measured

@@ -83,6 +83,31 @@ def rule_help(rule) -> str:
     return "\n".join(parts)
 
 
+def rule_record(rule) -> dict:
+    """A rule as data: `cgsc rules --format json` and the generated catalogue."""
+    return {"id": rule.id, "severity": rule.severity, "summary": rule.summary,
+            "explanation": rule.explanation, "fix": rule.fix, "reference": rule.reference,
+            "waivable": rule.severity != ERROR}
+
+
+_RULE_AT_END = re.compile(r"\[(CGS-[A-Z0-9]+-[0-9]{3})\]$")
+
+
+def coloured(text: str) -> str:
+    """Text diagnostics for a terminal: the location red (error) or yellow (warning), the
+    rule ID bold, `hint:` cyan (SGR codes; the text is printable() already)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("  hint: "):
+            out.append("  \x1b[36mhint:\x1b[0m " + line[len("  hint: "):])
+            continue
+        colour = "33" if ": warning: " in line else "31"
+        where, sep, rest = line.partition(": ")
+        line = f"\x1b[1;{colour}m{where}\x1b[0m{sep}{rest}" if sep else line
+        out.append(_RULE_AT_END.sub(lambda m: f"[\x1b[1m{m.group(1)}\x1b[0m]", line))
+    return "".join(line + "\n" for line in out)
+
+
 def _gh_data(text: str) -> str:
     """Workflow-command data: GitHub's own escapes, then nothing unprintable (the log
     viewer renders ANSI escapes)."""

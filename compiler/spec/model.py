@@ -104,6 +104,7 @@ class Guest(NamedTuple):
     libvirt: LibvirtSettings
     kubevirt: KubevirtSettings = KubevirtSettings()
     measurement: Optional[dict] = None    # the raw [measurement] table; read by cgsc.measure.stage
+    attestation_formats: Optional[Tuple[str, ...]] = None   # [attestation] formats, when given
 
     @property
     def mech_path(self) -> tuple:
@@ -173,6 +174,8 @@ def normalize(data: dict) -> Guest:
                                 allow_passthrough=lv.get("allow-passthrough", True)),
         kubevirt=_kubevirt(targets.get("kubevirt", {})),
         measurement=data.get("measurement"),
+        attestation_formats=(tuple(data["attestation"]["formats"])
+                             if "formats" in data.get("attestation", {}) else None),
     )
 
 

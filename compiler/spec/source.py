@@ -29,6 +29,7 @@ Rule("CGS-LOAD-001", "the spec file cannot be read",
      "cgsc reads every spec and base spec itself; nothing is built from a file it cannot read, "
      "nor from one whose path (as the artifacts record it) is not UTF-8: manifest.json, the "
      "unit and the domain XML are UTF-8 text.",
+     "docs/language.md (limits: a regular file of at most 1 MiB); open(2), read(2)",
      fix="Check the path and the file's permissions; rename a file whose name is not UTF-8.")
 Rule("CGS-LOAD-002", "the spec file is not UTF-8",
      "TOML documents are UTF-8 by definition; guessing another encoding could change paths "
@@ -39,20 +40,22 @@ Rule("CGS-LOAD-003", "TOML syntax error",
      fix="Fix the TOML at the line and column given; see https://toml.io/en/v1.0.0.")
 Rule("CGS-LOAD-004", "`extends` chain has a cycle",
      "Base specs are merged from the root of the chain outwards; a cycle has no root.",
-     "SPEC.md, extends",
+     "docs/language.md, extends",
      fix="Remove one `extends` so that the chain ends in a base spec.")
 Rule("CGS-LOAD-005", "`extends` names a file that does not exist",
      "A guest built without its base would silently lose the base's settings (firmware, "
-     "mechanism, policy).", "SPEC.md, extends",
+     "mechanism, policy).", "docs/language.md, extends",
      fix="`extends` is relative to the file that says it; fix the path or add the base spec.")
 Rule("CGS-LOAD-006", "tables or arrays nested too deeply",
      "The spec language nests at most four levels; a spec nested hundreds deep is an attack "
      "on the parser (recursion), not a guest. cgsc refuses more than 32 levels.",
+     "docs/language.md (limits); Python's recursion limit, which a deep document reaches in a "
+     "recursive parser",
      fix="Remove the extra nesting; `cgsc schema` shows the shape of every table.")
 Rule("CGS-LOAD-007", "`extends` reaches outside the spec's repository",
      "A base spec decides firmware, mechanism and policy. A spec under review must not pull "
      "them from a file outside the repository (an absolute path, `..` or a symlink leading "
-     "out), where the review cannot see or pin it.", "SPEC.md, extends; README, Loading specs",
+     "out), where the review cannot see or pin it.", "docs/language.md, extends",
      fix="Name the base relative to the spec, inside the same repository (the nearest "
          "directory with .git above the spec, or the spec's directory outside a repository).")
 

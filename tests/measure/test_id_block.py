@@ -10,7 +10,7 @@ import struct
 
 import pytest
 from helpers import compile_plan, run_cli
-from measure_helpers import (FIRMWARE, MEASUREMENT, errors as _errors,
+from measure_helpers import (FIRMWARE, errors as _errors,
                              spec_text, toml_str as _toml, write as _write)
 
 
@@ -47,12 +47,12 @@ def _object_props(plan) -> dict:
 
 
 @pytest.mark.parametrize("with_author", [False, True])
-def test_id_block_is_signed_for_the_digest_and_policy(with_author, shared_dir, tmp_path):
+def test_id_block_is_signed_for_the_digest_and_policy(with_author, firmware, tmp_path):
     idk = _p384_key(tmp_path / "id.pem")
     authk = _p384_key(tmp_path / "author.pem") if with_author else None
     extra = 'author-key = "author.pem"' if with_author else ""
     spec = _write(tmp_path / "g.toml", spec_text(
-        "idb", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        "idb", "sev-snp", firmware[FIRMWARE["AmdSev"]],
         cpu="EPYC-v4", extra="policy = { smt = false }",
         measurement='id-key = "id.pem"\n' + extra))
     plan = compile_plan(spec)
@@ -72,6 +72,9 @@ def test_id_block_is_signed_for_the_digest_and_policy(with_author, shared_dir, t
         assert report["author_key_digest"] == hashlib.sha384(_marshal(authk.public_key())).hexdigest()
     else:
         assert "author-key-enabled" not in props and "author_key_digest" not in report
+    # no ID fields given: zeros, as the report will show them
+    assert block[0x30:0x58] == bytes(16) + bytes(16) + struct.pack("<II", 1, 0)
+    assert (report["family_id"], report["image_id"], report["guest_svn"]) == ("00" * 16, "00" * 16, 0)
     import json
 
     import jsonschema
@@ -83,6 +86,75 @@ def test_id_block_is_signed_for_the_digest_and_policy(with_author, shared_dir, t
     assert f"<idBlock>{props['id-block']}</idBlock>" in xml.content
 
 
+# SEV-SNP ABI 56860, ID_BLOCK: LD 0x00 (48 bytes), FAMILY_ID 0x30 (16), IMAGE_ID 0x40 (16),
+# VERSION 0x50 (u32, 1), GUEST_SVN 0x54 (u32), POLICY 0x58 (u64); 96 bytes in all.
+ID_BLOCK = struct.Struct("<48s16s16sIIQ")
+
+
+@pytest.mark.parametrize("family, image, svn", [
+    ("00112233445566778899aabbccddeeff", "FFEEDDCCBBAA99887766554433221100", 7),
+    ("0" * 31 + "1", "8" + "0" * 31, 4294967295),
+    ("00" * 15 + "01", "00" * 16, 256),
+    ("00" * 16, "00" * 16, 0)])
+def test_id_fields_are_in_the_signed_id_block_at_their_abi_offsets(family, image, svn, firmware,
+                                                                    tmp_path):
+    """Before: FAMILY_ID, IMAGE_ID and GUEST_SVN were always zero (DefaultIDs)."""
+    idk = _p384_key(tmp_path / "id.pem")
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement=f'id-key = "id.pem"\nfamily-id = "{family}"\nimage-id = "{image}"\n'
+                    f"guest-svn = {svn}"))
+    plan = compile_plan(spec)
+    props = _object_props(plan)
+    block = base64.b64decode(props["id-block"])
+    ld, fam, img, version, guest_svn, policy = ID_BLOCK.unpack(block)
+    assert ID_BLOCK.size == len(block) == 96
+    assert ld == bytes.fromhex(plan.attestation["launch-digest"])
+    assert (fam, img, version, guest_svn, policy) == (
+        bytes.fromhex(family), bytes.fromhex(image), 1, svn, 0x30000)
+    _verify_sig(idk.public_key(), base64.b64decode(props["id-auth"])[0x40:0x40 + 512], block)
+    report = plan.attestation["report"]
+    assert report["family_id"] == family.lower() and report["image_id"] == image.lower()
+    assert report["guest_svn"] == svn and isinstance(report["guest_svn"], int)
+    import json
+
+    import jsonschema
+    jsonschema.validate(plan.attestation, json.loads(run_cli("schema", "--attestation")[1]))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('family-id = "0011"', 'measurement.family-id: "0011" is not valid; expected 16 bytes as 32 hex digits'),
+    ('image-id = "0x00112233445566778899aabbccddeeff"', 'measurement.image-id: "0x00112233445566778899aabbccddeeff" is not valid; expected 16 bytes as 32 hex digits'),
+    ('family-id = "00112233445566778899aabbccddeefg"', 'measurement.family-id: "00112233445566778899aabbccddeefg" is not valid; expected 16 bytes as 32 hex digits'),
+    ("guest-svn = 4294967296", "measurement.guest-svn:"),
+    ("guest-svn = -1", "measurement.guest-svn:"),
+])
+def test_bad_id_fields_are_refused(line, message, firmware, tmp_path):
+    _p384_key(tmp_path / "id.pem")
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement=f'id-key = "id.pem"\n{line}'))
+    err = _errors(spec)
+    assert message in err and "[CGS-SCHEMA-" in err, err
+
+
+@pytest.mark.parametrize("key, value", [("family-id", '"' + "ab" * 16 + '"'), ("guest-svn", "3")])
+def test_id_fields_need_an_id_key(key, value, firmware, tmp_path):
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement=f"{key} = {value}"))
+    line = open(spec).read().splitlines().index(f"{key} = {value}") + 1
+    assert (f"{spec}:{line}: measurement.{key}: is given without id-key [CGS-MEASURE-030]"
+            in _errors(spec))
+
+
+def test_id_fields_do_not_apply_to_sev_es(firmware, tmp_path):
+    spec = _write(tmp_path / "g.toml", spec_text(
+        "ids", "sev-es", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4",
+        measurement="guest-svn = 3"))
+    assert "measurement.guest-svn: does not apply to AMD SEV-ES [CGS-MEASURE-002]" in _errors(spec)
+
+
 def test_an_id_block_without_measurement_is_warned(tmp_path):
     spec = _write(tmp_path / "g.toml", "\n".join([
         "[guest]", 'name = "w"', 'cpu = "EPYC-v4"', "memory = 1024", "[firmware]",
@@ -92,20 +164,20 @@ def test_an_id_block_without_measurement_is_warned(tmp_path):
     assert code == 0 and "[CGS-MEASURE-032]" in err
 
 
-def test_an_id_key_on_another_curve_is_refused(shared_dir, tmp_path):
+def test_an_id_key_on_another_curve_is_refused(firmware, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "p256.pem").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     spec = _write(tmp_path / "g.toml", spec_text(
-        "p256", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        "p256", "sev-snp", firmware[FIRMWARE["AmdSev"]],
         cpu="EPYC-v4", measurement='id-key = "p256.pem"'))
     err = _errors(spec)
     assert "measurement.id-key: p256.pem: SNP only supports the EC curve P-384 [CGS-MEASURE-031]" in err
 
 
-def test_real_qemu_accepts_the_signed_id_block_and_auth(shared_dir, tmp_path, tool):
+def test_real_qemu_accepts_the_signed_id_block_and_auth(firmware, tmp_path, tool):
     """QEMU (>= 9.1) decodes id-block and id-auth when it creates sev-snp-guest and checks
     their sizes; a parse-only run (-preconfig, TCG) proves the argv is what it accepts."""
     import subprocess
@@ -116,7 +188,7 @@ def test_real_qemu_accepts_the_signed_id_block_and_auth(shared_dir, tmp_path, to
     _p384_key(tmp_path / "id.pem")
     _p384_key(tmp_path / "author.pem")
     spec = _write(tmp_path / "g.toml", spec_text(
-        "idq", "sev-snp", os.path.join(shared_dir, *MEASUREMENT, FIRMWARE["AmdSev"]),
+        "idq", "sev-snp", firmware[FIRMWARE["AmdSev"]],
         cpu="EPYC-v4", measurement='id-key = "id.pem"\nauthor-key = "author.pem"'))
     argv = compile_plan(spec).argv()
     argv[argv.index("-accel") + 1] = "tcg"

@@ -161,27 +161,26 @@ def test_diff_against_a_git_revision_follows_extends(tmp_path, monkeypatch):
     assert code == 2 and "not in a git repository" in err
 
 
-def test_diff_against_a_revision_reads_relative_measurement_files(shared_dir, tmp_path, monkeypatch):
+def test_diff_against_a_revision_reads_relative_measurement_files(firmware, tmp_path, monkeypatch):
     """The old spec is compiled from a temporary copy; its relative [measurement] paths are
     still relative to the spec's own directory: a file the revision tracks is read as of
     the revision, an untracked one (a build input) from the working tree."""
     from helpers import compile_plan
-    from measure_helpers import FIRMWARE, MEASUREMENT, spec_text
-    reference = os.path.join(shared_dir, *MEASUREMENT)
+    from measure_helpers import FIRMWARE, spec_text
     repo = tmp_path / "repo"
     (repo / "guests" / "build").mkdir(parents=True)
     subprocess.run(GIT + ["init", "-q", str(repo)], check=True)
     fw = repo / "guests" / "build" / "fw.bin"
-    shutil.copy(os.path.join(reference, FIRMWARE["OvmfX64"]), fw)
+    shutil.copy(firmware[FIRMWARE["OvmfX64"]], fw)
     spec = repo / "guests" / "h1.toml"
     spec.write_text(spec_text("h1", "sev-snp", "build/fw.bin", cpu="EPYC-v4"))
     subprocess.run(GIT + ["-C", str(repo), "add", "guests/h1.toml"], check=True)
     subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", "spec only"], check=True)
 
-    def digest(text, firmware):   # the oracle: the spec compiled beside a copy of its file
+    def digest(text, image):   # the oracle: the spec compiled beside a copy of its file
         where = tmp_path / f"oracle-{len(os.listdir(tmp_path))}"
         (where / "build").mkdir(parents=True)
-        shutil.copy(firmware, where / "build" / "fw.bin")
+        shutil.copy(image, where / "build" / "fw.bin")
         (where / "g.toml").write_text(text)
         return compile_plan(str(where / "g.toml")).attestation["launch-digest"]
 
@@ -202,6 +201,6 @@ def test_diff_against_a_revision_reads_relative_measurement_files(shared_dir, tm
     subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", "firmware"], check=True)
     committed = tmp_path / "committed.bin"
     shutil.copy(fw, committed)
-    shutil.copy(os.path.join(reference, FIRMWARE["AmdSev"]), fw)
+    shutil.copy(firmware[FIRMWARE["AmdSev"]], fw)
     assert measurement_change() == (digest(old_text, committed), digest(old_text, fw))
     assert digest(old_text, committed) != digest(old_text, fw)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import EXAMPLES, INVALID, ROOT, assertions, compile_plan, render, run_cli
+from helpers import EXAMPLES, INVALID, ROOT, assertions, compile_plan, data_json, render, run_cli
 
 from cgsc.mechanisms import MECHANISMS
 from cgsc.lower.qemu import keyval_split
@@ -151,10 +151,9 @@ def test_json_diagnostics_carry_every_field(monkeypatch):
         assert re.fullmatch(r"CGS-[A-Z0-9]+-\d{3}", d["rule"]) and d["severity"] in ("error", "warning")
 
 
-def test_sarif_validates_and_its_lines_equal_the_text_output(monkeypatch, shared_dir):
+def test_sarif_validates_and_its_lines_equal_the_text_output(monkeypatch):
     from jsonschema import Draft4Validator
-    with open(os.path.join(shared_dir, "reference", "sarif", "sarif-schema-2.1.0.json")) as fh:
-        sarif_schema = json.load(fh)
+    sarif_schema = data_json("sarif/sarif-schema-2.1.0.json")
     _names, (code, out, _err) = _corpus_output("sarif", monkeypatch)
     log = json.loads(out)
     errors = sorted(Draft4Validator(sarif_schema).iter_errors(log), key=str)

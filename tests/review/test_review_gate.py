@@ -246,7 +246,8 @@ def test_validate_reports_what_build_refuses(tmp_path):
 # -- pre-commit, for real --------------------------------------------------------------------
 
 def _readme_block(marker):
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+    """A YAML block of the fleets guide (pre-commit configuration, CI steps)."""
+    with open(os.path.join(ROOT, "docs", "fleets.md"), encoding="utf-8") as fh:
         text = fh.read()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     return next(b for b in blocks if marker in b)
@@ -335,9 +336,14 @@ def test_shipped_hooks_check_the_whole_output_directory(tmp_path, tool):
 
 
 def test_readme_install_and_ci_snippets_never_use_pypi_or_the_system_python():
+    docs = [os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+            if f.endswith(".md")]
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
         text = fh.read()
     installs = re.findall(r"^.*pip install.*$", text, re.M)
+    for doc in docs:
+        with open(doc, encoding="utf-8") as fh:
+            installs += re.findall(r"^.*pip install.*$", fh.read(), re.M)
     assert installs
     for line in installs:
         assert not re.search(r"pip install (-U )?cgsc\b", line), line          # not on PyPI

@@ -18,7 +18,7 @@ try:
     import tomllib
 except ImportError:  # Python < 3.11
     import tomli as tomllib
-from helpers import EXAMPLES, ROOT, compile_plan, rel, render, run_cli
+from helpers import EXAMPLES, ROOT, compile_plan, data_json, rel, render, run_cli
 
 from cgsc.pipeline.compile import compile_spec
 
@@ -63,10 +63,8 @@ def strict(node):
 
 
 @pytest.fixture(scope="session")
-def crd(shared_dir):
-    with open(os.path.join(shared_dir, "reference", "kubevirt", "virtualmachine.openapi.json"),
-              encoding="utf-8") as fh:
-        return json.load(fh)
+def crd():
+    return data_json("kubevirt/virtualmachine.openapi.json")
 
 
 @pytest.fixture(scope="session")
@@ -644,7 +642,7 @@ def test_attestation_note_when_the_plan_has_reference_values():
 
 
 def test_readme_section_shows_what_its_spec_builds(tmp_path, crd_validator):
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+    with open(os.path.join(ROOT, "docs", "targets.md"), encoding="utf-8") as fh:
         section = fh.read().split("\n## KubeVirt\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
     spec_text = next(text for lang, text in blocks if lang == "toml")

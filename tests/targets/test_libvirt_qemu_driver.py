@@ -30,8 +30,8 @@ URI_ENV = "CGSC_LIBVIRT_QEMU_URI"
 # libvirt's refusal on this host -> (what the copy changes, why). Each is the smallest change
 # that lets libvirt translate; what it changes is then not compared.
 HOST_LIMITS = [
-    (r"'(sev|sev-snp|s390-pv)' launch security is not supported with this QEMU binary",
-     "launchSecurity", "no SEV/SEV-SNP/s390-PV on this host: libvirt requires the QEMU "
+    (r"'(sev|sev-snp|s390-pv|tdx)' launch security is not supported with this QEMU binary",
+     "launchSecurity", "no SEV/SEV-SNP/s390-PV/TDX on this host: libvirt requires the QEMU "
      "binary's capabilities (probed with KVM) to offer it; <launchSecurity> is removed"),
     (r"Invalid value for attribute 'type' in element 'launchSecurity': 'tdx'",
      "launchSecurity", "libvirt 11.3 has no TDX (11.6 has): <launchSecurity type='tdx'> "

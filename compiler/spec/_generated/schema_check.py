@@ -46,39 +46,42 @@ _P8 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])(?!(?s:.)*[\\\\\\t-\\r \\xa0\\u16
 _P9 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
 _P10 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])(?!(?s:.)*(^|/)\\.\\.(/|\\Z))(?s:.)+\\Z').search
 _P11 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
-_P12 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])/dev(?!(?s:.)*[\\\\\\t-\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/]+)+\\Z').search
-_C15 = frozenset(('auto', 'off', 'on'))
-_P13 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
-_C17 = frozenset(('unix', 'vsock'))
-_C18 = frozenset(('qcow2', 'raw'))
-_C19 = frozenset(('scsi', 'virtio'))
-_C20 = frozenset(('none', 'writeback', 'writethrough'))
-_P14 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
-_P15 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_P16 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
-_C24 = frozenset((True,))
-_C25 = frozenset(('bridge', 'tap', 'user'))
-_P17 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
-_P18 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
-_C28 = frozenset(('virtio',))
-_C29 = frozenset(('tcp', 'udp'))
-_P19 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
-_P20 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_C32 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
-_P21 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
-_P22 = _re('^[a-z][a-z0-9-]*\\Z').search
-_P23 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
-_P24 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
-_C37 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
-_P25 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
-_C39 = frozenset(('kvm', 'qemu'))
-_P26 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
-_C41 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
-_P27 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
-_P28 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
-_C44 = frozenset(('HostDisk',))
-_P29 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
-_P30 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
+_C14 = frozenset(('single-pass', 'two-pass'))
+_P12 = _re('^[0-9a-fA-F]{32}\\Z').search
+_C16 = frozenset(('go-sev-guest', 'go-tdx-guest', 'sev-launch-measure', 'trustee'))
+_P13 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])/dev(?!(?s:.)*[\\\\\\t-\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/]+)+\\Z').search
+_C18 = frozenset(('auto', 'off', 'on'))
+_P14 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
+_C20 = frozenset(('unix', 'vsock'))
+_C21 = frozenset(('qcow2', 'raw'))
+_C22 = frozenset(('scsi', 'virtio'))
+_C23 = frozenset(('none', 'writeback', 'writethrough'))
+_P15 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
+_P16 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_P17 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
+_C27 = frozenset((True,))
+_C28 = frozenset(('bridge', 'tap', 'user'))
+_P18 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
+_P19 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
+_C31 = frozenset(('virtio',))
+_C32 = frozenset(('tcp', 'udp'))
+_P20 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
+_P21 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_C35 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
+_P22 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
+_P23 = _re('^[a-z][a-z0-9-]*\\Z').search
+_P24 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
+_P25 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
+_C40 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
+_P26 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
+_C42 = frozenset(('kvm', 'qemu'))
+_P27 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
+_C44 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
+_P28 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
+_P29 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
+_C47 = frozenset(('HostDisk',))
+_P30 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
+_P31 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
 
 
 def _n1(x):
@@ -224,7 +227,27 @@ def _n20(x):
 
 
 def _n21(x):
+    if not ((type(x) is str and x in _C14)): return False
+    return True
+
+
+def _n22(x):
     if not (isinstance(x, bool)): return False
+    return True
+
+
+def _n23(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P12(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n24(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 0: return False
+    if x > 4294967295: return False
     return True
 
 
@@ -234,173 +257,140 @@ def _n17(x):
     return True
 
 
-def _n24(x):
+def _n27(x):
+    if not ((type(x) is str and x in _C16)): return False
+    return True
+
+
+def _n26(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 4: return False
+    if not all(map(_n27, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n25(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T8, _T9, _no): return False
+    return True
+
+
+def _n30(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n25(x):
+def _n31(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n27(x):
+def _n33(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n26(x):
+def _n32(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        if not _keys(x, _T8, _T9, _no): return False
+        if not _keys(x, _T10, _T11, _no): return False
     return True
 
 
-def _n28(x):
+def _n34(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
-    if not _P12(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n29(x):
-    if not ((type(x) is str and x in _C15)): return False
-    return True
-
-
-def _n23(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T10, _T11, _no): return False
-    return True
-
-
-def _n31(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 18446744073709551615: return False
-    if isinstance(x, dict):
-        if not _keys(x, _T12, _T13, _no): return False
-    return True
-
-
-def _n32(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 8192: return False
     if not _P13(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n30(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T14, _T15, _no): return False
+def _n35(x):
+    if not ((type(x) is str and x in _C18)): return False
     return True
 
 
-def _n34(x):
+def _n29(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T12, _T13, _no): return False
+    return True
+
+
+def _n37(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T16, _T17, _no): return False
+        if not _keys(x, _T14, _T15, _no): return False
+    return True
+
+
+def _n38(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 8192: return False
+    if not _P14(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n36(x):
-    if not ((type(x) is str and x in _C17)): return False
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T16, _T17, _no): return False
     return True
 
 
-def _n37(x):
+def _n40(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        if x < 0: return False
+        if x > 18446744073709551615: return False
+    if isinstance(x, dict):
+        if not _keys(x, _T18, _T19, _no): return False
+    return True
+
+
+def _n42(x):
+    if not ((type(x) is str and x in _C20)): return False
+    return True
+
+
+def _n43(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n35(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T18, _T19, _no): return False
-    return True
-
-
-def _n33(x):
+def _n41(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T20, _T21, _no): return False
     return True
 
 
-def _n38(x):
+def _n39(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n22(x):
+def _n44(x):
     if not (isinstance(x, dict)): return False
-    if len(x) > 1: return False
-    if len(x) < 1: return False
     if not _keys(x, _T24, _T25, _no): return False
     return True
 
 
-def _n41(x):
-    if not ((type(x) is str and x in _C18)): return False
-    return True
-
-
-def _n42(x):
-    if not ((type(x) is str and x in _C19)): return False
-    return True
-
-
-def _n43(x):
-    if not ((type(x) is str and x in _C20)): return False
-    return True
-
-
-def _n44(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P14(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n46(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 253: return False
-    if not _P15(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n47(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n48(x):
-    if not ((type(x) is bool and x in _C24)): return False
-    return True
-
-
-def _n45(x):
+def _n28(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -408,56 +398,83 @@ def _n45(x):
     return True
 
 
-def _n40(x):
-    if not (isinstance(x, dict)): return False
-    if 'path' not in x: return False
-    if 'format' not in x: return False
-    if not _keys(x, _T28, _T29, _no): return False
+def _n47(x):
+    if not ((type(x) is str and x in _C21)): return False
     return True
 
 
-def _n39(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n40, x)): return False
+def _n48(x):
+    if not ((type(x) is str and x in _C22)): return False
     return True
 
 
-def _n51(x):
-    if not ((type(x) is str and x in _C25)): return False
+def _n49(x):
+    if not ((type(x) is str and x in _C23)): return False
+    return True
+
+
+def _n50(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n52(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P17(x): return False
+    if len(x) > 253: return False
+    if not _P16(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n53(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P18(x): return False
+    if len(x) > 1024: return False
+    if not _P17(x): return False
     if not _n3(x): return False
     return True
 
 
 def _n54(x):
-    if not ((type(x) is str and x in _C28)): return False
+    if not ((type(x) is bool and x in _C27)): return False
+    return True
+
+
+def _n51(x):
+    if not (isinstance(x, dict)): return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
+    if not _keys(x, _T28, _T29, _no): return False
+    return True
+
+
+def _n46(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T30, _T31, _no): return False
+    return True
+
+
+def _n45(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n46, x)): return False
     return True
 
 
 def _n57(x):
-    if not ((type(x) is str and x in _C29)): return False
+    if not ((type(x) is str and x in _C28)): return False
     return True
 
 
 def _n58(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 1: return False
-    if x > 65535: return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P18(x): return False
+    if not _n3(x): return False
     return True
 
 
@@ -469,47 +486,8 @@ def _n59(x):
     return True
 
 
-def _n56(x):
-    if not (isinstance(x, dict)): return False
-    if 'host-port' not in x: return False
-    if 'guest-port' not in x: return False
-    if not _keys(x, _T30, _T31, _no): return False
-    return True
-
-
-def _n55(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n56, x)): return False
-    return True
-
-
-def _n61(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 317: return False
-    if not _P20(x): return False
-    if not _n3(x): return False
-    return True
-
-
 def _n60(x):
-    if not (isinstance(x, dict)): return False
-    if 'multus' not in x: return False
-    if not _keys(x, _T32, _T33, _no): return False
-    return True
-
-
-def _n50(x):
-    if not (isinstance(x, dict)): return False
-    if 'mode' not in x: return False
-    if not _keys(x, _T34, _T35, _no): return False
-    return True
-
-
-def _n49(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 32: return False
-    if not all(map(_n50, x)): return False
+    if not ((type(x) is str and x in _C31)): return False
     return True
 
 
@@ -518,107 +496,107 @@ def _n63(x):
     return True
 
 
-def _n62(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T36, _T37, _no): return False
+def _n64(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 65535: return False
     return True
 
 
 def _n65(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P20(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n62(x):
+    if not (isinstance(x, dict)): return False
+    if 'host-port' not in x: return False
+    if 'guest-port' not in x: return False
+    if not _keys(x, _T32, _T33, _no): return False
+    return True
+
+
+def _n61(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n62, x)): return False
+    return True
+
+
+def _n67(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 317: return False
+    if not _P21(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n66(x):
+    if not (isinstance(x, dict)): return False
+    if 'multus' not in x: return False
+    if not _keys(x, _T34, _T35, _no): return False
+    return True
+
+
+def _n56(x):
+    if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
+    if not _keys(x, _T36, _T37, _no): return False
+    return True
+
+
+def _n55(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n56, x)): return False
+    return True
+
+
+def _n69(x):
+    if not ((type(x) is str and x in _C35)): return False
+    return True
+
+
+def _n68(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T38, _T39, _no): return False
+    return True
+
+
+def _n71(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 3: return False
     if x > 4294967294: return False
     return True
 
 
-def _n64(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T38, _T39, _no): return False
-    return True
-
-
-def _n66(x):
+def _n70(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T40, _T41, _no): return False
     return True
 
 
-def _n68(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
-    if not _P21(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n69(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n16, x)): return False
-    return True
-
-
-def _n67(x):
+def _n72(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T42, _T43, _no): return False
     return True
 
 
-def _n72(x):
+def _n74(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 64: return False
+    if len(x) > 4095: return False
     if not _P22(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n71(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 16: return False
-    if not all(map(_n72, x)): return False
-    return True
-
-
-def _n74(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
-    if not _P23(x): return False
-    if not _n3(x): return False
-    return True
-
-
 def _n75(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P24(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n76(x):
-    if not ((type(x) is str and x in _C37)): return False
-    return True
-
-
-def _n78(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
-    if not _P25(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n77(x):
     if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n78, x)): return False
-    return True
-
-
-def _n79(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 1: return False
-    if x > 86400: return False
+    if len(x) > 256: return False
+    if not all(map(_n16, x)): return False
     return True
 
 
@@ -628,136 +606,200 @@ def _n73(x):
     return True
 
 
-def _n81(x):
-    if not ((type(x) is str and x in _C39)): return False
+def _n78(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 64: return False
+    if not _P23(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n77(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 16: return False
+    if not all(map(_n78, x)): return False
     return True
 
 
 def _n80(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T46, _T47, _no): return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
+    if not _P24(x): return False
+    if not _n3(x): return False
     return True
 
 
-def _n83(x):
+def _n81(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
+    if len(x) > 4096: return False
+    if not _P25(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n82(x):
+    if not ((type(x) is str and x in _C40)): return False
+    return True
+
+
+def _n84(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
     if not _P26(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n84(x):
-    if not ((type(x) is str and x in _C41)): return False
-    return True
-
-
-def _n86(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
-    if not _P28(x): return False
-    if not _n3(x): return False
+def _n83(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n84, x)): return False
     return True
 
 
 def _n85(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 86400: return False
+    return True
+
+
+def _n79(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T46, _T47, _no): return False
+    return True
+
+
+def _n87(x):
+    if not ((type(x) is str and x in _C42)): return False
+    return True
+
+
+def _n86(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T48, _T49, _no): return False
     return True
 
 
-def _n88(x):
+def _n89(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P27(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n90(x):
     if not ((type(x) is str and x in _C44)): return False
     return True
 
 
-def _n87(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n88, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+def _n92(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P29(x): return False
+    if not _n3(x): return False
     return True
 
 
-def _n82(x):
+def _n91(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T50, _T51, _no): return False
     return True
 
 
-def _n70(x):
+def _n94(x):
+    if not ((type(x) is str and x in _C47)): return False
+    return True
+
+
+def _n93(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n94, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n88(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n90(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P30(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n89(x):
+def _n76(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T54, _T55, _no): return False
     return True
 
 
-def _n92(x):
+def _n96(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P31(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n95(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T56, _T57, _no): return False
+    return True
+
+
+def _n98(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n94(x):
+def _n100(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n96(x):
+def _n102(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n95(x):
-    if isinstance(x, dict):
-        if not _keys(x, _T58, _T59, None): return False
-    return True
-
-
-def _n93(x):
+def _n101(x):
     if isinstance(x, dict):
         if not _keys(x, _T60, _T61, None): return False
     return True
 
 
-def _n97(x):
+def _n99(x):
+    if isinstance(x, dict):
+        if not _keys(x, _T62, _T63, None): return False
+    return True
+
+
+def _n103(x):
     if isinstance(x, dict):
         if 'cid' not in x: return False
     return True
 
 
-def _n98(x):
+def _n104(x):
     if isinstance(x, dict):
         if 'socket' not in x: return False
     return True
 
 
-def _n91(x):
+def _n97(x):
     if isinstance(x, dict):
         if 'guest' not in x: return False
         if 'confidential' not in x: return False
-        if not _keys(x, _T62, _T63, None): return False
+        if not _keys(x, _T64, _T65, None): return False
     return True
 
 
-def _n99(x):
+def _n105(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
@@ -765,8 +807,8 @@ def _n99(x):
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T56, _T57, _no): return False
-    if not (_yes if _n99(x) else _n91)(x): return False
+    if not _keys(x, _T58, _T59, _no): return False
+    if not (_yes if _n105(x) else _n97)(x): return False
     return True
 
 
@@ -776,64 +818,66 @@ _T2 = {'code': _n14, 'vars': _n14}
 _T3 = ()
 _T4 = {'image': _n14, 'initrd': _n14, 'cmdline': _n16}
 _T5 = ()
-_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'verify-at-launch': _n21, 'id-key': _n18, 'author-key': _n18}
+_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'tdx-page-order': _n21, 'verify-at-launch': _n22, 'id-key': _n18, 'author-key': _n18, 'family-id': _n23, 'image-id': _n23, 'guest-svn': _n24}
 _T7 = ()
-_T8 = {'debug': _n21, 'key-sharing': _n21, 'send': _n21, 'domain': _n21, 'sev-only': _n21, 'api-major': _n27, 'api-minor': _n27}
+_T8 = {'formats': _n26}
 _T9 = ()
-_T10 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'policy': _n26, 'kernel-hashes': _n21, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n28, 'legacy-vm-type': _n29}
+_T10 = {'debug': _n22, 'key-sharing': _n22, 'send': _n22, 'domain': _n22, 'sev-only': _n22, 'api-major': _n33, 'api-minor': _n33}
 _T11 = ()
-_T12 = {'smt': _n21, 'migrate-ma': _n21, 'debug': _n21, 'single-socket': _n21, 'cxl': _n21, 'mem-aes-256-xts': _n21, 'rapl-disable': _n21, 'ciphertext-hiding': _n21, 'abi-major': _n27, 'abi-minor': _n27}
+_T12 = {'cbitpos': _n30, 'reduced-phys-bits': _n31, 'policy': _n32, 'kernel-hashes': _n22, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n34, 'legacy-vm-type': _n35}
 _T13 = ()
-_T14 = {'cbitpos': _n24, 'reduced-phys-bits': _n25, 'kernel-hashes': _n21, 'sev-device': _n28, 'policy': _n31, 'guest-visible-workarounds': _n32, 'id-block': _n32, 'id-auth': _n32, 'host-data': _n32, 'author-key': _n21, 'vcek-disabled': _n21}
+_T14 = {'smt': _n22, 'migrate-ma': _n22, 'debug': _n22, 'single-socket': _n22, 'cxl': _n22, 'mem-aes-256-xts': _n22, 'rapl-disable': _n22, 'ciphertext-hiding': _n22, 'abi-major': _n33, 'abi-minor': _n33}
 _T15 = ()
-_T16 = {'sept-ve-disable': _n21, 'debug': _n21}
+_T16 = {'cbitpos': _n30, 'reduced-phys-bits': _n31, 'kernel-hashes': _n22, 'sev-device': _n34, 'policy': _n37, 'guest-visible-workarounds': _n38, 'id-block': _n38, 'id-auth': _n38, 'host-data': _n38, 'author-key': _n22, 'vcek-disabled': _n22}
 _T17 = ()
-_T18 = {'type': _n36, 'cid': _n37, 'port': _n37, 'path': _n14}
+_T18 = {'sept-ve-disable': _n22, 'debug': _n22}
 _T19 = ()
-_T20 = {'attributes': _n34, 'mrconfigid': _n32, 'mrowner': _n32, 'mrownerconfig': _n32, 'quote-generation-socket': _n35}
+_T20 = {'type': _n42, 'cid': _n43, 'port': _n43, 'path': _n14}
 _T21 = ()
-_T22 = {}
+_T22 = {'attributes': _n40, 'mrconfigid': _n38, 'mrowner': _n38, 'mrownerconfig': _n38, 'quote-generation-socket': _n41}
 _T23 = ()
-_T24 = {'sev': _n23, 'sev-es': _n23, 'sev-snp': _n30, 'tdx': _n33, 'pef': _n38, 's390-pv': _n38}
+_T24 = {}
 _T25 = ()
-_T26 = {'pvc': _n46, 'data-volume': _n46, 'container-disk': _n47, 'host-disk': _n48}
+_T26 = {'sev': _n29, 'sev-es': _n29, 'sev-snp': _n36, 'tdx': _n39, 'pef': _n44, 's390-pv': _n44}
 _T27 = ()
-_T28 = {'path': _n14, 'format': _n41, 'bus': _n42, 'readonly': _n21, 'cache': _n43, 'serial': _n44, 'kubevirt': _n45}
+_T28 = {'pvc': _n52, 'data-volume': _n52, 'container-disk': _n53, 'host-disk': _n54}
 _T29 = ()
-_T30 = {'protocol': _n57, 'host-port': _n58, 'guest-port': _n58, 'host-address': _n59}
+_T30 = {'path': _n14, 'format': _n47, 'bus': _n48, 'readonly': _n22, 'cache': _n49, 'serial': _n50, 'kubevirt': _n51}
 _T31 = ()
-_T32 = {'multus': _n61}
+_T32 = {'protocol': _n63, 'host-port': _n64, 'guest-port': _n64, 'host-address': _n65}
 _T33 = ()
-_T34 = {'mode': _n51, 'tap': _n52, 'bridge': _n52, 'mac': _n53, 'model': _n54, 'forward': _n55, 'kubevirt': _n60}
+_T34 = {'multus': _n67}
 _T35 = ()
-_T36 = {'serial': _n63, 'path': _n14}
+_T36 = {'mode': _n57, 'tap': _n58, 'bridge': _n58, 'mac': _n59, 'model': _n60, 'forward': _n61, 'kubevirt': _n66}
 _T37 = ()
-_T38 = {'cid': _n65}
+_T38 = {'serial': _n69, 'path': _n14}
 _T39 = ()
-_T40 = {'socket': _n14}
+_T40 = {'cid': _n71}
 _T41 = ()
-_T42 = {'emulator': _n68, 'sandbox': _n21, 'extra-args': _n69}
+_T42 = {'socket': _n14}
 _T43 = ()
-_T44 = {'unit-name': _n74, 'user': _n75, 'group': _n75, 'restart': _n76, 'wanted-by': _n77, 'after': _n77, 'requires': _n77, 'environment-file': _n14, 'stop-timeout': _n79}
+_T44 = {'emulator': _n74, 'sandbox': _n22, 'extra-args': _n75}
 _T45 = ()
-_T46 = {'domain-type': _n81, 'allow-passthrough': _n21}
+_T46 = {'unit-name': _n80, 'user': _n81, 'group': _n81, 'restart': _n82, 'wanted-by': _n83, 'after': _n83, 'requires': _n83, 'environment-file': _n14, 'stop-timeout': _n85}
 _T47 = ()
-_T48 = {}
-_T49 = ((_P27, _n86), )
-_T50 = {'namespace': _n83, 'run-strategy': _n84, 'labels': _n85, 'kernel-container': _n47, 'feature-gates': _n87}
-_T51 = ()
-_T52 = {'build': _n71, 'shell': _n38, 'systemd': _n73, 'libvirt': _n80, 'kubevirt': _n82}
+_T48 = {'domain-type': _n87, 'allow-passthrough': _n22}
+_T49 = ()
+_T50 = {}
+_T51 = ((_P28, _n92), )
+_T52 = {'namespace': _n89, 'run-strategy': _n90, 'labels': _n91, 'kernel-container': _n53, 'feature-gates': _n93}
 _T53 = ()
-_T54 = {}
-_T55 = ((_P29, _n90), )
-_T56 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'confidential': _n22, 'disk': _n39, 'net': _n49, 'console': _n62, 'vsock': _n64, 'qmp': _n66, 'qemu': _n67, 'targets': _n70, 'waive': _n89}
-_T57 = ()
-_T58 = {'quote-generation-socket': _n96}
+_T54 = {'build': _n77, 'shell': _n44, 'systemd': _n79, 'libvirt': _n86, 'kubevirt': _n88}
+_T55 = ()
+_T56 = {}
+_T57 = ((_P30, _n96), )
+_T58 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'attestation': _n25, 'confidential': _n28, 'disk': _n45, 'net': _n55, 'console': _n68, 'vsock': _n70, 'qmp': _n72, 'qemu': _n73, 'targets': _n76, 'waive': _n95}
 _T59 = ()
-_T60 = {'sev': _n94, 'sev-es': _n94, 'sev-snp': _n94, 'tdx': _n95}
+_T60 = {'quote-generation-socket': _n102}
 _T61 = ()
-_T62 = {'guest': _n92, 'confidential': _n93, 'vsock': _n97, 'qmp': _n98}
+_T62 = {'sev': _n100, 'sev-es': _n100, 'sev-snp': _n100, 'tdx': _n101}
 _T63 = ()
+_T64 = {'guest': _n98, 'confidential': _n99, 'vsock': _n103, 'qmp': _n104}
+_T65 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = 'd41e3d2e9b76a9e22deffb70eecf37c77d8eb4add9dd6c7e045ba5889cdb6c19'
+CGSC_SCHEMA_KEY = '5d1b169937b1b2d9524f8ed7d93b287cc5edb638a449bca756f89abd75fa6ffd'
