@@ -208,8 +208,9 @@ def test_every_reader_of_files_goes_through_the_boundary():
     import re
     own = {"spec/schema.py", "spec/compiled_check.py", "output/outdir.py", "output/drift.py",
            "output/workers.py", "cli.py", "spec/schema_compiler.py",
-           # boot files: read by the measure stage and the mechanisms (attestation issue)
-           "measure/stage.py", "measure/amd_digest.py", "mechanisms/tdx.py"}
+           # boot files: read once into a sealed private copy by the measure stage, which
+           # the mechanisms then read (the attestation issue's own reader)
+           "measure/stage.py", "measure/amd_digest.py"}
     found = []
     for base, _dirs, files in os.walk(os.path.join(ROOT, "compiler")):
         for name in files:
@@ -218,8 +219,8 @@ def test_every_reader_of_files_goes_through_the_boundary():
                 continue
             with open(os.path.join(base, name), encoding="utf-8") as fh:
                 for number, line in enumerate(fh, 1):
-                    if "read by design" in line:
-                        continue
+                    if "read by design" in line or re.search(r"open\([^)]*[\"'][wax]", line):
+                        continue   # a device on purpose; a file opened for writing
                     if re.search(r"\bopen\([^)]*(\"r|'r|encoding=)|\bos\.open\(.*O_RDONLY|\.read\(\)", line):
                         found.append(f"{rel}:{number}: {line.strip()}")
     assert found == []
