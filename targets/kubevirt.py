@@ -81,6 +81,14 @@ SERIAL = Rule(
     "the other targets would be rejected by the cluster.",
     "KubeVirt pkg/virt-api/webhooks/validating-webhook/admitters (validateSerialNumValue)",
     fix="Replace the spaces in [[disk]] serial, e.g. with _ or -.")
+DIES = Rule(
+    "CGS-KUBEVIRT-014", "KubeVirt has no CPU dies",
+    "spec.domain.cpu has sockets, cores and threads only; KubeVirt's converter writes them "
+    "as the domain's <topology> with one die per socket, so the guest would see another "
+    "layout than on the other targets.",
+    "KubeVirt pkg/virt-launcher/virtwrap/converter (GetCPUTopology); kubevirt.io/v1 CPU",
+    fix="Leave dies out of [guest.topology] (fold them into cores), or leave kubevirt out "
+        "of [targets] build.")
 KUBEVIRT_SERIAL = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
@@ -128,6 +136,9 @@ def _refusals(plan: LaunchPlan):
         yield NAME.error(("guest", "name"), f"{plan.name!r} is not a DNS-1123 label",
                          "use lower-case letters, digits and -, starting and ending with a "
                          "letter or digit")
+    if plan.topology[1] != 1:
+        yield DIES.error(("guest", "topology", "dies"), f"is {plan.topology[1]}; KubeVirt "
+                         "gives every socket one die", "fold the dies into cores")
     for i, _arg in enumerate(plan.extra_args):
         yield EXTRA_ARGS.error(("qemu", "extra-args", i), "has no KubeVirt form",
                                "remove it, or leave kubevirt out of [targets] build")
@@ -206,7 +217,9 @@ def _domain(plan: LaunchPlan) -> dict:
     form = plan.confidential.kubevirt
     domain: Dict[str, object] = {
         "cpu": {"model": "host-passthrough" if plan.cpu == "host" else plan.cpu,
-                "sockets": 1, "cores": plan.vcpus, "threads": 1},
+                # KubeVirt's converter writes these as the domain's <topology> (dies 1)
+                "sockets": plan.topology[0], "cores": plan.topology[2],
+                "threads": plan.topology[3]},
         "machine": {"type": plan.machine},
         "resources": {"requests": {"memory": f"{plan.memory_mib}Mi"}},
     }

@@ -191,3 +191,34 @@ class InstalledQemu:
 @pytest.fixture(scope="session")
 def qapi():
     return InstalledQemu()
+
+
+@pytest.fixture(scope="session")
+def trixie(tmp_path_factory):
+    """The trixie root (.ci/trixie-root: QEMU 11.1, libvirt 12.9, systemd 257) mounted in a
+    private namespace for the session: tests/trixie_root.py says how programs run in it."""
+    from trixie_root import open_namespace
+    ns = open_namespace(str(tmp_path_factory.getbasetemp()),
+                        str(tmp_path_factory.mktemp("trixie-ns")))
+    yield ns
+    ns.close()
+
+
+@pytest.fixture(scope="session")
+def virsh129(trixie):
+    """virsh of the trixie root, as an argv prefix, talking to a libvirtd (12.9) started in
+    the root's namespace, which probes the root's QEMU 11.1 and ends with the namespace."""
+    import time
+    uri = "qemu:///system"
+    started = trixie.run(["libvirtd", "--daemon"])
+    assert started.returncode == 0, started.stderr
+    for _ in range(180):   # the first start probes each QEMU binary once
+        version = trixie.run(["virsh", "-c", uri, "version"])
+        if version.returncode == 0:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("libvirtd 12.9 in the trixie root did not answer within 180 s")
+    assert "Using library: libvirt 12.9." in version.stdout, version.stdout
+    assert "Running hypervisor: QEMU 11.1." in version.stdout, version.stdout
+    return trixie.argv(["virsh"])

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import re
+import socket
+import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Dict, List, Optional, Tuple
 
@@ -168,3 +170,40 @@ def unit_values(unit_text: str, section: str, key: str) -> List[str]:
         elif current == section and line.startswith(key + "="):
             out.append(line[len(key) + 1:])
     return out
+
+
+# -- QEMU stopped before the guest runs, told to quit over QMP ----------------------------
+
+QMP_QUIT = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
+
+
+def run_qemu_quit(argv, stop: str = "-S", monitor: str = "-mon", wrap=list,
+                  timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run QEMU (`stop`: -S or -preconfig) with a QMP monitor on a socketpair (stdio may be
+    the guest console), send qmp_capabilities + quit; stdout is what the monitor said.
+    monitor: "-mon" (every QEMU) or "-object" (monitor-qmp, QEMU 11.1, where -mon is
+    deprecated). wrap: how to run the argv (e.g. inside the trixie root)."""
+    ours, theirs = socket.socketpair()
+    chardev = ["-chardev", f"socket,id=cgsccheck,fd={theirs.fileno()}"]
+    mon = (["-mon", "chardev=cgsccheck,mode=control"] if monitor == "-mon" else
+           ["-object", "monitor-qmp,id=cgsccheckmon,chardev=cgsccheck"])
+    proc = subprocess.Popen(wrap(list(argv) + [stop] + chardev + mon), pass_fds=[theirs.fileno()],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    theirs.close()
+    said = b""
+    try:
+        ours.settimeout(timeout)
+        ours.sendall(QMP_QUIT.encode())
+        while True:
+            chunk = ours.recv(65536)
+            if not chunk:
+                break
+            said += chunk
+    except OSError:
+        pass  # QEMU exited (or reset the connection) before or while we talked
+    finally:
+        ours.close()
+    _out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(argv, proc.returncode, said.decode(errors="replace"), err)
+

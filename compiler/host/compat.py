@@ -134,15 +134,21 @@ def _vtext(v: tuple) -> str:
 
 
 def qemu_needs(plan: LaunchPlan) -> Dict[str, tuple]:
-    """What the plan's -object needs: {"<qom-type>" or "<qom-type>.<prop>": version}."""
+    """What the plan's -object options need: {"<qom-type>" or "<qom-type>.<prop>": version}
+    (the confidential object first; monitor-qmp where a --host QEMU 11.1 replaced -mon)."""
     obj = plan.confidential.object
-    entry = qemu_since().get(obj.qom_type)
-    if entry is None:
-        return {}
-    needs = {obj.qom_type: version(entry["since"])}
-    for key, _value in obj.props:
-        if key in entry["properties"]:
-            needs[f"{obj.qom_type}.{key}"] = version(entry["properties"][key])
+    objects = [(obj.qom_type, [key for key, _value in obj.props])]
+    objects += [(o.value.head, [key for key, _value in o.value.props]) for o in plan.options
+                if o.flag == "-object" and getattr(o.value, "head", None) not in (None, obj.qom_type)]
+    needs = {}
+    for qom_type, keys in objects:
+        entry = qemu_since().get(qom_type)
+        if entry is None:
+            continue
+        needs[qom_type] = version(entry["since"])
+        for key in keys:
+            if key in entry["properties"]:
+                needs[f"{qom_type}.{key}"] = version(entry["properties"][key])
     return needs
 
 

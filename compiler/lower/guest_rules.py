@@ -22,6 +22,14 @@ MACHINE = Rule("CGS-GUEST-002", "the machine type does not fit the mechanism",
                "accepts only the machine family each mechanism is tested and documented with.",
                "qemu.md section 1; libvirt.md section 8",
                fix="Leave machine out (cgsc picks the right one) or use the family the message names.")
+TOPOLOGY = Rule("CGS-GUEST-003", "the vCPU topology does not multiply to vcpus",
+                "QEMU refuses an -smp whose sockets × dies × cores × threads is not the vCPU "
+                "count ('Invalid CPU topology'), libvirt a <topology> that does not match <vcpu>, "
+                "KubeVirt derives the vCPU count from the product: each target would otherwise "
+                "start a different guest, or none.", "QEMU hw/core/machine-smp.c; libvirt "
+                "formatdomain \"CPU model and topology\"",
+                fix="Make sockets × dies × cores × threads equal [guest] vcpus (or leave cores "
+                    "out: cgsc takes what is left).")
 FW_MISSING = Rule("CGS-FW-001", "x86_64 confidential guests need [firmware] code",
                   "An encrypted x86 guest boots through OVMF/TDVF built for the mechanism; "
                   "QEMU's default SeaBIOS cannot start it.", "qemu.md sections 3-5",
@@ -75,7 +83,7 @@ EXTRA_BREAKS = Rule("CGS-QEMU-002", "extra-args override what confidentiality de
 
 def check(guest: Guest) -> List[Diagnostic]:
     out: List[Diagnostic] = []
-    for rule_set in (_arch_machine, _firmware, _kernel, _devices, _sockets, confine.check,
+    for rule_set in (_arch_machine, _topology, _firmware, _kernel, _devices, _sockets, confine.check,
                      _extra_args, runtime_rules.check, kubevirt_rules.check):
         out.extend(rule_set(guest))
     out.extend(guest.mechanism.check(guest))
@@ -91,6 +99,20 @@ def _arch_machine(g: Guest) -> Iterable[Diagnostic]:
     elif not mech.fits_machine(g.machine):
         yield MACHINE.error(("guest", "machine"), f"{g.machine!r} does not fit {mech.title}",
                             f"use {mech.machine_hint}, or leave machine out")
+
+
+def _topology(g: Guest) -> Iterable[Diagnostic]:
+    t = g.topology
+    if t == ():
+        return   # a schema error says what is wrong
+    if t is None or t[0] * t[1] * t[2] * t[3] != g.vcpus:
+        shown = "" if t is None else f" = {t[0] * t[1] * t[2] * t[3]}"
+        laid = " × ".join(f"{n} {k}" for n, k in zip(t or (), ("sockets", "dies", "cores",
+                                                                 "threads")))
+        yield TOPOLOGY.error(("guest", "topology"),
+                             (f"{laid}{shown}" if t else "sockets × dies × threads does not "
+                              "divide vcpus") + f", but vcpus is {g.vcpus}",
+                             "make the product equal vcpus, or leave cores out")
 
 
 def _firmware(g: Guest) -> Iterable[Diagnostic]:

@@ -63,9 +63,11 @@ def compile_spec(path: str, host: Optional[dict] = None,
         raise SpecError(source.locate(d) for d in errors)
 
     guest = normalize(source.data)
+    qemu_version = None
     if host is not None:
-        from ..host.profile import pinned_machine
+        from ..host.profile import pinned_machine, qemu_for
         guest = guest._replace(machine=pinned_machine(host, guest.arch, guest.machine) or guest.machine)
+        qemu_version = (qemu_for(host, guest.arch) or {}).get("version")
     found, waived = apply(source.data.get("waive", {}), check(guest) + _measure_rules(guest))
     found = [source.locate(d) for d in found]
     waived = tuple((source.locate(d), reason) for d, reason in waived)
@@ -83,7 +85,7 @@ def compile_spec(path: str, host: Optional[dict] = None,
     binding = measured.binding if measured is not None else None
     # QEMU reads the bound boot files from the copies the launch checked, by descriptor
     opened = {f.what: f.opened for f in binding.files} if binding else None
-    plan = lower(guest, spec_files[0][0], spec_files, opened)
+    plan = lower(guest, spec_files[0][0], spec_files, opened, qemu_version)
     if measured is not None:
         plan = plan._replace(attestation=measured.attestation, binding=binding,
                              references=measured.references)

@@ -109,14 +109,15 @@ def test_check_reports_every_kind_of_drift(tmp_path):
     name = compile_plan(spec).name
     assert run_cli("build", spec, "-o", str(tmp_path))[0] == 0
     guest = tmp_path / name
-    (guest / f"{name}.sh").write_text((guest / f"{name}.sh").read_text().replace("-smp 8", "-smp 9"))
+    (guest / f"{name}.sh").write_text((guest / f"{name}.sh").read_text().replace("-smp 8,", "-smp 9,"))
     (guest / f"{name}.xml").unlink()
     (guest / "notes.txt").write_text("hand-made\n")
     (guest / f"{name}.service").chmod(0o600)
     before = _tree(tmp_path)
     code, out, err = run_cli("check", spec, "-o", str(tmp_path))
     assert code == 1
-    assert f"--- {guest}/{name}.sh (on disk)" in out and "-    -smp 9 \\" in out and "+    -smp 8 \\" in out
+    assert f"--- {guest}/{name}.sh (on disk)" in out and "-    -smp 9,sockets=1,dies=1,cores=8,threads=1 \\" in out \
+        and "+    -smp 8,sockets=1,dies=1,cores=8,threads=1 \\" in out
     assert f"missing: {guest}/{name}.xml" in out
     assert f"extra: {guest}/notes.txt" in out
     assert f"mode 0600, expected 0644: {guest}/{name}.service" in out

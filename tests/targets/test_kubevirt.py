@@ -383,7 +383,11 @@ def test_manifest_and_launch_script_agree(spec, tmp_path):
     if qom == "sev-snp-guest":
         assert int(props["policy"], 0) == 0x30000
     cpu = domain["cpu"]
-    assert int(_option(argv, "-smp")[0]) == cpu["sockets"] * cpu["cores"] * cpu["threads"]
+    # KubeVirt's converter: <vcpu> = sockets * cores * threads, <topology> with one die each
+    vcpus, smp = _keyval(_option(argv, "-smp")[0])
+    assert int(vcpus) == cpu["sockets"] * cpu["cores"] * cpu["threads"]
+    assert (int(smp["sockets"]), int(smp["dies"]), int(smp["cores"]), int(smp["threads"])) == \
+        (cpu["sockets"], 1, cpu["cores"], cpu["threads"])
     mib = int(_option(argv, "-m")[0].rstrip("M"))
     assert domain["resources"]["requests"]["memory"] == f"{mib}Mi"
     drives = [d for d in _option(argv, "-device") if "drive=" in d]
@@ -569,7 +573,7 @@ def test_target_and_rules_are_listed():
     assert code == 0 and re.search(r"^kubevirt +KubeVirt VirtualMachine", out, re.M)
     code, out, _e = run_cli("rules")
     listed = set(re.findall(r"^(CGS-KUBEVIRT-\d{3}) ", out, re.M))
-    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 14)}
+    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 15)}
 
 
 def test_refusals_come_all_at_once_with_hints(tmp_path):

@@ -4,12 +4,11 @@ and Debian's real QEMU 7.2 parses every line whose object it has."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
 from conftest import Predates
-from helpers import VALID_SPECS, compile_plan, rel
+from helpers import VALID_SPECS, compile_plan, rel, run_qemu_quit
 from qemu_schema import introspect
 
 from cgsc.host.compat import qemu_since
@@ -18,7 +17,6 @@ from cgsc.spec.model import normalize
 from cgsc.lower.qemu import QemuObject
 from cgsc.spec.source import load
 
-QMP_QUIT = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
 CGS_READY_ABORT = "Assertion `machine->cgs->ready' failed"   # 7.2, stage F (qemu.md §10)
 
 
@@ -119,30 +117,7 @@ def tcg_argv(plan, find=os.path.basename):
 
 
 def run_qemu(argv, preconfig: bool) -> subprocess.CompletedProcess:
-    """Run QEMU with a QMP monitor on a socketpair (stdio may be the guest console),
-    send qmp_capabilities + quit, and collect what the monitor said as stdout."""
-    ours, theirs = socket.socketpair()
-    monitor = ["-chardev", f"socket,id=cgsccheck,fd={theirs.fileno()}",
-               "-mon", "chardev=cgsccheck,mode=control"]
-    proc = subprocess.Popen(argv + (["-preconfig"] if preconfig else ["-S"]) + monitor,
-                            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    theirs.close()
-    said = b""
-    try:
-        ours.settimeout(60)
-        ours.sendall(QMP_QUIT.encode())
-        while True:
-            chunk = ours.recv(65536)
-            if not chunk:
-                break
-            said += chunk
-    except OSError:
-        pass  # QEMU exited (or reset the connection) before or while we talked
-    finally:
-        ours.close()
-    _out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(argv, proc.returncode, said.decode(errors="replace"), err)
+    return run_qemu_quit(argv, "-preconfig" if preconfig else "-S")
 
 
 def _binary_has(find, plan) -> bool:

@@ -150,6 +150,12 @@ def _n10(x):
 
 
 def _n11(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T0, _T1, _no): return False
+    return True
+
+
+def _n12(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and not _SURROGATE(x))): return False
     if isinstance(x, str):
         if len(x) > 4096: return False
@@ -160,7 +166,7 @@ def _n11(x):
     return True
 
 
-def _n12(x):
+def _n13(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P7(x): return False
@@ -170,11 +176,11 @@ def _n12(x):
 
 def _n4(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T0, _T1, _no): return False
+    if not _keys(x, _T2, _T3, _no): return False
     return True
 
 
-def _n14(x):
+def _n15(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
     if not _P8(x): return False
@@ -182,13 +188,13 @@ def _n14(x):
     return True
 
 
-def _n13(x):
+def _n14(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T2, _T3, _no): return False
+    if not _keys(x, _T4, _T5, _no): return False
     return True
 
 
-def _n16(x):
+def _n17(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P9(x): return False
@@ -196,13 +202,13 @@ def _n16(x):
     return True
 
 
-def _n15(x):
+def _n16(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T4, _T5, _no): return False
+    if not _keys(x, _T6, _T7, _no): return False
     return True
 
 
-def _n18(x):
+def _n19(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if len(x) < 1: return False
@@ -211,7 +217,7 @@ def _n18(x):
     return True
 
 
-def _n19(x):
+def _n20(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 64: return False
     if not _P11(x): return False
@@ -219,24 +225,24 @@ def _n19(x):
     return True
 
 
-def _n20(x):
+def _n21(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 18446744073709551615: return False
     return True
 
 
-def _n21(x):
+def _n22(x):
     if not ((type(x) is str and x in _C14)): return False
     return True
 
 
-def _n22(x):
+def _n23(x):
     if not (isinstance(x, bool)): return False
     return True
 
 
-def _n23(x):
+def _n24(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P12(x): return False
@@ -244,70 +250,70 @@ def _n23(x):
     return True
 
 
-def _n24(x):
+def _n25(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 4294967295: return False
     return True
 
 
-def _n17(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T6, _T7, _no): return False
-    return True
-
-
-def _n27(x):
-    if not ((type(x) is str and x in _C16)): return False
-    return True
-
-
-def _n26(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 4: return False
-    if not all(map(_n27, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
-    return True
-
-
-def _n25(x):
+def _n18(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T8, _T9, _no): return False
     return True
 
 
-def _n30(x):
+def _n28(x):
+    if not ((type(x) is str and x in _C16)): return False
+    return True
+
+
+def _n27(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 4: return False
+    if not all(map(_n28, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n26(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T10, _T11, _no): return False
+    return True
+
+
+def _n31(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n31(x):
+def _n32(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n33(x):
+def _n34(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n32(x):
+def _n33(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        if not _keys(x, _T10, _T11, _no): return False
+        if not _keys(x, _T12, _T13, _no): return False
     return True
 
 
-def _n34(x):
+def _n35(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
     if not _P13(x): return False
@@ -315,28 +321,28 @@ def _n34(x):
     return True
 
 
-def _n35(x):
+def _n36(x):
     if not ((type(x) is str and x in _C18)): return False
     return True
 
 
-def _n29(x):
+def _n30(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T12, _T13, _no): return False
+    if not _keys(x, _T14, _T15, _no): return False
     return True
 
 
-def _n37(x):
+def _n38(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T14, _T15, _no): return False
+        if not _keys(x, _T16, _T17, _no): return False
     return True
 
 
-def _n38(x):
+def _n39(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 8192: return False
     if not _P14(x): return False
@@ -344,105 +350,53 @@ def _n38(x):
     return True
 
 
-def _n36(x):
+def _n37(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T16, _T17, _no): return False
+    if not _keys(x, _T18, _T19, _no): return False
     return True
 
 
-def _n40(x):
+def _n41(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T18, _T19, _no): return False
-    return True
-
-
-def _n42(x):
-    if not ((type(x) is str and x in _C20)): return False
+        if not _keys(x, _T20, _T21, _no): return False
     return True
 
 
 def _n43(x):
+    if not ((type(x) is str and x in _C20)): return False
+    return True
+
+
+def _n44(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n41(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T20, _T21, _no): return False
-    return True
-
-
-def _n39(x):
+def _n42(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n44(x):
+def _n40(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T24, _T25, _no): return False
     return True
 
 
-def _n28(x):
+def _n45(x):
     if not (isinstance(x, dict)): return False
-    if len(x) > 1: return False
-    if len(x) < 1: return False
     if not _keys(x, _T26, _T27, _no): return False
     return True
 
 
-def _n47(x):
-    if not ((type(x) is str and x in _C21)): return False
-    return True
-
-
-def _n48(x):
-    if not ((type(x) is str and x in _C22)): return False
-    return True
-
-
-def _n49(x):
-    if not ((type(x) is str and x in _C23)): return False
-    return True
-
-
-def _n50(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P15(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n52(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 253: return False
-    if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n53(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P17(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n54(x):
-    if not ((type(x) is bool and x in _C27)): return False
-    return True
-
-
-def _n51(x):
+def _n29(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -450,27 +404,79 @@ def _n51(x):
     return True
 
 
-def _n46(x):
+def _n48(x):
+    if not ((type(x) is str and x in _C21)): return False
+    return True
+
+
+def _n49(x):
+    if not ((type(x) is str and x in _C22)): return False
+    return True
+
+
+def _n50(x):
+    if not ((type(x) is str and x in _C23)): return False
+    return True
+
+
+def _n51(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4096: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n53(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 253: return False
+    if not _P16(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n54(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P17(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n55(x):
+    if not ((type(x) is bool and x in _C27)): return False
+    return True
+
+
+def _n52(x):
     if not (isinstance(x, dict)): return False
-    if 'path' not in x: return False
-    if 'format' not in x: return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
     if not _keys(x, _T30, _T31, _no): return False
     return True
 
 
-def _n45(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n46, x)): return False
+def _n47(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T32, _T33, _no): return False
     return True
 
 
-def _n57(x):
-    if not ((type(x) is str and x in _C28)): return False
+def _n46(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n47, x)): return False
     return True
 
 
 def _n58(x):
+    if not ((type(x) is str and x in _C28)): return False
+    return True
+
+
+def _n59(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P18(x): return False
@@ -478,7 +484,7 @@ def _n58(x):
     return True
 
 
-def _n59(x):
+def _n60(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P19(x): return False
@@ -486,24 +492,24 @@ def _n59(x):
     return True
 
 
-def _n60(x):
+def _n61(x):
     if not ((type(x) is str and x in _C31)): return False
     return True
 
 
-def _n63(x):
+def _n64(x):
     if not ((type(x) is str and x in _C32)): return False
     return True
 
 
-def _n64(x):
+def _n65(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 65535: return False
     return True
 
 
-def _n65(x):
+def _n66(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P20(x): return False
@@ -511,22 +517,22 @@ def _n65(x):
     return True
 
 
-def _n62(x):
+def _n63(x):
     if not (isinstance(x, dict)): return False
     if 'host-port' not in x: return False
     if 'guest-port' not in x: return False
-    if not _keys(x, _T32, _T33, _no): return False
+    if not _keys(x, _T34, _T35, _no): return False
     return True
 
 
-def _n61(x):
+def _n62(x):
     if not (isinstance(x, list)): return False
     if len(x) > 256: return False
-    if not all(map(_n62, x)): return False
+    if not all(map(_n63, x)): return False
     return True
 
 
-def _n67(x):
+def _n68(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 317: return False
     if not _P21(x): return False
@@ -534,69 +540,48 @@ def _n67(x):
     return True
 
 
-def _n66(x):
+def _n67(x):
     if not (isinstance(x, dict)): return False
     if 'multus' not in x: return False
-    if not _keys(x, _T34, _T35, _no): return False
-    return True
-
-
-def _n56(x):
-    if not (isinstance(x, dict)): return False
-    if 'mode' not in x: return False
     if not _keys(x, _T36, _T37, _no): return False
     return True
 
 
-def _n55(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 32: return False
-    if not all(map(_n56, x)): return False
-    return True
-
-
-def _n69(x):
-    if not ((type(x) is str and x in _C35)): return False
-    return True
-
-
-def _n68(x):
+def _n57(x):
     if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
     if not _keys(x, _T38, _T39, _no): return False
     return True
 
 
-def _n71(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 3: return False
-    if x > 4294967294: return False
+def _n56(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n57, x)): return False
     return True
 
 
 def _n70(x):
+    if not ((type(x) is str and x in _C35)): return False
+    return True
+
+
+def _n69(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T40, _T41, _no): return False
     return True
 
 
 def _n72(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 3: return False
+    if x > 4294967294: return False
+    return True
+
+
+def _n71(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T42, _T43, _no): return False
-    return True
-
-
-def _n74(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
-    if not _P22(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n75(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n16, x)): return False
     return True
 
 
@@ -606,7 +591,28 @@ def _n73(x):
     return True
 
 
-def _n78(x):
+def _n75(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 4095: return False
+    if not _P22(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n76(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n17, x)): return False
+    return True
+
+
+def _n74(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T46, _T47, _no): return False
+    return True
+
+
+def _n79(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 64: return False
     if not _P23(x): return False
@@ -614,14 +620,14 @@ def _n78(x):
     return True
 
 
-def _n77(x):
+def _n78(x):
     if not (isinstance(x, list)): return False
     if len(x) > 16: return False
-    if not all(map(_n78, x)): return False
+    if not all(map(_n79, x)): return False
     return True
 
 
-def _n80(x):
+def _n81(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P24(x): return False
@@ -629,7 +635,7 @@ def _n80(x):
     return True
 
 
-def _n81(x):
+def _n82(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P25(x): return False
@@ -637,12 +643,12 @@ def _n81(x):
     return True
 
 
-def _n82(x):
+def _n83(x):
     if not ((type(x) is str and x in _C40)): return False
     return True
 
 
-def _n84(x):
+def _n85(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 255: return False
     if not _P26(x): return False
@@ -650,38 +656,38 @@ def _n84(x):
     return True
 
 
-def _n83(x):
+def _n84(x):
     if not (isinstance(x, list)): return False
     if len(x) > 64: return False
-    if not all(map(_n84, x)): return False
+    if not all(map(_n85, x)): return False
     return True
 
 
-def _n85(x):
+def _n86(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 86400: return False
     return True
 
 
-def _n79(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T46, _T47, _no): return False
-    return True
-
-
-def _n87(x):
-    if not ((type(x) is str and x in _C42)): return False
-    return True
-
-
-def _n86(x):
+def _n80(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T48, _T49, _no): return False
     return True
 
 
-def _n89(x):
+def _n88(x):
+    if not ((type(x) is str and x in _C42)): return False
+    return True
+
+
+def _n87(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T50, _T51, _no): return False
+    return True
+
+
+def _n90(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P27(x): return False
@@ -689,12 +695,12 @@ def _n89(x):
     return True
 
 
-def _n90(x):
+def _n91(x):
     if not ((type(x) is str and x in _C44)): return False
     return True
 
 
-def _n92(x):
+def _n93(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 63: return False
     if not _P29(x): return False
@@ -702,38 +708,38 @@ def _n92(x):
     return True
 
 
-def _n91(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T50, _T51, _no): return False
-    return True
-
-
-def _n94(x):
-    if not ((type(x) is str and x in _C47)): return False
-    return True
-
-
-def _n93(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n94, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
-    return True
-
-
-def _n88(x):
+def _n92(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n76(x):
+def _n95(x):
+    if not ((type(x) is str and x in _C47)): return False
+    return True
+
+
+def _n94(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n95, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n89(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T54, _T55, _no): return False
     return True
 
 
-def _n96(x):
+def _n77(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T56, _T57, _no): return False
+    return True
+
+
+def _n97(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 1024: return False
     if not _P31(x): return False
@@ -741,65 +747,65 @@ def _n96(x):
     return True
 
 
-def _n95(x):
+def _n96(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T56, _T57, _no): return False
+    if not _keys(x, _T58, _T59, _no): return False
     return True
 
 
-def _n98(x):
+def _n99(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n100(x):
+def _n101(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n102(x):
+def _n103(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n101(x):
-    if isinstance(x, dict):
-        if not _keys(x, _T60, _T61, None): return False
-    return True
-
-
-def _n99(x):
+def _n102(x):
     if isinstance(x, dict):
         if not _keys(x, _T62, _T63, None): return False
     return True
 
 
-def _n103(x):
+def _n100(x):
     if isinstance(x, dict):
-        if 'cid' not in x: return False
+        if not _keys(x, _T64, _T65, None): return False
     return True
 
 
 def _n104(x):
     if isinstance(x, dict):
-        if 'socket' not in x: return False
-    return True
-
-
-def _n97(x):
-    if isinstance(x, dict):
-        if 'guest' not in x: return False
-        if 'confidential' not in x: return False
-        if not _keys(x, _T64, _T65, None): return False
+        if 'cid' not in x: return False
     return True
 
 
 def _n105(x):
+    if isinstance(x, dict):
+        if 'socket' not in x: return False
+    return True
+
+
+def _n98(x):
+    if isinstance(x, dict):
+        if 'guest' not in x: return False
+        if 'confidential' not in x: return False
+        if not _keys(x, _T66, _T67, None): return False
+    return True
+
+
+def _n106(x):
     if isinstance(x, dict):
         if 'extends' not in x: return False
     return True
@@ -807,77 +813,79 @@ def _n105(x):
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T58, _T59, _no): return False
-    if not (_yes if _n105(x) else _n97)(x): return False
+    if not _keys(x, _T60, _T61, _no): return False
+    if not (_yes if _n106(x) else _n98)(x): return False
     return True
 
 
-_T0 = {'name': _n5, 'description': _n6, 'arch': _n7, 'machine': _n8, 'cpu': _n9, 'vcpus': _n10, 'memory': _n11, 'uuid': _n12}
+_T0 = {'sockets': _n10, 'dies': _n10, 'cores': _n10, 'threads': _n10}
 _T1 = ()
-_T2 = {'code': _n14, 'vars': _n14}
+_T2 = {'name': _n5, 'description': _n6, 'arch': _n7, 'machine': _n8, 'cpu': _n9, 'vcpus': _n10, 'topology': _n11, 'memory': _n12, 'uuid': _n13}
 _T3 = ()
-_T4 = {'image': _n14, 'initrd': _n14, 'cmdline': _n16}
+_T4 = {'code': _n15, 'vars': _n15}
 _T5 = ()
-_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'tdx-page-order': _n21, 'verify-at-launch': _n22, 'id-key': _n18, 'author-key': _n18, 'family-id': _n23, 'image-id': _n23, 'guest-svn': _n24}
+_T6 = {'image': _n15, 'initrd': _n15, 'cmdline': _n17}
 _T7 = ()
-_T8 = {'formats': _n26}
+_T8 = {'firmware': _n19, 'kernel': _n19, 'initrd': _n19, 'vcpu-type': _n20, 'guest-features': _n21, 'tdx-page-order': _n22, 'verify-at-launch': _n23, 'id-key': _n19, 'author-key': _n19, 'family-id': _n24, 'image-id': _n24, 'guest-svn': _n25}
 _T9 = ()
-_T10 = {'debug': _n22, 'key-sharing': _n22, 'send': _n22, 'domain': _n22, 'sev-only': _n22, 'api-major': _n33, 'api-minor': _n33}
+_T10 = {'formats': _n27}
 _T11 = ()
-_T12 = {'cbitpos': _n30, 'reduced-phys-bits': _n31, 'policy': _n32, 'kernel-hashes': _n22, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n34, 'legacy-vm-type': _n35}
+_T12 = {'debug': _n23, 'key-sharing': _n23, 'send': _n23, 'domain': _n23, 'sev-only': _n23, 'api-major': _n34, 'api-minor': _n34}
 _T13 = ()
-_T14 = {'smt': _n22, 'migrate-ma': _n22, 'debug': _n22, 'single-socket': _n22, 'cxl': _n22, 'mem-aes-256-xts': _n22, 'rapl-disable': _n22, 'ciphertext-hiding': _n22, 'abi-major': _n33, 'abi-minor': _n33}
+_T14 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'policy': _n33, 'kernel-hashes': _n23, 'dh-cert-file': _n15, 'session-file': _n15, 'sev-device': _n35, 'legacy-vm-type': _n36}
 _T15 = ()
-_T16 = {'cbitpos': _n30, 'reduced-phys-bits': _n31, 'kernel-hashes': _n22, 'sev-device': _n34, 'policy': _n37, 'guest-visible-workarounds': _n38, 'id-block': _n38, 'id-auth': _n38, 'host-data': _n38, 'author-key': _n22, 'vcek-disabled': _n22}
+_T16 = {'smt': _n23, 'migrate-ma': _n23, 'debug': _n23, 'single-socket': _n23, 'cxl': _n23, 'mem-aes-256-xts': _n23, 'rapl-disable': _n23, 'ciphertext-hiding': _n23, 'abi-major': _n34, 'abi-minor': _n34}
 _T17 = ()
-_T18 = {'sept-ve-disable': _n22, 'debug': _n22}
+_T18 = {'cbitpos': _n31, 'reduced-phys-bits': _n32, 'kernel-hashes': _n23, 'sev-device': _n35, 'policy': _n38, 'guest-visible-workarounds': _n39, 'id-block': _n39, 'id-auth': _n39, 'host-data': _n39, 'author-key': _n23, 'vcek-disabled': _n23}
 _T19 = ()
-_T20 = {'type': _n42, 'cid': _n43, 'port': _n43, 'path': _n14}
+_T20 = {'sept-ve-disable': _n23, 'debug': _n23}
 _T21 = ()
-_T22 = {'attributes': _n40, 'mrconfigid': _n38, 'mrowner': _n38, 'mrownerconfig': _n38, 'quote-generation-socket': _n41}
+_T22 = {'type': _n43, 'cid': _n44, 'port': _n44, 'path': _n15}
 _T23 = ()
-_T24 = {}
+_T24 = {'attributes': _n41, 'mrconfigid': _n39, 'mrowner': _n39, 'mrownerconfig': _n39, 'quote-generation-socket': _n42}
 _T25 = ()
-_T26 = {'sev': _n29, 'sev-es': _n29, 'sev-snp': _n36, 'tdx': _n39, 'pef': _n44, 's390-pv': _n44}
+_T26 = {}
 _T27 = ()
-_T28 = {'pvc': _n52, 'data-volume': _n52, 'container-disk': _n53, 'host-disk': _n54}
+_T28 = {'sev': _n30, 'sev-es': _n30, 'sev-snp': _n37, 'tdx': _n40, 'pef': _n45, 's390-pv': _n45}
 _T29 = ()
-_T30 = {'path': _n14, 'format': _n47, 'bus': _n48, 'readonly': _n22, 'cache': _n49, 'serial': _n50, 'kubevirt': _n51}
+_T30 = {'pvc': _n53, 'data-volume': _n53, 'container-disk': _n54, 'host-disk': _n55}
 _T31 = ()
-_T32 = {'protocol': _n63, 'host-port': _n64, 'guest-port': _n64, 'host-address': _n65}
+_T32 = {'path': _n15, 'format': _n48, 'bus': _n49, 'readonly': _n23, 'cache': _n50, 'serial': _n51, 'kubevirt': _n52}
 _T33 = ()
-_T34 = {'multus': _n67}
+_T34 = {'protocol': _n64, 'host-port': _n65, 'guest-port': _n65, 'host-address': _n66}
 _T35 = ()
-_T36 = {'mode': _n57, 'tap': _n58, 'bridge': _n58, 'mac': _n59, 'model': _n60, 'forward': _n61, 'kubevirt': _n66}
+_T36 = {'multus': _n68}
 _T37 = ()
-_T38 = {'serial': _n69, 'path': _n14}
+_T38 = {'mode': _n58, 'tap': _n59, 'bridge': _n59, 'mac': _n60, 'model': _n61, 'forward': _n62, 'kubevirt': _n67}
 _T39 = ()
-_T40 = {'cid': _n71}
+_T40 = {'serial': _n70, 'path': _n15}
 _T41 = ()
-_T42 = {'socket': _n14}
+_T42 = {'cid': _n72}
 _T43 = ()
-_T44 = {'emulator': _n74, 'sandbox': _n22, 'extra-args': _n75}
+_T44 = {'socket': _n15}
 _T45 = ()
-_T46 = {'unit-name': _n80, 'user': _n81, 'group': _n81, 'restart': _n82, 'wanted-by': _n83, 'after': _n83, 'requires': _n83, 'environment-file': _n14, 'stop-timeout': _n85}
+_T46 = {'emulator': _n75, 'sandbox': _n23, 'extra-args': _n76}
 _T47 = ()
-_T48 = {'domain-type': _n87, 'allow-passthrough': _n22}
+_T48 = {'unit-name': _n81, 'user': _n82, 'group': _n82, 'restart': _n83, 'wanted-by': _n84, 'after': _n84, 'requires': _n84, 'environment-file': _n15, 'stop-timeout': _n86}
 _T49 = ()
-_T50 = {}
-_T51 = ((_P28, _n92), )
-_T52 = {'namespace': _n89, 'run-strategy': _n90, 'labels': _n91, 'kernel-container': _n53, 'feature-gates': _n93}
-_T53 = ()
-_T54 = {'build': _n77, 'shell': _n44, 'systemd': _n79, 'libvirt': _n86, 'kubevirt': _n88}
+_T50 = {'domain-type': _n88, 'allow-passthrough': _n23}
+_T51 = ()
+_T52 = {}
+_T53 = ((_P28, _n93), )
+_T54 = {'namespace': _n90, 'run-strategy': _n91, 'labels': _n92, 'kernel-container': _n54, 'feature-gates': _n94}
 _T55 = ()
-_T56 = {}
-_T57 = ((_P30, _n96), )
-_T58 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'attestation': _n25, 'confidential': _n28, 'disk': _n45, 'net': _n55, 'console': _n68, 'vsock': _n70, 'qmp': _n72, 'qemu': _n73, 'targets': _n76, 'waive': _n95}
-_T59 = ()
-_T60 = {'quote-generation-socket': _n102}
+_T56 = {'build': _n78, 'shell': _n45, 'systemd': _n80, 'libvirt': _n87, 'kubevirt': _n89}
+_T57 = ()
+_T58 = {}
+_T59 = ((_P30, _n97), )
+_T60 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n14, 'kernel': _n16, 'measurement': _n18, 'attestation': _n26, 'confidential': _n29, 'disk': _n46, 'net': _n56, 'console': _n69, 'vsock': _n71, 'qmp': _n73, 'qemu': _n74, 'targets': _n77, 'waive': _n96}
 _T61 = ()
-_T62 = {'sev': _n100, 'sev-es': _n100, 'sev-snp': _n100, 'tdx': _n101}
+_T62 = {'quote-generation-socket': _n103}
 _T63 = ()
-_T64 = {'guest': _n98, 'confidential': _n99, 'vsock': _n103, 'qmp': _n104}
+_T64 = {'sev': _n101, 'sev-es': _n101, 'sev-snp': _n101, 'tdx': _n102}
 _T65 = ()
+_T66 = {'guest': _n99, 'confidential': _n100, 'vsock': _n104, 'qmp': _n105}
+_T67 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '5d1b169937b1b2d9524f8ed7d93b287cc5edb638a449bca756f89abd75fa6ffd'
+CGSC_SCHEMA_KEY = 'c27164a31225258186107658a29e698c8aa5d18c99f7fface031e67031c3a6eb'
