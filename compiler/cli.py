@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from . import __version__
-from .core.diagnostics import Diagnostic, SpecError, printable, sort_key
+from .core.diagnostics import Diagnostic, SpecError, once, printable, sort_key
 from .core.inputs import resource_error, shown
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
@@ -66,6 +66,10 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         with_list(cmd)
         return cmd
 
+    def with_strict(cmd):
+        cmd.add_argument("--strict", action="store_true", help="an unwaived warning fails, "
+                         "as `strict = true` in a spec or base does ([waive] accepts one)")
+
     def with_host(cmd):
         from .host.profile import shipped
         cmd.add_argument("--host", metavar="HOST", help="check against a host profile and pin "
@@ -83,8 +87,12 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                             "in any --format, then go to stderr")
         b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                        help="worker processes (default: every core for a large fleet, else 1)")
+        b.add_argument("--prune", action="store_true", help="also remove the guest directories "
+                       "under DIR that cgsc made and no SPEC of this build makes (name the "
+                       "whole fleet); anything else there is left, and said")
         with_format(b)
         with_host(b)
+        with_strict(b)
     if only in (None, "validate"):
         v = spec_command("validate", "check specs without writing anything")
         v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
@@ -94,6 +102,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                             "values, not that they are whole guests")
         with_format(v)
         with_host(v)
+        with_strict(v)
     if only in (None, "check"):
         c = spec_command("check", "rebuild in memory and compare with the artifacts on disk")
         c.add_argument("--all", action="store_true",
@@ -103,8 +112,11 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                        help="as for build")
         c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
+        c.add_argument("--diff", action="store_true", help="also print the unified diff of "
+                       "each changed artifact (text format, on stdout)")
         with_format(c)
         with_host(c)
+        with_strict(c)
     if only in (None, "explain"):
         e = command("explain", "every launch-security value, its source, and its risks; "
                     "or a rule (cgsc explain RULE-ID)")
@@ -116,7 +128,9 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         d = command("diff", "what a change to specs does: security-relevant differences in words",
                            description="cgsc diff OLD NEW compares two spec files; cgsc diff --base REV "
                                        "SPEC... compares each spec (and its extends chain) as of the git "
-                                       "revision REV with the working tree. A report, not a gate: exit 0.")
+                                       "revision REV with the working tree, guest by guest, and names the "
+                                       "guests that REV had and the SPECs no longer build (specs deleted "
+                                       "from their directories, guests renamed). A report, not a gate: exit 0.")
         d.add_argument("specs", nargs="+", metavar="SPEC")
         d.add_argument("--base", metavar="REV", help="compare with the specs as of this git revision")
         d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
@@ -520,10 +534,13 @@ def _skip_notes(skipped, fmt: str) -> None:
 def _build(args) -> int:
     from .output.emit import WriteError
     host = _host(args)
+    if args.stdout and args.prune:
+        raise _Usage("build: --prune removes directories under the output directory; "
+                     "--stdout writes none")
     if args.stdout:
         from .pipeline.build import build
-        outputs = build(args.specs, args.target, host)
-        _report([d for o in outputs for d in o.diagnostics], args.format)
+        outputs = build(args.specs, args.target, host, args.strict)
+        _report(once((o.spec, d) for o in outputs for d in o.diagnostics), args.format)
         _floating_note(args, *_floating(outputs))
         _skip_notes([(o.name,) + why for o in outputs for why in o.skipped], args.format)
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
@@ -535,7 +552,8 @@ def _build(args) -> int:
         return EXIT_OK
     from .output import fleet
     try:
-        built = fleet.build(args.specs, args.target, args.output, args.jobs, host)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs, host, args.strict,
+                            args.prune)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
@@ -543,11 +561,15 @@ def _build(args) -> int:
     _floating_note(args, *built.floating)
     _skip_notes(built.skipped, args.format)
     if args.format == "text":
+        for name in built.pruned:
+            _say(f"cgsc: pruned {args.output}/{name}/ (no spec of this build makes it)")
         if built.count == 1:
             names = ", ".join(sorted(name for name, _sha in built.first.files))
             _say(f"cgsc: {args.output}/{built.first.name}/: {names}")
         else:
-            _say(f"cgsc: {built.count} guests written under {args.output}/")
+            _say(f"cgsc: {built.count} guests written under {args.output}/"
+                 + (f" ({built.abstract} abstract base{'s' if built.abstract != 1 else ''} "
+                    "checked, not built)" if built.abstract else ""))
     return EXIT_OK
 
 
@@ -555,9 +577,9 @@ def _validate(args) -> int:
     """Each spec on its own: one invalid or crashing spec never hides another's diagnostics,
     and through build's own code path, so validate refuses exactly what build would. The
     exit status is the worst of all specs (an internal error in one is 3)."""
-    from .pipeline.build import build, duplicate_names
+    from .pipeline.build import build, conflicts
     problems, warnings, crashed, outputs = [], [], [], []
-    host = _host(args)
+    host, bases = _host(args), 0
     for spec in args.specs:
         try:
             if args.base:
@@ -566,11 +588,12 @@ def _validate(args) -> int:
                 if found:
                     raise SpecError(found)
             else:
-                built = build([spec], args.target, host)
-                outputs += zip([spec] * len(built), built)
-                warnings += [d for o in built for d in o.diagnostics]
+                built = build([spec], args.target, host, args.strict)
+                bases += not built   # an abstract base, checked as one
+                outputs += built
+                warnings += [(spec, d) for o in built for d in o.diagnostics]
         except SpecError as exc:
-            problems.extend(exc.diagnostics)
+            problems += [(spec, d) for d in exc.diagnostics]
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:  # a bug, reported for this spec; the others still count
@@ -581,27 +604,28 @@ def _validate(args) -> int:
                 traceback.print_exc()
             crashed.append(spec)
             print(_bug_message(exc, f"{printable(spec)}: "), file=sys.stderr)
-    problems += duplicate_names(outputs)   # what build refuses across specs
+    problems += conflicts(outputs)   # what build refuses across specs
     if problems:
-        _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
+        _report(sorted(once(problems + warnings), key=sort_key), args.format, failed=True)
         return EXIT_BUG if crashed else EXIT_INVALID
-    _report(warnings, args.format)
-    _floating_note(args, *_floating(o for _spec, o in outputs))
+    _report(once(warnings), args.format)
+    _floating_note(args, *_floating(outputs))
     if crashed:
         return EXIT_BUG
     if args.format == "text":
         if _STYLE["verbosity"] > 0:
-            for spec, o in outputs:
-                _say(f"cgsc: {printable(spec)}: {o.name} valid "
+            for o in outputs:
+                _say(f"cgsc: {printable(o.spec)}: {o.name} valid "
                      f"({', '.join(t for t, _a in o.artifacts)})")
+        bases = f" ({bases} abstract base{'s' if bases != 1 else ''})" if bases else ""
         _say(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
-             f"spec{'s' if len(args.specs) != 1 else ''} valid")
+             f"spec{'s' if len(args.specs) != 1 else ''} valid{bases}")
     return EXIT_OK
 
 
 def _check(args) -> int:
     from .output import fleet
-    from .output.drift import DRIFT, ORPHAN, gather, leftovers, renamed
+    from .output.drift import gather, leftovers, renamed
     from .output.emit import WriteError
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
@@ -618,41 +642,29 @@ def _check(args) -> int:
         except OSError as exc:
             raise _Usage(f"check{' --all' if args.all else ''}: cannot list {args.output}/: "
                          f"{exc.strerror or exc}") from None
-        outputs, problems, host = [], [], _host(args)
-        for chosen, group in groups.items():   # specs checked with the same targets
-            try:
-                outputs += fleet.check(group, chosen, args.output, args.jobs, host) if group else []
-            except SpecError as exc:
-                problems += exc.diagnostics
-            except WriteError as exc:   # a worker died: no verdict on anything
-                print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
-                return EXIT_USAGE
+        try:
+            outputs = fleet.check(groups, args.output, args.jobs, _host(args), args.strict)
+        except WriteError as exc:   # a worker died: no verdict on anything
+            print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
+            return EXIT_USAGE
     finally:
         if lock >= 0:
             os.close(lock)
-    if problems:
-        raise SpecError(problems)
     orphans += renamed(outputs, homes)
-    findings = []
-    for drift in orphans:
-        if args.format == "text":
-            sys.stdout.write(drift.detail + "\n")
-        findings.append(ORPHAN.error((), drift.detail.split(": ", 2)[-1],
-                                     "remove what no spec builds, restore its spec, or rebuild it with `cgsc build`").located(drift.path, 0))
-    for o in outputs:
-        if args.format == "text":
-            for _path, _kind, detail in o.drifts:
-                sys.stdout.write(detail if detail.endswith("\n") else detail + "\n")
-        findings += list(o.diagnostics)
-    _report(findings, args.format)
-    drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))
-    if args.format == "text":
+    from .review.drift_report import orphan, text
+    findings = [orphan(d) for d in orphans] + once((o.path, d) for o in outputs for d in o.diagnostics)
+    if args.format != "text":
+        _report(findings, args.format)
+    else:
+        out, shown, lines = text(findings, outputs, orphans, args.output, args.diff)
+        sys.stdout.write(out)
+        _report(shown, "text")
         if _STYLE["verbosity"] > 0:
             for o in outputs:
                 _say(f"cgsc: {o.name}: {'out of date' if o.drifts else 'up to date'}")
-        _say(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
-             if drift_count else f"cgsc: {len(outputs)} guest(s) up to date")
-    return EXIT_INVALID if drift_count else EXIT_OK
+        for line in lines:
+            _say(line)
+    return EXIT_INVALID if orphans or any(o.drifts for o in outputs) else EXIT_OK
 
 
 def _probe(args) -> int:
@@ -700,12 +712,16 @@ def _explain(args) -> int:
             _rules(args)
         return EXIT_OK
     from .review.explain import explain, to_json, to_text
+    from .spec.base import AbstractSpec
     infos, problems = [], []
     for spec in args.specs:
         try:
             infos.append(explain(spec))
         except SpecError as exc:
             problems += exc.diagnostics
+        except AbstractSpec:
+            raise _Usage(f"explain: {printable(spec)} is an abstract base (abstract = true), "
+                         "not a guest: explain a spec that extends it") from None
     if problems:
         raise SpecError(problems)
     if args.format == "json":
@@ -716,21 +732,15 @@ def _explain(args) -> int:
 
 
 def _diff(args) -> int:
-    from .review.diff import RENDER, RevisionError, as_dict, diff_against, diff_specs
+    from .review.diff import RevisionError, diff_against, diff_specs
+    from .review.diff_report import RENDER, report
     if args.base is None and len(args.specs) != 2:
         raise _Usage("diff: name two specs (OLD NEW), or --base REV and the specs to compare")
-    reports, problems = [], []
-    pairs = [(args.base, s) for s in args.specs] if args.base is not None else [tuple(args.specs)]
-    for a, b in pairs:
-        try:
-            reports.append(as_dict(*(diff_against(a, b) if args.base is not None else diff_specs(a, b))))
-        except SpecError as exc:
-            problems += exc.diagnostics
-        except RevisionError as exc:
-            raise _Usage(f"diff: {exc}") from None
-    if problems:
-        raise SpecError(problems)
-    sys.stdout.write(RENDER[args.format](reports))
+    try:
+        diffs = diff_against(args.base, args.specs) if args.base is not None else diff_specs(*args.specs)
+    except RevisionError as exc:
+        raise _Usage(f"diff: {exc}") from None
+    sys.stdout.write(RENDER[args.format](report(diffs, args.base)))
     return EXIT_OK
 
 

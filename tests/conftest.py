@@ -54,6 +54,16 @@ PROVIDERS = {
 
 
 @pytest.fixture(scope="session")
+def sarif_validator():
+    """A validator of SARIF 2.1.0 logs: the OASIS schema (Errata 01) of tests/data/sarif."""
+    from helpers import data_json
+    from jsonschema import Draft4Validator
+    schema = data_json("sarif/sarif-schema-2.1.0.json")
+    Draft4Validator.check_schema(schema)
+    return Draft4Validator(schema)
+
+
+@pytest.fixture(scope="session")
 def firmware(tmp_path_factory) -> dict:
     """File name -> path of the firmware images in tests/data/firmware, unpacked once."""
     from firmware_data import unpack

@@ -34,6 +34,12 @@ reduced-phys-bits = 1
 """
 
 
+# The same guest as an abstract fleet base: no name (each guest that extends it names
+# itself), tables a test may append keys to ([confidential.sev-snp] last).
+FLEET_BASE = "abstract = true\n" + MINIMAL_SNP.replace("spec-version = 1\n", "").replace(
+    'name = "{name}"\n', "")
+
+
 DATA = os.path.join(ROOT, "tests", "data")
 
 

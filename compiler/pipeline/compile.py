@@ -12,6 +12,7 @@ from ..lower.guest_rules import check
 from ..lower.limits import argv_problems
 from ..lower.lowering import lower
 from ..lower.plan import LaunchPlan
+from ..spec.base import AbstractSpec, base_problems
 from ..spec.model import normalize
 from ..spec.source import load
 from ..spec.validate import schema_errors
@@ -26,6 +27,7 @@ class Compiled:
     build_targets: Optional[Tuple[str, ...]]   # [targets] build, when the spec says
     locate: Callable[[Diagnostic], Diagnostic]  # key path -> file:line in this spec
     data: dict                                  # the merged spec, for reports
+    strict: bool = False                        # `strict = true`: its warnings fail gates
 
 
 def _overlaps(a: tuple, b: tuple) -> bool:
@@ -55,8 +57,14 @@ def compile_spec(path: str, host: Optional[dict] = None,
     spec file in `directory`, is read from, when not that directory (a spec materialized
     elsewhere: `cgsc diff --base`).
     `targets`: what the caller builds (-t), for the host checks that concern one target
-    (the libvirt domain); None: the spec's [targets] build, else the default set."""
+    (the libvirt domain); None: the spec's [targets] build, else the default set.
+    An abstract base is checked as a base and raises AbstractSpec: it is no guest."""
     source = load(path)
+    if source.abstract:
+        problems = base_problems(source)
+        if problems:
+            raise SpecError(problems)
+        raise AbstractSpec(path)
     errors = schema_errors(source.data)
     if errors:
         errors += _rules_despite_schema_errors(source.data, errors)
@@ -104,7 +112,8 @@ def compile_spec(path: str, host: Optional[dict] = None,
                          waivers=tuple((d.rule, reason) for d, reason in waived))
     if host is not None:
         warnings += tuple(on_host)
-    return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data)
+    return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data,
+                    source.data.get("strict") is True)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]").search   # a byte of a name that is not UTF-8

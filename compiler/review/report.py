@@ -7,16 +7,29 @@ import re
 from typing import Iterable, List
 
 from .. import __version__
-from ..core.diagnostics import ERROR, Diagnostic, format_path, printable, unicode_text
+from ..core.diagnostics import ERROR, Diagnostic, affected, format_path, printable, unicode_text
 
 FORMATS = ("text", "json", "sarif", "github")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+# GitHub code scanning keeps 100 locations of a result and refuses a file with more than
+# 1,000: a finding shared by more guests names the first ones and counts the others.
+SARIF_RELATED = 100
 
 
 def as_dict(d: Diagnostic) -> dict:
+    """`specs`: every guest spec a finding in a shared file (a base) concerns; empty for a
+    finding in the spec itself."""
     return {"file": d.file, "line": d.line or None, "column": d.column or None,
             "key": format_path(d.path), "rule": d.rule, "severity": d.severity,
-            "message": d.message, "hint": d.hint or None}
+            "message": d.message, "hint": d.hint or None,
+            "specs": list(d.specs) if d.shared else []}
+
+
+def _message(d: Diagnostic) -> str:
+    """The one-line message of the machine formats: key, message, the guests a shared
+    finding concerns, hint."""
+    return (f"{format_path(d.path)}: {d.message}" + (f" ({affected(d.specs)})" if d.shared else "")
+            + (f" (hint: {d.hint})" if d.hint else ""))
 
 
 def _dumps(value) -> str:
@@ -46,9 +59,14 @@ def to_sarif(diagnostics: Iterable[Diagnostic]) -> str:
         if d.line:
             location["region"] = {"startLine": d.line, **({"startColumn": d.column} if d.column else {})}
         result = {"ruleId": d.rule, "level": "error" if d.severity == ERROR else "warning",
-                  "message": {"text": f"{format_path(d.path)}: {d.message}"
-                                      + (f" (hint: {d.hint})" if d.hint else "")},
+                  "message": {"text": _message(d)},
                   "locations": [{"physicalLocation": location}]}
+        if d.shared:   # one result for every guest that shares the file
+            result["relatedLocations"] = [
+                {"id": i, "physicalLocation": {"artifactLocation": {"uri": spec}},
+                 "message": {"text": "a guest spec this finding concerns"}}
+                for i, spec in enumerate(d.specs[:SARIF_RELATED])]
+            result["properties"] = {"guests": len(d.specs)}
         if d.rule in index:
             result["ruleIndex"] = index[d.rule]
         results.append(result)
@@ -129,8 +147,7 @@ def to_github(diagnostics: Iterable[Diagnostic]) -> str:
         if d.column:
             props.append(f"col={d.column}")
         props.append(f"title={_gh_property(d.rule)}")
-        message = f"{format_path(d.path)}: {d.message}" + (f" (hint: {d.hint})" if d.hint else "")
-        lines.append(f"::{kind} {','.join(props)}::{_gh_data(message)}")
+        lines.append(f"::{kind} {','.join(props)}::{_gh_data(_message(d))}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -155,6 +172,7 @@ def to_markdown(diagnostics: Iterable[Diagnostic]) -> str:
         where = d.file + (f":{d.line}" if d.line else "")
         lines.append(f"- **{d.severity}** {_md(where)}: {_md(format_path(d.path))}: "
                      f"{_md(d.message)} \\[{_md(d.rule)}\\]"
+                     + (f"  \n  {_md(affected(d.specs))}" if d.shared else "")
                      + (f"  \n  hint: {_md(d.hint)}" if d.hint else ""))
     return "".join(line + "\n" for line in lines)
 

@@ -14,6 +14,7 @@ from ..core.diagnostics import Diagnostic, KeyPath, SpecError, error
 from ..core.rules import Rule
 from .path_rules import allowed
 from .paths import real_path, spec_root, stable
+from .per_guest import PLACEHOLDER, expand
 from .positions import key_lines
 
 MAX_SPEC_BYTES = inputs.SPEC.limit  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
@@ -52,6 +53,14 @@ Rule("CGS-LOAD-006", "tables or arrays nested too deeply",
      "docs/language.md (limits); Python's recursion limit, which a deep document reaches in a "
      "recursive parser",
      fix="Remove the extra nesting; `cgsc schema` shows the shape of every table.")
+ABSTRACT_NAME = Rule(
+    "CGS-BASE-001", "an abstract base spec names a guest",
+    "An abstract base (`abstract = true`) is never built; every spec that extends it is a "
+    "guest of its own and must name itself. A [guest] name in the base is inherited by every "
+    "child that forgets its own, and two such children collide (CGS-TARGET-002).",
+    "docs/fleets.md, abstract bases",
+    fix="Remove [guest] name from the base; name each guest in its own spec. A value that "
+        "must differ per guest can say `{name}`.")
 Rule("CGS-LOAD-007", "`extends` reaches outside the spec's repository",
      "A base spec decides firmware, mechanism and policy. A spec under review must not pull "
      "them from a file outside the repository (an absolute path, `..` or a symlink leading "
@@ -135,6 +144,7 @@ class Source:
     files: List[SourceFile]
     known_owner: Optional[Dict[KeyPath, SourceFile]] = None   # None: one file set every key
     root: str = ""   # what its paths are recorded against (paths.spec_root)
+    abstract: bool = False   # `abstract = true`: a base only, never built as a guest
 
     @property
     def owner(self) -> Dict[KeyPath, SourceFile]:
@@ -451,13 +461,33 @@ def load(path: str) -> Source:
         if unusable is not None:
             raise SpecError([unusable.located(src.path, src.lines.get(("extends",), 0))])
         current, real = nxt, nxt_real
+    abstract = chain[0][0].get("abstract") is True
+    named = [(abstract_named(data.get("guest")), src) for data, src in chain[1:]
+             if data.get("abstract") is True]
+    if any(d for d, _src in named):
+        raise SpecError([d.located(src.path, src.lines.get(("guest", "name"), 0))
+                         for d, src in named if d])
     if len(chain) == 1:
-        data = chain[0][0]
-        data.pop("extends", None)
-        return Source(path, data, [chain[0][1]], None, root)
-    merged: dict = {}
-    owner: Dict[KeyPath, SourceFile] = {}
-    for data, src in reversed(chain):
-        data = {k: v for k, v in data.items() if k != "extends"}
-        merged = _merge(merged, data, owner, src)
-    return Source(path, merged, [s for _, s in chain], owner, root)
+        merged = chain[0][0]
+        merged.pop("extends", None)
+        owner: Optional[Dict[KeyPath, SourceFile]] = None
+    else:
+        merged, owner = {}, {}
+        for i, (data, src) in enumerate(reversed(chain)):
+            top = i == len(chain) - 1   # `abstract` is the file's own, never inherited
+            data = {k: v for k, v in data.items() if k != "extends" and (top or k != "abstract")}
+            merged = _merge(merged, data, owner, src)
+    guest = merged.get("guest")
+    name = guest.get("name") if isinstance(guest, dict) else None
+    if not abstract and isinstance(name, str) and any(PLACEHOLDER in s._text for _d, s in chain):
+        merged = expand(merged, name)
+    return Source(path, merged, [s for _, s in chain], owner, root, abstract)
+
+
+def abstract_named(guest) -> Optional[Diagnostic]:
+    """CGS-BASE-001 (not yet located) when an abstract base's [guest] table has a name."""
+    if not isinstance(guest, dict) or "name" not in guest:
+        return None
+    return ABSTRACT_NAME.error(("guest", "name"), "is set in an abstract base, so every guest "
+                               "that does not name itself gets this name",
+                               "remove it; each guest names itself")
