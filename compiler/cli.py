@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 from . import __version__
 from .core.diagnostics import Diagnostic, SpecError, once, printable, sort_key
+from .core.inputs import resource_error, shown
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 FORMATS = ("text", "json", "sarif", "github")
@@ -213,7 +214,64 @@ def _jobs(text: str) -> int:
     return int(text)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP while a command runs: what it was doing is undone (a
+    build's staging removed, the output left as it was) and it exits with 128 + the
+    signal; after a build's commit, 0 (see _interrupted)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_ARMED: List[bool] = []   # a signal now raises Interrupted (else it is noted in _NOTED)
+_NOTED: List[int] = []
+
+
+def _on_signal(signum, _frame):
+    if _ARMED:
+        _ARMED.clear()   # once: a second signal must not interrupt the cleanup of the first
+        raise Interrupted(signum)
+    _NOTED.append(signum)
+
+
+def main(argv: Optional[Sequence[str]] = None, restore: bool = True) -> int:
+    """The command line. SIGINT, SIGTERM and SIGHUP raise Interrupted while the command
+    runs; one that comes just before or after it is noted and reported the same way, so
+    no signal ends cgsc with a traceback or without its word. `restore`: put the caller's
+    handlers back (the console script exits instead, with them still noting)."""
+    import signal
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    _ARMED.clear()
+    _NOTED.clear()
+    outdir = sys.modules.get(f"{__package__}.output.outdir")   # loaded by an earlier command
+    if outdir is not None:
+        outdir.installed(forget=True)   # of this process: its build is not this one
+    try:
+        previous = [signal.signal(s, _on_signal) for s in caught]
+    except ValueError:   # not the main thread: the caller keeps its own handlers
+        previous = []
+    build = list(sys.argv[1:] if argv is None else argv)[:1] == ["build"]
+    try:
+        try:
+            _ARMED.append(True)
+            if _NOTED:   # it came while the handlers were being put in place
+                _on_signal(_NOTED.pop(), None)
+            code = _main(argv)
+        except KeyboardInterrupt as exc:   # one that came while another outcome was said
+            _ARMED.clear()
+            code = _interrupted(exc, build)
+        _ARMED.clear()
+        if _NOTED:   # after the command: what it did stands; the signal is said too
+            code = _interrupted(Interrupted(_NOTED[0]), build) if code == EXIT_OK else code
+        return code
+    finally:
+        _ARMED.clear()
+        for signum, handler in zip(caught, previous) if restore else ():
+            signal.signal(signum, handler)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     from .spec.paths import forget
@@ -239,20 +297,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SpecError as exc:
         _report(exc.diagnostics, fmt, failed=True)
         return EXIT_INVALID
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        _ARMED.clear()
+        return _interrupted(exc, argv[:1] == ["build"])
     except BrokenPipeError:  # `cgsc rules | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except _OutputLost as exc:
         return _output_lost(exc)
-    except Exception:  # the one place a bug is caught
-        if debug:
-            import traceback
-            traceback.print_exc()
-        else:
-            print(_bug_message(sys.exc_info()[1]), file=sys.stderr)
-        return EXIT_BUG
+    except (OSError, MemoryError, ImportError) as exc:
+        found = resource_error(exc)
+        if found is None:
+            return _bug(exc, debug)
+        print(f"cgsc: {found}; nothing written", file=sys.stderr)   # once, not per spec
+        return EXIT_USAGE
+    except Exception as exc:  # the one place a bug is caught
+        return _bug(exc, debug)
+
+
+def _interrupted(exc: KeyboardInterrupt, build: bool) -> int:
+    """The exit status says what happened: 128 + the signal when nothing was installed
+    (the output is as it was); 0 when the signal came after a build's commit (the output
+    is the new build, whole), with a note that says so."""
+    import signal
+    signum = getattr(exc, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    done = None
+    if build:
+        from .output.outdir import installed
+        done = installed()
+    if done:
+        print(f"cgsc: {name} arrived after the build was installed in {done}/; it is "
+              "complete, nothing was left half-written", file=sys.stderr)
+        return EXIT_OK
+    print(f"cgsc: interrupted ({name}); nothing written", file=sys.stderr)
+    return 128 + signum
+
+
+def _bug(exc: BaseException, debug: bool) -> int:
+    if debug:
+        import traceback
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    else:
+        print(_bug_message(exc), file=sys.stderr)
+    return EXIT_BUG
 
 
 def run() -> None:
@@ -260,7 +348,7 @@ def run() -> None:
     a fleet build's modules and objects one by one costs 10-20 ms and gives the kernel
     nothing it would not take back anyway; the standard streams are flushed first."""
     _standard_streams()
-    code = main()
+    code = main(restore=False)
     try:
         sys.stdout.flush()
     except BrokenPipeError:   # the reader left before the last line
@@ -411,18 +499,16 @@ def _floating(outputs) -> tuple:
 
 def _listed_specs(args) -> None:
     """Add the specs of --specs-from (one path per line, any bytes a file name may have;
-    blank lines ignored) to those named; build and validate need at least one."""
+    blank lines ignored) to those named; build and validate need at least one. A list
+    that cannot be read is a usage error; a line that is no file name, a spec error."""
     where = getattr(args, "specs_from", None)
     if where is not None:
+        from .core.inputs import InputError
+        from .spec.source import listed
         try:
-            if where == "-":
-                data = sys.stdin.buffer.read()
-            else:
-                with open(where, "rb") as fh:
-                    data = fh.read()
-        except OSError as exc:
-            raise _Usage(f"--specs-from {printable(where)}: {exc.strerror or exc}") from None
-        args.specs = list(args.specs) + [os.fsdecode(line) for line in data.split(b"\n") if line]
+            args.specs = list(args.specs) + listed(where)
+        except InputError as exc:
+            raise _Usage(f"--specs-from {shown(exc.path)}: {exc.detail}") from None
     if args.command in ("build", "validate") and not args.specs:
         raise _Usage(f"{args.command}: name SPEC files, or list them with --specs-from FILE "
                      f"(usage: cgsc {args.command} [OPTIONS] SPEC...)")
@@ -512,6 +598,8 @@ def _validate(args) -> int:
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:  # a bug, reported for this spec; the others still count
+            if resource_error(exc) is not None:
+                raise   # the machine's problem, not this spec's: once, for the command
             if args.debug:
                 import traceback
                 traceback.print_exc()
@@ -538,7 +626,7 @@ def _validate(args) -> int:
 
 def _check(args) -> int:
     from .output import fleet
-    from .output.drift import gather, renamed
+    from .output.drift import gather, leftovers, renamed
     from .output.emit import WriteError
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
@@ -547,12 +635,14 @@ def _check(args) -> int:
         raise _Usage(f"check --all: no output directory {args.output}/ to check "
                      "(build first, or name it with -o DIR)")
     from .output.outdir import shared_lock
-    lock = shared_lock(args.output) if scan else -1   # the scan never sees a build half done
+    lock = shared_lock(args.output)   # the scan never sees a build half done (-1: no OUT)
     try:
         try:   # (specs named with --all and no output directory: each reports its missing files)
             groups, homes, orphans = gather(args.specs, args.output, args.target, scan)
+            orphans += leftovers(args.output) if lock >= 0 else []
         except OSError as exc:
-            raise _Usage(f"check --all: cannot list {args.output}/: {exc.strerror or exc}") from None
+            raise _Usage(f"check{' --all' if args.all else ''}: cannot list {args.output}/: "
+                         f"{exc.strerror or exc}") from None
         try:
             outputs = fleet.check(groups, args.output, args.jobs, _host(args), args.strict)
         except WriteError as exc:   # a worker died: no verdict on anything

@@ -61,6 +61,8 @@ def test_invalid_spec_is_refused_with_located_messages(spec, tmp_path, monkeypat
 # Rules reported by a command rather than by compiling one spec, and the test that shows each.
 ELSEWHERE = {"CGS-CHECK-001": "tests/review/test_review.py::test_check_reports_every_kind_of_drift",
              "CGS-CHECK-002": "tests/review/test_review_gate.py::test_check_all_finds_every_guest_and_orphans",
+             "CGS-LOAD-008": "tests/test_input_boundary.py::"
+                             "test_a_nul_byte_in_a_list_is_one_located_diagnostic_per_bad_line",
              "CGS-FLEET-006": "tests/pipeline/test_conflicts.py::test_a_shared_directory_is_a_conflict",
              "CGS-PRUNE-001": "tests/output/test_prune.py::"
                               "test_prune_refuses_to_touch_a_directory_cgsc_did_not_make",

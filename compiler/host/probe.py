@@ -14,6 +14,9 @@ import shutil
 import subprocess
 from typing import List, Optional
 
+from ..core import inputs
+from ..core.inputs import Kind
+
 ARCHES = ("x86_64", "ppc64", "s390x")
 FIRMWARE_DIRS = ("/usr/share/ovmf", "/usr/share/OVMF", "/usr/share/edk2/ovmf",
                  "/usr/share/edk2/x64", "/usr/share/edk2-ovmf", "/usr/share/qemu")
@@ -49,14 +52,16 @@ def _run(argv: List[str], notes: List[str]) -> Optional[str]:
     return result.stdout
 
 
+_SYSTEM_FILE = Kind("system file", 1 << 20, 64)   # a module parameter, a firmware descriptor
+
+
 def _read(path: str, notes: List[str]) -> Optional[str]:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        notes.append(f"{path}: {exc.strerror}")
+        return inputs.read(path, _SYSTEM_FILE).decode("utf-8", "replace").strip()
+    except inputs.InputError as exc:
+        if not os.path.lexists(path):
+            return None
+        notes.append(str(exc))
         return None
 
 
@@ -166,7 +171,7 @@ def _sev_geometry(notes: List[str]) -> Optional[dict]:
     it does not have with another leaf's data (Intel: the highest basic leaf), which is
     never read as geometry. Unknown (None, noted) when the driver cannot be read."""
     try:
-        fd = os.open(CPUID, os.O_RDONLY)
+        fd = os.open(CPUID, os.O_RDONLY)   # a device, read by design (not an input)
     except OSError as exc:
         notes.append(f"{CPUID} (SEV cbitpos/reduced-phys-bits): {exc.strerror}; "
                      "`virsh domcapabilities` shows them (cgsc probe --from-domcapabilities)")
@@ -194,30 +199,34 @@ def _sev_geometry(notes: List[str]) -> Optional[dict]:
     return {"present": True, "cbitpos": ebx & 0x3F, "reduced-phys-bits": (ebx >> 6) & 0x3F}
 
 
-def firmware_features(path: str, notes: List[str]) -> Optional[List[str]]:
+def _image(path: str, notes: List[str]):
+    """(sha256, features found in its first 64 MiB) of a firmware image, or (None, None)
+    when it cannot be read (noted)."""
+    digest, head = hashlib.sha256(), bytearray()
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(64 << 20)
-    except OSError as exc:
-        notes.append(f"{path}: {exc.strerror}")
-        return None
-    found = [name for name, guid in _GUIDS.items() if _guid_bytes(guid) in data]
+        for chunk in inputs.chunks(path, inputs.BOOT_FILE):
+            digest.update(chunk)
+            if len(head) < 64 << 20:
+                head += chunk[:(64 << 20) - len(head)]
+    except inputs.InputError as exc:
+        notes.append(str(exc))
+        return None, None
+    found = [name for name, guid in _GUIDS.items() if _guid_bytes(guid) in head]
     if "sev-snp" in found:
         found.append("sev-es")
-    return sorted(set(found))
+    return digest.hexdigest(), sorted(set(found))
 
 
 def _firmware(notes: List[str]) -> List[dict]:
-    import json
     images = {}
     for d in DESCRIPTOR_DIRS:  # the distribution's own statement of what each image does
         for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
-            text = _read(os.path.join(d, name), notes)
+            path = os.path.join(d, name)
             try:
-                desc = json.loads(text or "")
+                desc = inputs.load_json(inputs.read(path, _SYSTEM_FILE), path, _SYSTEM_FILE)
                 filename = desc["mapping"]["executable"]["filename"] if "executable" in \
                     desc["mapping"] else desc["mapping"]["filename"]
-            except (ValueError, KeyError, TypeError):
+            except (inputs.InputError, KeyError, TypeError):
                 continue
             feats = {_DESCRIPTOR_FEATURES[f] for f in desc.get("features", ()) if f in _DESCRIPTOR_FEATURES}
             images.setdefault(filename, set()).update(feats)
@@ -229,13 +238,7 @@ def _firmware(notes: List[str]) -> List[dict]:
     for path in sorted(images):
         if not os.path.isfile(path):
             continue
-        feats = firmware_features(path, notes)
-        digest = None
-        try:
-            with open(path, "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
-        except OSError:
-            pass
+        digest, feats = _image(path, notes)
         out.append({"path": path, "sha256": digest,
                     "features": None if feats is None else sorted(set(feats) | images[path])})
     return out
@@ -279,26 +282,21 @@ def from_domcapabilities(caps_path: str, version_file: Optional[str] = None,
                          name: Optional[str] = None) -> dict:
     """A profile from `virsh domcapabilities` XML (formatdomaincaps.html), plus optional
     `qemu-system-* -version` and `-object help` output."""
-    import xml.etree.ElementTree as ET
+    kind = inputs.CAPABILITIES
     try:
-        root = ET.parse(caps_path).getroot()
-    except ET.ParseError as exc:
-        raise ValueError(f"{caps_path}: not domain capabilities XML ({exc})") from None
+        root = inputs.load_xml(inputs.read(caps_path, kind), caps_path, kind)
+    except inputs.InputError as exc:
+        raise ValueError(str(exc)) from None
     if root.tag != "domainCapabilities":
-        raise ValueError(f"{caps_path}: root element is <{root.tag}>, not <domainCapabilities>")
+        raise ValueError(f"{kind.name} {inputs.shown(caps_path)}: root element is "
+                         f"<{inputs.shown(root.tag)}>, not <domainCapabilities>")
     arch = root.findtext("arch") or "x86_64"
     machine = root.findtext("machine") or ""
     alias = {"pc-q35": "q35", "pseries": "pseries", "s390-ccw-virtio": "s390-ccw-virtio"}
     machines = {a: machine for prefix, a in alias.items()
                 if re.fullmatch(re.escape(prefix) + r"-\d+\.\d+.*", machine)}
-    version = None
-    if version_file:
-        with open(version_file, encoding="utf-8") as fh:
-            version = parse_version(fh.read())
-    objects = None
-    if objects_file:
-        with open(objects_file, encoding="utf-8") as fh:
-            objects = parse_objects(fh.read())
+    version = parse_version(_recorded(version_file)) if version_file else None
+    objects = parse_objects(_recorded(objects_file)) if objects_file else None
     models = sorted({m.text for m in root.findall("./cpu/mode[@name='custom']/model") if m.text})
     loaders = [v.text for v in root.findall("./os/loader/value") if v.text]
     sev = root.find("./features/sev")
@@ -312,12 +310,12 @@ def from_domcapabilities(caps_path: str, version_file: Optional[str] = None,
             return False
         return sectype in sectypes if launch_known else None
 
-    max_es = sev.findtext("maxESGuests") if sev_ok else None
+    max_es = _number(sev, "maxESGuests", caps_path, required=False) if sev_ok else None
     s390 = root.find("./features/s390-pv")
     kvm = {
         "present": kvm_domain,
         "sev": sev_ok and kvm_domain,
-        "sev-es": (sev_ok and kvm_domain and int(max_es) > 0) if max_es is not None else
+        "sev-es": (sev_ok and kvm_domain and max_es > 0) if max_es is not None else
                   (False if not sev_ok else None),
         "sev-snp": offered("sev-snp") if sev_ok or launch_known else False,
         "tdx": offered("tdx"),
@@ -327,8 +325,8 @@ def from_domcapabilities(caps_path: str, version_file: Optional[str] = None,
     }
     geometry = None
     if sev_ok:
-        geometry = {"cbitpos": int(sev.findtext("cbitpos")),
-                    "reduced-phys-bits": int(sev.findtext("reducedPhysBits"))}
+        geometry = {"cbitpos": _number(sev, "cbitpos", caps_path),
+                    "reduced-phys-bits": _number(sev, "reducedPhysBits", caps_path)}
     return {
         "profile-version": 1,
         "name": name or os.path.basename(caps_path),
@@ -345,6 +343,34 @@ def from_domcapabilities(caps_path: str, version_file: Optional[str] = None,
         "firmware": [{"path": p, "sha256": None, "features": None} for p in loaders] or None,
         "unreadable": [],
     }
+
+
+def _recorded(path: str) -> str:
+    """A file of recorded command output (`qemu-system-* -version`), by the input
+    boundary's rules."""
+    try:
+        return inputs.read_text(path, inputs.TOOL_OUTPUT)
+    except inputs.InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_DECIMAL = re.compile(r"[0-9]{1,9}")   # what libvirt prints (%u); no sign, space or _
+
+
+def _number(sev, name: str, caps_path: str, required: bool = True) -> Optional[int]:
+    """The number in <sev><name>: libvirt writes <cbitpos> and <reducedPhysBits> whenever
+    SEV is supported, and <maxESGuests> when the host says; anything else is not its
+    output, so no guess is made from it."""
+    text = sev.findtext(name)
+    where = f"{inputs.CAPABILITIES.name} {inputs.shown(caps_path)}: <sev supported='yes'>"
+    if text is None:
+        if not required:
+            return None
+        raise ValueError(f"{where} has no <{name}> (libvirt writes one whenever SEV is "
+                         "supported): give the output of `virsh domcapabilities` unchanged")
+    if not _DECIMAL.fullmatch(text.strip()):
+        raise ValueError(f"{where}: <{name}> is \"{inputs.shown(text[:40])}\", not a decimal number")
+    return int(text.strip())
 
 
 def write(path: str, text: str) -> None:

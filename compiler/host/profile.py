@@ -7,12 +7,12 @@ and never checked, so a versions-only profile checks versions only.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from functools import lru_cache
 from typing import Dict, List, Optional
 
+from ..core import inputs
 from ..spec.schema import read, schema_dir
 
 SCHEMA_FILE = "host-profile.schema.json"
@@ -48,15 +48,14 @@ def load(path: str) -> dict:
     if not os.path.exists(path):
         names = shipped()
         if path not in names:
-            raise ProfileError(f"host profile {path}: no such file, and no shipped profile of "
-                               f"that name (shipped: {', '.join(names)}; or make one on the "
-                               "host with `cgsc probe -o host.json`)")
+            raise ProfileError(f"host profile {inputs.shown(path)}: no such file, and no shipped "
+                               f"profile of that name (shipped: {', '.join(names)}; or make one "
+                               "on the host with `cgsc probe -o host.json`)")
         path = names[path]
-    try:
-        with open(path, encoding="utf-8") as fh:
-            profile = json.load(fh)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ProfileError(f"host profile {path}: {exc}") from None
+    try:   # the input boundary's rules: a regular file, a few MiB, JSON nested 64 deep
+        profile = inputs.load_json(inputs.read(path, inputs.HOST_PROFILE), path, inputs.HOST_PROFILE)
+    except inputs.InputError as exc:
+        raise ProfileError(f"host profile {inputs.shown(path)}: {exc.detail}") from None
     found = problems(profile)
     if found:
         raise ProfileError(f"host profile {path} does not fit schema/{SCHEMA_FILE}: "

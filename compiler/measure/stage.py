@@ -19,6 +19,7 @@ import stat
 import tempfile
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from ..core import inputs
 from ..core.diagnostics import Diagnostic, KeyPath
 from ..core.rules import Rule
 from ..lower.plan import HostParam, LaunchBinding, MeasuredFile
@@ -298,6 +299,8 @@ def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
         fd = os.open(path, os.O_RDONLY | _CLOEXEC | getattr(os, "O_NOCTTY", 0)
                      | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
+        if inputs.resource_error(exc) is not None:   # the machine's, not the file's: once
+            raise inputs.resource_error(exc) from None
         where = f" (cgsc looked for {path})" if path != given else ""
         return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}{where}",
                                       "give a readable file (a relative path is relative to "
@@ -347,6 +350,8 @@ def _copy(fd: int, expected: int, role: str, key: KeyPath, given: str, launched:
     except OSError as exc:
         if copy is not None:
             copy.close()
+        if inputs.resource_error(exc) is not None:
+            raise inputs.resource_error(exc) from None
         return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
                                       "give a readable file")
     return BootFile(role, key, given, copy.path, launched, digest.hexdigest(), size,

@@ -7,6 +7,7 @@ import os
 import stat
 from typing import TYPE_CHECKING, List, NamedTuple, Sequence
 
+from ..core import inputs
 from ..core.rules import Rule
 from .emit import files_for
 
@@ -22,7 +23,7 @@ DRIFT = Rule(
 
 class Drift(NamedTuple):
     path: str        # the artifact's path on disk
-    kind: str        # "changed", "missing", "extra", "mode", "pending"
+    kind: str        # "changed", "missing", "extra", "mode", "pending"; "orphan", "leftover"
     detail: str      # a unified diff, or a one-line description
     note: str = ""   # what a reviewer reads without the diff: a changed launch measurement
 
@@ -99,13 +100,14 @@ def _read_file(path: str):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, 0
-        chunks, asked = [], st.st_size + 1
-        while True:   # to an empty read (a file may read short before its end)
-            chunk = os.read(fd, asked)
-            if not chunk:
-                return b"".join(chunks), stat.S_IMODE(st.st_mode)
-            chunks.append(chunk)
-            asked = 1 << 16
+        if st.st_size > inputs.ARTIFACT.limit:   # not cgsc's: no need to read it to say so
+            return b"", stat.S_IMODE(st.st_mode)
+        try:
+            return inputs.read_fd(fd, path, inputs.ARTIFACT, st.st_size), stat.S_IMODE(st.st_mode)
+        except inputs.InputError as exc:
+            if exc.rule != "size":
+                raise OSError(exc.detail) from None
+            return b"", stat.S_IMODE(st.st_mode)   # it grew past the bound while read
     finally:
         os.close(fd)
 
@@ -141,8 +143,6 @@ def discover(root: str):
     cgsc's private state directory. Spec paths in manifests are relative to the repository
     that holds the output directory (see cgsc.spec.paths), else to the working directory.
     Raises OSError when `root` cannot be listed."""
-    import json
-
     from ..pipeline.build import REFERENCE_VALUES
     from ..spec.paths import find_root
     from .emit import MANIFEST
@@ -163,13 +163,15 @@ def discover(root: str):
                                  "no spec accounts for its files"))
             continue
         try:
-            with open(manifest, encoding="utf-8") as fh:
-                doc = json.load(fh)
+            doc = inputs.load_json(inputs.read(manifest, inputs.MANIFEST), manifest, inputs.MANIFEST)
             spec = doc["spec"][0]["path"]
             bases = [os.path.join(base, s["path"]) for s in doc["spec"][1:]]
             targets = tuple(dict.fromkeys(a["target"] for a in doc.get("artifacts", [])
                                           if a["target"] != REFERENCE_VALUES))
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        except inputs.InputError as exc:
+            orphans.append(Drift(manifest, "orphan", f"unreadable manifest: {manifest} ({exc.detail})"))
+            continue
+        except (KeyError, IndexError, TypeError) as exc:
             orphans.append(Drift(manifest, "orphan", f"unreadable manifest: {manifest} ({exc})"))
             continue
         path = os.path.join(base, spec) if isinstance(spec, str) else ""
@@ -205,6 +207,28 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything
     return groups, homes, orphans
 
 
+def leftovers(root: str) -> List[Drift]:
+    """What a killed build (SIGKILL, a power cut) left in cgsc's private directory without
+    a journal to finish: staged, possibly partial artifacts that look like output, or the
+    directory itself. Called under the shared lock, so a build in progress is never
+    mistaken for one. A committed build's journal is reported per guest instead
+    ("interrupted build not yet finished")."""
+    from .outdir import JOURNAL, PRIVATE
+    private = os.path.join(root, PRIVATE)
+    if os.path.islink(private) or not os.path.isdir(private):
+        return []
+    names = sorted(os.listdir(private))
+    if JOURNAL in names:
+        return []
+    paths = []
+    for name in names:   # staging/<build> of each build, or what else is there
+        path = os.path.join(private, name)
+        inside = sorted(os.listdir(path)) if os.path.isdir(path) and not os.path.islink(path) else []
+        paths += [os.path.join(path, entry) for entry in inside] or [path]
+    return [Drift(path, "leftover", f"unaccounted: {path}: left by an interrupted build")
+            for path in paths or [private]]
+
+
 def renamed(results, homes) -> List[Drift]:
     """Guest directories whose manifest names a spec that builds a guest of another name
     (orphans too): a renamed guest, or a copy of a guest directory under another name."""
@@ -223,8 +247,8 @@ def _measurement_lines(name: str, actual: str, expected: str) -> str:
     if name != MANIFEST:
         return ""
     try:
-        old = json.loads(actual).get("attestation")
-    except (ValueError, AttributeError):
+        old = inputs.parse_json(actual, name, inputs.MANIFEST).get("attestation")
+    except (inputs.InputError, AttributeError):
         old = None
     lines = digest_change(old, json.loads(expected).get("attestation"))
     return "".join(line + "\n" for line in lines)

@@ -51,7 +51,8 @@ _STAGE = True   # cleared in a one-process build once a spec has failed: nothing
 def _init(parent: int) -> None:
     """A worker's first step (it inherited _JOB from the fork)."""
     import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # the parent handles them and stops us
     _die_with(parent)
 
 

@@ -45,6 +45,7 @@ cgsc's generated-by header: a planted manifest cannot make cgsc delete anything 
 from __future__ import annotations
 
 import errno
+import fcntl   # here, not where it is used: loading it later needs a descriptor to spare
 import hashlib
 import json
 import os
@@ -54,6 +55,7 @@ import sys
 from functools import lru_cache
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from ..core import inputs
 from .emit import MANIFEST, WriteError
 
 PRIVATE = ".cgsc"
@@ -208,17 +210,28 @@ def _sha256_of(name: str, dir_fd: int, header: bool = True) -> Optional[str]:
         os.close(fd)
 
 
-def _previous(guest_fd: int) -> List[Tuple[str, str]]:
-    """(file, sha256) of each artifact the previous manifest lists, plain names only."""
+def _read_manifest(guest_fd: int) -> Tuple[bytes, object]:
+    """(bytes, parsed JSON) of the guest directory's manifest.json, read by the input
+    boundary's bounds (a planted manifest is no way to stall or crash a build), or
+    (b"", None) when there is none that reads as JSON."""
     fd = _open_regular(MANIFEST, guest_fd)   # a FIFO there would block the build
     if fd < 0:
-        return []
+        return b"", None
     try:
-        with os.fdopen(fd, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        return [(a["file"], a["sha256"]) for a in doc["artifacts"]
+        data = inputs.read_fd(fd, MANIFEST, inputs.MANIFEST, os.fstat(fd).st_size)
+        return data, inputs.load_json(data, MANIFEST, inputs.MANIFEST)
+    except (OSError, inputs.InputError):
+        return b"", None
+    finally:
+        os.close(fd)
+
+
+def _previous(guest_fd: int) -> List[Tuple[str, str]]:
+    """(file, sha256) of each artifact the previous manifest lists, plain names only."""
+    try:
+        return [(a["file"], a["sha256"]) for a in _read_manifest(guest_fd)[1]["artifacts"]
                 if plain(a.get("file")) and isinstance(a.get("sha256"), str)]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return []
 
 
@@ -235,16 +248,19 @@ class OutputDir:
         self._new: Optional[List[Tuple[str, str]]] = []   # (guest, slot) of each guest
         #                                    added, while all are new (else None)
         self._created_root: List[str] = []
+        self._held = None                  # the signal mask before commit() held signals
+        self._spares: List[int] = []       # descriptors kept for the cleanup (_reserve)
 
     # -- opening: create, lock, recover -------------------------------------------------
     def __enter__(self) -> "OutputDir":
         try:
             self._lock()
             held = _hold_signals()   # recovery and cleanup run to their end
-            try:
+            try:   # (a recovery cut short keeps its journal: nothing to clean up)
                 self._recover()
             finally:
                 _release_signals(held)
+            self._spares = _reserve(SPARES)   # before this build makes anything
             _mkdir(STAGING, self.private_fd, 0o700)
             name = f"{os.getpid()}-{os.urandom(4).hex()}"
             stage_fd = _opendir(STAGING, self.private_fd, f"{self.root}/{PRIVATE}/{STAGING}")
@@ -256,15 +272,14 @@ class OutputDir:
             self.staging_area = Staging(fd, _strips(fd), self.root)
             self.staging = os.path.join(self.root, PRIVATE, STAGING, name)
         except OSError as exc:
-            self._close()
+            self._close(failed=True)
             raise _write_error(self.root, exc) from exc
         except BaseException:
-            self._close()
+            self._close(failed=True)
             raise
         return self
 
     def _lock(self) -> None:
-        import fcntl
         while True:
             missing, path = [], os.path.abspath(self.root)
             while not os.path.isdir(path):
@@ -429,23 +444,24 @@ class OutputDir:
             os.close(guest_fd)
 
     def commit(self) -> None:
-        """Install every guest added, as one unit."""
+        """Install every guest added, as one unit. SIGINT, SIGTERM and SIGHUP are held
+        from here to the end of __exit__: one that comes now is taken once the output is
+        installed and cgsc's private directory removed, and installed() says so."""
         if self._journal_out is None:
             return
         try:
             journal, self._journal_out = self._journal_out, None
             journal.close()
-            held = _hold_signals()
-            try:
-                os.rename(JOURNAL + ".new", JOURNAL, src_dir_fd=self.private_fd,
-                          dst_dir_fd=self.private_fd)
-                _syncfs(self.root_fd)          # the commit: staged files and journal on disk
-                if not self._rename_new():
-                    self._apply(*self._journal(), whole=True)
-                _syncfs(self.root_fd)          # installed files on disk before success
-                os.unlink(JOURNAL, dir_fd=self.private_fd)
-            finally:
-                _release_signals(held)
+            self._held = _hold_signals()
+            self._release_spares()   # the roll-forward below can run out of nothing
+            os.rename(JOURNAL + ".new", JOURNAL, src_dir_fd=self.private_fd,
+                      dst_dir_fd=self.private_fd)
+            _syncfs(self.root_fd)          # the commit: staged files and journal on disk
+            if not self._rename_new():
+                self._apply(*self._journal(), whole=True)
+            _syncfs(self.root_fd)          # installed files on disk before success
+            os.unlink(JOURNAL, dir_fd=self.private_fd)
+            _INSTALLED[:] = [self.root]
         except OSError as exc:
             raise _write_error(self.root, exc) from exc
 
@@ -541,15 +557,22 @@ class OutputDir:
 
     # -- closing --------------------------------------------------------------------------
     def __exit__(self, *exc_info) -> None:
-        held = _hold_signals()
+        held = self._held if self._held is not None else _hold_signals()
+        self._held = None
         try:
             self._close(failed=exc_info[0] is not None)
         finally:
             _release_signals(held)
 
+    def _release_spares(self) -> None:
+        spares, self._spares = self._spares, []
+        for fd in spares:
+            os.close(fd)
+
     def _close(self, failed: bool = False) -> None:
         """Remove this build's staging and the private directory; after a failed build,
         also the output directories it created, so a failed build leaves no trace."""
+        self._release_spares()   # the descriptors the cleanup below may need
         if self._journal_out is not None:
             journal, self._journal_out = self._journal_out, None
             try:
@@ -559,6 +582,11 @@ class OutputDir:
         if self.staging_area is not None:
             os.close(self.staging_area.fd)
             self.staging_area = None
+        if self.private_fd < 0 and self.root_fd >= 0:   # it could not be opened: if empty,
+            try:                                           # it is this build's own
+                os.rmdir(PRIVATE, dir_fd=self.root_fd)
+            except OSError:
+                pass
         if self.private_fd >= 0:
             try:
                 if _lstat(JOURNAL + ".new", self.private_fd) is not None:  # never committed
@@ -580,6 +608,28 @@ class OutputDir:
         if self.root_fd >= 0:
             os.close(self.root_fd)   # releases the lock
             self.root_fd = -1
+
+
+# Descriptors the commit and the cleanup need at most at once beyond root_fd, private_fd
+# and the staging directory's: the roll-forward (_apply: staging/, the build's directory,
+# a slot, a guest directory, a file being hashed, the journal read back), or one per level
+# of staging/<build>/<slot>/ that _remove_tree descends.
+SPARES = 6
+
+
+def _reserve(count: int) -> List[int]:
+    """`count` descriptors (of /dev/null) held while the build runs and closed before its
+    cleanup: a build that runs out of descriptors (EMFILE) can still remove everything it
+    made. Raises OSError (EMFILE) before anything is made when there are not that many."""
+    spares: List[int] = []
+    try:
+        for _ in range(count):
+            spares.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        for fd in spares:
+            os.close(fd)
+        raise (inputs.resource_error(exc) or exc) from None   # not /dev/null's fault
+    return spares
 
 
 def _mkdir_path(path: str) -> bool:
@@ -633,17 +683,10 @@ def _remove_tree(name: str, dir_fd: int) -> None:
 def _manifest(guest_fd: int) -> Optional[dict]:
     """The guest directory's manifest.json if cgsc wrote it (it opens with cgsc's
     `"cgsc": "<version>"` line and parses as a manifest), else None."""
-    fd = _open_regular(MANIFEST, guest_fd)
-    if fd < 0:
-        return None
-    try:
-        with os.fdopen(fd, "rb") as fh:
-            data = fh.read(1 << 24)
-        doc = json.loads(data.decode("utf-8")) if data.startswith(b'{\n  "cgsc": "') else None
-    except (OSError, ValueError):
-        return None
-    ok = (isinstance(doc, dict) and isinstance(doc.get("cgsc"), str)
-          and isinstance(doc.get("artifacts"), list) and isinstance(doc.get("spec"), list))
+    data, doc = _read_manifest(guest_fd)
+    ok = (data.startswith(b'{\n  "cgsc": "') and isinstance(doc, dict)
+          and isinstance(doc.get("cgsc"), str) and isinstance(doc.get("artifacts"), list)
+          and isinstance(doc.get("spec"), list))
     return doc if ok else None
 
 
@@ -688,8 +731,8 @@ def _legacy_temporary(name: str, ours, guest_fd: int) -> bool:
 
 def _parse_line(line: str, where: str):
     try:
-        return json.loads(line)
-    except ValueError:
+        return inputs.parse_json(line, where, inputs.MANIFEST)
+    except inputs.InputError:
         raise _foreign(where) from None
 
 
@@ -714,21 +757,42 @@ def _valid_entry(entry: object) -> bool:
                     for t in entry.get("leftovers", ())))
 
 
+_INSTALLED: List[str] = []   # the output directory this process's last build installed
+
+
+def installed(forget: bool = False) -> Optional[str]:
+    """The output directory whose build this process has installed (committed and
+    cleaned up), if any: a signal after that point finds the new state complete.
+    `forget`: a new build starts."""
+    if forget:
+        _INSTALLED.clear()
+    return _INSTALLED[0] if _INSTALLED else None
+
+
 def pending(root: str) -> List[str]:
     """Guests of an interrupted, committed build that the next build will finish (install,
     or prune)."""
     try:
-        with open(os.path.join(root, PRIVATE, JOURNAL), encoding="utf-8") as fh:
-            next(fh)
-            return [entry.get("guest") or entry["prune"] for entry in map(json.loads, fh)]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
+        private = os.open(os.path.join(root, PRIVATE), _DIR)
+    except OSError:
         return []
+    try:
+        fd = _open_regular(JOURNAL, private)   # never waits on a FIFO planted there
+        if fd < 0:
+            return []
+        with os.fdopen(fd, encoding="utf-8") as fh:
+            next(fh)
+            return [entry.get("guest") or entry["prune"]
+                    for entry in (_parse_line(line, JOURNAL) for line in fh)]
+    except (OSError, ValueError, WriteError, KeyError, TypeError, AttributeError, StopIteration):
+        return []
+    finally:
+        os.close(private)
 
 
 def shared_lock(root: str) -> int:
     """A shared lock on the output directory for readers (`cgsc check`), or -1 when there is
     no directory yet. Waits for a build in progress to finish. Writes nothing."""
-    import fcntl
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -738,7 +802,8 @@ def shared_lock(root: str) -> int:
 
 
 def _hold_signals():
-    """Defer SIGINT/SIGTERM/SIGHUP across the commit, so they leave old or new state."""
+    """Defer SIGINT/SIGTERM/SIGHUP across recovery, the commit and the cleanup, so they
+    leave the old or the new state, never debris."""
     import signal
     if not hasattr(signal, "pthread_sigmask"):
         return None
@@ -752,5 +817,6 @@ def _release_signals(previous) -> None:
 
 
 def _write_error(root: str, exc: OSError) -> WriteError:
-    return WriteError(f"cannot write under {root}: {exc.strerror or exc}"
+    found = inputs.resource_error(exc)   # too many open files: says what to raise
+    return WriteError(f"cannot write under {root}: {found or exc.strerror or exc}"
                       + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""))

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from ..core import inputs
 from ..core.diagnostics import SpecError, once
 
 
@@ -234,6 +235,26 @@ def _repository(spec: str, rev: str) -> str:
     return root
 
 
+def _blob_to(fh, blob: str, root: str) -> int:
+    """Copy a blob into `fh` in chunks, at most a boot file's bound plus one byte (the
+    measure stage refuses a larger file, as it refuses one in the working tree); git's
+    exit status (0 when cut at the bound)."""
+    with subprocess.Popen(["git", "cat-file", "blob", blob], cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL) as proc:
+        left = inputs.BOOT_FILE.limit + 1
+        while left:
+            chunk = proc.stdout.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            fh.write(chunk)
+            left -= len(chunk)
+        if not left:
+            proc.kill()
+            proc.wait()
+            return 0
+        return proc.wait()
+
+
 def _boot_files(rev: str, root: str, into: str):
     """`boot_dir` for compile_spec of a spec materialized under `into`: a relative
     [measurement] file that `rev` tracks (a regular file) is read as of `rev` (written under
@@ -248,14 +269,15 @@ def _boot_files(rev: str, root: str, into: str):
         listed = _git(["ls-tree", "-z", rev, "--", target], root).stdout.split(b"\t", 1)[0].split()
         if len(listed) != 3 or listed[0] not in (b"100644", b"100755") or listed[1] != b"blob":
             return tree_dir
-        blob = _git(["cat-file", "blob", listed[2].decode()], root)
-        if blob.returncode != 0:
-            return tree_dir
         path = os.path.join(into, *target.split("/"))
+        if os.path.isfile(path):   # a spec copy (a spec is no boot file)
+            return directory
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        if not os.path.isfile(path):   # not a spec copy (a spec is no boot file)
-            with open(path, "wb") as fh:
-                fh.write(blob.stdout)
+        with open(path, "wb") as fh:   # streamed: a boot file may be as large as 1 GiB
+            if _blob_to(fh, listed[2].decode(), root) != 0:
+                fh.truncate(0)
+                os.unlink(path)
+                return tree_dir
         return directory
     return boot_dir
 
@@ -276,16 +298,30 @@ class Revision:
         self._proc.wait()
 
     def blob(self, rel: str) -> Optional[bytes]:
-        """The file `rel` (relative to the repository root) as of the revision, or None."""
+        """The spec `rel` (relative to the repository root) as of the revision, or None.
+        At most a spec's bound plus one byte is kept (the loader refuses a larger one, as
+        it refuses a larger file); the rest of a larger object is read past, in chunks."""
         if "\n" in rel:   # cat-file --batch reads one name a line
-            shown = _git(["show", f"{self.rev}:{rel}"], self.root)
-            return shown.stdout if shown.returncode == 0 else None
+            with subprocess.Popen(["git", "show", f"{self.rev}:{rel}"], cwd=self.root,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  stdin=subprocess.DEVNULL) as proc:
+                data = proc.stdout.read(inputs.SPEC.limit + 1)
+                if len(data) > inputs.SPEC.limit:
+                    proc.kill()   # cut at the bound: the loader refuses it by its size
+                return data if proc.wait() == 0 or len(data) > inputs.SPEC.limit else None
         self._proc.stdin.write(f"{self.rev}:{rel}\n".encode("utf-8", "surrogateescape"))
         self._proc.stdin.flush()
         header = self._proc.stdout.readline().split()
         if len(header) != 3 or not header[2].isdigit():   # "<name> missing" and the like
             return None
-        data = self._proc.stdout.read(int(header[2]))
+        size = int(header[2])
+        data = self._proc.stdout.read(min(size, inputs.SPEC.limit + 1))
+        left = size - len(data)
+        while left > 0:   # keep the batch stream in step without keeping the bytes
+            chunk = self._proc.stdout.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
         self._proc.stdout.read(1)   # the newline after the object
         return data if header[1] == b"blob" else None
 
@@ -304,17 +340,16 @@ class Revision:
 
     def spec(self, rel: str) -> Optional[str]:
         """`rel` and its extends chain, copied; the copy of `rel` (None: it did not exist)."""
-        from ..spec.source import toml
+        from ..spec.source import parsed
         first, seen = self.copy(rel), set()
         while rel not in seen:
             seen.add(rel)
             path = self.copy(rel)
             if path is None:
                 break   # a base that did not exist then: the loader will say which
-            try:
-                with open(path, "rb") as fh:
-                    base = toml.loads(fh.read().decode("utf-8")).get("extends")
-            except (UnicodeDecodeError, toml.TOMLDecodeError, OSError):
+            try:   # the loader's own rules (size, UTF-8, TOML, depth): never a crash here
+                base = parsed(path).get("extends")
+            except SpecError:
                 break   # compile_spec reports it
             if not isinstance(base, str) or not base:
                 break

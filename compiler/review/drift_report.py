@@ -19,6 +19,8 @@ SHOWN = 10   # spec paths a fix command lists before it stops being worth printi
 
 PRUNE_HINT = ("if it should go: `cgsc build --prune` with every spec of the fleet removes the "
               "guest directories cgsc made that no spec builds any more; or restore its spec")
+LEFTOVER_HINT = ("cgsc's own state of a build that was killed (SIGKILL, a power cut): the "
+                 "next `cgsc build` into this directory removes it")
 BY_HAND = ("cgsc did not make it (or cannot tell): remove it by hand if nothing needs it "
            "(`git rm -r`), or move it out of the output directory")
 
@@ -26,8 +28,8 @@ BY_HAND = ("cgsc did not make it (or cannot tell): remove it by hand if nothing 
 def orphan(drift: Drift) -> Diagnostic:
     """CGS-CHECK-002 for an entry of the output directory that no spec accounts for."""
     ours = drift.detail.startswith("orphan:")   # a guest directory with cgsc's manifest
-    return ORPHAN.error((), drift.detail.split(": ", 2)[-1],
-                        PRUNE_HINT if ours else BY_HAND).located(drift.path, 0)
+    hint = LEFTOVER_HINT if drift.kind == "leftover" else PRUNE_HINT if ours else BY_HAND
+    return ORPHAN.error((), drift.detail.split(": ", 2)[-1], hint).located(drift.path, 0)
 
 
 def _command(words: Sequence[str], specs: Sequence[str], what: str) -> str:
@@ -69,14 +71,15 @@ def summary(stale: Sequence[str], artifacts: int, orphans: Sequence[Drift], chec
                     "that no spec builds")
     lines = ["cgsc: " + "; ".join(said)]
     prunable = [d for d in orphans if d.detail.startswith("orphan:")]
+    leftover = [d for d in orphans if d.kind == "leftover"]   # a killed build's staging
     out = ["-o", root]
     if prunable:
         fix = _command(["cgsc", "build", "--prune", *out], everything, "every spec of the fleet")
         lines.append(f"cgsc: fix: {fix} && git add -A {shlex.quote(root)}")
-    elif stale:
-        fix = _command(["cgsc", "build", *out], stale, "the specs above")
+    elif stale or leftover:
+        fix = _command(["cgsc", "build", *out], stale or everything, "the specs above")
         lines.append(f"cgsc: fix: {fix} && git add {shlex.quote(root)}")
-    if len(prunable) < len(orphans):
+    if len(prunable) + len(leftover) < len(orphans):
         lines.append("cgsc: what cgsc did not make under the output directory, it never removes: "
                      "see each CGS-CHECK-002 above")
     if diffs and stale:

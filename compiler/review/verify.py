@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
+from ..core import inputs
 from ..core.diagnostics import Diagnostic, printable
 from ..core.rules import Rule
 
@@ -60,39 +60,28 @@ class Verdict(NamedTuple):
         return not self.error and all(r.ok for r in self.rows)
 
 
-def _read(path: str, limit: int, what: str) -> bytes:
-    """A regular file of at most `limit` bytes; never blocks (a FIFO, a device or /dev/zero
-    is refused or stopped at the bound). UsageProblem when it cannot be read."""
+REPORT = inputs.Kind("report", REPORT_LIMIT)
+MANIFEST_FILE = inputs.Kind("manifest", MANIFEST_LIMIT, inputs.MANIFEST.depth)
+
+
+def _read(path: str, kind: inputs.Kind) -> Optional[bytes]:
+    """A regular file by the input boundary's rules (never blocks: a FIFO or a device is
+    refused unopened, /dev/zero stopped at the bound); None when it is larger than the
+    bound. UsageProblem when it cannot be read."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):   # refused unopened: opening a device can act
-            raise UsageProblem(f"{what} {printable(path)}: not a regular file")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except (OSError, ValueError) as exc:
-        raise UsageProblem(f"{what} {printable(path)}: "
-                           f"{getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageProblem(f"{what} {printable(path)}: not a regular file")
-        chunks, total = [], 0
-        while total <= limit:
-            chunk = os.read(fd, min(1 << 16, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise UsageProblem(f"{what} {printable(path)}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
+        return inputs.read(path, kind)
+    except inputs.InputError as exc:
+        if exc.rule == "size":
+            return None
+        raise UsageProblem(f"{kind.name} {printable(path)}: {exc.detail}") from None
 
 
 def _manifest(guest: str) -> Tuple[str, dict]:
     path = os.path.join(guest, MANIFEST) if os.path.isdir(guest) else guest
-    data = _read(path, MANIFEST_LIMIT, "manifest")
+    data = _read(path, MANIFEST_FILE)
     try:
-        doc = json.loads(data.decode("utf-8")) if len(data) <= MANIFEST_LIMIT else None
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        doc = inputs.load_json(data, path, MANIFEST_FILE) if data is not None else None
+    except inputs.InputError:
         doc = None
     if not isinstance(doc, dict):
         raise UsageProblem(f"{printable(path)}: not a cgsc manifest.json (JSON object, at "
@@ -134,9 +123,9 @@ def verify(report: str, guest: str) -> Verdict:
         raise UsageProblem(f"guest {name} is {mechanism.title}, which has no attestation "
                            "report cgsc reads" + ("; check its launch measurement with "
                                                   + ", ".join(configs) if configs else ""))
-    data = _read(report, REPORT_LIMIT, "report")
+    data = _read(report, REPORT)
     shown = printable(report)
-    if len(data) > REPORT_LIMIT:
+    if data is None:
         return Verdict(shown, path, name, "", (), f"larger than {REPORT_LIMIT} bytes: "
                        f"not {mechanism.evidence}", configs)
     try:

@@ -12,7 +12,7 @@ GENERATED = os.path.join(HERE, "_generated", "schema_check.py")
 
 # The code that turns the schema files into the bundle and the bundle into this check:
 # an edit to any of them (a patched installation, too) makes the shipped check stale.
-CODE = ("schema.py", "validate.py", "schema_compiler.py", "compiled_check.py",
+CODE = ("schema.py", "path_rules.py", "validate.py", "schema_compiler.py", "compiled_check.py",
         os.path.join(os.pardir, "mechanisms", "__init__.py"))
 
 

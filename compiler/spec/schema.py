@@ -51,10 +51,23 @@ def bundled() -> dict:
     # [measurement] has its own fragment too, embedded the same way.
     root["$defs"]["measurement"] = read("measurement.schema.json")
     del root["$defs"]["measurement"]["$schema"]
+    _path_rules(root)
     _required_unless_extends(root)
     _constrain_strings(root)
     root["$defs"]["scalar-text"] = dict(SCALAR_TEXT)
     return root
+
+
+def _path_rules(root: dict) -> None:
+    """The path nodes take their pattern and length from spec/path_rules.py, the one
+    place that states them (the loader applies the same rules before the schema)."""
+    from .path_rules import max_length, pattern
+    for node, kind in ((root["properties"]["extends"], "extends"),
+                       (root["$defs"]["path"], "path"),
+                       (root["$defs"]["device-path"], "device-path"),
+                       (root["$defs"]["measurement"]["$defs"]["file"], "file")):
+        node.pop("$comment", None)
+        node["maxLength"], node["pattern"] = max_length(kind), pattern(kind)
 
 
 def _required_unless_extends(root: dict) -> None:

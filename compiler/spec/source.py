@@ -9,14 +9,16 @@ import stat
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ..core import inputs
 from ..core.diagnostics import Diagnostic, KeyPath, SpecError, error
 from ..core.rules import Rule
+from .path_rules import allowed
 from .paths import real_path, spec_root, stable
 from .per_guest import PLACEHOLDER, expand
 from .positions import key_lines
 
-MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
-MAX_DEPTH = 32            # the language nests 4 deep; the bound keeps recursion safe
+MAX_SPEC_BYTES = inputs.SPEC.limit  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
+MAX_DEPTH = inputs.SPEC.depth       # the language nests 4 deep; the bound keeps recursion safe
 
 # One TOML 1.0.0 parser on every Python: tomli before 2.4, the project the standard
 # library's tomllib was taken from, shipped compiled (mypyc; about twice tomllib's speed).
@@ -66,6 +68,48 @@ Rule("CGS-LOAD-007", "`extends` reaches outside the spec's repository",
      fix="Name the base relative to the spec, inside the same repository (the nearest "
          "directory with .git above the spec, or the spec's directory outside a repository).")
 
+
+LIST_ENTRY = Rule(
+    "CGS-LOAD-008", "an entry of a --specs-from list is not a file name",
+    "A list names one spec per line. A line with a NUL byte (a file name cannot hold one), "
+    "or longer than PATH_MAX (4096 bytes), is no file name: the list is not what it seems "
+    "(a binary file, /proc/self/environ, a list joined with `find -print0`), so nothing "
+    "of it is built, and the line is shown only as a short, escaped prefix.",
+    "README, Fleets (--specs-from)",
+    fix="Write one path per line (`find specs -name '*.toml' > fleet.txt`, not -print0).")
+MAX_LIST_ENTRY = 4096   # PATH_MAX: longer is no path a system call accepts
+SHOWN_PREFIX = 16       # bytes of a bad entry a diagnostic shows
+
+
+def listed(where: str) -> List[str]:
+    """The spec paths of a --specs-from list (`-`: standard input): one per line, any
+    bytes a file name may have, blank lines ignored. Raises inputs.InputError when the
+    list cannot be read, SpecError (every bad entry, nothing else of the list) when a line
+    is no file name."""
+    label = "standard input" if where == "-" else where
+    data = (inputs.read_fd(0, label, inputs.SPEC_LIST) if where == "-"
+            else inputs.read(where, inputs.SPEC_LIST))
+    paths, bad = [], []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if b"\0" in line or len(line) > MAX_LIST_ENTRY:
+            bad.append(_bad_entry(label, number, line))
+        elif line:
+            paths.append(os.fsdecode(line))
+    if bad:
+        raise SpecError(bad)
+    return paths
+
+
+def _bad_entry(label: str, number: int, line: bytes) -> Diagnostic:
+    nul = line.find(b"\0")
+    head = line[:min(SHOWN_PREFIX, nul if nul >= 0 else len(line))]
+    shown = "".join(chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\x{b:02x}"
+                    for b in head)   # printable ASCII as itself, any other byte escaped
+    what = (f"a NUL byte at byte {nul + 1} of the line, which starts" if nul >= 0 else
+            f"the line is {len(line)} bytes (a path is at most {MAX_LIST_ENTRY}); it starts")
+    return LIST_ENTRY.error((), f"not a file name: {what} \"{shown}\"",
+                            "one spec path per line; nothing of this list was built"
+                            ).located(label, number)
 
 class SourceFile:
     """One parsed file. Its key -> line index is built only when a diagnostic needs it."""
@@ -141,46 +185,20 @@ def _nearest_line(lines: Dict[KeyPath, int], path: KeyPath) -> int:
 
 
 def _read(path: str) -> bytes:
-    """The file's bytes: a regular file of at most MAX_SPEC_BYTES, read with that bound.
-    O_NONBLOCK keeps open() from waiting on a FIFO; fstat then refuses it."""
+    """The file's bytes, by the input boundary's rules for a spec (core.inputs); an
+    environment problem (too many open files) is raised as such, never blamed on the spec."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
-                               "check the path").located(path, 0)])
-    try:
-        st = os.fstat(fd)
-        mode = st.st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {kind}",
-                                   "name a spec file (a regular file)").located(path, 0)])
-        try:
-            raw = _read_bounded(fd, st.st_size, MAX_SPEC_BYTES + 1)
-        except OSError as exc:
-            raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {exc.strerror}",
-                                   "check the path").located(path, 0)])
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: larger than "
-                               f"{MAX_SPEC_BYTES} bytes", "a guest spec is a few kilobytes; "
-                               "check that this is the right file").located(path, 0)])
-    return raw
-
-
-def _read_bounded(fd: int, size: int, limit: int) -> bytes:
-    """At most `limit` bytes, in reads sized by the file (a read of `limit` would allocate
-    it whole for a file of a few KiB), and on to the end if the file grew since fstat."""
-    chunks, total, want = [], 0, min(size + 1, limit)
-    while total < limit:   # to an empty read: a file of /proc, FUSE or the like may read short
-        chunk = os.read(fd, min(want, limit - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-        want = 1 << 16
-    return b"".join(chunks)
+        return inputs.read(path, inputs.SPEC)
+    except inputs.InputError as exc:
+        if exc.rule == "size":
+            why, hint = (f"larger than {MAX_SPEC_BYTES} bytes",
+                         "a guest spec is a few kilobytes; check that this is the right file")
+        elif exc.rule == "type":
+            why, hint = exc.detail, "name a spec file (a regular file)"
+        else:
+            why, hint = exc.detail, "check the path"
+        raise SpecError([error("CGS-LOAD-001", (), f"cannot read the spec: {why}", hint)
+                         .located(path, 0)]) from None
 
 
 def _parse(path: str, real: str) -> Tuple[dict, SourceFile]:
@@ -213,6 +231,12 @@ def _parse(path: str, real: str) -> Tuple[dict, SourceFile]:
                                     "no spec value is wider than 64 bits",
                                     file=path, line=src.lines.get(key) or _nearest_line(src.lines, key))])
     return data, src
+
+
+def parsed(path: str) -> dict:
+    """One file's TOML data by the loader's rules (size, UTF-8, syntax, nesting), its
+    `extends` not followed; raises SpecError."""
+    return _parse(path, real_path(path))[0]
 
 
 INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # int64, and the uint64 of policy and attribute words
@@ -367,13 +391,32 @@ def _escapes(base: str, real: str, root: str) -> str:
     return ""
 
 
-# The schema's `extends` pattern, absolute paths left to CGS-LOAD-007 (which says why).
-_EXTENDS = re.compile("[^\x00-\x1f\x7f-\x9f]{1,4095}")
 
 
 def _shown_path(value: str) -> str:
     shown = value[:80].encode("unicode_escape", "backslashreplace").decode("ascii")
     return '"' + shown.replace('"', '\\"') + '"' + ("..." if len(value) > 80 else "")
+
+
+def _unusable_base(base: str, path: str) -> Optional[Diagnostic]:
+    """Why the base spec at `path` (`extends = base`) cannot be read, said at the `extends`
+    line: not there (CGS-LOAD-005), or there but no regular file or unreadable
+    (CGS-LOAD-001); None when it is a regular file (read by the input boundary's rules)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return error("CGS-LOAD-005", ("extends",), f"base spec {base!r} not found (looked for "
+                     f"{path})", "`extends` is relative to the file that says it")
+    except OSError as exc:
+        if inputs.resource_error(exc) is not None:
+            raise inputs.resource_error(exc) from None
+        return error("CGS-LOAD-001", ("extends",), f"base spec {base!r} cannot be read "
+                     f"({path}): {exc.strerror or exc}", "check the file's permissions")
+    if not stat.S_ISREG(mode):
+        return error("CGS-LOAD-001", ("extends",), f"base spec {base!r} is "
+                     f"{inputs.file_type(mode)}, not a regular file ({path})",
+                     "`extends` names a spec file")
+    return None
 
 
 def load(path: str) -> Source:
@@ -400,7 +443,9 @@ def load(path: str) -> Source:
             raise SpecError([error("CGS-SCHEMA-003", ("extends",),
                                    "expected a string (path of the base spec)")
                              .located(src.path, src.lines.get(("extends",), 0))])
-        if not _EXTENDS.fullmatch(base):  # checked here: the loader uses it before the schema
+        # the schema's rule, applied here: the loader uses the path before the schema
+        # runs (an absolute path is left to CGS-LOAD-007, which says why)
+        if not allowed("extends", base) and not os.path.isabs(base):
             raise SpecError([error("CGS-SCHEMA-004", ("extends",),
                                    f"{_shown_path(base)} is not valid; expected a relative "
                                    "path without control characters, at most 4095 characters")
@@ -412,11 +457,9 @@ def load(path: str) -> Source:
                                    f"keep base specs under {root} and name them relative to "
                                    "the file that extends them")
                              .located(src.path, src.lines.get(("extends",), 0))])
-        if not os.path.isfile(nxt):
-            raise SpecError([error("CGS-LOAD-005", ("extends",),
-                                   f"base spec {base!r} not found (looked for {nxt})",
-                                   "`extends` is relative to the file that says it")
-                             .located(src.path, src.lines.get(("extends",), 0))])
+        unusable = _unusable_base(base, nxt)
+        if unusable is not None:
+            raise SpecError([unusable.located(src.path, src.lines.get(("extends",), 0))])
         current, real = nxt, nxt_real
     abstract = chain[0][0].get("abstract") is True
     named = [(abstract_named(data.get("guest")), src) for data, src in chain[1:]

@@ -121,6 +121,11 @@ def test_check_all_accounts_for_every_file_under_the_output_directory(tmp_path, 
     monkeypatch.chdir(repo)
     assert run_cli("build", "guests/sev-snp.toml", "-o", "out")[0] == 0
     (repo / "out" / ".cgsc" / "staging").mkdir(parents=True)   # an interrupted build's state
+    code, out, err = run_cli("check", "--all", "-o", "out")   # reported (issue 25), until
+    assert code == 1 and "out/.cgsc/staging: (top level): left by an interrupted build" in err, err
+    assert "the next `cgsc build` into this directory removes it" in run_cli(
+        "check", "--all", "-o", "out", "--format", "json")[1]
+    assert run_cli("build", "guests/sev-snp.toml", "-o", "out")[0] == 0   # a build removes it
     assert run_cli("check", "--all", "-o", "out")[0] == 0
     guest = repo / "out" / "payments-db"
     with open(guest / "payments-db.sh", "a") as fh:

@@ -33,7 +33,7 @@ def _keys(table, known, patterns, other):
     return True
 
 _C0 = frozenset((1,))
-_P0 = _re('^(?!/)[^\\x00-\\x1f\\x7f-\\x9f]+\\Z').search
+_P0 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])(?!/)(?s:.)+\\Z').search
 _P1 = _re('^[^\ufdd0-\ufdef\ufffe\uffff\U0001fffe\U0001ffff\U0002fffe\U0002ffff\U0003fffe\U0003ffff\U0004fffe\U0004ffff\U0005fffe\U0005ffff\U0006fffe\U0006ffff\U0007fffe\U0007ffff\U0008fffe\U0008ffff\U0009fffe\U0009ffff\U000afffe\U000affff\U000bfffe\U000bffff\U000cfffe\U000cffff\U000dfffe\U000dffff\U000efffe\U000effff\U000ffffe\U000fffff\U0010fffe\U0010ffff]*\\Z').search
 _P2 = _re('^(?![^\\n\\r\\u2028\\u2029]*\\.\\.)[a-z0-9][a-z0-9_.-]{0,62}\\Z').search
 _P3 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)[^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
@@ -43,14 +43,14 @@ _P5 = _re('^[A-Za-z0-9][A-Za-z0-9_.+-]*\\Z').search
 _P6 = _re('^[1-9][0-9]*[ \\t]*(MiB|GiB|TiB|M|G|T)\\Z').search
 _P7 = _re('^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}\\Z').search
 _P8 = _re('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\Z').search
-_P9 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
+_P9 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])(?!(?s:.)*[\\\\\\t-\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/]+)+\\Z').search
 _P10 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
-_P11 = _re('^(?!([^\\n\\r\\u2028\\u2029]*/)?\\.\\.(/|\\Z))[^\\x00-\\x1f\\x7f]+\\Z').search
+_P11 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])(?!(?s:.)*(^|/)\\.\\.(/|\\Z))(?s:.)+\\Z').search
 _P12 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
 _C15 = frozenset(('single-pass', 'two-pass'))
 _P13 = _re('^[0-9a-fA-F]{32}\\Z').search
 _C17 = frozenset(('go-sev-guest', 'go-tdx-guest', 'sev-launch-measure', 'trustee'))
-_P14 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
+_P14 = _re('^(?!(?s:.)*[\\x00-\\x1f\\x7f-\\x9f])/dev(?!(?s:.)*[\\\\\\t-\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/]+)+\\Z').search
 _C19 = frozenset(('auto', 'off', 'on'))
 _P15 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
 _C21 = frozenset(('unix', 'vsock'))
@@ -911,4 +911,4 @@ _T68 = {'abstract': _n56}
 _T69 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '189152c5279cdb60eeafe44321521b17703ecac1be60535dc40b6e0b20fe6470'
+CGSC_SCHEMA_KEY = 'fc8b02505a42689235440d5706bffd951228287622c18c2b287a76dae9c8157e'
