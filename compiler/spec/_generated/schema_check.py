@@ -880,4 +880,4 @@ _T64 = {'guest': _n98, 'confidential': _n99, 'vsock': _n103, 'qmp': _n104}
 _T65 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '6b83435d85b27092ec1f8b516597f2eafdaca8a0960cad27e55096d122462900'
+CGSC_SCHEMA_KEY = '20f1fd633808d7d1b88cc4c682dec61eb0d030b04eed7c9addc1da6d70becf35'
