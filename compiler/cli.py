@@ -175,7 +175,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _DIAGNOSTICS_TO_STDERR[:] = [True] if getattr(args, "stdout", False) else []
         _known_targets(getattr(args, "target", ()))
         _listed_specs(args)
-        return _COMMANDS[args.command](args)
+        from .core.filecache import session
+        with session():   # each boot file is read once per command, however many guests
+            return _COMMANDS[args.command](args)
     except _Usage as exc:
         print(f"cgsc: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -44,6 +44,7 @@ class GuestOutput:
     machine: str = ""            # the QEMU machine type, for the floating-machine note
     installed: Sequence = ()     # (file name, build.Where): artifacts installed under a
     #                              host-wide name (a systemd unit), and the key that names it
+    reads: object = None         # compile.Reads: every file the compile read
 
 
 def choose_targets(compiled: Compiled, requested: Sequence[str]):
@@ -111,7 +112,8 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
                        requires=requirements(plan, [n for n, _t in chosen]),
                        machine=plan.machine,
                        installed=tuple((a.filename, Where(path, unit_key))
-                                       for name, a in artifacts if name == "systemd")), []
+                                       for name, a in artifacts if name == "systemd"),
+                       reads=compiled.reads), []
 
 
 class Where(NamedTuple):
@@ -173,6 +175,12 @@ def duplicate_names(built) -> List[Diagnostic]:
 def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> List[GuestOutput]:
     """Compile and render every spec in memory; raises SpecError carrying every diagnostic
     of every spec. (Writing a fleet streams instead: cgsc.output.fleet.)"""
+    from ..core.filecache import session
+    with session():   # each boot file read once for all of them
+        return _build(paths, requested, host)
+
+
+def _build(paths: Sequence[str], requested: Sequence[str], host) -> List[GuestOutput]:
     outputs: List[GuestOutput] = []
     problems: List[Diagnostic] = []
     claimed = {}
