@@ -9,10 +9,11 @@ proof of content: a same-size rewrite within one timestamp tick changes neither 
 output/cache.py re-hashes such files.)
 
 Memory: a file is hashed as it streams past, never held, unless its bytes are asked for
-(a firmware whose tables and pages are measured). Of large files, one is held at a time
-(`resident`); what is derived from it keeps no reference to its bytes, and asking for
-another file's bytes lets the previous ones go first. A file whose bytes are needed again
-after that is read again and must hash the same. Forked workers inherit what was read
+(a firmware whose tables and pages are measured). Bytes are held once per file, and for
+at most HELD bytes of files together, the least recently used let go first (before the
+next file is read): a fleet's few firmware images stay, a 1 GiB one is alone. What is
+derived from a file keeps no reference to its bytes; bytes needed again after they were
+let go are read again and must hash the same. Forked workers inherit what was read
 before the fork.
 
 `open_regular` and `read_into` are where a file is opened and read: the one place an
@@ -29,6 +30,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 Key = Tuple[int, int, int, int, int]   # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
 CHUNK = 1 << 20
 SMALL = 1 << 16      # bytes kept with their entry (keys, tiny images): never worth a re-read
+HELD = 64 << 20      # bytes of larger files held at once (more only for one larger file)
 _FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
           | getattr(os, "O_NONBLOCK", 0))   # a FIFO opens at once (and fstat refuses it)
 
@@ -126,7 +128,8 @@ class FileCache:
 
     def __init__(self) -> None:
         self.entries: Dict[Key, Entry] = {}
-        self.resident: Optional[Entry] = None   # the large file whose bytes are held
+        self.held: Dict[Key, Entry] = {}   # larger files whose bytes are held, oldest first
+        self.held_bytes = 0
 
     def read(self, path: str, limit: int, keep: bool = False) -> Entry:
         """The entry of the file at `path`, read now unless this invocation has read it.
@@ -137,8 +140,8 @@ class FileCache:
             found = self.entries.get(key)
             if found is not None:
                 return found
-            if keep and st.st_size > SMALL:
-                self._let_go()
+            if keep:
+                self._make_room(st.st_size)
             got = self._read(fd, st.st_size, keep)
             entry = Entry(key, got.state)
             if keep:
@@ -152,9 +155,10 @@ class FileCache:
         """The bytes of `entry`: held, or read again from `path` (they must be the same
         file, by stat key, and hash the same). Raises Unreadable."""
         if entry.data is not None:
+            if entry.key in self.held:   # the most recently used now
+                self.held[entry.key] = self.held.pop(entry.key)
             return entry.data
-        if entry.size > SMALL:
-            self._let_go()
+        self._make_room(entry.size)
         fd, st = open_regular(path, entry.size)
         try:
             if stat_key(st) != entry.key:
@@ -203,13 +207,18 @@ class FileCache:
     def _hold(self, entry: Entry, data) -> None:
         entry.data = data
         if entry.size > SMALL:
-            self.resident = entry
+            self.held[entry.key] = entry
+            self.held_bytes += entry.size
 
-    def _let_go(self) -> None:
-        """Drop the held large file's bytes before reading another's: one copy at a time."""
-        if self.resident is not None:
-            self.resident.data = None
-            self.resident = None
+    def _make_room(self, size: int) -> None:
+        """Let go of the oldest held bytes until `size` more fit in HELD (or none are held):
+        before a read, so that the old and the new bytes are never both in memory."""
+        if size <= SMALL:
+            return
+        while self.held and self.held_bytes + size > HELD:
+            oldest = self.held.pop(next(iter(self.held)))
+            oldest.data = None
+            self.held_bytes -= oldest.size
 
 
 _SESSION: Optional[FileCache] = None
