@@ -56,6 +56,11 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         with_list(cmd)
         return cmd
 
+    def with_cache(cmd):
+        cmd.add_argument("--no-cache", action="store_true",
+                         help="neither use nor update the output directory's cache of guests "
+                              "found up to date (OUT/.cgsc/cache.json): compile every spec")
+
     def with_host(cmd):
         cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
                          "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
@@ -71,6 +76,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                             "in any --format, then go to stderr")
         b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                        help="worker processes (default: every core for a large fleet, else 1)")
+        with_cache(b)
         with_format(b)
         with_host(b)
     if only in (None, "validate"):
@@ -91,6 +97,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                        help="as for build")
         c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
+        with_cache(c)
         with_format(c)
         with_host(c)
     if only in (None, "explain"):
@@ -385,7 +392,8 @@ def _build(args) -> int:
         return EXIT_OK
     from .output import fleet
     try:
-        built = fleet.build(args.specs, args.target, args.output, args.jobs, host)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs, host,
+                            cache=not args.no_cache)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
@@ -395,7 +403,12 @@ def _build(args) -> int:
     if args.format == "text":
         if built.count == 1:
             names = ", ".join(sorted(name for name, _sha in built.first.files))
-            print(f"cgsc: {args.output}/{built.first.name}/: {names}", file=sys.stderr)
+            print(f"cgsc: {args.output}/{built.first.name}/: {names}"
+                  + (" (already up to date)" if built.unchanged else ""), file=sys.stderr)
+        elif built.unchanged:
+            print(f"cgsc: {built.count} guests under {args.output}/: "
+                  f"{built.count - built.unchanged} written, {built.unchanged} already up to "
+                  "date", file=sys.stderr)
         else:
             print(f"cgsc: {built.count} guests written under {args.output}/", file=sys.stderr)
     return EXIT_OK
@@ -463,7 +476,8 @@ def _check(args) -> int:
         outputs, problems, host = [], [], _host(args)
         for chosen, group in groups.items():   # specs checked with the same targets
             try:
-                outputs += fleet.check(group, chosen, args.output, args.jobs, host) if group else []
+                outputs += (fleet.check(group, chosen, args.output, args.jobs, host,
+                                        cache=not args.no_cache) if group else [])
             except SpecError as exc:
                 problems += exc.diagnostics
             except WriteError as exc:   # a worker died: no verdict on anything

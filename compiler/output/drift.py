@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, List, NamedTuple, Sequence
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
 
 from ..core.rules import Rule
 from .emit import files_for
@@ -32,9 +32,11 @@ def finding(out: GuestOutput, drift: Drift):
                                   "commit what `cgsc build` writes"))
 
 
-def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
+def compare(root: str, out: GuestOutput, pending: bool = False,
+            expected: Optional[dict] = None) -> List[Drift]:
+    """`expected`: files_for(out), when the caller has it."""
     directory = os.path.join(root, out.name)
-    expected = files_for(out)
+    expected = files_for(out) if expected is None else expected
     drifts: List[Drift] = []
     if pending:  # outdir.py: a committed build was interrupted; its files are half installed
         drifts.append(Drift(directory, "pending", f"interrupted build not yet finished: "
@@ -179,9 +181,12 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything
 def renamed(results, homes) -> List[Drift]:
     """Guest directories whose manifest names a spec that builds a guest of another name
     (orphans too): a renamed guest, or a copy of a guest directory under another name."""
+    if not homes:   # (only check --all has them: the realpath of 10,000 specs is 0.1 s)
+        return []
+    from ..spec.paths import real_path
     return [Drift(home, "orphan", f"orphan: {home}: {r.path} now builds "
                   f"guest {r.name!r}, not {os.path.basename(home)!r}")
-            for r in results for home in homes.get(os.path.realpath(r.path), ())
+            for r in results for home in homes.get(real_path(r.path), ())
             if r.name != os.path.basename(home)]
 
 

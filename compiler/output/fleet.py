@@ -11,6 +11,7 @@ so the output, its order and the diagnostics are the same as a one-process run.
 from __future__ import annotations
 
 import os
+import time
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic, SpecError
@@ -32,6 +33,8 @@ class Result(NamedTuple):
     machine: str = ""                    # its QEMU machine type
     installed: Tuple[Tuple[str, object], ...] = ()  # GuestOutput.installed: systemd units
     refused: str = ""                    # why its files could not be staged (a full disk)
+    unchanged: bool = False              # up to date on disk: nothing staged (build)
+    cache: object = None                 # its new cache record (cache.Cache.observe)
 
 
 class Job(NamedTuple):
@@ -41,6 +44,7 @@ class Job(NamedTuple):
     staging: object = None    # build: where its guests are staged (an outdir.Staging)
     pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
     host: Optional[dict] = None    # the --host profile
+    cache: object = None           # the output directory's cache.Cache (None: --no-cache)
 
 
 _JOB: Optional[Job] = None
@@ -71,6 +75,7 @@ def _task(item: Tuple[int, str]) -> Result:
     from ..pipeline.build import build_one
     index, path = item
     job = _JOB
+    started = time.time_ns()
     out, problems = build_one(path, job.requested, job.host)
     if problems:
         return Result(path, None, tuple(problems), (), ())
@@ -80,18 +85,48 @@ def _task(item: Tuple[int, str]) -> Result:
         drifts = compare(job.root, out, pending=out.name in job.pending)
         found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
         return Result(path, out.name, (), found, (),
-                      tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed)
+                      tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed,
+                      cache=None if drifts else _observed(job, path, out, None, started))
     from .emit import files_for
+    files = files_for(out)
+    if job.cache is not None:   # incremental: a guest already on disk is not written again
+        from .drift import compare
+        if not compare(job.root, out, expected=files):
+            return Result(path, out.name, (), tuple(out.diagnostics),
+                          tuple((name, f[2]) for name, f in files.items()),
+                          skipped=tuple(out.skipped), machine=out.machine,
+                          installed=installed, unchanged=True,
+                          cache=_observed(job, path, out, files, started))
     staged, refused = (), ""
     if _STAGE:
         from .outdir import stage
         try:
-            staged = stage(job.staging, str(index), files_for(out))
+            staged = stage(job.staging, str(index), files)
         except WriteError as exc:   # reported unless a spec error comes too, as one process does
             refused = str(exc)
     return Result(path, out.name, (), tuple(out.diagnostics), staged,
                   skipped=tuple(out.skipped), machine=out.machine, installed=installed,
                   refused=refused)
+
+
+def _observed(job: Job, path: str, out, files, started: int):
+    """The cache record of a guest just found up to date (None without a cache)."""
+    if job.cache is None:
+        return None
+    if files is None:
+        from .emit import files_for
+        files = files_for(out)
+    return job.cache.observe(path, out, list(files), started)
+
+
+def _hit(job: Job, path: str, found) -> Result:
+    """The Result of a guest the cache says is up to date (a cache.Summary): what the
+    task gives for it when it compiles and compares it."""
+    if job.mode == "check":
+        return Result(path, found.name, (), found.diagnostics, (), (), installed=found.installed)
+    return Result(path, found.name, (), found.diagnostics, tuple((f, "") for f in found.files()),
+                  skipped=found.skipped, machine=found.machine, installed=found.installed,
+                  unchanged=True)
 
 
 def default_jobs(count: int) -> int:
@@ -115,7 +150,26 @@ def _results_of(paths: Sequence[str], job: Job, jobs: int):
     global _JOB, _STAGE
     items = list(enumerate(paths))
     _JOB, _STAGE = job, True   # for _task, in this process and (forked) in workers
-    if jobs <= 1 or len(paths) < 2 or not hasattr(os, "fork"):
+    if job.cache is None:
+        yield from _computed(items, jobs)
+        return
+    from .cache import valid_indexes
+    hits = {}
+    suffix = job.cache.suffix(job.requested)
+    for index in valid_indexes(job.cache, items, job.requested, job.pending):
+        found = job.cache.summary(paths[index], suffix)
+        if found is not None:
+            hits[index] = _hit(job, paths[index], found)
+    rest = [item for item in items if item[0] not in hits]
+    computed = _computed(rest, jobs if len(rest) >= PARALLEL_MIN else 1)
+    for index, _path in items:
+        yield hits[index] if index in hits else next(computed)
+
+
+def _computed(items, jobs: int):
+    """_task of each item, in order: in this process, or with forked workers."""
+    global _STAGE
+    if jobs <= 1 or len(items) < 2 or not hasattr(os, "fork"):
         for item in items:
             result = _task(item)
             if result.problems or result.refused:
@@ -176,6 +230,11 @@ def _collect(results):
     return problems, valid
 
 
+def _cache(root: str, host: Optional[dict]):
+    from .cache import load
+    return load(root, host)
+
+
 class Built(NamedTuple):
     count: int                           # guests written
     first: Optional[Result]              # the first one (its name and files)
@@ -183,13 +242,17 @@ class Built(NamedTuple):
     skipped: List[Tuple[str, str, str, str]] = []   # (guest, target, rule, reason)
     floating: Tuple[Optional[tuple], int] = (None, 0)  # the first guest whose machine type
     #                                      floats, as (build.Where, machine); how many float
+    unchanged: int = 0                   # of `count`, guests already up to date (not written)
 
 
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
-          jobs: Optional[int] = None, host: Optional[dict] = None) -> Built:
+          jobs: Optional[int] = None, host: Optional[dict] = None,
+          cache: bool = True) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
     result is journalled as it arrives and then dropped: memory stays flat (what is kept
-    per guest is its name and unit, for duplicates, and its spec path is the caller's)."""
+    per guest is its name and unit, for duplicates, and its spec path is the caller's).
+    `cache`: use and update OUT/.cgsc/cache.json (guests found up to date there are not
+    compiled, and no guest already on disk is written again)."""
     from ..host.profile import is_floating
     from ..pipeline.build import Where, claim
     from .outdir import OutputDir
@@ -198,10 +261,11 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
     warnings: List[Diagnostic] = []
     skipped: List[Tuple[str, str, str, str]] = []
     claimed: dict = {}
-    count, first_result, refused = 0, None, None
+    count, first_result, refused, unchanged = 0, None, None, 0
     first_floating, floating = None, 0
     with OutputDir(root) as out:
-        job = Job("build", tuple(requested), root, out.staging_area, host=host)
+        memo = _cache(root, host) if cache else None
+        job = Job("build", tuple(requested), root, out.staging_area, host=host, cache=memo)
         for index, r in enumerate(_results(paths, job, jobs)):
             path = paths[index]   # the caller's string, not the worker's copy of it
             clash = r.problems or claim(claimed, path, r.name, r.installed)
@@ -209,6 +273,7 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
                 problems.extend(clash)
             else:
                 count += 1
+                unchanged += r.unchanged
                 warnings.extend(r.diagnostics)
                 skipped.extend((r.name,) + why for why in r.skipped)
                 if is_floating(r.machine):
@@ -217,28 +282,42 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
                 first_result = first_result or r
                 if r.refused and refused is None:
                     refused = WriteError(r.refused)
-                if not problems and refused is None:
+                if not problems and refused is None and not r.unchanged:
                     try:
                         out.add(r.name, str(index), r.files)
                     except WriteError as exc:  # reported unless a spec error comes too
                         refused = exc
+                if r.cache is not None:
+                    memo.store(path, job.requested, r.cache)
         if problems:
             raise SpecError(problems)
         if refused is not None:
             raise refused
         out.commit()
-    return Built(count, first_result, warnings, skipped, (first_floating, floating))
+        if memo is not None:
+            memo.save(exclusive=True)
+    return Built(count, first_result, warnings, skipped, (first_floating, floating), unchanged)
 
 
 def check(paths: Sequence[str], requested: Sequence[str], root: str,
-          jobs: Optional[int] = None, host: Optional[dict] = None) -> List[Result]:
-    """Compare a fleet with what is on disk, under a shared lock; raises SpecError."""
+          jobs: Optional[int] = None, host: Optional[dict] = None,
+          cache: bool = True) -> List[Result]:
+    """Compare a fleet with what is on disk, under a shared lock; raises SpecError.
+    `cache`: use and update OUT/.cgsc/cache.json (guests found up to date there are
+    neither compiled nor compared; the ones found up to date now are recorded)."""
     from .outdir import pending, shared_lock
     jobs = default_jobs(len(paths)) if jobs is None else jobs
     lock = shared_lock(root)
     try:
-        job = Job("check", tuple(requested), root, pending=tuple(pending(root)), host=host)
+        memo = _cache(root, host) if cache and lock >= 0 else None
+        job = Job("check", tuple(requested), root, pending=tuple(pending(root)), host=host,
+                  cache=memo)
         problems, valid = _collect(_results(paths, job, jobs))
+        if memo is not None:
+            for index, r in valid:
+                if r.cache is not None:
+                    memo.store(paths[index], job.requested, r.cache)
+            memo.save()
     finally:
         if lock >= 0:
             os.close(lock)
