@@ -84,15 +84,3 @@ def qapi(shared_dir):
     from helpers import QapiSchema
     return QapiSchema(os.path.join(shared_dir, "reference", "qemu-qapi"))
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _cache_key_home(tmp_path_factory):
-    """cgsc keeps the key of its incremental cache in $XDG_CACHE_HOME/cgsc: the tests use
-    a directory of their own (their commands, in this process and in subprocesses, too)."""
-    previous = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-    yield
-    if previous is None:
-        del os.environ["XDG_CACHE_HOME"]
-    else:
-        os.environ["XDG_CACHE_HOME"] = previous

@@ -82,7 +82,7 @@ def make_fleet(directory, count: int, variant: str = "", bad=()) -> List[str]:
 
 
 # cgsc's cache in the output directory (output/cache.py): not the output's state
-CACHE_FILES = (os.path.join(".cgsc", "cache.json"), os.path.join(".cgsc", ".gitignore"))
+CACHE_FILES = tuple(os.path.join(".cgsc", f) for f in ("cache.json", "key", ".gitignore"))
 
 
 def tree(root) -> Dict[str, tuple]:

@@ -20,11 +20,12 @@ compiled nor compared, only while all of that holds:
   versions, the working directory (specs are keyed by the path given) and every CGSC_*
   environment variable; each record also for the same targets (-t) and host profile.
 Anything else is a miss: the guest is compiled and compared as without a cache. The file
-and every record are keyed with a secret of this user on this machine (BLAKE2b with the
-key in $XDG_CACHE_HOME/cgsc/cache-key, made on first use): a cache that is truncated,
-corrupted, of another format or environment, written elsewhere (committed to a
-repository, copied from another machine) or forged, too large, or not a regular file is
-ignored and replaced; without a usable key there is no cache. It is JSON, never code, and
+and every record are keyed (BLAKE2b) with a secret in OUT/.cgsc/key, readable by this
+user only and bound to that file's identity: a cache that is truncated, corrupted, of
+another format or environment, written elsewhere (committed to a repository, copied
+with the output directory) or forged, too large, or not a regular file is ignored and
+replaced; without a usable key there is no cache. Nothing outside the output directory
+is read or written for it. It is JSON, never code, and
 is written whole and renamed into place (a unique temporary first, signals held), under
 the output directory's lock: exclusive in a build, shared in `check` (checks racing one
 another each write a complete cache; the last rename wins). `--no-cache` neither reads
@@ -290,7 +291,11 @@ class Cache:
         """This user's key, read (or made) when first needed: a run that records nothing
         never makes one."""
         if self.secret is None:
-            self.secret = _secret(create=True)
+            try:   # the private directory first (a check may be the first to write there)
+                os.mkdir(os.path.join(self.root, PRIVATE), 0o700)
+            except OSError:
+                pass
+            self.secret = _secret(self.root, create=True)
         return self.secret
 
     def suffix(self, requested: Sequence[str]) -> str:
@@ -445,7 +450,7 @@ def load(root: str, host: Optional[dict]) -> Cache:
     """The cache of the output directory `root`: an empty one when there is none, or when
     the one there cannot be trusted (then it is replaced when the run saves)."""
     raw = _read(root)
-    secret = _secret(create=False) if raw is not None else None   # none: nothing to trust
+    secret = _secret(root, create=False) if raw is not None else None   # none: nothing to trust
     header, body = _verified(raw, secret)
     code, hint = code_digest(header.get("code") if header else None)
     expected = fingerprint(code)
@@ -488,60 +493,55 @@ def _mac(secret: bytes, body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=32, key=secret).hexdigest()
 
 
+KEY = "key"
 KEY_SIZE = 32
 
 
-def key_file() -> Optional[str]:
-    """Where this user's cache key is: $XDG_CACHE_HOME/cgsc/cache-key, else
-    ~/.cache/cgsc/cache-key; None without a home."""
-    base = os.environ.get("XDG_CACHE_HOME") or ""
-    if not os.path.isabs(base):
-        home = os.path.expanduser("~")
-        if not os.path.isabs(home):
-            return None
-        base = os.path.join(home, ".cache")
-    return os.path.join(base, "cgsc", "cache-key")
-
-
-def _secret(create: bool = True) -> Optional[bytes]:
-    """This user's key: 32 random bytes in a file of this user that no one else can read
-    or write, made on first use (`create`). None when there is none to be had."""
-    path = key_file()
-    if path is None:
+def _secret(root: str, create: bool = True) -> Optional[bytes]:
+    """The cache's key: 32 random bytes in OUT/.cgsc/key, a file of this user that no one
+    else can read or write, made on first use (`create`), bound to that file's identity
+    (device, inode, change time): a copy of it (committed to a repository with the cache,
+    or copied with the output directory) is another key, so a cache from anywhere else
+    is never trusted. None when there is none to be had (no cache then)."""
+    try:
+        private = os.open(os.path.join(root, PRIVATE), _DIR)
+    except OSError:
         return None
-    for _attempt in range(2):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if not create:
-                return None
+    try:
+        for _attempt in range(2):
             try:
-                os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600)
-            except FileExistsError:   # another cgsc made it first: read that one
+                fd = os.open(KEY, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=private)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                try:
+                    fd = os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o600, dir_fd=private)
+                except FileExistsError:   # another cgsc made it first: read that one
+                    continue
+                try:
+                    os.write(fd, os.urandom(KEY_SIZE))   # one write of 32 bytes is whole
+                finally:
+                    os.close(fd)
                 continue
-            except OSError:
-                return None
             try:
-                os.write(fd, os.urandom(KEY_SIZE))   # one write of 32 bytes is whole
+                st = os.fstat(fd)
+                if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                        or st.st_mode & 0o077 or st.st_size != KEY_SIZE):
+                    return None
+                data = os.read(fd, KEY_SIZE + 1)
             finally:
                 os.close(fd)
-            continue
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
-                    or st.st_mode & 0o077 or st.st_size != KEY_SIZE):
+            if len(data) != KEY_SIZE:
                 return None
-            data = os.read(fd, KEY_SIZE + 1)
-            return data if len(data) == KEY_SIZE else None
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-    return None
+            return hashlib.blake2b(data + struct.pack("<QQq", st.st_dev, st.st_ino,
+                                                      st.st_ctime_ns), digest_size=32).digest()
+        return None
+    except OSError:
+        return None
+    finally:
+        os.close(private)
 
 
 def _read(root: str) -> Optional[bytes]:

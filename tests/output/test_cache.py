@@ -290,16 +290,21 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, 
     assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []   # replaced
 
 
-def test_a_cache_from_another_user_or_machine_is_foreign(tmp_path, no_margin, compiled,
-                                                         monkeypatch):
-    """Committed to a repository, copied from elsewhere: another key, nothing trusted;
-    and it cannot be forged without this user's key."""
+def test_a_cache_from_anywhere_else_is_foreign(tmp_path, no_margin, compiled):
+    """Committed to a repository with its key, copied with the output directory: the key
+    is bound to its file's identity, so a copy is another key and nothing is trusted (nor
+    can a cache be forged without the key)."""
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
-    assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == len(specs)
-    key = tmp_path / "elsewhere" / "cgsc" / "cache-key"
+    key = os.path.join(out, ".cgsc", cache.KEY)
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and os.path.getsize(key) == 32
+    shutil.copy2(key, key + ".copy")
+    os.replace(key + ".copy", key)   # the same 32 bytes, another file
+    assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == len(specs)
+    compiled.clear()
+    assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []   # replaced
+    os.chmod(key, 0o644)   # a key others can read is no key
+    assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == len(specs)
 
 
 def test_records_of_the_wrong_shape_are_misses_not_crashes(tmp_path, no_margin, compiled):
