@@ -85,6 +85,14 @@ def make_fleet(directory, count: int, variant: str = "", bad=()) -> List[str]:
 CACHE_FILES = tuple(os.path.join(".cgsc", f) for f in ("cache.json", "key", ".gitignore"))
 
 
+def no_build_state(out) -> bool:
+    """OUT/.cgsc holds nothing of a build (staging, journal): it is absent, or holds the
+    cache only."""
+    private = os.path.join(str(out), ".cgsc")
+    return not os.path.exists(private) or set(os.listdir(private)) <= {
+        os.path.basename(f) for f in CACHE_FILES}
+
+
 def tree(root) -> Dict[str, tuple]:
     """relative path -> (bytes, mode) of every file, and every directory as None; cgsc's
     cache (CACHE_FILES, and .cgsc when it holds nothing else) is not listed."""

@@ -177,8 +177,10 @@ def check_firmware(d, guest, fw, kernel_hashes: bool):
     if image.facts.table is None:
         return image, [NOT_OVMF.error(fw.key, f"{fw.given} is not an OVMF firmware image "
                                       "(no GUIDed footer table, or a broken one)", AMD_SEV_BUILD)]
-    found = sev_metadata.problems(None, mechanism, kernel_hashes, guest.memory_mib << 20,
-                                  image.facts)
+    memory = guest.memory_mib << 20
+    found = fw.memo(("amd-problems", mechanism, kernel_hashes, memory),   # a fleet has a few
+                    lambda: sev_metadata.problems(None, mechanism, kernel_hashes, memory,
+                                                  image.facts))
     if found:
         return image, [MALFORMED.error(fw.key, f"{fw.given}: {problem}", AMD_SEV_BUILD +
                                        " (an unmodified one)") for problem in found]

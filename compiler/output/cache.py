@@ -152,27 +152,17 @@ def _stat_tuple(st: os.stat_result) -> Tuple[int, int, int, int, int, int]:
 
 # -- records ----------------------------------------------------------------------------
 
-class Summary(NamedTuple):
-    """What a run reports for a guest found up to date (fleet.Result's fields)."""
-    name: str
-    diagnostics: Tuple[Diagnostic, ...]   # its warnings
-    skipped: Tuple[Tuple[str, str, str], ...]
-    machine: str
-    installed: tuple                      # ((file, build.Where), ...)
-    files: object                         # its artifacts' names (a callable: made when asked)
-
-
 CACHEABLE_TARGETS = ("shell", "systemd", "libvirt", "kubevirt", "reference-values")
 
 
 _PACKERS: Dict[int, struct.Struct] = {}
 
 
-def _state(secret: bytes, spec: str, root_dir: str, name: str, files: Sequence[str],
+def _state(spec: str, root_dir: str, name: str, files: Sequence[str],
            inputs: Sequence[Tuple[str, str]]):
     """(digest, newest time) of what a guest's record covers, as the files are now: the
     spec's real path, root and stat, the guest directory's and each artifact's stat, the
-    path and sha256 of each other input; keyed with the user's secret. Raises OSError
+    path and sha256 of each other input (a record holds it keyed: _keyed). Raises OSError
     when one is missing. (It runs for every guest of every check: kept to its syscalls,
     a lstat of the spec and the guest directory, a stat of each artifact.)"""
     from ..spec.paths import real_path_stat, spec_root
@@ -196,9 +186,16 @@ def _state(secret: bytes, spec: str, root_dir: str, name: str, files: Sequence[s
     # NUL never occurs in a path or name: it separates them
     text = "\0".join((real, spec_root(spec, real), name, *files,
                       *(f"{path}\0{sha}" for path, sha in inputs)))
-    h = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=20, key=secret)
+    h = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=32)
     h.update(packer.pack(*values))
-    return base64.b64encode(h.digest()).decode("ascii"), newest
+    return h.digest(), newest
+
+
+def _keyed(secret: bytes, state: bytes) -> str:
+    """A record's digest: its _state keyed with the cache's secret (no one without the key
+    can make a record that holds)."""
+    return base64.b64encode(hashlib.blake2b(state, digest_size=20, key=secret).digest()
+                            ).decode("ascii")
 
 
 def _names(encoded: str, name: str) -> List[str]:
@@ -207,27 +204,48 @@ def _names(encoded: str, name: str) -> List[str]:
     return encoded.replace("%", name).split("/") if encoded else []
 
 
-def _diagnostic(d: Diagnostic) -> list:
-    return [d.rule, list(d.path), d.message, d.hint, d.severity, d.file, d.line, d.column]
-
-
-def _summary(spec: str, out):
-    """A guest's Summary as JSON values (just its machine type in the usual case: no
-    warnings, no skipped target, the unit <name>.service), or None when it cannot be
-    recorded exactly."""
-    installed = []
-    for file, where in out.installed:
-        if where.spec != spec:
-            return None
-        installed.append([file, list(where.key)])
-    if (not out.diagnostics and not out.skipped
-            and installed == [[f"{out.name}.service", list(_UNIT_KEY)]]):
-        return out.machine
-    return [out.machine, [_diagnostic(d) for d in out.diagnostics],
-            [list(s) for s in out.skipped], installed]
-
-
+# A guest's report (fleet._report: the Result fields its compile gives) as JSON: values of
+# these types only (anything else: the guest is not recorded); tuples as arrays.
+REPORT_FIELDS = ("name", "diagnostics", "skipped", "machine", "installed")
 _UNIT_KEY = ("guest", "name")
+
+
+class _Unrecordable(Exception):
+    pass
+
+
+def _usual(spec: str, name: str, machine, Where) -> dict:
+    """The report of most guests: no warning, no target skipped, the unit <name>.service."""
+    return {"name": name, "diagnostics": (), "skipped": (), "machine": machine,
+            "installed": ((name + ".service", Where(spec, _UNIT_KEY)),)}
+
+
+def _summary(spec: str, report: dict, Where):
+    """A report as JSON: just its machine type in the usual case, else every field
+    (_encode); None when it cannot be recorded exactly."""
+    if set(report) != set(REPORT_FIELDS) or not isinstance(report["name"], str):
+        return None
+    if isinstance(report["machine"], str) and report == _usual(spec, report["name"],
+                                                                report["machine"], Where):
+        return report["machine"]
+    try:
+        return {field: _encode(value, spec, Where) for field, value in report.items()}
+    except _Unrecordable:
+        return None
+
+
+def _encode(value, spec: str, Where):
+    kind = type(value)
+    if value is None or kind in (str, int, bool):
+        return value
+    if kind is tuple or kind is list:
+        return [_encode(v, spec, Where) for v in value]
+    if kind is Diagnostic:
+        return {"d": [value.rule, [_encode(p, spec, Where) for p in value.path], value.message,
+                      value.hint, value.severity, value.file, value.line, value.column]}
+    if kind is Where and value.spec == spec:
+        return {"w": [_encode(p, spec, Where) for p in value.key]}
+    raise _Unrecordable(kind.__name__)
 
 
 def _strings(values, count: int) -> tuple:
@@ -245,26 +263,37 @@ def _key_path(values) -> tuple:
     return path
 
 
-def _decoded(spec: str, name: str, files, summary, Where) -> Summary:
-    """The Summary of a record, every value checked for its type (ValueError if one is
-    wrong: the record is then a miss, never a crash later). `Where`: build.Where."""
-    if summary.__class__ is str:   # the usual case (_summary)
-        return Summary(name, (), (), summary, ((name + ".service", Where(spec, _UNIT_KEY)),),
-                       files)
-    machine, diagnostics, skipped, installed = summary
-    if not isinstance(machine, str):
-        raise ValueError("not a record")
-    found = []
-    for rule, path, message, hint, severity, file, line, column in diagnostics:
-        _strings((rule, message, hint, severity, file), 5)
-        if severity not in ("error", "warning") or not all(
-                isinstance(n, int) and not isinstance(n, bool) for n in (line, column)):
-            raise ValueError("not a diagnostic")
-        found.append(Diagnostic(rule, _key_path(path), message, hint, severity, file, line,
-                                column))
-    return Summary(name, tuple(found), tuple(_strings(s, 3) for s in skipped), machine,
-                   tuple((_strings((f,), 1)[0], Where(spec, _key_path(k))) for f, k in installed),
-                   files)
+def _decode(value, spec: str, Where):
+    """_encode's value back, every part checked for its type (ValueError if one is wrong:
+    the record is then a miss, never a crash later)."""
+    kind = type(value)
+    if value is None or kind in (str, int, bool):
+        return value
+    if kind is list:
+        return tuple(_decode(v, spec, Where) for v in value)
+    if kind is dict and len(value) == 1:
+        if "d" in value:
+            rule, path, message, hint, severity, file, line, column = value["d"]
+            _strings((rule, message, hint, severity, file), 5)
+            if severity not in ("error", "warning") or not all(
+                    type(n) is int for n in (line, column)):
+                raise ValueError("not a diagnostic")
+            return Diagnostic(rule, _key_path(path), message, hint, severity, file, line, column)
+        if "w" in value:
+            return Where(spec, _key_path(value["w"]))
+    raise ValueError("not a report")
+
+
+def _report(spec: str, name: str, summary, Where) -> dict:
+    """The report a record holds (the usual one for a bare machine type)."""
+    if type(summary) is str:
+        return _usual(spec, name, summary, Where)
+    if type(summary) is not dict or set(summary) != set(REPORT_FIELDS):
+        raise ValueError("not a report")
+    report = {field: _decode(value, spec, Where) for field, value in summary.items()}
+    if report["name"] != name:
+        raise ValueError("not a report")
+    return report
 
 
 class Cache:
@@ -284,6 +313,7 @@ class Cache:
         self.now = time.time_ns()
         self.dirty = replace   # a cache there that is not trusted: replaced even if empty
         self.refreshed: Dict[int, list] = {}   # inputs hashed again in this process
+        self.unkeyed: Dict[str, bytes] = {}    # records stored, their state keyed on save
         self._known: Dict[int, Optional[str]] = {}
         self._where = None   # build.Where, imported when first needed
 
@@ -317,23 +347,27 @@ class Cache:
                 if sha is None:
                     return False
                 pairs.append((self.inputs[i][0], sha))
-            state, newest = _state(self.secret, spec, self.root, name, _names(names, name),
-                                   pairs)
-            return newest < made - MARGIN_NS and state == digest
+            state, newest = _state(spec, self.root, name, _names(names, name), pairs)
+            return newest < made - MARGIN_NS and _keyed(self.secret, state) == digest
         except (OSError, TypeError, ValueError, IndexError, AttributeError, struct.error,
                 UnicodeError):
             return False
 
-    def summary(self, spec: str, suffix: str) -> Optional[Summary]:
-        """The Summary of a record valid() said holds; None if it cannot be read."""
-        if self._where is None:
-            from ..pipeline.build import Where
-            self._where = Where
+    def summary(self, spec: str, suffix: str):
+        """(the report, a function giving its artifacts' names) of a record valid() said
+        holds; None if it cannot be read."""
+        Where = self._where_type()
         try:
             name, _digest, _made, names, _inputs, summary = self.guests[spec + suffix]
-            return _decoded(spec, name, lambda: _names(names, name), summary, self._where)
+            return _report(spec, name, summary, Where), lambda: _names(names, name)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError):
             return None
+
+    def _where_type(self):
+        if self._where is None:   # imported once, not for each guest
+            from ..pipeline.build import Where
+            self._where = Where
+        return self._where
 
     def _input(self, i: int) -> Optional[str]:
         """The sha256 of input i as it is now (None: gone, unreadable, moved elsewhere)."""
@@ -376,18 +410,18 @@ class Cache:
         return sha
 
     # -- recording ----------------------------------------------------------------------
-    def observe(self, spec: str, out, names: Sequence[str], started: int) -> Optional[list]:
+    def observe(self, spec: str, out, report: dict, names: Sequence[str],
+                started: int) -> Optional[list]:
         """A record of a guest just compared and found up to date (`started`: the time
         before its compile), to be store()d by the process that saves the cache; None
         when it cannot be trusted later (a file changed within MARGIN of `started`) or
         not recorded exactly (another target than cgsc's, an unusual report)."""
-        if (out.reads is None or any(t not in CACHEABLE_TARGETS for t, _a in out.artifacts)
-                or self.key() is None):
+        if out.reads is None or any(t not in CACHEABLE_TARGETS for t, _a in out.artifacts):
             return None
         files, reals = out.reads.files, dict(out.reads.reals)
         if (not files or files[0][0] != spec or not all(plain(n) and "%" not in n for n in names)):
             return None
-        summary = _summary(spec, out)
+        summary = _summary(spec, report, self._where_type())
         if summary is None:
             return None
         inputs = []
@@ -395,14 +429,14 @@ class Cache:
             for path, sha in files[1:]:
                 st = os.stat(path)
                 inputs.append([path, reals.get(path), sha, *_stat_tuple(st)[:5], started])
-            state, newest = _state(self.secret, spec, self.root, out.name, list(names),
+            state, newest = _state(spec, self.root, out.name, list(names),
                                    [(e[0], e[2]) for e in inputs])
         except (OSError, struct.error):
             return None
         if newest >= started - MARGIN_NS:
             return None
         return [out.name, state, started, "/".join(n.replace(out.name, "%") for n in names),
-                inputs, summary]
+                inputs, summary]   # the state is keyed when the cache is saved
 
     def store(self, spec: str, requested: Sequence[str], observed: list) -> None:
         name, state, started, names, inputs, summary = observed
@@ -415,8 +449,9 @@ class Cache:
             elif self.inputs[i][1:8] != entry[1:8]:
                 self.inputs[i] = entry
             indexes.append(i)
-        self.guests[spec + self.suffix(requested)] = [name, state, started, names, indexes,
-                                                       summary]
+        key = spec + self.suffix(requested)
+        self.guests[key] = [name, "", started, names, indexes, summary]
+        self.unkeyed[key] = state
         self.dirty = True
 
     def merge(self, refreshed: Dict[int, list]) -> None:
@@ -433,6 +468,9 @@ class Cache:
         was killed are removed."""
         if not self.dirty or self.key() is None:
             return
+        for key, state in self.unkeyed.items():
+            self.guests[key][1] = _keyed(self.secret, state)
+        self.unkeyed.clear()
         body = json.dumps({"inputs": self.inputs, "guests": self.guests},
                           separators=(",", ":")).encode("ascii")
         fields = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,

@@ -79,24 +79,22 @@ def _task(item: Tuple[int, str]) -> Result:
     out, problems = build_one(path, job.requested, job.host)
     if problems:
         return Result(path, None, tuple(problems), (), ())
-    installed = out.installed
+    report = _report(out)
     if job.mode == "check":
         from .drift import compare, finding
         drifts = compare(job.root, out, pending=out.name in job.pending)
-        found = tuple(finding(out, d) for d in drifts) + tuple(out.diagnostics)
-        return Result(path, out.name, (), found, (),
-                      tuple((d.path, d.kind, d.detail) for d in drifts), installed=installed,
-                      cache=None if drifts else _observed(job, path, out, None, started))
+        found = tuple(finding(out, d) for d in drifts) + report["diagnostics"]
+        return Result(**{**report, "diagnostics": found}, path=path, problems=(), files=(),
+                      drifts=tuple((d.path, d.kind, d.detail) for d in drifts),
+                      cache=None if drifts else _observed(job, path, out, report, None, started))
     from .emit import files_for
     files = files_for(out)
     if job.cache is not None:   # incremental: a guest already on disk is not written again
         from .drift import compare
         if not compare(job.root, out, expected=files):
-            return Result(path, out.name, (), tuple(out.diagnostics),
-                          tuple((name, f[2]) for name, f in files.items()),
-                          skipped=tuple(out.skipped), machine=out.machine,
-                          installed=installed, unchanged=True,
-                          cache=_observed(job, path, out, files, started))
+            return Result(**report, path=path, problems=(),
+                          files=tuple((name, f[2]) for name, f in files.items()),
+                          unchanged=True, cache=_observed(job, path, out, report, files, started))
     staged, refused = (), ""
     if _STAGE:
         from .outdir import stage
@@ -104,28 +102,33 @@ def _task(item: Tuple[int, str]) -> Result:
             staged = stage(job.staging, str(index), files)
         except WriteError as exc:   # reported unless a spec error comes too, as one process does
             refused = str(exc)
-    return Result(path, out.name, (), tuple(out.diagnostics), staged,
-                  skipped=tuple(out.skipped), machine=out.machine, installed=installed,
-                  refused=refused)
+    return Result(**report, path=path, problems=(), files=staged, refused=refused)
 
 
-def _observed(job: Job, path: str, out, files, started: int):
+def _report(out) -> dict:
+    """The fields of a guest's Result that come from compiling it: the same whether it is
+    compiled or taken from the cache (which records them: cache.Cache.observe)."""
+    return {"name": out.name, "diagnostics": tuple(out.diagnostics),
+            "skipped": tuple(out.skipped), "machine": out.machine, "installed": out.installed}
+
+
+def _observed(job: Job, path: str, out, report: dict, files, started: int):
     """The cache record of a guest just found up to date (None without a cache)."""
     if job.cache is None:
         return None
     if files is None:
         from .emit import files_for
         files = files_for(out)
-    return job.cache.observe(path, out, list(files), started)
+    return job.cache.observe(path, out, report, list(files), started)
 
 
 def _hit(job: Job, path: str, found) -> Result:
-    """The Result of a guest the cache says is up to date (a cache.Summary): what the
-    task gives for it when it compiles and compares it."""
+    """The Result of a guest the cache says is up to date ((report, its artifacts' names)
+    from cache.Cache.summary): what the task gives for it when it compiles and compares it."""
+    report, names = found
     if job.mode == "check":
-        return Result(path, found.name, (), found.diagnostics, (), (), installed=found.installed)
-    return Result(path, found.name, (), found.diagnostics, tuple((f, "") for f in found.files()),
-                  skipped=found.skipped, machine=found.machine, installed=found.installed,
+        return Result(**report, path=path, problems=(), files=())
+    return Result(**report, path=path, problems=(), files=tuple((f, "") for f in names()),
                   unchanged=True)
 
 
@@ -161,7 +164,9 @@ def _results_of(paths: Sequence[str], job: Job, jobs: int):
         if found is not None:
             hits[index] = _hit(job, paths[index], found)
     rest = [item for item in items if item[0] not in hits]
-    computed = _computed(rest, jobs if len(rest) >= PARALLEL_MIN else 1)
+    # the processes for what is left to compile (as many as asked when nothing was cached)
+    computed = _computed(rest, jobs if len(rest) == len(items)
+                         else min(jobs, default_jobs(len(rest))))
     for index, _path in items:
         yield hits[index] if index in hits else next(computed)
 
