@@ -159,7 +159,7 @@ def _results_of(paths: Sequence[str], job: Job, jobs: int):
     from .cache import valid_indexes
     hits = {}
     suffix = job.cache.suffix(job.requested)
-    for index in valid_indexes(job.cache, items, job.requested, job.pending):
+    for index in valid_indexes(job.cache, items, job.requested, job.pending, jobs, _init):
         found = job.cache.summary(paths[index], suffix)
         if found is not None:
             hits[index] = _hit(job, paths[index], found)
