@@ -84,6 +84,7 @@ format = "qcow2"
 [[net]]
 mode = "bridge"
 bridge = "br0"
+mac = "52:54:00:{mac}"
 [qmp]
 socket = "/run/cgsc/node-{i:05d}/qmp.sock"
 """
@@ -97,7 +98,10 @@ def make_fleet(count: int, work: str):
         path = os.path.join(directory, f"node-{i:05d}.toml")
         if not os.path.exists(path):
             with open(path, "w") as fh:
-                fh.write(FLEET_TEMPLATE.format(i=i, vcpus=1 + i % 8, mem=1 + i % 16))
+                # every guest its own MAC address: derived ones (24 bits of a hash of the
+                # name) meet in a fleet of thousands on one bridge (CGS-FLEET-003)
+                mac = f"{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+                fh.write(FLEET_TEMPLATE.format(i=i, vcpus=1 + i % 8, mem=1 + i % 16, mac=mac))
         specs.append(path)
     return specs
 

@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from . import __version__
-from .core.diagnostics import Diagnostic, SpecError, printable, sort_key
+from .core.diagnostics import Diagnostic, SpecError, once, printable, sort_key
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 FORMATS = ("text", "json", "sarif", "github")
@@ -33,11 +33,20 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     left out (argparse spends ~0.1 ms per help text looking for translations), which
     parses that command's arguments, and words its help and errors, exactly as the whole
     parser does (tests/test_cli.py)."""
+    from .review.helptext import EPILOGS
     p = _Parser(prog="cgsc", description="Confidential Guest Spec Compiler: TOML guest "
-                "specs to QEMU launch scripts, systemd units and libvirt domain XML.")
+                "specs to QEMU launch scripts, systemd units, libvirt domain XML and KubeVirt "
+                "manifests.", epilog=EPILOGS[None], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"cgsc {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    _with_output_options(p, argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help: str, **kwargs):
+        cmd = sub.add_parser(name, help=help, epilog=EPILOGS[name],
+                             formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        _with_output_options(cmd, argparse.SUPPRESS)
+        return cmd
 
     def with_format(cmd, choices=FORMATS):
         cmd.add_argument("--format", choices=choices, default="text",
@@ -51,7 +60,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
     def spec_command(name: str, help: str):
         """A command on specs named as arguments or listed in a file."""
-        cmd = sub.add_parser(name, help=help)
+        cmd = command(name, help)
         cmd.add_argument("specs", nargs="*", metavar="SPEC")
         with_list(cmd)
         return cmd
@@ -61,9 +70,15 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                          help="neither use nor update the output directory's cache of guests "
                               "found up to date (OUT/.cgsc/cache.json): compile every spec")
 
+    def with_strict(cmd):
+        cmd.add_argument("--strict", action="store_true", help="an unwaived warning fails, "
+                         "as `strict = true` in a spec or base does ([waive] accepts one)")
+
     def with_host(cmd):
-        cmd.add_argument("--host", metavar="HOST.json", help="check against a host profile "
-                         "(`cgsc probe`, or a shipped one: debian-12, ...) and pin the machine type")
+        from .host.profile import shipped
+        cmd.add_argument("--host", metavar="HOST", help="check against a host profile and pin "
+                         "the machine type: a file from `cgsc probe`, or a shipped profile: "
+                         + ", ".join(shipped()))
 
     if only in (None, "build"):
         b = spec_command("build", "compile specs into artifacts under out/<name>/")
@@ -76,9 +91,13 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                             "in any --format, then go to stderr")
         b.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                        help="worker processes (default: every core for a large fleet, else 1)")
+        b.add_argument("--prune", action="store_true", help="also remove the guest directories "
+                       "under DIR that cgsc made and no SPEC of this build makes (name the "
+                       "whole fleet); anything else there is left, and said")
         with_cache(b)
         with_format(b)
         with_host(b)
+        with_strict(b)
     if only in (None, "validate"):
         v = spec_command("validate", "check specs without writing anything")
         v.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
@@ -88,6 +107,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                             "values, not that they are whole guests")
         with_format(v)
         with_host(v)
+        with_strict(v)
     if only in (None, "check"):
         c = spec_command("check", "rebuild in memory and compare with the artifacts on disk")
         c.add_argument("--all", action="store_true",
@@ -97,29 +117,35 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         c.add_argument("-t", "--target", action="append", default=[], metavar="NAME",
                        help="as for build")
         c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
+        c.add_argument("--diff", action="store_true", help="also print the unified diff of "
+                       "each changed artifact (text format, on stdout)")
         with_cache(c)
         with_format(c)
         with_host(c)
+        with_strict(c)
     if only in (None, "explain"):
-        e = sub.add_parser("explain", help="every launch-security value, its source, and its risks")
-        e.add_argument("specs", nargs="+", metavar="SPEC")
+        e = command("explain", "every launch-security value, its source, and its risks; "
+                    "or a rule (cgsc explain RULE-ID)")
+        e.add_argument("specs", nargs="+", metavar="SPEC|RULE-ID")
         e.add_argument("--format", choices=("text", "json"), default="text",
                        help="the explanation as text, or as JSON (one object per spec; a list "
                             "of them for several specs); on stdout")
     if only in (None, "diff"):
-        d = sub.add_parser("diff", help="what a change to specs does: security-relevant differences in words",
+        d = command("diff", "what a change to specs does: security-relevant differences in words",
                            description="cgsc diff OLD NEW compares two spec files; cgsc diff --base REV "
                                        "SPEC... compares each spec (and its extends chain) as of the git "
-                                       "revision REV with the working tree. A report, not a gate: exit 0.")
+                                       "revision REV with the working tree, guest by guest, and names the "
+                                       "guests that REV had and the SPECs no longer build (specs deleted "
+                                       "from their directories, guests renamed). A report, not a gate: exit 0.")
         d.add_argument("specs", nargs="+", metavar="SPEC")
         d.add_argument("--base", metavar="REV", help="compare with the specs as of this git revision")
         d.add_argument("--format", choices=("text", "json", "github", "markdown"), default="text",
                        help="the report as text, JSON, GitHub Actions notices or Markdown (for a "
                             "pull-request comment); on stdout")
     if only in (None, "verify"):
-        ve = sub.add_parser("verify", help="compare a guest's attestation report or quote with "
-                            "its predicted values (values only, not signatures)",
-                            description="cgsc verify REPORT --guest OUT/NAME reads a raw SEV-SNP "
+        ve = command("verify", "compare a guest's attestation report or quote with "
+                     "its predicted values (values only, not signatures)",
+                     description="cgsc verify REPORT --guest OUT/NAME reads a raw SEV-SNP "
                                         "attestation report or TDX quote and compares every field "
                                         "the guest's manifest predicts. Exit 0: all match; 1: a "
                                         "field differs or the file is not such a report; 2: the "
@@ -132,19 +158,23 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         where.add_argument("--manifest", metavar="FILE", help="the guest's manifest.json")
         with_format(ve, ("text", "json", "sarif"))
     if only in (None, "rules"):
-        r = sub.add_parser("rules", help="list the rules, or explain one")
+        r = command("rules", "list the rules, or explain one")
         r.add_argument("rule", nargs="?", metavar="RULE-ID")
+        r.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text, or JSON (a list of rules; one object for one RULE-ID)")
     if only in (None, "schema"):
-        sc = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+        sc = command("schema", "print the JSON Schema of the spec language")
         sc.add_argument("--base", action="store_true",
                         help="the schema of a base spec (no required keys), for editors to use on bases")
         sc.add_argument("--attestation", action="store_true",
                         help="print the schema of manifest.json's `attestation` object instead")
     if only in (None, "targets"):
-        sub.add_parser("targets", help="list installed targets")
+        t = command("targets", "list installed targets")
+        t.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text, or JSON (name, summary, built by default)")
     if only in (None, "probe"):
-        pr = sub.add_parser("probe", help="write a host profile of this host (or of recorded "
-                            "`virsh domcapabilities` output) for --host")
+        pr = command("probe", "write a host profile of this host (or of recorded "
+                     "`virsh domcapabilities` output) for --host")
         pr.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
         pr.add_argument("--from-domcapabilities", metavar="CAPS.xml",
                         help="build the profile from `virsh domcapabilities` XML instead")
@@ -156,9 +186,31 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                         "the host's libvirt version (`virsh version`)")
         pr.add_argument("--name", help="the profile's name (default: this host's name)")
     if only in (None, "completion"):
-        comp = sub.add_parser("completion", help="print a shell completion script")
+        comp = command("completion", "print a shell completion script")
         comp.add_argument("shell", choices=("bash", "zsh", "fish"))
+    if only in (None, "init"):
+        from .review.scaffold import MECHANISM_TITLES
+        i = command("init", "write a valid, commented spec to start from")
+        i.add_argument("name", metavar="NAME", help="the guest's name ([guest] name)")
+        i.add_argument("--mechanism", "-m", required=True, choices=tuple(MECHANISM_TITLES),
+                       help="the confidential-computing mechanism")
+        i.add_argument("-o", "--output", metavar="FILE", help="where to write (default: NAME.toml; "
+                       "- for stdout); an existing file is never overwritten")
     return p
+
+
+def _with_output_options(cmd, default) -> None:
+    """--color and -q/-v, accepted before or after the command (default SUPPRESS keeps a
+    value given before the command when the command's parser does not see one)."""
+    cmd.add_argument("--color", choices=("auto", "always", "never"), default=default,
+                     help="colour diagnostics: auto (a terminal, unless NO_COLOR is set), "
+                          "always, never")
+    quiet = cmd.add_mutually_exclusive_group()
+    quiet.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity",
+                       default=default, help="diagnostics only: no summary or notes")
+    quiet.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
+                       default=default, help="also say what was found for every guest "
+                       "(validate, check)")
 
 
 def _jobs(text: str) -> int:
@@ -180,6 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_USAGE
         fmt = getattr(args, "format", "text")
         _DIAGNOSTICS_TO_STDERR[:] = [True] if getattr(args, "stdout", False) else []
+        _STYLE.update(verbosity=getattr(args, "verbosity", 0),
+                      colour=_colour(getattr(args, "color", "auto")))
         _known_targets(getattr(args, "target", ()))
         _listed_specs(args)
         from .core.filecache import session
@@ -286,6 +340,22 @@ def _bug_message(exc: BaseException, where: str = "") -> str:
 
 
 _DIAGNOSTICS_TO_STDERR = []   # set by `build --stdout`: stdout carries the artifacts only
+_STYLE = {"verbosity": 0, "colour": False}   # -q (-1) / -v (1); colour on stderr
+
+
+def _colour(when: str) -> bool:
+    """--color: always, never, or auto: stderr is a terminal, NO_COLOR is unset or empty
+    (no-color.org) and TERM is not dumb. The option overrides NO_COLOR."""
+    if when != "auto":
+        return when == "always"
+    return (not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+            and sys.stderr.isatty())
+
+
+def _say(text: str) -> None:
+    """A summary or a note on stderr; -q leaves it out."""
+    if _STYLE["verbosity"] >= 0:
+        print(text, file=sys.stderr)
 
 
 def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> None:
@@ -295,10 +365,14 @@ def _report(diagnostics: List[Diagnostic], fmt: str, failed: bool = False) -> No
     if fmt != "text":
         (sys.stderr if _DIAGNOSTICS_TO_STDERR else sys.stdout).write(RENDER[fmt](diagnostics))
         return
-    sys.stderr.write(RENDER["text"](diagnostics))
+    text = RENDER["text"](diagnostics)
+    if _STYLE["colour"]:
+        from .review.report import coloured
+        text = coloured(text)
+    sys.stderr.write(text)
     if failed:
         errors = sum(1 for d in diagnostics if d.severity == "error")
-        print(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written", file=sys.stderr)
+        _say(f"cgsc: {errors} error{'s' if errors != 1 else ''}; nothing written")
 
 
 def _host(args):
@@ -317,15 +391,22 @@ def _floating_note(args, first, count: int) -> None:
     the machine formats carry the spec's own diagnostics). `first`: (a locate function or
     a build.Where, machine type) of the first guest whose machine floats; `count` of all."""
     from .host.compat import FLOATING_MACHINE
-    if args.host or args.format != "text" or first is None:
+    if args.format != "text" or first is None:
         return
     where, machine = first
     if not callable(where):
         from .pipeline.build import locator
         where = locator(where)
-    d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats"
-              + (f" (and in {count - 1} more spec(s))" if count > 1 else ""),
-              "pin it with --host HOST.json (`cgsc probe`)"))
+    more = f" (and in {count - 1} more spec(s))" if count > 1 else ""
+    if args.host:   # a profile that does not know what its QEMU resolves the alias to
+        d = where(FLOATING_MACHINE.warning(
+            ("guest", "machine"), f"{machine!r} floats{more}: host profile {printable(args.host)} "
+            "does not say which machine its QEMU resolves it to",
+            "make the profile on the host (`cgsc probe -o host.json`), or write a versioned "
+            "machine in [guest] machine"))
+    else:
+        d = where(FLOATING_MACHINE.warning(("guest", "machine"), f"{machine!r} floats{more}",
+                                           "pin it with --host HOST.json (`cgsc probe`)"))
     _report([d], "text")
 
 
@@ -370,17 +451,19 @@ def _skip_notes(skipped, fmt: str) -> None:
     """A default build that left a target out says which and why (stderr, text format)."""
     if fmt == "text":
         for guest, target, rule, reason in skipped:
-            print(f"cgsc: note: {guest}: target {target} skipped: {reason} [{rule}]",
-                  file=sys.stderr)
+            _say(f"cgsc: note: {guest}: target {target} skipped: {reason} [{rule}]")
 
 
 def _build(args) -> int:
     from .output.emit import WriteError
     host = _host(args)
+    if args.stdout and args.prune:
+        raise _Usage("build: --prune removes directories under the output directory; "
+                     "--stdout writes none")
     if args.stdout:
         from .pipeline.build import build
-        outputs = build(args.specs, args.target, host)
-        _report([d for o in outputs for d in o.diagnostics], args.format)
+        outputs = build(args.specs, args.target, host, args.strict)
+        _report(once((o.spec, d) for o in outputs for d in o.diagnostics), args.format)
         _floating_note(args, *_floating(outputs))
         _skip_notes([(o.name,) + why for o in outputs for why in o.skipped], args.format)
         many = len(outputs) > 1 or sum(len(o.artifacts) for o in outputs) > 1
@@ -392,8 +475,8 @@ def _build(args) -> int:
         return EXIT_OK
     from .output import fleet
     try:
-        built = fleet.build(args.specs, args.target, args.output, args.jobs, host,
-                            cache=not args.no_cache)
+        built = fleet.build(args.specs, args.target, args.output, args.jobs, host, args.strict,
+                            args.prune, cache=not args.no_cache)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
@@ -401,16 +484,19 @@ def _build(args) -> int:
     _floating_note(args, *built.floating)
     _skip_notes(built.skipped, args.format)
     if args.format == "text":
+        for name in built.pruned:
+            _say(f"cgsc: pruned {args.output}/{name}/ (no spec of this build makes it)")
         if built.count == 1:
             names = ", ".join(sorted(name for name, _sha in built.first.files))
-            print(f"cgsc: {args.output}/{built.first.name}/: {names}"
-                  + (" (already up to date)" if built.unchanged else ""), file=sys.stderr)
+            _say(f"cgsc: {args.output}/{built.first.name}/: {names}"
+                 + (" (already up to date)" if built.unchanged else ""))
         elif built.unchanged:
-            print(f"cgsc: {built.count} guests under {args.output}/: "
-                  f"{built.count - built.unchanged} written, {built.unchanged} already up to "
-                  "date", file=sys.stderr)
+            _say(f"cgsc: {built.count} guests under {args.output}/: "
+                 f"{built.count - built.unchanged} written, {built.unchanged} already up to date")
         else:
-            print(f"cgsc: {built.count} guests written under {args.output}/", file=sys.stderr)
+            _say(f"cgsc: {built.count} guests written under {args.output}/"
+                 + (f" ({built.abstract} abstract base{'s' if built.abstract != 1 else ''} "
+                    "checked, not built)" if built.abstract else ""))
     return EXIT_OK
 
 
@@ -418,9 +504,9 @@ def _validate(args) -> int:
     """Each spec on its own: one invalid or crashing spec never hides another's diagnostics,
     and through build's own code path, so validate refuses exactly what build would. The
     exit status is the worst of all specs (an internal error in one is 3)."""
-    from .pipeline.build import build, duplicate_names
+    from .pipeline.build import build, conflicts
     problems, warnings, crashed, outputs = [], [], [], []
-    host = _host(args)
+    host, bases = _host(args), 0
     for spec in args.specs:
         try:
             if args.base:
@@ -429,11 +515,12 @@ def _validate(args) -> int:
                 if found:
                     raise SpecError(found)
             else:
-                built = build([spec], args.target, host)
-                outputs += zip([spec] * len(built), built)
-                warnings += [d for o in built for d in o.diagnostics]
+                built = build([spec], args.target, host, args.strict)
+                bases += not built   # an abstract base, checked as one
+                outputs += built
+                warnings += [(spec, d) for o in built for d in o.diagnostics]
         except SpecError as exc:
-            problems.extend(exc.diagnostics)
+            problems += [(spec, d) for d in exc.diagnostics]
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:  # a bug, reported for this spec; the others still count
@@ -442,23 +529,28 @@ def _validate(args) -> int:
                 traceback.print_exc()
             crashed.append(spec)
             print(_bug_message(exc, f"{printable(spec)}: "), file=sys.stderr)
-    problems += duplicate_names(outputs)   # what build refuses across specs
+    problems += conflicts(outputs)   # what build refuses across specs
     if problems:
-        _report(sorted(problems + warnings, key=sort_key), args.format, failed=True)
+        _report(sorted(once(problems + warnings), key=sort_key), args.format, failed=True)
         return EXIT_BUG if crashed else EXIT_INVALID
-    _report(warnings, args.format)
-    _floating_note(args, *_floating(o for _spec, o in outputs))
+    _report(once(warnings), args.format)
+    _floating_note(args, *_floating(outputs))
     if crashed:
         return EXIT_BUG
     if args.format == "text":
-        print(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
-              f"spec{'s' if len(args.specs) != 1 else ''} valid", file=sys.stderr)
+        if _STYLE["verbosity"] > 0:
+            for o in outputs:
+                _say(f"cgsc: {printable(o.spec)}: {o.name} valid "
+                     f"({', '.join(t for t, _a in o.artifacts)})")
+        bases = f" ({bases} abstract base{'s' if bases != 1 else ''})" if bases else ""
+        _say(f"cgsc: {len(args.specs)} {'base ' if args.base else ''}"
+             f"spec{'s' if len(args.specs) != 1 else ''} valid{bases}")
     return EXIT_OK
 
 
 def _check(args) -> int:
     from .output import fleet
-    from .output.drift import DRIFT, ORPHAN, gather, renamed
+    from .output.drift import gather, renamed
     from .output.emit import WriteError
     if not args.specs and not args.all:
         raise _Usage("check: name SPEC files, or --all for every guest under the output directory")
@@ -473,39 +565,30 @@ def _check(args) -> int:
             groups, homes, orphans = gather(args.specs, args.output, args.target, scan)
         except OSError as exc:
             raise _Usage(f"check --all: cannot list {args.output}/: {exc.strerror or exc}") from None
-        outputs, problems, host = [], [], _host(args)
-        for chosen, group in groups.items():   # specs checked with the same targets
-            try:
-                outputs += (fleet.check(group, chosen, args.output, args.jobs, host,
-                                        cache=not args.no_cache) if group else [])
-            except SpecError as exc:
-                problems += exc.diagnostics
-            except WriteError as exc:   # a worker died: no verdict on anything
-                print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
-                return EXIT_USAGE
+        try:
+            outputs = fleet.check(groups, args.output, args.jobs, _host(args), args.strict,
+                                  cache=not args.no_cache)
+        except WriteError as exc:   # a worker died: no verdict on anything
+            print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
+            return EXIT_USAGE
     finally:
         if lock >= 0:
             os.close(lock)
-    if problems:
-        raise SpecError(problems)
     orphans += renamed(outputs, homes)
-    findings = []
-    for drift in orphans:
-        if args.format == "text":
-            sys.stdout.write(drift.detail + "\n")
-        findings.append(ORPHAN.error((), drift.detail.split(": ", 2)[-1],
-                                     "remove what no spec builds, restore its spec, or rebuild it with `cgsc build`").located(drift.path, 0))
-    for o in outputs:
-        if args.format == "text":
-            for _path, _kind, detail in o.drifts:
-                sys.stdout.write(detail if detail.endswith("\n") else detail + "\n")
-        findings += list(o.diagnostics)
-    _report(findings, args.format)
-    drift_count = sum(1 for d in findings if d.rule in (DRIFT.id, ORPHAN.id))
-    if args.format == "text":
-        print(f"cgsc: {drift_count} artifact{'s' if drift_count != 1 else ''} out of date"
-              if drift_count else f"cgsc: {len(outputs)} guest(s) up to date", file=sys.stderr)
-    return EXIT_INVALID if drift_count else EXIT_OK
+    from .review.drift_report import orphan, text
+    findings = [orphan(d) for d in orphans] + once((o.path, d) for o in outputs for d in o.diagnostics)
+    if args.format != "text":
+        _report(findings, args.format)
+    else:
+        out, shown, lines = text(findings, outputs, orphans, args.output, args.diff)
+        sys.stdout.write(out)
+        _report(shown, "text")
+        if _STYLE["verbosity"] > 0:
+            for o in outputs:
+                _say(f"cgsc: {o.name}: {'out of date' if o.drifts else 'up to date'}")
+        for line in lines:
+            _say(line)
+    return EXIT_INVALID if orphans or any(o.drifts for o in outputs) else EXIT_OK
 
 
 def _probe(args) -> int:
@@ -530,20 +613,39 @@ def _probe(args) -> int:
             return EXIT_USAGE
         for note in profile.get("unreadable", []):
             print(f"cgsc probe: could not read {note}", file=sys.stderr)
+        if (profile.get("sev") or {}).get("present") is False:
+            print(f"cgsc probe: SEV: not present ({profile['sev'].get('why', '')})", file=sys.stderr)
         print(f"cgsc probe: wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK
 
 
+def _is_rule_id(text: str) -> bool:
+    import re
+    return re.fullmatch(r"CGS-[A-Z0-9]+-[0-9]{3}", text.upper()) is not None and \
+        not os.path.exists(text)
+
+
 def _explain(args) -> int:
+    if all(_is_rule_id(a) for a in args.specs):
+        for i, rule_id in enumerate(args.specs):
+            if i:
+                print()
+            args.rule = rule_id
+            _rules(args)
+        return EXIT_OK
     from .review.explain import explain, to_json, to_text
+    from .spec.base import AbstractSpec
     infos, problems = [], []
     for spec in args.specs:
         try:
             infos.append(explain(spec))
         except SpecError as exc:
             problems += exc.diagnostics
+        except AbstractSpec:
+            raise _Usage(f"explain: {printable(spec)} is an abstract base (abstract = true), "
+                         "not a guest: explain a spec that extends it") from None
     if problems:
         raise SpecError(problems)
     if args.format == "json":
@@ -554,21 +656,15 @@ def _explain(args) -> int:
 
 
 def _diff(args) -> int:
-    from .review.diff import RENDER, RevisionError, as_dict, diff_against, diff_specs
+    from .review.diff import RevisionError, diff_against, diff_specs
+    from .review.diff_report import RENDER, report
     if args.base is None and len(args.specs) != 2:
         raise _Usage("diff: name two specs (OLD NEW), or --base REV and the specs to compare")
-    reports, problems = [], []
-    pairs = [(args.base, s) for s in args.specs] if args.base is not None else [tuple(args.specs)]
-    for a, b in pairs:
-        try:
-            reports.append(as_dict(*(diff_against(a, b) if args.base is not None else diff_specs(a, b))))
-        except SpecError as exc:
-            problems += exc.diagnostics
-        except RevisionError as exc:
-            raise _Usage(f"diff: {exc}") from None
-    if problems:
-        raise SpecError(problems)
-    sys.stdout.write(RENDER[args.format](reports))
+    try:
+        diffs = diff_against(args.base, args.specs) if args.base is not None else diff_specs(*args.specs)
+    except RevisionError as exc:
+        raise _Usage(f"diff: {exc}") from None
+    sys.stdout.write(RENDER[args.format](report(diffs, args.base)))
     return EXIT_OK
 
 
@@ -590,18 +686,27 @@ def _verify(args) -> int:
 
 def _rules(args) -> int:
     from .core.rules import load_all
-    from .review.report import rule_help
+    from .review.report import rule_help, rule_record
     catalogue = load_all()
+    as_json = getattr(args, "format", "text") == "json"
     if args.rule:
         rule = catalogue.get(args.rule.upper())
         if rule is None:
-            raise _Usage(f"no rule {args.rule!r} (`cgsc rules` lists them)")
-        print(rule_help(rule))
+            raise _Usage(f"no rule {printable(args.rule)} (`cgsc rules` lists them)")
+        print(_json(rule_record(rule)) if as_json else rule_help(rule))
+        return EXIT_OK
+    if as_json:
+        print(_json([rule_record(catalogue[r]) for r in sorted(catalogue)]))
         return EXIT_OK
     for rule_id in sorted(catalogue):
         rule = catalogue[rule_id]
         print(f"{rule_id:16} {rule.severity:8} {rule.summary}")
     return EXIT_OK
+
+
+def _json(value) -> str:
+    import json
+    return json.dumps(value, indent=2)
 
 
 def _schema(args) -> int:
@@ -616,8 +721,40 @@ def _schema(args) -> int:
 
 def _targets(args) -> int:
     from . import targets
+    if args.format == "json":
+        print(_json([{"name": name, "summary": summary, "default": name in targets.BUILTIN}
+                     for name, summary in targets.available().items()]))
+        return EXIT_OK
     for name, summary in targets.available().items():
         print(f"{name:10} {summary}")
+    return EXIT_OK
+
+
+def _init(args) -> int:
+    """A valid, commented spec for the mechanism; never over an existing file."""
+    import re
+
+    from .review.scaffold import spec_text
+    from .spec.schema import read
+    pattern = read("guest.schema.json")["$defs"]["guest"]["properties"]["name"]["pattern"]
+    if not re.fullmatch(pattern.strip("^$"), args.name) or ".." in args.name:
+        raise _Usage(f"init: {printable(args.name)!s} is not a guest name (lowercase letters, "
+                     "digits, '_', '.', '-'; 1-63 characters, starting with a letter or digit)")
+    text = spec_text(args.mechanism, args.name)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = args.output or f"{args.name}.toml"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise _Usage(f"init: {printable(path)} exists; cgsc init never overwrites a file "
+                     "(choose another with -o FILE)") from None
+    except OSError as exc:
+        raise _Usage(f"init: cannot create {printable(path)}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    _say(f"cgsc: wrote {printable(path)}; next: cgsc validate {printable(path)}")
     return EXIT_OK
 
 
@@ -629,4 +766,5 @@ def _completion(args) -> int:
 
 _COMMANDS = {"build": _build, "validate": _validate, "check": _check, "explain": _explain,
              "diff": _diff, "probe": _probe, "verify": _verify,
-             "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion}
+             "rules": _rules, "schema": _schema, "targets": _targets, "completion": _completion,
+             "init": _init}

@@ -1,7 +1,8 @@
-"""`python -m cgsc.regenerate`: rewrite every generated module of the package (the
-compiled schema check, the compiled templates) from its source. Run it after editing
-the schema, a template or the code that compiles them; a test fails while any generated
-module is stale."""
+"""`python -m cgsc.regenerate`: rewrite everything generated from its source: the
+package's generated modules (the compiled schema check, the compiled templates) and, in a
+checkout, the generated docs (docs/reference/keys.md from the schema, rules.md from the
+rules). Run it after editing the schema, a template, a rule or the code that compiles
+them; a test fails while anything generated is stale."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import sys
 
 
 def main() -> int:
+    from .review import reference
     from .spec import schema_compiler
     from .targets import template_compiler
-    for generator in (schema_compiler.main, template_compiler.main):
+    for generator in (schema_compiler.main, template_compiler.main, reference.main):
         status = generator()
         if status:
             return status

@@ -72,8 +72,10 @@ def available() -> Dict[str, str]:
 
 
 def refusals(target: Target, plan: LaunchPlan) -> List[Diagnostic]:
-    """unsupported() as a list, whichever form the target returns."""
+    """unsupported() as a list, whichever form the target returns; a target that launches
+    on a host (every one whose `on_host` is not False) also refuses plan.host_refusals."""
     why = target.unsupported(plan)
-    if why is None:
-        return []
-    return [why] if isinstance(why, Diagnostic) else list(why)
+    found = [] if why is None else [why] if isinstance(why, Diagnostic) else list(why)
+    if getattr(target, "on_host", True):
+        found = list(plan.host_refusals) + found
+    return found

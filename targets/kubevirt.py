@@ -33,7 +33,7 @@ EXTRA_ARGS = Rule(
 NO_VOLUME = Rule(
     "CGS-KUBEVIRT-005", "a disk has no KubeVirt volume",
     "A host path means nothing on a cluster: the disk must come from a PersistentVolumeClaim, "
-    "a CDI DataVolume or a container image.", "SPEC.md, KubeVirt volumes and networks",
+    "a CDI DataVolume or a container image.", "docs/reference/keys.md [[disk]] kubevirt, [[net]] kubevirt",
     fix='Add kubevirt = { pvc = "name" }, { data-volume = "name" } or '
         '{ container-disk = "image" } to the [[disk]].')
 HOST_DISK_GATE = Rule(
@@ -47,7 +47,7 @@ NETWORK = Rule(
     "CGS-KUBEVIRT-007", "an interface has no KubeVirt network",
     "On KubeVirt a `user` interface is the pod network (masquerade), and a VM has at most "
     "one; a host tap or bridge has no meaning on a cluster and needs a Multus network.",
-    "SPEC.md, KubeVirt volumes and networks",
+    "docs/reference/keys.md [[disk]] kubevirt, [[net]] kubevirt",
     fix='Add kubevirt = { multus = "namespace/name" } to the [[net]].')
 KERNEL_BOOT = Rule(
     "CGS-KUBEVIRT-008", "KubeVirt kernel boot needs both [kernel] image and kernel-container",
@@ -81,12 +81,22 @@ SERIAL = Rule(
     "the other targets would be rejected by the cluster.",
     "KubeVirt pkg/virt-api/webhooks/validating-webhook/admitters (validateSerialNumValue)",
     fix="Replace the spaces in [[disk]] serial, e.g. with _ or -.")
+DIES = Rule(
+    "CGS-KUBEVIRT-014", "KubeVirt has no CPU dies",
+    "spec.domain.cpu has sockets, cores and threads only; KubeVirt's converter writes them "
+    "as the domain's <topology> with one die per socket, so the guest would see another "
+    "layout than on the other targets.",
+    "KubeVirt pkg/virt-launcher/virtwrap/converter (GetCPUTopology); kubevirt.io/v1 CPU",
+    fix="Leave dies out of [guest.topology] (fold them into cores), or leave kubevirt out "
+        "of [targets] build.")
 KUBEVIRT_SERIAL = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
 class KubevirtTarget:
     name = "kubevirt"
     summary = "KubeVirt VirtualMachine (<name>.kubevirt.yaml) for kubectl / GitOps"
+
+    on_host = False   # the cluster launches it: no host file of the plan is read
 
     def unsupported(self, plan: LaunchPlan) -> Optional[List[Diagnostic]]:
         refusals = list(plan.confidential.kubevirt_refusals) + list(_refusals(plan))
@@ -126,6 +136,9 @@ def _refusals(plan: LaunchPlan):
         yield NAME.error(("guest", "name"), f"{plan.name!r} is not a DNS-1123 label",
                          "use lower-case letters, digits and -, starting and ending with a "
                          "letter or digit")
+    if plan.topology[1] != 1:
+        yield DIES.error(("guest", "topology", "dies"), f"is {plan.topology[1]}; KubeVirt "
+                         "gives every socket one die", "fold the dies into cores")
     for i, _arg in enumerate(plan.extra_args):
         yield EXTRA_ARGS.error(("qemu", "extra-args", i), "has no KubeVirt form",
                                "remove it, or leave kubevirt out of [targets] build")
@@ -204,7 +217,9 @@ def _domain(plan: LaunchPlan) -> dict:
     form = plan.confidential.kubevirt
     domain: Dict[str, object] = {
         "cpu": {"model": "host-passthrough" if plan.cpu == "host" else plan.cpu,
-                "sockets": 1, "cores": plan.vcpus, "threads": 1},
+                # KubeVirt's converter writes these as the domain's <topology> (dies 1)
+                "sockets": plan.topology[0], "cores": plan.topology[2],
+                "threads": plan.topology[3]},
         "machine": {"type": plan.machine},
         "resources": {"requests": {"memory": f"{plan.memory_mib}Mi"}},
     }

@@ -170,12 +170,16 @@ def _os(plan: LaunchPlan) -> E:
 
 
 def _cpu(plan: LaunchPlan) -> E:
+    # the script's -smp layout: without <topology> libvirt makes every vCPU a socket
+    sockets, dies, cores, threads = plan.topology
+    topology = E("topology", (("sockets", str(sockets)), ("dies", str(dies)),
+                              ("cores", str(cores)), ("threads", str(threads))))
     if plan.cpu == "host":
-        return E("cpu", (("mode", "host-passthrough"),))
+        return E("cpu", (("mode", "host-passthrough"),), children=(topology,))
     if plan.cpu == "max":   # QEMU's -cpu max is no model of libvirt's CPU map but a mode
-        return E("cpu", (("mode", "maximum"),))
+        return E("cpu", (("mode", "maximum"),), children=(topology,))
     return E("cpu", (("mode", "custom"), ("match", "exact")),
-             children=(E("model", (("fallback", "forbid"),), text=plan.cpu),))
+             children=(E("model", (("fallback", "forbid"),), text=plan.cpu), topology))
 
 
 def _driver_iommu(plan: LaunchPlan) -> tuple:

@@ -26,6 +26,17 @@ def argv_lines(argv: List[str]) -> List[str]:
     return [line + " \\" for line in lines[:-1]] + lines[-1:]
 
 
+def qemu_needed(plan: LaunchPlan) -> Optional[tuple]:
+    """(minimum QEMU "X.Y", what needs it) for the script's version check: the same minimum
+    manifest.json records (cgsc.host.compat), with the object or property that sets it."""
+    from ..host.compat import qemu_needs
+    needs = qemu_needs(plan)
+    if not needs:
+        return None
+    what, need = max(needs.items(), key=lambda item: (item[1], -len(item[0])))
+    return ".".join(str(x) for x in need[:2]), what
+
+
 def _measured_call(plan: LaunchPlan) -> str:
     """launch_measured with the runtime directory, one parameter or file per line, then
     QEMU's argv ("$@")."""
@@ -51,7 +62,7 @@ class ShellTarget:
             memlock_kib=(plan.memory_mib + MEMLOCK_SLACK_MIB) * 1024,
             measured=verify.function() if plan.binding else "",
             measured_call=_measured_call(plan) if plan.binding else "",
-            measured_summary=verify.summary(plan))
+            measured_summary=verify.summary(plan), qemu_needed=qemu_needed(plan))
         return [Artifact(f"{plan.name}.sh", text, 0o755)]
 
 

@@ -127,6 +127,7 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
         unit.append(("After", " ".join(after), ""))
     if settings.requires:
         unit.append(("Requires", " ".join(settings.requires), ""))
+    unit += start_limit()
     for path, why in plan.device_nodes():
         unit.append(("AssertPathExists", systemd_value(path), f"{why} must be on this host"))
     for d in plan.block_disks():
@@ -167,7 +168,7 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     elif restart in ("no", "on-failure", "on-abnormal", "on-abort") and cgs.reboot_ends_process:
         why = (f"{cgs.title} guests cannot be reset in place: with Restart={restart} "
                "a guest reboot powers the guest off")
-    service += [("Restart", restart, why), ("RestartSec", "5s", ""),
+    service += [("Restart", restart, why), ("RestartSec", f"{RESTART_SEC}s", ""),
                 ("KillSignal", "SIGTERM", ""),
                 ("TimeoutStopSec", f"{settings.stop_timeout}s",
                  "how long the guest has to power down ([targets.systemd] stop-timeout)")]
@@ -182,6 +183,25 @@ def unit_sections(plan: LaunchPlan, settings) -> List[Tuple[str, List[Entry]]]:
     if install:
         sections.append(("Install", install))
     return sections
+
+
+RESTART_SEC = 5
+START_LIMIT = (600, 5)   # StartLimitIntervalSec=, StartLimitBurst=
+
+
+def start_limit() -> List[Entry]:
+    """A launch the host refuses (a changed boot file, a host parameter ExecStartPre= checks,
+    no SEV/TDX in KVM, a missing disk) fails the same way every RestartSec=: without a limit
+    Restart= retries it forever (RestartPreventExitStatus= does not cover ExecStartPre=), and
+    systemd's default limit (5 in 10 s) never trips at one start per 5 s."""
+    interval, burst = START_LIMIT
+    return [("StartLimitIntervalSec", f"{interval // 60}min",
+             f"a launch the host refuses fails the same way every {RESTART_SEC} s: after "
+             f"{burst} starts within {interval // 60} minutes the unit stays failed (systemctl "
+             "reset-failed, then start, once the cause is fixed); a guest that crashes, or "
+             f"ends at reboot, fewer than {burst} times in {interval // 60} minutes (once an "
+             "hour, say) is restarted every time"),
+            ("StartLimitBurst", str(burst), "")]
 
 
 def exec_start(plan: LaunchPlan) -> Entry:

@@ -1,4 +1,4 @@
-"""Test helpers: spec discovery, real-consumer oracles (QAPI schema, systemd splitter)."""
+"""Test helpers: spec discovery, the CLI in-process, real-consumer oracles (systemd splitter)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import io
 import json
 import os
 import re
+import socket
+import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Dict, List, Optional, Tuple
 
@@ -30,6 +32,22 @@ code = "/usr/share/ovmf/OVMF.amdsev.fd"
 cbitpos = 51
 reduced-phys-bits = 1
 """
+
+
+# The same guest as an abstract fleet base: no name (each guest that extends it names
+# itself), tables a test may append keys to ([confidential.sev-snp] last).
+FLEET_BASE = "abstract = true\n" + MINIMAL_SNP.replace("spec-version = 1\n", "").replace(
+    'name = "{name}"\n', "")
+
+
+DATA = os.path.join(ROOT, "tests", "data")
+
+
+def data_json(name: str):
+    """A third-party JSON file of tests/data (kept xz-compressed, with its licence)."""
+    import lzma
+    with lzma.open(os.path.join(DATA, name + ".xz"), "rt", encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def rel(path: str) -> str:
@@ -62,76 +80,6 @@ def assertions(path: str, keyword: str) -> List[str]:
     with open(path, encoding="utf-8", errors="replace") as fh:
         return [line[len("## " + keyword):].strip() for line in fh
                 if line.startswith("## " + keyword + " ") or line.rstrip() == "## " + keyword]
-
-
-# -- QAPI: the upstream schema is the oracle for objects Debian's QEMU 7.2 lacks ---------
-
-class QapiSchema:
-    """Reads QEMU's QAPI .json files (Python-literal syntax with # comments)."""
-
-    def __init__(self, directory: str):
-        self.types: Dict[str, dict] = {}
-        for name in ("qom.json", "common.json", "sockets.json"):
-            if not os.path.exists(os.path.join(directory, name)):
-                continue  # v7.2.0/ carries only what it needs
-            with open(os.path.join(directory, name), encoding="utf-8") as fh:
-                text = "\n".join(l for l in fh.read().splitlines() if not l.lstrip().startswith("#"))
-            for chunk in re.split(r"\n(?=\{)", text):
-                chunk = chunk.strip()
-                if chunk.startswith("{"):
-                    expr = json.loads(chunk.replace("'", '"'))  # QAPI is JSON with single quotes
-                    key = next(k for k in ("struct", "enum", "union", "alternate", "command", "event",
-                                           "include", "pragma") if k in expr)
-                    if key in ("struct", "enum", "union", "alternate"):
-                        self.types[expr[key]] = expr
-
-    def object_members(self, qom_type: str) -> Optional[Dict[str, str]]:
-        """member -> QAPI type for an -object type; None when the type takes no properties."""
-        options = self.types["ObjectOptions"]
-        if qom_type not in self.types["ObjectType"]["data"] and not any(
-                isinstance(v, dict) and v.get("name") == qom_type for v in self.types["ObjectType"]["data"]):
-            raise KeyError(f"{qom_type} is not a QAPI ObjectType")
-        struct = options["data"].get(qom_type)
-        if struct is None:
-            return None
-        struct = struct["type"] if isinstance(struct, dict) else struct
-        return self.struct_members(struct)
-
-    def struct_members(self, name: str) -> Dict[str, str]:
-        s = self.types[name]
-        members = self.struct_members(s["base"]) if "base" in s else {}
-        for key, typ in s["data"].items():
-            typ = typ["type"] if isinstance(typ, dict) else typ
-            members[key.lstrip("*")] = typ
-        return members
-
-
-def qapi_accepts(qapi: QapiSchema, typ: str, value) -> bool:
-    """Does a value as cgsc emits it fit a QAPI type?"""
-    if typ in ("uint32", "uint64", "int", "uint8", "uint16", "int64", "size"):
-        if isinstance(value, str):
-            try:
-                value = int(value, 0)
-            except ValueError:
-                return False
-        bits = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "size": 64}.get(typ, 63)
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** bits
-    if typ == "bool":
-        return value in (True, False, "on", "off")
-    if typ == "str":
-        return isinstance(value, str)
-    t = qapi.types.get(typ, {})
-    if "enum" in t:
-        return value in [v if isinstance(v, str) else v["name"] for v in t["data"]]
-    if "union" in t:  # SocketAddress: a discriminated union
-        disc = value.get(t["discriminator"])
-        branch = t["data"].get(disc)
-        if branch is None:
-            return False
-        members = qapi.struct_members(branch if isinstance(branch, str) else branch["type"])
-        return all(k in members and qapi_accepts(qapi, members[k], v) for k, v in value.items()
-                   if k != t["discriminator"])
-    return False
 
 
 # -- systemd: Exec*= command-line splitting, from systemd.service(5) "Command lines" ------
@@ -228,3 +176,40 @@ def unit_values(unit_text: str, section: str, key: str) -> List[str]:
         elif current == section and line.startswith(key + "="):
             out.append(line[len(key) + 1:])
     return out
+
+
+# -- QEMU stopped before the guest runs, told to quit over QMP ----------------------------
+
+QMP_QUIT = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
+
+
+def run_qemu_quit(argv, stop: str = "-S", monitor: str = "-mon", wrap=list,
+                  timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run QEMU (`stop`: -S or -preconfig) with a QMP monitor on a socketpair (stdio may be
+    the guest console), send qmp_capabilities + quit; stdout is what the monitor said.
+    monitor: "-mon" (every QEMU) or "-object" (monitor-qmp, QEMU 11.1, where -mon is
+    deprecated). wrap: how to run the argv (e.g. inside the trixie root)."""
+    ours, theirs = socket.socketpair()
+    chardev = ["-chardev", f"socket,id=cgsccheck,fd={theirs.fileno()}"]
+    mon = (["-mon", "chardev=cgsccheck,mode=control"] if monitor == "-mon" else
+           ["-object", "monitor-qmp,id=cgsccheckmon,chardev=cgsccheck"])
+    proc = subprocess.Popen(wrap(list(argv) + [stop] + chardev + mon), pass_fds=[theirs.fileno()],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    theirs.close()
+    said = b""
+    try:
+        ours.settimeout(timeout)
+        ours.sendall(QMP_QUIT.encode())
+        while True:
+            chunk = ours.recv(65536)
+            if not chunk:
+                break
+            said += chunk
+    except OSError:
+        pass  # QEMU exited (or reset the connection) before or while we talked
+    finally:
+        ours.close()
+    _out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(argv, proc.returncode, said.decode(errors="replace"), err)
+

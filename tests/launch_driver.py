@@ -4,6 +4,7 @@ per batch."""
 
 import json
 import os
+import signal as signals
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,16 @@ STRICT = ('mount --bind "$1" "$1" && mount --bind "$2" "$2" && '
           'mount -o remount,bind,ro / && mount -o remount,bind,ro /run && shift 2 && exec "$@"')
 
 
+def _as_started(umask: int) -> None:
+    """The child's state as systemd (or an interactive shell) starts a command: its umask,
+    and default signal dispositions. The test run itself may have inherited SIGINT ignored
+    (a background job of a non-interactive shell), and a shell cannot trap a signal that was
+    ignored when it started."""
+    os.umask(umask)
+    for sig in (signals.SIGINT, signals.SIGQUIT, signals.SIGTERM, signals.SIGHUP):
+        signals.signal(sig, signals.SIG_DFL)
+
+
 def _start(argv, job, signal):
     """One command as systemd runs it: its own session, a clean environment, cwd /, and
     with `strict`, ProtectSystem=strict."""
@@ -68,7 +79,7 @@ def _start(argv, job, signal):
                 "sh", f"/run/cgsc/{job['name']}", job["strict"]] + argv
     proc = subprocess.Popen(argv, env=job["env"], cwd="/", stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=lambda: os.umask(job["umask"]))
+                            start_new_session=True, preexec_fn=lambda: _as_started(job["umask"]))
     if signal:
         deadline = time.monotonic() + 60
         while not os.path.exists(signal["marker"]) and proc.poll() is None \

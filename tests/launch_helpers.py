@@ -27,6 +27,8 @@ DRIVER = os.path.join(TESTS, "launch_driver.py")   # runs inside the namespace
 # Stands in for QEMU: opens each boot file path it is given, as QEMU does, and records the
 # path and the sha256 of what it read, one line per launch.
 STAND_IN = r"""#!/bin/sh
+# asked for its version (the launch script checks it first), it answers as QEMU does
+[ "$1" = -version ] && { echo 'QEMU emulator version 11.1.3'; exit 0; }
 log=${CGSC_LOG:?}
 while [ "$#" -gt 0 ]; do
     case $1 in

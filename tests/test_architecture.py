@@ -33,7 +33,7 @@ LAYERS = (
     ("cgsc.targets",),
     ("cgsc.pipeline",),
     ("cgsc.output",),
-    ("cgsc.review", "cgsc.regenerate"),
+    ("cgsc.review", "cgsc.regenerate", "cgsc.api"),
     ("cgsc.cli",),
     ("cgsc", "cgsc.__main__"),
 )

@@ -67,9 +67,9 @@ def make_fleet(directory, count: int, variant: str = "", bad=()) -> List[str]:
     os.makedirs(directory, exist_ok=True)
     paths = []
     for i in range(count):
-        # every guest's own name, and its sockets in its own directory (CGS-PATH-002)
-        text = base.replace('"payments-db"', f'"node-{i:04d}"').replace(
-            "/run/cgsc/payments-db/", f"/run/cgsc/node-{i:04d}/")
+        # every guest's own name, sockets in its own directory (CGS-PATH-002), and its own
+        # disk image (two guests on one host never write one image: CGS-FLEET-005)
+        text = base.replace("payments-db", f"node-{i:04d}")
         text = text.replace('description = "Payments database"',
                             f'description = "node {i}{variant}"')
         if i in bad:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 KeyPath = Tuple[object, ...]  # ("confidential", "sev-snp", "policy") or ("disk", 0, "path")
 
@@ -62,10 +62,25 @@ class Diagnostic:
     file: str = ""
     line: int = 0
     column: int = 0
+    specs: Tuple[str, ...] = ()   # the guest specs it concerns, when found in a file they
+    #                               share (a base): one finding for all of them (see once())
 
     def located(self, file: str, line: int, column: int = 0) -> "Diagnostic":
         return Diagnostic(self.rule, self.path, self.message, self.hint, self.severity,
-                          file, line, column)
+                          file, line, column, self.specs)
+
+    def hinted(self, hint: str) -> "Diagnostic":
+        return Diagnostic(self.rule, self.path, self.message, hint, self.severity,
+                          self.file, self.line, self.column, self.specs)
+
+    def concerning(self, specs: Tuple[str, ...]) -> "Diagnostic":
+        return Diagnostic(self.rule, self.path, self.message, self.hint, self.severity,
+                          self.file, self.line, self.column, specs)
+
+    @property
+    def shared(self) -> bool:
+        """Found in a file other than the one spec it concerns (a base), or for several."""
+        return len(self.specs) > 1 or (len(self.specs) == 1 and self.specs[0] != self.file)
 
     def render(self) -> str:
         """The diagnostic as text: one line, and a second for the hint. File names, keys
@@ -75,9 +90,45 @@ class Diagnostic:
             where += f":{self.column}"
         label = "" if self.severity == ERROR else "warning: "
         text = printable(f"{where}: {format_path(self.path)}: {label}{self.message} [{self.rule}]")
+        if self.shared:
+            text += "\n  " + printable(affected(self.specs))
         if self.hint:
             text += f"\n  hint: {printable(self.hint)}"
         return text
+
+
+SHOWN_SPECS = 3   # the specs a shared finding names in text; the others are counted
+
+
+def affected(specs: Tuple[str, ...]) -> str:
+    """"in 500 guests: a.toml, b.toml, c.toml and 497 more"."""
+    count = len(specs)
+    named = ", ".join(specs[:SHOWN_SPECS])
+    more = f" and {count - SHOWN_SPECS} more" if count > SHOWN_SPECS else ""
+    return f"in {count} guest{'s' if count != 1 else ''}: {named}{more}"
+
+
+def once(found: Iterable[Tuple[str, Diagnostic]]) -> List[Diagnostic]:
+    """Each finding once. `found`: (spec, diagnostic) pairs, as each spec reported them; a
+    diagnostic that several specs report at one place (a base they extend) becomes one
+    that names them all, and so does one found in a file other than the spec itself. In
+    the order first seen; a diagnostic grouped before keeps the specs it names."""
+    groups: Dict[Diagnostic, List[str]] = {}
+    for spec, d in found:
+        named = d.specs or (spec,)
+        if d.specs:
+            d = d.concerning(())
+        specs = groups.get(d)
+        if specs is None:
+            groups[d] = list(named)
+        elif specs[-1] != named[-1] or len(named) > 1:
+            specs.extend(named)
+    out = []
+    for d, specs in groups.items():
+        if len(specs) > 1 or specs[0] != d.file:
+            d = d.concerning(tuple(dict.fromkeys(specs)))
+        out.append(d)
+    return out
 
 
 def sort_key(d: Diagnostic):

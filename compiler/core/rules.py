@@ -42,7 +42,7 @@ RULE_MODULES = (
     "cgsc.lower.guest_rules", "cgsc.lower.confine", "cgsc.lower.runtime_rules",
     "cgsc.lower.kubevirt_rules", "cgsc.lower.limits",
     "cgsc.measure.stage", "cgsc.measure.reference_values", "cgsc.host.compat",
-    "cgsc.pipeline.build", "cgsc.output.drift", "cgsc.review.verify",
+    "cgsc.pipeline.build", "cgsc.pipeline.conflicts", "cgsc.output.drift", "cgsc.review.verify",
 )
 
 

@@ -27,6 +27,8 @@ LIBVIRT_SINCE = {
     "kernelHashes": "8.0.0",  # formatdomain.html: kernelHashes "Since 8.0.0"
     "cpu-maximum": "7.1.0",   # formatdomain.html: CPU mode "maximum" "Since 7.1.0"; NEWS v7.1.0
 }
+# The values a spec may give (schema/sev.schema.json): a profile outside them is no SEV host's
+SEV_GEOMETRY = {"cbitpos": (32, 63), "reduced-phys-bits": (1, 63)}
 
 MECHANISM_UNAVAILABLE = Rule(
     "CGS-HOST-001", "the host cannot run this confidential mechanism",
@@ -132,15 +134,21 @@ def _vtext(v: tuple) -> str:
 
 
 def qemu_needs(plan: LaunchPlan) -> Dict[str, tuple]:
-    """What the plan's -object needs: {"<qom-type>" or "<qom-type>.<prop>": version}."""
+    """What the plan's -object options need: {"<qom-type>" or "<qom-type>.<prop>": version}
+    (the confidential object first; monitor-qmp where a --host QEMU 11.1 replaced -mon)."""
     obj = plan.confidential.object
-    entry = qemu_since().get(obj.qom_type)
-    if entry is None:
-        return {}
-    needs = {obj.qom_type: version(entry["since"])}
-    for key, _value in obj.props:
-        if key in entry["properties"]:
-            needs[f"{obj.qom_type}.{key}"] = version(entry["properties"][key])
+    objects = [(obj.qom_type, [key for key, _value in obj.props])]
+    objects += [(o.value.head, [key for key, _value in o.value.props]) for o in plan.options
+                if o.flag == "-object" and getattr(o.value, "head", None) not in (None, obj.qom_type)]
+    needs = {}
+    for qom_type, keys in objects:
+        entry = qemu_since().get(qom_type)
+        if entry is None:
+            continue
+        needs[qom_type] = version(entry["since"])
+        for key in keys:
+            if key in entry["properties"]:
+                needs[f"{qom_type}.{key}"] = version(entry["properties"][key])
     return needs
 
 
@@ -202,9 +210,12 @@ def check_host(plan: LaunchPlan, profile: dict, libvirt: bool = True) -> List[Di
     for key in ("cbitpos", "reduced-phys-bits"):
         want = sev.get(key)
         if key in props and want is not None and int(props[key]) != want:
+            low, high = SEV_GEOMETRY[key]
+            hint = (f"set {key} = {want}" if low <= want <= high else
+                    f"no SEV host has {key} {want} ({low}..{high}): the profile is wrong; "
+                    "make it again with `cgsc probe` on the host, or from its `virsh domcapabilities`")
             found.append(CBITPOS_MISMATCH.error(
-                table + (key,), f"{key} is {props[key]}, host {host} has {want}",
-                f"set {key} = {want}"))
+                table + (key,), f"{key} is {props[key]}, host {host} has {want}", hint))
     found += _firmware(plan, profile)
     if plan.confidential.debug_swap_measured and kvm.get("debug-swap") is True:
         found.append(DEBUG_SWAP.warning(

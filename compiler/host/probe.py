@@ -143,27 +143,55 @@ def _kvm(notes: List[str]) -> dict:
     return kvm
 
 
+CPUID = "/dev/cpu/0/cpuid"   # the cpuid driver: read at offset LEAF gives EAX..EDX (root only)
+SEV_LEAF = 0x8000001F
+
+
+def _cpuid(fd: int, leaf: int) -> tuple:
+    return tuple(int.from_bytes(b, "little") for b in
+                 (lambda d: (d[0:4], d[4:8], d[8:12], d[12:16]))(os.pread(fd, 16, leaf)))
+
+
+def vendor(leaf0: tuple) -> str:
+    """CPUID 0: the vendor string is EBX, EDX, ECX."""
+    _eax, ebx, ecx, edx = leaf0
+    return b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx)).decode("ascii", "replace")
+
+
 def _sev_geometry(notes: List[str]) -> Optional[dict]:
-    """CPUID 0x8000001F EBX: C-bit position [5:0], reduced physical bits [11:6], via the
-    cpuid driver (root only): otherwise unknown, and noted."""
-    path = "/dev/cpu/0/cpuid"
+    """The SEV C-bit geometry, only where the CPU has SEV: an AMD CPU (CPUID 0) whose
+    extended leaves reach 0x8000001F (CPUID 0x80000000 EAX) and whose 0x8000001F EAX bit 1
+    says SEV; then EBX[5:0] is the C-bit position and EBX[11:6] the reduced physical bits
+    (AMD APM vol. 3, CPUID Fn8000_001F). Otherwise SEV is not present: a CPU answers a leaf
+    it does not have with another leaf's data (Intel: the highest basic leaf), which is
+    never read as geometry. Unknown (None, noted) when the driver cannot be read."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(CPUID, os.O_RDONLY)
     except OSError as exc:
-        notes.append(f"{path} (SEV cbitpos/reduced-phys-bits): {exc.strerror}; "
+        notes.append(f"{CPUID} (SEV cbitpos/reduced-phys-bits): {exc.strerror}; "
                      "`virsh domcapabilities` shows them (cgsc probe --from-domcapabilities)")
         return None
+    absent = {"present": False, "cbitpos": None, "reduced-phys-bits": None}
     try:
-        data = os.pread(fd, 16, 0x8000001F)
+        name = vendor(_cpuid(fd, 0))
+        if name != "AuthenticAMD":
+            notes.append(f"SEV: not present (CPU vendor {name}, not AuthenticAMD)")
+            return absent
+        top = _cpuid(fd, 0x80000000)[0]
+        if top < SEV_LEAF:
+            notes.append(f"SEV: not present (CPUID leaf 0x8000001F is past this CPU's "
+                         f"highest extended leaf {top:#x})")
+            return absent
+        eax, ebx, _ecx, _edx = _cpuid(fd, SEV_LEAF)
     except OSError as exc:
-        notes.append(f"{path}: {exc.strerror}")
+        notes.append(f"{CPUID}: {exc.strerror}")
         return None
     finally:
         os.close(fd)
-    ebx = int.from_bytes(data[4:8], "little")
-    if ebx == 0:
-        return {"cbitpos": None, "reduced-phys-bits": None}
-    return {"cbitpos": ebx & 0x3F, "reduced-phys-bits": (ebx >> 6) & 0x3F}
+    if not eax & 0x2:
+        notes.append("SEV: not present (CPUID 0x8000001F EAX bit 1 is clear)")
+        return absent
+    return {"present": True, "cbitpos": ebx & 0x3F, "reduced-phys-bits": (ebx >> 6) & 0x3F}
 
 
 def firmware_features(path: str, notes: List[str]) -> Optional[List[str]]:
@@ -224,6 +252,13 @@ def _libvirt(notes: List[str]) -> Optional[dict]:
 def probe(name: Optional[str] = None) -> dict:
     notes: List[str] = []
     qemu = {arch: q for arch in ARCHES for q in [_qemu(arch, notes)] if q is not None}
+    said: List[str] = []
+    sev = _sev_geometry(said)
+    for note in said:   # "not present" is a fact of the profile, not something unreadable
+        if sev is not None and not sev["present"]:
+            sev["why"] = note[len("SEV: not present "):].strip("()")
+        else:
+            notes.append(note)
     return {
         "profile-version": 1,
         "name": name or os.uname().nodename,
@@ -231,7 +266,7 @@ def probe(name: Optional[str] = None) -> dict:
         "qemu": qemu,
         "libvirt": _libvirt(notes),
         "kvm": _kvm(notes),
-        "sev": _sev_geometry(notes),
+        "sev": sev,
         "firmware": _firmware(notes),
         "unreadable": notes,
     }

@@ -45,8 +45,13 @@ def shipped() -> Dict[str, str]:
 
 def load(path: str) -> dict:
     """A profile file, or a shipped profile's name (`debian-12`); raises ProfileError."""
-    if not os.path.exists(path) and path in shipped():
-        path = shipped()[path]
+    if not os.path.exists(path):
+        names = shipped()
+        if path not in names:
+            raise ProfileError(f"host profile {path}: no such file, and no shipped profile of "
+                               f"that name (shipped: {', '.join(names)}; or make one on the "
+                               "host with `cgsc probe -o host.json`)")
+        path = names[path]
     try:
         with open(path, encoding="utf-8") as fh:
             profile = json.load(fh)

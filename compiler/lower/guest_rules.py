@@ -6,7 +6,7 @@ module; this module only knows how to compare them with the spec.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from ..core.diagnostics import Diagnostic, KeyPath
 from ..core.rules import Rule
@@ -22,6 +22,14 @@ MACHINE = Rule("CGS-GUEST-002", "the machine type does not fit the mechanism",
                "accepts only the machine family each mechanism is tested and documented with.",
                "qemu.md section 1; libvirt.md section 8",
                fix="Leave machine out (cgsc picks the right one) or use the family the message names.")
+TOPOLOGY = Rule("CGS-GUEST-003", "the vCPU topology does not multiply to vcpus",
+                "QEMU refuses an -smp whose sockets × dies × cores × threads is not the vCPU "
+                "count ('Invalid CPU topology'), libvirt a <topology> that does not match <vcpu>, "
+                "KubeVirt derives the vCPU count from the product: each target would otherwise "
+                "start a different guest, or none.", "QEMU hw/core/machine-smp.c; libvirt "
+                "formatdomain \"CPU model and topology\"",
+                fix="Make sockets × dies × cores × threads equal [guest] vcpus (or leave cores "
+                    "out: cgsc takes what is left).")
 FW_MISSING = Rule("CGS-FW-001", "x86_64 confidential guests need [firmware] code",
                   "An encrypted x86 guest boots through OVMF/TDVF built for the mechanism; "
                   "QEMU's default SeaBIOS cannot start it.", "qemu.md sections 3-5",
@@ -33,27 +41,32 @@ FW_VARS = Rule("CGS-FW-002", "SEV-SNP and TDX take one stateless firmware image 
                fix="Remove vars and use a stateless image (OVMF.amdsev.fd, OVMF.inteltdx.fd).")
 FW_NONE = Rule("CGS-FW-003", "PEF and s390x PV take no [firmware] table",
                "pseries boots SLOF and s390x boots its own loader; a firmware image would be "
-               "ignored or break the boot.", "SPEC.md [firmware]",
+               "ignored or break the boot.", "docs/reference/keys.md [firmware]",
                fix="Remove the [firmware] table.")
 KERNEL = Rule("CGS-KERNEL-001", "initrd and cmdline need a kernel image",
               "QEMU refuses -initrd and -append without -kernel.", "qemu-options",
               fix="Add [kernel] image, or remove initrd/cmdline.")
 NET_MODE = Rule("CGS-NET-001", "a [[net]] key does not fit its mode",
                 "mode = \"tap\" needs `tap`, mode = \"bridge\" needs `bridge`, and neither "
-                "key means anything in another mode.", "SPEC.md devices",
+                "key means anything in another mode.", "docs/reference/keys.md [[disk]], [[net]], [console]",
                 fix="Give the key the mode needs and remove the others.")
 NET_MAC = Rule("CGS-NET-002", "two interfaces share a MAC address",
                "Duplicate MACs on one guest break ARP and DHCP in ways that are hard to trace.",
+               "IEEE 802: a MAC address names one interface on a link (ARP, RFC 826)",
                fix="Give each interface its own mac (or leave mac out: cgsc derives distinct ones).")
 DISK_DUP = Rule("CGS-DISK-001", "the same disk image is attached twice",
                 "Two writers on one image corrupt it.",
+                "QEMU image locking: the second open fails with 'Failed to get \"write\" lock'",
                 fix="Attach each image once.")
 CONSOLE = Rule("CGS-CONSOLE-001", "[console] path does not fit serial",
                "serial = \"socket\" and \"file\" need a path; the other kinds take none.",
+               "QEMU -chardev socket,path= and -chardev file,path=",
                fix="Give path for socket/file consoles; remove it otherwise.")
 EXTRA_ARGS = Rule("CGS-QEMU-001", "extra-args bypass cgsc's checks",
                   "extra-args go to QEMU verbatim; cgsc cannot check what they do to the "
                   "guest's confidentiality.",
+                  "docs/architecture.md (the plan is the contract); QEMU takes later options "
+                  "over earlier ones",
                   fix="Prefer a spec key; if the arguments are needed, review them and waive the warning with a reason.",
                   severity="warning")
 NO_SANDBOX = Rule(
@@ -65,11 +78,12 @@ NO_SANDBOX = Rule(
 EXTRA_BREAKS = Rule("CGS-QEMU-002", "extra-args override what confidentiality depends on",
                     "Turning the IOMMU platform off or relinking confidential-guest-support "
                     "leaves a guest that starts but is not protected as reviewed.",
+                    "QEMU virtio iommu_platform; -machine confidential-guest-support",
                     fix="Remove the argument; cgsc sets these from the mechanism.")
 
 def check(guest: Guest) -> List[Diagnostic]:
     out: List[Diagnostic] = []
-    for rule_set in (_arch_machine, _firmware, _kernel, _devices, _sockets, confine.check,
+    for rule_set in (_arch_machine, _topology, _firmware, _kernel, _devices, _sockets, confine.check,
                      _extra_args, runtime_rules.check, kubevirt_rules.check):
         out.extend(rule_set(guest))
     out.extend(guest.mechanism.check(guest))
@@ -87,6 +101,20 @@ def _arch_machine(g: Guest) -> Iterable[Diagnostic]:
                             f"use {mech.machine_hint}, or leave machine out")
 
 
+def _topology(g: Guest) -> Iterable[Diagnostic]:
+    t = g.topology
+    if t == ():
+        return   # a schema error says what is wrong
+    if t is None or t[0] * t[1] * t[2] * t[3] != g.vcpus:
+        shown = "" if t is None else f" = {t[0] * t[1] * t[2] * t[3]}"
+        laid = " × ".join(f"{n} {k}" for n, k in zip(t or (), ("sockets", "dies", "cores",
+                                                                 "threads")))
+        yield TOPOLOGY.error(("guest", "topology"),
+                             (f"{laid}{shown}" if t else "sockets × dies × threads does not "
+                              "divide vcpus") + f", but vcpus is {g.vcpus}",
+                             "make the product equal vcpus, or leave cores out")
+
+
 def _firmware(g: Guest) -> Iterable[Diagnostic]:
     mode = g.mechanism.firmware
     if mode == "none":
@@ -94,16 +122,36 @@ def _firmware(g: Guest) -> Iterable[Diagnostic]:
             yield FW_NONE.error(("firmware",), f"{g.mechanism.title} takes no firmware table",
                                 "remove [firmware]")
         return
-    if not g.firmware_code:
+    if not g.firmware_code and not _cluster_only(g):
         yield FW_MISSING.error(("firmware",) if g.has_firmware_table else (),
                                f"{g.mechanism.title} needs [firmware] code",
-                               'add [firmware] code = "/usr/share/ovmf/OVMF.amdsev.fd" '
-                               "(or the OVMF/TDVF image built for this mechanism)")
+                               f'add [firmware] code = "{g.mechanism.firmware_example}" '
+                               f"(or another image built for {g.mechanism.title})")
     if mode == "bios" and g.firmware_vars:
         yield FW_VARS.error(("firmware", "vars"),
                             f"{g.mechanism.title} boots one stateless image with -bios; "
                             "a variable store cannot be used",
                             "remove vars and use a stateless build (OVMF.amdsev.fd / OVMF.inteltdx.fd)")
+
+
+CLUSTER_TARGETS = ("kubevirt",)   # targets whose manifests the cluster, not a host, launches
+
+
+def _cluster_only(g: Guest) -> bool:
+    """A spec that builds only cluster manifests ([targets] build = ["kubevirt"]): the
+    cluster chooses the firmware build, so no host file need be named. A host target
+    asked for with -t still refuses the plan (missing_firmware)."""
+    return g.build_targets is not None and bool(g.build_targets) and \
+        set(g.build_targets) <= set(CLUSTER_TARGETS)
+
+
+def missing_firmware(g: Guest) -> Tuple[Diagnostic, ...]:
+    """What a host target refuses when a cluster-only spec names no firmware."""
+    if g.mechanism.firmware == "none" or g.firmware_code:
+        return ()
+    return (FW_MISSING.error((), f"{g.mechanism.title} needs [firmware] code for a host target",
+                             f'add [firmware] code = "{g.mechanism.firmware_example}" (or '
+                             f"another image built for {g.mechanism.title})"),)
 
 
 def _kernel(g: Guest) -> Iterable[Diagnostic]:

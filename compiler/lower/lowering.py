@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 from ..spec.model import Guest
+from ..spec.schema import read
 from .confine import guest_dirs, stop_channel
+from .guest_rules import missing_firmware
 from .plan import Confidential, Console, Disk, Firmware, Kernel, LaunchPlan, Nic
 from .qemu import Option, Opts
 
 SANDBOX = (("obsolete", "deny"), ("elevateprivileges", "deny"), ("spawn", "deny"),
            ("resourcecontrol", "deny"))
+TOPOLOGY_KEYS = ("sockets", "dies", "cores", "threads")   # the order of LaunchPlan.topology
 # virtio device names per arch: PCI everywhere but s390x, which has channel I/O.
 _TRANSPORT = {"x86_64": "pci", "ppc64": "pci", "s390x": "ccw"}
 
 
 def lower(guest: Guest, spec_path: str, spec_files,
-          opened: Optional[Dict[str, str]] = None) -> LaunchPlan:
+          opened: Optional[Dict[str, str]] = None, qemu_version: Optional[str] = None) -> LaunchPlan:
     """`opened`: role ("firmware", "kernel", "initrd") -> what QEMU is given instead of
-    the host path, for the boot files the launch binding copies and checks first."""
+    the host path, for the boot files the launch binding copies and checks first.
+    qemu_version: the host's QEMU (from --host) the argv is written for; None: any QEMU
+    cgsc supports (the forms every release takes, deprecated in newer ones or not)."""
     cgs = guest.mechanism.lower(guest)
     firmware = _firmware(guest)
     kernel = Kernel(guest.kernel_image, guest.kernel_initrd, guest.kernel_cmdline)
@@ -36,6 +42,7 @@ def lower(guest: Guest, spec_path: str, spec_files,
     plan = LaunchPlan(
         name=guest.name, description=guest.description, uuid=guest.uuid, arch=guest.arch,
         machine=guest.machine, cpu=guest.cpu, vcpus=guest.vcpus,
+        topology=guest.topology,
         memory_mib=guest.memory_mib, emulator=emulator,
         emulator_default=guest.emulator is None, confidential=cgs, firmware=firmware,
         kernel=kernel, disks=disks, nics=nics, console=console, vsock_cid=guest.vsock_cid,
@@ -45,7 +52,8 @@ def lower(guest: Guest, spec_path: str, spec_files,
         settings={"systemd": guest.systemd, "libvirt": guest.libvirt,
                   "kubevirt": guest.kubevirt},
         runtime_dir=guest.runtime_dir, dirs=guest_dirs(guest),
-        stop_channel=stop_channel(guest),
+        host_refusals=missing_firmware(guest),
+        stop_channel=stop_channel(guest), qemu_version=qemu_version,
     )
     options = tuple(_options(plan, opened or {}))
     words = [plan.emulator]
@@ -77,12 +85,44 @@ def _sandbox(g: Guest, nics) -> Tuple[Optional[str], Tuple[str, ...]]:
     return Opts("on", tuple(props.items())).render(), why
 
 
+@lru_cache(maxsize=1)
+def _releases() -> dict:
+    return read("qemu-since.json")
+
+
+def _has(p: LaunchPlan, table: str, key: str) -> bool:
+    """Whether the host's QEMU is at least the release that added (objects) or deprecated
+    (deprecated) `key` (schema/qemu-since.json, derived from the releases)."""
+    if p.qemu_version is None:
+        return False
+    entry = _releases()[table][key]
+    since = entry["since"] if isinstance(entry, dict) else entry
+    return _vt(p.qemu_version) >= _vt(since)
+
+
+def _vt(text: str) -> tuple:
+    return tuple(int(x) for x in text.split("."))
+
+
+def _qmp_monitor(p: LaunchPlan, chardev: str) -> Option:
+    """A QMP monitor on a chardev: `-mon mode=control` (deprecated since QEMU 11.1), or on a
+    host whose QEMU has it, its replacement `-object monitor-qmp` (QEMU 11.1)."""
+    if _has(p, "objects", "monitor-qmp"):
+        return Option("-object", Opts("monitor-qmp", (("id", f"mon-{chardev}"),
+                                                       ("chardev", chardev))))
+    return Option("-mon", Opts(None, (("chardev", chardev), ("mode", "control"))))
+
+
 def _options(p: LaunchPlan, opened: Dict[str, str]) -> List[Option]:
     cgs: Confidential = p.confidential
     bus = _TRANSPORT[p.arch]
     virtio = (("iommu_platform", True),) if cgs.virtio_iommu else ()
     opts = [
-        Option("-name", Opts(None, (("guest", p.name), ("debug-threads", True)))),
+        # debug-threads names QEMU's threads (top, gdb); QEMU 11.0 does so always and
+        # deprecates the option
+        Option("-name", Opts(None, (("guest", p.name),) + (
+            () if _has(p, "deprecated", "debug-threads option for -name")
+            else (("debug-threads", True),)))),
         Option("-uuid", p.uuid),
         Option("-nodefaults"),
         Option("-no-user-config"),
@@ -90,7 +130,9 @@ def _options(p: LaunchPlan, opened: Dict[str, str]) -> List[Option]:
         Option("-machine", Opts(p.machine, (("confidential-guest-support", cgs.object.id),)
                                 + cgs.machine_props)),
         Option("-cpu", Opts(p.cpu, cgs.cpu_props) if cgs.cpu_props else p.cpu),
-        Option("-smp", str(p.vcpus)),
+        # explicit: a bare -smp N is N sockets before machine types 6.2 and one socket of N
+        # cores after, and libvirt's bare <vcpu> is N sockets; every target writes the same
+        Option("-smp", Opts(str(p.vcpus), tuple(zip(TOPOLOGY_KEYS, p.topology)))),
         Option("-m", f"{p.memory_mib}M"),
         cgs.object.option(),
     ]
@@ -142,12 +184,12 @@ def _options(p: LaunchPlan, opened: Dict[str, str]) -> List[Option]:
     if p.qmp_socket:
         opts.append(Option("-chardev", Opts("socket", (("id", "qmp0"), ("path", p.qmp_socket),
                                                         ("server", True), ("wait", False)))))
-        opts.append(Option("-mon", Opts(None, (("chardev", "qmp0"), ("mode", "control")))))
+        opts.append(_qmp_monitor(p, "qmp0"))
     if p.stop_channel:
         # A second QMP monitor on two FIFOs: a plain `sh` can write to it (a unix socket needs
         # a client program), so `systemctl stop` can ask the guest to power down.
         opts.append(Option("-chardev", Opts("pipe", (("id", "stop0"), ("path", p.stop_channel)))))
-        opts.append(Option("-mon", Opts(None, (("chardev", "stop0"), ("mode", "control")))))
+        opts.append(_qmp_monitor(p, "stop0"))
     opts.append(Option("-display", "none"))
     if p.sandbox:
         opts.append(Option("-sandbox", p.sandbox))

@@ -152,6 +152,7 @@ class LaunchPlan(NamedTuple):
     machine: str
     cpu: str
     vcpus: int
+    topology: Tuple[int, int, int, int]   # (sockets, dies, cores, threads), on every target
     memory_mib: int
     emulator: str
     emulator_default: bool    # found on PATH at launch time
@@ -180,6 +181,8 @@ class LaunchPlan(NamedTuple):
     binding: Optional[LaunchBinding] = None   # launch-time digest checks (verify-at-launch)
     references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): reference values in
     #                                                the verifiers' formats ([attestation])
+    host_refusals: Tuple = ()   # Diagnostics every target that launches on a host refuses with
+    qemu_version: Optional[str] = None   # the host's QEMU the argv is for (--host); None: any
 
     def argv(self) -> List[str]:
         """The exact emulator argv, emulator first."""

@@ -275,13 +275,13 @@ def _read(role: str, key: KeyPath, given: str, path: str, launched: str, cache=N
     try:
         entry = cache.read(path, MAX_FILE, keep=role in KEPT)
     except Unreadable as exc:
-        return None, unreadable(key, given, exc)
+        return None, unreadable(key, given, exc, path)
     return BootFile(role, key, given, path, launched, entry.sha256, entry.size, entry,
                     cache), None
 
 
-def unreadable(key: KeyPath, given: str, exc) -> Diagnostic:
-    """CGS-MEASURE-001 for a filecache.Unreadable."""
+def unreadable(key: KeyPath, given: str, exc, path: str = "") -> Diagnostic:
+    """CGS-MEASURE-001 for a filecache.Unreadable (`path`: where it was looked for)."""
     if exc.kind == "type":
         return UNREADABLE.error(key, f"{given} is not a regular file",
                                 "give the file itself (a device or directory cannot be "
@@ -297,9 +297,12 @@ def unreadable(key: KeyPath, given: str, exc) -> Diagnostic:
     if exc.kind == "changed":
         return UNREADABLE.error(key, f"{given} changed while cgsc was measuring it",
                                 "give a build-time copy of the file that nothing writes to")
-    return UNREADABLE.error(key, f"{given}: {exc.reason}",
-                            "give a readable file (relative paths are relative to the "
-                            "spec file)" if exc.kind == "open" else "give a readable file")
+    if exc.kind == "open":
+        where = f" (cgsc looked for {path})" if path and path != given else ""
+        return UNREADABLE.error(key, f"{given}: {exc.reason}{where}",
+                                "give a readable file (a relative path is relative to the "
+                                "spec file that gives it, a base's for a key the base gives)")
+    return UNREADABLE.error(key, f"{given}: {exc.reason}", "give a readable file")
 
 
 def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None):

@@ -29,6 +29,9 @@ class Mechanism:
     machine_pattern = r"q35|pc-q35-[0-9][0-9.]*"
     machine_hint = 'machine = "q35" (or a versioned pc-q35-X.Y)'
     firmware = "pflash-or-bios"   # or "bios" (one stateless image) or "none"
+    # a firmware image built for the mechanism, as a distribution installs it (the hint of
+    # a spec that names none)
+    firmware_example = ""
     layout = None                 # the policy/attributes word's bit layout, if any
     sealed_kernel_args = False    # initrd/cmdline live inside the boot image
     reboot_ends_process = False   # a guest reboot ends QEMU with status 0 (no reset in place)

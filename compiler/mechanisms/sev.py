@@ -67,6 +67,7 @@ PLAIN_SEV = Rule(
 class Sev(Mechanism):
     name = "sev"
     title = "AMD SEV"
+    firmware_example = "/usr/share/ovmf/OVMF.amdsev.fd"   # Debian: ovmf (edk2 AmdSevX64)
     qom_type = "sev-guest"
     layout = POLICY
     es = False

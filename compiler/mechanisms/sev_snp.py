@@ -105,6 +105,7 @@ UNPINNED_ID = Rule(
 class SevSnp(Mechanism):
     name = "sev-snp"
     title = "AMD SEV-SNP"
+    firmware_example = "/usr/share/ovmf/OVMF.amdsev.fd"   # Debian: ovmf-amdsev (edk2 AmdSevX64)
     qom_type = "sev-snp-guest"
     firmware = "bios"
     layout = POLICY

@@ -66,6 +66,7 @@ NO_SEPT_VE_DISABLE = Rule(
 class Tdx(Mechanism):
     name = "tdx"
     title = "Intel TDX"
+    firmware_example = "/usr/share/ovmf/OVMF.inteltdx.ms.fd"   # Debian: ovmf-inteltdx (edk2 IntelTdxX64)
     qom_type = "tdx-guest"
     firmware = "bios"
     layout = ATTRIBUTES

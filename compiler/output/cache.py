@@ -6,8 +6,8 @@ and found equal. Its record holds the stat (device, inode, size, mtime, ctime, m
 the spec, of the guest directory and of every artifact, the sha256 of every other file
 the compile read (bases, measured boot files, ID keys), the spec's real path and root
 (which the recorded paths follow from), and what the run reports for it (its warnings,
-skipped targets, machine type, installed units). The guest is up to date, and neither
-compiled nor compared, only while all of that holds:
+skipped targets, machine type, the hashes of its claims on its host). The guest is up to
+date, and neither compiled nor compared, only while all of that holds:
 - the spec, the guest directory and each artifact have the recorded stat, and none of
   their times is within MARGIN of the moment the record was made: a file written within
   one timestamp tick of its comparison can change again without changing either time (a
@@ -18,15 +18,16 @@ compiled nor compared, only while all of that holds:
 - the whole cache was written for this environment (fingerprint()): cgsc's version and
   the content of its modules, schema and template files, Python and the dependencies'
   versions, the working directory (specs are keyed by the path given) and every CGSC_*
-  environment variable; each record also for the same targets (-t) and host profile.
+  environment variable; each record also for the same targets (-t), --strict and host
+  profile.
 Anything else is a miss: the guest is compiled and compared as without a cache. The file
 and every record are keyed (BLAKE2b) with a secret in OUT/.cgsc/key, readable by this
 user only and bound to that file's identity: a cache that is truncated, corrupted, of
 another format or environment, written elsewhere (committed to a repository, copied
 with the output directory) or forged, too large, or not a regular file is ignored and
 replaced; without a usable key there is no cache. Nothing outside the output directory
-is read or written for it. It is JSON, never code, and
-is written whole and renamed into place (a unique temporary first, signals held), under
+is read or written for it. It is JSON, never code, and is written whole and renamed into
+place (a unique temporary first, signals held), under
 the output directory's lock: exclusive in a build, shared in `check` (checks racing one
 another each write a complete cache; the last rename wins). `--no-cache` neither reads
 nor writes it.
@@ -204,46 +205,60 @@ def _names(encoded: str, name: str) -> List[str]:
 
 
 # A guest's report (fleet._report: the Result fields its compile gives) as JSON: values of
-# these types only (anything else: the guest is not recorded); tuples as arrays.
-REPORT_FIELDS = ("name", "diagnostics", "skipped", "machine", "installed")
-_UNIT_KEY = ("guest", "name")
+# these types only (anything else: the guest is not recorded); tuples as arrays; its claim
+# hashes (conflicts.hashed: the same in every run) packed.
+REPORT_FIELDS = ("name", "diagnostics", "skipped", "machine", "claims")
 
 
 class _Unrecordable(Exception):
     pass
 
 
-def _usual(spec: str, name: str, machine, Where) -> dict:
-    """The report of most guests: no warning, no target skipped, the unit <name>.service."""
-    return {"name": name, "diagnostics": (), "skipped": (), "machine": machine,
-            "installed": ((name + ".service", Where(spec, _UNIT_KEY)),)}
-
-
-def _summary(spec: str, report: dict, Where):
-    """A report as JSON: just its machine type in the usual case, else every field
-    (_encode); None when it cannot be recorded exactly."""
+def _summary(report: dict):
+    """A report as JSON: [machine type, claims] in the usual case (no warning, no target
+    skipped), else every field (_encode); None when it cannot be recorded exactly."""
     if set(report) != set(REPORT_FIELDS) or not isinstance(report["name"], str):
         return None
-    if isinstance(report["machine"], str) and report == _usual(spec, report["name"],
-                                                                report["machine"], Where):
-        return report["machine"]
     try:
-        return {field: _encode(value, spec, Where) for field, value in report.items()}
+        claims = _claims(report["claims"])
+        if not report["diagnostics"] and not report["skipped"] and isinstance(report["machine"], str):
+            return [report["machine"], claims]
+        return {field: claims if field == "claims" else _encode(value)
+                for field, value in report.items()}
     except _Unrecordable:
         return None
 
 
-def _encode(value, spec: str, Where):
+def _claims(claims) -> str:
+    """(exclusive, shared) claim hashes as "<count of exclusive>:<base64 of int64s>"."""
+    try:
+        exclusive, shared = claims
+        values = tuple(exclusive) + tuple(shared)
+        return f"{len(exclusive)}:" + base64.b64encode(
+            struct.pack(f"<{len(values)}q", *values)).decode("ascii")
+    except (TypeError, ValueError, struct.error):
+        raise _Unrecordable("claims") from None
+
+
+def _unclaims(text: str) -> tuple:
+    count, _sep, packed = text.partition(":")
+    data = base64.b64decode(packed, validate=True)
+    values = struct.unpack(f"<{len(data) // 8}q", data)
+    split = int(count)
+    if len(data) % 8 or not 0 <= split <= len(values):
+        raise ValueError("not claims")
+    return values[:split], values[split:]
+
+
+def _encode(value):
     kind = type(value)
     if value is None or kind in (str, int, bool):
         return value
     if kind is tuple or kind is list:
-        return [_encode(v, spec, Where) for v in value]
+        return [_encode(v) for v in value]
     if kind is Diagnostic:
-        return {"d": [value.rule, [_encode(p, spec, Where) for p in value.path], value.message,
+        return {"d": [value.rule, [_encode(p) for p in value.path], value.message,
                       value.hint, value.severity, value.file, value.line, value.column]}
-    if kind is Where and value.spec == spec:
-        return {"w": [_encode(p, spec, Where) for p in value.key]}
     raise _Unrecordable(kind.__name__)
 
 
@@ -262,35 +277,33 @@ def _key_path(values) -> tuple:
     return path
 
 
-def _decode(value, spec: str, Where):
+def _decode(value):
     """_encode's value back, every part checked for its type (ValueError if one is wrong:
     the record is then a miss, never a crash later)."""
     kind = type(value)
     if value is None or kind in (str, int, bool):
         return value
     if kind is list:
-        return tuple(_decode(v, spec, Where) for v in value)
-    if kind is dict and len(value) == 1:
-        if "d" in value:
-            rule, path, message, hint, severity, file, line, column = value["d"]
-            _strings((rule, message, hint, severity, file), 5)
-            if severity not in ("error", "warning") or not all(
-                    type(n) is int for n in (line, column)):
-                raise ValueError("not a diagnostic")
-            return Diagnostic(rule, _key_path(path), message, hint, severity, file, line, column)
-        if "w" in value:
-            return Where(spec, _key_path(value["w"]))
+        return tuple(_decode(v) for v in value)
+    if kind is dict and len(value) == 1 and "d" in value:
+        rule, path, message, hint, severity, file, line, column = value["d"]
+        _strings((rule, message, hint, severity, file), 5)
+        if severity not in ("error", "warning") or not all(type(n) is int for n in (line, column)):
+            raise ValueError("not a diagnostic")
+        return Diagnostic(rule, _key_path(path), message, hint, severity, file, line, column)
     raise ValueError("not a report")
 
 
-def _report(spec: str, name: str, summary, Where) -> dict:
-    """The report a record holds (the usual one for a bare machine type)."""
-    if type(summary) is str:
-        return _usual(spec, name, summary, Where)
+def _report(name: str, summary) -> dict:
+    """The report a record holds."""
+    if type(summary) is list and len(summary) == 2 and type(summary[0]) is str:
+        return {"name": name, "diagnostics": (), "skipped": (), "machine": summary[0],
+                "claims": _unclaims(summary[1])}
     if type(summary) is not dict or set(summary) != set(REPORT_FIELDS):
         raise ValueError("not a report")
-    report = {field: _decode(value, spec, Where) for field, value in summary.items()}
-    if report["name"] != name:
+    report = {field: _unclaims(value) if field == "claims" else _decode(value)
+              for field, value in summary.items()}
+    if report["name"] != name or not all(type(d) is Diagnostic for d in report["diagnostics"]):
         raise ValueError("not a report")
     return report
 
@@ -314,7 +327,6 @@ class Cache:
         self.refreshed: Dict[int, list] = {}   # inputs hashed again in this process
         self.unkeyed: Dict[str, bytes] = {}    # records stored, their state keyed on save
         self._known: Dict[int, Optional[str]] = {}
-        self._where = None   # build.Where, imported when first needed
 
     def key(self) -> Optional[bytes]:
         """This user's key, read (or made) when first needed: a run that records nothing
@@ -327,8 +339,10 @@ class Cache:
             self.secret = _secret(self.root, create=True)
         return self.secret
 
-    def suffix(self, requested: Sequence[str]) -> str:
-        return "\n" + ",".join(requested) + "\n" + self.host
+    def suffix(self, requested: Sequence[str], strict: bool = False) -> str:
+        """What a record's key holds besides its spec: the targets asked for (-t), --strict
+        and the host profile."""
+        return "\n" + ",".join(requested) + ("\nstrict\n" if strict else "\n") + self.host
 
     # -- validation ---------------------------------------------------------------------
     def valid(self, spec: str, suffix: str, pending=()) -> bool:
@@ -355,18 +369,11 @@ class Cache:
     def summary(self, spec: str, suffix: str):
         """(the report, a function giving its artifacts' names) of a record valid() said
         holds; None if it cannot be read."""
-        Where = self._where_type()
         try:
             name, _digest, _made, names, _inputs, summary = self.guests[spec + suffix]
-            return _report(spec, name, summary, Where), lambda: _names(names, name)
+            return _report(name, summary), lambda: _names(names, name)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError):
             return None
-
-    def _where_type(self):
-        if self._where is None:   # imported once, not for each guest
-            from ..pipeline.build import Where
-            self._where = Where
-        return self._where
 
     def _input(self, i: int) -> Optional[str]:
         """The sha256 of input i as it is now (None: gone, unreadable, moved elsewhere)."""
@@ -420,7 +427,7 @@ class Cache:
         files, reals = out.reads.files, dict(out.reads.reals)
         if (not files or files[0][0] != spec or not all(plain(n) and "%" not in n for n in names)):
             return None
-        summary = _summary(spec, report, self._where_type())
+        summary = _summary(report)
         if summary is None:
             return None
         inputs = []
@@ -437,7 +444,7 @@ class Cache:
         return [out.name, state, started, "/".join(n.replace(out.name, "%") for n in names),
                 inputs, summary]   # the state is keyed when the cache is saved
 
-    def store(self, spec: str, requested: Sequence[str], observed: list) -> None:
+    def store(self, spec: str, requested: Sequence[str], strict: bool, observed: list) -> None:
         name, state, started, names, inputs, summary = observed
         indexes = []
         for entry in inputs:
@@ -448,7 +455,7 @@ class Cache:
             elif self.inputs[i][1:8] != entry[1:8]:
                 self.inputs[i] = entry
             indexes.append(i)
-        key = spec + self.suffix(requested)
+        key = spec + self.suffix(requested, strict)
         self.guests[key] = [name, "", started, names, indexes, summary]
         self.unkeyed[key] = state
         self.dirty = True
@@ -674,13 +681,12 @@ VALIDATE_PARALLEL = 1000   # records from which every core checks a share (each:
 _BLOCK = 256               # records per unit of work handed out
 
 
-def valid_indexes(cache: Cache, items, requested: Sequence[str], pending, jobs: int = 1,
+def valid_indexes(cache: Cache, items, suffix: str, pending, jobs: int = 1,
                   child_init=None) -> List[int]:
-    """The indexes of `items` ((index, spec), ...) whose record holds, in order: checked
-    in this process, or for a large fleet by forked workers as well (10,000 records: 188
-    ms in one process, 105 ms in two, on a 2-core VM); inputs a worker hashed again come
-    back to this process's cache."""
-    suffix = cache.suffix(requested)
+    """The indexes of `items` ((index, spec), ...) whose record (its key's `suffix`:
+    Cache.suffix) holds, in order: checked in this process, or for a large fleet by
+    forked workers as well (10,000 records: 188 ms in one process, 105 ms in two, on a
+    2-core VM); inputs a worker hashed again come back to this process's cache."""
     if jobs <= 1 or len(items) < VALIDATE_PARALLEL or not hasattr(os, "fork"):
         return [i for i, spec in items if cache.valid(spec, suffix, pending)]
     from .workers import WorkerDied, ordered_map

@@ -24,12 +24,30 @@ class Drift(NamedTuple):
     path: str        # the artifact's path on disk
     kind: str        # "changed", "missing", "extra", "mode", "pending"
     detail: str      # a unified diff, or a one-line description
+    note: str = ""   # what a reviewer reads without the diff: a changed launch measurement
 
 
-def finding(out: GuestOutput, drift: Drift):
-    """A drift as a diagnostic located at the spec's [guest] name."""
-    return out.locate(DRIFT.error(("guest", "name"), f"{drift.path}: {drift.kind}; run `cgsc build`",
-                                  "commit what `cgsc build` writes"))
+STALE_HINT = ("run `cgsc build` on its spec, then commit what it writes (`git add` the output "
+              "directory: pre-commit checks what is staged)")
+
+
+def finding(root: str, out: GuestOutput, drifts: Sequence[Drift]):
+    """A guest's drift as one diagnostic, located at its spec's [guest] name: which of its
+    artifacts are stale, and how."""
+    directory = os.path.join(root, out.name)
+    parts = []
+    for d in drifts:
+        if d.path == directory:   # the directory itself: a build to finish, or a symlink
+            parts.append("an interrupted build is not finished" if d.kind == "pending"
+                         else "it is a symlink, not cgsc's output")
+        elif d.kind == "mode":
+            parts.append(f"{os.path.basename(d.path)} has {d.detail.split(':', 1)[0]}")
+        elif d.detail.startswith(("not a regular file", "unreadable")):
+            parts.append(f"{os.path.basename(d.path)} {d.kind} ({d.detail.replace(': ' + d.path, '')})")
+        else:
+            parts.append(f"{os.path.basename(d.path)} {d.kind}")
+    return out.locate(DRIFT.error(("guest", "name"), f"{directory}/ is out of date: "
+                                  + ", ".join(parts), STALE_HINT))
 
 
 def compare(root: str, out: GuestOutput, pending: bool = False,
@@ -64,8 +82,8 @@ def compare(root: str, out: GuestOutput, pending: bool = False,
             from difflib import unified_diff  # only for a drift
             diff = unified_diff(text.splitlines(keepends=True), ours.splitlines(keepends=True),
                                 fromfile=f"{path} (on disk)", tofile=f"{path} (from spec)")
-            drifts.append(Drift(path, "changed", _measurement_lines(name, text, ours)
-                                + "".join(diff)))
+            note = _measurement_lines(name, text, ours)
+            drifts.append(Drift(path, "changed", note + "".join(diff), note))
         elif actual_mode != mode:
             drifts.append(Drift(path, "mode", f"mode {actual_mode:04o}, expected {mode:04o}: {path}"))
     if os.path.isdir(directory):
@@ -104,6 +122,17 @@ ORPHAN = Rule(
     "cgsc check --all",
     fix="Remove what no spec builds (`git rm -r out/<name>`), restore the spec, or rebuild it "
         "(`cgsc build`, which writes the manifest).")
+
+
+UNPRUNED = Rule(
+    "CGS-PRUNE-001", "`--prune` leaves what cgsc did not make",
+    "`cgsc build --prune` removes a guest directory that no spec of the build makes only when "
+    "cgsc made it: its manifest.json is cgsc's, names the directory's guest, and every other "
+    "file there is an artifact that manifest lists, unchanged since cgsc wrote it. A file "
+    "someone added or edited, a subdirectory, a symlink or a directory without cgsc's "
+    "manifest may be someone's work: it is left whole.",
+    "cgsc build --prune", severity="warning",
+    fix="Remove it by hand if nothing needs it, or move it out of the output directory.")
 
 
 def discover(root: str):

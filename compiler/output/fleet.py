@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..core.diagnostics import Diagnostic, SpecError
+from ..core.diagnostics import Diagnostic, SpecError, once
 from .emit import WriteError
 
 # Below this many specs a build stays in one process: starting workers (tens of ms)
@@ -28,10 +28,10 @@ class Result(NamedTuple):
     problems: Tuple[Diagnostic, ...]     # its errors
     diagnostics: Tuple[Diagnostic, ...]  # its warnings (build), warnings + drift (check)
     files: Tuple[Tuple[str, str], ...]   # (file name, sha256) staged for it (build)
-    drifts: Tuple[Tuple[str, str, str], ...] = ()  # (path, kind, detail) (check)
+    drifts: Tuple[Tuple[str, str, str, str], ...] = ()  # (path, kind, detail, note) (check)
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
     machine: str = ""                    # its QEMU machine type
-    installed: Tuple[Tuple[str, object], ...] = ()  # GuestOutput.installed: systemd units
+    claims: tuple = ((), ())             # conflicts.hashed: what it takes on its host
     refused: str = ""                    # why its files could not be staged (a full disk)
     unchanged: bool = False              # up to date on disk: nothing staged (build)
     cache: object = None                 # its new cache record (cache.Cache.observe)
@@ -44,6 +44,7 @@ class Job(NamedTuple):
     staging: object = None    # build: where its guests are staged (an outdir.Staging)
     pending: Tuple[str, ...] = ()  # check: guests an interrupted build left half-installed
     host: Optional[dict] = None    # the --host profile
+    strict: bool = False           # --strict: unwaived warnings are errors
     cache: object = None           # the output directory's cache.Cache (None: --no-cache)
 
 
@@ -76,16 +77,16 @@ def _task(item: Tuple[int, str]) -> Result:
     index, path = item
     job = _JOB
     started = time.time_ns()
-    out, problems = build_one(path, job.requested, job.host)
-    if problems:
+    out, problems = build_one(path, job.requested, job.host, job.strict)
+    if out is None:   # errors, or an abstract base (no name, no problems): nothing to build
         return Result(path, None, tuple(problems), (), ())
     report = _report(out)
     if job.mode == "check":
         from .drift import compare, finding
         drifts = compare(job.root, out, pending=out.name in job.pending)
-        found = tuple(finding(out, d) for d in drifts) + report["diagnostics"]
+        found = ((finding(job.root, out, drifts),) if drifts else ()) + report["diagnostics"]
         return Result(**{**report, "diagnostics": found}, path=path, problems=(), files=(),
-                      drifts=tuple((d.path, d.kind, d.detail) for d in drifts),
+                      drifts=tuple(tuple(d) for d in drifts),
                       cache=None if drifts else _observed(job, path, out, report, None, started))
     from .emit import files_for
     files = files_for(out)
@@ -108,8 +109,10 @@ def _task(item: Tuple[int, str]) -> Result:
 def _report(out) -> dict:
     """The fields of a guest's Result that come from compiling it: the same whether it is
     compiled or taken from the cache (which records them: cache.Cache.observe)."""
+    from ..pipeline.conflicts import hashed
     return {"name": out.name, "diagnostics": tuple(out.diagnostics),
-            "skipped": tuple(out.skipped), "machine": out.machine, "installed": out.installed}
+            "skipped": tuple(out.skipped), "machine": out.machine,
+            "claims": hashed(out.claims, out.host)}
 
 
 def _observed(job: Job, path: str, out, report: dict, files, started: int):
@@ -158,8 +161,8 @@ def _results_of(paths: Sequence[str], job: Job, jobs: int):
         return
     from .cache import valid_indexes
     hits = {}
-    suffix = job.cache.suffix(job.requested)
-    for index in valid_indexes(job.cache, items, job.requested, job.pending, jobs, _init):
+    suffix = job.cache.suffix(job.requested, job.strict)
+    for index in valid_indexes(job.cache, items, suffix, job.pending, jobs, _init):
         found = job.cache.summary(paths[index], suffix)
         if found is not None:
             hits[index] = _hit(job, paths[index], found)
@@ -220,66 +223,64 @@ def _warm() -> None:
         template(name)
 
 
-def _collect(results):
-    """Problems (with duplicate names and units) and the valid results, in spec order."""
-    from ..pipeline.build import claim
-    problems: List[Diagnostic] = []
-    valid: List[Tuple[int, Result]] = []
-    claimed: dict = {}
-    for index, r in enumerate(results):
-        clash = r.problems or claim(claimed, r.path, r.name, r.installed)
-        if clash:
-            problems.extend(clash)
-        else:
-            valid.append((index, r))
-    return problems, valid
-
-
-def _cache(root: str, host: Optional[dict]):
-    from .cache import load
-    return load(root, host)
+def _owner(path: str, job: Job):
+    """A guest compiled again for its exact claims (conflicts.Registry); None if it no
+    longer compiles (its file changed since)."""
+    from ..pipeline.build import build_one, owner
+    out, _problems = build_one(path, job.requested, job.host, job.strict)
+    return owner(out) if out is not None else None
 
 
 class Built(NamedTuple):
     count: int                           # guests written
     first: Optional[Result]              # the first one (its name and files)
-    diagnostics: List[Diagnostic]        # every guest's warnings, in spec order
+    diagnostics: List[Diagnostic]        # every guest's warnings, each once (core.once)
     skipped: List[Tuple[str, str, str, str]] = []   # (guest, target, rule, reason)
     floating: Tuple[Optional[tuple], int] = (None, 0)  # the first guest whose machine type
     #                                      floats, as (build.Where, machine); how many float
+    abstract: int = 0                    # abstract bases named, checked and not built
+    pruned: List[str] = []               # guest directories removed (--prune)
     unchanged: int = 0                   # of `count`, guests already up to date (not written)
 
 
 def build(paths: Sequence[str], requested: Sequence[str], root: str,
-          jobs: Optional[int] = None, host: Optional[dict] = None,
-          cache: bool = True) -> Built:
+          jobs: Optional[int] = None, host: Optional[dict] = None, strict: bool = False,
+          prune: bool = False, cache: bool = True) -> Built:
     """Build and write a fleet; raises SpecError (nothing written) or WriteError. Each
     result is journalled as it arrives and then dropped: memory stays flat (what is kept
-    per guest is its name and unit, for duplicates, and its spec path is the caller's).
-    `cache`: use and update OUT/.cgsc/cache.json (guests found up to date there are not
-    compiled, and no guest already on disk is written again)."""
+    per guest is the hashes of its claims, for conflicts, and its spec path is the
+    caller's). `prune`: also remove the guest directories cgsc made that no spec of this
+    build makes, in the same commit (outdir.OutputDir.prune). `cache`: use and update
+    OUT/.cgsc/cache.json (guests found up to date there are not compiled, and no guest
+    already on disk is written again)."""
     from ..host.profile import is_floating
-    from ..pipeline.build import Where, claim
+    from ..pipeline.conflicts import Registry, Where
     from .outdir import OutputDir
     jobs = default_jobs(len(paths)) if jobs is None else jobs
-    problems: List[Diagnostic] = []
-    warnings: List[Diagnostic] = []
+    problems: List[Tuple[str, Diagnostic]] = []
+    warnings: List[Tuple[str, Diagnostic]] = []
     skipped: List[Tuple[str, str, str, str]] = []
-    claimed: dict = {}
-    count, first_result, refused, unchanged = 0, None, None, 0
+    registry = Registry()
+    count, first_result, refused, abstract, unchanged = 0, None, None, 0, 0
+    built = set()   # guest names, for --prune
     first_floating, floating = None, 0
     with OutputDir(root) as out:
         memo = _cache(root, host) if cache else None
-        job = Job("build", tuple(requested), root, out.staging_area, host=host, cache=memo)
+        job = Job("build", tuple(requested), root, out.staging_area, host=host, strict=strict,
+                  cache=memo)
         for index, r in enumerate(_results(paths, job, jobs)):
             path = paths[index]   # the caller's string, not the worker's copy of it
-            clash = r.problems or claim(claimed, path, r.name, r.installed)
-            if clash:
-                problems.extend(clash)
+            if r.problems:
+                problems += [(path, d) for d in r.problems]
+            elif r.name is None:
+                abstract += 1
             else:
+                registry.add(index, r.claims)
                 count += 1
                 unchanged += r.unchanged
-                warnings.extend(r.diagnostics)
+                warnings += [(path, d) for d in r.diagnostics]
+                if prune:
+                    built.add(r.name)
                 skipped.extend((r.name,) + why for why in r.skipped)
                 if is_floating(r.machine):
                     floating += 1
@@ -293,39 +294,71 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
                     except WriteError as exc:  # reported unless a spec error comes too
                         refused = exc
                 if r.cache is not None:
-                    memo.store(path, job.requested, r.cache)
+                    memo.store(path, job.requested, job.strict, r.cache)
+        problems += registry.conflicts(lambda i: _owner(paths[i], job))
         if problems:
-            raise SpecError(problems)
+            raise SpecError(once(problems))
         if refused is not None:
             raise refused
+        pruned, kept = out.prune(built) if prune else ([], [])
         out.commit()
         if memo is not None:
             memo.save(exclusive=True)
-    return Built(count, first_result, warnings, skipped, (first_floating, floating), unchanged)
+    warnings += [(d.file, d) for d in (_unpruned(root, entry, why) for entry, why in kept)]
+    return Built(count, first_result, once(warnings), skipped, (first_floating, floating),
+                 abstract, pruned, unchanged)
 
 
-def check(paths: Sequence[str], requested: Sequence[str], root: str,
+def _cache(root: str, host: Optional[dict]):
+    from .cache import load
+    return load(root, host)
+
+
+def _unpruned(root: str, entry: str, why: str) -> Diagnostic:
+    from .drift import UNPRUNED
+    return UNPRUNED.warning((), f"not pruned: {why}",
+                            "remove it by hand if nothing needs it").located(os.path.join(root, entry), 0)
+
+
+def check(groups: Dict[Tuple[str, ...], Sequence[str]], root: str,
           jobs: Optional[int] = None, host: Optional[dict] = None,
-          cache: bool = True) -> List[Result]:
+          strict: bool = False, cache: bool = True) -> List[Result]:
     """Compare a fleet with what is on disk, under a shared lock; raises SpecError.
-    `cache`: use and update OUT/.cgsc/cache.json (guests found up to date there are
-    neither compiled nor compared; the ones found up to date now are recorded)."""
+    `groups`: the targets to check -> the specs checked with them (a manifest says which
+    targets its guest was built for); conflicts between guests span the groups. `cache`:
+    use and update OUT/.cgsc/cache.json (guests found up to date there are neither
+    compiled nor compared; the ones found up to date now are recorded)."""
+    from ..pipeline.conflicts import Registry
     from .outdir import pending, shared_lock
-    jobs = default_jobs(len(paths)) if jobs is None else jobs
     lock = shared_lock(root)
+    problems: List[Tuple[str, Diagnostic]] = []
+    valid: List[Result] = []
+    registry = Registry()
+    owners: List[Tuple[str, Job]] = []   # index -> (spec, its job): compiled again on a conflict
     try:
+        waiting = tuple(pending(root))
         memo = _cache(root, host) if cache and lock >= 0 else None
-        job = Job("check", tuple(requested), root, pending=tuple(pending(root)), host=host,
-                  cache=memo)
-        problems, valid = _collect(_results(paths, job, jobs))
+        for requested, paths in groups.items():
+            if not paths:
+                continue
+            job = Job("check", tuple(requested), root, pending=waiting, host=host, strict=strict,
+                      cache=memo)
+            count = default_jobs(len(paths)) if jobs is None else jobs
+            for index, r in enumerate(_results(paths, job, count)):
+                if r.problems:
+                    problems += [(paths[index], d) for d in r.problems]
+                elif r.name is not None:   # (an abstract base is checked through its children)
+                    registry.add(len(owners), r.claims)
+                    owners.append((paths[index], job))
+                    valid.append(r)
+                    if r.cache is not None:
+                        memo.store(paths[index], job.requested, job.strict, r.cache)
         if memo is not None:
-            for index, r in valid:
-                if r.cache is not None:
-                    memo.store(paths[index], job.requested, r.cache)
             memo.save()
     finally:
         if lock >= 0:
             os.close(lock)
+    problems += registry.conflicts(lambda i: _owner(*owners[i]))
     if problems:
-        raise SpecError(problems)
-    return [r for _i, r in valid]
+        raise SpecError(once(problems))
+    return valid

@@ -27,6 +27,15 @@ discarded with the staging. So a kill at any point (SIGKILL, power loss) leaves 
 state or the new one once the next build has run; SIGINT and SIGTERM are held off during
 4-5, so they leave the old or the new state outright. Two syncs per build, whatever its size.
 
+Pruning (`cgsc build --prune`) goes through the same journal: each guest directory to
+remove is a journal entry (its files with their sha256), applied in step 4 with the rest,
+so a kill leaves it whole before the commit and removed once the next build has run. Only
+a directory cgsc made is pruned: a real directory whose manifest.json is cgsc's (its
+header, and its own name as the guest) and whose every other file is an artifact that
+manifest lists, with the sha256 it records and cgsc's generated-by header (or a cgsc 1.0
+temporary). Anything else there (a file someone added or edited, a subdirectory, a
+symlink) and the directory is left whole, and said why.
+
 Nothing is written or deleted through a symlink: every path below OUT is opened relative
 to a directory descriptor with O_NOFOLLOW, a guest directory that is a symlink is
 refused. A stale file is deleted only if it is a regular file with a plain name in the
@@ -304,6 +313,8 @@ class OutputDir:
         build_fd = _open_optional(staging, stage_fd) if stage_fd >= 0 else -1
         try:
             for entry in entries:
+                if "prune" in entry:   # a removal: nothing staged to look for
+                    continue
                 slot_fd = _open_optional(entry["slot"], build_fd) if build_fd >= 0 else -1
                 st = _lstat(entry["guest"], self.root_fd)
                 guest_fd = (_open_optional(entry["guest"], self.root_fd)
@@ -344,16 +355,20 @@ class OutputDir:
         return header["staging"], entries()
 
     # -- committing ---------------------------------------------------------------------
+    def _record(self, entry: dict) -> None:
+        """Append an entry to the journal being written (opened with the first one)."""
+        if self._journal_out is None:
+            fd = os.open(JOURNAL + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=self.private_fd)
+            self._journal_out = os.fdopen(fd, "w", encoding="utf-8")
+            self._journal_out.write(json.dumps({"staging": os.path.basename(self.staging)}) + "\n")
+        self._journal_out.write(json.dumps(entry, sort_keys=True) + "\n")
+
     def add(self, name: str, slot: str, files: Sequence[Tuple[str, str]]) -> None:
         """Record a staged guest (its (file, sha256) pairs) in the journal being written."""
         try:
-            if self._journal_out is None:
-                fd = os.open(JOURNAL + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600, dir_fd=self.private_fd)
-                self._journal_out = os.fdopen(fd, "w", encoding="utf-8")
-                self._journal_out.write(json.dumps({"staging": os.path.basename(self.staging)}) + "\n")
             entry, new = self._entry(name, slot, files)
-            self._journal_out.write(json.dumps(entry, sort_keys=True) + "\n")
+            self._record(entry)
             if self._new is not None:
                 if new:
                     self._new.append((name, slot))
@@ -361,6 +376,58 @@ class OutputDir:
                     self._new = None   # the journal drives the commit
         except OSError as exc:
             raise _write_error(self.root, exc) from exc
+
+    def prune(self, keep) -> Tuple[List[str], List[Tuple[str, str]]]:
+        """Journal the removal of every guest directory that cgsc made and that is not in
+        `keep` (the guests this build writes), for the commit to carry out. Returns (the
+        directories journalled, (entry, why it stays) for everything else there)."""
+        removed, kept = [], []
+        try:
+            for name in sorted(os.listdir(self.root_fd)):
+                if name == PRIVATE or name in keep:
+                    continue
+                files, why = self._made_by_cgsc(name)
+                if why:
+                    kept.append((name, why))
+                    continue
+                self._record({"prune": name, "files": [{"file": f, "sha256": h} for f, h in files]})
+                self._new = None   # the journal drives the commit
+                removed.append(name)
+        except OSError as exc:
+            raise _write_error(self.root, exc) from exc
+        return removed, kept
+
+    def _made_by_cgsc(self, name: str) -> Tuple[List[Tuple[str, str]], str]:
+        """(every file of OUT/<name> with its sha256, manifest last; "") when cgsc made the
+        directory and nothing else is in it, else ([], why it is not cgsc's to remove)."""
+        if not plain(name):
+            return [], "its name is not one cgsc gives a guest directory"
+        st = _lstat(name, self.root_fd)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            return [], "not a directory (cgsc prunes only guest directories it made)"
+        guest_fd = _open_optional(name, self.root_fd)
+        try:
+            doc = _manifest(guest_fd)
+            if doc is None or doc.get("guest") != name:
+                return [], (f"no {MANIFEST} that cgsc wrote for a guest {name!r} "
+                            "(cgsc prunes only guest directories it made)")
+            listed = {a.get("file"): a.get("sha256") for a in doc.get("artifacts", [])
+                      if isinstance(a, dict)}
+            files = []
+            for entry in sorted(os.listdir(guest_fd)):
+                if entry == MANIFEST:
+                    continue
+                if _legacy_temporary(entry, set(listed), guest_fd):
+                    files.append((entry, _sha256_of(entry, guest_fd, header=False)))
+                    continue
+                digest = _sha256_of(entry, guest_fd) if plain(entry) else None
+                if entry not in listed or digest != listed[entry]:
+                    return [], (f"{entry} is not an artifact of its {MANIFEST} as cgsc wrote it "
+                                "(added or changed since): cgsc never removes what it did not write")
+                files.append((entry, digest))
+            return files + [(MANIFEST, _sha256_of(MANIFEST, guest_fd, header=False))], ""
+        finally:
+            os.close(guest_fd)
 
     def commit(self) -> None:
         """Install every guest added, as one unit."""
@@ -439,6 +506,9 @@ class OutputDir:
         build_fd = _open_optional(staging, stage_fd) if stage_fd >= 0 else -1
         try:
             for entry in entries:
+                if "prune" in entry:
+                    _prune(entry, self.root_fd)
+                    continue
                 name = entry["guest"]
                 if (whole and build_fd >= 0 and _lstat(name, self.root_fd) is None
                         and _moved(entry["slot"], build_fd, name, self.root_fd)):
@@ -561,6 +631,45 @@ def _remove_tree(name: str, dir_fd: int) -> None:
         pass
 
 
+def _manifest(guest_fd: int) -> Optional[dict]:
+    """The guest directory's manifest.json if cgsc wrote it (it opens with cgsc's
+    `"cgsc": "<version>"` line and parses as a manifest), else None."""
+    fd = _open_regular(MANIFEST, guest_fd)
+    if fd < 0:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(1 << 24)
+        doc = json.loads(data.decode("utf-8")) if data.startswith(b'{\n  "cgsc": "') else None
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(doc, dict) and isinstance(doc.get("cgsc"), str)
+          and isinstance(doc.get("artifacts"), list) and isinstance(doc.get("spec"), list))
+    return doc if ok else None
+
+
+def _prune(entry: dict, root_fd: int) -> None:
+    """Remove a pruned guest directory, as its journal entry lists it: each file only if it
+    still has the sha256 recorded (the manifest last, so that a directory half removed is
+    still recognisably cgsc's), then the directory if that left it empty. Idempotent."""
+    name = entry["prune"]
+    st = _lstat(name, root_fd)
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        return
+    guest_fd = _open_optional(name, root_fd)
+    try:
+        for f in entry["files"]:
+            if _sha256_of(f["file"], guest_fd, header=False) == f["sha256"]:
+                os.unlink(f["file"], dir_fd=guest_fd)
+    finally:
+        os.close(guest_fd)
+    try:
+        os.rmdir(name, dir_fd=root_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
+
+
 def _legacy_temporary(name: str, ours, guest_fd: int) -> bool:
     """A temporary that an interrupted cgsc 1.0 build left beside one of this guest's
     files: its name is "." + that file's name + 8 random characters, and it is a regular
@@ -590,7 +699,12 @@ def _foreign(where: str) -> WriteError:
 
 
 def _valid_entry(entry: object) -> bool:
-    """Only names cgsc itself could have written: a planted journal reaches nothing else."""
+    """Only names cgsc itself could have written: a planted journal reaches nothing else
+    (and a pruning entry removes only files that still have the sha256 it names)."""
+    if isinstance(entry, dict) and "prune" in entry:
+        return (plain(entry.get("prune")) and isinstance(entry.get("files"), list)
+                and all(isinstance(f, dict) and plain(f.get("file"))
+                        and isinstance(f.get("sha256"), str) for f in entry["files"]))
     return (isinstance(entry, dict) and plain(entry.get("guest")) and plain(entry.get("slot"))
             and isinstance(entry.get("files"), list) and isinstance(entry.get("stale"), list)
             and all(isinstance(f, dict) and plain(f.get("file"))
@@ -602,12 +716,13 @@ def _valid_entry(entry: object) -> bool:
 
 
 def pending(root: str) -> List[str]:
-    """Guests of an interrupted, committed build that the next build will finish."""
+    """Guests of an interrupted, committed build that the next build will finish (install,
+    or prune)."""
     try:
         with open(os.path.join(root, PRIVATE, JOURNAL), encoding="utf-8") as fh:
             next(fh)
-            return [json.loads(line)["guest"] for line in fh]
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+            return [entry.get("guest") or entry["prune"] for entry in map(json.loads, fh)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
         return []
 
 

@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Sequence
+from typing import List, Sequence
 
 from .. import targets
-from ..core.diagnostics import Diagnostic, SpecError
+from ..core.diagnostics import ERROR, Diagnostic, SpecError, once
 from ..core.rules import Rule
 from ..host.compat import requirements
+from ..spec.base import AbstractSpec
 from .compile import Compiled, compile_spec
+from .conflicts import Claim, Owner, Where, check, claims
 
 # The manifest's `target` of the reference-value files ([attestation]): written for every
 # build of a guest whose measurement is predicted, whichever targets are built.
 REFERENCE_VALUES = "reference-values"
 UNKNOWN_TARGET = Rule("CGS-TARGET-001", "unknown target",
                       "A target named in [targets] build or with --target is not installed.",
+                      "the cgsc.targets entry-point group (docs/api.md)",
                       fix="Use an installed target (`cgsc targets` lists them).")
-DUPLICATE_NAME = Rule("CGS-TARGET-002", "two specs in one build have the same guest name",
-                      "Their artifacts would overwrite each other in out/<name>/.",
-                      fix="Give every guest its own [guest] name.")
-DUPLICATE_UNIT = Rule(
-    "CGS-TARGET-003", "two guests in one build install the same systemd unit",
-    "Units are installed under one name in /etc/systemd/system/: the second unit file would "
-    "replace the first, so one guest would start with the other's command line and the "
-    "other never.",
-    fix="Give each guest its own [targets.systemd] unit-name (the default is <name>.service).")
-
 
 @dataclass(frozen=True)
 class GuestOutput:
@@ -44,6 +37,9 @@ class GuestOutput:
     machine: str = ""            # the QEMU machine type, for the floating-machine note
     installed: Sequence = ()     # (file name, build.Where): artifacts installed under a
     #                              host-wide name (a systemd unit), and the key that names it
+    spec: str = ""               # the spec path, as given
+    host: str = ""               # [guest] host: the guests it shares a host with
+    claims: Sequence = ()        # conflicts.claims: what it takes on its host
     reads: object = None         # compile.Reads: every file the compile read
 
 
@@ -88,13 +84,18 @@ def skipped_targets(compiled: Compiled, requested: Sequence[str]) -> List[tuple]
     return out
 
 
-def build_one(path: str, requested: Sequence[str] = (), host=None):
+def build_one(path: str, requested: Sequence[str] = (), host=None, strict: bool = False):
     """Compile and render one spec (checked against a host profile when given):
-    (GuestOutput, []) or (None, its diagnostics)."""
+    (GuestOutput, []), (None, its diagnostics), or (None, []) for an abstract base, which
+    is no guest. `strict` (or `strict = true` in the spec): unwaived warnings are errors."""
     try:
         compiled = compile_spec(path, host, targets=tuple(requested) or None)
     except SpecError as exc:
         return None, list(exc.diagnostics)
+    except AbstractSpec:
+        return None, []
+    if (strict or compiled.strict) and compiled.warnings:
+        return None, strictly(compiled, strict)
     plan = compiled.plan
     chosen, errors = choose_targets(compiled, requested)
     if errors:
@@ -104,51 +105,32 @@ def build_one(path: str, requested: Sequence[str] = (), host=None):
                   for file, text in plan.references]
     named = compiled.data.get("targets", {}).get("systemd", {}).get("unit-name")
     unit_key = ("targets", "systemd", "unit-name") if named else ("guest", "name")
+    installed = tuple((a.filename, Where(path, unit_key)) for name, a in artifacts if name == "systemd")
+    on_host = any(name != "kubevirt" for name, _target in chosen)   # KubeVirt: pods, not a host
     return GuestOutput(plan.name, plan.confidential.mechanism, plan.spec_files,
                        artifacts, plan.warnings, plan.waivers, compiled.warnings,
                        compiled.locate,
                        skipped=tuple(skipped_targets(compiled, requested)),
                        attestation=plan.attestation,
                        requires=requirements(plan, [n for n, _t in chosen]),
-                       machine=plan.machine,
-                       installed=tuple((a.filename, Where(path, unit_key))
-                                       for name, a in artifacts if name == "systemd"),
+                       machine=plan.machine, installed=installed, spec=path,
+                       host=compiled.data["guest"].get("host", ""),
+                       claims=claims(plan, compiled.data, installed, on_host),
                        reads=compiled.reads), []
 
 
-class Where(NamedTuple):
-    """A key of a spec, placed at its file and line only when a message needs it: the line
-    index of a spec costs more to build than compiling it, and a fleet needs it for
-    almost none of its specs."""
-    spec: str
-    key: tuple
-
-    def located(self) -> Diagnostic:
-        from ..spec.source import load
-        try:
-            return load(self.spec).locate(Diagnostic("", self.key, ""))
-        except SpecError:  # the file changed under the build: its name is still right
-            return Diagnostic("", self.key, "").located(self.spec, 0)
-
-
-def claim(claimed: dict, path: str, name: str, installed) -> List[Diagnostic]:
-    """Record a guest of one build (its spec path, name and GuestOutput.installed files)
-    in `claimed`; errors, and nothing recorded, when an earlier guest has the name or one
-    of the files: their artifacts would overwrite each other."""
-    if name in claimed:
-        return [duplicate(name, claimed[name], locator(Where(path, ("guest", "name"))))]
-    problems = []
-    for f, where in installed:
-        other = claimed.get(("installed", f))   # the name of the guest that installs it
-        if other is not None:
-            at = where.located()
-            problems.append(DUPLICATE_UNIT.error(
-                at.path, f"{f!r} is also installed by guest {other!r} (from {claimed[other]})",
-                "give each guest its own unit-name").located(at.file, at.line, at.column))
-    if not problems:
-        claimed[name] = path
-        claimed.update({("installed", f): name for f, _at_ in installed})
-    return problems
+def strictly(compiled: Compiled, flag: bool) -> List[Diagnostic]:
+    """A strict build's errors: each unwaived warning, saying why it fails and how to accept
+    it on record instead."""
+    if flag:
+        why = "--strict"
+    else:
+        at = compiled.locate(Diagnostic("", ("strict",), ""))
+        why = f"strict = true, {at.file}:{at.line}" if at.line else "strict = true"
+    return [Diagnostic(d.rule, d.path, f"{d.message} (a warning; fails under {why})",
+                       (d.hint + "; " if d.hint else "") + f"or accept it on record: [waive] "
+                       f'"{d.rule}" = "<reason>"', ERROR, d.file, d.line, d.column)
+            for d in compiled.warnings]
 
 
 def locator(where: Where):
@@ -157,43 +139,37 @@ def locator(where: Where):
     return lambda d: d.located(at.file, at.line, at.column)
 
 
-def duplicate(name: str, first_path: str, locate) -> Diagnostic:
-    return locate(DUPLICATE_NAME.error(
-        ("guest", "name"), f"{name!r} is also built from {first_path}",
-        "give every guest its own name"))
+def owner(out: GuestOutput) -> Owner:
+    """A built guest, for conflicts.Registry."""
+    return Owner(out.spec, out.name, out.host, tuple(Claim._make(c) for c in out.claims))
 
 
-def duplicate_names(built) -> List[Diagnostic]:
-    """An error for every guest of [(spec path, GuestOutput)] whose name or installed
-    systemd unit an earlier one already has: their artifacts would overwrite each other."""
-    claimed, out = {}, []
-    for path, output in built:
-        out += claim(claimed, path, output.name, output.installed)
-    return out
+def conflicts(built) -> List[tuple]:
+    """(spec, error) for every guest of [GuestOutput] that claims what an earlier one
+    holds: a name, a systemd unit, a host port, a file... (cgsc.pipeline.conflicts)."""
+    return check((i, owner(out)) for i, out in enumerate(built))
 
 
-def build(paths: Sequence[str], requested: Sequence[str] = (), host=None) -> List[GuestOutput]:
-    """Compile and render every spec in memory; raises SpecError carrying every diagnostic
-    of every spec. (Writing a fleet streams instead: cgsc.output.fleet.)"""
+def build(paths: Sequence[str], requested: Sequence[str] = (), host=None,
+          strict: bool = False) -> List[GuestOutput]:
+    """Compile and render every spec in memory (abstract bases are checked, and left out);
+    raises SpecError carrying every diagnostic of every spec. (Writing a fleet streams
+    instead: cgsc.output.fleet.)"""
     from ..core.filecache import session
     with session():   # each boot file read once for all of them
-        return _build(paths, requested, host)
+        return _build(paths, requested, host, strict)
 
 
-def _build(paths: Sequence[str], requested: Sequence[str], host) -> List[GuestOutput]:
+def _build(paths: Sequence[str], requested: Sequence[str], host, strict: bool) -> List[GuestOutput]:
     outputs: List[GuestOutput] = []
-    problems: List[Diagnostic] = []
-    claimed = {}
+    problems: List[tuple] = []
     for path in paths:
-        out, errors = build_one(path, requested, host)
+        out, errors = build_one(path, requested, host, strict)
         if errors:
-            problems.extend(errors)
-            continue
-        clash = claim(claimed, path, out.name, out.installed)
-        if clash:
-            problems.extend(clash)
-            continue
-        outputs.append(out)
+            problems += [(path, d) for d in errors]
+        elif out is not None:
+            outputs.append(out)
+    problems += conflicts(outputs)
     if problems:
-        raise SpecError(problems)
+        raise SpecError(once(problems))
     return outputs

@@ -12,6 +12,7 @@ from ..lower.guest_rules import check
 from ..lower.limits import argv_problems
 from ..lower.lowering import lower
 from ..lower.plan import LaunchPlan
+from ..spec.base import AbstractSpec, base_problems
 from ..spec.model import normalize
 from ..spec.source import load
 from ..spec.validate import schema_errors
@@ -26,6 +27,7 @@ class Compiled:
     build_targets: Optional[Tuple[str, ...]]   # [targets] build, when the spec says
     locate: Callable[[Diagnostic], Diagnostic]  # key path -> file:line in this spec
     data: dict                                  # the merged spec, for reports
+    strict: bool = False                        # `strict = true`: its warnings fail gates
     reads: Optional["Reads"] = None             # every file the compile read (output/cache.py)
 
 
@@ -65,17 +67,25 @@ def compile_spec(path: str, host: Optional[dict] = None,
     spec file in `directory`, is read from, when not that directory (a spec materialized
     elsewhere: `cgsc diff --base`).
     `targets`: what the caller builds (-t), for the host checks that concern one target
-    (the libvirt domain); None: the spec's [targets] build, else the default set."""
+    (the libvirt domain); None: the spec's [targets] build, else the default set.
+    An abstract base is checked as a base and raises AbstractSpec: it is no guest."""
     source = load(path)
+    if source.abstract:
+        problems = base_problems(source)
+        if problems:
+            raise SpecError(problems)
+        raise AbstractSpec(path)
     errors = schema_errors(source.data)
     if errors:
         errors += _rules_despite_schema_errors(source.data, errors)
         raise SpecError(source.locate(d) for d in errors)
 
     guest = normalize(source.data)
+    qemu_version = None
     if host is not None:
-        from ..host.profile import pinned_machine
+        from ..host.profile import pinned_machine, qemu_for
         guest = guest._replace(machine=pinned_machine(host, guest.arch, guest.machine) or guest.machine)
+        qemu_version = (qemu_for(host, guest.arch) or {}).get("version")
     found, waived = apply(source.data.get("waive", {}), check(guest) + _measure_rules(guest))
     found = [source.locate(d) for d in found]
     waived = tuple((source.locate(d), reason) for d, reason in waived)
@@ -93,7 +103,7 @@ def compile_spec(path: str, host: Optional[dict] = None,
     binding = measured.binding if measured is not None else None
     # QEMU reads the bound boot files from the copies the launch checked, by descriptor
     opened = {f.what: f.opened for f in binding.files} if binding else None
-    plan = lower(guest, spec_files[0][0], spec_files, opened)
+    plan = lower(guest, spec_files[0][0], spec_files, opened, qemu_version)
     if measured is not None:
         plan = plan._replace(attestation=measured.attestation, binding=binding,
                              references=measured.references)
@@ -116,7 +126,7 @@ def compile_spec(path: str, host: Optional[dict] = None,
                   + (measured.inputs if measured is not None else ()),
                   tuple((f.path, f.real) for f in source.files), source.root)
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data,
-                    reads)
+                    source.data.get("strict") is True, reads)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]").search   # a byte of a name that is not UTF-8

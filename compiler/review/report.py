@@ -7,16 +7,29 @@ import re
 from typing import Iterable, List
 
 from .. import __version__
-from ..core.diagnostics import ERROR, Diagnostic, format_path, printable, unicode_text
+from ..core.diagnostics import ERROR, Diagnostic, affected, format_path, printable, unicode_text
 
 FORMATS = ("text", "json", "sarif", "github")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+# GitHub code scanning keeps 100 locations of a result and refuses a file with more than
+# 1,000: a finding shared by more guests names the first ones and counts the others.
+SARIF_RELATED = 100
 
 
 def as_dict(d: Diagnostic) -> dict:
+    """`specs`: every guest spec a finding in a shared file (a base) concerns; empty for a
+    finding in the spec itself."""
     return {"file": d.file, "line": d.line or None, "column": d.column or None,
             "key": format_path(d.path), "rule": d.rule, "severity": d.severity,
-            "message": d.message, "hint": d.hint or None}
+            "message": d.message, "hint": d.hint or None,
+            "specs": list(d.specs) if d.shared else []}
+
+
+def _message(d: Diagnostic) -> str:
+    """The one-line message of the machine formats: key, message, the guests a shared
+    finding concerns, hint."""
+    return (f"{format_path(d.path)}: {d.message}" + (f" ({affected(d.specs)})" if d.shared else "")
+            + (f" (hint: {d.hint})" if d.hint else ""))
 
 
 def _dumps(value) -> str:
@@ -46,9 +59,14 @@ def to_sarif(diagnostics: Iterable[Diagnostic]) -> str:
         if d.line:
             location["region"] = {"startLine": d.line, **({"startColumn": d.column} if d.column else {})}
         result = {"ruleId": d.rule, "level": "error" if d.severity == ERROR else "warning",
-                  "message": {"text": f"{format_path(d.path)}: {d.message}"
-                                      + (f" (hint: {d.hint})" if d.hint else "")},
+                  "message": {"text": _message(d)},
                   "locations": [{"physicalLocation": location}]}
+        if d.shared:   # one result for every guest that shares the file
+            result["relatedLocations"] = [
+                {"id": i, "physicalLocation": {"artifactLocation": {"uri": spec}},
+                 "message": {"text": "a guest spec this finding concerns"}}
+                for i, spec in enumerate(d.specs[:SARIF_RELATED])]
+            result["properties"] = {"guests": len(d.specs)}
         if d.rule in index:
             result["ruleIndex"] = index[d.rule]
         results.append(result)
@@ -83,6 +101,31 @@ def rule_help(rule) -> str:
     return "\n".join(parts)
 
 
+def rule_record(rule) -> dict:
+    """A rule as data: `cgsc rules --format json` and the generated catalogue."""
+    return {"id": rule.id, "severity": rule.severity, "summary": rule.summary,
+            "explanation": rule.explanation, "fix": rule.fix, "reference": rule.reference,
+            "waivable": rule.severity != ERROR}
+
+
+_RULE_AT_END = re.compile(r"\[(CGS-[A-Z0-9]+-[0-9]{3})\]$")
+
+
+def coloured(text: str) -> str:
+    """Text diagnostics for a terminal: the location red (error) or yellow (warning), the
+    rule ID bold, `hint:` cyan (SGR codes; the text is printable() already)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("  hint: "):
+            out.append("  \x1b[36mhint:\x1b[0m " + line[len("  hint: "):])
+            continue
+        colour = "33" if ": warning: " in line else "31"
+        where, sep, rest = line.partition(": ")
+        line = f"\x1b[1;{colour}m{where}\x1b[0m{sep}{rest}" if sep else line
+        out.append(_RULE_AT_END.sub(lambda m: f"[\x1b[1m{m.group(1)}\x1b[0m]", line))
+    return "".join(line + "\n" for line in out)
+
+
 def _gh_data(text: str) -> str:
     """Workflow-command data: GitHub's own escapes, then nothing unprintable (the log
     viewer renders ANSI escapes)."""
@@ -104,8 +147,7 @@ def to_github(diagnostics: Iterable[Diagnostic]) -> str:
         if d.column:
             props.append(f"col={d.column}")
         props.append(f"title={_gh_property(d.rule)}")
-        message = f"{format_path(d.path)}: {d.message}" + (f" (hint: {d.hint})" if d.hint else "")
-        lines.append(f"::{kind} {','.join(props)}::{_gh_data(message)}")
+        lines.append(f"::{kind} {','.join(props)}::{_gh_data(_message(d))}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -130,6 +172,7 @@ def to_markdown(diagnostics: Iterable[Diagnostic]) -> str:
         where = d.file + (f":{d.line}" if d.line else "")
         lines.append(f"- **{d.severity}** {_md(where)}: {_md(format_path(d.path))}: "
                      f"{_md(d.message)} \\[{_md(d.rule)}\\]"
+                     + (f"  \n  {_md(affected(d.specs))}" if d.shared else "")
                      + (f"  \n  hint: {_md(d.hint)}" if d.hint else ""))
     return "".join(line + "\n" for line in lines)
 

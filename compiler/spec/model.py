@@ -79,6 +79,8 @@ class Guest(NamedTuple):
     machine: str
     cpu: str
     vcpus: int
+    topology: Optional[Tuple[int, ...]]   # (sockets, dies, cores, threads); None: cores does
+    #                                       not divide (CGS-GUEST-003); (): a schema error
     memory_mib: int
     uuid: str
     mechanism: Mechanism
@@ -133,6 +135,7 @@ def normalize(data: dict) -> Guest:
         machine=g.get("machine", DEFAULT_MACHINE[arch]),
         cpu=g.get("cpu", "host"),
         vcpus=g.get("vcpus", 1),
+        topology=topology(g.get("vcpus", 1), g.get("topology", {})),
         memory_mib=memory_mib(g["memory"]),
         uuid=(g.get("uuid") or derived_uuid(name)).lower(),
         mechanism=mechanism,
@@ -177,6 +180,20 @@ def normalize(data: dict) -> Guest:
         attestation_formats=(tuple(data["attestation"]["formats"])
                              if "formats" in data.get("attestation", {}) else None),
     )
+
+
+def topology(vcpus: int, given: dict) -> Optional[Tuple[int, ...]]:
+    """(sockets, dies, cores, threads): the keys given, 1 for the others but cores, which is
+    what is left of vcpus; None when that does not divide (CGS-GUEST-003 says so)."""
+    sockets, dies, threads = (given.get(k, 1) for k in ("sockets", "dies", "threads"))
+    cores = given.get("cores")
+    if not all(isinstance(v, int) for v in (vcpus, sockets, dies, threads, cores or 1)):
+        return ()     # a schema error says what is wrong (rules still run: pipeline/compile.py)
+    if cores is None:
+        cores, left = divmod(vcpus, sockets * dies * threads)
+        if left or not cores:
+            return None
+    return sockets, dies, cores, threads
 
 
 def _kubevirt(kv: dict) -> KubevirtSettings:

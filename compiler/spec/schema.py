@@ -59,7 +59,8 @@ def bundled() -> dict:
 
 def _required_unless_extends(root: dict) -> None:
     """Move every `required` of a table (the spec, [guest], a mechanism table, ...) into
-    one `if extends / else` at the top. A spec with `extends` is completed by its base,
+    one `if extends or abstract / else` at the top. An abstract base is no guest, and a
+    spec with `extends` is completed by its base,
     whose tables merge key by key, so an editor must not ask it for keys the base gives;
     cgsc validates the merged spec (which has no `extends`) against the whole `else`.
     Array elements ([[disk]], [[net]]) replace, never merge: they keep their `required`."""
@@ -89,9 +90,11 @@ def _required_unless_extends(root: dict) -> None:
         seen[id(node)] = need
         return need
 
-    root["if"] = {"required": ["extends"]}
-    root["else"] = dict(lift(root, root), description="A spec without `extends` is a whole "
-                        "guest: it has every required key itself.")
+    abstract = {"const": True, "description": "An abstract base: no guest, no required key."}
+    root["if"] = {"anyOf": [{"required": ["extends"]},
+                            {"required": ["abstract"], "properties": {"abstract": abstract}}]}
+    root["else"] = dict(lift(root, root), description="A spec without `extends` that is not "
+                        "`abstract` is a whole guest: it has every required key itself.")
 
 
 def partial(schema: dict) -> dict:

@@ -115,6 +115,9 @@ class _Writer:
         out += self.guarded("isinstance(x, list)", self.array_body(s), kinds == ["array"])
         for sub in s.get("allOf", []):
             out.append(f"    if not {self.node(sub)}(x): return False")
+        if "anyOf" in s:
+            either = " or ".join(f"{self.node(sub)}(x)" for sub in s["anyOf"])
+            out.append(f"    if not ({either}): return False")
         if "if" in s:
             then, other = self.node(s.get("then", True)), self.node(s.get("else", True))
             out.append(f"    if not ({then} if {self.node(s['if'])}(x) else {other})(x): "
@@ -186,7 +189,7 @@ def _meaning(schema):
             continue
         if key in ("properties", "patternProperties"):
             value = {name: _meaning(sub) for name, sub in value.items()}
-        elif key == "allOf":
+        elif key in ("allOf", "anyOf"):
             value = [_meaning(sub) for sub in value]
         elif key in ("items", "additionalProperties", "if", "then", "else"):
             value = _meaning(value)
@@ -198,7 +201,7 @@ _HANDLED = {"type", "enum", "const", "maxLength", "minLength", "pattern", "minim
             "maximum", "exclusiveMinimum", "exclusiveMaximum", "properties",
             "patternProperties", "additionalProperties", "required", "minProperties",
             "maxProperties", "items", "maxItems", "minItems", "uniqueItems", "allOf",
-            "if", "then", "else"}
+            "anyOf", "if", "then", "else"}
 
 _PRELUDE = '''\
 from re import compile as _re

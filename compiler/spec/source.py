@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 from ..core.diagnostics import Diagnostic, KeyPath, SpecError, error
 from ..core.rules import Rule
 from .paths import real_path, spec_root, stable
+from .per_guest import PLACEHOLDER, expand
 from .positions import key_lines
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: a spec is a few KiB; the bound keeps /dev/zero out
@@ -27,6 +28,7 @@ Rule("CGS-LOAD-001", "the spec file cannot be read",
      "cgsc reads every spec and base spec itself; nothing is built from a file it cannot read, "
      "nor from one whose path (as the artifacts record it) is not UTF-8: manifest.json, the "
      "unit and the domain XML are UTF-8 text.",
+     "docs/language.md (limits: a regular file of at most 1 MiB); open(2), read(2)",
      fix="Check the path and the file's permissions; rename a file whose name is not UTF-8.")
 Rule("CGS-LOAD-002", "the spec file is not UTF-8",
      "TOML documents are UTF-8 by definition; guessing another encoding could change paths "
@@ -37,20 +39,30 @@ Rule("CGS-LOAD-003", "TOML syntax error",
      fix="Fix the TOML at the line and column given; see https://toml.io/en/v1.0.0.")
 Rule("CGS-LOAD-004", "`extends` chain has a cycle",
      "Base specs are merged from the root of the chain outwards; a cycle has no root.",
-     "SPEC.md, extends",
+     "docs/language.md, extends",
      fix="Remove one `extends` so that the chain ends in a base spec.")
 Rule("CGS-LOAD-005", "`extends` names a file that does not exist",
      "A guest built without its base would silently lose the base's settings (firmware, "
-     "mechanism, policy).", "SPEC.md, extends",
+     "mechanism, policy).", "docs/language.md, extends",
      fix="`extends` is relative to the file that says it; fix the path or add the base spec.")
 Rule("CGS-LOAD-006", "tables or arrays nested too deeply",
      "The spec language nests at most four levels; a spec nested hundreds deep is an attack "
      "on the parser (recursion), not a guest. cgsc refuses more than 32 levels.",
+     "docs/language.md (limits); Python's recursion limit, which a deep document reaches in a "
+     "recursive parser",
      fix="Remove the extra nesting; `cgsc schema` shows the shape of every table.")
+ABSTRACT_NAME = Rule(
+    "CGS-BASE-001", "an abstract base spec names a guest",
+    "An abstract base (`abstract = true`) is never built; every spec that extends it is a "
+    "guest of its own and must name itself. A [guest] name in the base is inherited by every "
+    "child that forgets its own, and two such children collide (CGS-TARGET-002).",
+    "docs/fleets.md, abstract bases",
+    fix="Remove [guest] name from the base; name each guest in its own spec. A value that "
+        "must differ per guest can say `{name}`.")
 Rule("CGS-LOAD-007", "`extends` reaches outside the spec's repository",
      "A base spec decides firmware, mechanism and policy. A spec under review must not pull "
      "them from a file outside the repository (an absolute path, `..` or a symlink leading "
-     "out), where the review cannot see or pin it.", "SPEC.md, extends; README, Loading specs",
+     "out), where the review cannot see or pin it.", "docs/language.md, extends",
      fix="Name the base relative to the spec, inside the same repository (the nearest "
          "directory with .git above the spec, or the spec's directory outside a repository).")
 
@@ -88,6 +100,7 @@ class Source:
     files: List[SourceFile]
     known_owner: Optional[Dict[KeyPath, SourceFile]] = None   # None: one file set every key
     root: str = ""   # what its paths are recorded against (paths.spec_root)
+    abstract: bool = False   # `abstract = true`: a base only, never built as a guest
 
     @property
     def owner(self) -> Dict[KeyPath, SourceFile]:
@@ -405,13 +418,33 @@ def load(path: str) -> Source:
                                    "`extends` is relative to the file that says it")
                              .located(src.path, src.lines.get(("extends",), 0))])
         current, real = nxt, nxt_real
+    abstract = chain[0][0].get("abstract") is True
+    named = [(abstract_named(data.get("guest")), src) for data, src in chain[1:]
+             if data.get("abstract") is True]
+    if any(d for d, _src in named):
+        raise SpecError([d.located(src.path, src.lines.get(("guest", "name"), 0))
+                         for d, src in named if d])
     if len(chain) == 1:
-        data = chain[0][0]
-        data.pop("extends", None)
-        return Source(path, data, [chain[0][1]], None, root)
-    merged: dict = {}
-    owner: Dict[KeyPath, SourceFile] = {}
-    for data, src in reversed(chain):
-        data = {k: v for k, v in data.items() if k != "extends"}
-        merged = _merge(merged, data, owner, src)
-    return Source(path, merged, [s for _, s in chain], owner, root)
+        merged = chain[0][0]
+        merged.pop("extends", None)
+        owner: Optional[Dict[KeyPath, SourceFile]] = None
+    else:
+        merged, owner = {}, {}
+        for i, (data, src) in enumerate(reversed(chain)):
+            top = i == len(chain) - 1   # `abstract` is the file's own, never inherited
+            data = {k: v for k, v in data.items() if k != "extends" and (top or k != "abstract")}
+            merged = _merge(merged, data, owner, src)
+    guest = merged.get("guest")
+    name = guest.get("name") if isinstance(guest, dict) else None
+    if not abstract and isinstance(name, str) and any(PLACEHOLDER in s._text for _d, s in chain):
+        merged = expand(merged, name)
+    return Source(path, merged, [s for _, s in chain], owner, root, abstract)
+
+
+def abstract_named(guest) -> Optional[Diagnostic]:
+    """CGS-BASE-001 (not yet located) when an abstract base's [guest] table has a name."""
+    if not isinstance(guest, dict) or "name" not in guest:
+        return None
+    return ABSTRACT_NAME.error(("guest", "name"), "is set in an abstract base, so every guest "
+                               "that does not name itself gets this name",
+                               "remove it; each guest names itself")

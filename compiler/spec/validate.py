@@ -13,28 +13,28 @@ from .schema import inlined
 Rule("CGS-SCHEMA-001", "unknown key (a misspelled key is never ignored)",
      "A misspelled key that is ignored leaves the setting at its default: a `polcy` typo "
      "would launch with the default policy while the reviewer read another one.",
-     "SPEC.md; kata-containers ignores unknown keys (peers.md pain point 13)",
+     "docs/reference/keys.md; kata-containers ignores unknown keys, the failure this prevents",
      fix="Correct the spelling (the hint names the closest known key) or remove the key; `cgsc schema` lists every key.")
 Rule("CGS-SCHEMA-002", "a required key is missing",
      "Some values cannot be defaulted safely: cbitpos and reduced-phys-bits must match the "
-     "host, the guest needs a name and memory.", "SPEC.md",
+     "host, the guest needs a name and memory.", "docs/reference/keys.md",
      fix="Add the key; the hint says where to find its value.")
 Rule("CGS-SCHEMA-003", "a value has the wrong type",
      "QEMU, systemd and libvirt each coerce values differently; cgsc takes only the type "
-     "the spec language defines, so every target sees the same value.", "SPEC.md",
+     "the spec language defines, so every target sees the same value.", "docs/reference/keys.md",
      fix="Write the value with the TOML type the key takes (the hint repeats the key's description).")
 Rule("CGS-SCHEMA-004", "a value is out of range or not one of the allowed values",
      "Out-of-range values (cbitpos 99, a relative or `..` path, a name that is not a safe "
      "file name) fail late on the host or open injection paths; they are refused at review.",
-     "SPEC.md; qemu.md section 3",
+     "docs/reference/keys.md; QEMU -m size suffixes",
      fix="Use one of the allowed values, or a value in the range the message gives.")
 Rule("CGS-SCHEMA-005", "[confidential] must hold exactly one mechanism table",
      "A guest runs under exactly one mechanism; two tables (often one from an `extends` "
-     "base) would leave the choice to chance.", "SPEC.md",
+     "base) would leave the choice to chance.", "docs/reference/keys.md",
      fix="Keep exactly one [confidential.<mechanism>] table (check `extends` bases too).")
 Rule("CGS-SPEC-001", "unsupported spec-version",
      "A newer spec language may mean things this cgsc does not know; it refuses rather than "
-     "guess.", "SPEC.md",
+     "guess.", "docs/reference/keys.md",
      fix="Set spec-version = 1, or upgrade cgsc to one that knows the version.")
 
 _TOML_TYPES = {"string": "a string", "integer": "an integer", "number": "a number",

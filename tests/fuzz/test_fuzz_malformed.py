@@ -9,34 +9,23 @@ spec of a batch gets its own located diagnostics.
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import re
 import sys
 
-from helpers import VALID_SPECS, run_cli
-from test_fuzz import to_toml
+from helpers import run_cli
+from spec_mutations import DATA_SEEDS, HOSTILE, TEXT_SEEDS, value_mutation
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 TOTAL = 11_000
 BATCH = 100
 SEED = 20261127
 
-TEXT_SEEDS, DATA_SEEDS = [], []
-for _path in VALID_SPECS:
-    with open(_path, encoding="utf-8") as _fh:
-        _text = _fh.read()
-    if "extends" not in tomllib.loads(_text):
-        TEXT_SEEDS.append(_text)
-        DATA_SEEDS.append(tomllib.loads(_text))
-
-HOSTILE = ["", "web\n", "a\\", "---", "\ufffe", "\U0010ffff", "\ufdd0", "x" * 5000, "%n", "$x",
-           "a,b", "a;b", "..", "/..", "/a/", "\x1b[31m", "\u2028", "'\"", "é" * 70]
 NUMBERS = ["8.0", "51.0", "1e3", "inf", "nan", "-0.0", "2.5", "1" * 4400, "0x" + "f" * 4000,
            "-1", "9223372036854775808", "1979-05-27T07:32:00Z", "07:32:00", "true"]
 
@@ -82,18 +71,6 @@ def _text_mutation(rng: random.Random, text: str) -> str:
     return "\n".join(lines)
 
 
-def _value_mutation(rng: random.Random, data: dict) -> str:
-    data = copy.deepcopy(data)
-    tables = [data] + [v for v in data.values() if isinstance(v, dict)]
-    tables += [x for v in data.values() if isinstance(v, list) for x in v if isinstance(x, dict)]
-    tables += [v for t in list(tables) for v in t.values() if isinstance(v, dict)]
-    table = rng.choice(tables)
-    key = rng.choice(sorted(table)) if table and rng.random() < 0.8 else rng.choice(["bogus", "name"])
-    table[key] = rng.choice([1.0, 8.0, -1, 2 ** 70, True, [], {}, [1, "a"], {"x": {"y": []}},
-                             *HOSTILE])
-    return to_toml(data)
-
-
 def malformed_specs():
     rng = random.Random(SEED)
     for _ in range(TOTAL):
@@ -102,7 +79,7 @@ def malformed_specs():
             for _ in range(rng.choice([1, 1, 2, 3])):
                 text = _text_mutation(rng, text) or "\n"
         else:
-            text = _value_mutation(rng, rng.choice(DATA_SEEDS))
+            text = value_mutation(rng, rng.choice(DATA_SEEDS))
         yield text.encode("utf-8", "surrogateescape")
 
 

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 from helpers import VALID_SPECS, exec_start, run_cli, systemd_split
-from test_fuzz import to_toml
+from spec_mutations import to_toml
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

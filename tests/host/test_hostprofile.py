@@ -1,7 +1,7 @@
 """Host profiles: `cgsc probe`, `--host`, machine pinning, minimum versions in the manifest.
 
-Expected versions are derived here from the reference material (QEMU's QAPI schema,
-libvirt.md), never copied from what cgsc printed.
+Expected versions are derived here from QEMU's QAPI schema (tests/data/qemu-qapi), the
+installed QEMU and libvirt, and libvirt's documentation, never copied from what cgsc printed.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import IN_CI, missing
-from derive_qemu_since import derive, dumps
-from helpers import EXAMPLES, ROOT, QapiSchema, compile_plan, rel, run_cli
+from conftest import IN_CI, QEMU_ARCH, missing, qemu72_binary
+from derive_qemu_since import derive
+from helpers import EXAMPLES, ROOT, compile_plan, rel, run_cli
+from qemu_schema import CONFIDENTIAL_TYPES, introspect
 
 from cgsc.host import profile as hostprofile
 
@@ -29,51 +30,72 @@ def vt(text):
     return tuple(int(x) for x in text.split("."))
 
 
-@pytest.fixture(scope="session")
-def since(shared_dir):
-    return derive(os.path.join(shared_dir, "reference", "qemu-qapi"))["objects"]
+QAPI = os.path.join(ROOT, "tests", "data", "qemu-qapi")
+# libvirt's docs/formatdomain.rst, "Launch Security": the release that added each type
+LIBVIRT_SINCE = {"sev": "4.4.0", "sev-snp": "10.5.0", "tdx": "11.6.0", "s390-pv": "7.6.0"}
 
 
 @pytest.fixture(scope="session")
-def libvirt_since(shared_dir):
-    """launch-security type -> first libvirt, from the headings of libvirt.md."""
-    with open(os.path.join(shared_dir, "reference", "libvirt.md"), encoding="utf-8") as fh:
-        text = fh.read()
-    found = dict(re.findall(r"^## \d+\. type='(\S+)' \(since (\d+\.\d+\.\d+)\)", text, re.M))
-    assert {"sev-snp", "tdx"} <= set(found), found
-    return found
+def since():
+    return derive(QAPI)["objects"]
+
+
+@pytest.fixture(scope="session")
+def libvirt_since():
+    return LIBVIRT_SINCE
 
 
 # -- the QEMU version table: derived from QAPI, cannot drift --------------------------------
 
-def test_the_committed_qemu_since_table_is_what_the_qapi_schema_says(shared_dir):
-    derived = dumps(derive(os.path.join(shared_dir, "reference", "qemu-qapi")))
+def test_the_committed_qemu_since_table_is_what_the_qapi_schema_says():
+    """The confidential types as qapi/qom.json of a development tree dates them (the whole
+    table, monitor-qmp and the deprecations too, is re-derived from QEMU 11.1.3 itself by
+    tests/targets/test_qemu_11.py)."""
+    derived = derive(QAPI)["objects"]
     with open(os.path.join(ROOT, "schema", "qemu-since.json"), encoding="utf-8") as fh:
-        assert fh.read() == derived, "re-run tests/derive_qemu_since.py (see its docstring)"
+        committed = json.load(fh)["objects"]
+    assert {t: committed[t] for t in derived} == derived, "see tests/derive_qemu_since.py"
 
 
-def test_the_since_table_agrees_with_the_qemu_7_2_schema(since, shared_dir):
-    """What the table dates 7.2 or earlier is in QEMU 7.2's own QAPI schema, and nothing later."""
-    old = QapiSchema(os.path.join(shared_dir, "reference", "qemu-qapi", "v7.2.0"))
-    for qom, entry in since.items():
-        known = qom in old.types["ObjectType"]["data"]
-        assert known == (vt(entry["since"]) <= (7, 2)), qom
-        if known and entry["properties"]:
-            members = old.object_members(qom) or {}
+def _installed_qemus():
+    """(arch, QMP introspection) of every QEMU release on this machine: QEMU 7.2 (the
+    oldest supported) and the system's own."""
+    found = {}
+    for arch in ("x86_64", "ppc64", "s390x"):
+        for binary in (shutil.which(f"qemu-system-{arch}"), qemu72_binary(f"qemu-system-{arch}")):
+            if binary:
+                schema = introspect(binary)
+                found[(arch, schema.version)] = schema
+    if not found:
+        missing("no qemu-system-* is installed (Debian: apt-get install qemu-system-x86)")
+    return found.items()
+
+
+def test_the_since_table_agrees_with_every_installed_qemu(since):
+    """What the table dates at or before a QEMU release is in that release (its own QMP
+    introspection says so), and nothing later: QEMU 7.2 and the system's QEMU (10.0 on
+    Debian 12 with backports, 11.1 on Debian 13 with backports)."""
+    checked = set()
+    for (arch, version), schema in _installed_qemus():
+        for qom in (t for t in CONFIDENTIAL_TYPES if QEMU_ARCH[t] == arch):
+            entry = since[qom]
+            assert schema.has(qom) == (vt(entry["since"]) <= version), (qom, schema.binary)
+            members = (schema.object_members(qom) or {}) if schema.has(qom) else {}
             for prop, v in entry["properties"].items():
-                assert (prop in members) == (vt(v) <= (7, 2)), (qom, prop)
+                assert (prop in members) == (vt(v) <= version), (qom, prop, schema.binary)
+            checked.add(version)
+    assert checked
 
 
-def test_the_since_table_agrees_with_real_qemu_10_0(since):
-    qemu = shutil.which("qemu-system-x86_64")
-    if not qemu:
-        missing("qemu-system-x86_64 is not installed")
-    version = subprocess.run([qemu, "-version"], capture_output=True, text=True).stdout
-    if not version.startswith("QEMU emulator version 10.0."):
-        missing("qemu-system-x86_64 is not QEMU 10.0")
-    objects = subprocess.run([qemu, "-object", "help"], capture_output=True, text=True).stdout.split()
-    for qom in ("sev-guest", "sev-snp-guest", "tdx-guest"):  # the x86 types
-        assert (qom in objects) == (vt(since[qom]["since"]) <= (10, 0)), qom
+def test_libvirt_since_agrees_with_the_installed_libvirt_schema(relaxng):
+    """The installed libvirt's schema knows a launch-security type iff that libvirt is at
+    least the release formatdomain.rst names."""
+    virsh = shutil.which("virsh")
+    if virsh is None:
+        missing("virsh is not installed (Debian: apt-get install libvirt-clients)")
+    have = subprocess.run([virsh, "--version"], capture_output=True, text=True).stdout.strip()
+    for sectype, first in LIBVIRT_SINCE.items():
+        assert (sectype not in relaxng.unknown) == (vt(have) >= vt(first)), (sectype, have)
 
 
 # -- cgsc probe on this machine -------------------------------------------------------------
@@ -125,12 +147,25 @@ def test_probe_here_gives_a_valid_profile_with_no_confidential_mechanism(here):
         assert any("/dev/cpu/0/cpuid" in n for n in here["unreadable"]), here["unreadable"]
 
 
+def _qmp_cpu_models(qemu: str) -> set:
+    """The CPU models QEMU itself lists over QMP (query-cpu-definitions)."""
+    out = subprocess.run([qemu, "-machine", "none", "-nodefaults", "-display", "none",
+                          "-qmp", "stdio"], capture_output=True, text=True, timeout=60,
+                         input='{"execute":"qmp_capabilities"}\n'
+                               '{"execute":"query-cpu-definitions"}\n{"execute":"quit"}\n').stdout
+    replies = [json.loads(l) for l in out.splitlines() if l.startswith('{"return"')]
+    return {c["name"] for c in replies[1]["return"]}
+
+
 def test_probe_records_the_installed_qemu(here, tool):
+    """Whatever QEMU the machine has (Debian 12's own 7.2 has no EPYC-v4; backports' 10.0
+    and Debian 13's do): the profile says what that QEMU says of itself."""
     qemu = tool("qemu-system-x86_64")
     version = subprocess.run([qemu, "-version"], capture_output=True, text=True).stdout
     entry = here["qemu"]["x86_64"]
     assert version.startswith(f"QEMU emulator version {entry['version']} ")
-    assert "sev-guest" in entry["objects"] and "EPYC-v4" in entry["cpu-models"]
+    assert "sev-guest" in entry["objects"]
+    assert set(entry["cpu-models"]) == _qmp_cpu_models(qemu)
     alias = re.search(r"^q35 .*\(alias of (\S+)\)", subprocess.run(
         [qemu, "-machine", "help"], capture_output=True, text=True).stdout, re.M).group(1)
     assert entry["machines"]["q35"] == alias
@@ -273,7 +308,7 @@ def test_cpu_max_is_libvirt_s_maximum_mode_which_needs_libvirt_7_1(tmp_path):
     from lxml import etree
     name = compile_plan(str(changed)).name
     cpu = etree.parse(str(tmp_path / "7.1.0" / name / f"{name}.xml")).find("cpu")
-    assert dict(cpu.attrib) == {"mode": "maximum"} and len(cpu) == 0
+    assert dict(cpu.attrib) == {"mode": "maximum"} and [c.tag for c in cpu] == ["topology"]
 
 
 def test_the_snp_host_refuses_firmware_of_the_wrong_kind(tmp_path):
@@ -418,8 +453,8 @@ SHIPPED = sorted(hostprofile.shipped())
 
 
 def test_the_shipped_profiles_are_the_documented_hosts():
-    assert SHIPPED == ["debian-12", "debian-12-backports", "fedora-42", "rhel-10",
-                       "ubuntu-24.04", "ubuntu-25.04"]
+    assert SHIPPED == ["debian-12", "debian-12-backports", "debian-13", "debian-13-backports",
+                       "fedora-42", "rhel-10", "ubuntu-24.04", "ubuntu-25.04"]
     for name in SHIPPED:
         p = hostprofile.load(name)
         assert p["origin"] == "shipped" and p["sources"]["qemu"] and p["sources"]["libvirt"]
@@ -447,6 +482,8 @@ def test_the_matrix_separates_the_profiles():
     assert "examples/sev-snp.toml" not in ok["debian-12"]
     assert "examples/sev-snp.toml" in ok["debian-12-backports"]
     assert "examples/tdx.toml" not in ok["debian-12-backports"]   # QEMU 10.1, libvirt 11.6
+    assert "examples/tdx.toml" not in ok["debian-13"]             # QEMU 10.0, libvirt 11.3
+    assert "examples/tdx.toml" in ok["debian-13-backports"]       # QEMU 11.1, libvirt 12.9
     assert "examples/pef.toml" not in ok["rhel-10"]
 
 

@@ -344,6 +344,7 @@ def test_qemu_offers_no_way_to_request_vmsa_features(tool, qemu72):
     _no_feature_property(old, False)
 
 
+@pytest.mark.stack
 def test_qemu_11_1_offers_no_way_to_request_vmsa_features():
     """The same for Debian's QEMU 11.1 (the newest the table covers), in the trixie root
     that .ci/trixie-root builds (CGSC_TRIXIE_ROOT)."""

@@ -56,11 +56,12 @@ def test_parallel_check_matches_one_process_check(tmp_path):
     assert cgsc("build", *specs, "-o", str(out)).returncode == 0
     (out / "node-0003" / "node-0003.sh").write_text("#!/bin/sh\n")
     (out / "node-0040" / "extra.txt").write_text("x\n")
-    one = cgsc("check", "-j", "1", *specs, "-o", str(out))
-    two = cgsc("check", "-j", "2", *specs, "-o", str(out))
+    one = cgsc("check", "-j", "1", "--diff", *specs, "-o", str(out))
+    two = cgsc("check", "-j", "2", "--diff", *specs, "-o", str(out))
     assert one.returncode == two.returncode == 1
     assert (one.stdout, one.stderr) == (two.stdout, two.stderr)
-    assert "node-0003.sh" in one.stdout and "extra: " in one.stdout
+    assert f"--- {out}/node-0003/node-0003.sh (on disk)" in one.stdout
+    assert "node-0003.sh changed" in one.stderr and "extra.txt extra" in one.stderr
 
 
 def test_a_worker_killed_mid_build_leaves_the_tree_as_it_was(tmp_path):

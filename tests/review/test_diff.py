@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -38,7 +39,7 @@ def test_every_flag_turned_on_or_off_is_said_in_words(mech, base, flag, tmp_path
     new.write_text(HEAD + base + f"{word} = {{ {flag.name} = {str(not flag.default).lower()} }}\n")
     code, out, err = run_cli("diff", str(old), str(new), "--format", "json")
     assert code == 0, err
-    (report,) = json.loads(out)
+    (report,) = json.loads(out)["guests"]
     changes = {(c["category"], c["item"]): c for c in report["changes"]}
     change = changes[("policy", flag.name)]
     turned = "on" if not flag.default else "off"
@@ -72,7 +73,9 @@ def test_host_interfaces_devices_waivers_sandbox_and_extra_args(tmp_path):
                    "waivers: waiver CGS-QEMU-001 added: 'entropy device, reviewed'"):
         assert phrase in out, (phrase, out)
     # categories come most security-relevant first
-    categories = [line.split(":")[0].strip() for line in out.splitlines()[1:]]
+    assert out.startswith("cgsc diff: 1 guest changed by its own spec\n")
+    own = out.split("\nderived (")[0].splitlines()[2:]     # derived values come after
+    categories = [line.split(":")[0].strip() for line in own]
     from cgsc.review.diff import CATEGORIES
     assert categories == sorted(categories, key=CATEGORIES.index)
 
@@ -103,7 +106,8 @@ def test_formats_parse_and_exit_codes(tmp_path):
     assert code == 0 and "| policy | debug turned on (was off) |" in out
     code, out, _ = run_cli("diff", str(old), str(new), "--format", "github")
     lines = out.splitlines()
-    assert code == 0 and lines and all(l.startswith(f"::notice file={new},title=cgsc diff%3A ") for l in lines)
+    assert code == 0 and lines and all(re.match(f"::notice file={re.escape(str(new))},line=\\d+,title=cgsc diff%3A ", l)
+                                       for l in lines)
     assert any(l.endswith("::g: debug turned on (was off)") for l in lines)
     assert run_cli("diff", str(old))[0] == 2                       # one spec, no --base
     bad = tmp_path / "bad.toml"
@@ -150,7 +154,7 @@ def test_diff_against_a_git_revision_follows_extends(tmp_path, monkeypatch):
     code, out, err = run_cli("diff", "--base", "HEAD", "fleet/web-1.toml", "fleet/web-4.toml",
                              "--format", "json")
     assert code == 0, err
-    web1, web4 = json.loads(out)
+    web1, web4 = json.loads(out)["guests"]
     assert web1["old"] == "HEAD:fleet/web-1.toml" and not web1["new-spec"]
     assert [c["message"] for c in web1["changes"] if c["item"] == "smt"] == ["smt turned off (was on)"]
     assert web4["new-spec"] and any(c["item"] == "mechanism" and c["old"] is None for c in web4["changes"])
@@ -187,7 +191,7 @@ def test_diff_against_a_revision_reads_relative_measurement_files(firmware, tmp_
     def measurement_change():
         code, out, err = run_cli("diff", "--base", "HEAD", "guests/h1.toml", "--format", "json")
         assert code == 0, err
-        found = [c for c in json.loads(out)[0]["changes"] if c["category"] == "measurement"]
+        found = [c for c in json.loads(out)["guests"][0]["changes"] if c["category"] == "measurement"]
         return (found[0]["old"], found[0]["new"]) if found else None
 
     monkeypatch.chdir(repo)   # not the spec's directory

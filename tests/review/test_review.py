@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import EXAMPLES, INVALID, ROOT, assertions, compile_plan, render, run_cli
+from helpers import EXAMPLES, INVALID, ROOT, assertions, compile_plan, data_json, render, run_cli
 
 from cgsc.mechanisms import MECHANISMS
 from cgsc.lower.qemu import keyval_split
@@ -109,23 +109,29 @@ def test_check_reports_every_kind_of_drift(tmp_path):
     name = compile_plan(spec).name
     assert run_cli("build", spec, "-o", str(tmp_path))[0] == 0
     guest = tmp_path / name
-    (guest / f"{name}.sh").write_text((guest / f"{name}.sh").read_text().replace("-smp 8", "-smp 9"))
+    (guest / f"{name}.sh").write_text((guest / f"{name}.sh").read_text().replace("-smp 8,", "-smp 9,"))
     (guest / f"{name}.xml").unlink()
     (guest / "notes.txt").write_text("hand-made\n")
     (guest / f"{name}.service").chmod(0o600)
     before = _tree(tmp_path)
     code, out, err = run_cli("check", spec, "-o", str(tmp_path))
-    assert code == 1
-    assert f"--- {guest}/{name}.sh (on disk)" in out and "-    -smp 9 \\" in out and "+    -smp 8 \\" in out
-    assert f"missing: {guest}/{name}.xml" in out
-    assert f"extra: {guest}/notes.txt" in out
-    assert f"mode 0600, expected 0644: {guest}/{name}.service" in out
-    assert "4 artifacts out of date" in err
+    assert code == 1 and out == ""                       # the diffs only with --diff
+    (line,) = [l for l in err.splitlines() if "[CGS-CHECK-001]" in l]
+    assert line.endswith(f"guest.name: {guest}/ is out of date: {name}.service has mode 0600, "
+                         f"expected 0644, {name}.sh changed, {name}.xml missing, notes.txt extra "
+                         "[CGS-CHECK-001]")
+    assert "cgsc: 1 guest out of date (4 artifacts)" in err
+    assert f"cgsc: fix: cgsc build -o {tmp_path} {spec} && git add {tmp_path}" in err
+    code, out, err2 = run_cli("check", "--diff", spec, "-o", str(tmp_path))
+    assert code == 1 and err2 == err.replace("cgsc: the full diff of each changed artifact: the "
+                                             "same command with --diff\n", "")
+    assert f"--- {guest}/{name}.sh (on disk)" in out and "-    -smp 9,sockets=1,dies=1,cores=8,threads=1 \\" in out \
+        and "+    -smp 8,sockets=1,dies=1,cores=8,threads=1 \\" in out
     assert _tree(tmp_path) == before, "check never writes"
     code, out, _ = run_cli("check", spec, "-o", str(tmp_path), "--format", "json")
-    found = json.loads(out)
-    assert code == 1 and {d["rule"] for d in found} == {"CGS-CHECK-001"} and len(found) == 4
-    assert all(d["file"] == spec for d in found)
+    (found,) = json.loads(out)
+    assert code == 1 and found["rule"] == "CGS-CHECK-001" and found["file"] == spec
+    assert found["hint"] and "git add" in found["hint"]
 
 
 def test_check_of_an_invalid_spec_is_a_spec_error(tmp_path):
@@ -147,17 +153,15 @@ def test_json_diagnostics_carry_every_field(monkeypatch):
     found = json.loads(out)
     assert code == 1 and found
     for d in found:
-        assert set(d) == {"file", "line", "column", "key", "rule", "severity", "message", "hint"}
+        assert set(d) == {"file", "line", "column", "key", "rule", "severity", "message", "hint",
+                          "specs"}
         assert re.fullmatch(r"CGS-[A-Z0-9]+-\d{3}", d["rule"]) and d["severity"] in ("error", "warning")
 
 
-def test_sarif_validates_and_its_lines_equal_the_text_output(monkeypatch, shared_dir):
-    from jsonschema import Draft4Validator
-    with open(os.path.join(shared_dir, "reference", "sarif", "sarif-schema-2.1.0.json")) as fh:
-        sarif_schema = json.load(fh)
+def test_sarif_validates_and_its_lines_equal_the_text_output(monkeypatch, sarif_validator):
     _names, (code, out, _err) = _corpus_output("sarif", monkeypatch)
     log = json.loads(out)
-    errors = sorted(Draft4Validator(sarif_schema).iter_errors(log), key=str)
+    errors = sorted(sarif_validator.iter_errors(log), key=str)
     assert code == 1 and not errors, errors[:3]
     _names, (code, _out, text) = _corpus_output("text", monkeypatch)
     text_lines = []
@@ -260,7 +264,8 @@ def test_pre_commit_hooks_run_for_real(tmp_path, tool):
     assert result.returncode == 0, result.stdout + result.stderr
     # check: fails until the artifacts are built, passes after
     result = hook("cgsc-check", "good.toml")
-    assert result.returncode == 1 and "missing: out/payments-db/payments-db.sh" in result.stdout
+    assert result.returncode == 1 and "out/payments-db/ is out of date: " in result.stdout
+    assert "payments-db.sh missing" in result.stdout
     subprocess.run([sys.executable, "-m", "cgsc", "build", "good.toml"], cwd=repo, check=True,
                    capture_output=True)
     result = hook("cgsc-check", "good.toml")

@@ -76,11 +76,14 @@ def test_check_all_finds_every_guest_and_orphans(tmp_path, monkeypatch):
     base = repo / "guests" / "fleet" / "base.toml"
     base.write_text(base.read_text().replace("vcpus = 2", "vcpus = 3"))
     code, out, err = run_cli("check", "--all", "--format", "json")
-    drifted = {d["message"].split(":")[0] for d in json.loads(out) if d["rule"] == "CGS-CHECK-001"}
-    children = {f"out/web-{i}/web-{i}.{ext}" for i in (1, 2) for ext in ("sh", "service", "xml")}
+    drifted = {d["message"] for d in json.loads(out) if d["rule"] == "CGS-CHECK-001"}
     # every child's manifest records the base's sha256; web-3 sets its own vcpus
-    manifests = {f"out/web-{i}/manifest.json" for i in (1, 2, 3)}
-    assert code == 1 and drifted == children | manifests
+    assert code == 1 and drifted == {
+        "out/web-1/ is out of date: manifest.json changed, web-1.service changed, web-1.sh "
+        "changed, web-1.xml changed",
+        "out/web-2/ is out of date: manifest.json changed, web-2.service changed, web-2.sh "
+        "changed, web-2.xml changed",
+        "out/web-3/ is out of date: manifest.json changed"}
     # the base named on the command line (pre-commit passes it) is checked through its children
     code, out2, _err = run_cli("check", "--all", "guests/fleet/base.toml", "--format", "json")
     assert code == 1 and out2 == out
@@ -90,11 +93,21 @@ def test_check_all_finds_every_guest_and_orphans(tmp_path, monkeypatch):
     web2 = repo / "guests" / "fleet" / "web-2.toml"
     web2.write_text(web2.read_text().replace('name = "web-2"', 'name = "web-two"'))
     code, out, err = run_cli("check", "--all")
-    assert code == 1
-    assert "orphan: out/payments-db: its spec guests/sev-snp.toml is gone" in out
-    assert "orphan: out/web-2: guests/fleet/web-2.toml now builds guest 'web-two', not 'web-2'" in out
-    assert "missing: out/web-two/web-two.sh" in out      # and the new name is not built yet
-    assert err.count("[CGS-CHECK-002]") == 2 and "6 artifacts out of date" in err
+    assert code == 1 and out == ""
+    # each problem once: one line each, with the one command that fixes them all
+    assert "out/payments-db: (top level): its spec guests/sev-snp.toml is gone [CGS-CHECK-002]" in err
+    assert ("out/web-2: (top level): guests/fleet/web-2.toml now builds guest 'web-two', not "
+            "'web-2' [CGS-CHECK-002]") in err
+    assert "out/web-two/ is out of date: manifest.json missing, " in err   # not built yet
+    assert err.count("[CGS-CHECK-002]") == 2 and err.count("[CGS-CHECK-001]") == 1
+    assert "cgsc: 1 guest out of date (4 artifacts); 2 entries of out/ that no spec builds" in err
+    assert ("cgsc: fix: cgsc build --prune -o out guests/fleet/web-1.toml guests/fleet/web-2.toml "
+            "guests/fleet/web-3.toml && git add -A out") in err
+    assert "  hint: " not in err.split("[CGS-CHECK-002]")[1]
+    assert run_cli("build", "--prune", "-o", "out", "guests/fleet/web-1.toml",
+                   "guests/fleet/web-2.toml", "guests/fleet/web-3.toml")[0] == 0
+    code, out, err = run_cli("check", "--all")
+    assert code == 0 and "3 guest(s) up to date" in err, err
     assert "CGS-CHECK-002" in load_all()
     # nothing named and no --all: a usage error
     assert run_cli("check")[0] == 2
@@ -115,7 +128,7 @@ def test_check_all_accounts_for_every_file_under_the_output_directory(tmp_path, 
     (guest / "manifest.json").unlink()
     code, out, err = run_cli("check", "--all", "-o", "out")
     assert code == 1 and "up to date" not in err
-    assert "out/payments-db" in out and "[CGS-CHECK-002]" in err
+    assert "out/payments-db: (top level): no manifest.json; " in err and "[CGS-CHECK-002]" in err
     shutil.rmtree(guest)
     assert run_cli("build", "guests/sev-snp.toml", "-o", "out")[0] == 0
     # a directory without a manifest, a stray file, a symlink, a copy of a guest directory
@@ -134,8 +147,8 @@ def test_check_all_accounts_for_every_file_under_the_output_directory(tmp_path, 
         assert code == 2 and "up to date" not in err and "Traceback" not in err
     # a named spec whose artifacts are missing is drift, with or without --all
     for all_ in ([], ["--all"]):
-        code, out, _err = run_cli("check", *all_, "guests/sev-snp.toml", "-o", "outt")
-        assert code == 1 and "missing: outt/payments-db/payments-db.sh" in out
+        code, out, err = run_cli("check", *all_, "guests/sev-snp.toml", "-o", "outt")
+        assert code == 1 and "outt/payments-db/ is out of date: manifest.json missing, " in err
 
 
 # -- the published schema, for editors ---------------------------------------------------------
@@ -202,8 +215,10 @@ def test_a_partial_base_is_checked_on_its_own_terms(tmp_path):
     from jsonschema import Draft202012Validator
 
     from cgsc.spec.schema import partial
-    with open(os.path.join(FLEET, "base.toml")) as fh:   # the fleet base, without [guest]
-        text = re.sub(r"\[guest\]\n(.+\n)+", "", fh.read())
+    with open(os.path.join(FLEET, "base.toml")) as fh:   # the fleet base, without [guest],
+        text = re.sub(r"\[guest\]\n(.+\n)+", "", fh.read())   # and not abstract
+    assert text.count("abstract = true\n") == 1
+    text = text.replace("abstract = true\n", "")
     assert "[guest]" not in text and "[confidential.sev-snp]" in text
     base = tmp_path / "partial.toml"
     base.write_text(text)
@@ -243,7 +258,8 @@ def test_validate_reports_what_build_refuses(tmp_path):
 # -- pre-commit, for real --------------------------------------------------------------------
 
 def _readme_block(marker):
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+    """A YAML block of the fleets guide (pre-commit configuration, CI steps)."""
+    with open(os.path.join(ROOT, "docs", "fleets.md"), encoding="utf-8") as fh:
         text = fh.read()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     return next(b for b in blocks if marker in b)
@@ -288,8 +304,12 @@ def test_readme_pre_commit_config_is_a_gate_as_pasted(tmp_path, tool):
     subprocess.run([sys.executable, "-m", "cgsc", "build", "guests/web-1.toml"], cwd=repo,
                    check=True, capture_output=True)
     result = _pre_commit(pre_commit, repo, tmp_path)
-    assert result.returncode == 1 and "out/web-2/web-2.sh: changed" in result.stdout, result.stdout
-    assert "out/web-1/" not in result.stdout
+    assert result.returncode == 1, result.stdout
+    # a summary: which artifacts of which guest, and the one command that fixes it
+    assert ("guests/web-2.toml:5: guest.name: out/web-2/ is out of date: manifest.json changed, "
+            "web-2.service changed, web-2.sh changed, web-2.xml changed [CGS-CHECK-001]") in result.stdout
+    assert "cgsc: fix: cgsc build -o out guests/web-2.toml && git add out" in result.stdout
+    assert "out/web-1/" not in result.stdout and "@@" not in result.stdout   # no diff by default
     subprocess.run([sys.executable, "-m", "cgsc", "build", "guests/web-2.toml"], cwd=repo,
                    check=True, capture_output=True)
     assert _pre_commit(pre_commit, repo, tmp_path).returncode == 0
@@ -300,7 +320,7 @@ def test_readme_pre_commit_config_is_a_gate_as_pasted(tmp_path, tool):
     assert edited != script.read_text()
     script.write_text(edited)
     result = _pre_commit(pre_commit, repo, tmp_path)
-    assert result.returncode == 1 and "out/web-1/web-1.sh: changed" in result.stdout, result.stdout
+    assert result.returncode == 1 and "out/web-1/ is out of date: web-1.sh changed" in result.stdout
     subprocess.run(GIT + ["-C", str(repo), "checkout", "-q", "--", "out"], check=True)
     # a broken base fails the base hook, a broken child the spec hook
     base_file.write_text(base_file.read_text() + "\n[qemu]\nsandbx = true\n")
@@ -328,13 +348,18 @@ def test_shipped_hooks_check_the_whole_output_directory(tmp_path, tool):
     assert edited != unit.read_text()
     unit.write_text(edited)
     result = hook("out/web-3/web-3.service")
-    assert result.returncode == 1 and "out/web-3/web-3.service: changed" in result.stdout, result.stdout
+    assert result.returncode == 1 and "out/web-3/ is out of date: web-3.service changed" in result.stdout
 
 
 def test_readme_install_and_ci_snippets_never_use_pypi_or_the_system_python():
+    docs = [os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+            if f.endswith(".md")]
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
         text = fh.read()
     installs = re.findall(r"^.*pip install.*$", text, re.M)
+    for doc in docs:
+        with open(doc, encoding="utf-8") as fh:
+            installs += re.findall(r"^.*pip install.*$", fh.read(), re.M)
     assert installs
     for line in installs:
         assert not re.search(r"pip install (-U )?cgsc\b", line), line          # not on PyPI

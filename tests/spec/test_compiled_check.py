@@ -160,11 +160,11 @@ def boundary_mutations():
 
 
 def fuzz_value_mutations(count=3000):
-    from fuzz.test_fuzz_malformed import DATA_SEEDS, _value_mutation
+    from spec_mutations import DATA_SEEDS, value_mutation
     rng = random.Random(4711)
     for _ in range(count):
         try:
-            yield tomllib.loads(_value_mutation(rng, rng.choice(DATA_SEEDS)))
+            yield tomllib.loads(value_mutation(rng, rng.choice(DATA_SEEDS)))
         except tomllib.TOMLDecodeError:
             pass
 

@@ -18,7 +18,7 @@ try:
     import tomllib
 except ImportError:  # Python < 3.11
     import tomli as tomllib
-from helpers import EXAMPLES, ROOT, compile_plan, rel, render, run_cli
+from helpers import EXAMPLES, ROOT, compile_plan, data_json, rel, render, run_cli
 
 from cgsc.pipeline.compile import compile_spec
 
@@ -63,10 +63,8 @@ def strict(node):
 
 
 @pytest.fixture(scope="session")
-def crd(shared_dir):
-    with open(os.path.join(shared_dir, "reference", "kubevirt", "virtualmachine.openapi.json"),
-              encoding="utf-8") as fh:
-        return json.load(fh)
+def crd():
+    return data_json("kubevirt/virtualmachine.openapi.json")
 
 
 @pytest.fixture(scope="session")
@@ -385,7 +383,11 @@ def test_manifest_and_launch_script_agree(spec, tmp_path):
     if qom == "sev-snp-guest":
         assert int(props["policy"], 0) == 0x30000
     cpu = domain["cpu"]
-    assert int(_option(argv, "-smp")[0]) == cpu["sockets"] * cpu["cores"] * cpu["threads"]
+    # KubeVirt's converter: <vcpu> = sockets * cores * threads, <topology> with one die each
+    vcpus, smp = _keyval(_option(argv, "-smp")[0])
+    assert int(vcpus) == cpu["sockets"] * cpu["cores"] * cpu["threads"]
+    assert (int(smp["sockets"]), int(smp["dies"]), int(smp["cores"]), int(smp["threads"])) == \
+        (cpu["sockets"], 1, cpu["cores"], cpu["threads"])
     mib = int(_option(argv, "-m")[0].rstrip("M"))
     assert domain["resources"]["requests"]["memory"] == f"{mib}Mi"
     drives = [d for d in _option(argv, "-device") if "drive=" in d]
@@ -571,7 +573,7 @@ def test_target_and_rules_are_listed():
     assert code == 0 and re.search(r"^kubevirt +KubeVirt VirtualMachine", out, re.M)
     code, out, _e = run_cli("rules")
     listed = set(re.findall(r"^(CGS-KUBEVIRT-\d{3}) ", out, re.M))
-    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 14)}
+    assert listed == {f"CGS-KUBEVIRT-{i:03d}" for i in range(1, 15)}
 
 
 def test_refusals_come_all_at_once_with_hints(tmp_path):
@@ -644,7 +646,7 @@ def test_attestation_note_when_the_plan_has_reference_values():
 
 
 def test_readme_section_shows_what_its_spec_builds(tmp_path, crd_validator):
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+    with open(os.path.join(ROOT, "docs", "targets.md"), encoding="utf-8") as fh:
         section = fh.read().split("\n## KubeVirt\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
     spec_text = next(text for lang, text in blocks if lang == "toml")

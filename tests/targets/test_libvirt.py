@@ -70,7 +70,9 @@ def facts_from_argv(argv):
         if opt == "-m":
             f["memory"] = int(val.rstrip("M"))
         elif opt == "-smp":
-            f["vcpus"] = int(val)
+            head, props = _props(val)
+            f["vcpus"] = int(head)
+            f["topology"] = tuple(int(props[k]) for k in ("sockets", "dies", "cores", "threads"))
         elif opt == "-cpu":
             f["cpu"] = val
         elif opt == "-machine" and not val.startswith("confidential-guest-support"):
@@ -158,6 +160,9 @@ def facts_from_xml(doc):
     a USB controller (qemu-xhci on q35, formatdomain "USB controller ... default") and a
     virtio memory balloon ("If no memballoon is specified, one is added automatically")."""
     f = {"memory": int(doc.findtext("memory")), "vcpus": int(doc.findtext("vcpu"))}
+    topology = doc.find("cpu/topology")   # without it libvirt makes every vCPU a socket
+    f["topology"] = (int(doc.findtext("vcpu")), 1, 1, 1) if topology is None else tuple(
+        int(topology.get(k, "1")) for k in ("sockets", "dies", "cores", "threads"))
     usb = doc.find("devices/controller[@type='usb']")
     f["usb"] = "qemu-xhci" if usb is None else usb.get("model", "qemu-xhci")
     balloon = doc.find("devices/memballoon")

@@ -20,6 +20,8 @@ import subprocess
 import pytest
 from conftest import missing
 
+pytestmark = pytest.mark.stack   # runs programs of the trixie root from outside it
+
 TRIXIE_ROOT = os.environ.get("CGSC_TRIXIE_ROOT", "/var/cache/cgsc/trixie-root")
 BIOS_AT = 0xFFFF0000          # a 64 KiB BIOS ends at 4 GiB
 S390_LOWCORE = 0x200           # the s390x reset writes the CPU's lowcore below this

@@ -3,6 +3,7 @@ that records its argv, which must equal the plan's."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -10,10 +11,12 @@ import stat
 import subprocess
 
 import pytest
-from helpers import VALID_SPECS, compile_plan, rel, render
+from helpers import VALID_SPECS, compile_plan, rel, render, run_cli
 
 STAND_IN = """#!/bin/sh
-# Stand-in emulator: record argv (NUL-separated) and exit.
+# Stand-in emulator: answer -version as today's QEMU does, else record argv (NUL-separated)
+# and exit.
+[ "$1" = -version ] && { echo 'QEMU emulator version 11.1.3'; exit 0; }
 printf '%s\\0' "$@" > "$CGSC_ARGV_LOG"
 """
 
@@ -236,10 +239,12 @@ def test_script_refuses_a_directory_another_user_may_write(owner, mode, problem,
         os.lchown(planted / "console.log", owner, owner)
         os.chown(planted, owner, owner)
     # an emulator that does what QEMU does with the console file: open it for writing
+    # (and, asked for its -version, only answers)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     exe = bin_dir / plan.emulator
-    exe.write_text(f"#!/bin/sh\n: > {shlex.quote(str(planted / 'console.log'))}\n")
+    exe.write_text("#!/bin/sh\n[ \"$1\" = -version ] && { echo 'QEMU emulator version 11.1.3'; exit 0; }\n"
+                   f": > {shlex.quote(str(planted / 'console.log'))}\n")
     exe.chmod(0o755)
     result = subprocess.run([str(script)], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
                             capture_output=True, text=True)
@@ -321,3 +326,42 @@ def test_memory_locking_agrees_across_the_three_targets():
             # each artifact says why, in the mechanism's words
             why = "pins all guest memory" if expected else "guest_memfd"
             assert all(why in text for text in texts), spec
+
+
+# -- the QEMU version the guest needs (manifest.json "requires") ---------------------------
+
+def _old_qemu_dir(tmp_path, name, version):
+    """A stand-in emulator that answers -version as QEMU `version` does, and records any
+    other start."""
+    bin_dir = tmp_path / "oldbin"
+    bin_dir.mkdir()
+    exe = bin_dir / name
+    exe.write_text("#!/bin/sh\n"
+                   f"[ \"$1\" = -version ] && {{ echo 'QEMU emulator version {version} (Debian)'; "
+                   "echo 'Copyright (c) 2003-2024 Fabrice Bellard'; exit 0; }\n"
+                   "printf '%s\\0' \"$@\" > \"$CGSC_ARGV_LOG\"\n")
+    exe.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("version, ok", [("8.2.2", False), ("9.0.0", False), ("9.1.0", True),
+                                         ("10.0.2", True), ("11.1.3", True)])
+def test_script_checks_the_qemu_version_before_starting_it(version, ok, tmp_path):
+    """An SNP guest needs QEMU 9.1 (sev-snp-guest; QEMU's qapi/qom.json "Since: 9.1"). On an
+    older QEMU the script says which version it needs and which it found, instead of QEMU's
+    "Parameter 'qom-type' does not accept value 'sev-snp-guest'"."""
+    spec = [s for s in VALID_SPECS if s.endswith("examples/sev-snp.toml")][0]
+    plan, script = _relocated_script(spec, tmp_path)
+    code, _out, err = run_cli("build", spec, "-o", str(tmp_path / "out"), "-t", "shell")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "out" / plan.name / "manifest.json").read_text())
+    need = next(a["requires"]["qemu"] for a in manifest["artifacts"] if a["target"] == "shell")
+    assert need == "9.1"
+    bin_dir = _old_qemu_dir(tmp_path, plan.emulator, version)
+    log = tmp_path / "argv"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CGSC_ARGV_LOG": str(log)}
+    result = subprocess.run([str(script)], env=env, capture_output=True, text=True)
+    assert result.returncode == 1     # this host has no SNP either: some check fails
+    said = f"needs QEMU {need} or later (sev-snp-guest); {plan.emulator} is QEMU {version}"
+    assert (said in result.stderr) == (not ok), result.stderr
+    assert not log.exists()

@@ -41,47 +41,48 @@ _C5 = frozenset(('ppc64', 's390x', 'x86_64'))
 _P4 = _re('^[a-z0-9][a-z0-9_.-]*\\Z').search
 _P5 = _re('^[A-Za-z0-9][A-Za-z0-9_.+-]*\\Z').search
 _P6 = _re('^[1-9][0-9]*[ \\t]*(MiB|GiB|TiB|M|G|T)\\Z').search
-_P7 = _re('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\Z').search
-_P8 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
-_P9 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
-_P10 = _re('^(?!([^\\n\\r\\u2028\\u2029]*/)?\\.\\.(/|\\Z))[^\\x00-\\x1f\\x7f]+\\Z').search
-_P11 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
-_C14 = frozenset(('single-pass', 'two-pass'))
-_P12 = _re('^[0-9a-fA-F]{32}\\Z').search
-_C16 = frozenset(('go-sev-guest', 'go-tdx-guest', 'sev-launch-measure', 'trustee'))
-_P13 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
-_C18 = frozenset(('auto', 'off', 'on'))
-_P14 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
-_C20 = frozenset(('unix', 'vsock'))
-_C21 = frozenset(('qcow2', 'raw'))
-_C22 = frozenset(('scsi', 'virtio'))
-_C23 = frozenset(('none', 'writeback', 'writethrough'))
-_P15 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
-_P16 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_P17 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
-_C27 = frozenset((True,))
-_C28 = frozenset(('bridge', 'tap', 'user'))
-_P18 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
-_P19 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
-_C31 = frozenset(('virtio',))
-_C32 = frozenset(('tcp', 'udp'))
-_P20 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
-_P21 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
-_C35 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
-_P22 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
-_P23 = _re('^[a-z][a-z0-9-]*\\Z').search
-_P24 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
-_P25 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
-_C40 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
-_P26 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
-_C42 = frozenset(('kvm', 'qemu'))
-_P27 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
-_C44 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
-_P28 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
-_P29 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
-_C47 = frozenset(('HostDisk',))
-_P30 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
-_P31 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
+_P7 = _re('^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}\\Z').search
+_P8 = _re('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\Z').search
+_P9 = _re('^(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
+_P10 = _re('^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*\\Z').search
+_P11 = _re('^(?!([^\\n\\r\\u2028\\u2029]*/)?\\.\\.(/|\\Z))[^\\x00-\\x1f\\x7f]+\\Z').search
+_P12 = _re('^[A-Za-z0-9][A-Za-z0-9._-]*\\Z').search
+_C15 = frozenset(('single-pass', 'two-pass'))
+_P13 = _re('^[0-9a-fA-F]{32}\\Z').search
+_C17 = frozenset(('go-sev-guest', 'go-tdx-guest', 'sev-launch-measure', 'trustee'))
+_P14 = _re('^/dev(?!(?s:.)*[\\\\\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff]\\Z)(/(?!\\.\\.?(/|\\Z))[^/\\x00-\\x1f\\x7f-\\x9f]+)+\\Z').search
+_C19 = frozenset(('auto', 'off', 'on'))
+_P15 = _re('^[A-Za-z0-9+/]*={0,2}\\Z').search
+_C21 = frozenset(('unix', 'vsock'))
+_C22 = frozenset(('qcow2', 'raw'))
+_C23 = frozenset(('scsi', 'virtio'))
+_C24 = frozenset(('none', 'writeback', 'writethrough'))
+_P16 = _re('^[A-Za-z0-9_.+ -]{1,20}\\Z').search
+_P17 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_P18 = _re('^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\\Z').search
+_C28 = frozenset((True,))
+_C29 = frozenset(('bridge', 'tap', 'user'))
+_P19 = _re('^[A-Za-z0-9_.:-]{1,15}\\Z').search
+_P20 = _re('^52:54:00(:[0-9a-fA-F]{2}){3}\\Z').search
+_C32 = frozenset(('virtio',))
+_C33 = frozenset(('tcp', 'udp'))
+_P21 = _re('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\Z').search
+_P22 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\\Z').search
+_C36 = frozenset(('file', 'none', 'pty', 'socket', 'stdio'))
+_P23 = _re('^((/(?!\\.\\.?(/|\\Z))[A-Za-z0-9._+-]+)+|[A-Za-z0-9][A-Za-z0-9._+-]*)\\Z').search
+_P24 = _re('^[a-z][a-z0-9-]*\\Z').search
+_P25 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.service\\Z').search
+_P26 = _re('^([a-z_][a-z0-9_-]{0,31}|[0-9]+)\\Z').search
+_C41 = frozenset(('always', 'no', 'on-abnormal', 'on-abort', 'on-failure', 'on-success', 'on-watchdog'))
+_P27 = _re('^[A-Za-z0-9:_.@\\\\-]+\\.(service|target|socket|mount|path|device|slice|timer|scope|swap|automount)\\Z').search
+_C43 = frozenset(('kvm', 'qemu'))
+_P28 = _re('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\Z').search
+_C45 = frozenset(('Always', 'Halted', 'Manual', 'RerunOnFailure'))
+_P29 = _re('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\\Z').search
+_P30 = _re('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\\Z').search
+_C48 = frozenset(('HostDisk',))
+_P31 = _re('^CGS-[A-Z0-9]+-[0-9]{3}\\Z').search
+_P32 = _re('^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x09-\\x0d\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000\\ufeff\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*\\Z').search
 
 
 def _n1(x):
@@ -105,7 +106,12 @@ def _n2(x):
     return True
 
 
-def _n5(x):
+def _n4(x):
+    if not (isinstance(x, bool)): return False
+    return True
+
+
+def _n6(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P2(x): return False
@@ -113,7 +119,7 @@ def _n5(x):
     return True
 
 
-def _n6(x):
+def _n7(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 1024: return False
     if not _P3(x): return False
@@ -121,12 +127,12 @@ def _n6(x):
     return True
 
 
-def _n7(x):
+def _n8(x):
     if not ((type(x) is str and x in _C5)): return False
     return True
 
 
-def _n8(x):
+def _n9(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P4(x): return False
@@ -134,7 +140,7 @@ def _n8(x):
     return True
 
 
-def _n9(x):
+def _n10(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P5(x): return False
@@ -142,14 +148,20 @@ def _n9(x):
     return True
 
 
-def _n10(x):
+def _n11(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4096: return False
     return True
 
 
-def _n11(x):
+def _n12(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T0, _T1, _no): return False
+    return True
+
+
+def _n13(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and not _SURROGATE(x))): return False
     if isinstance(x, str):
         if len(x) > 4096: return False
@@ -160,7 +172,7 @@ def _n11(x):
     return True
 
 
-def _n12(x):
+def _n14(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P7(x): return False
@@ -168,281 +180,232 @@ def _n12(x):
     return True
 
 
-def _n4(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T0, _T1, _no): return False
-    return True
-
-
-def _n14(x):
+def _n15(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
+    if len(x) > 4096: return False
     if not _P8(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n13(x):
+def _n5(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T2, _T3, _no): return False
     return True
 
 
-def _n16(x):
+def _n17(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
+    if len(x) > 4095: return False
     if not _P9(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n15(x):
+def _n16(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T4, _T5, _no): return False
     return True
 
 
-def _n18(x):
+def _n19(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
-    if len(x) < 1: return False
     if not _P10(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n19(x):
+def _n18(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T6, _T7, _no): return False
+    return True
+
+
+def _n21(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 64: return False
+    if len(x) > 4096: return False
+    if len(x) < 1: return False
     if not _P11(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n20(x):
+def _n22(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 64: return False
+    if not _P12(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n23(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 18446744073709551615: return False
     return True
 
 
-def _n21(x):
-    if not ((type(x) is str and x in _C14)): return False
+def _n24(x):
+    if not ((type(x) is str and x in _C15)): return False
     return True
 
 
-def _n22(x):
-    if not (isinstance(x, bool)): return False
-    return True
-
-
-def _n23(x):
+def _n25(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
-    if not _P12(x): return False
+    if not _P13(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n24(x):
+def _n26(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 4294967295: return False
     return True
 
 
-def _n17(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T6, _T7, _no): return False
-    return True
-
-
-def _n27(x):
-    if not ((type(x) is str and x in _C16)): return False
-    return True
-
-
-def _n26(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 4: return False
-    if not all(map(_n27, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
-    return True
-
-
-def _n25(x):
+def _n20(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T8, _T9, _no): return False
     return True
 
 
-def _n30(x):
+def _n29(x):
+    if not ((type(x) is str and x in _C17)): return False
+    return True
+
+
+def _n28(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 4: return False
+    if not all(map(_n29, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n27(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T10, _T11, _no): return False
+    return True
+
+
+def _n32(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 32: return False
     if x > 63: return False
     return True
 
 
-def _n31(x):
+def _n33(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 63: return False
     return True
 
 
-def _n33(x):
+def _n35(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 0: return False
     if x > 255: return False
     return True
 
 
-def _n32(x):
+def _n34(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 4294967295: return False
     if isinstance(x, dict):
-        if not _keys(x, _T10, _T11, _no): return False
+        if not _keys(x, _T12, _T13, _no): return False
     return True
 
 
-def _n34(x):
+def _n36(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4095: return False
-    if not _P13(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n35(x):
-    if not ((type(x) is str and x in _C18)): return False
-    return True
-
-
-def _n29(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T12, _T13, _no): return False
-    return True
-
-
-def _n37(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        if x < 0: return False
-        if x > 18446744073709551615: return False
-    if isinstance(x, dict):
-        if not _keys(x, _T14, _T15, _no): return False
-    return True
-
-
-def _n38(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 8192: return False
     if not _P14(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n36(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T16, _T17, _no): return False
+def _n37(x):
+    if not ((type(x) is str and x in _C19)): return False
     return True
 
 
-def _n40(x):
+def _n31(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T14, _T15, _no): return False
+    return True
+
+
+def _n39(x):
     if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         if x < 0: return False
         if x > 18446744073709551615: return False
     if isinstance(x, dict):
-        if not _keys(x, _T18, _T19, _no): return False
+        if not _keys(x, _T16, _T17, _no): return False
+    return True
+
+
+def _n40(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 8192: return False
+    if not _P15(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n38(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T18, _T19, _no): return False
     return True
 
 
 def _n42(x):
-    if not ((type(x) is str and x in _C20)): return False
+    if not ((isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, dict)): return False
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        if x < 0: return False
+        if x > 18446744073709551615: return False
+    if isinstance(x, dict):
+        if not _keys(x, _T20, _T21, _no): return False
     return True
 
 
-def _n43(x):
+def _n44(x):
+    if not ((type(x) is str and x in _C21)): return False
+    return True
+
+
+def _n45(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 4294967295: return False
     return True
 
 
-def _n41(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T20, _T21, _no): return False
-    return True
-
-
-def _n39(x):
+def _n43(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T22, _T23, _no): return False
     return True
 
 
-def _n44(x):
+def _n41(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T24, _T25, _no): return False
     return True
 
 
-def _n28(x):
+def _n46(x):
     if not (isinstance(x, dict)): return False
-    if len(x) > 1: return False
-    if len(x) < 1: return False
     if not _keys(x, _T26, _T27, _no): return False
     return True
 
 
-def _n47(x):
-    if not ((type(x) is str and x in _C21)): return False
-    return True
-
-
-def _n48(x):
-    if not ((type(x) is str and x in _C22)): return False
-    return True
-
-
-def _n49(x):
-    if not ((type(x) is str and x in _C23)): return False
-    return True
-
-
-def _n50(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
-    if not _P15(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n52(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 253: return False
-    if not _P16(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n53(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P17(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n54(x):
-    if not ((type(x) is bool and x in _C27)): return False
-    return True
-
-
-def _n51(x):
+def _n30(x):
     if not (isinstance(x, dict)): return False
     if len(x) > 1: return False
     if len(x) < 1: return False
@@ -450,35 +413,79 @@ def _n51(x):
     return True
 
 
-def _n46(x):
-    if not (isinstance(x, dict)): return False
-    if 'path' not in x: return False
-    if 'format' not in x: return False
-    if not _keys(x, _T30, _T31, _no): return False
+def _n49(x):
+    if not ((type(x) is str and x in _C22)): return False
     return True
 
 
-def _n45(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n46, x)): return False
+def _n50(x):
+    if not ((type(x) is str and x in _C23)): return False
     return True
 
 
-def _n57(x):
-    if not ((type(x) is str and x in _C28)): return False
+def _n51(x):
+    if not ((type(x) is str and x in _C24)): return False
     return True
 
 
-def _n58(x):
+def _n52(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
+    if not _P16(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n54(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 253: return False
+    if not _P17(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n55(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
     if not _P18(x): return False
     if not _n3(x): return False
     return True
 
 
+def _n56(x):
+    if not ((type(x) is bool and x in _C28)): return False
+    return True
+
+
+def _n53(x):
+    if not (isinstance(x, dict)): return False
+    if len(x) > 1: return False
+    if len(x) < 1: return False
+    if not _keys(x, _T30, _T31, _no): return False
+    return True
+
+
+def _n48(x):
+    if not (isinstance(x, dict)): return False
+    if 'path' not in x: return False
+    if 'format' not in x: return False
+    if not _keys(x, _T32, _T33, _no): return False
+    return True
+
+
+def _n47(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n48, x)): return False
+    return True
+
+
 def _n59(x):
+    if not ((type(x) is str and x in _C29)): return False
+    return True
+
+
+def _n60(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P19(x): return False
@@ -486,24 +493,7 @@ def _n59(x):
     return True
 
 
-def _n60(x):
-    if not ((type(x) is str and x in _C31)): return False
-    return True
-
-
-def _n63(x):
-    if not ((type(x) is str and x in _C32)): return False
-    return True
-
-
-def _n64(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 1: return False
-    if x > 65535: return False
-    return True
-
-
-def _n65(x):
+def _n61(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
     if len(x) > 4096: return False
     if not _P20(x): return False
@@ -512,70 +502,89 @@ def _n65(x):
 
 
 def _n62(x):
-    if not (isinstance(x, dict)): return False
-    if 'host-port' not in x: return False
-    if 'guest-port' not in x: return False
-    if not _keys(x, _T32, _T33, _no): return False
+    if not ((type(x) is str and x in _C32)): return False
     return True
 
 
-def _n61(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n62, x)): return False
+def _n65(x):
+    if not ((type(x) is str and x in _C33)): return False
+    return True
+
+
+def _n66(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 1: return False
+    if x > 65535: return False
     return True
 
 
 def _n67(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 317: return False
+    if len(x) > 4096: return False
     if not _P21(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n66(x):
+def _n64(x):
     if not (isinstance(x, dict)): return False
-    if 'multus' not in x: return False
+    if 'host-port' not in x: return False
+    if 'guest-port' not in x: return False
     if not _keys(x, _T34, _T35, _no): return False
     return True
 
 
-def _n56(x):
-    if not (isinstance(x, dict)): return False
-    if 'mode' not in x: return False
-    if not _keys(x, _T36, _T37, _no): return False
-    return True
-
-
-def _n55(x):
+def _n63(x):
     if not (isinstance(x, list)): return False
-    if len(x) > 32: return False
-    if not all(map(_n56, x)): return False
+    if len(x) > 256: return False
+    if not all(map(_n64, x)): return False
     return True
 
 
 def _n69(x):
-    if not ((type(x) is str and x in _C35)): return False
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 317: return False
+    if not _P22(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n68(x):
     if not (isinstance(x, dict)): return False
+    if 'multus' not in x: return False
+    if not _keys(x, _T36, _T37, _no): return False
+    return True
+
+
+def _n58(x):
+    if not (isinstance(x, dict)): return False
+    if 'mode' not in x: return False
     if not _keys(x, _T38, _T39, _no): return False
     return True
 
 
+def _n57(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 32: return False
+    if not all(map(_n58, x)): return False
+    return True
+
+
 def _n71(x):
-    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
-    if x < 3: return False
-    if x > 4294967294: return False
+    if not ((type(x) is str and x in _C36)): return False
     return True
 
 
 def _n70(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T40, _T41, _no): return False
+    return True
+
+
+def _n73(x):
+    if not ((isinstance(x, int) and not isinstance(x, bool))): return False
+    if x < 3: return False
+    if x > 4294967294: return False
     return True
 
 
@@ -586,29 +595,14 @@ def _n72(x):
 
 
 def _n74(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4095: return False
-    if not _P22(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n75(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n16, x)): return False
-    return True
-
-
-def _n73(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T44, _T45, _no): return False
     return True
 
 
-def _n78(x):
+def _n76(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 64: return False
+    if len(x) > 4095: return False
     if not _P23(x): return False
     if not _n3(x): return False
     return True
@@ -616,268 +610,305 @@ def _n78(x):
 
 def _n77(x):
     if not (isinstance(x, list)): return False
-    if len(x) > 16: return False
-    if not all(map(_n78, x)): return False
+    if len(x) > 256: return False
+    if not all(map(_n19, x)): return False
+    return True
+
+
+def _n75(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T46, _T47, _no): return False
     return True
 
 
 def _n80(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
+    if len(x) > 64: return False
     if not _P24(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n81(x):
+def _n79(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 16: return False
+    if not all(map(_n80, x)): return False
+    return True
+
+
+def _n82(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 4096: return False
+    if len(x) > 255: return False
     if not _P25(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n82(x):
-    if not ((type(x) is str and x in _C40)): return False
-    return True
-
-
-def _n84(x):
+def _n83(x):
     if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 255: return False
+    if len(x) > 4096: return False
     if not _P26(x): return False
     if not _n3(x): return False
     return True
 
 
-def _n83(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 64: return False
-    if not all(map(_n84, x)): return False
+def _n84(x):
+    if not ((type(x) is str and x in _C41)): return False
+    return True
+
+
+def _n86(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 255: return False
+    if not _P27(x): return False
+    if not _n3(x): return False
     return True
 
 
 def _n85(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 64: return False
+    if not all(map(_n86, x)): return False
+    return True
+
+
+def _n87(x):
     if not ((isinstance(x, int) and not isinstance(x, bool))): return False
     if x < 1: return False
     if x > 86400: return False
     return True
 
 
-def _n79(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T46, _T47, _no): return False
-    return True
-
-
-def _n87(x):
-    if not ((type(x) is str and x in _C42)): return False
-    return True
-
-
-def _n86(x):
+def _n81(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T48, _T49, _no): return False
     return True
 
 
 def _n89(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
-    if not _P27(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n90(x):
-    if not ((type(x) is str and x in _C44)): return False
-    return True
-
-
-def _n92(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 63: return False
-    if not _P29(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n91(x):
-    if not (isinstance(x, dict)): return False
-    if not _keys(x, _T50, _T51, _no): return False
-    return True
-
-
-def _n94(x):
-    if not ((type(x) is str and x in _C47)): return False
-    return True
-
-
-def _n93(x):
-    if not (isinstance(x, list)): return False
-    if len(x) > 256: return False
-    if not all(map(_n94, x)): return False
-    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    if not ((type(x) is str and x in _C43)): return False
     return True
 
 
 def _n88(x):
     if not (isinstance(x, dict)): return False
+    if not _keys(x, _T50, _T51, _no): return False
+    return True
+
+
+def _n91(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P28(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n92(x):
+    if not ((type(x) is str and x in _C45)): return False
+    return True
+
+
+def _n94(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 63: return False
+    if not _P30(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n93(x):
+    if not (isinstance(x, dict)): return False
     if not _keys(x, _T52, _T53, _no): return False
     return True
 
 
-def _n76(x):
+def _n96(x):
+    if not ((type(x) is str and x in _C48)): return False
+    return True
+
+
+def _n95(x):
+    if not (isinstance(x, list)): return False
+    if len(x) > 256: return False
+    if not all(map(_n96, x)): return False
+    if not all(isinstance(i, str) for i in x) or len(set(x)) != len(x): return False
+    return True
+
+
+def _n90(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T54, _T55, _no): return False
     return True
 
 
-def _n96(x):
-    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
-    if len(x) > 1024: return False
-    if not _P31(x): return False
-    if not _n3(x): return False
-    return True
-
-
-def _n95(x):
+def _n78(x):
     if not (isinstance(x, dict)): return False
     if not _keys(x, _T56, _T57, _no): return False
     return True
 
 
 def _n98(x):
+    if not ((isinstance(x, str) and not _SURROGATE(x))): return False
+    if len(x) > 1024: return False
+    if not _P32(x): return False
+    if not _n3(x): return False
+    return True
+
+
+def _n97(x):
+    if not (isinstance(x, dict)): return False
+    if not _keys(x, _T58, _T59, _no): return False
+    return True
+
+
+def _n100(x):
     if isinstance(x, dict):
         if 'name' not in x: return False
         if 'memory' not in x: return False
     return True
 
 
-def _n100(x):
+def _n102(x):
     if isinstance(x, dict):
         if 'cbitpos' not in x: return False
         if 'reduced-phys-bits' not in x: return False
     return True
 
 
-def _n102(x):
+def _n104(x):
     if isinstance(x, dict):
         if 'type' not in x: return False
     return True
 
 
-def _n101(x):
-    if isinstance(x, dict):
-        if not _keys(x, _T60, _T61, None): return False
-    return True
-
-
-def _n99(x):
+def _n103(x):
     if isinstance(x, dict):
         if not _keys(x, _T62, _T63, None): return False
     return True
 
 
-def _n103(x):
+def _n101(x):
     if isinstance(x, dict):
-        if 'cid' not in x: return False
-    return True
-
-
-def _n104(x):
-    if isinstance(x, dict):
-        if 'socket' not in x: return False
-    return True
-
-
-def _n97(x):
-    if isinstance(x, dict):
-        if 'guest' not in x: return False
-        if 'confidential' not in x: return False
         if not _keys(x, _T64, _T65, None): return False
     return True
 
 
 def _n105(x):
     if isinstance(x, dict):
+        if 'cid' not in x: return False
+    return True
+
+
+def _n106(x):
+    if isinstance(x, dict):
+        if 'socket' not in x: return False
+    return True
+
+
+def _n99(x):
+    if isinstance(x, dict):
+        if 'guest' not in x: return False
+        if 'confidential' not in x: return False
+        if not _keys(x, _T66, _T67, None): return False
+    return True
+
+
+def _n108(x):
+    if isinstance(x, dict):
         if 'extends' not in x: return False
+    return True
+
+
+def _n109(x):
+    if isinstance(x, dict):
+        if 'abstract' not in x: return False
+        if not _keys(x, _T68, _T69, None): return False
+    return True
+
+
+def _n107(x):
+    if not (_n108(x) or _n109(x)): return False
     return True
 
 
 def _n0(x):
     if not (isinstance(x, dict)): return False
-    if not _keys(x, _T58, _T59, _no): return False
-    if not (_yes if _n105(x) else _n97)(x): return False
+    if not _keys(x, _T60, _T61, _no): return False
+    if not (_yes if _n107(x) else _n99)(x): return False
     return True
 
 
-_T0 = {'name': _n5, 'description': _n6, 'arch': _n7, 'machine': _n8, 'cpu': _n9, 'vcpus': _n10, 'memory': _n11, 'uuid': _n12}
+_T0 = {'sockets': _n11, 'dies': _n11, 'cores': _n11, 'threads': _n11}
 _T1 = ()
-_T2 = {'code': _n14, 'vars': _n14}
+_T2 = {'name': _n6, 'description': _n7, 'arch': _n8, 'machine': _n9, 'cpu': _n10, 'vcpus': _n11, 'topology': _n12, 'memory': _n13, 'host': _n14, 'uuid': _n15}
 _T3 = ()
-_T4 = {'image': _n14, 'initrd': _n14, 'cmdline': _n16}
+_T4 = {'code': _n17, 'vars': _n17}
 _T5 = ()
-_T6 = {'firmware': _n18, 'kernel': _n18, 'initrd': _n18, 'vcpu-type': _n19, 'guest-features': _n20, 'tdx-page-order': _n21, 'verify-at-launch': _n22, 'id-key': _n18, 'author-key': _n18, 'family-id': _n23, 'image-id': _n23, 'guest-svn': _n24}
+_T6 = {'image': _n17, 'initrd': _n17, 'cmdline': _n19}
 _T7 = ()
-_T8 = {'formats': _n26}
+_T8 = {'firmware': _n21, 'kernel': _n21, 'initrd': _n21, 'vcpu-type': _n22, 'guest-features': _n23, 'tdx-page-order': _n24, 'verify-at-launch': _n4, 'id-key': _n21, 'author-key': _n21, 'family-id': _n25, 'image-id': _n25, 'guest-svn': _n26}
 _T9 = ()
-_T10 = {'debug': _n22, 'key-sharing': _n22, 'send': _n22, 'domain': _n22, 'sev-only': _n22, 'api-major': _n33, 'api-minor': _n33}
+_T10 = {'formats': _n28}
 _T11 = ()
-_T12 = {'cbitpos': _n30, 'reduced-phys-bits': _n31, 'policy': _n32, 'kernel-hashes': _n22, 'dh-cert-file': _n14, 'session-file': _n14, 'sev-device': _n34, 'legacy-vm-type': _n35}
+_T12 = {'debug': _n4, 'key-sharing': _n4, 'send': _n4, 'domain': _n4, 'sev-only': _n4, 'api-major': _n35, 'api-minor': _n35}
 _T13 = ()
-_T14 = {'smt': _n22, 'migrate-ma': _n22, 'debug': _n22, 'single-socket': _n22, 'cxl': _n22, 'mem-aes-256-xts': _n22, 'rapl-disable': _n22, 'ciphertext-hiding': _n22, 'abi-major': _n33, 'abi-minor': _n33}
+_T14 = {'cbitpos': _n32, 'reduced-phys-bits': _n33, 'policy': _n34, 'kernel-hashes': _n4, 'dh-cert-file': _n17, 'session-file': _n17, 'sev-device': _n36, 'legacy-vm-type': _n37}
 _T15 = ()
-_T16 = {'cbitpos': _n30, 'reduced-phys-bits': _n31, 'kernel-hashes': _n22, 'sev-device': _n34, 'policy': _n37, 'guest-visible-workarounds': _n38, 'id-block': _n38, 'id-auth': _n38, 'host-data': _n38, 'author-key': _n22, 'vcek-disabled': _n22}
+_T16 = {'smt': _n4, 'migrate-ma': _n4, 'debug': _n4, 'single-socket': _n4, 'cxl': _n4, 'mem-aes-256-xts': _n4, 'rapl-disable': _n4, 'ciphertext-hiding': _n4, 'abi-major': _n35, 'abi-minor': _n35}
 _T17 = ()
-_T18 = {'sept-ve-disable': _n22, 'debug': _n22}
+_T18 = {'cbitpos': _n32, 'reduced-phys-bits': _n33, 'kernel-hashes': _n4, 'sev-device': _n36, 'policy': _n39, 'guest-visible-workarounds': _n40, 'id-block': _n40, 'id-auth': _n40, 'host-data': _n40, 'author-key': _n4, 'vcek-disabled': _n4}
 _T19 = ()
-_T20 = {'type': _n42, 'cid': _n43, 'port': _n43, 'path': _n14}
+_T20 = {'sept-ve-disable': _n4, 'debug': _n4}
 _T21 = ()
-_T22 = {'attributes': _n40, 'mrconfigid': _n38, 'mrowner': _n38, 'mrownerconfig': _n38, 'quote-generation-socket': _n41}
+_T22 = {'type': _n44, 'cid': _n45, 'port': _n45, 'path': _n17}
 _T23 = ()
-_T24 = {}
+_T24 = {'attributes': _n42, 'mrconfigid': _n40, 'mrowner': _n40, 'mrownerconfig': _n40, 'quote-generation-socket': _n43}
 _T25 = ()
-_T26 = {'sev': _n29, 'sev-es': _n29, 'sev-snp': _n36, 'tdx': _n39, 'pef': _n44, 's390-pv': _n44}
+_T26 = {}
 _T27 = ()
-_T28 = {'pvc': _n52, 'data-volume': _n52, 'container-disk': _n53, 'host-disk': _n54}
+_T28 = {'sev': _n31, 'sev-es': _n31, 'sev-snp': _n38, 'tdx': _n41, 'pef': _n46, 's390-pv': _n46}
 _T29 = ()
-_T30 = {'path': _n14, 'format': _n47, 'bus': _n48, 'readonly': _n22, 'cache': _n49, 'serial': _n50, 'kubevirt': _n51}
+_T30 = {'pvc': _n54, 'data-volume': _n54, 'container-disk': _n55, 'host-disk': _n56}
 _T31 = ()
-_T32 = {'protocol': _n63, 'host-port': _n64, 'guest-port': _n64, 'host-address': _n65}
+_T32 = {'path': _n17, 'format': _n49, 'bus': _n50, 'readonly': _n4, 'cache': _n51, 'serial': _n52, 'kubevirt': _n53}
 _T33 = ()
-_T34 = {'multus': _n67}
+_T34 = {'protocol': _n65, 'host-port': _n66, 'guest-port': _n66, 'host-address': _n67}
 _T35 = ()
-_T36 = {'mode': _n57, 'tap': _n58, 'bridge': _n58, 'mac': _n59, 'model': _n60, 'forward': _n61, 'kubevirt': _n66}
+_T36 = {'multus': _n69}
 _T37 = ()
-_T38 = {'serial': _n69, 'path': _n14}
+_T38 = {'mode': _n59, 'tap': _n60, 'bridge': _n60, 'mac': _n61, 'model': _n62, 'forward': _n63, 'kubevirt': _n68}
 _T39 = ()
-_T40 = {'cid': _n71}
+_T40 = {'serial': _n71, 'path': _n17}
 _T41 = ()
-_T42 = {'socket': _n14}
+_T42 = {'cid': _n73}
 _T43 = ()
-_T44 = {'emulator': _n74, 'sandbox': _n22, 'extra-args': _n75}
+_T44 = {'socket': _n17}
 _T45 = ()
-_T46 = {'unit-name': _n80, 'user': _n81, 'group': _n81, 'restart': _n82, 'wanted-by': _n83, 'after': _n83, 'requires': _n83, 'environment-file': _n14, 'stop-timeout': _n85}
+_T46 = {'emulator': _n76, 'sandbox': _n4, 'extra-args': _n77}
 _T47 = ()
-_T48 = {'domain-type': _n87, 'allow-passthrough': _n22}
+_T48 = {'unit-name': _n82, 'user': _n83, 'group': _n83, 'restart': _n84, 'wanted-by': _n85, 'after': _n85, 'requires': _n85, 'environment-file': _n17, 'stop-timeout': _n87}
 _T49 = ()
-_T50 = {}
-_T51 = ((_P28, _n92), )
-_T52 = {'namespace': _n89, 'run-strategy': _n90, 'labels': _n91, 'kernel-container': _n53, 'feature-gates': _n93}
-_T53 = ()
-_T54 = {'build': _n77, 'shell': _n44, 'systemd': _n79, 'libvirt': _n86, 'kubevirt': _n88}
+_T50 = {'domain-type': _n89, 'allow-passthrough': _n4}
+_T51 = ()
+_T52 = {}
+_T53 = ((_P29, _n94), )
+_T54 = {'namespace': _n91, 'run-strategy': _n92, 'labels': _n93, 'kernel-container': _n55, 'feature-gates': _n95}
 _T55 = ()
-_T56 = {}
-_T57 = ((_P30, _n96), )
-_T58 = {'spec-version': _n1, 'extends': _n2, 'guest': _n4, 'firmware': _n13, 'kernel': _n15, 'measurement': _n17, 'attestation': _n25, 'confidential': _n28, 'disk': _n45, 'net': _n55, 'console': _n68, 'vsock': _n70, 'qmp': _n72, 'qemu': _n73, 'targets': _n76, 'waive': _n95}
-_T59 = ()
-_T60 = {'quote-generation-socket': _n102}
+_T56 = {'build': _n79, 'shell': _n46, 'systemd': _n81, 'libvirt': _n88, 'kubevirt': _n90}
+_T57 = ()
+_T58 = {}
+_T59 = ((_P31, _n98), )
+_T60 = {'spec-version': _n1, 'extends': _n2, 'abstract': _n4, 'strict': _n4, 'guest': _n5, 'firmware': _n16, 'kernel': _n18, 'measurement': _n20, 'attestation': _n27, 'confidential': _n30, 'disk': _n47, 'net': _n57, 'console': _n70, 'vsock': _n72, 'qmp': _n74, 'qemu': _n75, 'targets': _n78, 'waive': _n97}
 _T61 = ()
-_T62 = {'sev': _n100, 'sev-es': _n100, 'sev-snp': _n100, 'tdx': _n101}
+_T62 = {'quote-generation-socket': _n104}
 _T63 = ()
-_T64 = {'guest': _n98, 'confidential': _n99, 'vsock': _n103, 'qmp': _n104}
+_T64 = {'sev': _n102, 'sev-es': _n102, 'sev-snp': _n102, 'tdx': _n103}
 _T65 = ()
+_T66 = {'guest': _n100, 'confidential': _n101, 'vsock': _n105, 'qmp': _n106}
+_T67 = ()
+_T68 = {'abstract': _n56}
+_T69 = ()
 
 valid = _n0
-CGSC_SCHEMA_KEY = '20f1fd633808d7d1b88cc4c682dec61eb0d030b04eed7c9addc1da6d70becf35'
+CGSC_SCHEMA_KEY = '189152c5279cdb60eeafe44321521b17703ecac1be60535dc40b6e0b20fe6470'
