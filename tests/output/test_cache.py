@@ -113,11 +113,10 @@ def test_a_tampered_changed_or_planted_artifact_is_found(tmp_path, no_margin, co
     _rewrite(os.path.join(out, "node-0000", "node-0000.sh"), b"exec ", b"exec\t")
     (tmp_path / "out" / "node-0001" / "planted.sh").write_text("#!/bin/sh\n")
     os.chmod(os.path.join(out, "node-0002", "node-0002.xml"), 0o666)
-    code, stdout, _err = _cli("check", *specs, "-o", out)
+    code, _stdout, err = _cli("check", *specs, "-o", out)
     assert code == 1 and sorted(compiled) == [os.path.basename(s) for s in specs]
-    assert "node-0000.sh: changed" in stdout or "node-0000.sh (on disk)" in stdout
-    assert "extra: " in stdout and "planted.sh" in stdout
-    assert "mode 0666, expected 0644" in stdout
+    assert "node-0000.sh changed" in err and "planted.sh extra" in err
+    assert "node-0002.xml has mode 0666, expected 0644" in err
 
 
 # -- each kind of input ---------------------------------------------------------------------
@@ -127,9 +126,9 @@ def test_a_spec_rewritten_with_the_same_size_and_time_is_compiled_again(tmp_path
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
     _rewrite(specs[1], b"node 1", b"node X")
-    code, stdout, _err = _cli("check", *specs, "-o", out)
+    code, _stdout, err = _cli("check", *specs, "-o", out)
     assert code == 1 and compiled == ["node-0001.toml"]
-    assert "node-0001/manifest.json" in stdout
+    assert "out/node-0001/ is out of date" in err and "manifest.json changed" in err
 
 
 def test_a_changed_base_compiles_every_guest_that_extends_it(tmp_path, no_margin, compiled):
@@ -161,9 +160,9 @@ def test_a_measured_file_rewritten_with_the_same_size_and_time_is_measured_again
     assert _cli("build", str(spec), "-o", out)[0] == 0
     _recorded([str(spec)], out, compiled)
     _rewrite(tmp_path / "vmlinuz", b"kernel A", b"kernel B")
-    code, stdout, _err = _cli("check", str(spec), "-o", out)
+    code, stdout, err = _cli("check", str(spec), "-o", out, "--diff")
     assert code == 1 and compiled == ["m.toml"]
-    assert "launch-digest" in stdout and hashlib.sha256(
+    assert "launch measurement changed" in stdout + err and hashlib.sha256(
         (tmp_path / "vmlinuz").read_bytes()).hexdigest() in stdout
 
 
@@ -263,8 +262,8 @@ def test_a_same_tick_rewrite_is_caught_when_the_record_is_that_recent(tmp_path, 
     assert memo.valid(specs[0], memo.suffix(()))
     monkeypatch.setattr(cache, "MARGIN_NS", made - seen.st_ctime_ns + 1)   # the record: recent
     assert not cache.load(out, None).valid(specs[0], memo.suffix(()))
-    code, stdout, _err = _cli("check", *specs, "-o", out)
-    assert code == 1 and compiled == ["node-0000.toml"] and "node-0000.sh" in stdout
+    code, _stdout, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and compiled == ["node-0000.toml"] and "node-0000.sh changed" in err
 
 
 # -- caches that are not to be trusted --------------------------------------------------------
@@ -351,3 +350,20 @@ def test_no_cache_neither_reads_nor_writes_it(tmp_path, no_margin, compiled):
     assert _cli("build", *specs, "-o", fresh, "--no-cache")[0] == 0
     assert _cli("check", *specs, "-o", fresh, "--no-cache")[0] == 0
     assert not os.path.exists(os.path.join(fresh, ".cgsc"))
+
+
+def test_a_guest_from_the_cache_still_meets_the_others_claims(tmp_path, no_margin, compiled):
+    """A guest taken from the cache keeps its claims on its host (their hashes are the
+    same in every run): a new spec that takes its disk conflicts with it."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    thief = tmp_path / "specs" / "thief.toml"
+    with open(specs[1], encoding="utf-8") as fh:
+        text = fh.read()
+    thief.write_text(text.replace('"node-0001"', '"thief"').replace(
+        "/run/cgsc/node-0001/", "/run/cgsc/thief/"))   # node-0001's disk, its own name
+    code, _stdout, err = _cli("check", *specs, str(thief), "-o", out)
+    # compiled: the thief, then (their claim hashes being equal) the two for their claims
+    assert compiled[0] == "thief.toml" and sorted(compiled[1:]) == ["node-0001.toml",
+                                                                     "thief.toml"]
+    assert code == 1 and "root.qcow2" in err and "node-0001" in err, err
