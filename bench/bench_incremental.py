@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from bench import FLEET_TEMPLATE, cgsc_command, machine, precompile
+from bench import cgsc_command, fleet_spec, precompile, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARGIN_S = 2.0   # output/cache.py MARGIN_NS
@@ -59,7 +59,7 @@ def main() -> int:
         for i in range(args.guests):
             path = os.path.join("specs", f"node-{i:05d}.toml")
             with open(os.path.join(repo, path), "w", encoding="utf-8") as fh:
-                fh.write(FLEET_TEMPLATE.format(i=i, vcpus=1 + i % 8, mem=1 + i % 16))
+                fh.write(fleet_spec(i))
             specs.append(path)
         with open(os.path.join(repo, "list"), "w", encoding="utf-8") as fh:
             fh.write("".join(s + "\n" for s in specs))
@@ -93,15 +93,7 @@ def main() -> int:
                  "(reference)", None))
     rows.append(("  build of the same, cache (writes the changed guest)", f"{build * 1000:.0f} ms",
                  "(reference)", None))
-    print(f"machine: {machine()}")
-    width = max(len(r[0]) for r in rows)
-    for label, figure, target, met in rows:
-        verdict = "" if met is None else ("ok" if met else "MISSED")
-        print(f"{label:{width}}  {figure:40} {target:12} {verdict}".rstrip())
-    missed = [r for r in rows if r[3] is False]
-    if missed:
-        print(f"{len(missed)} target(s) missed", file=sys.stderr)
-    return 1 if missed else 0
+    return report(rows, 40, 12)
 
 
 if __name__ == "__main__":

@@ -34,33 +34,13 @@ import sys
 import tempfile
 import time
 
-from bench import cgsc_command, machine, precompile, timed  # bench/ is on sys.path
+from bench import cgsc_command, fleet_spec, precompile, report, timed  # bench/ is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import firmware_data  # noqa: E402  (tests/: the unpacker of the committed firmware images)
 
 MiB = 1 << 20
-SPEC = """spec-version = 1
-[guest]
-name = "node-{i:05d}"
-cpu = "EPYC-Milan"
-vcpus = {vcpus}
-memory = "{mem}GiB"
-[firmware]
-code = "/usr/share/ovmf/OVMF.amdsev.fd"
-[kernel]
-image = "/var/lib/guests/node-{i:05d}/vmlinuz"
-initrd = "/var/lib/guests/node-{i:05d}/initrd.img"
-cmdline = "console=ttyS0 root=/dev/vda1"
-[confidential.sev-snp]
-cbitpos = 51
-reduced-phys-bits = 1
-kernel-hashes = true
-policy = {{ smt = true, debug = false }}
-[qmp]
-socket = "/run/cgsc/node-{i:05d}/qmp.sock"
-"""
 MEASUREMENT = """[measurement]
 firmware = "{firmware}"
 kernel = "{kernel}"
@@ -73,7 +53,9 @@ def fleet(directory: str, count: int, firmware: str, kernels, initrd: str, measu
     os.makedirs(directory, exist_ok=True)
     specs = []
     for i in range(count):
-        text = SPEC.format(i=i, vcpus=1 + i % 8, mem=1 + i % 16)
+        # bench.py's fleet spec (SEV-SNP, kernel-hashes), with an initrd
+        text = fleet_spec(i).replace('cmdline = "', f'initrd = "/var/lib/guests/node-{i:05d}/'
+                                     'initrd.img"\ncmdline = "', 1)
         if measured:
             text += MEASUREMENT.format(firmware=firmware, kernel=kernels(i), initrd=initrd)
         path = os.path.join(directory, f"node-{i:05d}.toml")
@@ -337,15 +319,7 @@ def main() -> int:
             os.unlink(path)
         if not args.skip_memory:
             memory(work, images, row)
-    print(f"machine: {machine()}")
-    width = max(len(r[0]) for r in rows)
-    for label, figure, target, met in rows:
-        verdict = "" if met is None else ("ok" if met else "MISSED")
-        print(f"{label:{width}}  {figure:48} {target:26} {verdict}".rstrip())
-    missed = [r for r in rows if r[3] is False]
-    if missed:
-        print(f"{len(missed)} target(s) missed", file=sys.stderr)
-    return 1 if missed else 0
+    return report(rows, 48, 26)
 
 
 if __name__ == "__main__":

@@ -134,21 +134,6 @@ def test_a_file_over_the_limit_is_refused_before_it_is_read(tmp_path):
     assert found.value.kind == "size" and found.value.size == 10 << 30
 
 
-def test_content_that_is_not_its_size_is_refused(tmp_path, monkeypatch):
-    path = _write(tmp_path / "short", b"0123456789")
-    real = os.fstat
-
-    def lying(fd):
-        info = real(fd)
-        return os.stat_result((info.st_mode, info.st_ino, info.st_dev, info.st_nlink,
-                               info.st_uid, info.st_gid, 4096, 0, 0, 0))
-    monkeypatch.setattr(filecache.os, "fstat", lying)
-    for keep in (False, True):
-        with pytest.raises(Unreadable) as found:
-            FileCache().read(path, LIMIT, keep=keep)
-        assert (found.value.kind, found.value.size, found.value.got) == ("length", 4096, 10)
-
-
 def test_a_session_is_one_cache_and_outside_one_each_caller_has_its_own():
     assert current() is not current()
     with session() as outer:
