@@ -15,22 +15,20 @@ date, and neither compiled nor compared, only while all of that holds:
   clean entries), and only a later comparison makes it a record that is trusted;
 - every other file read has the recorded sha256: proven by its stat under the same rule,
   else read and hashed again;
-- the whole cache was written for this environment (fingerprint()): cgsc's version and
-  the content of its modules, schema and template files, Python and the dependencies'
-  versions, the working directory (specs are keyed by the path given) and every CGSC_*
-  environment variable; each record also for the same targets (-t), --strict and host
-  profile.
+- the whole cache was written for this environment (cache_env.fingerprint()): cgsc's
+  version and the content of its modules, schema and template files, Python and the
+  dependencies' versions, the working directory (specs are keyed by the path given) and
+  every CGSC_* environment variable; each record also for the same targets (-t),
+  --strict and host profile.
 Anything else is a miss: the guest is compiled and compared as without a cache. The file
-and every record are keyed (BLAKE2b) with a secret in OUT/.cgsc/key, readable by this
-user only and bound to that file's identity: a cache that is truncated, corrupted, of
-another format or environment, written elsewhere (committed to a repository, copied
-with the output directory) or forged, too large, or not a regular file is ignored and
-replaced; without a usable key there is no cache. Nothing outside the output directory
-is read or written for it. It is JSON, never code, and is written whole and renamed into
-place (a unique temporary first, signals held), under
-the output directory's lock: exclusive in a build, shared in `check` (checks racing one
-another each write a complete cache; the last rename wins). `--no-cache` neither reads
-nor writes it.
+and every record are keyed (BLAKE2b) with a secret in OUT/.cgsc/key (cache_file.py): a
+cache that is truncated, corrupted, of another format or environment, written elsewhere
+(committed to a repository, copied with the output directory) or forged, too large, or
+not a regular file is ignored and replaced; without a usable key there is no cache.
+Nothing outside the output directory is read or written for it. It is JSON, never code,
+written whole and renamed into place under the output directory's lock: exclusive in a
+build, shared in `check` (checks racing one another each write a complete cache; the
+last rename wins). `--no-cache` neither reads nor writes it.
 """
 
 from __future__ import annotations
@@ -41,109 +39,18 @@ import json
 import os
 import stat
 import struct
-import sys
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic
+from . import cache_file
+from .cache_env import code_digest, fingerprint
 from .outdir import PRIVATE, plain
 
-FILE = "cache.json"
 FORMAT = "cgsc-incremental-cache"
 VERSION = 1
 MARGIN_NS = 2_000_000_000   # timestamps this close to a record are not trusted: file
 #                             systems with 1-2 s timestamps (FAT, ext3), clock steps
-MAX_BYTES = 256 << 20       # a larger file is no cache cgsc wrote
-_TEMPORARY = f"{FILE}."      # + pid, random, ".tmp"
-IGNORE = "# cgsc's private cache: never commit or deploy it\n*\n"
-_STAT = struct.Struct("<QQqqqI")   # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, st_mode
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# Dependencies whose version can change what cgsc writes: (distribution, module).
-DEPENDENCIES = (("tomli", "tomli"), ("jsonschema", "jsonschema"), ("Jinja2", "jinja2"),
-                ("PyYAML", "yaml"), ("sev-snp-measure", "sevsnpmeasure"),
-                ("cryptography", "cryptography"))
-CODE_SUFFIXES = (".py", ".json", ".j2")
-
-
-# -- the environment ------------------------------------------------------------------
-
-def fingerprint(code: str) -> str:
-    """What every record depends on besides its own files (`code`: code_digest())."""
-    from .. import __version__
-    parts = {
-        "cgsc": __version__, "code": code, "python": sys.version,
-        "dependencies": _dependencies(), "cwd": os.getcwd(),
-        "environment": sorted((k, v) for k, v in os.environ.items() if k.startswith("CGSC_")),
-        "encoding": [sys.getfilesystemencoding(), sys.getfilesystemencodeerrors(),
-                     sys.flags.utf8_mode],
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8", "surrogateescape")
-                          ).hexdigest()
-
-
-def _dependencies() -> List[Tuple[str, str]]:
-    from importlib.util import find_spec
-
-    from ..core.installed import version
-    out = []
-    for distribution, module in DEPENDENCIES:
-        try:
-            found = find_spec(module)
-            out.append((distribution, version(distribution, found.origin) if found and
-                        found.origin else "absent"))
-        except Exception:   # not installed, or no metadata: a value of its own
-            out.append((distribution, "unknown"))
-    return out
-
-
-def code_files() -> Dict[str, str]:
-    """relative name -> path of every module, schema and template file of the installed
-    cgsc (the cgsc, cgsc.schema and cgsc.targets packages, wherever each lives)."""
-    import importlib
-    tops = {}
-    for package in ("cgsc", "cgsc.schema", "cgsc.targets"):   # (each is loaded for a run)
-        for location in importlib.import_module(package).__path__:
-            tops[os.path.realpath(location)] = package
-    out = {}
-    for top, package in sorted(tops.items()):
-        for here, dirs, files in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(files):
-                if name.endswith(CODE_SUFFIXES):
-                    path = os.path.join(here, name)
-                    out[os.path.join(package, os.path.relpath(path, top))] = path
-    return out
-
-
-def code_digest(hint: Optional[dict]) -> Tuple[str, dict]:
-    """(sha256 of cgsc's code files, a hint for next time: their stat and that sha256).
-    The files are hashed unless each has the stat of `hint` (a previous cache's), with
-    times older than MARGIN before the hint was made."""
-    files = code_files()
-    now = time.time_ns()
-    stats = {}
-    for name, path in files.items():
-        try:
-            stats[name] = list(_stat_tuple(os.stat(path)))
-        except OSError:
-            stats[name] = None
-    try:
-        if (isinstance(hint, dict) and hint.get("files") == stats and hint.get("names") == list(files)
-                and all(max(s[3], s[4]) < hint["made"] - MARGIN_NS for s in stats.values())
-                and isinstance(hint.get("sha256"), str)):
-            return hint["sha256"], hint
-    except (TypeError, KeyError, IndexError):
-        pass
-    digest = hashlib.sha256()
-    for name, path in files.items():
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError:
-            data = b"\0unreadable"
-        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
-    sha = digest.hexdigest()
-    return sha, {"names": list(files), "files": stats, "made": now, "sha256": sha}
 
 
 def _stat_tuple(st: os.stat_result) -> Tuple[int, int, int, int, int, int]:
@@ -336,7 +243,7 @@ class Cache:
                 os.mkdir(os.path.join(self.root, PRIVATE), 0o700)
             except OSError:
                 pass
-            self.secret = _secret(self.root, create=True)
+            self.secret = cache_file.secret(self.root, create=True)
         return self.secret
 
     def suffix(self, requested: Sequence[str], strict: bool = False) -> str:
@@ -481,10 +388,10 @@ class Cache:
                           separators=(",", ":")).encode("ascii")
         fields = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
                   "code": self.code_hint, "length": len(body)}
-        fields["mac"] = _mac(self.secret, _signed(fields, body))
+        fields["mac"] = cache_file.mac(self.secret, cache_file.signed(fields, body))
         header = json.dumps(fields, separators=(",", ":")).encode("ascii")
         try:
-            _write(self.root, header + b"\n" + body, exclusive)
+            cache_file.write(self.root, header + b"\n" + body, exclusive)
         except OSError:
             pass
         self.dirty = False
@@ -493,10 +400,10 @@ class Cache:
 def load(root: str, host: Optional[dict]) -> Cache:
     """The cache of the output directory `root`: an empty one when there is none, or when
     the one there cannot be trusted (then it is replaced when the run saves)."""
-    raw = _read(root)
-    secret = _secret(root, create=False) if raw is not None else None   # none: nothing to trust
-    header, body = _verified(raw, secret)
-    code, hint = code_digest(header.get("code") if header else None)
+    raw = cache_file.read(root)
+    secret = cache_file.secret(root, create=False) if raw is not None else None   # none: nothing to trust
+    header, body = cache_file.verified(raw, secret)
+    code, hint = code_digest(header.get("code") if header else None, MARGIN_NS)
     expected = fingerprint(code)
     doc = None
     if (header and header.get("format") == FORMAT and header.get("version") == VERSION
@@ -509,172 +416,6 @@ def load(root: str, host: Optional[dict]) -> Cache:
                 and isinstance(doc.get("guests"), dict)):
             doc = None
     return Cache(root, host, secret, hint, expected, doc, replace=raw is not None and doc is None)
-
-
-def _verified(raw: Optional[bytes], secret: Optional[bytes]) -> Tuple[Optional[dict], bytes]:
-    """(header, body) of a cache file whose MAC (over the header's other fields and the
-    body) is this user's; (None, b"") for any other bytes."""
-    if raw is None or secret is None:
-        return None, b""
-    head, _sep, body = raw.partition(b"\n")
-    try:
-        header = json.loads(head)
-    except ValueError:
-        return None, b""
-    if not isinstance(header, dict) or header.get("length") != len(body):
-        return None, b""
-    mac = header.pop("mac", None)
-    if mac != _mac(secret, _signed(header, body)):
-        return None, b""
-    return header, body
-
-
-def _signed(header: dict, body: bytes) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n" + body
-
-
-def _mac(secret: bytes, body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=32, key=secret).hexdigest()
-
-
-KEY = "key"
-KEY_SIZE = 32
-
-
-def _secret(root: str, create: bool = True) -> Optional[bytes]:
-    """The cache's key: 32 random bytes in OUT/.cgsc/key, a file of this user that no one
-    else can read or write, made on first use (`create`), bound to that file's identity
-    (device, inode, change time): a copy of it (committed to a repository with the cache,
-    or copied with the output directory) is another key, so a cache from anywhere else
-    is never trusted. None when there is none to be had (no cache then)."""
-    try:
-        private = os.open(os.path.join(root, PRIVATE), _DIR)
-    except OSError:
-        return None
-    try:
-        for _attempt in range(2):
-            try:
-                fd = os.open(KEY, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                             dir_fd=private)
-            except FileNotFoundError:
-                if not create:
-                    return None
-                try:
-                    fd = os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600, dir_fd=private)
-                except FileExistsError:   # another cgsc made it first: read that one
-                    continue
-                try:
-                    os.write(fd, os.urandom(KEY_SIZE))   # one write of 32 bytes is whole
-                finally:
-                    os.close(fd)
-                continue
-            try:
-                st = os.fstat(fd)
-                if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
-                        or st.st_mode & 0o077 or st.st_size != KEY_SIZE):
-                    return None
-                data = os.read(fd, KEY_SIZE + 1)
-            finally:
-                os.close(fd)
-            if len(data) != KEY_SIZE:
-                return None
-            return hashlib.blake2b(data + struct.pack("<QQq", st.st_dev, st.st_ino,
-                                                      st.st_ctime_ns), digest_size=32).digest()
-        return None
-    except OSError:
-        return None
-    finally:
-        os.close(private)
-
-
-def _read(root: str) -> Optional[bytes]:
-    """The cache file's bytes, if it is a regular file of at most MAX_BYTES in a private
-    directory that is no symlink."""
-    try:
-        private = os.open(os.path.join(root, PRIVATE), _DIR)
-    except OSError:
-        return None
-    try:
-        fd = os.open(FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=private)
-    except OSError:
-        return None
-    finally:
-        os.close(private)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
-            return None
-        chunks, total = [], 0
-        while total <= MAX_BYTES:
-            chunk = os.read(fd, max(st.st_size + 1 - total, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        return b"".join(chunks) if total <= MAX_BYTES else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _write(root: str, data: bytes, exclusive: bool) -> None:
-    """Rename a complete new cache into place, SIGINT/SIGTERM/SIGHUP held while it is
-    written (a kill leaves the old cache or the new one, and a unique temporary that the
-    next build removes)."""
-    from .outdir import _hold_signals, _release_signals
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            os.mkdir(PRIVATE, 0o700, dir_fd=root_fd)
-        except FileExistsError:
-            pass
-        private = os.open(PRIVATE, _DIR, dir_fd=root_fd)
-    finally:
-        os.close(root_fd)
-    held = _hold_signals()
-    try:
-        if exclusive:
-            for name in os.listdir(private):
-                if name.startswith(_TEMPORARY) and name.endswith(".tmp"):
-                    os.unlink(name, dir_fd=private)
-        _ignored(private)
-        temporary = f"{_TEMPORARY}{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o600, dir_fd=private)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.rename(temporary, FILE, src_dir_fd=private, dst_dir_fd=private)
-        except OSError:
-            try:
-                os.unlink(temporary, dir_fd=private)
-            except OSError:
-                pass
-            raise
-    finally:
-        _release_signals(held)
-        os.close(private)
-
-
-def _ignored(private: int) -> None:
-    """A .gitignore that keeps the private directory out of the repository that holds
-    the output directory (an output directory is committed; its cache never is)."""
-    try:
-        fd = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o644, dir_fd=private)
-    except FileExistsError:
-        return
-    try:
-        os.write(fd, IGNORE.encode())
-    finally:
-        os.close(fd)
 
 
 VALIDATE_PARALLEL = 1000   # records from which every core checks a share (each: a few stats)

@@ -16,7 +16,7 @@ import stat
 
 import firmware_images as fw
 import pytest
-from cgsc.output import cache
+from cgsc.output import cache, cache_env, cache_file
 from helpers import EXAMPLES, run_cli
 from measure_helpers import spec_text
 from writes_helpers import make_fleet, tree
@@ -208,16 +208,16 @@ def test_a_change_to_cgsc_s_own_code_changes_the_fingerprint(tmp_path, monkeypat
     module = tmp_path / "pkg" / "mod.py"
     module.parent.mkdir()
     module.write_text("X = 1\n")
-    monkeypatch.setattr(cache, "code_files", lambda: {"cgsc/mod.py": str(module)})
-    digest, hint = cache.code_digest(None)
-    assert cache.code_digest(hint)[0] == digest
+    monkeypatch.setattr(cache_env, "code_files", lambda: {"cgsc/mod.py": str(module)})
+    digest, hint = cache_env.code_digest(None, 0)
+    assert cache_env.code_digest(hint, 0)[0] == digest
     _rewrite(module, b"X = 1", b"X = 2")
-    assert cache.code_digest(hint)[0] != digest
-    assert cache.fingerprint("a") != cache.fingerprint("b")
-    files = cache.code_files()
+    assert cache_env.code_digest(hint, 0)[0] != digest
+    assert cache_env.fingerprint("a") != cache_env.fingerprint("b")
+    files = cache_env.code_files()
     assert files == {"cgsc/mod.py": str(module)}
     monkeypatch.undo()
-    names = set(cache.code_files())
+    names = set(cache_env.code_files())
     assert {"cgsc/cli.py", "cgsc/output/cache.py", "cgsc.schema/guest.schema.json",
             "cgsc.targets/templates/launch.sh.j2"} <= names
 
@@ -235,7 +235,7 @@ def test_files_changed_within_the_margin_of_a_record_are_compared_again(tmp_path
         compiled.clear()
         assert _cli("check", *specs, "-o", out)[0] == 0
         assert len(compiled) == len(specs)
-    assert not os.path.exists(os.path.join(out, ".cgsc", cache.FILE))
+    assert not os.path.exists(os.path.join(out, ".cgsc", cache_file.FILE))
 
 
 def test_a_same_tick_rewrite_is_caught_when_the_record_is_that_recent(tmp_path, compiled,
@@ -269,7 +269,7 @@ def test_a_same_tick_rewrite_is_caught_when_the_record_is_that_recent(tmp_path, 
 # -- caches that are not to be trusted --------------------------------------------------------
 
 def _cache_file(out):
-    return os.path.join(out, ".cgsc", cache.FILE)
+    return os.path.join(out, ".cgsc", cache_file.FILE)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "header-only"])
@@ -295,7 +295,7 @@ def test_a_cache_from_anywhere_else_is_foreign(tmp_path, no_margin, compiled):
     can a cache be forged without the key)."""
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
-    key = os.path.join(out, ".cgsc", cache.KEY)
+    key = os.path.join(out, ".cgsc", cache_file.KEY)
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and os.path.getsize(key) == 32
     shutil.copy2(key, key + ".copy")
     os.replace(key + ".copy", key)   # the same 32 bytes, another file
