@@ -41,7 +41,6 @@ from sevsnpmeasure.vmsa import VMSA
 from . import sev_metadata
 
 LIBRARY = "sev-snp-measure"
-MODES = {"sev": SevMode.SEV, "sev-es": SevMode.SEV_ES, "sev-snp": SevMode.SEV_SNP}
 VMM = VMMType.QEMU
 # What the library raises on a firmware it cannot read (it checks little itself; cgsc's
 # firmware checks come first, these are the net under them).
@@ -138,13 +137,14 @@ def cpu_signature(name: str) -> Optional[int]:
 
 def before_vmsas(mechanism: str, image: Firmware, image_sha256, snp: Optional[SnpStart],
                  kernel: Optional[bytes], initrd: Optional[bytes], cmdline: Optional[str]):
-    """The launch digest of calc_launch_digest(MODES[mechanism], ..., <firmware>, <kernel>,
-    <initrd>, cmdline, ..., vmm_type=QEMU) as it stands before the VMSA pages, from the
-    firmware's parts found once: `image_sha256`, the sha256 object after the image's last
-    byte (SEV, SEV-ES); `snp`, snp_start() (SEV-SNP). `kernel`, `initrd`: the sha256
-    digests of those files (None: not measured; kernel None means no kernel-hashes),
-    which the library's SevHashes takes by reading each file whole. Returns the SEV-SNP
-    guest context's digest, or (SEV, SEV-ES) the sha256 object, which launch_digest copies."""
+    """The launch digest of calc_launch_digest(<the mechanism's mode>, ..., <firmware>,
+    <kernel>, <initrd>, cmdline, ..., vmm_type=QEMU) as it stands before the VMSA pages,
+    from the firmware's parts found once: `image_sha256`, the sha256 object after the
+    image's last byte (SEV, SEV-ES); `snp`, snp_start() (SEV-SNP). `kernel`, `initrd`: the
+    sha256 digests of those files (None: not measured; kernel None means no
+    kernel-hashes), which the library's SevHashes takes by reading each file whole.
+    Returns the SEV-SNP guest context's digest, or (SEV, SEV-ES) the sha256 object, which
+    launch_digest copies."""
     ovmf = image.ovmf
     hashes = _hashes(kernel, initrd, cmdline) if kernel is not None else None
     if mechanism == "sev-snp":   # guest.snp_calc_launch_digest, from snp_start()

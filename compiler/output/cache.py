@@ -128,7 +128,8 @@ def _summary(report: dict):
         return None
     try:
         claims = _claims(report["claims"])
-        if not report["diagnostics"] and not report["skipped"] and isinstance(report["machine"], str):
+        if (not report["diagnostics"] and not report["skipped"]
+                and isinstance(report["machine"], str)):
             return [report["machine"], claims]
         return {field: claims if field == "claims" else _encode(value)
                 for field, value in report.items()}
@@ -401,7 +402,8 @@ def load(root: str, host: Optional[dict]) -> Cache:
     """The cache of the output directory `root`: an empty one when there is none, or when
     the one there cannot be trusted (then it is replaced when the run saves)."""
     raw = cache_file.read(root)
-    secret = cache_file.secret(root, create=False) if raw is not None else None   # none: nothing to trust
+    # (no cache file: no key to read, none made)
+    secret = cache_file.secret(root, create=False) if raw is not None else None
     header, body = cache_file.verified(raw, secret)
     code, hint = code_digest(header.get("code") if header else None, MARGIN_NS)
     expected = fingerprint(code)

@@ -82,7 +82,8 @@ def code_digest(hint: Optional[dict], margin_ns: int) -> Tuple[str, dict]:
         except OSError:
             stats[name] = None
     try:
-        if (isinstance(hint, dict) and hint.get("files") == stats and hint.get("names") == list(files)
+        if (isinstance(hint, dict) and hint.get("files") == stats
+                and hint.get("names") == list(files)
                 and all(max(s[3], s[4]) < hint["made"] - margin_ns for s in stats.values())
                 and isinstance(hint.get("sha256"), str)):
             return hint["sha256"], hint

@@ -228,3 +228,16 @@ def test_each_distinct_file_is_read_once_per_build(mixed, monkeypatch):
             read_by_guests |= {f["sha256"] for f in json.load(fh)["attestation"]["files"]}
     keys = 2   # id.pem and author.pem (read, never listed)
     assert len(reads) == len(set(reads)) == len(read_by_guests) + keys
+
+
+@pytest.mark.parametrize("image", [AMDSEV, AMD_SUFFIX])
+def test_the_firmware_pages_are_the_librarys_own_ovmf_hash(firmware, image):
+    """What every SEV-SNP guest of an image starts from is calc_snp_ovmf_hash's digest of
+    it (the seed calc_launch_digest takes as snp_ovmf_hash_str)."""
+    from cgsc.measure import amd_digest
+    from sevsnpmeasure import guest
+    with open(firmware[image], "rb") as fh:
+        data = fh.read()
+    parsed = amd_digest.firmware(data)
+    assert parsed.ovmf is not None and parsed.broken is None
+    assert amd_digest.snp_start(parsed.ovmf, data).pages == guest.calc_snp_ovmf_hash(firmware[image])
