@@ -66,6 +66,11 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         with_list(cmd)
         return cmd
 
+    def with_cache(cmd):
+        cmd.add_argument("--no-cache", action="store_true",
+                         help="neither use nor update the output directory's cache of guests "
+                              "found up to date (OUT/.cgsc/cache.json): compile every spec")
+
     def with_strict(cmd):
         cmd.add_argument("--strict", action="store_true", help="an unwaived warning fails, "
                          "as `strict = true` in a spec or base does ([waive] accepts one)")
@@ -90,6 +95,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         b.add_argument("--prune", action="store_true", help="also remove the guest directories "
                        "under DIR that cgsc made and no SPEC of this build makes (name the "
                        "whole fleet); anything else there is left, and said")
+        with_cache(b)
         with_format(b)
         with_host(b)
         with_strict(b)
@@ -114,6 +120,7 @@ def parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         c.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N", help="as for build")
         c.add_argument("--diff", action="store_true", help="also print the unified diff of "
                        "each changed artifact (text format, on stdout)")
+        with_cache(c)
         with_format(c)
         with_host(c)
         with_strict(c)
@@ -288,7 +295,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                       colour=_colour(getattr(args, "color", "auto")))
         _known_targets(getattr(args, "target", ()))
         _listed_specs(args)
-        return _COMMANDS[args.command](args)
+        from .core.filecache import session
+        with session():   # each boot file is read once per command, however many guests
+            return _COMMANDS[args.command](args)
     except _Usage as exc:
         print(f"cgsc: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -554,7 +563,7 @@ def _build(args) -> int:
     from .output import fleet
     try:
         built = fleet.build(args.specs, args.target, args.output, args.jobs, host, args.strict,
-                            args.prune)
+                            args.prune, cache=not args.no_cache)
     except WriteError as exc:
         print(f"cgsc: {exc}; nothing written", file=sys.stderr)
         return EXIT_USAGE
@@ -566,7 +575,11 @@ def _build(args) -> int:
             _say(f"cgsc: pruned {args.output}/{name}/ (no spec of this build makes it)")
         if built.count == 1:
             names = ", ".join(sorted(name for name, _sha in built.first.files))
-            _say(f"cgsc: {args.output}/{built.first.name}/: {names}")
+            _say(f"cgsc: {args.output}/{built.first.name}/: {names}"
+                 + (" (already up to date)" if built.unchanged else ""))
+        elif built.unchanged:
+            _say(f"cgsc: {built.count} guests under {args.output}/: "
+                 f"{built.count - built.unchanged} written, {built.unchanged} already up to date")
         else:
             _say(f"cgsc: {built.count} guests written under {args.output}/"
                  + (f" ({built.abstract} abstract base{'s' if built.abstract != 1 else ''} "
@@ -644,7 +657,8 @@ def _check(args) -> int:
             raise _Usage(f"check{' --all' if args.all else ''}: cannot list {args.output}/: "
                          f"{exc.strerror or exc}") from None
         try:
-            outputs = fleet.check(groups, args.output, args.jobs, _host(args), args.strict)
+            outputs = fleet.check(groups, args.output, args.jobs, _host(args), args.strict,
+                                  cache=not args.no_cache)
         except WriteError as exc:   # a worker died: no verdict on anything
             print(f"cgsc: {exc}; nothing checked", file=sys.stderr)
             return EXIT_USAGE

@@ -81,8 +81,21 @@ def make_fleet(directory, count: int, variant: str = "", bad=()) -> List[str]:
     return paths
 
 
+# cgsc's cache in the output directory (output/cache.py): not the output's state
+CACHE_FILES = tuple(os.path.join(".cgsc", f) for f in ("cache.json", "key", ".gitignore"))
+
+
+def no_build_state(out) -> bool:
+    """OUT/.cgsc holds nothing of a build (staging, journal): it is absent, or holds the
+    cache only."""
+    private = os.path.join(str(out), ".cgsc")
+    return not os.path.exists(private) or set(os.listdir(private)) <= {
+        os.path.basename(f) for f in CACHE_FILES}
+
+
 def tree(root) -> Dict[str, tuple]:
-    """relative path -> (bytes, mode) of every file, and every directory as None."""
+    """relative path -> (bytes, mode) of every file, and every directory as None; cgsc's
+    cache (CACHE_FILES, and .cgsc when it holds nothing else) is not listed."""
     out: Dict[str, tuple] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for d in dirnames:
@@ -91,6 +104,10 @@ def tree(root) -> Dict[str, tuple]:
             p = os.path.join(dirpath, f)
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, root)] = (fh.read(), stat.S_IMODE(os.lstat(p).st_mode))
+    for name in CACHE_FILES:
+        out.pop(name, None)
+    if ".cgsc" in out and not any(p.startswith(".cgsc" + os.sep) for p in out):
+        del out[".cgsc"]
     return out
 
 
@@ -99,6 +116,9 @@ def assert_consistent(root) -> Dict[str, dict]:
     sha256 and mode; nothing else is left in the output directory. Returns the manifests."""
     manifests = {}
     for name in sorted(os.listdir(root)):
+        if name == ".cgsc" and sorted(os.listdir(os.path.join(root, name))) == sorted(
+                os.path.basename(f) for f in CACHE_FILES if os.path.exists(os.path.join(root, f))):
+            continue   # cgsc's cache, nothing else
         guest = os.path.join(root, name)
         assert os.path.isdir(guest) and not os.path.islink(guest), f"stray {guest}"
         assert re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name), f"stray entry {guest}"

@@ -40,31 +40,60 @@ class Section(NamedTuple):
     type: int
 
 
-def problems(image: bytes, mechanism: str, kernel_hashes: bool, memory: int) -> List[str]:
-    """What keeps the image from being measured for `mechanism` ("sev", "sev-es",
-    "sev-snp") with a guest of `memory` bytes; [] for a sound image. An image without a
-    GUIDed table is the caller's to refuse (no problem is reported for it)."""
+MAX_SECTIONS = 1024       # real AmdSevX64 builds have 5 or 6; the bound keeps a crafted
+#                           count from costing gigabytes (here, and in the library's parse)
+
+
+class Facts(NamedTuple):
+    """What an image's SEV entries say, read once per image; `problems` judges them for
+    one guest."""
+    size: int                          # of the image
+    table: Optional[dict]              # GUID -> entry data; None: no GUIDed table
+    duplicates: List[str]              # problems of the table itself
+    sections: List[Section]            # the SEV metadata sections
+    broken: List[str]                  # problems of the SEV metadata
+
+    @property
+    def sound(self) -> bool:
+        """No problem whatever the guest: the library may parse the image."""
+        return self.table is not None and not self.duplicates and not self.broken
+
+
+def facts(image) -> Facts:
     entries = table_entries(image)
     if entries is None:
-        return []
-    seen, out = set(), []
+        return Facts(len(image), None, [], [], [])
+    seen, duplicates = set(), []
     for guid, _data in entries:
         if guid in seen:
-            out.append(f"its GUIDed table lists {guid} twice (QEMU uses the entry nearest the "
-                       "footer, sev-snp-measure the farthest)")
+            duplicates.append(f"its GUIDed table lists {guid} twice (QEMU uses the entry "
+                              "nearest the footer, sev-snp-measure the farthest)")
         seen.add(guid)
     table = dict(entries)
-    if mechanism != "sev":
-        out += _reset_block(table.get(RESET_BLOCK))
-    if kernel_hashes:
-        out += _hashes_table(table.get(HASHES_TABLE), mechanism)
     sections, broken = _metadata(image, table.get(METADATA))
-    out += broken
+    return Facts(len(image), table, duplicates, sections, broken)
+
+
+def problems(image, mechanism: str, kernel_hashes: bool, memory: int,
+             found: Optional[Facts] = None) -> List[str]:
+    """What keeps the image from being measured for `mechanism` ("sev", "sev-es",
+    "sev-snp") with a guest of `memory` bytes; [] for a sound image. An image without a
+    GUIDed table is the caller's to refuse (no problem is reported for it). `found`: the
+    image's facts(), when known (then `image` is not read)."""
+    found = facts(image) if found is None else found
+    if found.table is None:
+        return []
+    out = list(found.duplicates)
+    if mechanism != "sev":
+        out += _reset_block(found.table.get(RESET_BLOCK))
+    if kernel_hashes:
+        out += _hashes_table(found.table.get(HASHES_TABLE), mechanism)
+    out += found.broken
     if mechanism == "sev-snp":
-        if len(image) % PAGE:
-            out.append(f"it is {len(image)} bytes, not a multiple of 4 KiB (SEV-SNP adds the "
+        if found.size % PAGE:
+            out.append(f"it is {found.size} bytes, not a multiple of 4 KiB (SEV-SNP adds the "
                        "firmware in 4 KiB pages)")
-        out += _sections(sections, len(image), kernel_hashes, memory)
+        out += _sections(found.sections, found.size, kernel_hashes, memory)
     return out
 
 
@@ -108,6 +137,9 @@ def _metadata(image: bytes, data: Optional[bytes]):
     if signature != b"ASEV" or version != 1:
         return [], [f"its SEV metadata at {start:#x} has signature {signature!r} version "
                     f"{version}, not b'ASEV' version 1"]
+    if count > MAX_SECTIONS:
+        return [], [f"its SEV metadata at {start:#x} says it has {count} sections; OVMF "
+                    f"builds have a handful, cgsc measures at most {MAX_SECTIONS}"]
     need = _HEADER.size + _SECTION.size * count
     if length < need or start + length > len(image):
         return [], [f"its SEV metadata length {length:#x} does not hold its {count} sections "

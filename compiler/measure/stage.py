@@ -9,14 +9,8 @@ so a plain build never loads it.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import mmap
 import os
-import shutil
-import stat
-import tempfile
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..core import inputs
@@ -28,9 +22,7 @@ from ..spec.model import Guest
 
 SCHEMA_VERSION = 1
 SCHEMA_ID = "https://cgsc.invalid/schema/v1/attestation.schema.json"
-MAX_FILE = 1 << 30   # 1 GiB: larger boot files are a mistake (a disk image named as initrd)
-CHUNK = 1 << 20
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+MAX_FILE = inputs.BOOT_FILE.limit   # larger boot files are a mistake (a disk image as initrd)
 
 UNREADABLE = Rule(
     "CGS-MEASURE-001", "a file to measure cannot be read",
@@ -106,71 +98,51 @@ KEY_FILES = ("id-key", "author-key")
 
 
 class BootFile(NamedTuple):
-    """One boot file as read at build time: read once, and everything after (the digest,
-    the firmware checks, the measuring library) sees exactly the bytes that were hashed."""
-    role: str                 # "firmware", "kernel", "initrd"
+    """One boot file as read at build time, once per invocation (core/filecache.py): the
+    sha256 recorded, the digest and the firmware checks all come from the one read."""
+    role: str                 # "firmware", "kernel", "initrd", "id-key", "author-key"
     key: KeyPath              # the key that named the file read (for diagnostics)
     given: str                # the path as the spec wrote it
-    read_from: str            # a private, sealed copy of the bytes read (never the given path)
+    path: str                 # where it was read (the given path, resolved)
     launched: str             # the path the launch copies the file from
     sha256: str
     size: int
-    data: Any = b""           # the same bytes, for parsers (a read-only map of the copy)
-    copy: Any = None          # the private copy, released by close()
+    entry: Any = None         # its filecache.Entry
+    cache: Any = None         # the filecache.FileCache that read it
 
-    def close(self) -> None:
-        if self.copy is not None:
-            self.copy.close()
+    @property
+    def state(self):
+        """The sha256 object after the file's last byte (copy it to continue it)."""
+        return self.entry.state
 
+    def content(self):
+        """The file's bytes (read-only by convention): the ones that were hashed. Raises
+        Unmeasurable when they must be read again and the file has changed."""
+        return self._located(self.cache.content, self.entry, self.path)
 
-class _PrivateCopy:
-    """Where a file's bytes go as they are read: a sealed memfd that others reach as
-    /proc/self/fd/N (no one can change it, and it needs no cleanup after a crash), or, where
-    memfds or /proc are missing, a file in a new private temporary directory."""
+    def derived(self, name, compute):
+        """compute(the file's bytes), once per invocation and file for `name`."""
+        return self._located(self.cache.derived, self.entry, self.path, name, compute)
 
-    def __init__(self) -> None:
-        self.directory: Optional[str] = None
-        self.map: Any = None
+    def memo(self, name, compute):
+        """compute(), once per invocation and file for `name`: for values that depend on
+        what is derived from the file and on the parameters `name` holds."""
+        return self.cache.memo(self.entry, name, compute)
+
+    def _located(self, call, *args):
+        from ..core.filecache import Unreadable
         try:
-            self.fd = os.memfd_create("cgsc-measured", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-            self.path = f"/proc/self/fd/{self.fd}"
-            if os.path.exists(self.path):
-                return
-            os.close(self.fd)
-        except (AttributeError, OSError):
-            pass
-        self.directory = tempfile.mkdtemp(prefix="cgsc-measured-")
-        self.path = os.path.join(self.directory, "copy")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
+            return call(*args)
+        except Unreadable as exc:
+            raise Unmeasurable(unreadable(self.key, self.given, exc)) from None
 
-    def write(self, chunk) -> None:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(self.fd, view):]
 
-    def seal(self, size: int):
-        """Make the copy unchangeable (memfd seals) and return its bytes, mapped read-only."""
-        if self.directory is None:
-            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
-                        | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-        if size:
-            self.map = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
-            return self.map
-        return b""
+class Unmeasurable(Exception):
+    """A boot file could not be read again (changed since its first read this invocation)."""
 
-    def close(self) -> None:
-        if self.map is not None:
-            try:
-                self.map.close()
-            except BufferError:   # a parser still holds a view of it: the GC unmaps it
-                pass
-            self.map = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
 
 
 class Attested(NamedTuple):
@@ -191,6 +163,7 @@ class Measured(NamedTuple):
     binding: Optional[LaunchBinding]
     config: dict
     references: Tuple[Tuple[str, str], ...] = ()   # (file name, text): verifier formats
+    inputs: Tuple[Tuple[str, str], ...] = ()       # (path read, sha256) of every file read
 
 
 def static_checks(guest: Guest) -> List[Diagnostic]:
@@ -290,77 +263,57 @@ def _reached(driver: str) -> str:
     return ""
 
 
-def _read(role: str, key: KeyPath, given: str, path: str, launched: str):
-    """Open the file once (never blocking: a FIFO opens at once and is refused), check the
-    open descriptor (a regular file of at most 1 GiB), and read it, never more than one
-    chunk past its size, into a private copy while hashing: the recorded sha256 and the
-    measurement are made from the same bytes."""
+# Roles whose bytes the mechanism parses (firmware tables, keys): read into memory once.
+# The others are only hashed, as they stream past.
+KEPT = ("firmware",) + KEY_FILES
+
+
+def _read(role: str, key: KeyPath, given: str, path: str, launched: str, cache=None):
+    """The file at `path`, read once per invocation (filecache: opened without blocking,
+    checked on the open descriptor to be a regular file of at most 1 GiB, and read never
+    more than one chunk past its size, hashed as it is read): (BootFile, None) or (None,
+    a CGS-MEASURE-001 diagnostic)."""
+    from ..core.filecache import Unreadable, current
+    cache = cache if cache is not None else current()
     try:
-        fd = os.open(path, os.O_RDONLY | _CLOEXEC | getattr(os, "O_NOCTTY", 0)
-                     | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        if inputs.resource_error(exc) is not None:   # the machine's, not the file's: once
-            raise inputs.resource_error(exc) from None
-        where = f" (cgsc looked for {path})" if path != given else ""
-        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}{where}",
-                                      "give a readable file (a relative path is relative to "
-                                      "the spec file that gives it, a base's for a key the "
-                                      "base gives)")
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):   # checked on the open file: no race with a rename
-            return None, UNREADABLE.error(key, f"{given} is not a regular file",
-                                          "give the file itself (a device or directory "
-                                          "cannot be measured)")
-        if info.st_size > MAX_FILE:
-            return None, UNREADABLE.error(key, f"{given} is {info.st_size} bytes; boot files "
-                                          "are at most 1 GiB", "check the path")
-        return _copy(fd, info.st_size, role, key, given, launched)
-    finally:
-        os.close(fd)
+        entry = cache.read(path, MAX_FILE, keep=role in KEPT)
+    except Unreadable as exc:
+        return None, unreadable(key, given, exc, path)
+    return BootFile(role, key, given, path, launched, entry.sha256, entry.size, entry,
+                    cache), None
 
 
-def _copy(fd: int, expected: int, role: str, key: KeyPath, given: str, launched: str):
-    # Read until the end or past the size fstat gave, one chunk at most: a file whose
-    # content outgrows its size (/proc, /sys, a file being written) stops the read.
-    # Chunks are never tiny: some /proc files refuse short reads.
-    digest = hashlib.sha256()
-    buffer = bytearray(min(CHUNK, max(expected + 1, 1 << 16)))
-    copy = None
-    size = 0
-    try:
-        copy = _PrivateCopy()
-        while size <= expected:
-            n = os.readv(fd, [buffer])
-            if not n:
-                break
-            size += n
-            if size <= expected:
-                chunk = memoryview(buffer)[:n]
-                digest.update(chunk)
-                copy.write(chunk)
-        if size != expected:
-            copy.close()
-            return None, UNREADABLE.error(key, f"{given} is {expected} bytes by its size but "
-                                          f"{'more' if size > expected else size} bytes were "
-                                          "read: its content is not a fixed file (/proc, /sys, "
-                                          "or a file being written)",
-                                          "give a build-time copy of the file")
-        data = copy.seal(size)
-    except OSError as exc:
-        if copy is not None:
-            copy.close()
-        if inputs.resource_error(exc) is not None:
-            raise inputs.resource_error(exc) from None
-        return None, UNREADABLE.error(key, f"{given}: {exc.strerror or exc}",
-                                      "give a readable file")
-    return BootFile(role, key, given, copy.path, launched, digest.hexdigest(), size,
-                    data, copy), None
+def unreadable(key: KeyPath, given: str, exc, path: str = "") -> Diagnostic:
+    """CGS-MEASURE-001 for a filecache.Unreadable (`path`: where it was looked for)."""
+    if exc.kind == "type":
+        return UNREADABLE.error(key, f"{given} is not a regular file",
+                                "give the file itself (a device or directory cannot be "
+                                "measured)")
+    if exc.kind == "size":
+        return UNREADABLE.error(key, f"{given} is {exc.size} bytes; boot files are at most "
+                                "1 GiB", "check the path")
+    if exc.kind == "length":
+        return UNREADABLE.error(key, f"{given} is {exc.size} bytes by its size but "
+                                f"{'more' if exc.got > exc.size else exc.got} bytes were "
+                                "read: its content is not a fixed file (/proc, /sys, or a "
+                                "file being written)", "give a build-time copy of the file")
+    if exc.kind == "changed":
+        return UNREADABLE.error(key, f"{given} changed while cgsc was measuring it",
+                                "give a build-time copy of the file that nothing writes to")
+    if exc.kind == "open":
+        where = f" (cgsc looked for {path})" if path and path != given else ""
+        return UNREADABLE.error(key, f"{given}: {exc.reason}{where}",
+                                "give a readable file (a relative path is relative to the "
+                                "spec file that gives it, a base's for a key the base gives)")
+    return UNREADABLE.error(key, f"{given}: {exc.reason}", "give a readable file")
 
 
-def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
-    """role -> BootFile for every boot file the mechanism measures; and diagnostics."""
+def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None):
+    """role -> BootFile for every boot file the mechanism measures; and diagnostics.
+    `cache`: the invocation's filecache.FileCache (default: its current one)."""
+    from ..core.filecache import current
     table, mech = guest.measurement, guest.mechanism
+    cache = cache if cache is not None else current()
     launched = {"firmware": guest.firmware_code, "kernel": guest.kernel_image,
                 "initrd": guest.kernel_initrd}
     files: Dict[str, BootFile] = {}
@@ -374,7 +327,7 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
         else:
             key, given = spec_key, launched[role]
             path = given
-        found, problem = _read(role, key, given, path, launched[role])
+        found, problem = _read(role, key, given, path, launched[role], cache)
         if problem:
             errors.append(problem)
         else:
@@ -383,7 +336,7 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str]):
         if role in table and role in mech.measurement_keys:
             key, given = ("measurement", role), table[role]
             path = given if os.path.isabs(given) else os.path.join(base_dir(key), given)
-            found, problem = _read(role, key, given, path, "")
+            found, problem = _read(role, key, given, path, "", cache)
             if problem:
                 errors.append(problem)
             else:
@@ -395,13 +348,12 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dic
     """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
     (static_checks) have run and passed before this. `host`: the --host profile, if any."""
     files, errors = read_boot_files(guest, base_dir)
+    if errors:
+        return None, errors
     try:
-        if errors:
-            return None, errors
         attested, errors = guest.mechanism.attest(guest, files, host)
-    finally:
-        for f in files.values():
-            f.close()
+    except Unmeasurable as exc:
+        return None, [exc.diagnostic]
     if errors:
         return None, errors
     verify = guest.measurement.get("verify-at-launch", True)
@@ -430,4 +382,5 @@ def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dic
     if verify:   # QEMU inherits each checked copy on its own descriptor, from 3 up
         binding = LaunchBinding(tuple(MeasuredFile(f.role, f.launched, f.sha256, f.size, 3 + i)
                                       for i, f in enumerate(boot)), attested.params)
-    return Measured(doc, binding, attested.config, references.files), []
+    inputs = tuple((f.path, f.sha256) for f in files.values())
+    return Measured(doc, binding, attested.config, references.files, inputs), []

@@ -167,23 +167,27 @@ HOST_DEPENDENT_CPUS = ("host", "max")   # KVM gives them the host CPU's family/m
 UNMEASURED_INPUTS = ("kernel", "initrd", "cmdline")
 
 
-def check_firmware(d, guest, fw, kernel_hashes: bool) -> List[Diagnostic]:
-    """The firmware fits the mechanism before any digest is computed (`d`: amd_digest)."""
+def check_firmware(d, guest, fw, kernel_hashes: bool):
+    """(the image's amd_digest.Firmware, diagnostics): the firmware fits the mechanism
+    before any digest is computed (`d`: amd_digest). The image is read and parsed once
+    per invocation, whichever guests use it; the checks are this guest's."""
     from ..measure import sev_metadata
-    from ..measure.ovmf_table import guided_table
     mechanism = guest.mechanism.name
-    image = d.read_image(fw.read_from)
-    if guided_table(image) is None:
-        return [NOT_OVMF.error(fw.key, f"{fw.given} is not an OVMF firmware image "
-                               "(no GUIDed footer table, or a broken one)", AMD_SEV_BUILD)]
-    found = sev_metadata.problems(image, mechanism, kernel_hashes, guest.memory_mib << 20)
+    image = fw.derived("amd-firmware", d.firmware)
+    if image.facts.table is None:
+        return image, [NOT_OVMF.error(fw.key, f"{fw.given} is not an OVMF firmware image "
+                                      "(no GUIDed footer table, or a broken one)", AMD_SEV_BUILD)]
+    memory = guest.memory_mib << 20
+    found = fw.memo(("amd-problems", mechanism, kernel_hashes, memory),   # a fleet has a few
+                    lambda: sev_metadata.problems(None, mechanism, kernel_hashes, memory,
+                                                  image.facts))
     if found:
-        return [MALFORMED.error(fw.key, f"{fw.given}: {problem}", AMD_SEV_BUILD + " (an "
-                                "unmodified one)") for problem in found]
-    ovmf, broken = d.read_ovmf(fw.read_from)
+        return image, [MALFORMED.error(fw.key, f"{fw.given}: {problem}", AMD_SEV_BUILD +
+                                       " (an unmodified one)") for problem in found]
+    ovmf = image.ovmf
     if ovmf is None:
-        return [NOT_OVMF.error(fw.key, f"{fw.given} has a broken OVMF table ({broken})",
-                               AMD_SEV_BUILD)]
+        return image, [NOT_OVMF.error(fw.key, f"{fw.given} has a broken OVMF table "
+                                      f"({image.broken})", AMD_SEV_BUILD)]
     errors = []
     if mechanism != "sev" and not d.has_sev_metadata(ovmf):
         errors.append(NO_SEV_METADATA.error(
@@ -201,7 +205,7 @@ def check_firmware(d, guest, fw, kernel_hashes: bool) -> List[Diagnostic]:
             errors.append(NO_KERNEL_HASHES.error(
                 fw.key, f"{fw.given} has {what}: kernel-hashes = true cannot be measured "
                 "(it is not an AmdSevX64 build)", AMD_SEV_BUILD + ", or set kernel-hashes = false"))
-    return errors
+    return image, errors
 
 
 def vcpu_type(guest) -> str:
@@ -309,7 +313,7 @@ def attest(guest, files, policy: int):
     name = guest.mechanism.name
     kernel_hashes = bool(guest.confidential.get("kernel-hashes"))
     firmware = files["firmware"]
-    errors = check_firmware(m, guest, firmware, kernel_hashes)
+    image, errors = check_firmware(m, guest, firmware, kernel_hashes)
     with_vcpus = name != "sev"
     features = LAUNCHED_FEATURES.get(name, 0)
     signature = 0
@@ -322,10 +326,18 @@ def attest(guest, files, policy: int):
     kernel = files.get("kernel") if kernel_hashes else None
     initrd = files.get("initrd") if kernel_hashes else None
     cmdline = guest.kernel_cmdline if kernel_hashes else None
+    kernel_sha = bytes.fromhex(kernel.sha256) if kernel else None
+    initrd_sha = bytes.fromhex(initrd.sha256) if initrd else None
+    snp = name == "sev-snp"
     try:
-        raw = m.launch_digest(name, guest.vcpus, signature, firmware.read_from,
-                              kernel.read_from if kernel else None,
-                              initrd.read_from if initrd else None, cmdline, features)
+        start = None
+        if snp:   # the firmware's pages and fixed sections, once per image
+            start = firmware.derived("amd-snp-start", lambda data: m.snp_start(image.ovmf, data))
+        # ... and what the kernel, initrd and command line add, once per image and set of them
+        before = firmware.memo(("amd-before-vmsas", snp, kernel_sha, initrd_sha, cmdline),
+                               lambda: m.before_vmsas(name, image, firmware.state, start,
+                                                      kernel_sha, initrd_sha, cmdline))
+        raw = m.launch_digest(name, guest.vcpus, signature, features, image, before)
     except m.LIBRARY_ERRORS as exc:   # a crafted image the checks above let through
         return None, [MALFORMED.error(firmware.key, f"{firmware.given} cannot be measured: "
                                       f"{m.LIBRARY} raised {type(exc).__name__}: {exc}",

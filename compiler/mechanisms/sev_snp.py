@@ -283,23 +283,38 @@ def _hex(b64, size: int) -> str:
     return (decode_blob(b64) if b64 else bytes(size)).hex()
 
 
+def _private_key(pem):
+    """The key in a PEM file, or the exception that says why it is none (kept, like a key,
+    once per invocation)."""
+    from ..measure import amd_digest as m
+    try:
+        return m.private_key(pem)
+    except m.key_errors() as exc:
+        return exc
+
+
 def _sign(digest: bytes, policy: int, files, table: dict):
     """((config additions, report fields), diagnostics): the ID block for this digest."""
     from ..measure import amd_digest as m
-    keys = {}
+    keys, loaded = {}, {}
     for role in ("id-key", "author-key"):
         if role not in files:
             continue
+        found = files[role].derived("p384-key", _private_key)   # parsed once per invocation
+        if isinstance(found, Exception):
+            return None, [BAD_KEY.error(files[role].key, f"{files[role].given}: {found}",
+                                        "use an unencrypted P-384 EC private key in PEM")]
         try:
-            keys[role] = m.key_digest(files[role].read_from).hex()
-        except m.KEY_ERRORS as exc:
+            keys[role] = m.key_digest(found).hex()
+        except m.key_errors() as exc:
             return None, [BAD_KEY.error(files[role].key, f"{files[role].given}: {exc}",
                                         "use an unencrypted P-384 EC private key in PEM")]
-    author = files["author-key"].read_from if "author-key" in files else None
+        loaded[role] = found
+    author = loaded.get("author-key")
     family = bytes.fromhex(table.get("family-id", "00" * 16))
     image = bytes.fromhex(table.get("image-id", "00" * 16))
     svn = table.get("guest-svn", 0)
-    block, auth = m.sign_id_block(digest, policy, files["id-key"].read_from, author,
+    block, auth = m.sign_id_block(digest, policy, loaded["id-key"], author,
                                   family, image, svn)
     config = {"id-block": block, "id-auth": auth}
     report = {"id_key_digest": keys["id-key"], "family_id": family.hex(),

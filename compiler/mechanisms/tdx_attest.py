@@ -142,15 +142,23 @@ def xfam(host: Optional[dict]) -> Tuple[Dict[str, object], Dict[str, object], bo
             {"xfam-depends-on": rule}, False)
 
 
+def _tdvf(image):
+    """The image's TDVF metadata, or the TdvfError that says why it has none we can use."""
+    from ..measure import tdvf
+    try:
+        return tdvf.parse(image)
+    except tdvf.TdvfError as exc:
+        return exc
+
+
 def attest(guest, files, host: Optional[dict], attributes: int, owner_fields: dict):
     """(Attested, diagnostics) for a TD: MRTD, attributes, XFAM, the MR fields."""
     from ..measure import mrtd, tdvf
     from ..measure.stage import Attested
     fw = files["firmware"]
-    image = fw.data   # the bytes read once and hashed (measure/stage.py)
-    try:
-        metadata = tdvf.parse(image)
-    except tdvf.TdvfError as exc:
+    metadata = fw.derived("tdvf", _tdvf)   # parsed once per image, whichever guests use it
+    if isinstance(metadata, tdvf.TdvfError):
+        exc = metadata
         if exc.not_tdvf:
             return None, [NOT_TDVF.error(fw.key, f"{fw.given} is not a TDVF image: {exc}",
                                          TDVF_BUILD)]
@@ -159,7 +167,8 @@ def attest(guest, files, host: Optional[dict], attributes: int, owner_fields: di
     order, order_from, errors = page_order(guest, host)
     if errors:
         return None, errors
-    digest = mrtd.mrtd(image, metadata, order).hex()
+    # MRTD depends on nothing but the image and the page order: once per image and order
+    digest = fw.derived(("mrtd", order), lambda image: mrtd.mrtd(image, metadata, order)).hex()
     xfam_report, xfam_inputs, exact = xfam(host)
     report = {"mrtd": digest, "attributes": _hex(attributes), **xfam_report, **owner_fields}
     inputs = {"tdx-page-order": order, **xfam_inputs,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, List, NamedTuple, Sequence
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
 
 from ..core import inputs
 from ..core.rules import Rule
@@ -51,9 +51,11 @@ def finding(root: str, out: GuestOutput, drifts: Sequence[Drift]):
                                   + ", ".join(parts), STALE_HINT))
 
 
-def compare(root: str, out: GuestOutput, pending: bool = False) -> List[Drift]:
+def compare(root: str, out: GuestOutput, pending: bool = False,
+            expected: Optional[dict] = None) -> List[Drift]:
+    """`expected`: files_for(out), when the caller has it."""
     directory = os.path.join(root, out.name)
-    expected = files_for(out)
+    expected = files_for(out) if expected is None else expected
     drifts: List[Drift] = []
     if pending:  # outdir.py: a committed build was interrupted; its files are half installed
         drifts.append(Drift(directory, "pending", f"interrupted build not yet finished: "
@@ -209,16 +211,18 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything
 
 def leftovers(root: str) -> List[Drift]:
     """What a killed build (SIGKILL, a power cut) left in cgsc's private directory without
-    a journal to finish: staged, possibly partial artifacts that look like output, or the
-    directory itself. Called under the shared lock, so a build in progress is never
+    a journal to finish: staged, possibly partial artifacts that look like output (the
+    incremental cache's files, or an empty directory, are not debris). Called under the shared lock, so a build in progress is never
     mistaken for one. A committed build's journal is reported per guest instead
     ("interrupted build not yet finished")."""
     from .outdir import JOURNAL, PRIVATE
     private = os.path.join(root, PRIVATE)
     if os.path.islink(private) or not os.path.isdir(private):
         return []
-    names = sorted(os.listdir(private))
-    if JOURNAL in names:
+    from .cache_file import NAMES   # the incremental cache stays between runs
+    found = sorted(os.listdir(private))
+    names = [name for name in found if name not in NAMES]
+    if JOURNAL in names or not names:
         return []
     paths = []
     for name in names:   # staging/<build> of each build, or what else is there
@@ -226,15 +230,18 @@ def leftovers(root: str) -> List[Drift]:
         inside = sorted(os.listdir(path)) if os.path.isdir(path) and not os.path.islink(path) else []
         paths += [os.path.join(path, entry) for entry in inside] or [path]
     return [Drift(path, "leftover", f"unaccounted: {path}: left by an interrupted build")
-            for path in paths or [private]]
+            for path in paths]
 
 
 def renamed(results, homes) -> List[Drift]:
     """Guest directories whose manifest names a spec that builds a guest of another name
     (orphans too): a renamed guest, or a copy of a guest directory under another name."""
+    if not homes:   # (only check --all has them: the realpath of 10,000 specs is 0.1 s)
+        return []
+    from ..spec.paths import real_path
     return [Drift(home, "orphan", f"orphan: {home}: {r.path} now builds "
                   f"guest {r.name!r}, not {os.path.basename(home)!r}")
-            for r in results for home in homes.get(os.path.realpath(r.path), ())
+            for r in results for home in homes.get(real_path(r.path), ())
             if r.name != os.path.basename(home)]
 
 

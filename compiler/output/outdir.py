@@ -1,8 +1,9 @@
 """The output directory: locked, staged, journalled, durable writes.
 
 Layout: OUT/<guest>/ holds a guest's artifacts and manifest.json, plain files in a plain
-directory (what operators copy, commit and deploy). During a build, and only then,
-OUT/.cgsc/ holds cgsc's private state:
+directory (what operators copy, commit and deploy). OUT/.cgsc/ is cgsc's private
+directory: between runs it holds only the incremental cache (cache.py: cache.json, its
+key and a .gitignore), and during a build, its state:
 
   staging/<build>/<slot>/   each guest's new files
   journal.json              what to install: each guest's files with their sha256, and

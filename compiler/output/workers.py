@@ -310,3 +310,4 @@ def _reap(workers: Dict[int, _Worker], fd: int, poll) -> None:
     if code != 0 or worker.held:
         raise WorkerDied(f"worker {worker.pid} ended with status {code}, "
                          f"{len(worker.held)} chunk(s) not returned")
+

@@ -40,6 +40,7 @@ class GuestOutput:
     spec: str = ""               # the spec path, as given
     host: str = ""               # [guest] host: the guests it shares a host with
     claims: Sequence = ()        # conflicts.claims: what it takes on its host
+    reads: object = None         # compile.Reads: every file the compile read
 
 
 def choose_targets(compiled: Compiled, requested: Sequence[str]):
@@ -114,7 +115,8 @@ def build_one(path: str, requested: Sequence[str] = (), host=None, strict: bool 
                        requires=requirements(plan, [n for n, _t in chosen]),
                        machine=plan.machine, installed=installed, spec=path,
                        host=compiled.data["guest"].get("host", ""),
-                       claims=claims(plan, compiled.data, installed, on_host)), []
+                       claims=claims(plan, compiled.data, installed, on_host),
+                       reads=compiled.reads), []
 
 
 def strictly(compiled: Compiled, flag: bool) -> List[Diagnostic]:
@@ -153,6 +155,12 @@ def build(paths: Sequence[str], requested: Sequence[str] = (), host=None,
     """Compile and render every spec in memory (abstract bases are checked, and left out);
     raises SpecError carrying every diagnostic of every spec. (Writing a fleet streams
     instead: cgsc.output.fleet.)"""
+    from ..core.filecache import session
+    with session():   # each boot file read once for all of them
+        return _build(paths, requested, host, strict)
+
+
+def _build(paths: Sequence[str], requested: Sequence[str], host, strict: bool) -> List[GuestOutput]:
     outputs: List[GuestOutput] = []
     problems: List[tuple] = []
     for path in paths:

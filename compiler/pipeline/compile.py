@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from ..core.diagnostics import ERROR, Diagnostic, SpecError, error, printable
 from ..lower.guest_rules import check
@@ -28,6 +28,16 @@ class Compiled:
     locate: Callable[[Diagnostic], Diagnostic]  # key path -> file:line in this spec
     data: dict                                  # the merged spec, for reports
     strict: bool = False                        # `strict = true`: its warnings fail gates
+    reads: Optional["Reads"] = None             # every file the compile read (output/cache.py)
+
+
+class Reads(NamedTuple):
+    """What a compile read, for a cache to know when its result still holds: each file as
+    opened, with the sha256 of the bytes used; the real path of each spec file and the
+    spec's root (the recorded paths follow from them)."""
+    files: Tuple[Tuple[str, str], ...]    # (path as opened, sha256): specs, then boot files
+    reals: Tuple[Tuple[str, str], ...]    # (spec or base as opened, its real path)
+    root: str
 
 
 def _overlaps(a: tuple, b: tuple) -> bool:
@@ -112,8 +122,11 @@ def compile_spec(path: str, host: Optional[dict] = None,
                          waivers=tuple((d.rule, reason) for d, reason in waived))
     if host is not None:
         warnings += tuple(on_host)
+    reads = Reads(tuple((f.path, f.sha256) for f in source.files)
+                  + (measured.inputs if measured is not None else ()),
+                  tuple((f.path, f.real) for f in source.files), source.root)
     return Compiled(plan, warnings, waived, guest.build_targets, source.locate, source.data,
-                    source.data.get("strict") is True)
+                    source.data.get("strict") is True, reads)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]").search   # a byte of a name that is not UTF-8

@@ -21,6 +21,7 @@ that the exact comparison drops.
 from __future__ import annotations
 
 from array import array
+from hashlib import blake2b
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic, SpecError
@@ -216,13 +217,21 @@ def claims(plan, data: dict, installed, on_host: bool) -> Tuple[tuple, ...]:
 def hashed(found: Sequence[tuple], host: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """(exclusive, shared) claim hashes of one guest: what a worker returns. A port forward
     is hashed without its address, so that 0.0.0.0 meets every address of its port (an
-    equal hash is only a candidate; the exact claims decide). Python's str hash is keyed
-    per process; forked workers share this process's key."""
+    equal hash is only a candidate; the exact claims decide). The hash is the same in
+    every process and every run (Python's str hash is keyed per process): the incremental
+    cache (output/cache.py) keeps a guest's claim hashes for later builds to compare."""
     exclusive, shared = [], []
     for kind, key, _where, _role, writes, _address in found:
-        h = hash((kind, "" if kind in GLOBAL else host, key))
-        (exclusive if writes else shared).append(h)
+        (exclusive if writes else shared).append(claim_hash(kind, "" if kind in GLOBAL
+                                                            else host, key))
     return tuple(exclusive), tuple(shared)
+
+
+def claim_hash(kind: str, scope: str, key) -> int:
+    """A signed 64-bit hash of a claim (its kind, host scope and key: strings, integers
+    and tuples of them, whose repr is the same in every run)."""
+    data = repr((kind, scope, key)).encode("utf-8", "surrogateescape")
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
 class Owner(NamedTuple):
@@ -295,7 +304,7 @@ class Registry:
                     continue
                 for c in o.claims:
                     scope = "" if c.kind in GLOBAL else o.host
-                    if hash((c.kind, scope, c.key)) == h:
+                    if claim_hash(c.kind, scope, c.key) == h:
                         group = groups.setdefault((c.kind, scope, c.key), [])
                         if (index, c) not in group:
                             group.append((index, c))

@@ -59,6 +59,17 @@ def real_path(path: str) -> str:
     return os.path.join(_real_directory(directory), name)
 
 
+def real_path_stat(path: str):
+    """(real_path(path), os.stat(path)) of an existing file, with a single lstat when its
+    last component is no symlink (output/cache.py validates thousands). Raises OSError."""
+    import stat
+    info = os.lstat(path)
+    directory, name = os.path.split(path)
+    if stat.S_ISLNK(info.st_mode) or name in ("", os.curdir, os.pardir):
+        return os.path.realpath(path), os.stat(path)
+    return os.path.join(_real_directory(directory), name), info
+
+
 def spec_root(spec: str, real: Optional[str] = None) -> str:
     """The directory every path of this spec's extends chain is recorded against
     (`real`: the spec's resolved path, when known)."""

@@ -2,12 +2,13 @@
 measured file (firmware, kernel, initrd) as fast as it can: renamed over, rewritten in
 place, truncated and rewritten, replaced by a FIFO or by /dev/zero. Every build is either
 refused with a located CGS-MEASURE error, or its manifest records the sha256 of exactly the
-bytes the measuring library read (observed as the library is called, and again after), and
-its launch digest is what the `sev-snp-measure` tool, run as its own process on those
-bytes, computes. At least 1,000 swaps.
+bytes measured (the firmware bytes the library parsed and measured page by page, the
+kernel and initrd whose digests its SevHashes got: observed as they are read and as the
+library is called), and its launch digest is what the `sev-snp-measure` tool, run as its
+own process on those bytes, computes. At least 1,000 swaps.
 
-The same observation catches the design this replaced (hash the path, then let the library
-open it three times), so a pass is not an artifact of the harness."""
+The same observation catches a design that hands the library bytes other than those
+hashed, so a pass is not an artifact of the harness."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import subprocess
 import firmware_images as fw
 import pytest
 from helpers import run_cli
-from launch_helpers import Swapper
+from launch_helpers import Swapper, _write_fresh
 from measure_helpers import spec_text
 from measure_helpers import write as _write
 
@@ -37,19 +38,37 @@ def _sha(data) -> str:
 
 
 class _Spy:
-    """Wraps the library's digest function: the bytes at the paths it is handed, read as
-    it is called and again when it returns."""
+    """Every file's bytes as cgsc reads them (by the sha256 they hash to), and the bytes
+    and digests the library is handed: the firmware image it parses and measures page by
+    page, the kernel and initrd digests of its SevHashes."""
 
     def __init__(self, monkeypatch):
-        from sevsnpmeasure import guest
-        self.real, self.calls = guest.calc_launch_digest, []
-        monkeypatch.setattr(guest, "calc_launch_digest", self)
+        from cgsc.core import filecache
+        from cgsc.measure import amd_digest
+        self.read, self.firmware, self.hashes = {}, [], []
+        real_read, real_start, real_hashes = (filecache.read_into, amd_digest.snp_start,
+                                              amd_digest._hashes)
 
-    def __call__(self, mode, vcpus, sig, ovmf, kernel, initrd, append, *args, **kwargs):
-        before = [_read(p) for p in (ovmf, kernel, initrd)]
-        digest = self.real(mode, vcpus, sig, ovmf, kernel, initrd, append, *args, **kwargs)
-        self.calls.append((before, [_read(p) for p in (ovmf, kernel, initrd)], digest.hex()))
-        return digest
+        def read_into(fd, expected, keep):
+            got = real_read(fd, expected, True)
+            self.read[got.state.hexdigest()] = bytes(got.data)
+            return got if keep else got._replace(data=None)
+
+        def snp_start(ovmf, data):
+            self.firmware.append(_sha(data))
+            return real_start(ovmf, data)
+
+        def hashes(kernel, initrd, cmdline):
+            self.hashes.append((kernel.hex(), initrd.hex() if initrd else None))
+            return real_hashes.__wrapped__(kernel, initrd, cmdline)
+        monkeypatch.setattr(filecache, "read_into", read_into)
+        monkeypatch.setattr(amd_digest, "snp_start", snp_start)
+        monkeypatch.setattr(amd_digest, "_hashes", hashes)
+
+    def clear(self):
+        self.read.clear()
+        self.firmware.clear()
+        self.hashes.clear()
 
 
 def _read(path) -> bytes:
@@ -89,20 +108,20 @@ def test_swaps_during_builds_never_give_a_digest_of_other_bytes(measured, tmp_pa
         for role, mode in CONFIGS:
             with Swapper(paths[role], versions[role][0], versions[role][1], mode) as swapper:
                 for _ in range(BUILDS):
-                    spy.calls.clear()
+                    spy.clear()
                     code, _o, err = run_cli("build", spec, "-o", str(out))
                     builds += 1
                     if code:
                         assert code == 1 and "[CGS-MEASURE-0" in err and "Traceback" not in err, err
                         refused += 1
                         continue
-                    (before, after, digest), = spy.calls
-                    assert before == after, "the library saw the bytes change while it read"
                     att = json.loads((out / "race" / "manifest.json").read_text())["attestation"]
                     recorded = tuple(f["sha256"] for f in att["files"])
-                    assert recorded == tuple(_sha(b) for b in before)
-                    assert att["launch-digest"] == digest
-                    digests.setdefault(recorded, (before, set()))[1].add(digest)
+                    # what the library measured is what the manifest records
+                    assert spy.firmware == [recorded[0]]
+                    assert spy.hashes == [(recorded[1], recorded[2])]
+                    data = tuple(spy.read[h] for h in recorded)   # the bytes read, hashed
+                    digests.setdefault(recorded, (data, set()))[1].add(att["launch-digest"])
             swaps += swapper.swaps
         if swaps >= MIN_SWAPS:
             break
@@ -123,82 +142,78 @@ def test_swaps_during_builds_never_give_a_digest_of_other_bytes(measured, tmp_pa
         assert ours == {result.stdout.strip()}
 
 
-def test_the_check_catches_a_library_that_reads_the_path_again(measured, tmp_path, monkeypatch):
-    """The old design (hash the path, then hand the library the same path) with a swap
-    landing in between: the recorded sha256 is not that of the bytes measured, which is
-    what the test above would report."""
-    import cgsc.measure.stage as stage
+def test_the_check_catches_bytes_other_than_those_hashed(measured, tmp_path, monkeypatch):
+    """A design that hashes a file, then hands the library another read of it (here: the
+    firmware read again without checking, after a swap): the firmware the library
+    measured is not the one recorded, which the test above would report."""
+    from cgsc.core import filecache
     spec, paths, versions = measured
     spy = _Spy(monkeypatch)
-    original = stage._read
+    real_read = filecache.FileCache.read
 
-    def old_read(role, key, given, path, launched):
-        found, problem = original(role, key, given, path, launched)
-        if found is not None and role == "kernel":
-            paths["kernel"].write_bytes(versions["kernel"][1])   # the swap
-            found = found._replace(read_from=path)
-        return found, problem
-    monkeypatch.setattr(stage, "_read", old_read)
+    def read_unkept(self, path, limit, keep=False):
+        entry = real_read(self, path, limit, False)
+        if path == str(paths["firmware"]):
+            _write_fresh(path, versions["firmware"][1])   # the swap
+
+            def again(entry_, path_):   # read again, no check of what was read first
+                return _read(path_)
+            monkeypatch.setattr(self, "content", again)
+        return entry
+    monkeypatch.setattr(filecache.FileCache, "read", read_unkept)
     code, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
     assert code == 0, err
-    (before, _after, _digest), = spy.calls
     att = json.loads((tmp_path / "out/race/manifest.json").read_text())["attestation"]
-    assert att["files"][1]["sha256"] == _sha(versions["kernel"][0]) != _sha(before[1])
+    assert att["files"][0]["sha256"] == _sha(versions["firmware"][0])
+    assert spy.firmware == [_sha(versions["firmware"][1])]
 
 
-def _boot_files(spec):
+def test_bytes_read_again_must_be_the_ones_hashed(measured, tmp_path, monkeypatch):
+    """cgsc holds a firmware's bytes from its one read; where they must be read again
+    (asked for after another file's bytes took their place), a file that changed since
+    is refused, never measured."""
+    from cgsc.core import filecache
+    spec, paths, versions = measured
+    real_read = filecache.FileCache.read
+
+    def read_unkept(self, path, limit, keep=False):
+        entry = real_read(self, path, limit, False)
+        if path == str(paths["firmware"]):
+            with open(path, "r+b") as fh:   # in place: the same inode, size and, often, times
+                fh.write(versions["firmware"][1])
+        return entry
+    monkeypatch.setattr(filecache.FileCache, "read", read_unkept)
+    code, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
+    assert code == 1 and not (tmp_path / "out" / "race").exists()
+    assert "measurement.firmware: " in err and "changed while cgsc was measuring it " \
+        "[CGS-MEASURE-001]" in err, err
+
+
+def _boot_files(spec, cache):
     from cgsc.measure import stage
     from cgsc.spec.model import normalize
     from cgsc.spec.source import load
-    source = load(spec)
-    guest = normalize(source.data)
-    return stage.read_boot_files(guest, lambda key: os.path.dirname(spec))
+    guest = normalize(load(spec).data)
+    return stage.read_boot_files(guest, lambda key: os.path.dirname(spec), cache)
 
 
-def test_the_mechanism_gets_a_sealed_private_copy(measured):
-    """read_from is a copy nobody can change (memfd seals), and data maps the same bytes."""
+def test_the_mechanism_gets_the_bytes_hashed_and_one_copy_of_them(measured):
+    """The firmware's bytes are read once, into one buffer, and hashed as they arrive;
+    the kernel and initrd are only hashed (their digests are what the measurement takes),
+    and read again, checked, only if a mechanism asks for their bytes."""
+    from cgsc.core.filecache import FileCache
     spec, paths, versions = measured
-    files, errors = _boot_files(spec)
-    try:
-        assert errors == []
-        for role in ROLES:
-            f = files[role]
-            assert f.read_from != str(paths[role]) and f.read_from.startswith("/proc/self/fd/")
-            assert _read(f.read_from) == bytes(f.data) == versions[role][0]
-            assert f.sha256 == _sha(versions[role][0]) and f.size == len(versions[role][0])
-            fd = os.open(f.read_from, os.O_WRONLY)
-            try:
-                with pytest.raises(PermissionError):
-                    os.write(fd, b"x")
-                with pytest.raises(PermissionError):
-                    os.ftruncate(fd, 0)
-            finally:
-                os.close(fd)
-    finally:
-        for f in files.values():
-            f.close()
-
-
-def test_without_memfd_the_copy_is_a_private_file_removed_after(measured, tmp_path, monkeypatch):
-    """Where memfd_create is missing (not Linux) or refused (a seccomp filter), the copy is
-    a file in a new private directory, gone once the build has measured."""
-    import tempfile
-
-    def refused(*_a):
-        raise OSError(38, "Function not implemented")
-    monkeypatch.setattr(os, "memfd_create", refused)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    spec, _paths, versions = measured
-    files, errors = _boot_files(spec)
+    cache = FileCache()
+    files, errors = _boot_files(spec, cache)
     assert errors == []
-    copy = files["kernel"].read_from
-    assert copy.startswith(str(scratch)) and _read(copy) == versions["kernel"][0]
-    assert os.stat(os.path.dirname(copy)).st_mode & 0o777 == 0o700
-    for f in files.values():
-        f.close()
-    assert os.listdir(scratch) == []
-    code, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
-    assert code == 0, err
-    assert os.listdir(scratch) == []
+    for role in ROLES:
+        f = files[role]
+        assert f.path == str(paths[role]) and f.sha256 == _sha(versions[role][0])
+        assert f.size == len(versions[role][0])
+    assert files["firmware"].entry.data is not None
+    assert bytes(files["firmware"].content()) == versions["firmware"][0]
+    assert files["kernel"].entry.data is None and files["initrd"].entry.data is None
+    again, errors = _boot_files(spec, cache)   # the same invocation: nothing read again
+    assert errors == [] and all(again[r].entry is files[r].entry for r in ROLES)
+    assert bytes(files["kernel"].content()) == versions["kernel"][0]
+    assert files["kernel"].entry.data is not None   # small: kept with its entry from now on

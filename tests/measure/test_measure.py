@@ -215,7 +215,8 @@ def test_an_oversized_sparse_file_is_refused_before_it_is_read(tmp_path):
            "[CGS-MEASURE-001]" in proc.stderr, proc.stderr
 
 
-def test_a_file_shorter_than_its_size_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("role", ["firmware", "kernel"])   # read into memory / streamed
+def test_a_file_shorter_than_its_size_is_refused(tmp_path, monkeypatch, role):
     """A file truncated while it is read (fstat said 4096 bytes, 10 arrive) is refused."""
     import cgsc.measure.stage as measure
     (tmp_path / "fw.fd").write_bytes(b"0123456789")
@@ -226,7 +227,7 @@ def test_a_file_shorter_than_its_size_is_refused(tmp_path, monkeypatch):
         return os.stat_result((info.st_mode, info.st_ino, info.st_dev, info.st_nlink,
                                info.st_uid, info.st_gid, 4096, 0, 0, 0))
     monkeypatch.setattr(measure.os, "fstat", lying_fstat)
-    found, problem = measure._read("firmware", ("measurement", "firmware"), "fw.fd",
+    found, problem = measure._read(role, ("measurement", role), "fw.fd",
                                    str(tmp_path / "fw.fd"), "/x")
     assert found is None and problem.rule == "CGS-MEASURE-001"
     assert "4096" in problem.message and "10" in problem.message

@@ -1,0 +1,259 @@
+"""Each file read once per invocation: however many guests of a fleet name a boot file,
+its bytes are read and hashed once, and what depends only on them (a firmware's parsed
+tables, the digest of its pages) is computed once.
+
+A file is known by what fstat says of the open descriptor: (device, inode, size,
+mtime_ns, ctime_ns). Within one invocation that names its bytes: the first read stands
+for every guest, so all of them see the same bytes. (Across invocations a stat key is no
+proof of content: a same-size rewrite within one timestamp tick changes neither time;
+output/cache.py re-hashes such files.)
+
+Memory: a file is hashed as it streams past, never held, unless its bytes are asked for
+(a firmware whose tables and pages are measured). Bytes are held once per file, and for
+at most HELD bytes of files together, the least recently used let go first (before the
+next file is read): a fleet's few firmware images stay, a 1 GiB one is alone. What is
+derived from a file keeps no reference to its bytes; bytes needed again after they were
+let go are read again and must hash the same. Forked workers inherit what was read
+before the fork.
+
+`open_regular` and `read_into` are where a file is opened and read: the one place an
+input-boundary layer sits under this cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+from . import inputs
+
+Key = Tuple[int, int, int, int, int]   # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+CHUNK = 1 << 20
+SMALL = 1 << 16      # bytes kept with their entry (keys, tiny images): never worth a re-read
+HELD = 64 << 20      # bytes of larger files held at once (more only for one larger file)
+_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+          | getattr(os, "O_NONBLOCK", 0))   # a FIFO opens at once (and fstat refuses it)
+
+
+def stat_key(st: os.stat_result) -> Key:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Unreadable(Exception):
+    """The file cannot be measured. `kind`: "open" or "read" (`reason`: the OS's words),
+    "type" (not a regular file), "size" (more than the limit: `size`), "length" (its
+    content is not its size: `size` by fstat, `got` bytes read), "changed" (read again,
+    it hashed differently)."""
+
+    def __init__(self, kind: str, reason: str = "", size: int = 0, got: int = 0):
+        super().__init__(kind, reason)
+        self.kind, self.reason, self.size, self.got = kind, reason, size, got
+
+
+class Entry:
+    """One file as read: its stat key, size, sha256 (and the hash object after its last
+    byte, which a digest that starts with the whole file continues), its bytes while held,
+    and what was derived from them."""
+    __slots__ = ("key", "size", "state", "sha256", "data", "derived")
+
+    def __init__(self, key: Key, state, data=None):
+        self.key, self.size, self.state = key, key[2], state
+        self.sha256 = state.hexdigest()
+        self.data = data
+        self.derived: Dict[Any, Any] = {}
+
+
+class Read(NamedTuple):
+    state: Any            # hashlib.sha256 over every byte read
+    data: Any             # the bytes (a bytearray) when asked to keep them, else None
+    count: int            # bytes read, up to one past `expected`
+
+
+def _machine_or(exc: OSError) -> None:
+    """Raise the machine's problem (too many open files, no memory) as the input boundary's
+    ResourceError: the command stops once with exit 2 instead of blaming the file."""
+    problem = inputs.resource_error(exc)
+    if problem is not None:
+        raise problem from None
+
+
+def open_regular(path: str, limit: int) -> Tuple[int, os.stat_result]:
+    """A read descriptor of a regular file of at most `limit` bytes, and its fstat
+    (checked on the open descriptor: no race with a rename). Raises Unreadable."""
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError as exc:
+        _machine_or(exc)
+        raise Unreadable("open", exc.strerror or str(exc)) from None
+    except ValueError:   # a NUL byte in the path
+        raise Unreadable("open", "the path holds a NUL byte") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unreadable("type")
+        if st.st_size > limit:
+            raise Unreadable("size", size=st.st_size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_into(fd: int, expected: int, keep: bool) -> Read:
+    """Read to the end, or one chunk at most past the size fstat gave (a file whose content
+    outgrows its size, /proc, /sys or one being written, stops the read), hashing as it
+    goes; with `keep`, into one buffer of the file's size (the one copy in memory).
+    Chunks are never tiny: some /proc files refuse short reads."""
+    digest = hashlib.sha256()
+    count = 0
+    if keep:
+        data = bytearray(expected)
+        view = memoryview(data)
+        while count < expected:
+            n = os.readv(fd, [view[count:count + CHUNK]])
+            if not n:
+                break
+            digest.update(view[count:count + n])
+            count += n
+        view.release()
+        if count == expected:   # nothing more may follow
+            count += len(os.read(fd, 1 << 16))
+        return Read(digest, data, count)
+    buffer = bytearray(min(CHUNK, max(expected + 1, 1 << 16)))
+    view = memoryview(buffer)
+    while count <= expected:
+        n = os.readv(fd, [buffer])
+        if not n:
+            break
+        count += n
+        if count <= expected:
+            digest.update(view[:n])
+    view.release()
+    return Read(digest, None, count)
+
+
+class FileCache:
+    """The files of one invocation, by stat key."""
+
+    def __init__(self) -> None:
+        self.entries: Dict[Key, Entry] = {}
+        self.held: Dict[Key, Entry] = {}   # larger files whose bytes are held, oldest first
+        self.held_bytes = 0
+
+    def read(self, path: str, limit: int, keep: bool = False) -> Entry:
+        """The entry of the file at `path`, read now unless this invocation has read it.
+        `keep`: hold its bytes for content() (read whole, in one buffer). Raises Unreadable."""
+        fd, st = open_regular(path, limit)
+        try:
+            key = stat_key(st)
+            found = self.entries.get(key)
+            if found is not None:
+                return found
+            if keep:
+                self._make_room(st.st_size)
+            got = self._read(fd, st.st_size, keep)
+            entry = Entry(key, got.state)
+            if keep:
+                self._hold(entry, got.data)
+            self.entries[key] = entry
+            return entry
+        finally:
+            os.close(fd)
+
+    def content(self, entry: Entry, path: str):
+        """The bytes of `entry`: held, or read again from `path` (they must be the same
+        file, by stat key, and hash the same). Raises Unreadable."""
+        if entry.data is not None:
+            if entry.key in self.held:   # the most recently used now
+                self.held[entry.key] = self.held.pop(entry.key)
+            return entry.data
+        self._make_room(entry.size)
+        fd, st = open_regular(path, entry.size)
+        try:
+            if stat_key(st) != entry.key:
+                raise Unreadable("changed")
+            got = self._read(fd, entry.size, True)
+        finally:
+            os.close(fd)
+        if got.state.digest() != entry.state.digest():
+            raise Unreadable("changed")
+        self._hold(entry, got.data)
+        return got.data
+
+    def derived(self, entry: Entry, path: str, name, compute: Callable[[Any], Any]):
+        """compute(bytes of the file), once per file and `name` (which says what is computed,
+        with its parameters). An exception is not kept: compute returns expected failures."""
+        try:
+            return entry.derived[name]
+        except KeyError:
+            pass
+        value = compute(self.content(entry, path))
+        entry.derived[name] = value
+        return value
+
+    @staticmethod
+    def memo(entry: Entry, name, compute: Callable[[], Any]):
+        """compute(), once per file and `name`: a value that depends on nothing but what
+        is derived from the file and the parameters `name` holds."""
+        try:
+            return entry.derived[name]
+        except KeyError:
+            pass
+        value = compute()
+        entry.derived[name] = value
+        return value
+
+    @staticmethod
+    def _read(fd: int, size: int, keep: bool) -> Read:
+        try:
+            got = read_into(fd, size, keep)
+        except OSError as exc:
+            _machine_or(exc)
+            raise Unreadable("read", exc.strerror or str(exc)) from None
+        if got.count != size:
+            raise Unreadable("length", size=size, got=got.count)
+        return got
+
+    def _hold(self, entry: Entry, data) -> None:
+        entry.data = data
+        if entry.size > SMALL:
+            self.held[entry.key] = entry
+            self.held_bytes += entry.size
+
+    def _make_room(self, size: int) -> None:
+        """Let go of the oldest held bytes until `size` more fit in HELD (or none are held):
+        before a read, so that the old and the new bytes are never both in memory."""
+        if size <= SMALL:
+            return
+        while self.held and self.held_bytes + size > HELD:
+            oldest = self.held.pop(next(iter(self.held)))
+            oldest.data = None
+            self.held_bytes -= oldest.size
+
+
+_SESSION: Optional[FileCache] = None
+
+
+class session:
+    """`with session():` one invocation (a command, a fleet): files read inside it are
+    read once. Nested sessions are the outer one; outside any session every caller gets
+    a cache of its own (a library caller sees each file as it is now)."""
+
+    def __enter__(self) -> FileCache:
+        global _SESSION
+        self.outer = _SESSION is not None
+        if not self.outer:
+            _SESSION = FileCache()
+        return _SESSION
+
+    def __exit__(self, *exc_info) -> None:
+        global _SESSION
+        if not self.outer:
+            _SESSION = None
+
+
+def current() -> FileCache:
+    """The invocation's cache, or a new one outside any session."""
+    return _SESSION if _SESSION is not None else FileCache()

@@ -1,0 +1,101 @@
+"""What every record of the incremental cache (cache.py) depends on besides its own files:
+cgsc's version and the content of its modules, schema and template files, Python and the
+dependencies' versions, the working directory and the CGSC_* environment. A cache
+written in another environment is not used."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+# Dependencies whose version can change what cgsc writes: (distribution, module).
+DEPENDENCIES = (("tomli", "tomli"), ("jsonschema", "jsonschema"), ("Jinja2", "jinja2"),
+                ("PyYAML", "yaml"), ("sev-snp-measure", "sevsnpmeasure"),
+                ("cryptography", "cryptography"))
+CODE_SUFFIXES = (".py", ".json", ".j2")
+
+
+
+def fingerprint(code: str) -> str:
+    """What every record depends on besides its own files (`code`: code_digest())."""
+    from .. import __version__
+    parts = {
+        "cgsc": __version__, "code": code, "python": sys.version,
+        "dependencies": _dependencies(), "cwd": os.getcwd(),
+        "environment": sorted((k, v) for k, v in os.environ.items() if k.startswith("CGSC_")),
+        "encoding": [sys.getfilesystemencoding(), sys.getfilesystemencodeerrors(),
+                     sys.flags.utf8_mode],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8", "surrogateescape")
+                          ).hexdigest()
+
+
+def _dependencies() -> List[Tuple[str, str]]:
+    from importlib.util import find_spec
+
+    from ..core.installed import version
+    out = []
+    for distribution, module in DEPENDENCIES:
+        try:
+            found = find_spec(module)
+            out.append((distribution, version(distribution, found.origin) if found and
+                        found.origin else "absent"))
+        except Exception:   # not installed, or no metadata: a value of its own
+            out.append((distribution, "unknown"))
+    return out
+
+
+def code_files() -> Dict[str, str]:
+    """relative name -> path of every module, schema and template file of the installed
+    cgsc (the cgsc, cgsc.schema and cgsc.targets packages, wherever each lives)."""
+    import importlib
+    tops = {}
+    for package in ("cgsc", "cgsc.schema", "cgsc.targets"):   # (each is loaded for a run)
+        for location in importlib.import_module(package).__path__:
+            tops[os.path.realpath(location)] = package
+    out = {}
+    for top, package in sorted(tops.items()):
+        for here, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(CODE_SUFFIXES):
+                    path = os.path.join(here, name)
+                    out[os.path.join(package, os.path.relpath(path, top))] = path
+    return out
+
+
+def code_digest(hint: Optional[dict], margin_ns: int) -> Tuple[str, dict]:
+    """(sha256 of cgsc's code files, a hint for next time: their stat and that sha256).
+    The files are hashed unless each has the stat of `hint` (a previous cache's, whose MAC
+    was checked), with times older than `margin_ns` before the hint was made."""
+    files = code_files()
+    now = time.time_ns()
+    stats = {}
+    for name, path in files.items():
+        try:
+            st = os.stat(path)
+            stats[name] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        except OSError:
+            stats[name] = None
+    try:
+        if (isinstance(hint, dict) and hint.get("files") == stats
+                and hint.get("names") == list(files)
+                and all(max(s[3], s[4]) < hint["made"] - margin_ns for s in stats.values())
+                and isinstance(hint.get("sha256"), str)):
+            return hint["sha256"], hint
+    except (TypeError, KeyError, IndexError):
+        pass
+    digest = hashlib.sha256()
+    for name, path in files.items():
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            data = b"\0unreadable"
+        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    sha = digest.hexdigest()
+    return sha, {"names": list(files), "files": stats, "made": now, "sha256": sha}

@@ -1,0 +1,187 @@
+"""The incremental cache's file, OUT/.cgsc/cache.json, and its key, OUT/.cgsc/key: read
+(a regular file of bounded size, never through a symlink), checked (a MAC with the key
+over the header and the body), written (whole, renamed into place, signals held). The
+key is 32 random bytes readable by this user only, bound to its file's identity, so a
+copy of the cache and key (committed, copied with the output directory) is foreign."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import struct
+from typing import Optional, Tuple
+
+from .outdir import PRIVATE
+
+FILE = "cache.json"
+KEY = "key"
+KEY_SIZE = 32
+MAX_BYTES = 256 << 20       # a larger file is no cache cgsc wrote
+_TEMPORARY = f"{FILE}."      # + pid, random, ".tmp"
+IGNORE = "# cgsc's private cache: never commit or deploy it\n*\n"
+NAMES = (FILE, KEY, ".gitignore")   # what OUT/.cgsc holds between runs
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def verified(raw: Optional[bytes], key: Optional[bytes]) -> Tuple[Optional[dict], bytes]:
+    """(header, body) of a cache file whose MAC (over the header's other fields and the
+    body) is made with `key`; (None, b"") for any other bytes."""
+    if raw is None or key is None:
+        return None, b""
+    head, _sep, body = raw.partition(b"\n")
+    try:
+        header = json.loads(head)
+    except ValueError:
+        return None, b""
+    if not isinstance(header, dict) or header.get("length") != len(body):
+        return None, b""
+    if header.pop("mac", None) != mac(key, signed(header, body)):
+        return None, b""
+    return header, body
+
+
+def signed(header: dict, body: bytes) -> bytes:
+    """What the MAC covers: the header's fields but the MAC itself, and the body."""
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n" + body
+
+
+def mac(key: bytes, data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=32, key=key).hexdigest()
+
+
+def secret(root: str, create: bool = True) -> Optional[bytes]:
+    """The cache's key: 32 random bytes in OUT/.cgsc/key, a file of this user that no one
+    else can read or write, made on first use (`create`), bound to that file's identity
+    (device, inode, change time): a copy of it (committed to a repository with the cache,
+    or copied with the output directory) is another key, so a cache from anywhere else
+    is never trusted. None when there is none to be had (no cache then)."""
+    try:
+        private = os.open(os.path.join(root, PRIVATE), _DIR)
+    except OSError:
+        return None
+    try:
+        for _attempt in range(2):
+            try:
+                fd = os.open(KEY, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=private)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                try:
+                    fd = os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o600, dir_fd=private)
+                except FileExistsError:   # another cgsc made it first: read that one
+                    continue
+                try:
+                    os.write(fd, os.urandom(KEY_SIZE))   # one write of 32 bytes is whole
+                finally:
+                    os.close(fd)
+                continue
+            try:
+                st = os.fstat(fd)
+                if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                        or st.st_mode & 0o077 or st.st_size != KEY_SIZE):
+                    return None
+                data = os.read(fd, KEY_SIZE + 1)
+            finally:
+                os.close(fd)
+            if len(data) != KEY_SIZE:
+                return None
+            return hashlib.blake2b(data + struct.pack("<QQq", st.st_dev, st.st_ino,
+                                                      st.st_ctime_ns), digest_size=32).digest()
+        return None
+    except OSError:
+        return None
+    finally:
+        os.close(private)
+
+
+def read(root: str) -> Optional[bytes]:
+    """The cache file's bytes, if it is a regular file of at most MAX_BYTES in a private
+    directory that is no symlink."""
+    try:
+        private = os.open(os.path.join(root, PRIVATE), _DIR)
+    except OSError:
+        return None
+    try:
+        fd = os.open(FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=private)
+    except OSError:
+        return None
+    finally:
+        os.close(private)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
+            return None
+        chunks, total = [], 0
+        while total <= MAX_BYTES:
+            chunk = os.read(fd, max(st.st_size + 1 - total, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks) if total <= MAX_BYTES else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def write(root: str, data: bytes, exclusive: bool) -> None:
+    """Rename a complete new cache into place, SIGINT/SIGTERM/SIGHUP held while it is
+    written (a kill leaves the old cache or the new one, and a unique temporary that the
+    next build removes)."""
+    from .outdir import _hold_signals, _release_signals
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.mkdir(PRIVATE, 0o700, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        private = os.open(PRIVATE, _DIR, dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
+    held = _hold_signals()
+    try:
+        if exclusive:
+            for name in os.listdir(private):
+                if name.startswith(_TEMPORARY) and name.endswith(".tmp"):
+                    os.unlink(name, dir_fd=private)
+        _ignored(private)
+        temporary = f"{_TEMPORARY}{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600, dir_fd=private)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.rename(temporary, FILE, src_dir_fd=private, dst_dir_fd=private)
+        except OSError:
+            try:
+                os.unlink(temporary, dir_fd=private)
+            except OSError:
+                pass
+            raise
+    finally:
+        _release_signals(held)
+        os.close(private)
+
+
+def _ignored(private: int) -> None:
+    """A .gitignore that keeps the private directory out of the repository that holds
+    the output directory (an output directory is committed; its cache never is)."""
+    try:
+        fd = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644, dir_fd=private)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, IGNORE.encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,369 @@
+"""The incremental cache (output/cache.py): an unchanged guest is taken from it, and every
+kind of change to what a guest is built from, or to what is on disk, makes it compiled and
+compared again; a cache that is not this user's own and whole is ignored and replaced.
+
+Most tests set MARGIN_NS to 0: the files they write are seconds old at most, and the
+cache (rightly) does not trust files changed within 2 s of a record; the tests of that
+rule keep a margin."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+
+import firmware_images as fw
+import pytest
+from cgsc.output import cache, cache_env, cache_file
+from helpers import EXAMPLES, run_cli
+from measure_helpers import spec_text
+from writes_helpers import make_fleet, tree
+
+
+@pytest.fixture
+def no_margin(monkeypatch):
+    monkeypatch.setattr(cache, "MARGIN_NS", 0)
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    """The specs compiled (cgsc.pipeline.build.build_one calls), in this process."""
+    from cgsc.pipeline import build
+    calls = []
+    real = build.build_one
+
+    def counted(path, *args, **kw):
+        calls.append(os.path.basename(path))
+        return real(path, *args, **kw)
+    monkeypatch.setattr(build, "build_one", counted)
+    return calls
+
+
+def _cli(*argv):
+    return run_cli(*argv, "-j", "1")   # in this process: build_one is the counted one
+
+
+def _fleet(tmp_path, count=3):
+    specs = make_fleet(tmp_path / "specs", count)
+    out = str(tmp_path / "out")
+    code, _o, err = _cli("build", *specs, "-o", out)
+    assert code == 0, err
+    return specs, out
+
+
+def _recorded(specs, out, compiled):
+    """A first check compares every guest and records it; the next one compiles none."""
+    compiled.clear()
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 0 and len(compiled) == len(specs), err
+    compiled.clear()
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 0 and compiled == [], err
+
+
+def _rewrite(path, old: bytes, new: bytes):
+    """Change bytes in place, the size and the modification time kept (what a same-tick
+    rewrite would look like; the change time moves on, as the kernel makes it)."""
+    st = os.stat(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    assert old in data and len(old) == len(new)
+    with open(path, "r+b") as fh:
+        fh.write(data.replace(old, new, 1))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
+
+
+# -- an unchanged fleet -------------------------------------------------------------------
+
+def test_an_unchanged_fleet_is_checked_and_built_without_compiling(tmp_path, no_margin, compiled):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    guest = os.path.join(out, "node-0001", "node-0001.sh")
+    before = os.stat(guest)
+    code, _o, err = _cli("build", *specs, "-o", out)
+    assert code == 0 and compiled == [], err
+    assert "3 guests under" in err and "0 written, 3 already up to date" in err
+    after = os.stat(guest)   # not written again
+    assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == \
+        (before.st_ino, before.st_mtime_ns, before.st_ctime_ns)
+    with open(os.path.join(out, ".cgsc", ".gitignore")) as fh:
+        assert "*" in fh.read().split()
+
+
+def test_what_check_reports_is_the_same_with_and_without_the_cache(tmp_path, no_margin, compiled):
+    """Warnings (the SEV example has one), the summary line, in every format."""
+    specs = [s for s in EXAMPLES if "/fleet/" not in s] + make_fleet(tmp_path / "specs", 2)
+    out = str(tmp_path / "out")
+    assert _cli("build", *specs, "-o", out)[0] == 0
+    assert _cli("check", *specs, "-o", out)[0] == 0
+    for fmt in ("text", "json", "sarif"):
+        compiled.clear()
+        cached = _cli("check", *specs, "-o", out, "--format", fmt)
+        assert compiled == []
+        assert cached == _cli("check", *specs, "-o", out, "--format", fmt, "--no-cache")
+    assert "CGS-SEV-013" in cached[1] + cached[2]
+
+
+def test_a_tampered_changed_or_planted_artifact_is_found(tmp_path, no_margin, compiled):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    _rewrite(os.path.join(out, "node-0000", "node-0000.sh"), b"exec ", b"exec\t")
+    (tmp_path / "out" / "node-0001" / "planted.sh").write_text("#!/bin/sh\n")
+    os.chmod(os.path.join(out, "node-0002", "node-0002.xml"), 0o666)
+    code, _stdout, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and sorted(compiled) == [os.path.basename(s) for s in specs]
+    assert "node-0000.sh changed" in err and "planted.sh extra" in err
+    assert "node-0002.xml has mode 0666, expected 0644" in err
+
+
+# -- each kind of input ---------------------------------------------------------------------
+
+def test_a_spec_rewritten_with_the_same_size_and_time_is_compiled_again(tmp_path, no_margin,
+                                                                       compiled):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    _rewrite(specs[1], b"node 1", b"node X")
+    code, _stdout, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and compiled == ["node-0001.toml"]
+    assert "out/node-0001/ is out of date" in err and "manifest.json changed" in err
+
+
+def test_a_changed_base_compiles_every_guest_that_extends_it(tmp_path, no_margin, compiled):
+    fleet = tmp_path / "fleet"
+    shutil.copytree(os.path.dirname([s for s in EXAMPLES if "/fleet/" in s][0]), fleet)
+    specs = sorted(str(p) for p in fleet.glob("web-*.toml"))
+    out = str(tmp_path / "out")
+    assert _cli("build", *specs, "-o", out)[0] == 0
+    _recorded(specs, out, compiled)
+    _rewrite(fleet / "base.toml", b'vcpus = 2', b'vcpus = 4')
+    code, _stdout, _err = _cli("check", *specs, "-o", out)
+    assert code == 1 and sorted(compiled) == [os.path.basename(s) for s in specs]
+    compiled.clear()   # a base touched but unchanged: hashed again, no guest compiled
+    _rewrite(fleet / "base.toml", b'vcpus = 4', b'vcpus = 2')
+    assert _cli("check", *specs, "-o", out)[0] == 0   # its own first check compares again
+    compiled.clear()
+    os.utime(fleet / "base.toml")
+    assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []
+
+
+def test_a_measured_file_rewritten_with_the_same_size_and_time_is_measured_again(
+        tmp_path, no_margin, compiled):
+    (tmp_path / "fw.fd").write_bytes(fw.amd_image(hashes_table=True))
+    (tmp_path / "vmlinuz").write_bytes(b"kernel A" * 512)
+    spec = tmp_path / "m.toml"
+    spec.write_text(spec_text("measured", "sev-snp", "fw.fd", cpu="EPYC-v4", kernel="vmlinuz",
+                              cmdline="console=ttyS0"))
+    out = str(tmp_path / "out")
+    assert _cli("build", str(spec), "-o", out)[0] == 0
+    _recorded([str(spec)], out, compiled)
+    _rewrite(tmp_path / "vmlinuz", b"kernel A", b"kernel B")
+    code, stdout, err = _cli("check", str(spec), "-o", out, "--diff")
+    assert code == 1 and compiled == ["m.toml"]
+    assert "launch measurement changed" in stdout + err and hashlib.sha256(
+        (tmp_path / "vmlinuz").read_bytes()).hexdigest() in stdout
+
+
+def test_another_host_profile_is_another_record(tmp_path, no_margin, compiled):
+    specs, out = _fleet(tmp_path, 2)
+    profiles = []
+    for name in ("lab-a", "lab-b"):
+        profile = tmp_path / f"{name}.json"
+        profile.write_text(json.dumps({"profile-version": 1, "name": name,
+                                       "origin": "hand-written"}))
+        profiles.append(str(profile))
+    _recorded(specs, out, compiled)   # without a host profile
+    for profile in profiles:   # each host: its own records, the others kept
+        compiled.clear()
+        assert _cli("check", *specs, "-o", out, "--host", profile)[0] == 0
+        assert len(compiled) == len(specs)
+    for profile in profiles:
+        compiled.clear()
+        assert _cli("check", *specs, "-o", out, "--host", profile)[0] == 0 and compiled == []
+    _rewrite(profiles[0], b'"lab-a"', b'"lab-c"')   # the profile's content is what counts
+    assert _cli("check", *specs, "-o", out, "--host", profiles[0])[0] == 0
+    assert len(compiled) == len(specs)
+
+
+@pytest.mark.parametrize("change", ["version", "environment"])
+def test_another_cgsc_or_environment_trusts_no_record(tmp_path, no_margin, compiled,
+                                                     monkeypatch, change):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    if change == "version":
+        import cgsc
+        monkeypatch.setattr(cgsc, "__version__", cgsc.__version__ + ".1")
+    else:
+        monkeypatch.setenv("CGSC_ANY_KNOB", "1")
+    assert _cli("check", *specs, "-o", out)[0] == 0
+    assert len(compiled) == len(specs)
+
+
+def test_a_change_to_cgsc_s_own_code_changes_the_fingerprint(tmp_path, monkeypatch):
+    """The code digest covers every module, schema and template file by content: a
+    rewrite that keeps size and modification time (and a hint that vouches for the old
+    stat) still changes it."""
+    module = tmp_path / "pkg" / "mod.py"
+    module.parent.mkdir()
+    module.write_text("X = 1\n")
+    monkeypatch.setattr(cache_env, "code_files", lambda: {"cgsc/mod.py": str(module)})
+    digest, hint = cache_env.code_digest(None, 0)
+    assert cache_env.code_digest(hint, 0)[0] == digest
+    _rewrite(module, b"X = 1", b"X = 2")
+    assert cache_env.code_digest(hint, 0)[0] != digest
+    assert cache_env.fingerprint("a") != cache_env.fingerprint("b")
+    files = cache_env.code_files()
+    assert files == {"cgsc/mod.py": str(module)}
+    monkeypatch.undo()
+    names = set(cache_env.code_files())
+    assert {"cgsc/cli.py", "cgsc/output/cache.py", "cgsc.schema/guest.schema.json",
+            "cgsc.targets/templates/launch.sh.j2"} <= names
+
+
+# -- timestamps too close to a record ---------------------------------------------------------
+
+def test_files_changed_within_the_margin_of_a_record_are_compared_again(tmp_path, compiled,
+                                                                        monkeypatch):
+    """A build's files are seconds old: a check now records nothing it could not prove
+    later (a same-size rewrite within one timestamp tick would keep every time), so the
+    next check compares every guest again."""
+    monkeypatch.setattr(cache, "MARGIN_NS", 3600 * 10**9)
+    specs, out = _fleet(tmp_path)
+    for _round in range(2):
+        compiled.clear()
+        assert _cli("check", *specs, "-o", out)[0] == 0
+        assert len(compiled) == len(specs)
+    assert not os.path.exists(os.path.join(out, ".cgsc", cache_file.FILE))
+
+
+def test_a_same_tick_rewrite_is_caught_when_the_record_is_that_recent(tmp_path, compiled,
+                                                                      monkeypatch):
+    """The stat of an artifact rewritten within the tick of its record is the stat
+    recorded; the record is then within the margin of that file's times, so it is not
+    taken: the guest is compared, the change found."""
+    monkeypatch.setattr(cache, "MARGIN_NS", 0)
+    specs, out = _fleet(tmp_path, 1)
+    _recorded(specs, out, compiled)
+    artifact = os.path.join(out, "node-0000", "node-0000.sh")
+    seen = os.stat(artifact)
+    real_stat = os.stat
+
+    def same_tick(path, *args, **kw):   # the rewrite below left every time as it was
+        return seen if path == artifact else real_stat(path, *args, **kw)
+    with open(artifact, "r+b") as fh:
+        fh.seek(2)
+        fh.write(b"X")   # #!/bin/sh -> #!Xbin/sh
+    monkeypatch.setattr(cache.os, "stat", same_tick)
+    memo = cache.load(out, None)
+    (made,) = [record[2] for record in memo.guests.values()]
+    # the stat alone cannot tell: with the record taken as old enough, it would hold
+    assert memo.valid(specs[0], memo.suffix(()))
+    monkeypatch.setattr(cache, "MARGIN_NS", made - seen.st_ctime_ns + 1)   # the record: recent
+    assert not cache.load(out, None).valid(specs[0], memo.suffix(()))
+    code, _stdout, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and compiled == ["node-0000.toml"] and "node-0000.sh changed" in err
+
+
+# -- caches that are not to be trusted --------------------------------------------------------
+
+def _cache_file(out):
+    return os.path.join(out, ".cgsc", cache_file.FILE)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "header-only"])
+def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, damage):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    with open(_cache_file(out), "rb") as fh:
+        data = fh.read()
+    damaged = {"garbage": os.urandom(len(data)), "truncated": data[:len(data) // 2],
+               "flipped": data[:-10] + bytes([data[-10] ^ 1]) + data[-9:], "empty": b"",
+               "header-only": data.partition(b"\n")[0]}[damage]
+    with open(_cache_file(out), "wb") as fh:
+        fh.write(damaged)
+    assert _cli("check", *specs, "-o", out)[0] == 0
+    assert len(compiled) == len(specs)
+    compiled.clear()
+    assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []   # replaced
+
+
+def test_a_cache_from_anywhere_else_is_foreign(tmp_path, no_margin, compiled):
+    """Committed to a repository with its key, copied with the output directory: the key
+    is bound to its file's identity, so a copy is another key and nothing is trusted (nor
+    can a cache be forged without the key)."""
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    key = os.path.join(out, ".cgsc", cache_file.KEY)
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and os.path.getsize(key) == 32
+    shutil.copy2(key, key + ".copy")
+    os.replace(key + ".copy", key)   # the same 32 bytes, another file
+    assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == len(specs)
+    compiled.clear()
+    assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []   # replaced
+    os.chmod(key, 0o644)   # a key others can read is no key
+    assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == len(specs)
+
+
+def test_records_of_the_wrong_shape_are_misses_not_crashes(tmp_path, no_margin, compiled):
+    """Whatever a record holds (a cache written with this user's key, by a cgsc that
+    recorded something else), a record is a miss or a guest's exact report."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    memo = cache.load(out, None)
+    keys = sorted(memo.guests)
+    bad = ["../../etc", [1], "x"]
+    memo.guests[keys[0]] = bad + memo.guests[keys[0]][3:]
+    memo.guests[keys[1]] = memo.guests[keys[1]][:5] + [[1, 2, 3, 4]]
+    memo.dirty = True
+    memo.save()
+    assert _cli("check", *specs, "-o", out)[0] == 0
+    assert sorted(compiled) == [os.path.basename(s) for s in specs]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_a_cache_that_is_no_regular_file_is_not_read(tmp_path, no_margin, compiled, kind):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    os.replace(_cache_file(out), tmp_path / "elsewhere.json")
+    if kind == "symlink":
+        os.symlink(tmp_path / "elsewhere.json", _cache_file(out))
+    elif kind == "fifo":
+        os.mkfifo(_cache_file(out))
+    else:
+        os.mkdir(_cache_file(out))
+    assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == len(specs)
+
+
+def test_no_cache_neither_reads_nor_writes_it(tmp_path, no_margin, compiled):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    before = tree(os.path.join(out, ".cgsc")), os.stat(_cache_file(out)).st_mtime_ns
+    assert _cli("check", *specs, "-o", out, "--no-cache")[0] == 0
+    assert len(compiled) == len(specs)
+    compiled.clear()
+    code, _o, err = _cli("build", *specs, "-o", out, "--no-cache")
+    assert code == 0 and len(compiled) == len(specs) and "3 guests written under" in err
+    assert (tree(os.path.join(out, ".cgsc")), os.stat(_cache_file(out)).st_mtime_ns) == before
+    fresh = str(tmp_path / "fresh")
+    assert _cli("build", *specs, "-o", fresh, "--no-cache")[0] == 0
+    assert _cli("check", *specs, "-o", fresh, "--no-cache")[0] == 0
+    assert not os.path.exists(os.path.join(fresh, ".cgsc"))
+
+
+def test_a_guest_from_the_cache_still_meets_the_others_claims(tmp_path, no_margin, compiled):
+    """A guest taken from the cache keeps its claims on its host (their hashes are the
+    same in every run): a new spec that takes its disk conflicts with it."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    thief = tmp_path / "specs" / "thief.toml"
+    with open(specs[1], encoding="utf-8") as fh:
+        text = fh.read()
+    thief.write_text(text.replace('"node-0001"', '"thief"').replace(
+        "/run/cgsc/node-0001/", "/run/cgsc/thief/"))   # node-0001's disk, its own name
+    code, _stdout, err = _cli("check", *specs, str(thief), "-o", out)
+    # compiled: the thief, then (their claim hashes being equal) the two for their claims
+    assert compiled[0] == "thief.toml" and sorted(compiled[1:]) == ["node-0001.toml",
+                                                                     "thief.toml"]
+    assert code == 1 and "root.qcow2" in err and "node-0001" in err, err
