@@ -5,7 +5,8 @@ libvirt's QEMU driver here refuses every <launchSecurity> this host cannot run, 
 the independent word on what libvirt gives QEMU for one.
 
 For each pair the test writes the cgsc spec that says what the XML's <launchSecurity> says
-(SPEC_KEYS maps every child and attribute; one cgsc cannot say is in UNSAID, with why),
+(NUMBERS, BLOBS, POLICY, FLAGS and SESSION map every child and attribute; one cgsc
+cannot say would be in UNSAID, with why),
 builds it for --host debian-13-backports, and checks:
 - the confidential object: the launch script's -object has libvirt's qom-type and every
   property libvirt writes, with the same value, and no other (but KNOWN_DIFFERENCES);
@@ -43,6 +44,14 @@ HOST = "debian-13-backports"   # QEMU 11.1, libvirt 12.9: the stack the pairs st
 
 # pair -> (the .args variant, the cgsc spec's [guest]/[firmware]/[kernel] around the
 # [confidential.X] table the test writes from the XML)
+SEV_GUEST = """
+[guest]
+name = "libvirt-sev"
+cpu = "EPYC"
+memory = 256
+[firmware]
+code = "/usr/share/OVMF/OVMF_CODE.fd"
+"""
 CASES = {
     "launch-security-sev-snp": ("+amdsev", "sev-snp", """
 [guest]
@@ -60,22 +69,9 @@ vcpus = 4
 [firmware]
 code = "/usr/share/ovmf/OVMF.inteltdx.fd"
 """),
-    "launch-security-sev": ("+amdsev", "sev", """
-[guest]
-name = "libvirt-sev"
-cpu = "EPYC"
-memory = 256
-[firmware]
-code = "/usr/share/OVMF/OVMF_CODE.fd"
-"""),
-    "launch-security-sev-direct": ("+amdsev", "sev", """
-[guest]
-name = "libvirt-sev-direct"
-cpu = "EPYC"
-memory = 256
-[firmware]
-code = "/usr/share/OVMF/OVMF_CODE.fd"
-[kernel]
+    "launch-security-sev": ("+amdsev", "sev", SEV_GUEST),
+    # the XML's <kernel>, <initrd>, <cmdline> (its <shim> is no <launchSecurity> matter)
+    "launch-security-sev-direct": ("+amdsev", "sev", SEV_GUEST + """[kernel]
 image = "/vmlinuz"
 initrd = "/initrd"
 cmdline = "runme"
@@ -124,7 +120,8 @@ KNOWN_DIFFERENCES = {
 # A flag attribute libvirt leaves out is QEMU's default: libvirt then writes no property
 # (qemu_command.c qemuBuildSEV*CommandLine: "T:" tristate members), and QEMU's defaults are
 # author-key-enabled, vcek-disabled and kernel-hashes false (qom.json; read back from QEMU
-# 11.1 by test_qemu_11_1_reads_the_same_object_from_both). cgsc always writes all three.
+# 11.1 by test_qemu_11_1_reads_the_defaults_libvirt_leaves_out). cgsc's SNP domain always
+# writes authorKey and vcek.
 FLAG_DEFAULTS = {"authorKey": "no", "vcek": "yes", "kernelHashes": "no"}
 
 
@@ -244,8 +241,8 @@ FORMS = [(pair, "word") for pair in sorted(CASES)] + [("launch-security-tdx", "f
 
 
 def same_attributes(props: dict) -> dict:
-    """tdx-guest's sept-ve-disable=B as the attributes word it leaves (QEMU 11.1 reads one
-    as the other: test_qemu_11_1_reads_the_same_object_from_both)."""
+    """tdx-guest's sept-ve-disable=B as the attributes word it leaves (QEMU's tdx.c, see
+    AMD_FORMS: QEMU 11.1 cannot create a tdx-guest here to read it back)."""
     props = dict(props)
     if "sept-ve-disable" in props and "attributes" not in props:
         props["attributes"] = 0x10000000 if qemu_value(props.pop("sept-ve-disable")) else 0
@@ -285,7 +282,6 @@ def test_the_script_gives_qemu_libvirts_confidential_object(pair, form, tmp_path
     assert backend["qom-type"] == "memory-backend-ram"
 
 
-
 def test_the_object_comparison_can_fail(tmp_path):
     """Negative control: a property the script left out, or wrote with another value, is a
     difference that KNOWN_DIFFERENCES does not excuse."""
@@ -295,7 +291,8 @@ def test_the_object_comparison_can_fail(tmp_path):
     assert object_differences(ours, theirs) == {}
     assert set(object_differences({k: v for k, v in ours.items() if k != "id-block"}, theirs)) \
         == {"id-block"}
-    assert object_differences(dict(ours, policy="0x30001"), theirs) == {"policy": (0x30001, 0x30000)}
+    assert object_differences(dict(ours, policy="0x30001"), theirs) == \
+        {"policy": (0x30001, 0x30000)}
     assert object_differences(dict(ours, **{"author-key-enabled": "off"}), theirs) == \
         {"author-key-enabled": (False, True)}
     assert not {("object", k) for k in ("id-block", "policy", "author-key-enabled")} \
@@ -406,8 +403,9 @@ def test_qemu_11_1_reads_the_same_object_from_both(pair, form, trixie, tmp_path)
     theirs_id = wiring(theirs_argv)[0]["confidential-guest-support"]
     objects = ["-machine", "none", "-object", _object_arg(theirs_argv, theirs_id),
                "-object", _object_arg(ours_argv, ours_id)]
-    listed = _qmp(trixie, objects, [{"execute": "qom-list", "arguments": {"path": f"/objects/{i}"}}
-                                    for i in (theirs_id, ours_id)])
+    listed = _qmp(trixie, objects, [
+        {"execute": "qom-list", "arguments": {"path": f"/objects/{i}"}}
+        for i in (theirs_id, ours_id)])
     names = [{p["name"]: p["type"] for p in a["return"]} for a in listed]
     assert names[0] == names[1]
     props = sorted(n for n, t in names[0].items()
