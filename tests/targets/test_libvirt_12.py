@@ -6,9 +6,13 @@ launch script gives it, fact by fact, but for the differences tests/targets/
 test_libvirt_qemu_driver.py keeps (KNOWN_DIFFERENCES, justified there) and what this
 machine lacks (HOST_LIMITS: no SEV, SEV-SNP or TDX in its KVM, no KVM for ppc64/s390x).
 
-Not done here: comparing TDX and SNP with libvirt's own expected command lines
-(tests/qemuxmlconfdata of libvirt 12.9): the mirror serves no trixie-backports sources and
-the libvirt repository is too large to fetch on this machine."""
+What libvirt's QEMU driver would give QEMU for <launchSecurity> itself (it refuses to
+translate SEV, SEV-SNP and TDX without the hardware, so HOST_LIMITS removes the element here)
+is shown by test_libvirt_qemuxmlconfdata.py instead, from libvirt's own expected command
+lines (its tests/qemuxmlconfdata pairs, in tests/data/libvirt-qemuxmlconfdata; the README
+there says which commits, not proven to be the v12.9.0 tag): the same <launchSecurity> gives
+the same sev-guest/sev-snp-guest/tdx-guest properties as the launch script, QEMU 11.1 reads
+the same values back from both SEV/SNP objects, and libvirt 12.9 formats the same element."""
 
 from __future__ import annotations
 

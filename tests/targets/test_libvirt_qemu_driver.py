@@ -33,7 +33,8 @@ HOST_LIMITS = [
     (r"'(sev|sev-snp|s390-pv|tdx)' launch security is not supported with this QEMU binary",
      "launchSecurity", "no SEV/SEV-SNP/TDX/s390-PV on this host: libvirt requires the QEMU "
      "binary's capabilities (probed with KVM) to offer it; <launchSecurity> is removed "
-     "(the object's properties are then compared by nothing here: see test_libvirt_12.py)"),
+     "(its object is compared with libvirt's own expected command lines instead: "
+     "test_libvirt_qemuxmlconfdata.py)"),
     (r"Invalid value for attribute 'type' in element 'launchSecurity': 'tdx'",
      "launchSecurity", "libvirt 11.3 has no TDX (11.6 has): <launchSecurity type='tdx'> "
      "is removed"),
