@@ -327,7 +327,8 @@ class Cache:
     def observe(self, spec: str, out, report: dict, names: Sequence[str],
                 started: int) -> Optional[list]:
         """A record of a guest just compared and found up to date (`started`: the time
-        before its compile), to be store()d by the process that saves the cache; None
+        before its compile; a boot file this invocation read earlier is recorded as of
+        that read, whose bytes the guest measured), to be store()d by the process that saves the cache; None
         when it cannot be trusted later (a file changed within MARGIN of `started`) or
         not recorded exactly (another target than cgsc's, an unusual report)."""
         if out.reads is None or any(t not in CACHEABLE_TARGETS for t, _a in out.artifacts):
@@ -338,11 +339,15 @@ class Cache:
         summary = _summary(report)
         if summary is None:
             return None
+        from ..core.filecache import current, stat_key
+        read = current().entries   # boot files: read once, maybe long before `started`
         inputs = []
         try:
             for path, sha in files[1:]:
                 st = os.stat(path)
-                inputs.append([path, reals.get(path), sha, *_stat_tuple(st)[:5], started])
+                entry = read.get(stat_key(st))
+                made = started if entry is None else min(started, entry.since)
+                inputs.append([path, reals.get(path), sha, *_stat_tuple(st)[:5], made])
             state, newest = _state(spec, self.root, out.name, list(names),
                                    [(e[0], e[2]) for e in inputs])
         except (OSError, struct.error):

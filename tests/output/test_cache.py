@@ -367,3 +367,57 @@ def test_a_guest_from_the_cache_still_meets_the_others_claims(tmp_path, no_margi
     assert compiled[0] == "thief.toml" and sorted(compiled[1:]) == ["node-0001.toml",
                                                                      "thief.toml"]
     assert code == 1 and "root.qcow2" in err and "node-0001" in err, err
+
+
+# -- a boot file rewritten within its tick while a fleet runs ---------------------------------
+
+def test_a_boot_file_read_early_in_a_fleet_is_recorded_as_read_then(tmp_path, monkeypatch):
+    """Every guest of an invocation measures the bytes its first reader read (filecache). A
+    guest compiled seconds later records that file as read at that first read, not at its
+    own start: else a same-size rewrite within the file's timestamp tick right after the
+    first read (its stat unchanged) would pass as proven by the later guest's record, and
+    the next check would call that guest up to date with the new kernel in place."""
+    from cgsc.pipeline import build
+    margin = 300_000_000
+    monkeypatch.setattr(cache, "MARGIN_NS", margin)
+    (tmp_path / "fw.fd").write_bytes(fw.amd_image(hashes_table=True))
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel A" * 512)
+    specs = []
+    for name in ("m0", "m1"):
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(spec_text(name, "sev-snp", "fw.fd", cpu="EPYC-v4", kernel="vmlinuz",
+                                  cmdline="console=ttyS0", launch_dir=f"/var/lib/guests/{name}"))
+        specs.append(str(spec))
+    out = str(tmp_path / "out")
+    assert _cli("build", *specs, "-o", out)[0] == 0
+    # m0 out of date (it is not recorded); the kernel written just now, the same bytes
+    with open(os.path.join(out, "m0", "m0.sh"), "ab") as fh:
+        fh.write(b"# edited\n")
+    kernel.write_bytes(b"kernel A" * 512)
+    real_build_one, real_stat, real_fstat = build.build_one, os.stat, os.fstat
+    seen = {}
+
+    def same_tick(call):   # the rewrite below left every time of the kernel as it was
+        def stat(*args, **kw):
+            st = call(*args, **kw)
+            return seen.get((st.st_dev, st.st_ino), st)
+        return stat
+
+    def compile_then_rewrite(path, *args, **kw):
+        result = real_build_one(path, *args, **kw)
+        if path == specs[0] and not seen:   # the kernel read: rewritten in its tick
+            st = real_stat(kernel)
+            seen[(st.st_dev, st.st_ino)] = st
+            with open(kernel, "r+b") as fh:
+                fh.write(b"kernel B")
+            import time
+            time.sleep(2 * margin / 1e9)   # m1 starts well after the kernel's times
+        return result
+    monkeypatch.setattr(build, "build_one", compile_then_rewrite)
+    monkeypatch.setattr(os, "stat", same_tick(real_stat))
+    monkeypatch.setattr(os, "fstat", same_tick(real_fstat))
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and "m0.sh changed" in err and "m1" not in err   # m1: the bytes read first
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and "out/m1/ is out of date" in err, err   # kernel B: measured again
