@@ -328,9 +328,10 @@ class Cache:
                 started: int) -> Optional[list]:
         """A record of a guest just compared and found up to date (`started`: the time
         before its compile; a boot file this invocation read earlier is recorded as of
-        that read, whose bytes the guest measured), to be store()d by the process that saves the cache; None
-        when it cannot be trusted later (a file changed within MARGIN of `started`) or
-        not recorded exactly (another target than cgsc's, an unusual report)."""
+        that read, whose bytes the guest measured), to be store()d by the process that
+        saves the cache; None when it cannot be trusted later (a file changed within
+        MARGIN of `started`) or not recorded exactly (another target than cgsc's, an
+        unusual report)."""
         if out.reads is None or any(t not in CACHEABLE_TARGETS for t, _a in out.artifacts):
             return None
         files, reals = out.reads.files, dict(out.reads.reals)
