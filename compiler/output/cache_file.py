@@ -19,6 +19,8 @@ FILE = "cache.json"
 KEY = "key"
 KEY_SIZE = 32
 MAX_BYTES = 256 << 20       # a larger file is no cache cgsc wrote
+MAX_HEADER = 1 << 20        # its first line (the code hint of ~100 files: 15 KB), parsed
+#                             before its MAC is checked: a planted one is never parsed whole
 _TEMPORARY = f"{FILE}."      # + pid, random, ".tmp"
 IGNORE = "# cgsc's private cache: never commit or deploy it\n*\n"
 NAMES = (FILE, KEY, ".gitignore")   # what OUT/.cgsc holds between runs
@@ -31,9 +33,11 @@ def verified(raw: Optional[bytes], key: Optional[bytes]) -> Tuple[Optional[dict]
     if raw is None or key is None:
         return None, b""
     head, _sep, body = raw.partition(b"\n")
+    if len(head) > MAX_HEADER:
+        return None, b""
     try:
         header = json.loads(head)
-    except ValueError:
+    except (ValueError, RecursionError):   # nested deeper than Python recurses
         return None, b""
     if not isinstance(header, dict) or header.get("length") != len(body):
         return None, b""

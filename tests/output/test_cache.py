@@ -272,7 +272,8 @@ def _cache_file(out):
     return os.path.join(out, ".cgsc", cache_file.FILE)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "header-only"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "header-only",
+                                    "deep-array", "deep-object"])
 def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, damage):
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
@@ -280,13 +281,32 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, 
         data = fh.read()
     damaged = {"garbage": os.urandom(len(data)), "truncated": data[:len(data) // 2],
                "flipped": data[:-10] + bytes([data[-10] ^ 1]) + data[-9:], "empty": b"",
-               "header-only": data.partition(b"\n")[0]}[damage]
+               "header-only": data.partition(b"\n")[0],
+               # a planted header that nests deeper than Python's recursion limit
+               "deep-array": b"[" * 200_000 + b"\n", "deep-object": b'{"a":' * 200_000}[damage]
     with open(_cache_file(out), "wb") as fh:
         fh.write(damaged)
     assert _cli("check", *specs, "-o", out)[0] == 0
     assert len(compiled) == len(specs)
     compiled.clear()
     assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []   # replaced
+
+
+def test_a_planted_header_longer_than_cgsc_writes_is_not_parsed(tmp_path, no_margin, compiled,
+                                                                 monkeypatch):
+    """The header is parsed before its MAC can be checked: a planted cache.json of 256 MiB
+    of numbers on its first line took 5.6 s and 1.8 GB to be refused. A header longer than
+    MAX_HEADER (64 times what cgsc writes) is refused unread."""
+    specs, out = _fleet(tmp_path, 1)
+    _recorded(specs, out, compiled)
+    with open(_cache_file(out), "rb") as fh:
+        head, _sep, body = fh.read().partition(b"\n")
+    assert 16 * len(head) < cache_file.MAX_HEADER
+    parsed = []
+    monkeypatch.setattr(cache_file.json, "loads", lambda text, **kw: parsed.append(text))
+    secret = cache_file.secret(out, create=False)
+    planted = b"[" + b"0," * (cache_file.MAX_HEADER // 2) + b"0]\n" + body
+    assert cache_file.verified(planted, secret) == (None, b"") and parsed == []
 
 
 def test_a_cache_from_anywhere_else_is_foreign(tmp_path, no_margin, compiled):
