@@ -385,8 +385,10 @@ class Cache:
         """Write the cache if anything changed. Never fails a run: a cache that cannot be
         written (a read-only or full file system) is left as it was. `exclusive`: the
         output directory's lock is held exclusively (a build): leftovers of a writer that
-        was killed are removed."""
+        was killed are removed (even with nothing to write)."""
         if not self.dirty or self.key() is None:
+            if exclusive:
+                cache_file.sweep(self.root)
             return
         for key, state in self.unkeyed.items():
             self.guests[key][1] = _keyed(self.secret, state)

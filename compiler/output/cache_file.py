@@ -134,6 +134,31 @@ def read(root: str) -> Optional[bytes]:
         os.close(fd)
 
 
+def temporary(name: str) -> bool:
+    """Whether `name` in OUT/.cgsc is a temporary of write() (one a killed writer left)."""
+    return name.startswith(_TEMPORARY) and name.endswith(".tmp")
+
+
+def sweep(root: str) -> None:
+    """Remove the temporaries killed writers left (a build: the lock held exclusively)."""
+    try:
+        private = os.open(os.path.join(root, PRIVATE), _DIR)
+    except OSError:
+        return
+    try:
+        _sweep(private)
+    except OSError:
+        pass
+    finally:
+        os.close(private)
+
+
+def _sweep(private: int) -> None:
+    for name in os.listdir(private):
+        if temporary(name):
+            os.unlink(name, dir_fd=private)
+
+
 def write(root: str, data: bytes, exclusive: bool) -> None:
     """Rename a complete new cache into place, SIGINT/SIGTERM/SIGHUP held while it is
     written (a kill leaves the old cache or the new one, and a unique temporary that the
@@ -151,9 +176,7 @@ def write(root: str, data: bytes, exclusive: bool) -> None:
     held = _hold_signals()
     try:
         if exclusive:
-            for name in os.listdir(private):
-                if name.startswith(_TEMPORARY) and name.endswith(".tmp"):
-                    os.unlink(name, dir_fd=private)
+            _sweep(private)
         _ignored(private)
         temporary = f"{_TEMPORARY}{os.getpid()}.{os.urandom(4).hex()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW

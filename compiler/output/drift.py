@@ -219,9 +219,11 @@ def leftovers(root: str) -> List[Drift]:
     private = os.path.join(root, PRIVATE)
     if os.path.islink(private) or not os.path.isdir(private):
         return []
-    from .cache_file import NAMES   # the incremental cache stays between runs
+    # the incremental cache stays between runs; a temporary its killed writer left is no
+    # output either (the next build removes it)
+    from .cache_file import NAMES, temporary
     found = sorted(os.listdir(private))
-    names = [name for name in found if name not in NAMES]
+    names = [name for name in found if name not in NAMES and not temporary(name)]
     if JOURNAL in names or not names:
         return []
     paths = []

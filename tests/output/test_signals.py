@@ -380,3 +380,41 @@ def test_a_read_only_output_directory_is_an_environment_error_and_stays_as_it_wa
     assert cgsc("check", *old, "-o", out).returncode == 0       # reading needs no writes
     _remount(point, "rw")
     assert cgsc("build", *new, "-o", out).returncode == 0
+
+
+# -- the incremental cache's file -------------------------------------------------------------
+
+# cgsc with no timestamp margin (its files are milliseconds old), killed (KILL set) as it
+# renames a new cache into place: the temporary it wrote stays
+KILL_AT_CACHE_RENAME = r"""
+import os, signal, sys
+from cgsc.output import cache
+cache.MARGIN_NS = 0
+def hook(event, args):
+    if event == "os.rename" and args[1] == "cache.json" and os.environ.get("KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(hook)
+from cgsc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_check_killed_writing_the_cache_leaves_no_finding_and_a_build_removes_it(tmp_path):
+    """A check killed (SIGKILL) while it wrote the cache left cache.json.PID.RANDOM.tmp,
+    which every later check reported as an entry "left by an interrupted build" (exit 1),
+    and a build that found every guest up to date (no cache to write) left in place."""
+    specs, out = make_fleet(tmp_path / "specs", 2), str(tmp_path / "out")
+    private = os.path.join(out, ".cgsc")
+
+    def run(*argv, **env):
+        return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
+                              capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, **env))
+    assert run("build", *specs).returncode == 0
+    assert run("check", *specs, KILL="1").returncode == -signal.SIGKILL
+    assert [n for n in os.listdir(private) if n.endswith(".tmp")]
+    for command in ("check", "check", "build"):   # recorded, then every guest up to date
+        result = run(command, *specs)
+        assert result.returncode == 0, result.stderr
+    assert "2 already up to date" in result.stderr
+    assert sorted(os.listdir(private)) == [".gitignore", "cache.json", "key"]
