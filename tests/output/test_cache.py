@@ -119,6 +119,24 @@ def test_a_tampered_changed_or_planted_artifact_is_found(tmp_path, no_margin, co
     assert "node-0002.xml has mode 0666, expected 0644" in err
 
 
+def test_an_artifact_replaced_by_a_symlink_to_the_same_bytes_is_found_and_rewritten(
+        tmp_path, no_margin, compiled):
+    """A symlink is not cgsc's output (git commits the link, not the bytes; what it names
+    can change with no trace in the output directory). Check followed it and said up to
+    date; a build with the cache took the guest as written and left the link."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    artifact = os.path.join(out, "node-0001", "node-0001.sh")
+    shutil.copy2(artifact, tmp_path / "elsewhere.sh")
+    os.unlink(artifact)
+    os.symlink(tmp_path / "elsewhere.sh", artifact)
+    code, _stdout, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and "node-0001.sh" in err and "not a regular file" in err, err
+    code, _stdout, err = _cli("build", *specs, "-o", out)
+    assert code == 0 and "1 written, 1 already up to date" in err, err
+    assert not os.path.islink(artifact) and _cli("check", *specs, "-o", out)[0] == 0
+
+
 # -- each kind of input ---------------------------------------------------------------------
 
 def test_a_spec_rewritten_with_the_same_size_and_time_is_compiled_again(tmp_path, no_margin,
