@@ -173,7 +173,12 @@ class FileCache:
                 self.held[entry.key] = self.held.pop(entry.key)
             return entry.data
         self._make_room(entry.size)
-        fd, st = open_regular(path, entry.size)
+        try:
+            fd, st = open_regular(path, entry.size)
+        except Unreadable as exc:   # grown past the size it had: not the file hashed
+            if exc.kind == "size":
+                raise Unreadable("changed") from None
+            raise
         try:
             if stat_key(st) != entry.key:
                 raise Unreadable("changed")
