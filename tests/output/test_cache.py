@@ -219,6 +219,24 @@ def test_another_cgsc_or_environment_trusts_no_record(tmp_path, no_margin, compi
     assert len(compiled) == len(specs)
 
 
+def test_a_removed_working_directory_is_no_crash(tmp_path, no_margin, compiled, monkeypatch):
+    """The working directory is part of the fingerprint (specs are keyed by the path
+    given); one that was removed (os.getcwd() fails) made every check and build with the
+    cache exit 3. Only absolute paths work from there, whose records hold anywhere."""
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    compiled.clear()
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 0 and len(compiled) == len(specs), err   # another fingerprint
+    compiled.clear()
+    code, _o, err = _cli("build", *specs, "-o", out)
+    assert code == 0 and compiled == [] and "0 written, 3 already up to date" in err, err
+
+
 def test_a_change_to_cgsc_s_own_code_changes_the_fingerprint(tmp_path, monkeypatch):
     """The code digest covers every module, schema and template file by content: a
     rewrite that keeps size and modification time (and a hint that vouches for the old
