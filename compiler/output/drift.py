@@ -229,7 +229,10 @@ def leftovers(root: str) -> List[Drift]:
     # the incremental cache stays between runs; a temporary its killed writer left is no
     # output either (the next build removes it)
     from .cache_file import NAMES, temporary
-    found = sorted(os.listdir(private))
+    try:
+        found = sorted(os.listdir(private))
+    except PermissionError:   # another user's (mode 0700, kept for its cache): for them to
+        return []             # check, as pending() does
     names = [name for name in found if name not in NAMES and not temporary(name)]
     if JOURNAL in names or not names:
         return []
