@@ -6,6 +6,7 @@ copy of the cache and key (committed, copied with the output directory) is forei
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -73,15 +74,13 @@ def secret(root: str, create: bool = True) -> Optional[bytes]:
             except FileNotFoundError:
                 if not create:
                     return None
+                _ignored(private)   # never a key that `git add` would take
                 try:
                     fd = os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                                  | os.O_CLOEXEC, 0o600, dir_fd=private)
                 except FileExistsError:   # another cgsc made it first: read that one
                     continue
-                try:
-                    os.write(fd, os.urandom(KEY_SIZE))   # one write of 32 bytes is whole
-                finally:
-                    os.close(fd)
+                _whole(fd, os.urandom(KEY_SIZE), KEY, private)
                 continue
             try:
                 st = os.fstat(fd)
@@ -208,7 +207,22 @@ def _ignored(private: int) -> None:
                      | os.O_CLOEXEC, 0o644, dir_fd=private)
     except FileExistsError:
         return
+    _whole(fd, IGNORE.encode(), ".gitignore", private)
+
+
+def _whole(fd: int, data: bytes, name: str, private: int) -> None:
+    """Write `data` to the file `name` just made (`fd`, closed here), or remove it and
+    raise OSError: a full disk must not leave an empty key (no cache from then on) or
+    .gitignore (never written again)."""
     try:
-        os.write(fd, IGNORE.encode())
-    finally:
-        os.close(fd)
+        try:
+            if os.write(fd, data) != len(data):   # one short write of a few bytes: no room
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        finally:
+            os.close(fd)
+    except OSError:
+        try:
+            os.unlink(name, dir_fd=private)
+        except OSError:
+            pass
+        raise

@@ -418,3 +418,39 @@ def test_a_check_killed_writing_the_cache_leaves_no_finding_and_a_build_removes_
         assert result.returncode == 0, result.stderr
     assert "2 already up to date" in result.stderr
     assert sorted(os.listdir(private)) == [".gitignore", "cache.json", "key"]
+
+
+def test_a_full_disk_while_the_cache_is_first_written_leaves_no_empty_key(tmp_path, mounted):
+    """The first check to record guests makes OUT/.cgsc/key. On a full disk that left an
+    empty key (the 32 bytes failed to write) and no .gitignore: every later run found no
+    usable key, and the cache was off for that output directory for good, without a word;
+    and `git add -A OUT` took the key. Now a key or .gitignore not written whole is
+    removed, and the key is made only once the .gitignore is there."""
+    point = mounted[0]
+    specs, out = make_fleet(tmp_path / "specs", 2), str(point / "out")
+    private = os.path.join(out, ".cgsc")
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
+                              capture_output=True, text=True, timeout=120)
+    assert run("build", *specs).returncode == 0
+    filler = point / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)   # the disk full
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    result = run("check", *specs)
+    assert result.returncode == 0, result.stderr
+    for name in ("key", ".gitignore"):   # none, or whole
+        path = os.path.join(private, name)
+        assert not os.path.exists(path) or os.path.getsize(path) > 0, name
+    os.unlink(filler)
+    assert run("check", *specs).returncode == 0
+    with open(os.path.join(private, ".gitignore")) as fh:
+        assert "*" in fh.read().split()
+    assert os.path.getsize(os.path.join(private, "key")) == 32
+    assert os.path.getsize(os.path.join(private, "cache.json")) > 0
