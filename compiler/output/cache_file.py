@@ -75,12 +75,7 @@ def secret(root: str, create: bool = True) -> Optional[bytes]:
                 if not create:
                     return None
                 _ignored(private)   # never a key that `git add` would take
-                try:
-                    fd = os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600, dir_fd=private)
-                except FileExistsError:   # another cgsc made it first: read that one
-                    continue
-                _whole(fd, os.urandom(KEY_SIZE), KEY, private)
+                _new_key(private)
                 continue
             try:
                 st = os.fstat(fd)
@@ -99,6 +94,27 @@ def secret(root: str, create: bool = True) -> Optional[bytes]:
         return None
     finally:
         os.close(private)
+
+
+def _new_key(private: int) -> None:
+    """Make the key whole: written under a temporary name (a kill leaves that, which the
+    next build removes, never an empty key), then linked into place unless another cgsc
+    made one first (a link never replaces)."""
+    temporary = f"{_TEMPORARY}{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=private)
+    _whole(fd, os.urandom(KEY_SIZE), temporary, private)
+    try:
+        os.link(temporary, KEY, src_dir_fd=private, dst_dir_fd=private, follow_symlinks=False)
+    except FileExistsError:   # another cgsc made it first: that one is read
+        pass
+    except OSError:   # a file system without hard links: renamed (a key made meanwhile is
+        try:          # replaced, and the cache written with it is not trusted once)
+            os.rename(temporary, KEY, src_dir_fd=private, dst_dir_fd=private)
+            return
+        except OSError:
+            pass
+    os.unlink(temporary, dir_fd=private)
 
 
 def read(root: str) -> Optional[bytes]:

@@ -385,7 +385,8 @@ def test_a_read_only_output_directory_is_an_environment_error_and_stays_as_it_wa
 # -- the incremental cache's file -------------------------------------------------------------
 
 # cgsc with no timestamp margin (its files are milliseconds old), killed (KILL set) as it
-# renames a new cache into place: the temporary it wrote stays
+# renames a new cache into place (the temporary it wrote stays), or (KILL_KEY set) as it
+# draws the bytes of a new key
 KILL_AT_CACHE_RENAME = r"""
 import os, signal, sys
 from cgsc.output import cache
@@ -394,6 +395,9 @@ def hook(event, args):
     if event == "os.rename" and args[1] == "cache.json" and os.environ.get("KILL"):
         os.kill(os.getpid(), signal.SIGKILL)
 sys.addaudithook(hook)
+if os.environ.get("KILL_KEY"):
+    urandom = os.urandom
+    os.urandom = lambda n: os.kill(os.getpid(), signal.SIGKILL) if n == 32 else urandom(n)
 from cgsc.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -454,3 +458,25 @@ def test_a_full_disk_while_the_cache_is_first_written_leaves_no_empty_key(tmp_pa
         assert "*" in fh.read().split()
     assert os.path.getsize(os.path.join(private, "key")) == 32
     assert os.path.getsize(os.path.join(private, "cache.json")) > 0
+
+
+def test_a_check_killed_as_it_makes_the_key_leaves_none_half_made(tmp_path):
+    """The key was created, then its 32 bytes written: a kill in between left an empty
+    key, and the cache off for good. It is now written whole under a temporary name and
+    linked into place."""
+    specs, out = make_fleet(tmp_path / "specs", 2), str(tmp_path / "out")
+    private = os.path.join(out, ".cgsc")
+
+    def run(*argv, **env):
+        return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
+                              capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, **env))
+    assert run("build", *specs).returncode == 0
+    assert run("check", *specs, KILL_KEY="1").returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(private, "key"))
+    result = run("check", *specs)   # what the killed one left is no finding
+    assert result.returncode == 0, result.stderr
+    assert os.path.getsize(os.path.join(private, "key")) == 32
+    assert os.path.exists(os.path.join(private, "cache.json"))
+    assert run("build", *specs).returncode == 0
+    assert sorted(os.listdir(private)) == [".gitignore", "cache.json", "key"]
