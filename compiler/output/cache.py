@@ -238,8 +238,14 @@ class Cache:
 
     def key(self) -> Optional[bytes]:
         """This user's key, read (or made) when first needed: a run that records nothing
-        never makes one."""
+        never makes one. None in another user's output directory: the cache is its
+        owner's (a .cgsc of root's in it would stop the owner's builds)."""
         if self.secret is None:
+            try:
+                if os.stat(self.root).st_uid != os.geteuid():
+                    return None
+            except OSError:
+                return None
             try:   # the private directory first (a check may be the first to write there)
                 os.mkdir(os.path.join(self.root, PRIVATE), 0o700)
             except OSError:

@@ -419,6 +419,25 @@ def test_another_user_s_private_directory_does_not_stop_a_check(tmp_path, no_mar
         assert code == 0 and len(compiled) == len(specs), err   # no cache to read
 
 
+def test_a_check_of_another_user_s_output_directory_writes_nothing_there(tmp_path, no_margin,
+                                                                          compiled, monkeypatch):
+    """`sudo cgsc check` of a user's output directory made OUT/.cgsc (root's, mode 0700)
+    for its cache, after which the owner's builds failed ("cannot write under OUT:
+    Permission denied (.cgsc)", exit 2). The cache is the output directory owner's:
+    another user's check or build neither makes nor uses one there. (Another user
+    simulated: the tests may run as root.)"""
+    specs, out = _fleet(tmp_path)
+    private = os.path.join(out, ".cgsc")
+    assert not os.path.exists(private)
+    other = os.geteuid() + 1
+    monkeypatch.setattr(os, "geteuid", lambda: other)
+    for command in ("check", "check", "build"):
+        compiled.clear()
+        code, _o, err = _cli(command, *specs, "-o", out)
+        assert code == 0 and len(compiled) == len(specs), err
+        assert not os.path.exists(private)
+
+
 def test_no_cache_neither_reads_nor_writes_it(tmp_path, no_margin, compiled):
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
