@@ -403,22 +403,23 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _cached(out: str, *argv: str, **env) -> subprocess.CompletedProcess:
+    """cgsc ARGV -o OUT with no timestamp margin, killed where `env` says (KILL_AT_CACHE_RENAME)."""
+    return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, **env))
+
+
 def test_a_check_killed_writing_the_cache_leaves_no_finding_and_a_build_removes_it(tmp_path):
     """A check killed (SIGKILL) while it wrote the cache left cache.json.PID.RANDOM.tmp,
     which every later check reported as an entry "left by an interrupted build" (exit 1),
     and a build that found every guest up to date (no cache to write) left in place."""
     specs, out = make_fleet(tmp_path / "specs", 2), str(tmp_path / "out")
     private = os.path.join(out, ".cgsc")
-
-    def run(*argv, **env):
-        return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
-                              capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, **env))
-    assert run("build", *specs).returncode == 0
-    assert run("check", *specs, KILL="1").returncode == -signal.SIGKILL
+    assert _cached(out, "build", *specs).returncode == 0
+    assert _cached(out, "check", *specs, KILL="1").returncode == -signal.SIGKILL
     assert [n for n in os.listdir(private) if n.endswith(".tmp")]
     for command in ("check", "check", "build"):   # recorded, then every guest up to date
-        result = run(command, *specs)
+        result = _cached(out, command, *specs)
         assert result.returncode == 0, result.stderr
     assert "2 already up to date" in result.stderr
     assert sorted(os.listdir(private)) == [".gitignore", "cache.json", "key"]
@@ -433,11 +434,7 @@ def test_a_full_disk_while_the_cache_is_first_written_leaves_no_empty_key(tmp_pa
     point = mounted[0]
     specs, out = make_fleet(tmp_path / "specs", 2), str(point / "out")
     private = os.path.join(out, ".cgsc")
-
-    def run(*argv):
-        return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
-                              capture_output=True, text=True, timeout=120)
-    assert run("build", *specs).returncode == 0
+    assert _cached(out, "build", *specs).returncode == 0
     filler = point / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)   # the disk full
     try:
@@ -447,13 +444,13 @@ def test_a_full_disk_while_the_cache_is_first_written_leaves_no_empty_key(tmp_pa
         pass
     finally:
         os.close(fd)
-    result = run("check", *specs)
+    result = _cached(out, "check", *specs)
     assert result.returncode == 0, result.stderr
     for name in ("key", ".gitignore"):   # none, or whole
         path = os.path.join(private, name)
         assert not os.path.exists(path) or os.path.getsize(path) > 0, name
     os.unlink(filler)
-    assert run("check", *specs).returncode == 0
+    assert _cached(out, "check", *specs).returncode == 0
     with open(os.path.join(private, ".gitignore")) as fh:
         assert "*" in fh.read().split()
     assert os.path.getsize(os.path.join(private, "key")) == 32
@@ -466,17 +463,12 @@ def test_a_check_killed_as_it_makes_the_key_leaves_none_half_made(tmp_path):
     linked into place."""
     specs, out = make_fleet(tmp_path / "specs", 2), str(tmp_path / "out")
     private = os.path.join(out, ".cgsc")
-
-    def run(*argv, **env):
-        return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
-                              capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, **env))
-    assert run("build", *specs).returncode == 0
-    assert run("check", *specs, KILL_KEY="1").returncode == -signal.SIGKILL
+    assert _cached(out, "build", *specs).returncode == 0
+    assert _cached(out, "check", *specs, KILL_KEY="1").returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(private, "key"))
-    result = run("check", *specs)   # what the killed one left is no finding
+    result = _cached(out, "check", *specs)   # what the killed one left is no finding
     assert result.returncode == 0, result.stderr
     assert os.path.getsize(os.path.join(private, "key")) == 32
     assert os.path.exists(os.path.join(private, "cache.json"))
-    assert run("build", *specs).returncode == 0
+    assert _cached(out, "build", *specs).returncode == 0
     assert sorted(os.listdir(private)) == [".gitignore", "cache.json", "key"]
