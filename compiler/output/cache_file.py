@@ -150,7 +150,8 @@ def read(root: str) -> Optional[bytes]:
 
 
 def temporary(name: str) -> bool:
-    """Whether `name` in OUT/.cgsc is a temporary of write() (one a killed writer left)."""
+    """Whether `name` in OUT/.cgsc is a temporary of write() or _new_key() (one a killed
+    writer left)."""
     return name.startswith(_TEMPORARY) and name.endswith(".tmp")
 
 
