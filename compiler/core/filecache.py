@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from . import inputs
@@ -55,11 +56,12 @@ class Unreadable(Exception):
 class Entry:
     """One file as read: its stat key, size, sha256 (and the hash object after its last
     byte, which a digest that starts with the whole file continues), its bytes while held,
-    and what was derived from them."""
-    __slots__ = ("key", "size", "state", "sha256", "data", "derived")
+    what was derived from them, and when it was read (`since`: the time before it was
+    opened; what the bytes are proven by, for output/cache.py's timestamp rule)."""
+    __slots__ = ("key", "size", "state", "sha256", "data", "derived", "since")
 
-    def __init__(self, key: Key, state, data=None):
-        self.key, self.size, self.state = key, key[2], state
+    def __init__(self, key: Key, state, data=None, since: int = 0):
+        self.key, self.size, self.state, self.since = key, key[2], state, since
         self.sha256 = state.hexdigest()
         self.data = data
         self.derived: Dict[Any, Any] = {}
@@ -145,6 +147,7 @@ class FileCache:
     def read(self, path: str, limit: int, keep: bool = False) -> Entry:
         """The entry of the file at `path`, read now unless this invocation has read it.
         `keep`: hold its bytes for content() (read whole, in one buffer). Raises Unreadable."""
+        since = time.time_ns()
         fd, st = open_regular(path, limit)
         try:
             key = stat_key(st)
@@ -154,7 +157,7 @@ class FileCache:
             if keep:
                 self._make_room(st.st_size)
             got = self._read(fd, st.st_size, keep)
-            entry = Entry(key, got.state)
+            entry = Entry(key, got.state, since=since)
             if keep:
                 self._hold(entry, got.data)
             self.entries[key] = entry
@@ -170,7 +173,12 @@ class FileCache:
                 self.held[entry.key] = self.held.pop(entry.key)
             return entry.data
         self._make_room(entry.size)
-        fd, st = open_regular(path, entry.size)
+        try:
+            fd, st = open_regular(path, entry.size)
+        except Unreadable as exc:   # grown past the size it had: not the file hashed
+            if exc.kind == "size":
+                raise Unreadable("changed") from None
+            raise
         try:
             if stat_key(st) != entry.key:
                 raise Unreadable("changed")

@@ -238,8 +238,14 @@ class Cache:
 
     def key(self) -> Optional[bytes]:
         """This user's key, read (or made) when first needed: a run that records nothing
-        never makes one."""
+        never makes one. None in another user's output directory: the cache is its
+        owner's (a .cgsc of root's in it would stop the owner's builds)."""
         if self.secret is None:
+            try:
+                if os.stat(self.root).st_uid != os.geteuid():
+                    return None
+            except OSError:
+                return None
             try:   # the private directory first (a check may be the first to write there)
                 os.mkdir(os.path.join(self.root, PRIVATE), 0o700)
             except OSError:
@@ -327,9 +333,11 @@ class Cache:
     def observe(self, spec: str, out, report: dict, names: Sequence[str],
                 started: int) -> Optional[list]:
         """A record of a guest just compared and found up to date (`started`: the time
-        before its compile), to be store()d by the process that saves the cache; None
-        when it cannot be trusted later (a file changed within MARGIN of `started`) or
-        not recorded exactly (another target than cgsc's, an unusual report)."""
+        before its compile; a boot file this invocation read earlier is recorded as of
+        that read, whose bytes the guest measured), to be store()d by the process that
+        saves the cache; None when it cannot be trusted later (a file changed within
+        MARGIN of `started`) or not recorded exactly (another target than cgsc's, an
+        unusual report)."""
         if out.reads is None or any(t not in CACHEABLE_TARGETS for t, _a in out.artifacts):
             return None
         files, reals = out.reads.files, dict(out.reads.reals)
@@ -338,11 +346,15 @@ class Cache:
         summary = _summary(report)
         if summary is None:
             return None
+        from ..core.filecache import current, stat_key
+        read = current().entries   # boot files: read once, maybe long before `started`
         inputs = []
         try:
             for path, sha in files[1:]:
                 st = os.stat(path)
-                inputs.append([path, reals.get(path), sha, *_stat_tuple(st)[:5], started])
+                entry = read.get(stat_key(st))
+                made = started if entry is None else min(started, entry.since)
+                inputs.append([path, reals.get(path), sha, *_stat_tuple(st)[:5], made])
             state, newest = _state(spec, self.root, out.name, list(names),
                                    [(e[0], e[2]) for e in inputs])
         except (OSError, struct.error):
@@ -379,8 +391,10 @@ class Cache:
         """Write the cache if anything changed. Never fails a run: a cache that cannot be
         written (a read-only or full file system) is left as it was. `exclusive`: the
         output directory's lock is held exclusively (a build): leftovers of a writer that
-        was killed are removed."""
+        was killed are removed (even with nothing to write)."""
         if not self.dirty or self.key() is None:
+            if exclusive:
+                cache_file.sweep(self.root)
             return
         for key, state in self.unkeyed.items():
             self.guests[key][1] = _keyed(self.secret, state)

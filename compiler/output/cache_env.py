@@ -25,13 +25,22 @@ def fingerprint(code: str) -> str:
     from .. import __version__
     parts = {
         "cgsc": __version__, "code": code, "python": sys.version,
-        "dependencies": _dependencies(), "cwd": os.getcwd(),
+        "dependencies": _dependencies(), "cwd": _cwd(),
         "environment": sorted((k, v) for k, v in os.environ.items() if k.startswith("CGSC_")),
         "encoding": [sys.getfilesystemencoding(), sys.getfilesystemencodeerrors(),
                      sys.flags.utf8_mode],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8", "surrogateescape")
                           ).hexdigest()
+
+
+def _cwd() -> Optional[str]:
+    """The working directory; None when it was removed (no relative path opens there, so
+    the records are of absolute paths, which hold from anywhere)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def _dependencies() -> List[Tuple[str, str]]:

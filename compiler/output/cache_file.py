@@ -6,6 +6,7 @@ copy of the cache and key (committed, copied with the output directory) is forei
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ FILE = "cache.json"
 KEY = "key"
 KEY_SIZE = 32
 MAX_BYTES = 256 << 20       # a larger file is no cache cgsc wrote
+MAX_HEADER = 1 << 20        # its first line (the code hint of ~100 files: 15 KB), parsed
+#                             before its MAC is checked: a planted one is never parsed whole
 _TEMPORARY = f"{FILE}."      # + pid, random, ".tmp"
 IGNORE = "# cgsc's private cache: never commit or deploy it\n*\n"
 NAMES = (FILE, KEY, ".gitignore")   # what OUT/.cgsc holds between runs
@@ -31,9 +34,11 @@ def verified(raw: Optional[bytes], key: Optional[bytes]) -> Tuple[Optional[dict]
     if raw is None or key is None:
         return None, b""
     head, _sep, body = raw.partition(b"\n")
+    if len(head) > MAX_HEADER:
+        return None, b""
     try:
         header = json.loads(head)
-    except ValueError:
+    except (ValueError, RecursionError):   # nested deeper than Python recurses
         return None, b""
     if not isinstance(header, dict) or header.get("length") != len(body):
         return None, b""
@@ -69,15 +74,8 @@ def secret(root: str, create: bool = True) -> Optional[bytes]:
             except FileNotFoundError:
                 if not create:
                     return None
-                try:
-                    fd = os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600, dir_fd=private)
-                except FileExistsError:   # another cgsc made it first: read that one
-                    continue
-                try:
-                    os.write(fd, os.urandom(KEY_SIZE))   # one write of 32 bytes is whole
-                finally:
-                    os.close(fd)
+                _ignored(private)   # never a key that `git add` would take
+                _new_key(private)
                 continue
             try:
                 st = os.fstat(fd)
@@ -96,6 +94,27 @@ def secret(root: str, create: bool = True) -> Optional[bytes]:
         return None
     finally:
         os.close(private)
+
+
+def _new_key(private: int) -> None:
+    """Make the key whole: written under a temporary name (a kill leaves that, which the
+    next build removes, never an empty key), then linked into place unless another cgsc
+    made one first (a link never replaces)."""
+    temporary = f"{_TEMPORARY}{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=private)
+    _whole(fd, os.urandom(KEY_SIZE), temporary, private)
+    try:
+        os.link(temporary, KEY, src_dir_fd=private, dst_dir_fd=private, follow_symlinks=False)
+    except FileExistsError:   # another cgsc made it first: that one is read
+        pass
+    except OSError:   # a file system without hard links: renamed (a key made meanwhile is
+        try:          # replaced, and the cache written with it is not trusted once)
+            os.rename(temporary, KEY, src_dir_fd=private, dst_dir_fd=private)
+            return
+        except OSError:
+            pass
+    os.unlink(temporary, dir_fd=private)
 
 
 def read(root: str) -> Optional[bytes]:
@@ -130,6 +149,32 @@ def read(root: str) -> Optional[bytes]:
         os.close(fd)
 
 
+def temporary(name: str) -> bool:
+    """Whether `name` in OUT/.cgsc is a temporary of write() or _new_key() (one a killed
+    writer left)."""
+    return name.startswith(_TEMPORARY) and name.endswith(".tmp")
+
+
+def sweep(root: str) -> None:
+    """Remove the temporaries killed writers left (a build: the lock held exclusively)."""
+    try:
+        private = os.open(os.path.join(root, PRIVATE), _DIR)
+    except OSError:
+        return
+    try:
+        _sweep(private)
+    except OSError:
+        pass
+    finally:
+        os.close(private)
+
+
+def _sweep(private: int) -> None:
+    for name in os.listdir(private):
+        if temporary(name):
+            os.unlink(name, dir_fd=private)
+
+
 def write(root: str, data: bytes, exclusive: bool) -> None:
     """Rename a complete new cache into place, SIGINT/SIGTERM/SIGHUP held while it is
     written (a kill leaves the old cache or the new one, and a unique temporary that the
@@ -147,9 +192,7 @@ def write(root: str, data: bytes, exclusive: bool) -> None:
     held = _hold_signals()
     try:
         if exclusive:
-            for name in os.listdir(private):
-                if name.startswith(_TEMPORARY) and name.endswith(".tmp"):
-                    os.unlink(name, dir_fd=private)
+            _sweep(private)
         _ignored(private)
         temporary = f"{_TEMPORARY}{os.getpid()}.{os.urandom(4).hex()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -181,7 +224,22 @@ def _ignored(private: int) -> None:
                      | os.O_CLOEXEC, 0o644, dir_fd=private)
     except FileExistsError:
         return
+    _whole(fd, IGNORE.encode(), ".gitignore", private)
+
+
+def _whole(fd: int, data: bytes, name: str, private: int) -> None:
+    """Write `data` to the file `name` just made (`fd`, closed here), or remove it and
+    raise OSError: a full disk must not leave an empty key (no cache from then on) or
+    .gitignore (never written again)."""
     try:
-        os.write(fd, IGNORE.encode())
-    finally:
-        os.close(fd)
+        try:
+            if os.write(fd, data) != len(data):   # one short write of a few bytes: no room
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        finally:
+            os.close(fd)
+    except OSError:
+        try:
+            os.unlink(name, dir_fd=private)
+        except OSError:
+            pass
+        raise

@@ -3,6 +3,7 @@ check`), and what under it no spec accounts for. Never writes."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
@@ -96,8 +97,14 @@ def compare(root: str, out: GuestOutput, pending: bool = False,
 
 def _read_file(path: str):
     """(bytes, permission bits) of a file, or (None, 0) when it is not a regular file (a
-    FIFO planted there would block a reader)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    FIFO planted there would block a reader; a symlink, even to the same bytes, is not
+    what cgsc writes, and git would commit the link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            return None, 0
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -219,9 +226,14 @@ def leftovers(root: str) -> List[Drift]:
     private = os.path.join(root, PRIVATE)
     if os.path.islink(private) or not os.path.isdir(private):
         return []
-    from .cache_file import NAMES   # the incremental cache stays between runs
-    found = sorted(os.listdir(private))
-    names = [name for name in found if name not in NAMES]
+    # the incremental cache stays between runs; a temporary its killed writer left is no
+    # output either (the next build removes it)
+    from .cache_file import NAMES, temporary
+    try:
+        found = sorted(os.listdir(private))
+    except PermissionError:   # another user's (mode 0700, kept for its cache): for them to
+        return []             # check, as pending() does
+    names = [name for name in found if name not in NAMES and not temporary(name)]
     if JOURNAL in names or not names:
         return []
     paths = []

@@ -189,6 +189,28 @@ def test_bytes_read_again_must_be_the_ones_hashed(measured, tmp_path, monkeypatc
         "[CGS-MEASURE-001]" in err, err
 
 
+def test_a_file_that_grew_before_it_was_read_again_is_said_to_have_changed(measured, tmp_path,
+                                                                            monkeypatch):
+    """Bytes read again (let go to make room) from a file that has grown since: refused as
+    changed. It was refused as "N bytes; boot files are at most 1 GiB" (the first read's
+    size was the limit of the second), for a file of a few KiB."""
+    from cgsc.core import filecache
+    spec, paths, _versions = measured
+    real_read = filecache.FileCache.read
+
+    def read_unkept(self, path, limit, keep=False):
+        entry = real_read(self, path, limit, False)
+        if path == str(paths["firmware"]):
+            with open(path, "ab") as fh:
+                fh.write(b"\0" * 4096)
+        return entry
+    monkeypatch.setattr(filecache.FileCache, "read", read_unkept)
+    code, _o, err = run_cli("build", spec, "-o", str(tmp_path / "out"))
+    assert code == 1 and not (tmp_path / "out" / "race").exists()
+    assert "changed while cgsc was measuring it [CGS-MEASURE-001]" in err, err
+    assert "1 GiB" not in err
+
+
 def _boot_files(spec, cache):
     from cgsc.measure import stage
     from cgsc.spec.model import normalize

@@ -119,6 +119,24 @@ def test_a_tampered_changed_or_planted_artifact_is_found(tmp_path, no_margin, co
     assert "node-0002.xml has mode 0666, expected 0644" in err
 
 
+def test_an_artifact_replaced_by_a_symlink_to_the_same_bytes_is_found_and_rewritten(
+        tmp_path, no_margin, compiled):
+    """A symlink is not cgsc's output (git commits the link, not the bytes; what it names
+    can change with no trace in the output directory). Check followed it and said up to
+    date; a build with the cache took the guest as written and left the link."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    artifact = os.path.join(out, "node-0001", "node-0001.sh")
+    shutil.copy2(artifact, tmp_path / "elsewhere.sh")
+    os.unlink(artifact)
+    os.symlink(tmp_path / "elsewhere.sh", artifact)
+    code, _stdout, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and "node-0001.sh" in err and "not a regular file" in err, err
+    code, _stdout, err = _cli("build", *specs, "-o", out)
+    assert code == 0 and "1 written, 1 already up to date" in err, err
+    assert not os.path.islink(artifact) and _cli("check", *specs, "-o", out)[0] == 0
+
+
 # -- each kind of input ---------------------------------------------------------------------
 
 def test_a_spec_rewritten_with_the_same_size_and_time_is_compiled_again(tmp_path, no_margin,
@@ -201,6 +219,24 @@ def test_another_cgsc_or_environment_trusts_no_record(tmp_path, no_margin, compi
     assert len(compiled) == len(specs)
 
 
+def test_a_removed_working_directory_is_no_crash(tmp_path, no_margin, compiled, monkeypatch):
+    """The working directory is part of the fingerprint (specs are keyed by the path
+    given); one that was removed (os.getcwd() fails) made every check and build with the
+    cache exit 3. Only absolute paths work from there, whose records hold anywhere."""
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    compiled.clear()
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 0 and len(compiled) == len(specs), err   # another fingerprint
+    compiled.clear()
+    code, _o, err = _cli("build", *specs, "-o", out)
+    assert code == 0 and compiled == [] and "0 written, 3 already up to date" in err, err
+
+
 def test_a_change_to_cgsc_s_own_code_changes_the_fingerprint(tmp_path, monkeypatch):
     """The code digest covers every module, schema and template file by content: a
     rewrite that keeps size and modification time (and a hint that vouches for the old
@@ -272,7 +308,8 @@ def _cache_file(out):
     return os.path.join(out, ".cgsc", cache_file.FILE)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "header-only"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "header-only",
+                                    "deep-array", "deep-object"])
 def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, damage):
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
@@ -280,13 +317,32 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, 
         data = fh.read()
     damaged = {"garbage": os.urandom(len(data)), "truncated": data[:len(data) // 2],
                "flipped": data[:-10] + bytes([data[-10] ^ 1]) + data[-9:], "empty": b"",
-               "header-only": data.partition(b"\n")[0]}[damage]
+               "header-only": data.partition(b"\n")[0],
+               # a planted header that nests deeper than Python's recursion limit
+               "deep-array": b"[" * 200_000 + b"\n", "deep-object": b'{"a":' * 200_000}[damage]
     with open(_cache_file(out), "wb") as fh:
         fh.write(damaged)
     assert _cli("check", *specs, "-o", out)[0] == 0
     assert len(compiled) == len(specs)
     compiled.clear()
     assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []   # replaced
+
+
+def test_a_planted_header_longer_than_cgsc_writes_is_not_parsed(tmp_path, no_margin, compiled,
+                                                                 monkeypatch):
+    """The header is parsed before its MAC can be checked: a planted cache.json of 256 MiB
+    of numbers on its first line took 5.6 s and 1.8 GB to be refused. A header longer than
+    MAX_HEADER (64 times what cgsc writes) is refused unread."""
+    specs, out = _fleet(tmp_path, 1)
+    _recorded(specs, out, compiled)
+    with open(_cache_file(out), "rb") as fh:
+        head, _sep, body = fh.read().partition(b"\n")
+    assert 16 * len(head) < cache_file.MAX_HEADER
+    parsed = []
+    monkeypatch.setattr(cache_file.json, "loads", lambda text, **kw: parsed.append(text))
+    secret = cache_file.secret(out, create=False)
+    planted = b"[" + b"0," * (cache_file.MAX_HEADER // 2) + b"0]\n" + body
+    assert cache_file.verified(planted, secret) == (None, b"") and parsed == []
 
 
 def test_a_cache_from_anywhere_else_is_foreign(tmp_path, no_margin, compiled):
@@ -336,6 +392,52 @@ def test_a_cache_that_is_no_regular_file_is_not_read(tmp_path, no_margin, compil
     assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == len(specs)
 
 
+def test_another_user_s_private_directory_does_not_stop_a_check(tmp_path, no_margin, compiled,
+                                                                monkeypatch):
+    """OUT/.cgsc (mode 0700) now stays between runs, for the cache: another user who can
+    read the output directory (a CI account checking what a deploy account built) got
+    "check: cannot list OUT/: Permission denied" (exit 2), even with --no-cache, where
+    before the cache check worked. What the kernel tells that user, simulated (the tests
+    may run as root)."""
+    import errno
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+    private = os.path.join(out, ".cgsc")
+    real_listdir, real_open = os.listdir, os.open
+
+    def denied(real):
+        def call(path, *args, **kw):
+            if os.fspath(path) == private:
+                raise PermissionError(errno.EACCES, "Permission denied", path)
+            return real(path, *args, **kw)
+        return call
+    monkeypatch.setattr(os, "listdir", denied(real_listdir))
+    monkeypatch.setattr(os, "open", denied(real_open))
+    for flag in ((), ("--no-cache",)):
+        compiled.clear()
+        code, _o, err = _cli("check", *specs, "-o", out, *flag)
+        assert code == 0 and len(compiled) == len(specs), err   # no cache to read
+
+
+def test_a_check_of_another_user_s_output_directory_writes_nothing_there(tmp_path, no_margin,
+                                                                          compiled, monkeypatch):
+    """`sudo cgsc check` of a user's output directory made OUT/.cgsc (root's, mode 0700)
+    for its cache, after which the owner's builds failed ("cannot write under OUT:
+    Permission denied (.cgsc)", exit 2). The cache is the output directory owner's:
+    another user's check or build neither makes nor uses one there. (Another user
+    simulated: the tests may run as root.)"""
+    specs, out = _fleet(tmp_path)
+    private = os.path.join(out, ".cgsc")
+    assert not os.path.exists(private)
+    other = os.geteuid() + 1
+    monkeypatch.setattr(os, "geteuid", lambda: other)
+    for command in ("check", "check", "build"):
+        compiled.clear()
+        code, _o, err = _cli(command, *specs, "-o", out)
+        assert code == 0 and len(compiled) == len(specs), err
+        assert not os.path.exists(private)
+
+
 def test_no_cache_neither_reads_nor_writes_it(tmp_path, no_margin, compiled):
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
@@ -367,3 +469,57 @@ def test_a_guest_from_the_cache_still_meets_the_others_claims(tmp_path, no_margi
     assert compiled[0] == "thief.toml" and sorted(compiled[1:]) == ["node-0001.toml",
                                                                      "thief.toml"]
     assert code == 1 and "root.qcow2" in err and "node-0001" in err, err
+
+
+# -- a boot file rewritten within its tick while a fleet runs ---------------------------------
+
+def test_a_boot_file_read_early_in_a_fleet_is_recorded_as_read_then(tmp_path, monkeypatch):
+    """Every guest of an invocation measures the bytes its first reader read (filecache). A
+    guest compiled seconds later records that file as read at that first read, not at its
+    own start: else a same-size rewrite within the file's timestamp tick right after the
+    first read (its stat unchanged) would pass as proven by the later guest's record, and
+    the next check would call that guest up to date with the new kernel in place."""
+    from cgsc.pipeline import build
+    margin = 300_000_000
+    monkeypatch.setattr(cache, "MARGIN_NS", margin)
+    (tmp_path / "fw.fd").write_bytes(fw.amd_image(hashes_table=True))
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel A" * 512)
+    specs = []
+    for name in ("m0", "m1"):
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(spec_text(name, "sev-snp", "fw.fd", cpu="EPYC-v4", kernel="vmlinuz",
+                                  cmdline="console=ttyS0", launch_dir=f"/var/lib/guests/{name}"))
+        specs.append(str(spec))
+    out = str(tmp_path / "out")
+    assert _cli("build", *specs, "-o", out)[0] == 0
+    # m0 out of date (it is not recorded); the kernel written just now, the same bytes
+    with open(os.path.join(out, "m0", "m0.sh"), "ab") as fh:
+        fh.write(b"# edited\n")
+    kernel.write_bytes(b"kernel A" * 512)
+    real_build_one, real_stat, real_fstat = build.build_one, os.stat, os.fstat
+    seen = {}
+
+    def same_tick(call):   # the rewrite below left every time of the kernel as it was
+        def stat(*args, **kw):
+            st = call(*args, **kw)
+            return seen.get((st.st_dev, st.st_ino), st)
+        return stat
+
+    def compile_then_rewrite(path, *args, **kw):
+        result = real_build_one(path, *args, **kw)
+        if path == specs[0] and not seen:   # the kernel read: rewritten in its tick
+            st = real_stat(kernel)
+            seen[(st.st_dev, st.st_ino)] = st
+            with open(kernel, "r+b") as fh:
+                fh.write(b"kernel B")
+            import time
+            time.sleep(2 * margin / 1e9)   # m1 starts well after the kernel's times
+        return result
+    monkeypatch.setattr(build, "build_one", compile_then_rewrite)
+    monkeypatch.setattr(os, "stat", same_tick(real_stat))
+    monkeypatch.setattr(os, "fstat", same_tick(real_fstat))
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and "m0.sh changed" in err and "m1" not in err   # m1: the bytes read first
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 1 and "out/m1/ is out of date" in err, err   # kernel B: measured again

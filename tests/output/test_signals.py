@@ -383,3 +383,95 @@ def test_a_read_only_output_directory_is_an_environment_error_and_stays_as_it_wa
     assert cgsc("check", *old, "-o", out).returncode == 0       # reading needs no writes
     _remount(point, "rw")
     assert cgsc("build", *new, "-o", out).returncode == 0
+
+
+# -- the incremental cache's file -------------------------------------------------------------
+
+# cgsc with no timestamp margin (its files are milliseconds old), killed (KILL set) as it
+# renames a new cache into place (the temporary it wrote stays), or (KILL_KEY set) as it
+# draws the bytes of a new key
+KILL_AT_CACHE_RENAME = r"""
+import os, signal, sys
+from cgsc.output import cache
+cache.MARGIN_NS = 0
+def hook(event, args):
+    if event == "os.rename" and args[1] == "cache.json" and os.environ.get("KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(hook)
+if os.environ.get("KILL_KEY"):
+    urandom = os.urandom
+    os.urandom = lambda n: os.kill(os.getpid(), signal.SIGKILL) if n == 32 else urandom(n)
+from cgsc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cached(out: str, *argv: str, **env) -> subprocess.CompletedProcess:
+    """cgsc ARGV -o OUT with no timestamp margin, killed where `env` says (KILL_AT_CACHE_RENAME)."""
+    return subprocess.run([sys.executable, "-c", KILL_AT_CACHE_RENAME, *argv, "-o", out],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, **env))
+
+
+def test_a_check_killed_writing_the_cache_leaves_no_finding_and_a_build_removes_it(tmp_path):
+    """A check killed (SIGKILL) while it wrote the cache left cache.json.PID.RANDOM.tmp,
+    which every later check reported as an entry "left by an interrupted build" (exit 1),
+    and a build that found every guest up to date (no cache to write) left in place."""
+    specs, out = make_fleet(tmp_path / "specs", 2), str(tmp_path / "out")
+    private = os.path.join(out, ".cgsc")
+    assert _cached(out, "build", *specs).returncode == 0
+    assert _cached(out, "check", *specs, KILL="1").returncode == -signal.SIGKILL
+    assert [n for n in os.listdir(private) if n.endswith(".tmp")]
+    for command in ("check", "check", "build"):   # recorded, then every guest up to date
+        result = _cached(out, command, *specs)
+        assert result.returncode == 0, result.stderr
+    assert "2 already up to date" in result.stderr
+    assert sorted(os.listdir(private)) == [".gitignore", "cache.json", "key"]
+
+
+def test_a_full_disk_while_the_cache_is_first_written_leaves_no_empty_key(tmp_path, mounted):
+    """The first check to record guests makes OUT/.cgsc/key. On a full disk that left an
+    empty key (the 32 bytes failed to write) and no .gitignore: every later run found no
+    usable key, and the cache was off for that output directory for good, without a word;
+    and `git add -A OUT` took the key. Now a key or .gitignore not written whole is
+    removed, and the key is made only once the .gitignore is there."""
+    point = mounted[0]
+    specs, out = make_fleet(tmp_path / "specs", 2), str(point / "out")
+    private = os.path.join(out, ".cgsc")
+    assert _cached(out, "build", *specs).returncode == 0
+    filler = point / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)   # the disk full
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    result = _cached(out, "check", *specs)
+    assert result.returncode == 0, result.stderr
+    for name in ("key", ".gitignore"):   # none, or whole
+        path = os.path.join(private, name)
+        assert not os.path.exists(path) or os.path.getsize(path) > 0, name
+    os.unlink(filler)
+    assert _cached(out, "check", *specs).returncode == 0
+    with open(os.path.join(private, ".gitignore")) as fh:
+        assert "*" in fh.read().split()
+    assert os.path.getsize(os.path.join(private, "key")) == 32
+    assert os.path.getsize(os.path.join(private, "cache.json")) > 0
+
+
+def test_a_check_killed_as_it_makes_the_key_leaves_none_half_made(tmp_path):
+    """The key was created, then its 32 bytes written: a kill in between left an empty
+    key, and the cache off for good. It is now written whole under a temporary name and
+    linked into place."""
+    specs, out = make_fleet(tmp_path / "specs", 2), str(tmp_path / "out")
+    private = os.path.join(out, ".cgsc")
+    assert _cached(out, "build", *specs).returncode == 0
+    assert _cached(out, "check", *specs, KILL_KEY="1").returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(private, "key"))
+    result = _cached(out, "check", *specs)   # what the killed one left is no finding
+    assert result.returncode == 0, result.stderr
+    assert os.path.getsize(os.path.join(private, "key")) == 32
+    assert os.path.exists(os.path.join(private, "cache.json"))
+    assert _cached(out, "build", *specs).returncode == 0
+    assert sorted(os.listdir(private)) == [".gitignore", "cache.json", "key"]
