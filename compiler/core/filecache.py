@@ -16,15 +16,14 @@ derived from a file keeps no reference to its bytes; bytes needed again after th
 let go are read again and must hash the same. Forked workers inherit what was read
 before the fork.
 
-`open_regular` and `read_into` are where a file is opened and read: the one place an
-input-boundary layer sits under this cache.
+`open_regular` (the input boundary's rules, core/inputs.py) and `read_into` are where a
+file is opened and read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -34,8 +33,6 @@ Key = Tuple[int, int, int, int, int]   # st_dev, st_ino, st_size, st_mtime_ns, s
 CHUNK = 1 << 20
 SMALL = 1 << 16      # bytes kept with their entry (keys, tiny images): never worth a re-read
 HELD = 64 << 20      # bytes of larger files held at once (more only for one larger file)
-_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
-          | getattr(os, "O_NONBLOCK", 0))   # a FIFO opens at once (and fstat refuses it)
 
 
 def stat_key(st: os.stat_result) -> Key:
@@ -82,25 +79,20 @@ def _machine_or(exc: OSError) -> None:
 
 
 def open_regular(path: str, limit: int) -> Tuple[int, os.stat_result]:
-    """A read descriptor of a regular file of at most `limit` bytes, and its fstat
-    (checked on the open descriptor: no race with a rename). Raises Unreadable."""
+    """A read descriptor of a regular file of at most `limit` bytes, and its fstat, opened
+    by the input boundary's rules (inputs.open_regular: a device is never opened, the type
+    checked again on the descriptor). Raises Unreadable, or ResourceError for the
+    machine's problems."""
+    kind = inputs.BOOT_FILE if limit == inputs.BOOT_FILE.limit else inputs.BOOT_FILE._replace(
+        limit=limit)
     try:
-        fd = os.open(path, _FLAGS)
-    except OSError as exc:
-        _machine_or(exc)
-        raise Unreadable("open", exc.strerror or str(exc)) from None
-    except ValueError:   # a NUL byte in the path
-        raise Unreadable("open", "the path holds a NUL byte") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise Unreadable("type")
-        if st.st_size > limit:
-            raise Unreadable("size", size=st.st_size)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
+        return inputs.open_regular(path, kind)
+    except inputs.InputError as exc:
+        if exc.rule == "type":
+            raise Unreadable("type") from None
+        if exc.rule == "size":
+            raise Unreadable("size", size=exc.size) from None
+        raise Unreadable("open", exc.detail) from None
 
 
 def read_into(fd: int, expected: int, keep: bool) -> Read:

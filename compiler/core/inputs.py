@@ -56,6 +56,7 @@ class InputError(Exception):
         super().__init__(f"{kind.name} {shown(path)}: {detail}")
         self.path, self.kind, self.rule, self.detail = path, kind, rule, detail
         self.line, self.column = line, column
+        self.size = 0   # the file's size, for a "size" error that knows it
 
 
 class ResourceError(OSError):
@@ -137,8 +138,10 @@ def open_regular(path: str, kind: Kind) -> Tuple[int, os.stat_result]:
 
 
 def too_large(path: str, kind: Kind, size: int = 0) -> InputError:
-    return InputError(path, kind, "size", (f"{size} bytes, " if size else "")
-                      + f"larger than {_bytes(kind.limit)} (the bound for a {kind.name})")
+    error = InputError(path, kind, "size", (f"{size} bytes, " if size else "")
+                       + f"larger than {_bytes(kind.limit)} (the bound for a {kind.name})")
+    error.size = size   # (boot files' messages state it their own way)
+    return error
 
 
 def _bytes(count: int) -> str:
