@@ -399,6 +399,11 @@ class Cache:
         for key, state in self.unkeyed.items():
             self.guests[key][1] = _keyed(self.secret, state)
         self.unkeyed.clear()
+        # Records of specs that are gone (deleted, renamed) are dropped, or a repository
+        # with churn would grow its cache, and every run's load, without bound. (A key is
+        # the spec's path as given, then "\n": a path with a newline is merely a miss.)
+        for key in [k for k in self.guests if not os.path.lexists(k.partition("\n")[0])]:
+            del self.guests[key]
         body = json.dumps({"inputs": self.inputs, "guests": self.guests},
                           separators=(",", ":")).encode("ascii")
         fields = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,

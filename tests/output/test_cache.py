@@ -454,6 +454,25 @@ def test_no_cache_neither_reads_nor_writes_it(tmp_path, no_margin, compiled):
     assert not os.path.exists(os.path.join(fresh, ".cgsc"))
 
 
+def test_records_of_deleted_specs_are_dropped_when_the_cache_is_written(tmp_path, no_margin,
+                                                                        compiled):
+    specs, out = _fleet(tmp_path)
+    _recorded(specs, out, compiled)
+
+    def recorded_specs():
+        with open(_cache_file(out), "rb") as fh:
+            body = json.loads(fh.read().partition(b"\n")[2])
+        return sorted(key.partition("\n")[0] for key in body["guests"])
+    assert recorded_specs() == sorted(specs)
+    os.remove(specs[0])
+    with open(specs[1], "a", encoding="utf-8") as fh:
+        fh.write("# changed\n")   # rebuilt, then recorded by the next check: a write
+    assert _cli("build", *specs[1:], "-o", out)[0] == 0
+    code, _o, err = _cli("check", *specs[1:], "-o", out)
+    assert code == 0 and compiled[-1] == os.path.basename(specs[1]), err
+    assert recorded_specs() == sorted(specs[1:])
+
+
 def test_a_guest_from_the_cache_still_meets_the_others_claims(tmp_path, no_margin, compiled):
     """A guest taken from the cache keeps its claims on its host (their hashes are the
     same in every run): a new spec that takes its disk conflicts with it."""
