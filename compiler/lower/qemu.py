@@ -66,6 +66,25 @@ def opts_parse(text: str, implied: Optional[str] = None) -> List[Tuple[str, str]
     return out
 
 
+# Python's parser recurses once per level and stops near 1000 (QEMU's reads up to 1024
+# levels, qobject/json-streamer.c); no device property nests more than a few.
+JSON_DEPTH = 512
+
+
+def json_object(text: str) -> Optional[dict]:
+    """An option in QEMU's JSON form (-device '{"driver": ...}') as a dict; None for
+    anything else: not JSON, not an object, or nested deeper than JSON_DEPTH (counted
+    before the parser recurses)."""
+    from ..core.inputs import json_depth
+    if json_depth(text, JSON_DEPTH)[0] > JSON_DEPTH:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):   # (a deep stack of the caller's own)
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _opt_value(text: str, i: int) -> Tuple[str, int]:
     """QEMU's get_opt_value: the value from `i` to the next single comma, `,,` unescaped."""
     value = []

@@ -3,12 +3,11 @@ forwards, and virtio devices that extra-args add behind cgsc's back."""
 
 from __future__ import annotations
 
-import json
 from typing import Iterable, List, Optional, Tuple
 
 from ..core.diagnostics import Diagnostic
 from ..core.rules import Rule
-from .qemu import keyval_split
+from .qemu import json_object, keyval_split
 
 RESTART = Rule(
     "CGS-SYSTEMD-001", "the unit does not restart a guest that reboots",
@@ -73,11 +72,8 @@ def _forwards(guest) -> Iterable[Diagnostic]:
 def _device_driver(value: str) -> Tuple[Optional[str], bool]:
     """(driver, iommu_platform on?) of a -device argument in key=value or JSON form."""
     if value.startswith("{"):
-        try:
-            obj = json.loads(value)
-        except ValueError:
-            return None, False
-        if not isinstance(obj, dict):
+        obj = json_object(value)
+        if obj is None:
             return None, False
         return str(obj.get("driver", "")), obj.get("iommu_platform") in (True, "on", "true", "yes")
     parts = keyval_split(value)

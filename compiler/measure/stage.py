@@ -9,7 +9,6 @@ so a plain build never loads it.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -17,7 +16,7 @@ from ..core import inputs
 from ..core.diagnostics import Diagnostic, KeyPath
 from ..core.rules import Rule
 from ..lower.plan import HostParam, LaunchBinding, MeasuredFile
-from ..lower.qemu import global_option, opts_parse
+from ..lower.qemu import global_option, json_object, opts_parse
 from ..spec.model import Guest
 
 SCHEMA_VERSION = 1
@@ -243,10 +242,8 @@ def _device_driver(value: str) -> Optional[str]:
     """The driver of a -device argument: JSON (`{...}`) or QemuOpts with driver implied;
     None for JSON QEMU would not read."""
     if value.lstrip().startswith("{"):
-        try:
-            return str(json.loads(value).get("driver", ""))
-        except (ValueError, AttributeError):
-            return None
+        obj = json_object(value)
+        return None if obj is None else str(obj.get("driver", ""))
     return dict(opts_parse(value, implied="driver")).get("driver", "")
 
 

@@ -33,3 +33,13 @@ def test_extra_args_virtio_devices_without_iommu_are_warned(args, warned, tmp_pa
     assert ("[CGS-QEMU-004]" in err) == warned, err
     if warned:
         assert "qemu.extra-args[1]" in err
+
+
+def test_a_device_in_json_nested_past_python_s_parser_is_no_internal_error(tmp_path):
+    """Before: a -device value of 1,500 nested arrays (within the schema's length bound)
+    was a RecursionError, exit 3."""
+    spec = tmp_path / "extra.toml"
+    value = '{"driver":"virtio-rng-pci","x":' + "[" * 1500 + "]" * 1500 + "}"
+    spec.write_text(SPEC.format(args=json.dumps(["-device", value])))
+    code, _out, err = run_cli("validate", str(spec))
+    assert code == 0 and "internal error" not in err, err

@@ -155,6 +155,17 @@ def test_a_global_qemu_cannot_read_is_refused(tmp_path):
             "reads") in errors(spec)
 
 
+def test_a_device_in_json_nested_past_what_qemu_reads_is_refused(tmp_path):
+    """Before: a RecursionError (exit 3). QEMU reads JSON nested at most 1024 deep."""
+    value = '{"driver":"x","a":' + "[" * 1500 + "]" * 1500 + "}"
+    spec = write(tmp_path / "g.toml", spec_text(
+        "dev", "sev-snp", "fw.fd", cpu="EPYC-v4",
+        extra="[qemu]\nextra-args = " + json.dumps(["-device", value])))
+    err = errors(spec)
+    assert "qemu.extra-args[0]: '-device' '{\"driver\":\"x\"" in err, err
+    assert "is no -device QEMU reads" in err and "[CGS-MEASURE-005]" in err, err
+
+
 def _qmp(qemu, argv, commands):
     script = "\n".join(json.dumps(c) for c in [{"execute": "qmp_capabilities"}] + commands
                        + [{"execute": "quit"}]) + "\n"
