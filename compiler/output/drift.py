@@ -219,9 +219,9 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything
 def leftovers(root: str) -> List[Drift]:
     """What a killed build (SIGKILL, a power cut) left in cgsc's private directory without
     a journal to finish: staged, possibly partial artifacts that look like output (the
-    incremental cache's files, or an empty directory, are not debris). Called under the shared lock, so a build in progress is never
-    mistaken for one. A committed build's journal is reported per guest instead
-    ("interrupted build not yet finished")."""
+    incremental cache's files, or an empty directory, are not debris). Called under the
+    shared lock, so a build in progress is never mistaken for one. A committed build's
+    journal is reported per guest instead ("interrupted build not yet finished")."""
     from .outdir import JOURNAL, PRIVATE
     private = os.path.join(root, PRIVATE)
     if os.path.islink(private) or not os.path.isdir(private):
