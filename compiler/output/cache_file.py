@@ -14,12 +14,14 @@ import stat
 import struct
 from typing import Optional, Tuple
 
-from .outdir import PRIVATE
+from ..core import inputs
+from .outdir import PRIVATE, _open_regular
 
 FILE = "cache.json"
 KEY = "key"
 KEY_SIZE = 32
 MAX_BYTES = 256 << 20       # a larger file is no cache cgsc wrote
+CACHE = inputs.Kind("incremental cache", MAX_BYTES)
 MAX_HEADER = 1 << 20        # its first line (the code hint of ~100 files: 15 KB), parsed
 #                             before its MAC is checked: a planted one is never parsed whole
 _TEMPORARY = f"{FILE}."      # + pid, random, ".tmp"
@@ -125,25 +127,15 @@ def read(root: str) -> Optional[bytes]:
     except OSError:
         return None
     try:
-        fd = os.open(FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=private)
-    except OSError:
-        return None
+        fd = _open_regular(FILE, private)
     finally:
         os.close(private)
+    if fd < 0:
+        return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
-            return None
-        chunks, total = [], 0
-        while total <= MAX_BYTES:
-            chunk = os.read(fd, max(st.st_size + 1 - total, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        return b"".join(chunks) if total <= MAX_BYTES else None
-    except OSError:
+        size = os.fstat(fd).st_size
+        return None if size > MAX_BYTES else inputs.read_fd(fd, FILE, CACHE, size)
+    except (OSError, inputs.InputError):
         return None
     finally:
         os.close(fd)
