@@ -278,3 +278,21 @@ def test_a_spec_in_git_larger_than_the_bound_is_refused_as_a_file_would_be(tmp_p
     _clean(result)
     assert result.returncode == 1, result.stderr
     assert "HEAD:web.toml: (top level): cannot read the spec: larger than 1048576 bytes" in result.stderr
+
+
+def test_json_with_few_brackets_skips_the_tokenizer_and_the_bound_still_holds(monkeypatch):
+    """parse_json counts brackets first: a text with no more of them than the bound is no
+    deeper than it (the tokenizer is not run); more brackets, in strings or not, are
+    tokenized, and only real nesting past the bound is refused."""
+    from cgsc.core import inputs
+    calls = []
+    real = inputs.json_depth
+    monkeypatch.setattr(inputs, "json_depth", lambda *a: calls.append(a) or real(*a))
+    assert inputs.parse_json('{"a": [[1], {"b": []}]}', "m", inputs.MANIFEST) == {
+        "a": [[1], {"b": []}]}
+    assert calls == []
+    assert inputs.parse_json('["' + "[" * 100 + '"]', "m", inputs.MANIFEST) == ["[" * 100]
+    assert len(calls) == 1
+    with pytest.raises(inputs.InputError, match="nested more than 64 deep"):
+        inputs.parse_json("[" * 65 + "]" * 65, "m", inputs.MANIFEST)
+    assert inputs.parse_json("[" * 64 + "]" * 64, "m", inputs.MANIFEST) is not None
