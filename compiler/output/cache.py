@@ -8,11 +8,13 @@ the compile read (bases, measured boot files, ID keys), the spec's real path and
 (which the recorded paths follow from), and what the run reports for it (its warnings,
 skipped targets, machine type, the hashes of its claims on its host). The guest is up to
 date, and neither compiled nor compared, only while all of that holds:
-- the spec, the guest directory and each artifact have the recorded stat, and none of
-  their times is within MARGIN of the moment the record was made: a file written within
-  one timestamp tick of its comparison can change again without changing either time (a
-  same-size rewrite), so such a guest is compiled and compared again (git's racily
-  clean entries), and only a later comparison makes it a record that is trusted;
+- the spec, the guest directory and each artifact have the recorded stat. A guest is
+  recorded only when none of those times is within MARGIN of the comparison: a file
+  written within one timestamp tick of its comparison can change again without changing
+  either time (a same-size rewrite), so such a guest is compiled and compared again
+  (git's racily clean entries), and only a later comparison records it. (A record's
+  stat is compared for equality, so its times stay that old: the rule needs no second
+  look when the record is read.);
 - every other file read has the recorded sha256: proven by its stat under the same rule,
   else read and hashed again;
 - the whole cache was written for this environment (cache_env.fingerprint()): cgsc's
@@ -25,30 +27,41 @@ and every record are keyed (BLAKE2b) with a secret in OUT/.cgsc/key (cache_file.
 cache that is truncated, corrupted, of another format or environment, written elsewhere
 (committed to a repository, copied with the output directory) or forged, too large, or
 not a regular file is ignored and replaced; without a usable key there is no cache.
-Nothing outside the output directory is read or written for it. It is JSON, never code,
-written whole and renamed into place under the output directory's lock: exclusive in a
-build, shared in `check` (checks racing one another each write a complete cache; the
-last rename wins). `--no-cache` neither reads nor writes it.
+Nothing outside the output directory is read or written for it. It is JSON, never code:
+a line of the inputs, then a line for each suffix (the targets, --strict and host of
+the runs that wrote it) with its records, parsed only by a run with that suffix (`check`
+and `check --all` keep theirs apart). It is written whole and renamed into place under
+the output directory's lock: exclusive in a build, shared in `check` (checks racing one
+another each write a complete cache; the last rename wins). `--no-cache` neither reads
+nor writes it.
+
+Reading it is most of what a run of a large unchanged fleet does: ~60,000 stat calls for
+10,000 guests. valid_indexes() shares them among every core (workers.pulled), while this
+process loads what the guests that miss will need; the workers send back the indexes of
+the guests that hold and their claim hashes (Claims), not a report each.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
+import operator
 import os
 import stat
 import struct
 import time
+from array import array
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic
+from ..spec.paths import spec_root
 from . import cache_file
 from .cache_env import code_digest, fingerprint
-from .outdir import PRIVATE, plain
+from .outdir import PRIVATE, open_root, plain
 
 FORMAT = "cgsc-incremental-cache"
-VERSION = 1
+VERSION = 2
 MARGIN_NS = 2_000_000_000   # timestamps this close to a record are not trusted: file
 #                             systems with 1-2 s timestamps (FAT, ext3), clock steps
 
@@ -63,49 +76,27 @@ CACHEABLE_TARGETS = ("shell", "systemd", "libvirt", "kubevirt", "reference-value
 
 
 _PACKERS: Dict[int, struct.Struct] = {}
+DIGEST_SIZE = 20
 
 
-def _state(spec: str, root_dir: str, name: str, files: Sequence[str],
-           inputs: Sequence[Tuple[str, str]]):
-    """(digest, newest time) of what a guest's record covers, as the files are now: the
-    spec's real path, root and stat, the guest directory's and each artifact's stat, the
-    path and sha256 of each other input (a record holds it keyed: _keyed). Raises OSError
-    when one is missing. (It runs for every guest of every check: kept to its syscalls,
-    a lstat of the spec and the guest directory, a stat of each artifact.)"""
-    from ..spec.paths import real_path_stat, spec_root
-    real, st = real_path_stat(spec)
-    directory = f"{root_dir}{os.sep}{name}"
-    stats = [st, os.lstat(directory)]
-    for file in files:
-        stats.append(os.stat(f"{directory}{os.sep}{file}"))
-    values: list = []
-    newest = 0
-    for st in stats:
-        mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
-        values += (st.st_dev, st.st_ino, st.st_size, mtime, ctime, st.st_mode)
-        if mtime > newest:
-            newest = mtime
-        if ctime > newest:
-            newest = ctime
-    packer = _PACKERS.get(len(stats))
+_STAT = operator.attrgetter("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns",
+                            "st_mode")
+
+
+def _packer(count: int) -> struct.Struct:
+    packer = _PACKERS.get(count)
     if packer is None:
-        packer = _PACKERS[len(stats)] = struct.Struct("<" + "QQqqqI" * len(stats))
-    # NUL never occurs in a path or name: it separates them
-    text = "\0".join((real, spec_root(spec, real), name, *files,
-                      *(f"{path}\0{sha}" for path, sha in inputs)))
-    h = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=32)
-    h.update(packer.pack(*values))
-    return h.digest(), newest
+        packer = _PACKERS[count] = struct.Struct("<" + "QQqqqI" * count)
+    return packer
 
 
 def _keyed(secret: bytes, state: bytes) -> str:
-    """A record's digest: its _state keyed with the cache's secret (no one without the key
-    can make a record that holds)."""
-    return base64.b64encode(hashlib.blake2b(state, digest_size=20, key=secret).digest()
-                            ).decode("ascii")
+    """A record's digest: its state (Cache._state) keyed with the cache's secret (no one
+    without the key can make a record that holds)."""
+    return hashlib.blake2b(state, digest_size=DIGEST_SIZE, key=secret).hexdigest()
 
 
-def _names(encoded: str, name: str) -> List[str]:
+def artifact_names(encoded: str, name: str) -> List[str]:
     """A record's artifact names: "/"-separated, "%" standing for the guest's name (no
     artifact name has either: outdir.plain)."""
     return encoded.replace("%", name).split("/") if encoded else []
@@ -113,7 +104,8 @@ def _names(encoded: str, name: str) -> List[str]:
 
 # A guest's report (fleet._report: the Result fields its compile gives) as JSON: values of
 # these types only (anything else: the guest is not recorded); tuples as arrays; its claim
-# hashes (conflicts.hashed: the same in every run) packed.
+# hashes (conflicts.hashed: the same in every run) as two arrays of integers, which the
+# JSON parser reads at C speed (a record is read for every guest of every run).
 REPORT_FIELDS = ("name", "diagnostics", "skipped", "machine", "claims")
 
 
@@ -122,7 +114,7 @@ class _Unrecordable(Exception):
 
 
 def _summary(report: dict):
-    """A report as JSON: [machine type, claims] in the usual case (no warning, no target
+    """A report as JSON: [machine type, claims...] in the usual case (no warning, no target
     skipped), else every field (_encode); None when it cannot be recorded exactly."""
     if set(report) != set(REPORT_FIELDS) or not isinstance(report["name"], str):
         return None
@@ -130,32 +122,33 @@ def _summary(report: dict):
         claims = _claims(report["claims"])
         if (not report["diagnostics"] and not report["skipped"]
                 and isinstance(report["machine"], str)):
-            return [report["machine"], claims]
+            return [report["machine"], *claims]
         return {field: claims if field == "claims" else _encode(value)
                 for field, value in report.items()}
     except _Unrecordable:
         return None
 
 
-def _claims(claims) -> str:
-    """(exclusive, shared) claim hashes as "<count of exclusive>:<base64 of int64s>"."""
+def _claims(claims) -> list:
+    """(exclusive, shared) claim hashes as [count of exclusive, base64 of all of them as
+    signed 64-bit integers] (this machine's byte order: the cache is this machine's)."""
     try:
         exclusive, shared = claims
-        values = tuple(exclusive) + tuple(shared)
-        return f"{len(exclusive)}:" + base64.b64encode(
-            struct.pack(f"<{len(values)}q", *values)).decode("ascii")
-    except (TypeError, ValueError, struct.error):
+        values = array("q", exclusive)
+        values.extend(array("q", shared))
+    except (TypeError, ValueError, OverflowError):
         raise _Unrecordable("claims") from None
+    return [len(exclusive), binascii.b2a_base64(values.tobytes(), newline=False).decode("ascii")]
 
 
-def _unclaims(text: str) -> tuple:
-    count, _sep, packed = text.partition(":")
-    data = base64.b64decode(packed, validate=True)
-    values = struct.unpack(f"<{len(data) // 8}q", data)
-    split = int(count)
-    if len(data) % 8 or not 0 <= split <= len(values):
+def _unclaims(count, text) -> tuple:
+    """_claims' value back, as two arrays (ValueError or TypeError for anything else: the
+    record is then a miss)."""
+    values = array("q")
+    values.frombytes(binascii.a2b_base64(text, strict_mode=True))   # (ValueError: not n*8)
+    if type(count) is not int or not 0 <= count <= len(values):
         raise ValueError("not claims")
-    return values[:split], values[split:]
+    return values[:count], values[count:]
 
 
 def _encode(value):
@@ -202,18 +195,54 @@ def _decode(value):
     raise ValueError("not a report")
 
 
-def _report(name: str, summary) -> dict:
-    """The report a record holds."""
-    if type(summary) is list and len(summary) == 2 and type(summary[0]) is str:
-        return {"name": name, "diagnostics": (), "skipped": (), "machine": summary[0],
-                "claims": _unclaims(summary[1])}
+def _report(name: str, summary) -> tuple:
+    """(diagnostics, skipped, machine, claims) of the report a record holds."""
+    if type(summary) is list and len(summary) == 3 and type(summary[0]) is str:
+        return (), (), summary[0], _unclaims(*summary[1:])
     if type(summary) is not dict or set(summary) != set(REPORT_FIELDS):
         raise ValueError("not a report")
-    report = {field: _unclaims(value) if field == "claims" else _decode(value)
-              for field, value in summary.items()}
+    claims = summary["claims"]
+    if type(claims) is not list or len(claims) != 2:
+        raise ValueError("not claims")
+    report = {field: _decode(value) for field, value in summary.items() if field != "claims"}
     if report["name"] != name or not all(type(d) is Diagnostic for d in report["diagnostics"]):
         raise ValueError("not a report")
-    return report
+    return report["diagnostics"], report["skipped"], report["machine"], _unclaims(*claims)
+
+
+class Claims:
+    """The claim hashes of the guests taken from the cache, as conflicts.Registry holds
+    them (hash arrays and their owners' indexes), gathered where the records are checked
+    (a worker sends four byte strings, not a tuple a guest)."""
+
+    def __init__(self) -> None:
+        self.exclusive, self.exclusive_owner = array("q"), array("q")
+        self.shared, self.shared_owner = array("q"), array("q")
+
+    def add(self, index: int, name: str, summary) -> bool:
+        """Take the claims of guest `index` from its record's summary; False when that
+        cannot be read (the guest is then compiled)."""
+        try:
+            if type(summary) is list and len(summary) == 3 and type(summary[0]) is str:
+                exclusive, shared = _unclaims(summary[1], summary[2])   # (the usual case)
+            else:
+                _diagnostics, _skipped, _machine, (exclusive, shared) = _report(name, summary)
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
+            return False
+        self.exclusive += exclusive
+        self.exclusive_owner += array("q", (index,)) * len(exclusive)
+        self.shared += shared
+        self.shared_owner += array("q", (index,)) * len(shared)
+        return True
+
+    def packed(self) -> Tuple[bytes, bytes, bytes, bytes]:
+        return (self.exclusive.tobytes(), self.exclusive_owner.tobytes(),
+                self.shared.tobytes(), self.shared_owner.tobytes())
+
+    def merge(self, packed: Tuple[bytes, bytes, bytes, bytes]) -> None:
+        for target, data in zip((self.exclusive, self.exclusive_owner, self.shared,
+                                 self.shared_owner), packed):
+            target.frombytes(data)
 
 
 class Cache:
@@ -227,14 +256,21 @@ class Cache:
             json.dumps(host, sort_keys=True).encode("utf-8", "surrogateescape")).hexdigest()
         self.code_hint, self.fingerprint = code_hint, fingerprint_
         self.inputs: List[list] = list(doc["inputs"]) if doc else []
-        self.guests: Dict[str, list] = dict(doc["guests"]) if doc else {}
+        # suffix (the targets, --strict and host of a run: suffix()) -> spec -> record; a
+        # section of the file is parsed when a run with its suffix needs it (_raw until then)
+        self.guests: Dict[str, Dict[str, list]] = {}
+        self._raw: Dict[str, bytes] = dict(doc["sections"]) if doc else {}
         self.index = {e[0]: i for i, e in enumerate(self.inputs)
                       if isinstance(e, list) and e and isinstance(e[0], str)}
         self.now = time.time_ns()
         self.dirty = replace   # a cache there that is not trusted: replaced even if empty
         self.refreshed: Dict[int, list] = {}   # inputs hashed again in this process
-        self.unkeyed: Dict[str, bytes] = {}    # records stored, their state keyed on save
+        self.unkeyed: Dict[tuple, bytes] = {}  # records stored, their state keyed on save
         self._known: Dict[int, Optional[str]] = {}
+        self._texts: Dict[tuple, Optional[str]] = {}          # inputs of a record, as text
+        self._places: Dict[str, Tuple[str, str]] = {}         # spec directory: real, root
+        self._paths: Dict[str, str] = {}                      # artifact names: their paths
+        self._fd: Optional[int] = None   # the output directory, while records are validated
 
     def key(self) -> Optional[bytes]:
         """This user's key, read (or made) when first needed: a run that records nothing
@@ -258,36 +294,123 @@ class Cache:
         and the host profile."""
         return "\n" + ",".join(requested) + ("\nstrict\n" if strict else "\n") + self.host
 
+    def records(self, suffix: str) -> Dict[str, list]:
+        """spec -> record of the runs with this suffix (parsed now if not yet: a cache
+        holds a section for each set of targets it was used with, check --all's among
+        them, and a run reads only its own)."""
+        records = self.guests.get(suffix)
+        if records is None:
+            records = self.guests[suffix] = _parsed(self._raw.pop(suffix, b"{}"))
+        return records
+
     # -- validation ---------------------------------------------------------------------
     def valid(self, spec: str, suffix: str, pending=()) -> bool:
         """Whether the record of `spec` (the key's `suffix`: targets and host) still holds."""
-        record = self.guests.get(spec + suffix)
-        if record is None or self.secret is None:
-            return False
-        try:
-            name, digest, made, names, inputs, _summary = record
-            if not plain(name) or name in pending or not 0 < made <= self.now:
-                return False
+        return bool(self.valid_many([(0, spec)], suffix, pending))
+
+    def valid_many(self, items, suffix: str, pending=(), claims: Optional["Claims"] = None
+                   ) -> List[int]:
+        """The indexes of `items` ((index, spec), ...) whose record still holds: its spec,
+        guest directory and artifacts have the recorded stat, every other input the
+        recorded sha256; the claims of each go to `claims`. The record's time rule needs
+        no check here: a record is made only when all those times are older than MARGIN
+        (observe()), and equal stats are equal times. (Kept to its syscalls: it runs for
+        every guest of every run.)"""
+        if self.secret is None:
+            return []
+        guests, now, found, state = self.records(suffix), self.now, [], self._state
+        keyed = hashlib.blake2b(digest_size=DIGEST_SIZE, key=self.secret)   # copied: cheaper
+        for index, spec in items:
+            record = guests.get(spec)
+            if record is None:
+                continue
+            try:
+                name, digest, made, names, inputs, summary = record
+                if not 0 < made <= now or name in pending:   # (the name: in the keyed state)
+                    continue
+                text = self._inputs_text(tuple(inputs)) if inputs else ""
+                if text is None:
+                    continue
+                h = keyed.copy()
+                h.update(state(spec, name, names, text)[0])
+                if h.hexdigest() == digest and (claims is None
+                                                or claims.add(index, name, summary)):
+                    found.append(index)
+            except (OSError, TypeError, ValueError, IndexError, AttributeError, struct.error,
+                    UnicodeError, OverflowError):
+                pass
+        return found
+
+    def _inputs_text(self, inputs: tuple) -> Optional[str]:
+        """The path and sha256 of each input of a record, as they are now (None: one is
+        gone or moved)."""
+        text = self._texts.get(inputs, False)
+        if text is False:
             pairs = []
             for i in inputs:
                 sha = self._input(i)
                 if sha is None:
-                    return False
-                pairs.append((self.inputs[i][0], sha))
-            state, newest = _state(spec, self.root, name, _names(names, name), pairs)
-            return newest < made - MARGIN_NS and _keyed(self.secret, state) == digest
-        except (OSError, TypeError, ValueError, IndexError, AttributeError, struct.error,
-                UnicodeError):
-            return False
+                    break
+                pairs.append(f"{self.inputs[i][0]}\0{sha}")
+            text = self._texts[inputs] = None if len(pairs) < len(inputs) else "\0".join(pairs)
+        return text
 
-    def summary(self, spec: str, suffix: str):
-        """(the report, a function giving its artifacts' names) of a record valid() said
-        holds; None if it cannot be read."""
-        try:
-            name, _digest, _made, names, _inputs, summary = self.guests[spec + suffix]
-            return _report(name, summary), lambda: _names(names, name)
-        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
-            return None
+    def _state(self, spec: str, name: str, names: str, text: str):
+        """(state, stats) of what a guest's record covers, as the files are now: the spec's
+        real path, root and stat, the guest directory's and the stat of each artifact
+        (`names`: their names, encoded: artifact_names()), `text` (its other inputs:
+        _inputs_text). Raises OSError when one is missing."""
+        head, sep, tail = spec.rpartition(os.sep)
+        info = os.lstat(spec)
+        place = None
+        if tail not in ("", os.curdir, os.pardir) and not stat.S_ISLNK(info.st_mode):
+            place = self._places.get(head)
+            if place is None:   # a fleet's specs share a few directories: resolved once
+                real_dir = os.path.realpath(head or sep or os.curdir)
+                prefix = real_dir if real_dir.endswith(os.sep) else real_dir + os.sep
+                place = self._places[head] = (prefix, spec_root(prefix + tail, prefix + tail))
+            real, root = place[0] + tail, place[1]
+        else:   # the spec is a symlink, or names a directory: the slow way
+            real = os.path.realpath(spec)
+            info, root = os.stat(spec), spec_root(spec, real)
+        paths = self._paths.get(names)
+        if paths is None:   # "%.sh/manifest.json" -> "%/%.sh\0%/manifest.json"
+            paths = self._paths[names] = "\0".join(
+                f"%{os.sep}{n}" for n in names.split("/")) if names else ""
+        if self._fd is None:
+            directory, fd = f"{self.root}{os.sep}{name}", None
+        else:   # relative to the output directory: a shorter lookup for each of them
+            directory, fd = name, self._fd
+        stats = [info, os.lstat(directory, dir_fd=fd)]
+        if paths:
+            relative = paths.replace("%", name).split("\0")
+            if fd is None:
+                stats += [os.stat(f"{self.root}{os.sep}{path}") for path in relative]
+            else:
+                stats += [os.stat(path, dir_fd=fd) for path in relative]
+        values: list = []
+        for st in stats:
+            values += _STAT(st)
+        # NUL never occurs in a path or name: it separates them
+        head_text = "\0".join((real, root, name, names, text)).encode("utf-8", "surrogateescape")
+        return head_text + b"\0" + _packer(len(stats)).pack(*values), stats
+
+    def summaries(self, specs: Sequence[str], suffix: str) -> list:
+        """For each of `specs`, whose record valid_many() said holds: (name, diagnostics,
+        skipped, machine, a function giving its artifacts' names), or None if it cannot
+        be read (its claims: Claims.add)."""
+        out, guests = [], self.records(suffix)
+        for spec in specs:
+            try:
+                name, _digest, _made, names, _inputs, summary = guests[spec]
+                if type(summary) is list and type(summary[0]) is str:   # no warning, no skip
+                    out.append((name, (), (), summary[0], names))
+                else:
+                    diagnostics, skipped, machine, _claims = _report(name, summary)
+                    out.append((name, diagnostics, skipped, machine, names))
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
+                out.append(None)
+        return out
 
     def _input(self, i: int) -> Optional[str]:
         """The sha256 of input i as it is now (None: gone, unreadable, moved elsewhere)."""
@@ -355,14 +478,14 @@ class Cache:
                 entry = read.get(stat_key(st))
                 made = started if entry is None else min(started, entry.since)
                 inputs.append([path, reals.get(path), sha, *_stat_tuple(st)[:5], made])
-            state, newest = _state(spec, self.root, out.name, list(names),
-                                   [(e[0], e[2]) for e in inputs])
+            text = "\0".join(f"{e[0]}\0{e[2]}" for e in inputs)
+            encoded = "/".join(n.replace(out.name, "%") for n in names)
+            state, stats = self._state(spec, out.name, encoded, text)
         except (OSError, struct.error):
             return None
-        if newest >= started - MARGIN_NS:
+        if max(max(st.st_mtime_ns, st.st_ctime_ns) for st in stats) >= started - MARGIN_NS:
             return None
-        return [out.name, state, started, "/".join(n.replace(out.name, "%") for n in names),
-                inputs, summary]   # the state is keyed when the cache is saved
+        return [out.name, state, started, encoded, inputs, summary]   # keyed on save
 
     def store(self, spec: str, requested: Sequence[str], strict: bool, observed: list) -> None:
         name, state, started, names, inputs, summary = observed
@@ -375,9 +498,9 @@ class Cache:
             elif self.inputs[i][1:8] != entry[1:8]:
                 self.inputs[i] = entry
             indexes.append(i)
-        key = spec + self.suffix(requested, strict)
-        self.guests[key] = [name, "", started, names, indexes, summary]
-        self.unkeyed[key] = state
+        suffix = self.suffix(requested, strict)
+        self.records(suffix)[spec] = [name, "", started, names, indexes, summary]
+        self.unkeyed[(suffix, spec)] = state
         self.dirty = True
 
     def merge(self, refreshed: Dict[int, list]) -> None:
@@ -396,16 +519,20 @@ class Cache:
             if exclusive:
                 cache_file.sweep(self.root)
             return
-        for key, state in self.unkeyed.items():
-            self.guests[key][1] = _keyed(self.secret, state)
+        for (suffix, spec), state in self.unkeyed.items():
+            self.guests[suffix][spec][1] = _keyed(self.secret, state)
         self.unkeyed.clear()
+        for suffix in list(self._raw):
+            self.records(suffix)
         # Records of specs that are gone (deleted, renamed) are dropped, or a repository
-        # with churn would grow its cache, and every run's load, without bound. (A key is
-        # the spec's path as given, then "\n": a path with a newline is merely a miss.)
-        for key in [k for k in self.guests if not os.path.lexists(k.partition("\n")[0])]:
-            del self.guests[key]
-        body = json.dumps({"inputs": self.inputs, "guests": self.guests},
-                          separators=(",", ":")).encode("ascii")
+        # with churn would grow its cache, and every run's load, without bound.
+        lines = [_dumped({"inputs": self.inputs})]
+        for suffix, records in sorted(self.guests.items()):
+            for spec in [spec for spec in records if not os.path.lexists(spec)]:
+                del records[spec]
+            if records:
+                lines.append(_dumped(suffix) + b"\t" + _dumped(records))
+        body = b"\n".join(lines)
         fields = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
                   "code": self.code_hint, "length": len(body)}
         fields["mac"] = cache_file.mac(self.secret, cache_file.signed(fields, body))
@@ -429,14 +556,50 @@ def load(root: str, host: Optional[dict]) -> Cache:
     doc = None
     if (header and header.get("format") == FORMAT and header.get("version") == VERSION
             and header.get("fingerprint") == expected):
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            doc = None
-        if not (isinstance(doc, dict) and isinstance(doc.get("inputs"), list)
-                and isinstance(doc.get("guests"), dict)):
-            doc = None
+        doc = _document(body)
     return Cache(root, host, secret, hint, expected, doc, replace=raw is not None and doc is None)
+
+
+def _document(body: bytes) -> Optional[dict]:
+    """{"inputs": [...], "sections": {suffix: its records, unparsed}} of a cache body (a
+    line of JSON with the inputs, then a line for each suffix: its JSON, a tab, the JSON
+    of its records; JSON holds neither a tab nor a newline unescaped); None if it is no
+    such thing."""
+    first, *rest = body.split(b"\n")
+    sections = {}
+    try:
+        head = json.loads(first)
+        for line in rest:
+            suffix, tab, records = line.partition(b"\t")
+            suffix = json.loads(suffix)
+            if not tab or not isinstance(suffix, str) or suffix in sections:
+                return None
+            sections[suffix] = records
+    except (ValueError, RecursionError):
+        return None
+    if not (isinstance(head, dict) and isinstance(head.get("inputs"), list)):
+        return None
+    return {"inputs": head["inputs"], "sections": sections}
+
+
+def _parsed(records: bytes) -> Dict[str, list]:
+    """A section's records (written by this user's cgsc: the file's MAC holds); an empty
+    section if they are no object."""
+    import gc
+    collecting = gc.isenabled()
+    gc.disable()   # ~100,000 containers for 10,000 guests, none in a cycle: the passes
+    try:           # they would set off cost as much as the parse
+        parsed = json.loads(records)
+    except (ValueError, RecursionError):
+        parsed = None
+    finally:
+        if collecting:
+            gc.enable()
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _dumped(value) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 VALIDATE_PARALLEL = 1000   # records from which every core checks a share (each: a few stats)
@@ -444,25 +607,43 @@ _BLOCK = 256               # records per unit of work handed out
 
 
 def valid_indexes(cache: Cache, items, suffix: str, pending, jobs: int = 1,
-                  child_init=None) -> List[int]:
-    """The indexes of `items` ((index, spec), ...) whose record (its key's `suffix`:
-    Cache.suffix) holds, in order: checked in this process, or for a large fleet by
-    forked workers as well (10,000 records: 188 ms in one process, 105 ms in two, on a
-    2-core VM); inputs a worker hashed again come back to this process's cache."""
-    if jobs <= 1 or len(items) < VALIDATE_PARALLEL or not hasattr(os, "fork"):
-        return [i for i, spec in items if cache.valid(spec, suffix, pending)]
-    from .workers import WorkerDied, ordered_map
-    blocks = [items[k:k + _BLOCK] for k in range(0, len(items), _BLOCK)]
-
-    def check(chunk):
-        found = [i for block in chunk for i, spec in block if cache.valid(spec, suffix, pending)]
-        refreshed, cache.refreshed = cache.refreshed, {}
-        return found, refreshed
-    out: List[int] = []
+                  child_init=None, meanwhile=None) -> Tuple[List[int], Claims]:
+    """(the indexes of `items` ((index, spec), ...) whose record (its key's `suffix`:
+    Cache.suffix) holds, in order; their claims): checked in this process, or for a large
+    fleet by forked workers as well, while this process first runs `meanwhile()` (what it
+    will need for the guests that miss: 10,000 records are ~60,000 stat calls); inputs a
+    worker hashed again come back to this process's cache."""
+    claims = Claims()
+    if cache.secret is None or not items:
+        return [], claims
+    cache.records(suffix)   # parsed here: forked workers inherit it
     try:
-        for found, refreshed in ordered_map(check, blocks, jobs, child_init):
-            out += found
-            cache.merge(refreshed)
-    except WorkerDied:   # checking is read-only: do it all here instead
-        return [i for i, spec in items if cache.valid(spec, suffix, pending)]
-    return out
+        cache._fd = open_root(cache.root)
+    except OSError:
+        return [], claims
+    try:
+        if jobs <= 1 or len(items) < VALIDATE_PARALLEL or not hasattr(os, "fork"):
+            return cache.valid_many(items, suffix, pending, claims), claims
+        from .workers import MAX_PULLED, WorkerDied, pulled
+        size = max(_BLOCK, -(-len(items) // MAX_PULLED))
+        blocks = [items[k:k + size] for k in range(0, len(items), size)]
+
+        def check(block):
+            mine = Claims()
+            found = cache.valid_many(block, suffix, pending, mine)
+            refreshed, cache.refreshed = cache.refreshed, {}
+            return found, refreshed, mine.packed()
+        out: List[int] = []
+        try:
+            for found, refreshed, packed in pulled(check, blocks, jobs, child_init,
+                                                   meanwhile or (lambda: None)):
+                out += found
+                cache.merge(refreshed)
+                claims.merge(packed)
+        except WorkerDied:   # checking is read-only: do it all here instead
+            claims = Claims()
+            return cache.valid_many(items, suffix, pending, claims), claims
+        return out, claims
+    finally:
+        os.close(cache._fd)
+        cache._fd = None

@@ -60,21 +60,31 @@ def _dependencies() -> List[Tuple[str, str]]:
 
 def code_files() -> Dict[str, str]:
     """relative name -> path of every module, schema and template file of the installed
-    cgsc (the cgsc, cgsc.schema and cgsc.targets packages, wherever each lives)."""
-    import importlib
+    cgsc (the cgsc, cgsc.schema and cgsc.targets packages, wherever each lives; found
+    without importing them, and walked with scandir: this runs for every cached run)."""
+    from importlib.util import find_spec
     tops = {}
-    for package in ("cgsc", "cgsc.schema", "cgsc.targets"):   # (each is loaded for a run)
-        for location in importlib.import_module(package).__path__:
+    for package in ("cgsc", "cgsc.schema", "cgsc.targets"):
+        found = find_spec(package)
+        for location in (found.submodule_search_locations or []) if found else []:
             tops[os.path.realpath(location)] = package
-    out = {}
+    out: Dict[str, str] = {}
     for top, package in sorted(tops.items()):
-        for here, dirs, files in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(files):
-                if name.endswith(CODE_SUFFIXES):
-                    path = os.path.join(here, name)
-                    out[os.path.join(package, os.path.relpath(path, top))] = path
+        _walk(top, package, out)
     return out
+
+
+def _walk(directory: str, name: str, out: Dict[str, str]) -> None:
+    """Every code file under `directory` into `out` (name/relative path -> path), sorted
+    (the order of the digest), __pycache__ left out."""
+    with os.scandir(directory) as entries:
+        found = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries)
+    for entry, is_dir in found:
+        if is_dir:
+            if entry != "__pycache__":
+                _walk(f"{directory}{os.sep}{entry}", f"{name}{os.sep}{entry}", out)
+        elif entry.endswith(CODE_SUFFIXES):
+            out[f"{name}{os.sep}{entry}"] = f"{directory}{os.sep}{entry}"
 
 
 def code_digest(hint: Optional[dict], margin_ns: int) -> Tuple[str, dict]:

@@ -31,7 +31,8 @@ class Result(NamedTuple):
     drifts: Tuple[Tuple[str, str, str, str], ...] = ()  # (path, kind, detail, note) (check)
     skipped: Tuple[Tuple[str, str, str], ...] = ()  # (target, rule, reason) a default build left out
     machine: str = ""                    # its QEMU machine type
-    claims: tuple = ((), ())             # conflicts.hashed: what it takes on its host
+    claims: tuple = ((), ())             # conflicts.hashed: what it takes on its host (None:
+    #                                      taken from the cache, in the registry already)
     refused: str = ""                    # why its files could not be staged (a full disk)
     unchanged: bool = False              # up to date on disk: nothing staged (build)
     cache: object = None                 # its new cache record (cache.Cache.observe)
@@ -126,14 +127,17 @@ def _observed(job: Job, path: str, out, report: dict, files, started: int):
     return job.cache.observe(path, out, report, list(files), started)
 
 
-def _hit(job: Job, path: str, found) -> Result:
-    """The Result of a guest the cache says is up to date ((report, its artifacts' names)
-    from cache.Cache.summary): what the task gives for it when it compiles and compares it."""
-    report, names = found
-    if job.mode == "check":
-        return Result(**report, path=path, problems=(), files=())
-    return Result(**report, path=path, problems=(), files=tuple((f, "") for f in names()),
-                  unchanged=True)
+def _hit(check: bool, path: str, found) -> Result:
+    """The Result of a guest the cache says is up to date ((name, diagnostics, skipped,
+    machine, its artifacts' names) from cache.Cache.summaries): what the task gives for it
+    when it compiles and compares it (`check`: or when it builds it)."""
+    name, diagnostics, skipped, machine, names = found
+    if check:
+        return Result(path, name, (), diagnostics, (), (), skipped, machine, None)
+    from .cache import artifact_names
+    return Result(path, name, (), diagnostics,
+                  tuple((f, "") for f in artifact_names(names, name)), (), skipped, machine,
+                  None, unchanged=True)
 
 
 def default_jobs(count: int) -> int:
@@ -145,28 +149,40 @@ def default_jobs(count: int) -> int:
         return os.cpu_count() or 1
 
 
-def _results(paths: Sequence[str], job: Job, jobs: int):
+def _results(paths: Sequence[str], job: Job, jobs: int, registry, offset: int = 0):
     """Every spec's Result, in spec order; each boot file is read once for all of them
-    (forked workers inherit what this process read before, then keep their own)."""
+    (forked workers inherit what this process read before, then keep their own). The
+    claims of the guests taken from the cache go to `registry` at once, as those of
+    guests `offset` + their index (their Results' claims are None)."""
     from ..core.filecache import session
     with session():
-        yield from _results_of(paths, job, jobs)
+        yield from _results_of(paths, job, jobs, registry, offset)
 
 
-def _results_of(paths: Sequence[str], job: Job, jobs: int):
+def _results_of(paths: Sequence[str], job: Job, jobs: int, registry, offset: int):
     global _JOB, _STAGE
     items = list(enumerate(paths))
     _JOB, _STAGE = job, True   # for _task, in this process and (forked) in workers
     if job.cache is None:
         yield from _computed(items, jobs)
         return
+    import gc
+
     from .cache import valid_indexes
     hits = {}
     suffix = job.cache.suffix(job.requested, job.strict)
-    for index in valid_indexes(job.cache, items, suffix, job.pending, jobs, _init):
-        found = job.cache.summary(paths[index], suffix)
-        if found is not None:
-            hits[index] = _hit(job, paths[index], found)
+    gc.freeze()   # the records and modules loaded: the collector's full passes, which the
+    try:          # objects made for 10,000 guests set off, would scan them every time
+        found_indexes, claims = valid_indexes(job.cache, items, suffix, job.pending, jobs,
+                                              _init, _prepare)
+        registry.extend(claims, offset)
+        check = job.mode == "check"
+        for index, found in zip(found_indexes, job.cache.summaries(
+                [paths[i] for i in found_indexes], suffix)):
+            if found is not None:
+                hits[index] = _hit(check, paths[index], found)
+    finally:
+        gc.unfreeze()
     rest = [item for item in items if item[0] not in hits]
     # the processes for what is left to compile (as many as asked when nothing was cached)
     computed = _computed(rest, jobs if len(rest) == len(items)
@@ -213,6 +229,13 @@ def _parallel(items, jobs: int):
 
 def _chunk(items) -> List[Result]:
     return [_task(item) for item in items]
+
+
+def _prepare() -> None:
+    """What compiling a guest loads, loaded ahead: while forked workers validate a large
+    fleet's cache records, for the guests that miss."""
+    from ..pipeline import build  # noqa: F401 (imported for its cost, here)
+    _warm()
 
 
 def _warm() -> None:
@@ -269,14 +292,15 @@ def build(paths: Sequence[str], requested: Sequence[str], root: str,
         memo = _cache(root, host) if cache else None
         job = Job("build", tuple(requested), root, out.staging_area, host=host, strict=strict,
                   cache=memo)
-        for index, r in enumerate(_results(paths, job, jobs)):
+        for index, r in enumerate(_results(paths, job, jobs, registry)):
             path = paths[index]   # the caller's string, not the worker's copy of it
             if r.problems:
                 problems += [(path, d) for d in r.problems]
             elif r.name is None:
                 abstract += 1
             else:
-                registry.add(index, r.claims)
+                if r.claims is not None:
+                    registry.add(index, r.claims)
                 count += 1
                 unchanged += r.unchanged
                 warnings += [(path, d) for d in r.diagnostics]
@@ -335,7 +359,7 @@ def check(groups: Dict[Tuple[str, ...], Sequence[str]], root: str,
     problems: List[Tuple[str, Diagnostic]] = []
     valid: List[Result] = []
     registry = Registry()
-    owners: List[Tuple[str, Job]] = []   # index -> (spec, its job): compiled again on a conflict
+    owners: List[Tuple[str, Job]] = []   # guest -> (spec, its job): compiled again on a conflict
     try:
         waiting = tuple(pending(root))
         memo = _cache(root, host) if cache and lock >= 0 else None
@@ -345,12 +369,14 @@ def check(groups: Dict[Tuple[str, ...], Sequence[str]], root: str,
             job = Job("check", tuple(requested), root, pending=waiting, host=host, strict=strict,
                       cache=memo)
             count = default_jobs(len(paths)) if jobs is None else jobs
-            for index, r in enumerate(_results(paths, job, count)):
+            base = len(owners)
+            owners += [(path, job) for path in paths]
+            for index, r in enumerate(_results(paths, job, count, registry, base)):
                 if r.problems:
                     problems += [(paths[index], d) for d in r.problems]
                 elif r.name is not None:   # (an abstract base is checked through its children)
-                    registry.add(len(owners), r.claims)
-                    owners.append((paths[index], job))
+                    if r.claims is not None:
+                        registry.add(base + index, r.claims)
                     valid.append(r)
                     if r.cache is not None:
                         memo.store(paths[index], job.requested, job.strict, r.cache)

@@ -289,7 +289,7 @@ class OutputDir:
             for path in reversed(missing):
                 if _mkdir_path(path):
                     self._created_root.append(path)
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = open_root(self.root)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -791,11 +791,17 @@ def pending(root: str) -> List[str]:
         os.close(private)
 
 
+def open_root(root: str) -> int:
+    """The output directory as a descriptor (a symlink to it followed, as its path is):
+    for its lock, and for lookups relative to it. Raises OSError."""
+    return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 def shared_lock(root: str) -> int:
     """A shared lock on the output directory for readers (`cgsc check`), or -1 when there is
     no directory yet. Waits for a build in progress to finish. Writes nothing."""
     try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = open_root(root)
     except OSError:
         return -1
     fcntl.flock(fd, fcntl.LOCK_SH)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Dict, Iterator, List, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 _INDEX = struct.Struct("<I")
 _FRAME = struct.Struct("<IBI")       # chunk index, kind, payload length
 _RESULTS, _FAILED = 0, 1
 QUEUED = 2                            # chunks a worker holds at most (one running, one next)
+MAX_PULLED = 1024                     # pulled(): 4 KiB of indexes, a pipe's smallest size
 WINDOW = 4                            # chunks in flight per process, beyond the one awaited
 
 
@@ -116,16 +117,67 @@ def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
         _stop(workers)
 
 
-def _start(workers: Dict[int, _Worker], poll, count: int, func, chunks, child_init) -> None:
+def pulled(func: Callable[[Sequence], object], chunks: Sequence[Sequence], jobs: int,
+           child_init: Callable[[int], None], meanwhile: Callable[[], None]) -> List:
+    """func(chunk) of every chunk, in order, computed by this process and `jobs - 1` forked
+    workers that each take the next chunk from one queue as they finish the last: a pipe
+    filled with every chunk's index before they start, so no worker waits on this
+    process, which first runs `meanwhile()` (other work) and then takes chunks too.
+    At most MAX_PULLED chunks (their indexes fit the smallest pipe a system makes).
+    Raises what func raised for the first chunk that failed, or WorkerDied."""
+    import select
+    if len(chunks) > MAX_PULLED:
+        raise ValueError(f"{len(chunks)} chunks: at most {MAX_PULLED}")
+    workers: Dict[int, _Worker] = {}   # by result descriptor
+    poll = select.poll()
+    done: Dict[int, object] = {}
+    queue, filler = os.pipe()
+    try:
+        try:
+            os.write(filler, b"".join(_INDEX.pack(i) for i in range(len(chunks))))
+        finally:
+            os.close(filler)   # the end of the queue: each reader then reads end of file
+        _start(workers, poll, jobs - 1, func, chunks, child_init, queue)
+        meanwhile()
+        while True:
+            data = _read_exactly(queue, _INDEX.size)
+            if not data:
+                break
+            index = _INDEX.unpack(data)[0]
+            try:
+                done[index] = func(chunks[index])
+            except Exception as exc:
+                done[index] = _Failed(exc)
+            for fd, _event in poll.poll(0):   # a worker done with its share: it waits to send it
+                _receive(workers, fd, done, poll)
+        while workers:
+            for fd, _event in poll.poll():
+                _receive(workers, fd, done, poll)
+    finally:
+        os.close(queue)
+        _stop(workers)
+    out = []
+    for index in range(len(chunks)):
+        if index not in done:
+            raise WorkerDied(f"chunk {index} was taken by a worker that never returned it")
+        if isinstance(done[index], _Failed):
+            raise done[index].exc
+        out.append(done[index])
+    return out
+
+
+def _start(workers: Dict[int, _Worker], poll, count: int, func, chunks, child_init,
+           queue: int = -1) -> None:
     """Fork `count` workers (fewer when the system has no more processes, ulimit -u or
     memory: those there are do it all). ^C and SIGTERM wait until each is registered, so
-    none is left unknown to _stop, and none runs this process's code on a signal."""
+    none is left unknown to _stop, and none runs this process's code on a signal.
+    `queue`: the read end of a task pipe they share (pulled()), else each has its own."""
     import select
     held = _hold_signals()
     try:
         for _ in range(count):
             try:
-                worker = _fork(func, chunks, child_init, workers, held)
+                worker = _fork(func, chunks, child_init, workers, held, queue)
             except OSError:
                 break
             workers[worker.results] = worker
@@ -192,19 +244,21 @@ def _no_more_tasks(workers: Dict[int, _Worker]) -> None:
         _close(worker, ("tasks",))
 
 
-def _fork(func, chunks, child_init, workers: Dict[int, _Worker], held) -> _Worker:
-    tasks_r, tasks_w = os.pipe()
+def _fork(func, chunks, child_init, workers: Dict[int, _Worker], held,
+          queue: int = -1) -> _Worker:
+    tasks_r, tasks_w = (queue, -1) if queue >= 0 else os.pipe()
     try:
         results_r, results_w = os.pipe()
     except OSError:
-        os.close(tasks_r)
-        os.close(tasks_w)
+        if queue < 0:
+            os.close(tasks_r)
+            os.close(tasks_w)
         raise
     parent = os.getpid()
     try:
         pid = os.fork()
     except OSError:
-        for fd in (tasks_r, tasks_w, results_r, results_w):
+        for fd in (results_r, results_w) + ((tasks_r, tasks_w) if queue < 0 else ()):
             os.close(fd)
         raise
     if pid == 0:   # the worker: never returns, never runs this process's exit handlers
@@ -212,31 +266,39 @@ def _fork(func, chunks, child_init, workers: Dict[int, _Worker], held) -> _Worke
         try:
             for fd in [tasks_w, results_r] + [x for w in workers.values()
                                               for x in (w.tasks, w.results) if x >= 0]:
-                os.close(fd)   # this process's ends, and the other workers' pipes
+                if fd >= 0:
+                    os.close(fd)   # this process's ends, and the other workers' pipes
             child_init(parent)   # with ^C still held: it ignores ^C from now on
             _release_signals(held)
-            status = _work(func, chunks, tasks_r, results_w)
+            status = _work(func, chunks, tasks_r, results_w, batch=queue >= 0)
         finally:
             os._exit(status)
-    os.close(tasks_r)
+    if queue < 0:
+        os.close(tasks_r)
     os.close(results_w)
     os.set_blocking(results_r, False)
     return _Worker(pid, tasks_w, results_r)
 
 
-def _work(func, chunks, tasks_r: int, results_w: int) -> int:
-    """A worker's loop: the chunks it is handed, to the end of its task pipe."""
+def _work(func, chunks, tasks_r: int, results_w: int, batch: bool = False) -> int:
+    """A worker's loop: the chunks it is handed, to the end of its task pipe. `batch`:
+    their results are sent together at the end (pulled(): the parent may be busy with
+    other work meanwhile, and a full result pipe would stop this worker)."""
     import pickle
+    frames = []
     while True:
         data = _read_exactly(tasks_r, _INDEX.size)
         if not data:
+            _write_all(results_w, b"".join(frames))
             return 0
         index = _INDEX.unpack(data)[0]
         try:
             kind, payload = _RESULTS, pickle.dumps(func(chunks[index]), pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # raised in this process's parent, in its turn
             kind, payload = _FAILED, _pickled_failure(exc, pickle)
-        _write_all(results_w, _FRAME.pack(index, kind, len(payload)) + payload)
+        frames.append(_FRAME.pack(index, kind, len(payload)) + payload)
+        if not batch:
+            _write_all(results_w, frames.pop())
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -288,7 +350,8 @@ def _receive(workers: Dict[int, _Worker], fd: int, done: dict, poll) -> None:
             break
         value = pickle.loads(bytes(buffer[_FRAME.size:_FRAME.size + length]))
         del buffer[:_FRAME.size + length]
-        worker.held.remove(index)
+        if index in worker.held:   # (not so in pulled(): a worker takes its own chunks)
+            worker.held.remove(index)
         if kind == _FAILED:
             exc, where = value
             exc.__cause__ = RemoteTraceback(where)

@@ -13,9 +13,10 @@ Linear, never pairwise, and light: a fleet's guests are compiled in worker proce
 that each return, per guest, the 64-bit hashes of its claims (a few integers). This
 process keeps only those hashes, with the guest's index, in two arrays (12 bytes a
 claim: a fleet of 10,000 guests holds about 1 MB), and at the end finds the hashes two
-guests share with one bitmap pass. Only those guests are compiled again, here, for
-their exact claims: an equal hash is then a conflict, or (once in 2^64) a coincidence
-that the exact comparison drops.
+guests share: whether any hash occurs twice at all (a set, at C speed: the usual answer
+is no), and only then with one bitmap pass. Only those guests are compiled again, here,
+for their exact claims: an equal hash is then a conflict, or (once in 2^64) a
+coincidence that the exact comparison drops.
 """
 
 from __future__ import annotations
@@ -256,9 +257,22 @@ class Registry:
         self._shared.extend(shared)
         self._shared_owner.extend([index] * len(shared))
 
+    def extend(self, claims, offset: int = 0) -> None:
+        """Add claims gathered elsewhere (output.cache.Claims: arrays of hashes and of
+        their owners' indexes), each owner `offset` further on."""
+        self._exclusive += claims.exclusive
+        self._shared += claims.shared
+        for target, owners in ((self._exclusive_owner, claims.exclusive_owner),
+                               (self._shared_owner, claims.shared_owner)):
+            target += owners if not offset else array("q", (i + offset for i in owners))
+
     def _candidates(self) -> Dict[int, List[int]]:
         """Hash -> the guests (indexes, in order) that claim it, for every hash that an
         exclusive claim shares with another claim of another guest."""
+        unique = set(self._exclusive)   # the usual case, at C speed: no hash met twice
+        if len(unique) == len(self._exclusive) and unique.isdisjoint(self._shared):
+            return {}
+        del unique
         bits = 1 << max(16, (len(self._exclusive) * 64).bit_length())   # ~1.5% false hits
         mask, seen = bits - 1, bytearray(bits >> 3)
         suspects = set()

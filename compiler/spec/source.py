@@ -89,8 +89,11 @@ def listed(where: str) -> List[str]:
     label = "standard input" if where == "-" else where
     data = (inputs.read_fd(0, label, inputs.SPEC_LIST) if where == "-"
             else inputs.read(where, inputs.SPEC_LIST))
+    lines = data.split(b"\n")
+    if b"\0" not in data and max(map(len, lines)) <= MAX_LIST_ENTRY:   # at C speed: as below
+        return [path for path in os.fsdecode(data).split("\n") if path]
     paths, bad = [], []
-    for number, line in enumerate(data.split(b"\n"), 1):
+    for number, line in enumerate(lines, 1):
         if b"\0" in line or len(line) > MAX_LIST_ENTRY:
             bad.append(_bad_entry(label, number, line))
         elif line:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import stat
+import time
 
 import firmware_images as fw
 import pytest
@@ -274,30 +275,36 @@ def test_files_changed_within_the_margin_of_a_record_are_compared_again(tmp_path
     assert not os.path.exists(os.path.join(out, ".cgsc", cache_file.FILE))
 
 
-def test_a_same_tick_rewrite_is_caught_when_the_record_is_that_recent(tmp_path, compiled,
-                                                                      monkeypatch):
-    """The stat of an artifact rewritten within the tick of its record is the stat
-    recorded; the record is then within the margin of that file's times, so it is not
-    taken: the guest is compared, the change found."""
-    monkeypatch.setattr(cache, "MARGIN_NS", 0)
+class _Changed:
+    """A stat result whose change time is now (what a file written in this very tick has)."""
+
+    def __init__(self, st):
+        for field in ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_mode"):
+            setattr(self, field, getattr(st, field))
+        self.st_ctime_ns = time.time_ns()
+
+
+def test_a_guest_compared_within_the_tick_of_its_files_is_never_recorded(tmp_path, compiled,
+                                                                         monkeypatch):
+    """An artifact whose times are within the margin of the comparison that found it up to
+    date could be rewritten in that same timestamp tick without changing its stat: the
+    guest is not recorded (the rule is applied when a record is made; a record is then
+    compared for equal stats, so its times stay that old), and the rewrite is found."""
+    monkeypatch.setattr(cache, "MARGIN_NS", 0)   # anything older than the check: recorded
     specs, out = _fleet(tmp_path, 1)
-    _recorded(specs, out, compiled)
     artifact = os.path.join(out, "node-0000", "node-0000.sh")
-    seen = os.stat(artifact)
     real_stat = os.stat
 
-    def same_tick(path, *args, **kw):   # the rewrite below left every time as it was
-        return seen if path == artifact else real_stat(path, *args, **kw)
-    with open(artifact, "r+b") as fh:
-        fh.seek(2)
-        fh.write(b"X")   # #!/bin/sh -> #!Xbin/sh
-    monkeypatch.setattr(cache.os, "stat", same_tick)
-    memo = cache.load(out, None)
-    (made,) = [record[2] for record in memo.guests.values()]
-    # the stat alone cannot tell: with the record taken as old enough, it would hold
-    assert memo.valid(specs[0], memo.suffix(()))
-    monkeypatch.setattr(cache, "MARGIN_NS", made - seen.st_ctime_ns + 1)   # the record: recent
-    assert not cache.load(out, None).valid(specs[0], memo.suffix(()))
+    def this_tick(path, *args, **kw):
+        st = real_stat(path, *args, **kw)
+        return _Changed(st) if path == artifact else st
+    monkeypatch.setattr(cache.os, "stat", this_tick)
+    compiled.clear()
+    assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == ["node-0000.toml"]
+    assert cache.load(out, None).records(cache.Cache(out, None, None).suffix(())) == {}
+    monkeypatch.setattr(cache.os, "stat", real_stat)
+    _rewrite(artifact, b"#!/bin/sh", b"#!Xbin/sh")
+    compiled.clear()
     code, _stdout, err = _cli("check", *specs, "-o", out)
     assert code == 1 and compiled == ["node-0000.toml"] and "node-0000.sh changed" in err
 
@@ -368,14 +375,36 @@ def test_records_of_the_wrong_shape_are_misses_not_crashes(tmp_path, no_margin, 
     specs, out = _fleet(tmp_path, 2)
     _recorded(specs, out, compiled)
     memo = cache.load(out, None)
-    keys = sorted(memo.guests)
+    records = memo.records(memo.suffix(()))
+    keys = sorted(records)
     bad = ["../../etc", [1], "x"]
-    memo.guests[keys[0]] = bad + memo.guests[keys[0]][3:]
-    memo.guests[keys[1]] = memo.guests[keys[1]][:5] + [[1, 2, 3, 4]]
+    records[keys[0]] = bad + records[keys[0]][3:]
+    records[keys[1]] = records[keys[1]][:5] + [[1, 2, 3, 4]]
     memo.dirty = True
     memo.save()
     assert _cli("check", *specs, "-o", out)[0] == 0
     assert sorted(compiled) == [os.path.basename(s) for s in specs]
+
+
+@pytest.mark.parametrize("summary", [
+    ["q35", 1, "not base64!"], ["q35", 2, "AAAAAAAAAAA="], ["q35", 9, "AAAAAAAAAAA="],
+    ["q35", -1, ""], ["q35", True, "AAAAAAAAAAA="], [35, 0, ""], ["q35", 0], [], None,
+    {"claims": [0, ""]}, {"name": "x", "diagnostics": [], "skipped": [], "machine": "q35",
+                          "claims": [0, "", "extra"]}])
+def test_a_record_whose_report_cannot_be_read_is_a_miss(tmp_path, no_margin, compiled,
+                                                         summary):
+    """A record that holds (its files unchanged) but whose report is not one cgsc writes
+    (its claims not whole 64-bit integers, counts out of range, fields missing) is
+    compiled again, never taken in part or a crash."""
+    specs, out = _fleet(tmp_path, 1)
+    _recorded(specs, out, compiled)
+    memo = cache.load(out, None)
+    records = memo.records(memo.suffix(()))
+    (key,) = records
+    records[key] = records[key][:5] + [summary]
+    memo.dirty = True
+    memo.save()
+    assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == ["node-0000.toml"]
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
@@ -460,9 +489,8 @@ def test_records_of_deleted_specs_are_dropped_when_the_cache_is_written(tmp_path
     _recorded(specs, out, compiled)
 
     def recorded_specs():
-        with open(_cache_file(out), "rb") as fh:
-            body = json.loads(fh.read().partition(b"\n")[2])
-        return sorted(key.partition("\n")[0] for key in body["guests"])
+        memo = cache.load(out, None)
+        return sorted(memo.records(memo.suffix(())))
     assert recorded_specs() == sorted(specs)
     os.remove(specs[0])
     with open(specs[1], "a", encoding="utf-8") as fh:
@@ -542,3 +570,77 @@ def test_a_boot_file_read_early_in_a_fleet_is_recorded_as_read_then(tmp_path, mo
     assert code == 1 and "m0.sh changed" in err and "m1" not in err   # m1: the bytes read first
     code, _o, err = _cli("check", *specs, "-o", out)
     assert code == 1 and "out/m1/ is out of date" in err, err   # kernel B: measured again
+
+
+def test_guests_from_the_cache_in_each_group_of_targets_keep_their_own_claims(tmp_path,
+                                                                             no_margin,
+                                                                             compiled,
+                                                                             monkeypatch):
+    """`check --all` checks each guest with the targets its manifest lists, one group of
+    guests per set of targets; the claims of the guests taken from the cache are those of
+    the right guests in every group (a conflict names the guest that holds the resource)."""
+    specs = make_fleet(tmp_path / "specs", 3)
+    monkeypatch.chdir(tmp_path / "specs")   # what the manifests' spec paths are relative to
+    out = str(tmp_path / "out")
+    assert _cli("build", specs[0], "-t", "shell", "-o", out)[0] == 0
+    assert _cli("build", *specs[1:], "-o", out)[0] == 0
+    compiled.clear()
+    assert _cli("check", "--all", "-o", out)[0] == 0 and len(compiled) == 3
+    compiled.clear()
+    assert _cli("check", "--all", "-o", out)[0] == 0 and compiled == []
+    thief = tmp_path / "specs" / "thief.toml"
+    with open(specs[2], encoding="utf-8") as fh:
+        text = fh.read()
+    thief.write_text(text.replace('"node-0002"', '"thief"').replace(
+        "/run/cgsc/node-0002/", "/run/cgsc/thief/"))   # node-0002's disk, its own name
+    code, _stdout, err = _cli("check", "--all", str(thief), "-o", out)
+    assert code == 1 and "node-0002.toml:27: disk[0].path" in err and "'thief'" in err, err
+    assert sorted(set(compiled)) == ["node-0002.toml", "thief.toml"]
+
+
+def test_records_checked_by_worker_processes_give_what_one_process_gives(tmp_path, no_margin,
+                                                                        compiled, monkeypatch):
+    """A large fleet's records are checked by forked workers as well (each takes blocks of
+    records from one queue): the same guests hit, their claims the same (a conflict with a
+    guest a worker took from the cache is found), the changed guest compared."""
+    from cgsc.output import fleet
+    monkeypatch.setattr(cache, "VALIDATE_PARALLEL", 2)
+    monkeypatch.setattr(cache, "_BLOCK", 1)
+    specs, out = _fleet(tmp_path, 6)
+    _recorded(specs, out, compiled)
+    prepare = fleet._prepare   # this process busy for a while: the worker takes the records
+    monkeypatch.setattr(fleet, "_prepare", lambda: time.sleep(0.3) or prepare())
+    _rewrite(specs[3], b"node 3", b"node X")
+    code, _stdout, err = run_cli("check", *specs, "-o", out, "-j", "2")
+    assert code == 1 and "1 guest out of date" in err and "node-0003/" in err, err
+    assert compiled == ["node-0003.toml"]
+    thief = tmp_path / "specs" / "thief.toml"
+    with open(specs[4], encoding="utf-8") as fh:
+        thief.write_text(fh.read().replace('"node-0004"', '"thief"').replace(
+            "/run/cgsc/node-0004/", "/run/cgsc/thief/"))
+    compiled.clear()
+    code, _stdout, err = run_cli("check", *specs, str(thief), "-o", out, "-j", "2")
+    assert code == 1 and "also opened read-write by guest 'node-0004'" in err, err
+    assert sorted(set(compiled)) == ["node-0003.toml", "node-0004.toml", "thief.toml"]
+
+
+def test_records_of_each_set_of_targets_are_kept_and_read_apart(tmp_path, no_margin,
+                                                               compiled, monkeypatch):
+    """A cache used with two sets of targets (a hook's `check -t ...`, CI's `check`) holds
+    a section for each: a run reads only its own, and writing the cache keeps the other's
+    records."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    named = ("-t", "shell", "-t", "systemd", "-t", "libvirt")   # the default ones, named
+    assert _cli("check", *specs, "-o", out, *named)[0] == 0 and len(compiled) == 2
+    compiled.clear()
+    parsed = []
+    real = cache._parsed
+    monkeypatch.setattr(cache, "_parsed", lambda raw: parsed.append(raw) or real(raw))
+    for targets in ((), named):
+        assert _cli("check", *specs, "-o", out, *targets)[0] == 0 and compiled == []
+        assert len(parsed) == 1   # its own section only
+        parsed.clear()
+    memo = cache.load(out, None)
+    assert sorted(memo.records(memo.suffix(()))) == sorted(specs)
+    assert sorted(memo.records(memo.suffix(("shell", "systemd", "libvirt")))) == sorted(specs)

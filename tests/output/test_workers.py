@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from cgsc.output.workers import QUEUED, WINDOW, RemoteTraceback, WorkerDied, chunk_sizes, ordered_map
+from cgsc.output.workers import (MAX_PULLED, QUEUED, WINDOW, RemoteTraceback, WorkerDied,
+                                  chunk_sizes, ordered_map, pulled)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork pools need os.fork")
 
@@ -186,3 +187,59 @@ def test_a_worker_gone_before_it_takes_a_chunk_is_reported_as_dead():
         assert worker.held == []
     finally:
         os.close(write_end)
+
+
+# -- pulled(): one queue that every process takes chunks from ------------------------------
+
+@pytest.mark.parametrize("count, jobs", [(1, 2), (7, 2), (300, 2), (300, 3)])
+def test_pulled_gives_every_chunk_s_result_in_order(count, jobs):
+    parent = os.getpid()
+    chunks = [[i] for i in range(count)]
+    ran = []
+
+    def work(chunk):
+        time.sleep(0.001)
+        return chunk[0], os.getpid() == parent
+    out = pulled(work, chunks, jobs, _nothing, lambda: ran.append(os.getpid()))
+    assert [i for i, _here in out] == list(range(count)) and ran == [parent]
+    if count >= 300:
+        assert {here for _i, here in out} == {True, False}
+    assert _no_children_left()
+
+
+def test_pulled_workers_work_while_this_process_is_busy():
+    """The workers hold the whole queue: a long `meanwhile` here never stops them (their
+    results wait in their memory, not in a pipe this process does not read)."""
+    parent = os.getpid()
+    chunks = [[i] * 4096 for i in range(64)]   # results of 32 KB each: a pipe holds two
+
+    def work(chunk):
+        return os.getpid() == parent, time.monotonic(), list(chunk)
+    start = []
+    out = pulled(work, chunks, 2, _nothing,
+                 lambda: start.append(time.monotonic()) or time.sleep(0.5))
+    by_worker = [when for here, when, _chunk in out if not here]
+    assert len(by_worker) == len(chunks)   # it took them all while this process slept
+    assert max(by_worker) < start[0] + 0.5
+    assert [chunk[0] for _here, _when, chunk in out] == list(range(64))
+    assert _no_children_left()
+
+
+def test_pulled_raises_the_first_failed_chunk_s_exception():
+    work = _in_a_worker(lambda chunk: _raise(KeyError(f"bad chunk {chunk[0]}")))
+    with pytest.raises(KeyError, match="bad chunk"):
+        pulled(work, [[i] for i in range(200)], 2, _nothing, lambda: None)
+    assert _no_children_left()
+
+
+def test_pulled_reports_a_killed_worker():
+    work = _in_a_worker(lambda chunk: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(WorkerDied):
+        pulled(work, [[i] for i in range(200)], 2, _nothing, lambda: None)
+    assert _no_children_left()
+
+
+def test_pulled_takes_no_more_chunks_than_the_smallest_pipe_holds():
+    with pytest.raises(ValueError):
+        pulled(list, [[0]] * (MAX_PULLED + 1), 2, _nothing, lambda: None)
+    assert MAX_PULLED * 4 <= 4096
