@@ -71,8 +71,19 @@ def to_toml(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A -device word in QEMU's JSON form nested deeper than any reader recurses (within the
+# schema's 4,096 characters a word): cgsc reads it itself (lower/qemu.json_object).
+DEEP_DEVICE = '{"driver": "virtio-rng-pci", "id": ' + "[" * 2000 + "]" * 2000 + "}"
+
+
 def value_mutation(rng: random.Random, data: dict) -> str:
     data = copy.deepcopy(data)
+    if rng.random() < 0.05:
+        qemu = data.setdefault("qemu", {})
+        if isinstance(qemu, dict):
+            qemu["extra-args"] = ["-device", rng.choice([DEEP_DEVICE, DEEP_DEVICE[:-1],
+                                                         "{" * 3000])]
+            return to_toml(data)
     tables = [data] + [v for v in data.values() if isinstance(v, dict)]
     tables += [x for v in data.values() if isinstance(v, list) for x in v if isinstance(x, dict)]
     tables += [v for t in list(tables) for v in t.values() if isinstance(v, dict)]
