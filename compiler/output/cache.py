@@ -19,18 +19,19 @@ date, and neither compiled nor compared, only while all of that holds:
   else read and hashed again;
 - the whole cache was written for this environment (cache_env.fingerprint()): cgsc's
   version and the content of its modules, schema and template files, Python and the
-  dependencies' versions, the working directory (specs are keyed by the path given) and
-  every CGSC_* environment variable; each record also for the same targets (-t),
-  --strict and host profile.
+  dependencies' versions and every CGSC_* environment variable; each record also for
+  the same targets (-t), --strict, host profile and working directory (specs are keyed
+  by the path given).
 Anything else is a miss: the guest is compiled and compared as without a cache. The file
 and every record are keyed (BLAKE2b) with a secret in OUT/.cgsc/key (cache_file.py): a
 cache that is truncated, corrupted, of another format or environment, written elsewhere
 (committed to a repository, copied with the output directory) or forged, too large, or
 not a regular file is ignored and replaced; without a usable key there is no cache.
 Nothing outside the output directory is read or written for it. It is JSON, never code:
-a line of the inputs, then a line for each suffix (the targets, --strict and host of
-the runs that wrote it) with its records, parsed only by a run with that suffix (`check`
-and `check --all` keep theirs apart). It is written whole and renamed into place under
+a line of the inputs, then a line for each suffix (the targets, --strict, host and
+working directory of the runs that wrote it) with its records, parsed only by a run with
+that suffix (`check` and `check --all`, a hook run in a subdirectory and CI at the top,
+keep theirs apart). It is written whole and renamed into place under
 the output directory's lock: exclusive in a build, shared in `check` (checks racing one
 another each write a complete cache; the last rename wins). `--no-cache` neither reads
 nor writes it.
@@ -57,7 +58,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..core.diagnostics import Diagnostic
 from ..spec.paths import spec_root
 from . import cache_file
-from .cache_env import code_digest, fingerprint
+from .cache_env import code_digest, cwd, fingerprint
 from .outdir import PRIVATE, open_root, plain
 
 FORMAT = "cgsc-incremental-cache"
@@ -104,8 +105,8 @@ def artifact_names(encoded: str, name: str) -> List[str]:
 
 # A guest's report (fleet._report: the Result fields its compile gives) as JSON: values of
 # these types only (anything else: the guest is not recorded); tuples as arrays; its claim
-# hashes (conflicts.hashed: the same in every run) as two arrays of integers, which the
-# JSON parser reads at C speed (a record is read for every guest of every run).
+# hashes (conflicts.hashed: the same in every run) as a count and base64 (_claims), one
+# short string for the JSON parser (a record is read for every guest of every run).
 REPORT_FIELDS = ("name", "diagnostics", "skipped", "machine", "claims")
 
 
@@ -255,6 +256,7 @@ class Cache:
         self.host = "" if host is None else hashlib.sha256(
             json.dumps(host, sort_keys=True).encode("utf-8", "surrogateescape")).hexdigest()
         self.code_hint, self.fingerprint = code_hint, fingerprint_
+        self.cwd = cwd() or ""   # "": removed (only absolute spec paths open from there)
         self.inputs: List[list] = list(doc["inputs"]) if doc else []
         # suffix (the targets, --strict and host of a run: suffix()) -> spec -> record; a
         # section of the file is parsed when a run with its suffix needs it (_raw until then)
@@ -290,9 +292,10 @@ class Cache:
         return self.secret
 
     def suffix(self, requested: Sequence[str], strict: bool = False) -> str:
-        """What a record's key holds besides its spec: the targets asked for (-t), --strict
-        and the host profile."""
-        return "\n" + ",".join(requested) + ("\nstrict\n" if strict else "\n") + self.host
+        """What a record's key holds besides its spec: the targets asked for (-t), --strict,
+        the host profile and the working directory (last: _directory())."""
+        return "\n".join(("", ",".join(requested), "strict" if strict else "", self.host,
+                          self.cwd))
 
     def records(self, suffix: str) -> Dict[str, list]:
         """spec -> record of the runs with this suffix (parsed now if not yet: a cache
@@ -528,7 +531,9 @@ class Cache:
         # with churn would grow its cache, and every run's load, without bound.
         lines = [_dumped({"inputs": self.inputs})]
         for suffix, records in sorted(self.guests.items()):
-            for spec in [spec for spec in records if not os.path.lexists(spec)]:
+            directory = _directory(suffix)
+            for spec in [spec for spec in records if not (os.path.isabs(spec) or directory)
+                         or not os.path.lexists(os.path.join(directory, spec))]:
                 del records[spec]
             if records:
                 lines.append(_dumped(suffix) + b"\t" + _dumped(records))
@@ -596,6 +601,12 @@ def _parsed(records: bytes) -> Dict[str, list]:
         if collecting:
             gc.enable()
     return parsed if isinstance(parsed, dict) else {}
+
+
+def _directory(suffix: str) -> str:
+    """The working directory of a suffix (Cache.suffix); "" when it was removed."""
+    parts = suffix.split("\n", 4)
+    return parts[4] if len(parts) == 5 else ""
 
 
 def _dumped(value) -> bytes:

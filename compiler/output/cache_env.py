@@ -1,7 +1,8 @@
 """What every record of the incremental cache (cache.py) depends on besides its own files:
 cgsc's version and the content of its modules, schema and template files, Python and the
-dependencies' versions, the working directory and the CGSC_* environment. A cache
-written in another environment is not used."""
+dependencies' versions and the CGSC_* environment. A cache written in another
+environment is not used. (The working directory, which relative spec paths depend on,
+has a section of the cache of its own.)"""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def fingerprint(code: str) -> str:
     from .. import __version__
     parts = {
         "cgsc": __version__, "code": code, "python": sys.version,
-        "dependencies": _dependencies(), "cwd": _cwd(),
+        "dependencies": _dependencies(),
         "environment": sorted((k, v) for k, v in os.environ.items() if k.startswith("CGSC_")),
         "encoding": [sys.getfilesystemencoding(), sys.getfilesystemencodeerrors(),
                      sys.flags.utf8_mode],
@@ -34,9 +35,10 @@ def fingerprint(code: str) -> str:
                           ).hexdigest()
 
 
-def _cwd() -> Optional[str]:
-    """The working directory; None when it was removed (no relative path opens there, so
-    the records are of absolute paths, which hold from anywhere)."""
+def cwd() -> Optional[str]:
+    """The working directory (the spec paths of a section of the cache are relative to
+    it); None when it was removed (no relative path opens there, so the records are of
+    absolute paths, which hold from anywhere)."""
     try:
         return os.getcwd()
     except OSError:

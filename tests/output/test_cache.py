@@ -221,9 +221,9 @@ def test_another_cgsc_or_environment_trusts_no_record(tmp_path, no_margin, compi
 
 
 def test_a_removed_working_directory_is_no_crash(tmp_path, no_margin, compiled, monkeypatch):
-    """The working directory is part of the fingerprint (specs are keyed by the path
-    given); one that was removed (os.getcwd() fails) made every check and build with the
-    cache exit 3. Only absolute paths work from there, whose records hold anywhere."""
+    """Records are kept per working directory (specs are keyed by the path given); one
+    that was removed (os.getcwd() fails) made every check and build with the cache exit
+    3. Only absolute paths work from there: they have a section of their own."""
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
     gone = tmp_path / "gone"
@@ -232,7 +232,7 @@ def test_a_removed_working_directory_is_no_crash(tmp_path, no_margin, compiled, 
     gone.rmdir()
     compiled.clear()
     code, _o, err = _cli("check", *specs, "-o", out)
-    assert code == 0 and len(compiled) == len(specs), err   # another fingerprint
+    assert code == 0 and len(compiled) == len(specs), err   # another section
     compiled.clear()
     code, _o, err = _cli("build", *specs, "-o", out)
     assert code == 0 and compiled == [] and "0 written, 3 already up to date" in err, err
@@ -644,3 +644,30 @@ def test_records_of_each_set_of_targets_are_kept_and_read_apart(tmp_path, no_mar
     memo = cache.load(out, None)
     assert sorted(memo.records(memo.suffix(()))) == sorted(specs)
     assert sorted(memo.records(memo.suffix(("shell", "systemd", "libvirt")))) == sorted(specs)
+
+
+def test_each_working_directory_keeps_its_records(tmp_path, no_margin, compiled, monkeypatch):
+    """Specs are keyed by the path given, relative to the working directory: a run from
+    another directory (a hook in a subdirectory, CI at the top) has records of its own
+    and leaves the others' (a new working directory dropped the whole cache before); a
+    deleted spec is dropped from every directory's records when the cache is written."""
+    specs, out = _fleet(tmp_path)
+    top, below = str(tmp_path), str(tmp_path / "specs")
+
+    def check_from(where, chosen=specs):
+        monkeypatch.chdir(where)
+        compiled.clear()
+        code, _o, err = _cli("check", *[os.path.relpath(s, where) for s in chosen], "-o", out)
+        assert code == 0, err
+        return len(compiled)
+    assert [check_from(top), check_from(below)] == [3, 3]    # each records its own
+    assert [check_from(top), check_from(below)] == [0, 0]    # and keeps them
+    os.remove(specs[0])
+    with open(specs[1], "a", encoding="utf-8") as fh:
+        fh.write("# changed\n")
+    assert _cli("build", specs[1], "-o", out)[0] == 0
+    assert check_from(below, specs[1:]) == 1                 # recorded: the cache is written
+    memo = cache.load(out, None)
+    for memo.cwd in (top, below):
+        kept = sorted(memo.records(memo.suffix(())))
+        assert kept == sorted(os.path.relpath(s, memo.cwd) for s in specs[1:]), kept
