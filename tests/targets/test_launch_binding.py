@@ -194,8 +194,10 @@ def test_a_signal_during_the_copies_leaves_none_behind(bound, how, sig, status):
     marker = bound.log.parent / "copied"   # writable under the unit's ProtectSystem=strict
     wrapper = bound.tmp / "slow-bin" / "dd"
     wrapper.parent.mkdir()
+    # (exec: a sleep that dash forks as the signal comes can start with it blocked, and
+    # outlive the launch by a minute)
     wrapper.write_text("#!/bin/sh\n/bin/dd \"$@\" || exit\n"
-                       f"case $* in *vmlinuz*) : > '{marker}'; sleep 60 ;; esac\n")
+                       f"case $* in *vmlinuz*) : > '{marker}'; exec sleep 60 ;; esac\n")
     wrapper.chmod(0o755)
     bound.bin = f"{wrapper.parent}:{bound.bin}"
     (result,) = bound.start(how, signal={"marker": str(marker), "signal": sig})
