@@ -131,7 +131,11 @@ def pulled(func: Callable[[Sequence], object], chunks: Sequence[Sequence], jobs:
     workers: Dict[int, _Worker] = {}   # by result descriptor
     poll = select.poll()
     done: Dict[int, object] = {}
-    queue, filler = os.pipe()
+    try:
+        queue, filler = os.pipe()
+    except OSError:   # no descriptor for the queue (ulimit -n): as when no worker forks
+        meanwhile()
+        return [func(chunk) for chunk in chunks]
     try:
         try:
             os.write(filler, b"".join(_INDEX.pack(i) for i in range(len(chunks))))

@@ -243,3 +243,19 @@ def test_pulled_takes_no_more_chunks_than_the_smallest_pipe_holds():
     with pytest.raises(ValueError):
         pulled(list, [[0]] * (MAX_PULLED + 1), 2, _nothing, lambda: None)
     assert MAX_PULLED * 4 <= 4096
+
+
+@pytest.mark.parametrize("exhausted", [
+    OSError(24, "Too many open files"), OSError(23, "Too many open files in system")])
+def test_pulled_without_a_pipe_for_its_queue_does_every_chunk_here(monkeypatch, exhausted):
+    """No descriptor left for the queue (ulimit -n, the system's file table): as when no
+    worker can be forked, this process does the work (`meanwhile` first), never an error
+    that stops a check one process can do."""
+    def no_pipe():
+        raise exhausted
+    monkeypatch.setattr(os, "pipe", no_pipe)
+    ran = []
+    out = pulled(lambda chunk: [x * 2 for x in chunk], [[i] for i in range(10)], 2, _nothing,
+                 lambda: ran.append(os.getpid()))
+    assert out == [[i * 2] for i in range(10)] and ran == [os.getpid()]
+    assert _no_children_left()
