@@ -206,9 +206,15 @@ def _report(name: str, summary) -> tuple:
     if type(claims) is not list or len(claims) != 2:
         raise ValueError("not claims")
     report = {field: _decode(value) for field, value in summary.items() if field != "claims"}
-    if report["name"] != name or not all(type(d) is Diagnostic for d in report["diagnostics"]):
-        raise ValueError("not a report")
-    return report["diagnostics"], report["skipped"], report["machine"], _unclaims(*claims)
+    diagnostics, skipped = report["diagnostics"], report["skipped"]
+    if (report["name"] != name or type(report["machine"]) is not str
+            or type(diagnostics) is not tuple or type(skipped) is not tuple
+            or not all(type(d) is Diagnostic for d in diagnostics)
+            or not all(type(why) is tuple for why in skipped)):
+        raise ValueError("not a report")   # (each field of the type fleet.Result gives it)
+    for why in skipped:   # (target, rule, reason)
+        _strings(why, 3)
+    return diagnostics, skipped, report["machine"], _unclaims(*claims)
 
 
 class Claims:

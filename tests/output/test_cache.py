@@ -407,6 +407,42 @@ def test_a_record_whose_report_cannot_be_read_is_a_miss(tmp_path, no_margin, com
     assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == ["node-0000.toml"]
 
 
+@pytest.mark.parametrize("field, value", [
+    ("skipped", [1]), ("skipped", "ab"), ("skipped", [["libvirt", "CGS-X-001"]]),
+    ("skipped", [["libvirt", 1, "why"]]), ("skipped", None), ("machine", 5),
+    ("machine", None), ("machine", ["q35"])])
+@pytest.mark.parametrize("command", ["check", "build"])
+def test_a_report_field_of_the_wrong_type_is_a_miss_not_a_crash(tmp_path, no_margin, compiled,
+                                                                 field, value, command):
+    """The report of a record in full (a guest with warnings or skipped targets) has each
+    field checked for what cgsc writes there: skipped targets are (target, rule, reason)
+    strings, the machine type a string; anything else is compiled again, never a
+    traceback where the report is used."""
+    specs, out = _fleet(tmp_path, 1)
+    _recorded(specs, out, compiled)
+    memo = cache.load(out, None)
+    records = memo.records(memo.suffix(()))
+    (key,) = records
+    machine, count, claims = records[key][5]
+    summary = {"name": "node-0000", "diagnostics": [], "skipped": [], "machine": machine,
+               "claims": [count, claims], field: value}
+    records[key] = records[key][:5] + [summary]
+    memo.dirty = True
+    memo.save()
+    code, _o, err = _cli(command, *specs, "-o", out)
+    assert code == 0 and compiled == ["node-0000.toml"], err
+    # the same report with fields of the right types is taken whole
+    memo = cache.load(out, None)
+    records = memo.records(memo.suffix(()))
+    summary.update(skipped=[["kubevirt", "CGS-TARGET-001", "why"]], machine=machine)
+    records[key] = records[key][:5] + [summary]
+    memo.dirty = True
+    memo.save()
+    compiled.clear()
+    code, _o, err = _cli(command, *specs, "-o", out)
+    assert code == 0 and compiled == [], err
+
+
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
 def test_a_cache_that_is_no_regular_file_is_not_read(tmp_path, no_margin, compiled, kind):
     specs, out = _fleet(tmp_path)
