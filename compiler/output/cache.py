@@ -373,11 +373,13 @@ class Cache:
         info = os.lstat(spec)
         place = None
         if tail not in ("", os.curdir, os.pardir) and not stat.S_ISLNK(info.st_mode):
-            place = self._places.get(head)
+            directory = head or sep   # ("/x": "/"; "x": "", the working directory)
+            place = self._places.get(directory)
             if place is None:   # a fleet's specs share a few directories: resolved once
-                real_dir = os.path.realpath(head or sep or os.curdir)
+                real_dir = os.path.realpath(directory or os.curdir)
                 prefix = real_dir if real_dir.endswith(os.sep) else real_dir + os.sep
-                place = self._places[head] = (prefix, spec_root(prefix + tail, prefix + tail))
+                place = self._places[directory] = (prefix, spec_root(prefix + tail,
+                                                                     prefix + tail))
             real, root = place[0] + tail, place[1]
         else:   # the spec is a symlink, or names a directory: the slow way
             real = os.path.realpath(spec)

@@ -707,3 +707,25 @@ def test_each_working_directory_keeps_its_records(tmp_path, no_margin, compiled,
     for memo.cwd in (top, below):
         kept = sorted(memo.records(memo.suffix(())))
         assert kept == sorted(os.path.relpath(s, memo.cwd) for s in specs[1:]), kept
+
+
+def test_a_spec_in_the_root_directory_does_not_move_a_spec_of_the_working_directory(tmp_path,
+                                                                                    monkeypatch):
+    """A record's state holds the spec's real path and root, each spec directory resolved
+    once per run: "/x" (directory "/") and "x" (the working directory) both have nothing
+    before their last separator, and neither takes the other's directory (else a spec's
+    state would name a file it is not, and miss a change of its root: a .git made above)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "g").mkdir(parents=True)
+    (tmp_path / "g.toml").write_text("")
+    at_root = next(path for path in (os.path.join(os.sep, e) for e in sorted(os.listdir(os.sep)))
+                   if not os.path.islink(path))
+    out, secret = str(tmp_path / "out"), b"k" * 32
+    here = cache.Cache(out, None, secret)._state("g.toml", "g", "", "")[0]
+    there = cache.Cache(out, None, secret)._state(at_root, "g", "", "")[0]
+    assert here.split(b"\0")[0] == os.path.join(os.path.realpath(tmp_path), "g.toml").encode()
+    assert there.split(b"\0")[0] == at_root.encode()
+    for first, second, alone in ((at_root, "g.toml", here), ("g.toml", at_root, there)):
+        memo = cache.Cache(out, None, secret)
+        memo._state(first, "g", "", "")
+        assert memo._state(second, "g", "", "")[0] == alone
