@@ -141,7 +141,7 @@ def pulled(func: Callable[[Sequence], object], chunks: Sequence[Sequence], jobs:
             os.write(filler, b"".join(_INDEX.pack(i) for i in range(len(chunks))))
         finally:
             os.close(filler)   # the end of the queue: each reader then reads end of file
-        _start(workers, poll, jobs - 1, func, chunks, child_init, queue)
+        _start(workers, poll, min(jobs, len(chunks)) - 1, func, chunks, child_init, queue)
         meanwhile()
         while True:
             data = _read_exactly(queue, _INDEX.size)

@@ -259,3 +259,20 @@ def test_pulled_without_a_pipe_for_its_queue_does_every_chunk_here(monkeypatch, 
                  lambda: ran.append(os.getpid()))
     assert out == [[i * 2] for i in range(10)] and ran == [os.getpid()]
     assert _no_children_left()
+
+
+def test_pulled_forks_no_more_workers_than_there_are_chunks_beside_this_process(monkeypatch):
+    """-j 200 on a fleet whose records make 3 chunks: 2 workers, not 199 forks of a large
+    process that find the queue empty (ordered_map's bound)."""
+    forks = []
+    real_fork = os.fork
+
+    def counted():
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+    monkeypatch.setattr(os, "fork", counted)
+    out = pulled(lambda chunk: list(chunk), [[0], [1], [2]], 200, _nothing, lambda: None)
+    assert out == [[0], [1], [2]] and len(forks) == 2
+    assert _no_children_left()
