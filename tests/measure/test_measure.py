@@ -498,3 +498,25 @@ def test_measurement_rules_come_with_schema_errors_too(tmp_path):
     text = spec_text("both", "sev-snp", "fw.fd", cpu="host").replace("memory = 1024", "colour = 1\nmemory = 1024")
     err = _errors(_write(tmp_path / "g.toml", text))
     assert "[CGS-SCHEMA-001]" in err and "[CGS-MEASURE-013]" in err
+
+
+def test_a_spec_reached_through_a_symlink_then_dotdot_measures_its_own_files(firmware, tmp_path,
+                                                                             monkeypatch):
+    """`link/../../specs/g.toml`, `link` a symlink to a directory elsewhere: the kernel
+    opens the spec where the symlink leads (as `extends` resolves its bases); its relative
+    boot files are the ones beside it, never those of the directory the path names
+    lexically (a decoy kernel there), so every spelling gives one measurement."""
+    real = tmp_path / "real"
+    (real / "deep" / "x").mkdir(parents=True)
+    (real / "specs").mkdir()
+    (real / "specs" / "k").write_bytes(b"the spec's kernel")
+    spec = _write(real / "specs" / "g.toml", spec_text(
+        "g", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4", kernel="k", cmdline="x"))
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "k").write_bytes(b"a decoy kernel")   # w/link/../../specs, lexically
+    (tmp_path / "w").mkdir()
+    os.symlink(os.path.join("..", "real", "deep", "x"), tmp_path / "w" / "link")
+    monkeypatch.chdir(tmp_path / "w")
+    spelled = os.path.join("link", "..", "..", "specs", "g.toml")
+    assert os.path.samefile(spelled, spec)
+    assert compile_plan(spelled).attestation == compile_plan(spec).attestation
