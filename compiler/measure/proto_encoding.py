@@ -30,8 +30,8 @@ Message = Tuple[Field, ...]
 
 
 def _scalar_text(kind: str, value) -> str:
-    if kind == BYTES:
-        return '"' + "".join(f"\\x{b:02x}" for b in value) + '"'
+    if kind == BYTES:   # every byte as \xNN, formatted at once
+        return '"' + ("\\x%02x" * len(value)) % tuple(value) + '"'
     if kind == BOOL:
         return "true" if value else "false"
     if kind == UINT64:

@@ -49,6 +49,12 @@ def pretty_json(value, indent: str = "") -> str:
         return _object(value, indent)
     if kind is list or kind is tuple:
         return _array(value, indent)
+    if kind is int:   # what json.dumps writes for these, without its encoder's set-up
+        return int.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
     if isinstance(value, str):
         return _STRING(value)
     if isinstance(value, dict):
