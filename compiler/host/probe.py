@@ -376,8 +376,10 @@ def _number(sev, name: str, caps_path: str, required: bool = True) -> Optional[i
 def write(path: str, text: str) -> None:
     """Write the profile atomically (a temporary file beside it, then rename)."""
     import tempfile
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".probe-")
+
+    from ..spec.paths import directory_of
+    # beside the file, where the kernel resolves it (link/../x.json: beside where link leads)
+    fd, tmp = tempfile.mkstemp(dir=directory_of(path), prefix=".probe-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

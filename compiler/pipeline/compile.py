@@ -14,6 +14,7 @@ from ..lower.lowering import lower
 from ..lower.plan import LaunchPlan
 from ..spec.base import AbstractSpec, base_problems
 from ..spec.model import normalize
+from ..spec.paths import directory_of
 from ..spec.source import load
 from ..spec.validate import schema_errors
 from ..spec.waivers import apply
@@ -166,18 +167,6 @@ def _measure_rules(guest) -> list:
     return found + (stage.static_checks(guest) if guest.measurement is not None else [])
 
 
-def _directory_of(path: str) -> str:
-    """The directory of the file `path` names, as the kernel finds it: `link/../g.toml` is
-    beside where `link` leads, not lexically beside `link` (the file a boot path next to
-    the spec is read from, whatever the spelling). The lexical path when it names that
-    directory (without `..`: always, and without a system call)."""
-    lexical = os.path.dirname(os.path.abspath(path))
-    if os.pardir not in path.split(os.sep):
-        return lexical
-    resolved = os.path.realpath(os.path.dirname(path) or os.curdir)
-    return lexical if os.path.realpath(lexical) == resolved else resolved
-
-
 def _measure(guest, source, boot_dir=None, host=None):
     """The measure stage (only for a spec with [measurement]); raises SpecError."""
     if guest.measurement is None:
@@ -186,7 +175,7 @@ def _measure(guest, source, boot_dir=None, host=None):
 
     def base_dir(key) -> str:   # a relative path is relative to the file that says it
         owner = source.owner.get(tuple(key))
-        directory = _directory_of(owner.path if owner else source.path)
+        directory = directory_of(owner.path if owner else source.path)
         return boot_dir(directory, guest.measurement[key[-1]]) if boot_dir else directory
 
     measured, errors = stage.measure(guest, base_dir, host)

@@ -225,8 +225,8 @@ def _git(args: List[str], cwd: str) -> subprocess.CompletedProcess:
 
 def _repository(spec: str, rev: str) -> str:
     """The root of the git repository that holds `spec`, once `rev` is known to be in it."""
-    here = os.path.dirname(os.path.abspath(spec))
-    top = _git(["rev-parse", "--show-toplevel"], here)
+    from ..spec.paths import directory_of
+    top = _git(["rev-parse", "--show-toplevel"], directory_of(spec))
     if top.returncode != 0:
         raise RevisionError(f"{spec} is not in a git repository, so --base has no revision to read")
     root = top.stdout.decode().strip()

@@ -44,6 +44,19 @@ def _real_directory(directory: str) -> str:
     return os.path.realpath(directory or os.curdir)
 
 
+def directory_of(path: str) -> str:
+    """The directory of the file `path` names, as the kernel finds it: `link/../g.toml` is
+    beside where `link` leads, not lexically beside `link` (where a boot file next to the
+    spec is read from, or the repository that holds it, whatever the spelling). The
+    lexical path when it names that directory (without `..`: always, and without a
+    system call)."""
+    lexical = os.path.dirname(os.path.abspath(path))
+    if os.pardir not in path.split(os.sep):
+        return lexical
+    resolved = os.path.realpath(os.path.dirname(path) or os.curdir)
+    return lexical if os.path.realpath(lexical) == resolved else resolved
+
+
 def real_path(path: str) -> str:
     """os.path.realpath(path), resolving its directory once per directory (a fleet's specs
     share a few): what realpath gives, as long as the last component is no symlink."""

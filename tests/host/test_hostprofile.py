@@ -509,3 +509,22 @@ def test_a_broken_profile_is_a_usage_error(tmp_path):
     assert code == 2 and "kvm/sev" in err and "Traceback" not in err
     code, _out, err = run_cli("validate", "--host", str(tmp_path / "absent.json"), EXAMPLES[0])
     assert code == 2
+
+
+def test_probe_writes_its_profile_where_a_symlink_and_dotdot_lead(tmp_path, monkeypatch):
+    """`-o outside/link/../inner/h.json` is written where the kernel resolves it (beside
+    where `link` leads); its temporary file is made there too, not in the path's lexical
+    directory (`outside/inner`, which does not exist)."""
+    (tmp_path / "profiles" / "deep").mkdir(parents=True)
+    (tmp_path / "profiles" / "inner").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "link").symlink_to(tmp_path / "profiles" / "deep")
+    monkeypatch.chdir(tmp_path)
+    code, _o, err = run_cli("probe", "--from-domcapabilities", CAPS,
+                            "--qemu-version", os.path.join(HOSTS, "qemu-10.0.version.txt"),
+                            "--qemu-objects", os.path.join(HOSTS, "qemu-10.0.object-help.txt"),
+                            "--libvirt-version", "11.3.0", "--name", "h",
+                            "-o", os.path.join("outside", "link", "..", "inner", "h.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "profiles" / "inner" / "h.json").read_text())["name"] == "h"
+    assert os.listdir(tmp_path / "profiles" / "inner") == ["h.json"]

@@ -194,3 +194,21 @@ def test_an_invalid_base_is_one_finding_for_all_its_guests(tmp_path, monkeypatch
     assert "  in 3 guests: guests/web-1.toml, guests/web-2.toml, guests/web-3.toml" in err
     code, out, _err = run_cli("diff", "--base", "HEAD", *_specs(repo), "--format", "github")
     assert code == 1 and out.count("::error ") == 1 and "(in 3 guests: " in out, out
+
+
+def test_a_spec_spelled_through_a_symlink_and_dotdot_is_diffed_in_its_own_repository(
+        tmp_path, monkeypatch):
+    """`outside/link/../guests/web-1.toml` names the spec where `link` leads, inside the
+    repository; the path's lexical directory (`outside/`) is in none, and the revision
+    is looked up in the repository that holds the spec, as the kernel resolves it."""
+    repo = _fleet(tmp_path, 1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "link").symlink_to(repo / "guests" / "bases")
+    spec = repo / "guests" / "web-1.toml"
+    spec.write_text(spec.read_text().replace('name = "web-1"', 'name = "web-1"\nvcpus = 4'))
+    monkeypatch.chdir(tmp_path)
+    spelled = os.path.join("outside", "link", "..", "..", "guests", "web-1.toml")
+    assert os.path.samefile(spelled, spec)
+    code, out, err = run_cli("diff", "--base", "HEAD", spelled)
+    assert code == 0 and "web-1" in out, err
