@@ -67,8 +67,9 @@ MARGIN_NS = 2_000_000_000   # timestamps this close to a record are not trusted:
 #                             systems with 1-2 s timestamps (FAT, ext3), clock steps
 
 
-def _stat_tuple(st: os.stat_result) -> Tuple[int, int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+# (device, inode, size, mtime, ctime, mode) of a stat result, at C speed
+_STAT = operator.attrgetter("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns",
+                            "st_mode")
 
 
 # -- records ----------------------------------------------------------------------------
@@ -78,10 +79,6 @@ CACHEABLE_TARGETS = ("shell", "systemd", "libvirt", "kubevirt", "reference-value
 
 _PACKERS: Dict[int, struct.Struct] = {}
 DIGEST_SIZE = 20
-
-
-_STAT = operator.attrgetter("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns",
-                            "st_mode")
 
 
 def _packer(count: int) -> struct.Struct:
@@ -95,6 +92,12 @@ def _keyed(secret: bytes, state: bytes) -> str:
     """A record's digest: its state (Cache._state) keyed with the cache's secret (no one
     without the key can make a record that holds)."""
     return hashlib.blake2b(state, digest_size=DIGEST_SIZE, key=secret).hexdigest()
+
+
+def _inputs(pairs) -> str:
+    """The (path, sha256) of a record's other inputs as its state holds them (NUL never
+    occurs in a path: it separates them)."""
+    return "\0".join(f"{path}\0{sha}" for path, sha in pairs)
 
 
 def artifact_names(encoded: str, name: str) -> List[str]:
@@ -196,9 +199,14 @@ def _decode(value):
     raise ValueError("not a report")
 
 
+def _usual(summary) -> bool:
+    """A report of the usual form (_summary): [machine type, claims...]."""
+    return type(summary) is list and len(summary) == 3 and type(summary[0]) is str
+
+
 def _report(name: str, summary) -> tuple:
     """(diagnostics, skipped, machine, claims) of the report a record holds."""
-    if type(summary) is list and len(summary) == 3 and type(summary[0]) is str:
+    if _usual(summary):
         return (), (), summary[0], _unclaims(*summary[1:])
     if type(summary) is not dict or set(summary) != set(REPORT_FIELDS):
         raise ValueError("not a report")
@@ -230,10 +238,7 @@ class Claims:
         """Take the claims of guest `index` from its record's summary; False when that
         cannot be read (the guest is then compiled)."""
         try:
-            if type(summary) is list and len(summary) == 3 and type(summary[0]) is str:
-                exclusive, shared = _unclaims(summary[1], summary[2])   # (the usual case)
-            else:
-                _diagnostics, _skipped, _machine, (exclusive, shared) = _report(name, summary)
+            _diagnostics, _skipped, _machine, (exclusive, shared) = _report(name, summary)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
             return False
         self.exclusive += exclusive
@@ -313,10 +318,6 @@ class Cache:
         return records
 
     # -- validation ---------------------------------------------------------------------
-    def valid(self, spec: str, suffix: str, pending=()) -> bool:
-        """Whether the record of `spec` (the key's `suffix`: targets and host) still holds."""
-        return bool(self.valid_many([(0, spec)], suffix, pending))
-
     def valid_many(self, items, suffix: str, pending=(), claims: Optional["Claims"] = None
                    ) -> List[int]:
         """The indexes of `items` ((index, spec), ...) whose record still holds: its spec,
@@ -360,8 +361,8 @@ class Cache:
                 sha = self._input(i)
                 if sha is None:
                     break
-                pairs.append(f"{self.inputs[i][0]}\0{sha}")
-            text = self._texts[inputs] = None if len(pairs) < len(inputs) else "\0".join(pairs)
+                pairs.append((self.inputs[i][0], sha))
+            text = self._texts[inputs] = None if len(pairs) < len(inputs) else _inputs(pairs)
         return text
 
     def _state(self, spec: str, name: str, names: str, text: str):
@@ -414,7 +415,7 @@ class Cache:
         for spec in specs:
             try:
                 name, _digest, _made, names, _inputs, summary = guests[spec]
-                if type(summary) is list and type(summary[0]) is str:   # no warning, no skip
+                if _usual(summary):   # (its claims: read where it was validated)
                     out.append((name, (), (), summary[0], names))
                 else:
                     diagnostics, skipped, machine, _claims = _report(name, summary)
@@ -458,7 +459,7 @@ class Cache:
         if got.count != st.st_size:
             return None
         sha = got.state.hexdigest()
-        self.refreshed[i] = [path, real, sha, *_stat_tuple(st)[:5], started]
+        self.refreshed[i] = [path, real, sha, *_STAT(st)[:5], started]
         self.inputs[i] = self.refreshed[i]
         self.dirty = True
         return sha
@@ -488,8 +489,8 @@ class Cache:
                 st = os.stat(path)
                 entry = read.get(stat_key(st))
                 made = started if entry is None else min(started, entry.since)
-                inputs.append([path, reals.get(path), sha, *_stat_tuple(st)[:5], made])
-            text = "\0".join(f"{e[0]}\0{e[2]}" for e in inputs)
+                inputs.append([path, reals.get(path), sha, *_STAT(st)[:5], made])
+            text = _inputs((e[0], e[2]) for e in inputs)
             encoded = "/".join(n.replace(out.name, "%") for n in names)
             state, stats = self._state(spec, out.name, encoded, text)
         except (OSError, struct.error):
