@@ -135,12 +135,19 @@ class FileCache:
         self.entries: Dict[Key, Entry] = {}
         self.held: Dict[Key, Entry] = {}   # larger files whose bytes are held, oldest first
         self.held_bytes = 0
+        self.paths: set = set()   # the paths read (as given), for unseen()
+
+    def unseen(self, path: str) -> bool:
+        """Whether this invocation has not read `path` yet (read() would hash it, unless
+        it is another name of a file already read)."""
+        return path not in self.paths
 
     def read(self, path: str, limit: int, keep: bool = False) -> Entry:
         """The entry of the file at `path`, read now unless this invocation has read it.
         `keep`: hold its bytes for content() (read whole, in one buffer). Raises Unreadable."""
         since = time.time_ns()
         fd, st = open_regular(path, limit)
+        self.paths.add(path)
         try:
             key = stat_key(st)
             found = self.entries.get(key)
@@ -231,6 +238,30 @@ class FileCache:
             oldest = self.held.pop(next(iter(self.held)))
             oldest.data = None
             self.held_bytes -= oldest.size
+
+
+def in_thread(work: Callable[[], Any]) -> Callable[[], Any]:
+    """Start work() in a thread; the function returned waits for it and returns its
+    result, or raises what it raised. For reads and hashes (both let go of the GIL) that
+    overlap this thread's own work; the caller waits before it forks or returns."""
+    import threading
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:   # handed to the caller, which raises it
+            outcome.append((False, exc))
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        done, value = outcome[0]
+        if not done:
+            raise value
+        return value
+    return wait
 
 
 _SESSION: Optional[FileCache] = None

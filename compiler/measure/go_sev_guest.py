@@ -13,6 +13,7 @@ minimum_launch_tcb, minimum_build, minimum_version, platform_info.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import List, Tuple
 
 from .proto_encoding import (BOOL, BYTES, MESSAGE, UINT32, UINT32_VALUE, UINT64, Field,
@@ -76,6 +77,15 @@ def header(guest: str, report: dict) -> Tuple[str, ...]:
 def files(guest: str, attestation: dict) -> List[Tuple[str, str]]:
     """(file name suffix, text): the config as textproto (what the CLI reads) and protojson."""
     report = attestation["report"]
-    config = (Field("policy", MESSAGE, policy_message(report)),)   # root_of_trust (1) left out
-    return [(f"{FORMAT}.textproto", textproto(config, header(guest, report))),
-            (f"{FORMAT}.json", protojson(config))]
+    text, json_text = _config(tuple(report.items()))
+    return [(f"{FORMAT}.textproto", textproto((), header(guest, report)) + text),   # header, body
+            (f"{FORMAT}.json", json_text)]
+
+
+@lru_cache(maxsize=64)
+def _config(report: tuple) -> Tuple[str, str]:
+    """The config's textproto (without its header) and protojson, once per set of
+    predicted fields (a fleet's guests share a few)."""
+    # root_of_trust (field 1) left out
+    config = (Field("policy", MESSAGE, policy_message(dict(report))),)
+    return textproto(config), protojson(config)

@@ -305,16 +305,19 @@ def unreadable(key: KeyPath, given: str, exc, path: str = "") -> Diagnostic:
     return UNREADABLE.error(key, f"{given}: {exc.reason}", "give a readable file")
 
 
-def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None):
+def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None,
+                    meanwhile: Optional[Callable[[Dict[str, BootFile]], None]] = None):
     """role -> BootFile for every boot file the mechanism measures; and diagnostics.
-    `cache`: the invocation's filecache.FileCache (default: its current one)."""
-    from ..core.filecache import current
+    `cache`: the invocation's filecache.FileCache (default: its current one).
+    When files of both kinds are new to this invocation, the ones whose bytes are kept
+    (the firmware, keys) are read first, and `meanwhile(those read)` runs while a thread
+    hashes the others (a kernel and an initrd: tens of MiB, hashed without the GIL)."""
+    from ..core.filecache import current, in_thread
     table, mech = guest.measurement, guest.mechanism
     cache = cache if cache is not None else current()
     launched = {"firmware": guest.firmware_code, "kernel": guest.kernel_image,
                 "initrd": guest.kernel_initrd}
-    files: Dict[str, BootFile] = {}
-    errors: List[Diagnostic] = []
+    wanted = []   # (role, key, given, path, launched), in the order diagnostics are given
     for role, spec_key in FILE_KEYS:
         if role not in mech.measurement_keys or not launched[role]:
             continue
@@ -324,27 +327,45 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None
         else:
             key, given = spec_key, launched[role]
             path = given
-        found, problem = _read(role, key, given, path, launched[role], cache)
-        if problem:
-            errors.append(problem)
-        else:
-            files[role] = found
+        wanted.append((role, key, given, path, launched[role]))
     for role in KEY_FILES:   # signing keys: read, never listed or checked at launch
         if role in table and role in mech.measurement_keys:
             key, given = ("measurement", role), table[role]
             path = given if os.path.isabs(given) else os.path.join(base_dir(key), given)
-            found, problem = _read(role, key, given, path, "", cache)
-            if problem:
-                errors.append(problem)
-            else:
-                files[role] = found
+            wanted.append((role, key, given, path, ""))
+    streamed = [w for w in wanted if w[0] not in KEPT]
+    later = None
+    if (meanwhile is not None and any(cache.unseen(w[3]) for w in streamed)
+            and any(cache.unseen(w[3]) for w in wanted if w[0] in KEPT)):
+        # new files on both sides: the kept ones' parse and measurement overlap the hashing
+        later = in_thread(lambda: [_read(*w, cache) for w in streamed])
+    found = {w[0]: _read(*w, cache) for w in wanted if later is None or w[0] in KEPT}
+    if later is not None:
+        try:
+            meanwhile({role: f for role, (f, problem) in found.items() if f is not None})
+        finally:
+            found.update((w[0], got) for w, got in zip(streamed, later()))
+    files: Dict[str, BootFile] = {}
+    errors: List[Diagnostic] = []
+    for role, *_rest in wanted:
+        boot_file, problem = found[role]
+        if problem:
+            errors.append(problem)
+        else:
+            files[role] = boot_file
     return files, errors
 
 
 def measure(guest: Guest, base_dir: Callable[[KeyPath], str], host: Optional[dict] = None):
     """(Measured or None, diagnostics). Never raises for bad input. The file-free rules
     (static_checks) have run and passed before this. `host`: the --host profile, if any."""
-    files, errors = read_boot_files(guest, base_dir)
+    def prepare(kept) -> None:
+        try:
+            guest.mechanism.prepare(guest, kept, host)
+        except Unmeasurable:
+            pass   # attest() meets it again and reports it
+
+    files, errors = read_boot_files(guest, base_dir, meanwhile=prepare)
     if errors:
         return None, errors
     try:

@@ -60,6 +60,12 @@ class Mechanism:
         """[measurement] rules that need no file (run with the other cross-field rules)."""
         return ()
 
+    def prepare(self, guest: "Guest", files: dict, host: Optional[dict] = None) -> None:
+        """What attest() will need of the boot files read so far (`files`: role ->
+        BootFile, the firmware when it could be read), computed while the kernel and initrd
+        are still being hashed: it only fills what attest() then finds computed (a firmware's
+        derived values) and reports nothing (attest() checks and reports)."""
+
     def attest(self, guest: "Guest", files: dict, host: Optional[dict] = None):
         """(cgsc.measure.stage.Attested, diagnostics): check the boot files, compute what the
         attestation report will say. `files` maps a role to a cgsc.measure.stage.BootFile;

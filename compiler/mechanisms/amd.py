@@ -300,6 +300,31 @@ def unmeasured(guest) -> Tuple[str, ...]:
     return UNMEASURED_INPUTS
 
 
+def prepare(guest, files) -> None:
+    """attest()'s work on the firmware alone, done ahead (Mechanism.prepare): the measuring
+    library loaded, the image parsed and checked, and for SEV-SNP the digest of its pages."""
+    firmware = files.get("firmware")
+    if firmware is None:
+        return
+    try:
+        from ..measure import amd_digest as m
+    except ImportError:
+        return
+    image, errors = check_firmware(m, guest, firmware,
+                                   bool(guest.confidential.get("kernel-hashes")))
+    if errors or guest.mechanism.name != "sev-snp":
+        return
+    try:
+        _snp_start(m, firmware, image)
+    except m.LIBRARY_ERRORS:
+        pass   # attest() meets it again and reports it
+
+
+def _snp_start(m, firmware, image):
+    """The firmware's pages and fixed sections (amd_digest.snp_start), once per image."""
+    return firmware.derived("amd-snp-start", lambda data: m.snp_start(image.ovmf, data))
+
+
 def attest(guest, files, policy: int):
     """(Attested, diagnostics) for SEV, SEV-ES and SEV-SNP: firmware checks, then the
     launch digest from sev-snp-measure. The file-free rules (measurement_checks) passed."""
@@ -332,12 +357,16 @@ def attest(guest, files, policy: int):
     try:
         start = None
         if snp:   # the firmware's pages and fixed sections, once per image
-            start = firmware.derived("amd-snp-start", lambda data: m.snp_start(image.ovmf, data))
+            start = _snp_start(m, firmware, image)
         # ... and what the kernel, initrd and command line add, once per image and set of them
         before = firmware.memo(("amd-before-vmsas", snp, kernel_sha, initrd_sha, cmdline),
                                lambda: m.before_vmsas(name, image, firmware.state, start,
                                                       kernel_sha, initrd_sha, cmdline))
-        raw = m.launch_digest(name, guest.vcpus, signature, features, image, before)
+        # ... and this guest's vCPUs: a fleet's guests that share all of it share the digest
+        raw = firmware.memo(("amd-launch", name, snp, kernel_sha, initrd_sha, cmdline,
+                             guest.vcpus, signature, features),
+                            lambda: m.launch_digest(name, guest.vcpus, signature, features,
+                                                    image, before))
     except m.LIBRARY_ERRORS as exc:   # a crafted image the checks above let through
         return None, [MALFORMED.error(firmware.key, f"{firmware.given} cannot be measured: "
                                       f"{m.LIBRARY} raised {type(exc).__name__}: {exc}",

@@ -78,6 +78,9 @@ class Sev(Mechanism):
     def measurement_checks(self, guest) -> Iterable[Diagnostic]:
         return amd.measurement_checks(guest, with_vcpus=self.es)
 
+    def prepare(self, guest, files, host=None):
+        amd.prepare(guest, files)
+
     def attest(self, guest, files, host=None):
         attested, errors = amd.attest(guest, files, self.policy(guest.confidential))
         if errors:

@@ -196,6 +196,9 @@ class SevSnp(Mechanism):
                                         "add measurement.id-key (cgsc then signs an ID block "
                                         f"with it), or remove {key}")
 
+    def prepare(self, guest, files, host=None):
+        amd.prepare(guest, files)
+
     def attest(self, guest, files, host=None):
         cfg = guest.confidential
         policy = self.policy(cfg)

@@ -117,6 +117,9 @@ class Tdx(Mechanism):
     reference_formats = ("go-tdx-guest", "trustee")
     evidence = "a TDX quote (configfs-tsm's outblob, or the quote your attestation agent fetched)"
 
+    def prepare(self, guest, files, host=None):
+        tdx_attest.prepare(guest, files, host)
+
     def attest(self, guest, files, host=None):
         cfg = guest.confidential
         owner = {key: (decode_blob(cfg[key]) if key in cfg else bytes(48)).hex()

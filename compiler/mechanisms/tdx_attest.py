@@ -151,9 +151,28 @@ def _tdvf(image):
         return exc
 
 
+def prepare(guest, files, host: Optional[dict]) -> None:
+    """attest()'s work on the firmware alone, done ahead (Mechanism.prepare): its TDVF
+    metadata and MRTD."""
+    from ..measure import tdvf
+    fw = files.get("firmware")
+    if fw is None:
+        return
+    metadata = fw.derived("tdvf", _tdvf)
+    order, _order_from, errors = page_order(guest, host)
+    if not errors and not isinstance(metadata, tdvf.TdvfError):
+        _mrtd(fw, metadata, order)
+
+
+def _mrtd(fw, metadata, order: str) -> bytes:
+    """MRTD: it depends on nothing but the image and the page order (once per both)."""
+    from ..measure import mrtd
+    return fw.derived(("mrtd", order), lambda image: mrtd.mrtd(image, metadata, order))
+
+
 def attest(guest, files, host: Optional[dict], attributes: int, owner_fields: dict):
     """(Attested, diagnostics) for a TD: MRTD, attributes, XFAM, the MR fields."""
-    from ..measure import mrtd, tdvf
+    from ..measure import tdvf
     from ..measure.stage import Attested
     fw = files["firmware"]
     metadata = fw.derived("tdvf", _tdvf)   # parsed once per image, whichever guests use it
@@ -167,8 +186,7 @@ def attest(guest, files, host: Optional[dict], attributes: int, owner_fields: di
     order, order_from, errors = page_order(guest, host)
     if errors:
         return None, errors
-    # MRTD depends on nothing but the image and the page order: once per image and order
-    digest = fw.derived(("mrtd", order), lambda image: mrtd.mrtd(image, metadata, order)).hex()
+    digest = _mrtd(fw, metadata, order).hex()
     xfam_report, xfam_inputs, exact = xfam(host)
     report = {"mrtd": digest, "attributes": _hex(attributes), **xfam_report, **owner_fields}
     inputs = {"tdx-page-order": order, **xfam_inputs,

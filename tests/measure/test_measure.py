@@ -8,6 +8,7 @@ tests/targets/test_launch_binding.py, ID blocks in test_id_block.py.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -213,6 +214,66 @@ def test_an_oversized_sparse_file_is_refused_before_it_is_read(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "measurement.firmware: huge.img is 2147483648 bytes; boot files are at most 1 GiB " \
            "[CGS-MEASURE-001]" in proc.stderr, proc.stderr
+
+
+def _counting_threads(monkeypatch) -> list:
+    """The works filecache.in_thread is given (each still runs in its thread)."""
+    from cgsc.core import filecache
+    started, real = [], filecache.in_thread
+    monkeypatch.setattr(filecache, "in_thread", lambda work: started.append(work) or real(work))
+    return started
+
+
+def test_a_problem_on_each_side_of_the_read_ahead_is_reported_in_key_order(tmp_path,
+                                                                           monkeypatch):
+    """Boot files new to the invocation: the firmware is read here while a thread hashes
+    the kernel and initrd. Each one's problem is reported, in the order of the keys."""
+    started = _counting_threads(monkeypatch)
+    (tmp_path / "dir").mkdir()
+    spec = _write(tmp_path / "g.toml", spec_text("both", "sev-snp", "no-such.fd", cpu="EPYC-v4",
+                                                 kernel="/proc/self/status", initrd="dir"))
+    err = _errors(spec)
+    assert [line.split(": ")[1] for line in err.splitlines() if "CGS-MEASURE-001" in line] == [
+        "measurement.firmware", "measurement.kernel", "measurement.initrd"], err
+    assert "/proc/self/status is 0 bytes by its size but more bytes were read" in err
+    assert len(started) == 1
+
+
+def test_a_machine_problem_while_hashing_ahead_stops_the_command(tmp_path, monkeypatch,
+                                                                 firmware):
+    """Out of descriptors while the thread hashes the kernel: exit 2, as in this thread."""
+    from cgsc.core import filecache
+    started = _counting_threads(monkeypatch)
+    real = filecache.read_into
+
+    def no_descriptors(fd, expected, keep):
+        if not keep:   # the kernel, hashed in the thread
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real(fd, expected, keep)
+    monkeypatch.setattr(filecache, "read_into", no_descriptors)
+    (tmp_path / "vmlinuz").write_bytes(b"kernel")
+    spec = _write(tmp_path / "g.toml", spec_text("emfile", "sev-snp", firmware[FIRMWARE["AmdSev"]],
+                                                 cpu="EPYC-v4", kernel="vmlinuz"))
+    code, _out, err = run_cli("validate", spec)
+    assert (code, len(started)) == (2, 1) and "Traceback" not in err
+    assert "Too many open files (raise `ulimit -n`)" in err, err
+
+
+def test_the_firmware_work_is_done_ahead_only_while_new_files_are_hashed(tmp_path,
+                                                                          monkeypatch, firmware):
+    """A fleet sharing its firmware: only the first guest reads it, and only that guest
+    has the firmware's work done while a thread hashes its kernel. A later guest's own
+    kernel is hashed here: its firmware's work is done already, nothing would overlap."""
+    started = _counting_threads(monkeypatch)
+    (tmp_path / "vmlinuz").write_bytes(b"kernel" * 1000)
+    (tmp_path / "vmlinuz-2").write_bytes(b"kernel" * 1001)
+    specs = [_write(tmp_path / f"g{i}.toml", spec_text(
+        f"g{i}", "sev-snp", firmware[FIRMWARE["AmdSev"]], cpu="EPYC-v4", kernel=kernel,
+        extra=f'[[net]]\nmode = "user"\nmac = "52:54:00:00:00:0{i}"'))
+        for i, kernel in enumerate(("vmlinuz", "vmlinuz", "vmlinuz-2"))]
+    code, _out, err = run_cli("build", "-j", "1", "-o", str(tmp_path / "out"), *specs)
+    assert code == 0, err
+    assert len(started) == 1
 
 
 @pytest.mark.parametrize("role", ["firmware", "kernel"])   # read into memory / streamed
