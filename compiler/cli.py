@@ -651,7 +651,8 @@ def _check(args) -> int:
     lock = shared_lock(args.output)   # the scan never sees a build half done (-1: no OUT)
     try:
         try:   # (specs named with --all and no output directory: each reports its missing files)
-            groups, homes, orphans = gather(args.specs, args.output, args.target, scan)
+            groups, homes, orphans = gather(args.specs, args.output, args.target, scan,
+                                            args.jobs)
             orphans += leftovers(args.output) if lock >= 0 else []
         except OSError as exc:
             raise _Usage(f"check{' --all' if args.all else ''}: cannot list {args.output}/: "

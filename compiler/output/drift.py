@@ -144,30 +144,63 @@ UNPRUNED = Rule(
     fix="Remove it by hand if nothing needs it, or move it out of the output directory.")
 
 
-def discover(root: str):
+DISCOVER_PARALLEL = 1000   # guest directories from which every core reads a share
+
+
+def discover(root: str, jobs: Optional[int] = None):
     """Every guest directory under the output directory `root` that has a manifest:
     [(spec path, targets, directory, base paths)] for those whose spec exists, and a Drift for
     each whose spec is gone and for every other entry of `root` (a directory without a
     manifest, a stray file or symlink): nothing under `root` goes unaccounted for, except
     cgsc's private state directory. Spec paths in manifests are relative to the repository
     that holds the output directory (see cgsc.spec.paths), else to the working directory.
-    Raises OSError when `root` cannot be listed."""
-    from ..pipeline.build import REFERENCE_VALUES
+    A large output directory's manifests are read by `jobs` processes (None: one per
+    core). Raises OSError when `root` cannot be listed."""
     from ..spec.paths import find_root
+    cwd = os.getcwd()
+    base = find_root(root) or cwd
+    with os.scandir(root) as listing:   # an entry's type from the listing: no stat each
+        entries = sorted((e.name, _real_directory(e)) for e in listing)
+
+    def look(block):
+        return _discovered(block, os.path.join(root, ""), base, cwd.rstrip(os.sep) + os.sep)
+    if len(entries) < DISCOVER_PARALLEL:
+        return look(entries)
+    from .workers import MAX_PULLED, WorkerDied, cores, pulled, worker_init
+    jobs = cores() if jobs is None else jobs
+    size = -(-len(entries) // min(MAX_PULLED, jobs * 8))
+    try:
+        parts = pulled(look, [entries[k:k + size] for k in range(0, len(entries), size)],
+                       jobs, worker_init, lambda: None)
+    except WorkerDied:   # reading is read-only: do it all here instead
+        return look(entries)
+    return ([f for found, _orphans in parts for f in found],
+            [o for _found, orphans in parts for o in orphans])
+
+
+def _discovered(entries, prefix: str, base: str, here: str):
+    """discover() of `entries` ((name, whether a directory), in order) of the output
+    directory (`prefix`: its path and a separator), spec paths relative to `base`, made
+    relative to the working directory `here` (with a separator). (Kept to its system
+    calls: check --all runs it for every guest.)"""
+    from ..pipeline.build import REFERENCE_VALUES
     from .emit import MANIFEST
     from .outdir import PRIVATE
-    base = find_root(root) or os.getcwd()
     found, orphans = [], []
-    for name in sorted(os.listdir(root)):
-        directory = os.path.join(root, name)
-        if name == PRIVATE and os.path.isdir(directory) and not os.path.islink(directory):
-            continue   # outdir.py: staging and journal of a build, never deployed
-        manifest = os.path.join(directory, MANIFEST)
-        if os.path.islink(directory) or not os.path.isdir(directory):
+    for name, is_directory in entries:
+        directory = prefix + name
+        if not is_directory:   # (a symlink is not one)
             orphans.append(Drift(directory, "orphan", f"unaccounted: {directory}: not a guest "
                                  "directory; no spec builds it"))
             continue
-        if os.path.islink(manifest) or not os.path.isfile(manifest):
+        if name == PRIVATE:
+            continue   # outdir.py: staging and journal of a build, never deployed
+        manifest = f"{directory}{os.sep}{MANIFEST}"
+        try:
+            plain_file = stat.S_ISREG(os.lstat(manifest).st_mode)   # (a symlink is not)
+        except OSError:
+            plain_file = False
+        if not plain_file:
             orphans.append(Drift(directory, "orphan", f"unaccounted: {directory}: no {MANIFEST}; "
                                  "no spec accounts for its files"))
             continue
@@ -188,27 +221,38 @@ def discover(root: str):
             orphans.append(Drift(directory, "orphan",
                                  f"orphan: {directory}: its spec {spec} is gone"))
             continue
-        found.append((os.path.relpath(path), targets, directory, bases))
+        normal = os.path.normpath(path)   # what relpath() gives, without its getcwd()s
+        found.append((normal[len(here):] if normal.startswith(here) else os.path.relpath(path),
+                      targets, directory, bases))
     return found, orphans
 
 
-def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything: bool):
+def _real_directory(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:   # (no type in the listing, and no lstat either)
+        return False
+
+
+def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything: bool,
+           jobs: Optional[int] = None):
     """What to check: the named specs and (with `everything`) every spec whose manifest is
     under `root`, each with the targets its manifest lists unless -t names some. Returns
     (targets -> specs, real spec path -> the directories whose manifest names it, orphaned
-    or unaccounted entries of `root`)."""
+    or unaccounted entries of `root`). `jobs`: as for discover()."""
+    from ..spec.paths import real_path
     groups = {tuple(requested): list(specs)}   # targets -> the specs checked with them
     homes = {}                                 # real spec path -> directories of its manifests
     orphans: List[Drift] = []
     if everything:
-        found, orphans = discover(root)
+        found, orphans = discover(root, jobs)
         # A base named on the command line (pre-commit passes changed files) is checked
         # through the guests that extend it, not built as a guest of its own.
-        bases = {os.path.realpath(b) for *_rest, chain in found for b in chain}
-        groups[tuple(requested)] = [s for s in specs if os.path.realpath(s) not in bases]
-        named = {os.path.realpath(s) for s in specs}
+        bases = {real_path(b) for *_rest, chain in found for b in chain}
+        groups[tuple(requested)] = [s for s in specs if real_path(s) not in bases]
+        named = {real_path(s) for s in specs}
         for spec, built, directory, _chain in found:
-            real = os.path.realpath(spec)
+            real = real_path(spec)
             homes.setdefault(real, []).append(directory)
             if real not in named:
                 named.add(real)

@@ -53,27 +53,6 @@ _JOB: Optional[Job] = None
 _STAGE = True   # cleared in a one-process build once a spec has failed: nothing to stage
 
 
-def _init(parent: int) -> None:
-    """A worker's first step (it inherited _JOB from the fork)."""
-    import signal
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)  # the parent handles them and stops us
-    _die_with(parent)
-
-
-def _die_with(parent: int) -> None:
-    """A worker must not outlive a killed build: it would hold the output directory's
-    lock (an inherited descriptor) and keep writing into a staging directory."""
-    import signal
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _task(item: Tuple[int, str]) -> Result:
     from ..pipeline.build import build_one
     index, path = item
@@ -141,12 +120,8 @@ def _hit(check: bool, path: str, found) -> Result:
 
 
 def default_jobs(count: int) -> int:
-    if count < PARALLEL_MIN or not hasattr(os, "fork"):
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
+    from .workers import cores
+    return 1 if count < PARALLEL_MIN else cores()
 
 
 def _results(paths: Sequence[str], job: Job, jobs: int, registry, offset: int = 0):
@@ -169,12 +144,13 @@ def _results_of(paths: Sequence[str], job: Job, jobs: int, registry, offset: int
     import gc
 
     from .cache import valid_indexes
+    from .workers import worker_init
     hits = {}
     suffix = job.cache.suffix(job.requested, job.strict)
     gc.freeze()   # the records and modules loaded: the collector's full passes, which the
     try:          # objects made for 10,000 guests set off, would scan them every time
         found_indexes, claims = valid_indexes(job.cache, items, suffix, job.pending, jobs,
-                                              _init, _prepare)
+                                              worker_init, _prepare)
         registry.extend(claims, offset)
         check = job.mode == "check"
         for index, found in zip(found_indexes, job.cache.summaries(
@@ -214,12 +190,12 @@ def _computed(items, jobs: int):
 def _parallel(items, jobs: int):
     import gc
 
-    from .workers import WorkerDied, ordered_map
+    from .workers import WorkerDied, ordered_map, worker_init
     _warm()  # workers are forked: they inherit the schema check and templates loaded once here
     gc.freeze()  # what is loaded now outlives the workers: their collector never scans
     #              (and so never copies) the pages they share with this process
     try:
-        for results in ordered_map(_chunk, items, jobs, _init):
+        for results in ordered_map(_chunk, items, jobs, worker_init):
             yield from results
     except WorkerDied as exc:
         raise WriteError("a worker process died (killed by a signal or out of memory)") from exc

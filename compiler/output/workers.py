@@ -45,6 +45,38 @@ class _Failed:
         self.exc = exc
 
 
+def cores() -> int:
+    """The processors this process may run on (1 where it cannot fork)."""
+    if not hasattr(os, "fork"):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def worker_init(parent: int) -> None:
+    """A worker's first step: the parent handles ^C, SIGTERM and SIGHUP and stops its
+    workers; a worker dies with its parent."""
+    import signal
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """A worker must not outlive a killed build: it would hold the output directory's
+    lock (an inherited descriptor) and keep writing into a staging directory."""
+    import signal
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def chunk_sizes(count: int, jobs: int, largest: int = 32) -> List[int]:
     """Guided sizes: large chunks first, ones of a single item at the end, so that no
     process is left with a long chunk while the others are idle."""
