@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence
 
 from ..core import inputs
 from ..core.rules import Rule
@@ -238,26 +238,34 @@ def gather(specs: Sequence[str], root: str, requested: Sequence[str], everything
            jobs: Optional[int] = None):
     """What to check: the named specs and (with `everything`) every spec whose manifest is
     under `root`, each with the targets its manifest lists unless -t names some. Returns
-    (targets -> specs, real spec path -> the directories whose manifest names it, orphaned
+    (targets -> specs, Homes: the directories whose manifest names each spec, orphaned
     or unaccounted entries of `root`). `jobs`: as for discover()."""
     from ..spec.paths import real_path
     groups = {tuple(requested): list(specs)}   # targets -> the specs checked with them
-    homes = {}                                 # real spec path -> directories of its manifests
+    homes = Homes({}, {})
     orphans: List[Drift] = []
     if everything:
         found, orphans = discover(root, jobs)
+        reals = homes.reals
+        for spec in specs:
+            reals[spec] = real_path(spec)
         # A base named on the command line (pre-commit passes changed files) is checked
         # through the guests that extend it, not built as a guest of its own.
         bases = {real_path(b) for *_rest, chain in found for b in chain}
-        groups[tuple(requested)] = [s for s in specs if real_path(s) not in bases]
-        named = {real_path(s) for s in specs}
+        groups[tuple(requested)] = [s for s in specs if reals[s] not in bases]
+        named = set(reals.values())
         for spec, built, directory, _chain in found:
-            real = real_path(spec)
-            homes.setdefault(real, []).append(directory)
+            real = reals[spec] = real_path(spec)
+            homes.directories.setdefault(real, []).append(directory)
             if real not in named:
                 named.add(real)
                 groups.setdefault(tuple(requested) or built, []).append(spec)
     return groups, homes, orphans
+
+
+class Homes(NamedTuple):
+    directories: Dict[str, List[str]]   # real spec path -> directories of its manifests
+    reals: Dict[str, str]               # spec path as checked -> its real path
 
 
 def leftovers(root: str) -> List[Drift]:
@@ -289,16 +297,19 @@ def leftovers(root: str) -> List[Drift]:
             for path in paths]
 
 
-def renamed(results, homes) -> List[Drift]:
+def renamed(results, homes: Homes) -> List[Drift]:
     """Guest directories whose manifest names a spec that builds a guest of another name
     (orphans too): a renamed guest, or a copy of a guest directory under another name."""
-    if not homes:   # (only check --all has them: the realpath of 10,000 specs is 0.1 s)
+    if not homes.directories:   # (only check --all has them)
         return []
     from ..spec.paths import real_path
-    return [Drift(home, "orphan", f"orphan: {home}: {r.path} now builds "
-                  f"guest {r.name!r}, not {os.path.basename(home)!r}")
-            for r in results for home in homes.get(real_path(r.path), ())
-            if r.name != os.path.basename(home)]
+    found = []
+    for r in results:
+        real = homes.reals.get(r.path) or real_path(r.path)   # (resolved once: gather)
+        found += [Drift(home, "orphan", f"orphan: {home}: {r.path} now builds "
+                        f"guest {r.name!r}, not {os.path.basename(home)!r}")
+                  for home in homes.directories.get(real, ()) if r.name != os.path.basename(home)]
+    return found
 
 
 def _measurement_lines(name: str, actual: str, expected: str) -> str:
