@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -284,6 +285,26 @@ class Background:
         self.stop.set()
         if self.thread is not None:
             self.thread.join()
+
+
+_DESCRIPTORS = re.compile(r"/proc/\d+(/task/\d+)?/fd")
+
+
+def names_a_descriptor(path: str) -> bool:
+    """Whether `path` leads through a /proc/PID/fd directory (/dev/fd/N, /proc/self/fd/N,
+    /dev/stdin, or a symlink to one): it opens whatever that process has open as N at
+    the moment, which a thread opening files beside this one changes; such a path is
+    read in its turn (see in_thread)."""
+    for _hop in range(40):   # the kernel's bound on symlinks in one lookup
+        parent = os.path.realpath(os.path.dirname(path) or ".")
+        if _DESCRIPTORS.fullmatch(parent):
+            return True
+        try:
+            target = os.readlink(path)
+        except (OSError, ValueError):   # not a symlink (or no file): nothing more to follow
+            return False
+        path = os.path.join(parent, target)
+    return False
 
 
 def in_thread(work: Callable[[Any], Any]) -> Background:

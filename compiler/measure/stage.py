@@ -315,7 +315,7 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None
     hashes the others (a kernel and an initrd: tens of MiB, hashed without the GIL); what
     this side raises (a signal) gives the hashing up at once: the thread never outlives
     this call."""
-    from ..core.filecache import current, in_thread
+    from ..core.filecache import current, in_thread, names_a_descriptor
     table, mech = guest.measurement, guest.mechanism
     cache = cache if cache is not None else current()
     launched = {"firmware": guest.firmware_code, "kernel": guest.kernel_image,
@@ -339,8 +339,10 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None
     streamed = [w for w in wanted if w[0] not in KEPT]
     ahead = None
     if (meanwhile is not None and any(cache.unseen(w[3]) for w in streamed)
-            and any(cache.unseen(w[3]) for w in wanted if w[0] in KEPT)):
+            and any(cache.unseen(w[3]) for w in wanted if w[0] in KEPT)
+            and not any(names_a_descriptor(w[3]) for w in wanted)):
         # new files on both sides: the kept ones' parse and measurement overlap the hashing
+        # (not for a path through /proc/PID/fd: what it opens depends on what is open)
         ahead = in_thread(lambda stop: [_read(*w, cache, stop) for w in streamed])
     if ahead is None:
         found = {w[0]: _read(*w, cache) for w in wanted}

@@ -94,3 +94,41 @@ def test_a_signal_during_the_read_ahead_ends_it_at_once(tmp_path, firmware, monk
     assert (code, threading.active_count()) == (128 + signal.SIGINT, threads), err
     assert "cgsc: interrupted (SIGINT); nothing written" in err
     assert sum(hashed) < size
+
+
+def test_a_path_through_a_descriptor_is_opened_in_the_order_of_the_keys(tmp_path, firmware,
+                                                                       monkeypatch):
+    """/dev/fd/N (/proc/self/fd/N, /dev/stdin...) opens whatever this process has open as
+    N at that moment. Read in the order of the keys, the firmware is closed before the
+    kernel is opened, so a kernel /dev/fd/N that nothing was handed as N is no file; a
+    thread that opened it while this one held the firmware open measured the firmware
+    as the kernel (was: `validate` passed or failed from run to run; here the thread's
+    open is made to come while the firmware is open)."""
+    from cgsc.core import filecache
+    free = os.dup(0)   # the lowest free descriptor: the one the firmware is opened on
+    os.close(free)
+    (tmp_path / "initrd").write_bytes(b"initrd")
+    spec = _guest(tmp_path, firmware, f"/dev/fd/{free}")
+    image, main, threads = firmware[FIRMWARE["AmdSev"]], threading.main_thread(), []
+    firmware_open, kernel_opened = threading.Event(), threading.Event()
+    real_open = filecache.open_regular
+
+    def open_regular(path, limit):
+        if threading.current_thread() is not main:   # the kernel, in the thread
+            firmware_open.wait(10)
+            try:
+                return real_open(path, limit)
+            finally:
+                kernel_opened.set()
+        fd, st = real_open(path, limit)
+        if path == image:
+            assert fd == free, "the firmware was opened on another descriptor"
+            if threading.active_count() > threads[0]:   # held open until the thread opened
+                firmware_open.set()
+                kernel_opened.wait(10)
+        return fd, st
+    monkeypatch.setattr(filecache, "open_regular", open_regular)
+    threads.append(threading.active_count())
+    code, _out, err = run_cli("validate", spec)
+    assert code == 1, err
+    assert f"measurement.kernel: /dev/fd/{free}: No such file or directory" in err
