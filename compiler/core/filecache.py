@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -48,6 +49,10 @@ class Unreadable(Exception):
     def __init__(self, kind: str, reason: str = "", size: int = 0, got: int = 0):
         super().__init__(kind, reason)
         self.kind, self.reason, self.size, self.got = kind, reason, size, got
+
+
+class Stopped(Exception):
+    """A read given up half-way: the caller of in_thread no longer wants it."""
 
 
 class Entry:
@@ -95,17 +100,20 @@ def open_regular(path: str, limit: int) -> Tuple[int, os.stat_result]:
         raise Unreadable("open", exc.detail) from None
 
 
-def read_into(fd: int, expected: int, keep: bool) -> Read:
+def read_into(fd: int, expected: int, keep: bool, stop=None) -> Read:
     """Read to the end, or one chunk at most past the size fstat gave (a file whose content
     outgrows its size, /proc, /sys or one being written, stops the read), hashing as it
     goes; with `keep`, into one buffer of the file's size (the one copy in memory).
-    Chunks are never tiny: some /proc files refuse short reads."""
+    Chunks are never tiny: some /proc files refuse short reads. `stop`: a threading.Event
+    that, once set, ends the read at the next chunk (raises Stopped)."""
     digest = hashlib.sha256()
     count = 0
     if keep:
         data = bytearray(expected)
         view = memoryview(data)
         while count < expected:
+            if stop is not None and stop.is_set():
+                raise Stopped
             n = os.readv(fd, [view[count:count + CHUNK]])
             if not n:
                 break
@@ -118,6 +126,8 @@ def read_into(fd: int, expected: int, keep: bool) -> Read:
     buffer = bytearray(min(CHUNK, max(expected + 1, 1 << 16)))
     view = memoryview(buffer)
     while count <= expected:
+        if stop is not None and stop.is_set():
+            raise Stopped
         n = os.readv(fd, [buffer])
         if not n:
             break
@@ -142,9 +152,10 @@ class FileCache:
         it is another name of a file already read)."""
         return path not in self.paths
 
-    def read(self, path: str, limit: int, keep: bool = False) -> Entry:
+    def read(self, path: str, limit: int, keep: bool = False, stop=None) -> Entry:
         """The entry of the file at `path`, read now unless this invocation has read it.
-        `keep`: hold its bytes for content() (read whole, in one buffer). Raises Unreadable."""
+        `keep`: hold its bytes for content() (read whole, in one buffer). Raises Unreadable
+        (or Stopped: `stop`, as read_into's)."""
         since = time.time_ns()
         fd, st = open_regular(path, limit)
         self.paths.add(path)
@@ -155,7 +166,7 @@ class FileCache:
                 return found
             if keep:
                 self._make_room(st.st_size)
-            got = self._read(fd, st.st_size, keep)
+            got = self._read(fd, st.st_size, keep, stop)
             entry = Entry(key, got.state, since=since)
             if keep:
                 self._hold(entry, got.data)
@@ -213,9 +224,9 @@ class FileCache:
         return value
 
     @staticmethod
-    def _read(fd: int, size: int, keep: bool) -> Read:
+    def _read(fd: int, size: int, keep: bool, stop=None) -> Read:
         try:
-            got = read_into(fd, size, keep)
+            got = read_into(fd, size, keep, stop)
         except OSError as exc:
             _machine_or(exc)
             raise Unreadable("read", exc.strerror or str(exc)) from None
@@ -240,28 +251,68 @@ class FileCache:
             self.held_bytes -= oldest.size
 
 
-def in_thread(work: Callable[[], Any]) -> Callable[[], Any]:
-    """Start work() in a thread; the function returned waits for it and returns its
-    result, or raises what it raised. For reads and hashes (both let go of the GIL) that
-    overlap this thread's own work; the caller waits before it forks or returns."""
-    import threading
-    outcome: list = []
+class Background:
+    """work(stop) run in a thread of its own (see in_thread)."""
 
-    def run() -> None:
+    def __init__(self, work: Callable[[Any], Any]) -> None:
+        import threading
+        self.work, self.stop, self.outcome = work, threading.Event(), []
+        self.thread: Optional[Any] = threading.Thread(target=self._run, daemon=True)
         try:
-            outcome.append((True, work()))
-        except BaseException as exc:   # handed to the caller, which raises it
-            outcome.append((False, exc))
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+            self.thread.start()
+        except RuntimeError:   # no thread to be had (ulimit -u, a cgroup's pids.max)
+            self.thread = None   # result() does the work, in the caller's thread
 
-    def wait():
-        thread.join()
-        done, value = outcome[0]
+    def _run(self) -> None:
+        try:
+            self.outcome.append((True, self.work(self.stop)))
+        except BaseException as exc:   # handed to the caller, which raises it
+            self.outcome.append((False, exc))
+
+    def result(self):
+        """Wait for the work and return its result, or raise what it raised."""
+        if self.thread is None:
+            return self.work(self.stop)
+        self.thread.join()
+        done, value = self.outcome[0]
         if not done:
             raise value
         return value
-    return wait
+
+    def cancel(self) -> None:
+        """Give the work up (a signal, an error on the caller's side): `stop` is set, and
+        this returns once the thread has seen it (at its next chunk) and ended."""
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+_DESCRIPTORS = re.compile(r"/proc/\d+(/task/\d+)?/fd")
+
+
+def names_a_descriptor(path: str) -> bool:
+    """Whether `path` leads through a /proc/PID/fd directory (/dev/fd/N, /proc/self/fd/N,
+    /dev/stdin, or a symlink to one): it opens whatever that process has open as N at
+    the moment, which a thread opening files beside this one changes; such a path is
+    read in its turn (see in_thread)."""
+    for _hop in range(40):   # the kernel's bound on symlinks in one lookup
+        parent = os.path.realpath(os.path.dirname(path) or ".")
+        if _DESCRIPTORS.fullmatch(parent):
+            return True
+        try:
+            target = os.readlink(path)
+        except (OSError, ValueError):   # not a symlink (or no file): nothing more to follow
+            return False
+        path = os.path.join(parent, target)
+    return False
+
+
+def in_thread(work: Callable[[Any], Any]) -> Background:
+    """Start work(stop) in a thread, for reads and hashes (both let go of the GIL) that
+    overlap this thread's own work; `stop` is a threading.Event for read_into. The caller
+    ends it with result() or cancel() before it forks or returns, whatever happens: no
+    thread outlives it. Where no thread can be started, result() does the work."""
+    return Background(work)
 
 
 _SESSION: Optional[FileCache] = None

@@ -265,15 +265,16 @@ def _reached(driver: str) -> str:
 KEPT = ("firmware",) + KEY_FILES
 
 
-def _read(role: str, key: KeyPath, given: str, path: str, launched: str, cache=None):
+def _read(role: str, key: KeyPath, given: str, path: str, launched: str, cache=None,
+          stop=None):
     """The file at `path`, read once per invocation (filecache: opened without blocking,
     checked on the open descriptor to be a regular file of at most 1 GiB, and read never
     more than one chunk past its size, hashed as it is read): (BootFile, None) or (None,
-    a CGS-MEASURE-001 diagnostic)."""
+    a CGS-MEASURE-001 diagnostic). `stop`: filecache.read_into's."""
     from ..core.filecache import Unreadable, current
     cache = cache if cache is not None else current()
     try:
-        entry = cache.read(path, MAX_FILE, keep=role in KEPT)
+        entry = cache.read(path, MAX_FILE, keep=role in KEPT, stop=stop)
     except Unreadable as exc:
         return None, unreadable(key, given, exc, path)
     return BootFile(role, key, given, path, launched, entry.sha256, entry.size, entry,
@@ -311,8 +312,10 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None
     `cache`: the invocation's filecache.FileCache (default: its current one).
     When files of both kinds are new to this invocation, the ones whose bytes are kept
     (the firmware, keys) are read first, and `meanwhile(those read)` runs while a thread
-    hashes the others (a kernel and an initrd: tens of MiB, hashed without the GIL)."""
-    from ..core.filecache import current, in_thread
+    hashes the others (a kernel and an initrd: tens of MiB, hashed without the GIL); what
+    this side raises (a signal) gives the hashing up at once: the thread never outlives
+    this call."""
+    from ..core.filecache import current, in_thread, names_a_descriptor
     table, mech = guest.measurement, guest.mechanism
     cache = cache if cache is not None else current()
     launched = {"firmware": guest.firmware_code, "kernel": guest.kernel_image,
@@ -334,17 +337,23 @@ def read_boot_files(guest: Guest, base_dir: Callable[[KeyPath], str], cache=None
             path = given if os.path.isabs(given) else os.path.join(base_dir(key), given)
             wanted.append((role, key, given, path, ""))
     streamed = [w for w in wanted if w[0] not in KEPT]
-    later = None
+    ahead = None
     if (meanwhile is not None and any(cache.unseen(w[3]) for w in streamed)
-            and any(cache.unseen(w[3]) for w in wanted if w[0] in KEPT)):
+            and any(cache.unseen(w[3]) for w in wanted if w[0] in KEPT)
+            and not any(names_a_descriptor(w[3]) for w in wanted)):
         # new files on both sides: the kept ones' parse and measurement overlap the hashing
-        later = in_thread(lambda: [_read(*w, cache) for w in streamed])
-    found = {w[0]: _read(*w, cache) for w in wanted if later is None or w[0] in KEPT}
-    if later is not None:
+        # (not for a path through /proc/PID/fd: what it opens depends on what is open)
+        ahead = in_thread(lambda stop: [_read(*w, cache, stop) for w in streamed])
+    if ahead is None:
+        found = {w[0]: _read(*w, cache) for w in wanted}
+    else:
         try:
-            meanwhile({role: f for role, (f, problem) in found.items() if f is not None})
-        finally:
-            found.update((w[0], got) for w, got in zip(streamed, later()))
+            found = {w[0]: _read(*w, cache) for w in wanted if w[0] in KEPT}
+            meanwhile({role: f for role, (f, _problem) in found.items() if f is not None})
+            found.update((w[0], got) for w, got in zip(streamed, ahead.result()))
+        except BaseException:   # a signal, the machine's problem: the hashing is given up
+            ahead.cancel()
+            raise
     files: Dict[str, BootFile] = {}
     errors: List[Diagnostic] = []
     for role, *_rest in wanted:

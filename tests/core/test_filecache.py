@@ -23,7 +23,7 @@ def test_a_file_is_read_once_and_known_by_its_stat_key(tmp_path, monkeypatch):
     reads = []
     real = filecache.read_into
     monkeypatch.setattr(filecache, "read_into",
-                        lambda fd, n, keep: reads.append(n) or real(fd, n, keep))
+                        lambda fd, n, keep, *stop: reads.append(n) or real(fd, n, keep, *stop))
     cache = FileCache()
     first = cache.read(path, LIMIT)
     assert cache.read(path, LIMIT) is first and reads == [5000]

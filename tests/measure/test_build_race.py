@@ -49,8 +49,8 @@ class _Spy:
         real_read, real_start, real_hashes = (filecache.read_into, amd_digest.snp_start,
                                               amd_digest._hashes)
 
-        def read_into(fd, expected, keep):
-            got = real_read(fd, expected, True)
+        def read_into(fd, expected, keep, *stop):
+            got = real_read(fd, expected, True, *stop)
             self.read[got.state.hexdigest()] = bytes(got.data)
             return got if keep else got._replace(data=None)
 
@@ -151,8 +151,8 @@ def test_the_check_catches_bytes_other_than_those_hashed(measured, tmp_path, mon
     spy = _Spy(monkeypatch)
     real_read = filecache.FileCache.read
 
-    def read_unkept(self, path, limit, keep=False):
-        entry = real_read(self, path, limit, False)
+    def read_unkept(self, path, limit, keep=False, stop=None):
+        entry = real_read(self, path, limit, False, stop)
         if path == str(paths["firmware"]):
             _write_fresh(path, versions["firmware"][1])   # the swap
 
@@ -176,8 +176,8 @@ def test_bytes_read_again_must_be_the_ones_hashed(measured, tmp_path, monkeypatc
     spec, paths, versions = measured
     real_read = filecache.FileCache.read
 
-    def read_unkept(self, path, limit, keep=False):
-        entry = real_read(self, path, limit, False)
+    def read_unkept(self, path, limit, keep=False, stop=None):
+        entry = real_read(self, path, limit, False, stop)
         if path == str(paths["firmware"]):
             with open(path, "r+b") as fh:   # in place: the same inode, size and, often, times
                 fh.write(versions["firmware"][1])
@@ -198,8 +198,8 @@ def test_a_file_that_grew_before_it_was_read_again_is_said_to_have_changed(measu
     spec, paths, _versions = measured
     real_read = filecache.FileCache.read
 
-    def read_unkept(self, path, limit, keep=False):
-        entry = real_read(self, path, limit, False)
+    def read_unkept(self, path, limit, keep=False, stop=None):
+        entry = real_read(self, path, limit, False, stop)
         if path == str(paths["firmware"]):
             with open(path, "ab") as fh:
                 fh.write(b"\0" * 4096)

@@ -215,8 +215,8 @@ def test_each_distinct_file_is_read_once_per_build(mixed, monkeypatch):
     reads = []
     real = filecache.read_into
 
-    def counted(fd, expected, keep):
-        got = real(fd, expected, keep)
+    def counted(fd, expected, keep, *stop):
+        got = real(fd, expected, keep, *stop)
         reads.append(got.state.hexdigest())
         return got
     monkeypatch.setattr(filecache, "read_into", counted)

@@ -246,10 +246,10 @@ def test_a_machine_problem_while_hashing_ahead_stops_the_command(tmp_path, monke
     started = _counting_threads(monkeypatch)
     real = filecache.read_into
 
-    def no_descriptors(fd, expected, keep):
+    def no_descriptors(fd, expected, keep, *stop):
         if not keep:   # the kernel, hashed in the thread
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-        return real(fd, expected, keep)
+        return real(fd, expected, keep, *stop)
     monkeypatch.setattr(filecache, "read_into", no_descriptors)
     (tmp_path / "vmlinuz").write_bytes(b"kernel")
     spec = _write(tmp_path / "g.toml", spec_text("emfile", "sev-snp", firmware[FIRMWARE["AmdSev"]],
