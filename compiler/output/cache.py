@@ -644,9 +644,7 @@ def valid_indexes(cache: Cache, items, suffix: str, pending, jobs: int = 1,
     try:
         if jobs <= 1 or len(items) < VALIDATE_PARALLEL or not hasattr(os, "fork"):
             return cache.valid_many(items, suffix, pending, claims), claims
-        from .workers import MAX_PULLED, WorkerDied, pulled
-        size = max(_BLOCK, -(-len(items) // MAX_PULLED))
-        blocks = [items[k:k + size] for k in range(0, len(items), size)]
+        from .workers import WorkerDied, blocks, pulled
 
         def check(block):
             mine = Claims()
@@ -655,7 +653,7 @@ def valid_indexes(cache: Cache, items, suffix: str, pending, jobs: int = 1,
             return found, refreshed, mine.packed()
         out: List[int] = []
         try:
-            for found, refreshed, packed in pulled(check, blocks, jobs, child_init,
+            for found, refreshed, packed in pulled(check, blocks(items, _BLOCK), jobs, child_init,
                                                    meanwhile or (lambda: None)):
                 out += found
                 cache.merge(refreshed)

@@ -145,6 +145,7 @@ UNPRUNED = Rule(
 
 
 DISCOVER_PARALLEL = 1000   # guest directories from which every core reads a share
+_BLOCK = 256               # guest directories per unit of work handed out
 
 
 def discover(root: str, jobs: Optional[int] = None):
@@ -160,18 +161,16 @@ def discover(root: str, jobs: Optional[int] = None):
     cwd = os.getcwd()
     base = find_root(root) or cwd
     with os.scandir(root) as listing:   # an entry's type from the listing: no stat each
-        entries = sorted((e.name, _real_directory(e)) for e in listing)
+        entries = sorted((e.name, _is_directory(e)) for e in listing)
 
     def look(block):
         return _discovered(block, os.path.join(root, ""), base, cwd.rstrip(os.sep) + os.sep)
     if len(entries) < DISCOVER_PARALLEL:
         return look(entries)
-    from .workers import MAX_PULLED, WorkerDied, cores, pulled, worker_init
-    jobs = cores() if jobs is None else jobs
-    size = -(-len(entries) // min(MAX_PULLED, jobs * 8))
+    from .workers import WorkerDied, blocks, cores, pulled, worker_init
     try:
-        parts = pulled(look, [entries[k:k + size] for k in range(0, len(entries), size)],
-                       jobs, worker_init, lambda: None)
+        parts = pulled(look, blocks(entries, _BLOCK), cores() if jobs is None else jobs,
+                       worker_init, lambda: None)
     except WorkerDied:   # reading is read-only: do it all here instead
         return look(entries)
     return ([f for found, _orphans in parts for f in found],
@@ -227,7 +226,7 @@ def _discovered(entries, prefix: str, base: str, here: str):
     return found, orphans
 
 
-def _real_directory(entry: os.DirEntry) -> bool:
+def _is_directory(entry: os.DirEntry) -> bool:
     try:
         return entry.is_dir(follow_symlinks=False)
     except OSError:   # (no type in the listing, and no lstat either)

@@ -149,6 +149,13 @@ def ordered_map(func: Callable[[Sequence], object], items: Sequence, jobs: int,
         _stop(workers)
 
 
+def blocks(items: Sequence, least: int) -> List[Sequence]:
+    """`items` cut for pulled(): blocks of at least `least` items (each is a read of the
+    queue and a result sent back), and at most MAX_PULLED of them."""
+    size = max(least, -(-len(items) // MAX_PULLED))
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
 def pulled(func: Callable[[Sequence], object], chunks: Sequence[Sequence], jobs: int,
            child_init: Callable[[int], None], meanwhile: Callable[[], None]) -> List:
     """func(chunk) of every chunk, in order, computed by this process and `jobs - 1` forked
