@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 DEPENDENCIES = (("tomli", "tomli"), ("jsonschema", "jsonschema"), ("Jinja2", "jinja2"),
                 ("PyYAML", "yaml"), ("sev-snp-measure", "sevsnpmeasure"),
                 ("cryptography", "cryptography"))
-CODE_SUFFIXES = (".py", ".json", ".j2")
+CODE_SUFFIXES = (".py", ".json", ".j2", ".so")   # .so: the compiled stat loop (stats.py)
 
 
 

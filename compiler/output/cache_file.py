@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import json
 import os
 import stat
@@ -30,32 +31,49 @@ NAMES = (FILE, KEY, ".gitignore")   # what OUT/.cgsc holds between runs
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def verified(raw: Optional[bytes], key: Optional[bytes]) -> Tuple[Optional[dict], bytes]:
-    """(header, body) of a cache file whose MAC (over the header's other fields and the
-    body) is made with `key`; (None, b"") for any other bytes."""
+def verified(raw: Optional[bytes], key: Optional[bytes]) -> Tuple[Optional[dict], int]:
+    """(header, where the body starts in `raw`) of a cache file whose header MAC (over the
+    header's other fields and the body's first line, the inputs) is made with `key`;
+    (None, 0) for any other bytes. The body's other lines, its sections, each have their
+    MAC in the header, checked when a run reads that section (intact()). Nothing is copied:
+    a 10,000-guest cache is megabytes, and each copy in a fresh process costs its pages."""
     if raw is None or key is None:
-        return None, b""
-    head, _sep, body = raw.partition(b"\n")
-    if len(head) > MAX_HEADER:
-        return None, b""
+        return None, 0
+    end = raw.find(b"\n", 0, MAX_HEADER + 1)
+    if end < 0:
+        return None, 0
     try:
-        header = json.loads(head)
+        header = json.loads(raw[:end])
     except (ValueError, RecursionError):   # nested deeper than Python recurses
-        return None, b""
-    if not isinstance(header, dict) or header.get("length") != len(body):
-        return None, b""
-    if header.pop("mac", None) != mac(key, signed(header, body)):
-        return None, b""
-    return header, body
+        return None, 0
+    start = end + 1
+    if not isinstance(header, dict) or header.get("length") != len(raw) - start:
+        return None, 0
+    first = raw.find(b"\n", start)
+    first = len(raw) if first < 0 else first
+    expected = header.pop("mac", None)
+    if not intact(key, expected, signed(header), memoryview(raw)[start:first]):
+        return None, 0
+    return header, start
 
 
-def signed(header: dict, body: bytes) -> bytes:
-    """What the MAC covers: the header's fields but the MAC itself, and the body."""
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n" + body
+def intact(key: bytes, expected, *parts) -> bool:
+    """Whether `parts` (bytes or memoryviews: a section's line, or the header's fields and
+    the inputs) have the MAC `expected` (the header's)."""
+    return isinstance(expected, str) and hmac.compare_digest(mac(key, *parts), expected)
 
 
-def mac(key: bytes, data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=32, key=key).hexdigest()
+def signed(header: dict) -> bytes:
+    """What the header's MAC covers of the header: its fields but the MAC itself (then the
+    body's first line)."""
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def mac(key: bytes, *parts) -> str:
+    h = hashlib.blake2b(digest_size=32, key=key)
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
 
 
 def secret(root: str, create: bool = True) -> Optional[bytes]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Sequence
 
 _INDEX = struct.Struct("<I")
 _FRAME = struct.Struct("<IBI")       # chunk index, kind, payload length

@@ -17,7 +17,7 @@ import time
 
 import firmware_images as fw
 import pytest
-from cgsc.output import cache, cache_env, cache_file
+from cgsc.output import cache, cache_env, cache_file, stats
 from helpers import EXAMPLES, run_cli
 from measure_helpers import spec_text
 from writes_helpers import make_fleet, tree
@@ -257,6 +257,11 @@ def test_a_change_to_cgsc_s_own_code_changes_the_fingerprint(tmp_path, monkeypat
     names = set(cache_env.code_files())
     assert {"cgsc/cli.py", "cgsc/output/cache.py", "cgsc.schema/guest.schema.json",
             "cgsc.targets/templates/launch.sh.j2"} <= names
+    from cgsc.output import stats
+    if stats.compiled is not None:   # the compiled stat loop is code the records rest on
+        import cgsc.output._stats as compiled_loop
+        assert os.path.realpath(compiled_loop.__file__) in map(
+            os.path.realpath, cache_env.code_files().values())
 
 
 # -- timestamps too close to a record ---------------------------------------------------------
@@ -275,13 +280,11 @@ def test_files_changed_within_the_margin_of_a_record_are_compared_again(tmp_path
     assert not os.path.exists(os.path.join(out, ".cgsc", cache_file.FILE))
 
 
-class _Changed:
-    """A stat result whose change time is now (what a file written in this very tick has)."""
-
-    def __init__(self, st):
-        for field in ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_mode"):
-            setattr(self, field, getattr(st, field))
-        self.st_ctime_ns = time.time_ns()
+def _changed_now(key: bytes) -> bytes:
+    """A packed stat key whose change time is now (what a file written in this very tick
+    has)."""
+    dev, ino, size, mtime, _ctime, mode = stats.KEY.unpack(key)
+    return stats.KEY.pack(dev, ino, size, mtime, time.time_ns(), mode)
 
 
 def test_a_guest_compared_within_the_tick_of_its_files_is_never_recorded(tmp_path, compiled,
@@ -293,16 +296,24 @@ def test_a_guest_compared_within_the_tick_of_its_files_is_never_recorded(tmp_pat
     monkeypatch.setattr(cache, "MARGIN_NS", 0)   # anything older than the check: recorded
     specs, out = _fleet(tmp_path, 1)
     artifact = os.path.join(out, "node-0000", "node-0000.sh")
-    real_stat = os.stat
+    name = os.path.join("node-0000", "node-0000.sh")   # (relative to the output directory)
+    real_packed = cache.packed
+    seen = []
 
-    def this_tick(path, *args, **kw):
-        st = real_stat(path, *args, **kw)
-        return _Changed(st) if path == artifact else st
-    monkeypatch.setattr(cache.os, "stat", this_tick)
+    def this_tick(dir_fd, paths, *how):
+        keys = real_packed(dir_fd, paths, *how)
+        if not any(p.endswith(name) for p in paths):
+            return keys
+        seen.append(paths)
+        size = stats.KEY.size
+        return b"".join(_changed_now(keys[i * size:(i + 1) * size]) if p.endswith(name)
+                        else keys[i * size:(i + 1) * size] for i, p in enumerate(paths))
+    monkeypatch.setattr(cache, "packed", this_tick)
     compiled.clear()
     assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == ["node-0000.toml"]
+    assert seen   # (the artifact's key was asked for when the record was made)
     assert cache.load(out, None).records(cache.Cache(out, None, None).suffix(())) == {}
-    monkeypatch.setattr(cache.os, "stat", real_stat)
+    monkeypatch.setattr(cache, "packed", real_packed)
     _rewrite(artifact, b"#!/bin/sh", b"#!Xbin/sh")
     compiled.clear()
     code, _stdout, err = _cli("check", *specs, "-o", out)
@@ -349,7 +360,7 @@ def test_a_planted_header_longer_than_cgsc_writes_is_not_parsed(tmp_path, no_mar
     monkeypatch.setattr(cache_file.json, "loads", lambda text, **kw: parsed.append(text))
     secret = cache_file.secret(out, create=False)
     planted = b"[" + b"0," * (cache_file.MAX_HEADER // 2) + b"0]\n" + body
-    assert cache_file.verified(planted, secret) == (None, b"") and parsed == []
+    assert cache_file.verified(planted, secret) == (None, 0) and parsed == []
 
 
 def test_a_cache_from_anywhere_else_is_foreign(tmp_path, no_margin, compiled):
@@ -387,15 +398,16 @@ def test_records_of_the_wrong_shape_are_misses_not_crashes(tmp_path, no_margin, 
 
 
 @pytest.mark.parametrize("summary", [
-    ["q35", 1, "not base64!"], ["q35", 2, "AAAAAAAAAAA="], ["q35", 9, "AAAAAAAAAAA="],
-    ["q35", -1, ""], ["q35", True, "AAAAAAAAAAA="], [35, 0, ""], ["q35", 0], [], None,
-    {"claims": [0, ""]}, {"name": "x", "diagnostics": [], "skipped": [], "machine": "q35",
-                          "claims": [0, "", "extra"]}])
+    ["q35", "not hex!", ""], ["q35", "0" * 15, ""], ["q35", "", "0" * 17],
+    ["q35", "g" * 16, ""], ["q35", "00 " + "0" * 13, ""], ["q35", "\u0663" * 16, ""],
+    ["q35", 1, ""], ["q35", True, ""], ["q35", "", None], [35, "", ""], ["q35", ""], [],
+    None, {"claims": ["", ""]}, {"name": "x", "diagnostics": [], "skipped": [],
+                                 "machine": "q35", "claims": ["", "", "extra"]}])
 def test_a_record_whose_report_cannot_be_read_is_a_miss(tmp_path, no_margin, compiled,
                                                          summary):
     """A record that holds (its files unchanged) but whose report is not one cgsc writes
-    (its claims not whole 64-bit integers, counts out of range, fields missing) is
-    compiled again, never taken in part or a crash."""
+    (its claims not the hex of whole 64-bit integers, fields missing) is compiled again,
+    never taken in part or a crash."""
     specs, out = _fleet(tmp_path, 1)
     _recorded(specs, out, compiled)
     memo = cache.load(out, None)
@@ -423,9 +435,9 @@ def test_a_report_field_of_the_wrong_type_is_a_miss_not_a_crash(tmp_path, no_mar
     memo = cache.load(out, None)
     records = memo.records(memo.suffix(()))
     (key,) = records
-    machine, count, claims = records[key][5]
+    machine, exclusive, shared = records[key][5]
     summary = {"name": "node-0000", "diagnostics": [], "skipped": [], "machine": machine,
-               "claims": [count, claims], field: value}
+               "claims": [exclusive, shared], field: value}
     records[key] = records[key][:5] + [summary]
     memo.dirty = True
     memo.save()
@@ -554,6 +566,32 @@ def test_a_guest_from_the_cache_still_meets_the_others_claims(tmp_path, no_margi
     assert code == 1 and "root.qcow2" in err and "node-0001" in err, err
 
 
+def test_a_record_with_claims_that_are_not_hex_leaves_the_others_claims_whole(
+        tmp_path, no_margin, compiled):
+    """The claims of a block of records are decoded together: one record whose claims
+    look like hex and are not is compiled again, and the guests after it keep their own
+    claims (a new spec taking the last one's disk still conflicts with it)."""
+    specs, out = _fleet(tmp_path, 3)
+    _recorded(specs, out, compiled)
+    memo = cache.load(out, None)
+    records = memo.records(memo.suffix(()))
+    first = sorted(records)[0]
+    machine, exclusive, shared = records[first][5]
+    assert exclusive and not len(exclusive) % 16
+    records[first] = records[first][:5] + [[machine, "g" * len(exclusive), shared]]
+    memo.dirty = True
+    memo.save()
+    thief = tmp_path / "specs" / "thief.toml"
+    with open(specs[2], encoding="utf-8") as fh:
+        text = fh.read()
+    thief.write_text(text.replace('"node-0002"', '"thief"').replace(
+        "/run/cgsc/node-0002/", "/run/cgsc/thief/"))   # node-0002's disk, its own name
+    compiled.clear()
+    code, _stdout, err = _cli("check", *specs, str(thief), "-o", out)
+    assert compiled[:2] == ["node-0000.toml", "thief.toml"], compiled
+    assert code == 1 and "root.qcow2" in err and "node-0002" in err, err
+
+
 # -- a boot file rewritten within its tick while a fleet runs ---------------------------------
 
 def test_a_boot_file_read_early_in_a_fleet_is_recorded_as_read_then(tmp_path, monkeypatch):
@@ -680,6 +718,41 @@ def test_records_of_each_set_of_targets_are_kept_and_read_apart(tmp_path, no_mar
     memo = cache.load(out, None)
     assert sorted(memo.records(memo.suffix(()))) == sorted(specs)
     assert sorted(memo.records(memo.suffix(("shell", "systemd", "libvirt")))) == sorted(specs)
+
+
+def test_a_damaged_section_is_not_trusted_and_its_neighbour_still_is(tmp_path, no_margin,
+                                                                       compiled):
+    """Each section has its own MAC (a run checks only the one it reads): a byte changed
+    in one set of targets' records makes that section a miss, and it is replaced; the
+    other section's records still hold. Sections moved elsewhere in the file are not
+    where the header's table (under its MAC) says: nothing is trusted."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    named = ("-t", "shell", "-t", "systemd", "-t", "libvirt")
+    assert _cli("check", *specs, "-o", out, *named)[0] == 0 and len(compiled) == 2
+    with open(_cache_file(out), "rb") as fh:
+        data = fh.read()
+    lines = data.split(b"\n")
+    assert len(lines) == 4   # header, inputs, a section for each set of targets
+    named_at = 2 if b'"\\nshell,systemd,libvirt\\n' in lines[2] else 3
+    damaged = list(lines)
+    line = damaged[named_at]
+    at = line.index(b"node-0001")
+    damaged[named_at] = line[:at] + b"node-0002" + line[at + 9:]   # the same length
+    with open(_cache_file(out), "wb") as fh:
+        fh.write(b"\n".join(damaged))
+    for targets, expected in (((), 0), (named, 2), (named, 0), ((), 0)):
+        compiled.clear()
+        assert _cli("check", *specs, "-o", out, *targets)[0] == 0
+        assert len(compiled) == expected, targets
+    # the two sections swapped: their offsets in the header no longer name them
+    with open(_cache_file(out), "rb") as fh:
+        header, inputs, first, second = fh.read().split(b"\n")
+    assert len(first) != len(second)
+    with open(_cache_file(out), "wb") as fh:
+        fh.write(b"\n".join((header, inputs, second, first)))
+    compiled.clear()
+    assert _cli("check", *specs, "-o", out)[0] == 0 and len(compiled) == 2
 
 
 def test_each_working_directory_keeps_its_records(tmp_path, no_margin, compiled, monkeypatch):
