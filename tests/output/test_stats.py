@@ -21,7 +21,8 @@ def compiled():
         if os.environ.get("CI"):   # CI installs a C compiler: the loop must have been built
             pytest.fail("cgsc.output._stats was not built (pip install -e . with gcc and the "
                         "Python headers builds it)")
-        pytest.skip("cgsc.output._stats not built (no C compiler when pip installed cgsc)")
+        pytest.skip("cgsc.output._stats not built: install gcc and python3-dev, then "
+                    "pip install -e . again")
     return stats.compiled
 
 
