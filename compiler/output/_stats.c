@@ -16,6 +16,7 @@
 #include <Python.h>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,18 +44,18 @@ static PyObject *packed(PyObject *module, PyObject *args)
 {
     PyObject *dir_obj, *paths;
     Py_ssize_t nofollow, here = 0;
-    int dir_fd = AT_FDCWD;
+    int dir_fd = AT_FDCWD, too_large = 0;
     if (!PyArg_ParseTuple(args, "OO!n|n", &dir_obj, &PyTuple_Type, &paths, &nofollow, &here))
         return NULL;
-    if (dir_obj != Py_None) {
-        long value = PyLong_AsLong(dir_obj);
+    if (dir_obj != Py_None) {   /* as os.stat takes it: any C int goes to the kernel (a
+                                   negative one: EBADF, or AT_FDCWD), a larger one is an
+                                   OverflowError once a path is looked up from it */
+        int overflow;
+        long value = PyLong_AsLongAndOverflow(dir_obj, &overflow);
         if (value == -1 && PyErr_Occurred())
             return NULL;
-        if (value < 0 || value > INT32_MAX) {
-            PyErr_SetString(PyExc_ValueError, "dir_fd out of range");
-            return NULL;
-        }
-        dir_fd = (int)value;
+        too_large = overflow || value < INT_MIN || value > INT_MAX;
+        dir_fd = too_large ? AT_FDCWD : (int)value;
     }
     Py_ssize_t count = PyTuple_GET_SIZE(paths);
     PyObject *result = PyBytes_FromStringAndSize(NULL, count * RECORD);
@@ -69,6 +70,11 @@ static PyObject *packed(PyObject *module, PyObject *args)
         }
         if (!PyUnicode_FSConverter(path, &encoded))   /* surrogateescape, NUL: ValueError */
             goto fail;
+        if (too_large && i >= here) {   /* (os.stat converts the path first) */
+            Py_DECREF(encoded);
+            PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+            goto fail;
+        }
         struct stat st;
         int failed;
         Py_BEGIN_ALLOW_THREADS

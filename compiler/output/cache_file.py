@@ -52,15 +52,21 @@ def verified(raw: Optional[bytes], key: Optional[bytes]) -> Tuple[Optional[dict]
     first = raw.find(b"\n", start)
     first = len(raw) if first < 0 else first
     expected = header.pop("mac", None)
-    if not intact(key, expected, signed(header), memoryview(raw)[start:first]):
+    try:   # (json.dumps recurses deeper than json.loads: a header nested just short of
+        fields = signed(header)   # what loads takes is one dumps refuses)
+    except RecursionError:
+        return None, 0
+    if not intact(key, expected, fields, memoryview(raw)[start:first]):
         return None, 0
     return header, start
 
 
 def intact(key: bytes, expected, *parts) -> bool:
     """Whether `parts` (bytes or memoryviews: a section's line, or the header's fields and
-    the inputs) have the MAC `expected` (the header's)."""
-    return isinstance(expected, str) and hmac.compare_digest(mac(key, *parts), expected)
+    the inputs) have the MAC `expected` (the header's; a planted one may be any str, and
+    compare_digest raises TypeError for one that is not ASCII)."""
+    return (isinstance(expected, str) and expected.isascii()
+            and hmac.compare_digest(mac(key, *parts), expected))
 
 
 def signed(header: dict) -> bytes:

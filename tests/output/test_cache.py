@@ -327,7 +327,7 @@ def _cache_file(out):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "header-only",
-                                    "deep-array", "deep-object"])
+                                    "deep-array", "deep-object", "mac-not-ascii"])
 def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, damage):
     specs, out = _fleet(tmp_path)
     _recorded(specs, out, compiled)
@@ -337,13 +337,32 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, no_margin, compiled, 
                "flipped": data[:-10] + bytes([data[-10] ^ 1]) + data[-9:], "empty": b"",
                "header-only": data.partition(b"\n")[0],
                # a planted header that nests deeper than Python's recursion limit
-               "deep-array": b"[" * 200_000 + b"\n", "deep-object": b'{"a":' * 200_000}[damage]
+               "deep-array": b"[" * 200_000 + b"\n", "deep-object": b'{"a":' * 200_000,
+               # hmac.compare_digest raises TypeError for a str that is not ASCII
+               "mac-not-ascii": _header_with(data, mac="\u00e9" * 64)}[damage]
     with open(_cache_file(out), "wb") as fh:
         fh.write(damaged)
     assert _cli("check", *specs, "-o", out)[0] == 0
     assert len(compiled) == len(specs)
     compiled.clear()
     assert _cli("check", *specs, "-o", out)[0] == 0 and compiled == []   # replaced
+
+
+def _header_with(data: bytes, **fields) -> bytes:
+    """A cache file's bytes with fields of its header replaced (its MAC left as it was)."""
+    head, sep, body = data.partition(b"\n")
+    return json.dumps({**json.loads(head), **fields}).encode("ascii") + sep + body
+
+
+def test_a_header_nested_as_deep_as_the_parser_takes_is_refused_not_a_crash(tmp_path):
+    """The header's fields are serialized again for its MAC (signed()) before the MAC can
+    be checked: a planted header nested just less deep than json.loads takes was a
+    RecursionError out of json.dumps (exit 3) for every cgsc check of that directory.
+    Every depth, up to where the parser itself refuses, is refused as a cache."""
+    import sys
+    for depth in range(1, sys.getrecursionlimit() + 10):
+        planted = b'{"length":0,"a":' + b"[" * depth + b"]" * depth + b"}\n"
+        assert cache_file.verified(planted, b"k" * 32) == (None, 0), depth
 
 
 def test_a_planted_header_longer_than_cgsc_writes_is_not_parsed(tmp_path, no_margin, compiled,

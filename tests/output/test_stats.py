@@ -120,6 +120,25 @@ def test_the_compiled_loop_raises_what_python_raises(entries, compiled, paths, n
     assert _raised(stats.packed_python, fd, ("loop",), 0)[1] == errno.ELOOP
 
 
+@pytest.mark.parametrize("dir_fd", [-1, -100, 2**31, -2**31 - 1, 2**70])
+def test_a_dir_fd_os_stat_would_take_or_refuse_is_taken_or_refused_alike(entries, compiled,
+                                                                          monkeypatch, dir_fd):
+    """dir_fd as os.stat takes it: any C int reaches the kernel (-1: EBADF for a relative
+    path, none for an absolute one; -100 is AT_FDCWD on Linux, the working directory), a
+    larger one is an OverflowError when a path is looked up from it, after that path is
+    converted (a NUL in it: ValueError first), and none at all when no path is."""
+    fd, _names = entries
+    monkeypatch.chdir(f"/proc/self/fd/{fd}")
+    absolute = os.path.realpath("file")
+    for paths, here in ((("file",), 0), ((absolute,), 0), (("file", "sub"), 0),
+                        (("file", "fi\0le"), 0), (("file",), 1), ((), 0)):
+        expected = _raised(stats.packed_python, dir_fd, paths, 0, here)
+        assert _raised(compiled, dir_fd, paths, 0, here) == expected, (paths, here)
+        if expected is None:
+            assert compiled(dir_fd, paths, 0, here) == stats.packed_python(dir_fd, paths, 0,
+                                                                           here)
+
+
 def test_a_time_beyond_64_bit_nanoseconds_is_an_overflow_in_both(tmp_path, compiled):
     late = tmp_path / "late"
     late.write_bytes(b"")
