@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
@@ -76,13 +77,16 @@ static PyObject *packed(PyObject *module, PyObject *args)
             goto fail;
         }
         struct stat st;
-        int failed;
+        int failed, error = 0;
         Py_BEGIN_ALLOW_THREADS
         failed = fstatat(i < here ? AT_FDCWD : dir_fd, PyBytes_AS_STRING(encoded), &st,
                          i < nofollow ? AT_SYMLINK_NOFOLLOW : 0);
+        if (failed)
+            error = errno;   /* before anything else can change it (free() may) */
         Py_END_ALLOW_THREADS
         Py_DECREF(encoded);
         if (failed) {
+            errno = error;
             PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
             goto fail;
         }
