@@ -4,17 +4,20 @@ found up to date, so that the next run compiles only the specs whose inputs chan
 A guest is recorded when its artifacts on disk were compared with what its spec builds
 and found equal. Its record holds the stat (device, inode, size, mtime, ctime, mode) of
 the spec, of the guest directory and of every artifact, the sha256 of every other file
-the compile read (bases, measured boot files, ID keys), the spec's real path and root
-(which the recorded paths follow from), and what the run reports for it (its warnings,
-skipped targets, machine type, the hashes of its claims on its host). The guest is up to
-date, and neither compiled nor compared, only while all of that holds:
+the compile read (bases, measured boot files, ID keys), the real path and spec root of
+the spec's directory (which the recorded paths follow from), and what the run reports
+for it (its warnings, skipped targets, machine type, the hashes of its claims on its
+host). The guest is up to date, and neither compiled nor compared, only while all of
+that holds:
 - the spec, the guest directory and each artifact have the recorded stat. A guest is
   recorded only when none of those times is within MARGIN of the comparison: a file
   written within one timestamp tick of its comparison can change again without changing
   either time (a same-size rewrite), so such a guest is compiled and compared again
   (git's racily clean entries), and only a later comparison records it. (A record's
   stat is compared for equality, so its times stay that old: the rule needs no second
-  look when the record is read.);
+  look when the record is read.) A spec path that is a symlink or names a directory is
+  never recorded;
+- the spec's directory resolves to the recorded real path and root;
 - every other file read has the recorded sha256: proven by its stat under the same rule,
   else read and hashed again;
 - the whole cache was written for this environment (cache_env.fingerprint()): cgsc's
@@ -23,26 +26,27 @@ date, and neither compiled nor compared, only while all of that holds:
   the same targets (-t), --strict, host profile and working directory (specs are keyed
   by the path given).
 Anything else is a miss: the guest is compiled and compared as without a cache. The
-file's header with its inputs, each of its sections and every record are keyed (BLAKE2b)
-with a secret in OUT/.cgsc/key (cache_file.py): a cache that is truncated, corrupted, of
-another format or environment, written elsewhere (committed to a repository, copied with
-the output directory) or forged, too large, or not a regular file is ignored and
-replaced, and so is a section that fails its MAC when a run reads it (a run checks only
-its own section: the others are megabytes it does not need); without a usable key there
-is no cache.
-Nothing outside the output directory is read or written for it. It is JSON, never code:
-a header (with the table of sections: where each is and its MAC), a line of the inputs,
-then a line for each suffix (the targets, --strict, host and working directory of the
-runs that wrote it) with its records, checked and parsed only by a run with that suffix (`check` and `check --all`, a hook run in a subdirectory and CI at the top,
-keep theirs apart). It is written whole and renamed into place under
-the output directory's lock: exclusive in a build, shared in `check` (checks racing one
-another each write a complete cache; the last rename wins). `--no-cache` neither reads
-nor writes it.
+file's header with its inputs and each of its sections are keyed (BLAKE2b) with a secret
+in OUT/.cgsc/key (cache_file.py): a cache that is truncated, corrupted, of another format
+or environment, written elsewhere (committed to a repository, copied with the output
+directory) or forged, too large, or not a regular file is ignored and replaced, and so
+is a section that fails its MAC when a run reads it (a run checks only its own section:
+the others are megabytes it does not need); without a usable key there is no cache.
+Nothing outside the output directory is read or written for it. It is data, never code:
+a header (JSON, with the table of sections: where each is and its MAC), a line of the
+inputs (JSON), then a section for each suffix (the targets, --strict, host and working
+directory of the runs that wrote it: `check` and `check --all`, a hook run in a
+subdirectory and CI at the top, keep theirs apart), its records as columns
+(cache_section.py), checked and parsed only by a run with that suffix. It is written
+whole and renamed into place under the output directory's lock: exclusive in a build,
+shared in `check` (checks racing one another each write a complete cache; the last
+rename wins). `--no-cache` neither reads nor writes it.
 
 Reading it is most of what a run of a large unchanged fleet does: ~60,000 stat calls for
-10,000 guests. valid_indexes() shares them among every core (workers.pulled), while this
-process loads what the guests that miss will need; the workers send back the indexes of
-the guests that hold and their claim hashes (Claims), not a report each.
+10,000 guests. valid_indexes() has threads take them, a block of records at a time and
+without the interpreter's lock (stats.batch), while this one loads what the guests that
+miss will need; the keys of a block are compared with the recorded ones in one
+comparison, and the claims of the guests that hold are taken from the section's arrays.
 """
 
 from __future__ import annotations
@@ -53,18 +57,20 @@ import os
 import stat
 import time
 from array import array
-from itertools import chain, repeat
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic
 from ..spec.paths import spec_root
 from . import cache_file
 from .cache_env import code_digest, cwd, fingerprint
+from .cache_section import Section, owners
 from .outdir import PRIVATE, open_root, plain
-from .stats import FIELDS, KEY, mode, packed, unpacked
+from . import stats
+from .stats import FIELDS, FROM_CWD, KEY, NO_LINK, NOFOLLOW, entry, spread, unpacked
 
 FORMAT = "cgsc-incremental-cache"
-VERSION = 3
+VERSION = 4   # 4: sections of columns (cache_section.py)
+_DOTS = ("", os.curdir, os.pardir)   # a spec path ending so names a directory
 MARGIN_NS = 2_000_000_000   # timestamps this close to a record are not trusted: file
 #                             systems with 1-2 s timestamps (FAT, ext3), clock steps
 
@@ -74,19 +80,11 @@ MARGIN_NS = 2_000_000_000   # timestamps this close to a record are not trusted:
 CACHEABLE_TARGETS = ("shell", "systemd", "libvirt", "kubevirt", "reference-values")
 
 
-DIGEST_SIZE = 20
-
-
-def _keyed(secret: bytes, state: bytes) -> str:
-    """A record's digest: its state (Cache._state) keyed with the cache's secret (no one
-    without the key can make a record that holds)."""
-    return hashlib.blake2b(state, digest_size=DIGEST_SIZE, key=secret).hexdigest()
-
-
-def _inputs(pairs) -> str:
-    """The (path, sha256) of a record's other inputs as its state holds them (NUL never
-    occurs in a path: it separates them)."""
-    return "\0".join(f"{path}\0{sha}" for path, sha in pairs)
+def _split_spec(spec: str) -> Tuple[str, str]:
+    """(the directory a spec path names, as Cache._place takes it, its last part): "/x"
+    is in "/", "x" in "" (the working directory): neither is the other."""
+    head, sep, tail = spec.rpartition(os.sep)
+    return head or sep, tail
 
 
 def artifact_names(encoded: str, name: str) -> List[str]:
@@ -125,32 +123,12 @@ def _summary(report: dict):
 def _claims(claims) -> list:
     """(exclusive, shared) claim hashes as [hex of the exclusive ones, hex of the shared
     ones], each as signed 64-bit integers in this machine's byte order (the cache is this
-    machine's): hex, so that the claims of a block of records are decoded in one call
-    (Claims.add)."""
+    machine's; its section holds them raw: cache_section.py)."""
     try:
         exclusive, shared = claims
         return [array("q", exclusive).tobytes().hex(), array("q", shared).tobytes().hex()]
     except (TypeError, ValueError, OverflowError):
         raise _Unrecordable("claims") from None
-
-
-def _unclaims(exclusive, shared) -> tuple:
-    """_claims' value back, as two arrays (ValueError or TypeError for anything else: the
-    record is then a miss)."""
-    out = []
-    for text in (exclusive, shared):
-        if not _hex(text):
-            raise ValueError("not claims")
-        values = array("q")
-        values.frombytes(bytes.fromhex(text))
-        out.append(values)
-    return tuple(out)
-
-
-def _hex(text) -> bool:
-    """Whether `text` can be the hex of 64-bit integers (bytes.fromhex() says the rest)."""
-    return (type(text) is str and not len(text) & 15 and text.isascii()
-            and (not text or text.isalnum()))
 
 
 def _encode(value):
@@ -197,21 +175,12 @@ def _decode(value):
     raise ValueError("not a report")
 
 
-def _usual(summary) -> bool:
-    """A report of the usual form (_summary): [machine type, claims...]."""
-    return type(summary) is list and len(summary) == 3 and type(summary[0]) is str
-
-
 def _report(name: str, summary) -> tuple:
-    """(diagnostics, skipped, machine, claims) of the report a record holds."""
-    if _usual(summary):
-        return (), (), summary[0], _unclaims(summary[1], summary[2])
-    if type(summary) is not dict or set(summary) != set(REPORT_FIELDS):
+    """(diagnostics, skipped, machine) of a report recorded in full (_summary: a dict;
+    its claims are read with every record's: Claims.take)."""
+    if type(summary) is not dict or set(summary) != set(REPORT_FIELDS) - {"claims"}:
         raise ValueError("not a report")
-    claims = summary["claims"]
-    if type(claims) is not list or len(claims) != 2:
-        raise ValueError("not claims")
-    report = {field: _decode(value) for field, value in summary.items() if field != "claims"}
+    report = {field: _decode(value) for field, value in summary.items()}
     diagnostics, skipped = report["diagnostics"], report["skipped"]
     if (report["name"] != name or type(report["machine"]) is not str
             or type(diagnostics) is not tuple or type(skipped) is not tuple
@@ -220,80 +189,51 @@ def _report(name: str, summary) -> tuple:
         raise ValueError("not a report")   # (each field of the type fleet.Result gives it)
     for why in skipped:   # (target, rule, reason)
         _strings(why, 3)
-    return diagnostics, skipped, report["machine"], _unclaims(*claims)
+    return diagnostics, skipped, report["machine"]
 
 
 class Claims:
     """The claim hashes of the guests taken from the cache, as conflicts.Registry holds
-    them (hash arrays and their owners' indexes), gathered where the records are checked
-    (a worker sends four byte strings, not a tuple a guest). The usual records' hex is
-    decoded a block at a time (done()): one call, not one a guest."""
+    them: arrays of hashes, and of their owners' indexes (owners(): made only when two
+    hashes meet, which a fleet without conflicts never needs). A section's are decoded
+    at once and taken a run of consecutive records at a time (take())."""
 
     def __init__(self) -> None:
-        self.exclusive, self.exclusive_owner = array("q"), array("q")
-        self.shared, self.shared_owner = array("q"), array("q")
-        self._owners: List[int] = []
-        self._exclusive: List[str] = []
-        self._shared: List[str] = []
+        self.exclusive, self.shared = array("q"), array("q")
+        self._runs: List[Tuple[int, list, list]] = []   # first owner, claim counts
+        self.clean = True   # no hash of one guest's meets another's (all from one clean
+        #                     section: a part of a set without a conflict has none)
 
-    def add(self, index: int, name: str, summary) -> bool:
-        """Take the claims of guest `index` from its record's summary; False when that
-        cannot be read (the guest is then compiled)."""
-        if type(summary) is list and len(summary) == 3:   # _usual(): kept to its checks
-            exclusive, shared = summary[1], summary[2]
-            if (type(summary[0]) is str and type(exclusive) is str and type(shared) is str
-                    and not (len(exclusive) | len(shared)) & 15):   # (hex: done())
-                self._owners.append(index)
-                self._exclusive.append(exclusive)
-                self._shared.append(shared)
-                return True
-        try:
-            _diagnostics, _skipped, _machine, (exclusive, shared) = _report(name, summary)
-        except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
-            return False
-        self._extend(index, exclusive, shared)
-        return True
+    def take(self, section: Section, hits: List[Tuple[int, int]]) -> None:
+        """Take the claims of the guests `hits` ((index, position in `section`), in
+        order)."""
+        if not hits:
+            return
+        self.clean = section.clean and not self._runs   # (one section's only)
+        decoded = section.exclusive, section.shared
+        offsets, counts = section.offsets(), (section.counts[0::2], section.counts[1::2])
+        start = 0
+        for k in range(1, len(hits) + 1):
+            if k < len(hits) and hits[k][0] == hits[k - 1][0] + 1 and (
+                    hits[k][1] == hits[k - 1][1] + 1):
+                continue
+            (first, j), (_last, end) = hits[start], hits[k - 1]
+            self.exclusive += decoded[0][offsets[0][j]:offsets[0][end + 1]]
+            self.shared += decoded[1][offsets[1][j]:offsets[1][end + 1]]
+            self._runs.append((first, counts[0][j:end + 1], counts[1][j:end + 1]))
+            start = k
 
-    def done(self) -> List[int]:
-        """Decode what add() took; the indexes of guests whose claims turn out not to be
-        hex after all (their records are then misses)."""
-        owners, exclusive, shared = self._owners, self._exclusive, self._shared
-        self._owners, self._exclusive, self._shared = [], [], []
-        try:
-            texts = ["".join(exclusive), "".join(shared)]
-            decoded = [bytes.fromhex(text) for text in texts]
-            if any(2 * len(data) != len(text) for data, text in zip(decoded, texts)):
-                raise ValueError("whitespace")   # (fromhex skips it)
-        except ValueError:   # one of them (never written so by cgsc): found one at a time
-            bad = []
-            for index, parts in zip(owners, zip(exclusive, shared)):
-                try:
-                    self._extend(index, *_unclaims(*parts))
-                except ValueError:
-                    bad.append(index)
-            return bad
-        for values, owner, data, texts in ((self.exclusive, self.exclusive_owner, decoded[0],
-                                            exclusive),
-                                           (self.shared, self.shared_owner, decoded[1], shared)):
-            values.frombytes(data)
-            owner.extend(chain.from_iterable(map(repeat, owners,
-                                                 [len(text) >> 4 for text in texts])))
-        return []
-
-    def _extend(self, index: int, exclusive, shared) -> None:
-        self.exclusive += exclusive
-        self.exclusive_owner += array("q", (index,)) * len(exclusive)
-        self.shared += shared
-        self.shared_owner += array("q", (index,)) * len(shared)
-
-    def packed(self) -> Tuple[bytes, bytes, bytes, bytes]:
-        return (self.exclusive.tobytes(), self.exclusive_owner.tobytes(),
-                self.shared.tobytes(), self.shared_owner.tobytes())
-
-    def merge(self, packed: Tuple[bytes, bytes, bytes, bytes]) -> None:
-        for target, data in zip((self.exclusive, self.exclusive_owner, self.shared,
-                                 self.shared_owner), packed):
-            target.frombytes(data)
+    def owners(self, offset: int = 0) -> Tuple[array, array]:
+        """The owner of each hash in `exclusive` and `shared` (its guest's index), each
+        `offset` further on."""
+        out = []
+        for which in (1, 2):
+            made = array("q")
+            for run in self._runs:
+                made += owners(range(run[0] + offset, run[0] + offset + len(run[which])),
+                               run[which])
+            out.append(made)
+        return out[0], out[1]
 
 
 class Cache:
@@ -311,18 +251,14 @@ class Cache:
         # suffix (the targets, --strict and host of a run: suffix()) -> spec -> record; a
         # section of the file is checked and parsed when a run with its suffix needs it
         # (_raw until then: the file's bytes, where its records are, its line and its MAC)
-        self.guests: Dict[str, Dict[str, list]] = {}
+        self.guests: Dict[str, Section] = {}
         self._raw: Dict[str, tuple] = dict(doc["sections"]) if doc else {}
         self.index = {e[0]: i for i, e in enumerate(self.inputs)
                       if isinstance(e, list) and e and isinstance(e[0], str)}
         self.now = time.time_ns()
         self.dirty = replace   # a cache there that is not trusted: replaced even if empty
-        self.refreshed: Dict[int, list] = {}   # inputs hashed again in this process
-        self.unkeyed: Dict[tuple, bytes] = {}  # records stored, their state keyed on save
         self._known: Dict[int, Optional[str]] = {}
-        self._texts: Dict[tuple, Optional[str]] = {}          # inputs of a record, as text
-        self._places: Dict[str, Tuple[str, str]] = {}         # spec directory: real, root
-        self._paths: Dict[str, str] = {}                      # artifact names: their paths
+        self._places: Dict[str, list] = {}   # spec directory: [it, real path, root]
         self._fd: Optional[int] = None   # the output directory, while records are validated
 
     def key(self) -> Optional[bytes]:
@@ -348,118 +284,174 @@ class Cache:
         return "\n".join(("", ",".join(requested), "strict" if strict else "", self.host,
                           self.cwd))
 
-    def records(self, suffix: str) -> Dict[str, list]:
+    def records(self, suffix: str) -> Section:
         """spec -> record of the runs with this suffix (parsed now if not yet: a cache
         holds a section for each set of targets it was used with, check --all's among
         them, and a run reads only its own)."""
         records = self.guests.get(suffix)
         if records is None:
-            records = self.guests[suffix] = {}
+            records = Section()
             if suffix in self._raw:
-                raw, begin, end, line, expected = self._raw.pop(suffix)
-                if cache_file.intact(self.secret, expected, memoryview(raw)[line:end]):
-                    records.update(_parsed(raw[begin:end]))
+                raw, begin, end, start, expected = self._raw.pop(suffix)
+                intact = cache_file.checking(self.secret, expected, memoryview(raw)[start:end])
+                parsed = Section(raw[begin:end])
+                if intact():
+                    records = parsed
                 else:   # damaged or planted: none of it is trusted, and it is replaced
                     self.dirty = True
+            self.guests[suffix] = records
         return records
 
     # -- validation ---------------------------------------------------------------------
-    def valid_many(self, items, suffix: str, pending=(), claims: Optional["Claims"] = None
-                   ) -> List[int]:
-        """The indexes of `items` ((index, spec), ...) whose record still holds: its spec,
-        guest directory and artifacts have the recorded stat, every other input the
-        recorded sha256; the claims of each go to `claims`. The record's time rule needs
-        no check here: a record is made only when all those times are older than MARGIN
-        (observe()), and equal stats are equal times. (Kept to its syscalls: it runs for
-        every guest of every run.)"""
+    def valid_many(self, items, suffix: str, pending=(), claims: Optional[Claims] = None,
+                   helpers: int = 0, meanwhile=None) -> List[int]:
+        """The indexes of `items` ((index, spec), ...), in order, whose record still
+        holds: its spec, guest directory and artifacts have the recorded stat keys, its
+        spec directory the recorded real path and root, every other input the recorded
+        sha256; the claims of each go to `claims`. The record's time rule needs no check
+        here: a record is made only when all those times are older than MARGIN
+        (observe()), and equal stats are equal times. The stats are taken in blocks by
+        `threads` threads besides this one (stats.spread) while this one runs
+        `meanwhile()`; the keys of a block of records are compared at once. (A record
+        stored by this process is not checked again by it.)"""
         if self.secret is None:
             return []
-        guests, now, found, state = self.records(suffix), self.now, [], self._state
-        keyed = hashlib.blake2b(digest_size=DIGEST_SIZE, key=self.secret)   # copied: cheaper
-        for index, spec in items:
-            record = guests.get(spec)
-            if record is None:
-                continue
-            try:
-                name, digest, made, names, inputs, summary = record
-                if not 0 < made <= now or name in pending:   # (the name: in the keyed state)
-                    continue
-                text = self._inputs_text(tuple(inputs)) if inputs else ""
-                if text is None:
-                    continue
-                h = keyed.copy()
-                h.update(state(spec, name, names, text)[0])
-                if h.hexdigest() == digest and (claims is None
-                                                or claims.add(index, name, summary)):
-                    found.append(index)
-            except (OSError, TypeError, ValueError, IndexError, AttributeError,
-                    UnicodeError, OverflowError):
-                pass
-        if claims is not None:
-            bad = set(claims.done())
-            if bad:
-                found = [index for index in found if index not in bad]
-        return found
+        claims = Claims() if claims is None else claims
+        section = self.records(suffix)
+        blocks: List[list] = []
+        hits: List[Tuple[int, int]] = []
+        recorded, starts, size = section.keys, section.starts, KEY.size
 
-    def _inputs_text(self, inputs: tuple) -> Optional[str]:
-        """The path and sha256 of each input of a record, as they are now (None: one is
-        gone or moved)."""
-        text = self._texts.get(inputs, False)
-        if text is False:
-            pairs = []
-            for i in inputs:
-                sha = self._input(i)
-                if sha is None:
-                    break
-                pairs.append((self.inputs[i][0], sha))
-            text = self._texts[inputs] = None if len(pairs) < len(inputs) else _inputs(pairs)
-        return text
+        def use(b: int, result) -> None:
+            block = blocks[b]
+            if isinstance(result, Exception):   # (out of memory): no verdict, misses
+                return
+            keys, _failed = result   # (a failed entry: zeros, never a file's key)
+            first, last = block[0][1], block[-1][1]
+            if last - first == len(block) - 1 and keys == recorded[
+                    starts[first] * size:starts[last + 1] * size]:
+                hits.extend(block)   # (the usual case: consecutive records, all holding)
+                return
+            at = 0
+            for index, j in block:
+                end = at + (starts[j + 1] - starts[j]) * size
+                if keys[at:end] == recorded[starts[j] * size:starts[j + 1] * size]:
+                    hits.append((index, j))
+                at = end
+        spread(self._fd, self._planned(items, section, pending, blocks), helpers, use, meanwhile)
+        hits.sort()
+        claims.take(section, hits)
+        return [index for index, _j in hits]
 
-    def _state(self, spec: str, name: str, names: str, text: str):
-        """(state, keys) of what a guest's record covers, as the files are now: the spec's
-        real path, root and stat, the guest directory's and the stat of each artifact
-        (`names`: their names, encoded: artifact_names()), `text` (its other inputs:
-        _inputs_text); `keys`: those stats, packed (stats.py). Raises OSError when one is
-        missing. (Kept to one call for the stats: it runs for every guest of every run.)"""
-        paths = self._paths.get(names)
-        if paths is None:   # "%.sh/manifest.json" -> "\0%/%.sh\0%/manifest.json"
-            paths = self._paths[names] = "".join(f"\0%{os.sep}{n}" for n in names.split("/")
-                                                 ) if names else ""
-        relative = (name + paths.replace("%", name)).split("\0")   # the directory, artifacts
-        if self._fd is None:   # (else relative to the output directory: shorter lookups)
-            relative = [f"{self.root}{os.sep}{path}" for path in relative]
-        # the spec from the working directory and the guest directory not followed
-        keys = packed(self._fd, (spec, *relative), 2, 1)
-        head, sep, tail = spec.rpartition(os.sep)
-        if tail not in ("", os.curdir, os.pardir) and not stat.S_ISLNK(mode(keys)):
-            directory = head or sep   # ("/x": "/"; "x": "", the working directory)
-            place = self._places.get(directory)
-            if place is None:   # a fleet's specs share a few directories: resolved once
-                real_dir = os.path.realpath(directory or os.curdir)
-                prefix = real_dir if real_dir.endswith(os.sep) else real_dir + os.sep
-                place = self._places[directory] = (prefix, spec_root(prefix + tail,
-                                                                     prefix + tail))
-            real, root = place[0] + tail, place[1]
-        else:   # the spec is a symlink, or names a directory: the slow way
-            real = os.path.realpath(spec)
-            keys, root = packed(None, (spec,), 0) + keys[KEY.size:], spec_root(spec, real)
-        # NUL never occurs in a path or name: it separates them
-        head_text = "\0".join((real, root, name, names, text)).encode("utf-8", "surrogateescape")
-        return head_text + b"\0" + keys, keys
+    _BLOCK = 500   # records a batch of stats
+
+    def _planned(self, items: Sequence[Tuple[int, str]], section: Section, pending,
+                 blocks: list):
+        """The stat entries (stats.batch) of the files of `items`' records, a block of
+        items at a time, each block (a list of (index, position in the columns)) put in
+        `blocks` as its entries are yielded. Records that cannot hold are in none:
+        made later than now, of a pending guest, a spec directory or input that is not
+        as recorded (checked once each, and for each record only if one is not)."""
+        where, names, files = section.where, section.name, section.files
+        templates = [self._template(names) for names in section.artifact_sets]
+        bad = self._unusable(section, pending)
+        head = entry(FROM_CWD | NOFOLLOW | NO_LINK, "")[:-1]   # the spec's flag
+        for at in range(0, len(items), self._BLOCK):
+            block: List[Tuple[int, int]] = []
+            entries: List[str] = []
+            count = 0
+            for index, spec in items[at:at + self._BLOCK]:
+                j = where.get(spec)
+                if j is None or j in bad:
+                    continue
+                try:
+                    template, size = templates[files[j]]
+                    if size:
+                        entries.append(f"{head}{spec}{template.replace('%', names[j])}")
+                        block.append((index, j))
+                        count += size
+                except (TypeError, IndexError, AttributeError):
+                    continue
+            blob = "".join(entries).encode("utf-8", "surrogateescape")
+            if block and blob.count(b"\0") == count:   # (else a NUL in a spec or name,
+                blocks.append(block)                  # never cgsc's: misses)
+                yield blob
+
+    def _unusable(self, section: Section, pending) -> set:
+        """The positions of the records that cannot hold whatever their files' stats:
+        made later than now (the clock went back) or not made by cgsc, of a guest a
+        build left pending, under a spec directory or with an input not as recorded.
+        Each table entry is checked once, each record only when one fails (else the
+        usual empty set, at C speed)."""
+        bad: set = set()
+        made = section.made
+        if made and not (0 < min(made) and max(made) <= self.now):
+            bad.update(j for j, when in enumerate(made) if not 0 < when <= self.now)
+        if pending:
+            bad.update(j for j, name in enumerate(section.name) if name in pending)
+        for column, table, holds in ((section.dir, section.dirs, self._place_holds),
+                                     (section.inputs, section.input_sets, self._inputs_hold)):
+            good = {i for i, entry in enumerate(table) if holds(entry)}
+            if len(good) < len(table) or not all(type(i) is int for i in column):
+                bad.update(j for j, i in enumerate(column) if type(i) is not int or i not in good)
+        return bad
+
+    def _place_holds(self, place) -> bool:
+        """Whether a spec directory ([as named, real path, root]) is as recorded."""
+        try:
+            directory, _real, _root = place
+            return type(directory) is str and self._place(directory) == list(place)
+        except (TypeError, ValueError, OSError):
+            return False
+
+    def _place(self, directory: str) -> list:
+        """[directory, its real path (with a separator after it), the spec root of the
+        specs in it] as they are now ("" is the working directory)."""
+        place = self._places.get(directory)
+        if place is None:   # a fleet's specs share a few directories: resolved once
+            real_dir = os.path.realpath(directory or os.curdir)
+            prefix = real_dir if real_dir.endswith(os.sep) else real_dir + os.sep
+            place = self._places[directory] = [directory, prefix,
+                                               spec_root(prefix + "x", prefix + "x")]
+        return place
+
+    def _inputs_hold(self, inputs) -> bool:
+        """Whether each of a set of inputs ([[index, sha256], ...]) has the sha256 recorded."""
+        try:
+            return all(type(i) is int and i >= 0 and self._input(i) == sha for i, sha in inputs)
+        except (TypeError, ValueError):
+            return False
+
+    def _template(self, encoded) -> Tuple[str, int]:
+        """The stat entries (stats.batch) of a guest's directory and artifacts after its
+        spec's path, "%" standing for its name, and how many files with the spec: the
+        spec from the working directory, not followed and no symlink (cgsc does not
+        record one: observe()), the guest directory not followed. ("", 0) for names
+        cgsc would not record: their records never hold."""
+        try:
+            names = artifact_names(encoded, "%")
+        except AttributeError:
+            return "", 0
+        if not all(plain(n.replace("%", "x")) for n in names):
+            return "", 0
+        return ("\0" + entry(NOFOLLOW, "%") + "".join(entry(0, f"%{os.sep}{n}") for n in names),
+                2 + len(names))
 
     def summaries(self, specs: Sequence[str], suffix: str) -> list:
         """For each of `specs`, whose record valid_many() said holds: (name, diagnostics,
-        skipped, machine, a function giving its artifacts' names), or None if it cannot
-        be read (its claims: Claims.add)."""
-        out, guests = [], self.records(suffix)
+        skipped, machine, its artifacts' names, encoded), or None if it cannot be read
+        (its claims: taken where it was validated)."""
+        out, section = [], self.records(suffix)
+        where, names, reports = section.where, section.name, section.report
+        sets, files = section.artifact_sets, section.files
         for spec in specs:
+            j = where[spec]
+            report = reports[j]
             try:
-                name, _digest, _made, names, _inputs, summary = guests[spec]
-                if _usual(summary):   # (its claims: read where it was validated)
-                    out.append((name, (), (), summary[0], names))
+                if type(report) is str:   # the usual report
+                    out.append((names[j], (), (), report, sets[files[j]]))
                 else:
-                    diagnostics, skipped, machine, _claims = _report(name, summary)
-                    out.append((name, diagnostics, skipped, machine, names))
+                    out.append((names[j], *_report(names[j], report), sets[files[j]]))
             except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
                 out.append(None)
         return out
@@ -499,8 +491,7 @@ class Cache:
         if got.count != st.st_size:
             return None
         sha = got.state.hexdigest()
-        self.refreshed[i] = [path, real, sha, *FIELDS(st)[:5], started]
-        self.inputs[i] = self.refreshed[i]
+        self.inputs[i] = [path, real, sha, *FIELDS(st)[:5], started]
         self.dirty = True
         return sha
 
@@ -512,14 +503,16 @@ class Cache:
         that read, whose bytes the guest measured), to be store()d by the process that
         saves the cache; None when it cannot be trusted later (a file changed within
         MARGIN of `started`) or not recorded exactly (another target than cgsc's, an
-        unusual report)."""
+        unusual report, a spec path that is a symlink or names a directory: such a
+        guest is compiled every time)."""
         if out.reads is None or any(t not in CACHEABLE_TARGETS for t, _a in out.artifacts):
             return None
         files, reals = out.reads.files, dict(out.reads.reals)
         if (not files or files[0][0] != spec or not all(plain(n) and "%" not in n for n in names)):
             return None
         summary = _summary(report)
-        if summary is None:
+        directory, tail = _split_spec(spec)
+        if summary is None or tail in _DOTS or "\0" in spec:
             return None
         from ..core.filecache import current, stat_key
         read = current().entries   # boot files: read once, maybe long before `started`
@@ -527,21 +520,29 @@ class Cache:
         try:
             for path, sha in files[1:]:
                 st = os.stat(path)
-                entry = read.get(stat_key(st))
-                made = started if entry is None else min(started, entry.since)
+                earlier = read.get(stat_key(st))
+                made = started if earlier is None else min(started, earlier.since)
                 inputs.append([path, reals.get(path), sha, *FIELDS(st)[:5], made])
-            text = _inputs((e[0], e[2]) for e in inputs)
             encoded = "/".join(n.replace(out.name, "%") for n in names)
-            state, keys = self._state(spec, out.name, encoded, text)
-        except (OSError, OverflowError):
+            # as valid_many() stats them: the spec from the working directory and the
+            # guest directory not followed, the artifacts followed
+            guest = os.path.join(self.root, out.name)
+            keys, failed = stats.batch(-1, "".join((   # as valid_many() stats them
+                entry(FROM_CWD | NOFOLLOW | NO_LINK, spec), entry(FROM_CWD | NOFOLLOW, guest),
+                *(entry(FROM_CWD, os.path.join(guest, artifact))
+                  for artifact in artifact_names(encoded, out.name)))).encode(
+                      "utf-8", "surrogateescape"))
+            place = list(self._place(directory))
+        except (OSError, ValueError, UnicodeError):
             return None
-        if max(max(m, c) for _d, _i, _s, m, c, _m in unpacked(keys)) >= started - MARGIN_NS:
+        if failed or max(max(m, c) for _d, _i, _s, m, c, _m in unpacked(keys)
+                         ) >= started - MARGIN_NS:
             return None
-        return [out.name, state, started, encoded, inputs, summary]   # keyed on save
+        return [out.name, [keys, place], started, encoded, inputs, summary]
 
     def store(self, spec: str, requested: Sequence[str], strict: bool, observed: list) -> None:
         name, state, started, names, inputs, summary = observed
-        indexes = []
+        recorded = []
         for entry in inputs:
             i = self.index.get(entry[0])
             if i is None:
@@ -549,17 +550,10 @@ class Cache:
                 self.inputs.append(entry)
             elif self.inputs[i][1:8] != entry[1:8]:
                 self.inputs[i] = entry
-            indexes.append(i)
-        suffix = self.suffix(requested, strict)
-        self.records(suffix)[spec] = [name, "", started, names, indexes, summary]
-        self.unkeyed[(suffix, spec)] = state
+            recorded.append([i, entry[2]])
+        self.records(self.suffix(requested, strict))[spec] = [name, state, started, names,
+                                                              recorded, summary]
         self.dirty = True
-
-    def merge(self, refreshed: Dict[int, list]) -> None:
-        """Inputs a worker hashed again."""
-        for i, entry in refreshed.items():
-            self.inputs[i] = entry
-            self.dirty = True
 
     # -- writing ------------------------------------------------------------------------
     def save(self, exclusive: bool = False) -> None:
@@ -571,9 +565,6 @@ class Cache:
             if exclusive:
                 cache_file.sweep(self.root)
             return
-        for (suffix, spec), state in self.unkeyed.items():
-            self.guests[suffix][spec][1] = _keyed(self.secret, state)
-        self.unkeyed.clear()
         for suffix in list(self._raw):
             self.records(suffix)
         # Records of specs that are gone (deleted, renamed) are dropped, or a repository
@@ -586,7 +577,7 @@ class Cache:
                          or not os.path.lexists(os.path.join(directory, spec))]:
                 del records[spec]
             if records:
-                line = _dumped(suffix) + b"\t" + _dumped(records)
+                line = _dumped(suffix) + b"\t" + records.line()
                 lines.append(line)
                 sections.append([offset, len(line), cache_file.mac(self.secret, line)])
                 offset += len(line) + 1
@@ -649,22 +640,6 @@ def _document(raw: bytes, start: int, table) -> Optional[dict]:
     return {"inputs": head["inputs"], "sections": sections}
 
 
-def _parsed(records: bytes) -> Dict[str, list]:
-    """A section's records (written by this user's cgsc: the file's MAC holds); an empty
-    section if they are no object."""
-    import gc
-    collecting = gc.isenabled()
-    gc.disable()   # ~100,000 containers for 10,000 guests, none in a cycle: the passes
-    try:           # they would set off cost as much as the parse
-        parsed = json.loads(records)
-    except (ValueError, RecursionError):
-        parsed = None
-    finally:
-        if collecting:
-            gc.enable()
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def _directory(suffix: str) -> str:
     """The working directory of a suffix (Cache.suffix); "" when it was removed."""
     parts = suffix.split("\n", 4)
@@ -675,19 +650,16 @@ def _dumped(value) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
-VALIDATE_PARALLEL = 1000   # records from which every core checks a share (each: a few stats)
-_BLOCK = 256               # records per unit of work handed out
+VALIDATE_PARALLEL = 1000   # records from which every core stats a share
 
 
 def valid_indexes(cache: Cache, items, suffix: str, pending, jobs: int = 1,
-                  child_init=None, meanwhile=None) -> Tuple[List[int], Claims]:
+                  meanwhile=None) -> Tuple[List[int], Claims]:
     """(the indexes of `items` ((index, spec), ...) whose record (its key's `suffix`:
-    Cache.suffix) holds, in order; their claims): checked in this process, or for a large
-    fleet by forked workers as well, while this process first runs `meanwhile()` (what it
-    will need for the guests that miss: 10,000 records are ~60,000 stat calls); inputs a
-    worker hashed again come back to this process's cache. The section of records is
-    parsed where it is first used, after the fork: a worker parses it while this process
-    runs `meanwhile()`, not before either can start (the parse is ~10 ms for 10,000)."""
+    Cache.suffix) holds, in order; their claims), checked in this process; for a large
+    fleet (10,000 records are ~60,000 stat calls) `jobs - 1` helpers take stats as well
+    (stats.spread) while this process first runs `meanwhile()` (what it will need for
+    the guests that miss)."""
     claims = Claims()
     if cache.secret is None or not items:
         return [], claims
@@ -696,26 +668,9 @@ def valid_indexes(cache: Cache, items, suffix: str, pending, jobs: int = 1,
     except OSError:
         return [], claims
     try:
-        if jobs <= 1 or len(items) < VALIDATE_PARALLEL or not hasattr(os, "fork"):
-            return cache.valid_many(items, suffix, pending, claims), claims
-        from .workers import WorkerDied, blocks, pulled
-
-        def check(block):
-            mine = Claims()
-            found = cache.valid_many(block, suffix, pending, mine)
-            refreshed, cache.refreshed = cache.refreshed, {}
-            return found, refreshed, mine.packed()
-        out: List[int] = []
-        try:
-            for found, refreshed, packed in pulled(check, blocks(items, _BLOCK), jobs, child_init,
-                                                   meanwhile or (lambda: None)):
-                out += found
-                cache.merge(refreshed)
-                claims.merge(packed)
-        except WorkerDied:   # checking is read-only: do it all here instead
-            claims = Claims()
-            return cache.valid_many(items, suffix, pending, claims), claims
-        return out, claims
+        helpers = jobs - 1 if len(items) >= VALIDATE_PARALLEL else 0
+        return cache.valid_many(items, suffix, pending, claims, helpers,
+                                meanwhile if helpers else None), claims
     finally:
         os.close(cache._fd)
         cache._fd = None

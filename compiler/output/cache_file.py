@@ -13,7 +13,8 @@ import json
 import os
 import stat
 import struct
-from typing import Optional, Tuple
+import threading
+from typing import Callable, List, Optional, Tuple
 
 from ..core import inputs
 from .outdir import PRIVATE, _open_regular
@@ -67,6 +68,23 @@ def intact(key: bytes, expected, *parts) -> bool:
     compare_digest raises TypeError for one that is not ASCII)."""
     return (isinstance(expected, str) and expected.isascii()
             and hmac.compare_digest(mac(key, *parts), expected))
+
+
+def checking(key: bytes, expected, data) -> Callable[[], bool]:
+    """intact(key, expected, data), worked out by a thread while the caller goes on (the
+    hash holds no lock on a large buffer: a 4 MB section is checked while it is parsed);
+    the function returned waits for the verdict. Nothing read may be used before it."""
+    verdict: List[bool] = []
+
+    def check() -> None:
+        verdict.append(intact(key, expected, data))
+    thread = threading.Thread(target=check, daemon=True)
+    thread.start()
+
+    def result() -> bool:
+        thread.join()
+        return verdict == [True]
+    return result
 
 
 def signed(header: dict) -> bytes:

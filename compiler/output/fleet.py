@@ -111,12 +111,16 @@ def _hit(check: bool, path: str, found) -> Result:
     machine, its artifacts' names) from cache.Cache.summaries): what the task gives for it
     when it compiles and compares it (`check`: or when it builds it)."""
     name, diagnostics, skipped, machine, names = found
-    if check:
-        return Result(path, name, (), diagnostics, (), (), skipped, machine, None)
+    if check:   # (every field given: _make is a tuple's, not the keyword constructor)
+        return _MAKE((path, name, (), diagnostics, (), (), skipped, machine, None, "", False,
+                      None))
     from .cache import artifact_names
     return Result(path, name, (), diagnostics,
                   tuple((f, "") for f in artifact_names(names, name)), (), skipped, machine,
                   None, unchanged=True)
+
+
+_MAKE = Result._make
 
 
 def default_jobs(count: int) -> int:
@@ -144,13 +148,12 @@ def _results_of(paths: Sequence[str], job: Job, jobs: int, registry, offset: int
     import gc
 
     from .cache import valid_indexes
-    from .workers import worker_init
     hits = {}
     suffix = job.cache.suffix(job.requested, job.strict)
     gc.freeze()   # the records and modules loaded: the collector's full passes, which the
     try:          # objects made for 10,000 guests set off, would scan them every time
         found_indexes, claims = valid_indexes(job.cache, items, suffix, job.pending, jobs,
-                                              worker_init, _prepare)
+                                              _prepare)
         registry.extend(claims, offset)
         check = job.mode == "check"
         for index, found in zip(found_indexes, job.cache.summaries(

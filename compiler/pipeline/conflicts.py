@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from array import array
 from hashlib import blake2b
+from itertools import chain
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic, SpecError
@@ -249,6 +250,7 @@ class Registry:
     def __init__(self) -> None:
         self._exclusive, self._exclusive_owner = array("q"), array("q")
         self._shared, self._shared_owner = array("q"), array("q")
+        self._gathered: List[Tuple[object, int]] = []   # extend()
 
     def add(self, index: int, hashes: Tuple[Tuple[int, ...], Tuple[int, ...]]) -> None:
         exclusive, shared = hashes
@@ -258,40 +260,45 @@ class Registry:
         self._shared_owner.extend([index] * len(shared))
 
     def extend(self, claims, offset: int = 0) -> None:
-        """Add claims gathered elsewhere (output.cache.Claims: arrays of hashes and of
-        their owners' indexes), each owner `offset` further on."""
-        self._exclusive += claims.exclusive
-        self._shared += claims.shared
-        for target, owners in ((self._exclusive_owner, claims.exclusive_owner),
-                               (self._shared_owner, claims.shared_owner)):
-            target += owners if not offset else array("q", (i + offset for i in owners))
+        """Add claims gathered elsewhere (output.cache.Claims: arrays of hashes, and
+        their owners' indexes when asked for, each `offset` further on)."""
+        self._gathered.append((claims, offset))
 
     def _candidates(self) -> Dict[int, List[int]]:
         """Hash -> the guests (indexes, in order) that claim it, for every hash that an
         exclusive claim shares with another claim of another guest."""
-        unique = set(self._exclusive)   # the usual case, at C speed: no hash met twice
-        if len(unique) == len(self._exclusive) and unique.isdisjoint(self._shared):
+        if self._apart():
+            return {}
+        exclusive_parts = [self._exclusive] + [c.exclusive for c, _o in self._gathered]
+        shared_parts = [self._shared] + [c.shared for c, _o in self._gathered]
+        unique = set()   # the usual case, at C speed: no hash met twice
+        for part in exclusive_parts:
+            unique.update(part)
+        if len(unique) == sum(map(len, exclusive_parts)) and all(
+                unique.isdisjoint(part) for part in shared_parts):
             return {}
         del unique
-        bits = 1 << max(16, (len(self._exclusive) * 64).bit_length())   # ~1.5% false hits
-        mask, seen = bits - 1, bytearray(bits >> 3)
+        bits = 1 << max(16, (sum(map(len, exclusive_parts)) * 64).bit_length())   # ~1.5%
+        mask, seen = bits - 1, bytearray(bits >> 3)                              # false hits
         suspects = set()
-        for h in self._exclusive:
+        for h in chain.from_iterable(exclusive_parts):
             at = h & mask
             if seen[at >> 3] & (1 << (at & 7)):
                 suspects.add(h)
             else:
                 seen[at >> 3] |= 1 << (at & 7)
-        for h in self._shared:
+        for h in chain.from_iterable(shared_parts):
             at = h & mask
             if seen[at >> 3] & (1 << (at & 7)):
                 suspects.add(h)
         del seen
+        gathered = [c.owners(offset) for c, offset in self._gathered]
         owners: Dict[int, List[int]] = {}
         exclusive: Dict[int, int] = {}
-        for hashes, indexes, is_exclusive in ((self._exclusive, self._exclusive_owner, True),
-                                              (self._shared, self._shared_owner, False)):
-            for h, index in zip(hashes, indexes):
+        for hashes, indexes, is_exclusive in (
+                (exclusive_parts, [self._exclusive_owner] + [g[0] for g in gathered], True),
+                (shared_parts, [self._shared_owner] + [g[1] for g in gathered], False)):
+            for h, index in zip(chain.from_iterable(hashes), chain.from_iterable(indexes)):
                 if h in suspects:
                     listed = owners.setdefault(h, [])
                     if index not in listed[-1:]:
@@ -300,6 +307,21 @@ class Registry:
                         exclusive[h] = exclusive.get(h, 0) + 1
         return {h: sorted(set(listed)) for h, listed in owners.items()
                 if h in exclusive and len(set(listed)) > 1}
+
+    def _apart(self) -> bool:
+        """Whether no hash meets another at all, known without hashing every claim again:
+        the claims gathered are one part known clean (a cache section's whose hashes met
+        none of each other's when it was written: output.cache.Claims.clean), and each
+        of the few added here meets nothing (searched for in the part's bytes)."""
+        if len(self._gathered) != 1 or not getattr(self._gathered[0][0], "clean", False):
+            return False
+        gathered = self._gathered[0][0]
+        unique = set(self._exclusive)
+        if len(unique) != len(self._exclusive) or not unique.isdisjoint(self._shared):
+            return False
+        exclusive, shared = gathered.exclusive.tobytes(), gathered.shared.tobytes()
+        return not any(_holds(exclusive, h) or _holds(shared, h) for h in self._exclusive) and (
+            not any(_holds(exclusive, h) for h in self._shared))
 
     def conflicts(self, owner: Callable[[int], Optional[Owner]]) -> List[Tuple[str, Diagnostic]]:
         """(spec, error) for every guest that claims what an earlier guest holds, naming
@@ -327,6 +349,17 @@ class Registry:
             out += _clashes(sorted(group, key=lambda item: item[0]), cache)
         out.sort(key=lambda item: item[0])
         return [(spec, d) for _index, spec, d in out]
+
+
+def _holds(data: bytes, value: int) -> bool:
+    """Whether the array of 64-bit hashes whose bytes are `data` holds `value`."""
+    needle = array("q", (value,)).tobytes()
+    at = data.find(needle)
+    while at >= 0:
+        if not at % len(needle):
+            return True
+        at = data.find(needle, at + 1)
+    return False
 
 
 def _clashes(group: List[Tuple[int, Claim]], owners: Dict[int, Owner]) -> List[tuple]:
