@@ -311,7 +311,7 @@ class Cache:
         sha256; the claims of each go to `claims`. The record's time rule needs no check
         here: a record is made only when all those times are older than MARGIN
         (observe()), and equal stats are equal times. The stats are taken in blocks by
-        `threads` threads besides this one (stats.spread) while this one runs
+        `helpers` threads besides this one (stats.spread) while this one runs
         `meanwhile()`; the keys of a block of records are compared at once. (A record
         stored by this process is not checked again by it.)"""
         if self.secret is None:
@@ -327,10 +327,10 @@ class Cache:
             if isinstance(result, Exception):   # (out of memory): no verdict, misses
                 return
             keys, _failed = result   # (a failed entry: zeros, never a file's key)
+            block, consecutive = block
             first, last = block[0][1], block[-1][1]
-            if last - first == len(block) - 1 and keys == recorded[
-                    starts[first] * size:starts[last + 1] * size]:
-                hits.extend(block)   # (the usual case: consecutive records, all holding)
+            if consecutive and keys == recorded[starts[first] * size:starts[last + 1] * size]:
+                hits.extend(block)   # (the usual case: records j, j + 1, ..., all holding)
                 return
             at = 0
             for index, j in block:
@@ -348,8 +348,9 @@ class Cache:
     def _planned(self, items: Sequence[Tuple[int, str]], section: Section, pending,
                  blocks: list):
         """The stat entries (stats.batch) of the files of `items`' records, a block of
-        items at a time, each block (a list of (index, position in the columns)) put in
-        `blocks` as its entries are yielded. Records that cannot hold are in none:
+        items at a time, each block (a list of (index, position in the columns), and
+        whether those positions are j, j + 1, ... in that order) put in `blocks` as its
+        entries are yielded. Records that cannot hold are in none:
         made later than now, of a pending guest, a spec directory or input that is not
         as recorded (checked once each, and for each record only if one is not)."""
         where, names, files = section.where, section.name, section.files
@@ -359,7 +360,8 @@ class Cache:
         for at in range(0, len(items), self._BLOCK):
             block: List[Tuple[int, int]] = []
             entries: List[str] = []
-            count = 0
+            count = runs = 0
+            previous = -2
             for index, spec in items[at:at + self._BLOCK]:
                 j = where.get(spec)
                 if j is None or j in bad:
@@ -370,11 +372,13 @@ class Cache:
                         entries.append(f"{head}{spec}{template.replace('%', names[j])}")
                         block.append((index, j))
                         count += size
+                        runs += j != previous + 1
+                        previous = j
                 except (TypeError, IndexError, AttributeError):
                     continue
             blob = "".join(entries).encode("utf-8", "surrogateescape")
             if block and blob.count(b"\0") == count:   # (else a NUL in a spec or name,
-                blocks.append(block)                  # never cgsc's: misses)
+                blocks.append((block, runs == 1))     # never cgsc's: misses)
                 yield blob
 
     def _unusable(self, section: Section, pending) -> set:

@@ -778,6 +778,26 @@ def test_records_of_each_set_of_targets_are_kept_and_read_apart(tmp_path, no_mar
     assert sorted(memo.records(memo.suffix(("shell", "systemd", "libvirt")))) == sorted(specs)
 
 
+def test_records_asked_for_in_another_order_are_compared_each_with_its_own(tmp_path,
+                                                                           no_margin, compiled,
+                                                                           monkeypatch):
+    """The keys of a block are compared with the recorded ones in one comparison only when
+    its records are the section's next ones, in order: asked for in another order, each
+    record is compared with its own keys (here a stat that answers, whatever it is
+    asked, with every record's keys in the section's order: two of them swapped)."""
+    from cgsc.output import stats
+    specs, out = _fleet(tmp_path, 4)
+    _recorded(specs, out, compiled)
+    memo = cache.load(out, None)
+    suffix = memo.suffix(())
+    section = memo.records(suffix)
+    assert list(section.where) == specs   # (recorded in the order they were checked)
+    monkeypatch.setattr(stats, "batch", lambda _fd, _blob: (section.keys, b""))
+    order = [specs[i] for i in (0, 2, 1, 3)]
+    found, _claims = cache.valid_indexes(memo, list(enumerate(order)), suffix, ())
+    assert found == [0, 3]
+
+
 def _parts(data: bytes):
     """(header line, inputs line, [each section's line]) of a cache file, where its
     header's table says the sections are (a section's raw numbers may hold a newline)."""
