@@ -396,8 +396,12 @@ class Cache:
         for column, table, holds in ((section.dir, section.dirs, self._place_holds),
                                      (section.inputs, section.input_sets, self._inputs_hold)):
             good = {i for i, entry in enumerate(table) if holds(entry)}
-            if len(good) < len(table) or not all(type(i) is int for i in column):
-                bad.update(j for j, i in enumerate(column) if type(i) is not int or i not in good)
+            try:
+                if set(column) <= good:   # (the usual case: a few distinct values)
+                    continue
+            except TypeError:   # (an unhashable value: not cgsc's)
+                pass
+            bad.update(j for j, i in enumerate(column) if type(i) is not int or i not in good)
         return bad
 
     def _place_holds(self, place) -> bool:
@@ -528,10 +532,10 @@ class Cache:
                 made = started if earlier is None else min(started, earlier.since)
                 inputs.append([path, reals.get(path), sha, *FIELDS(st)[:5], made])
             encoded = "/".join(n.replace(out.name, "%") for n in names)
-            # as valid_many() stats them: the spec from the working directory and the
-            # guest directory not followed, the artifacts followed
+            # as valid_many() stats them: the spec from the working directory, not
+            # followed and no symlink, the guest directory not followed
             guest = os.path.join(self.root, out.name)
-            keys, failed = stats.batch(-1, "".join((   # as valid_many() stats them
+            keys, failed = stats.batch(-1, "".join((
                 entry(FROM_CWD | NOFOLLOW | NO_LINK, spec), entry(FROM_CWD | NOFOLLOW, guest),
                 *(entry(FROM_CWD, os.path.join(guest, artifact))
                   for artifact in artifact_names(encoded, out.name)))).encode(

@@ -186,6 +186,66 @@ def test_a_measured_file_rewritten_with_the_same_size_and_time_is_measured_again
         (tmp_path / "vmlinuz").read_bytes()).hexdigest() in stdout
 
 
+def test_a_spec_directory_that_resolves_elsewhere_is_compiled_again(tmp_path, no_margin,
+                                                                     compiled, monkeypatch):
+    """The specs named through a symlinked directory, hard-linked into a second directory
+    before they were recorded (so each spec keeps its inode and change time): once the
+    symlink points at the second directory, the specs' stats are the recorded ones, but
+    their real paths are not, and every record is a miss."""
+    monkeypatch.chdir(tmp_path)
+    make_fleet(tmp_path / "a", 2)
+    os.mkdir(tmp_path / "b")
+    for name in os.listdir(tmp_path / "a"):
+        os.link(tmp_path / "a" / name, tmp_path / "b" / name)
+    os.symlink("a", "specs")
+    specs = [os.path.join("specs", name) for name in sorted(os.listdir("a"))]
+    assert _cli("build", *specs, "-o", "out")[0] == 0
+    time.sleep(0.01)
+    _recorded(specs, "out", compiled)
+    os.unlink("specs")
+    os.symlink("b", "specs")
+    assert _cli("check", *specs, "-o", "out")[0] == 0
+    assert sorted(compiled) == ["node-0000.toml", "node-0001.toml"]
+
+
+def test_a_repository_made_above_the_specs_is_compiled_again(tmp_path, no_margin, compiled):
+    """The spec root is where a spec's paths are recorded from: a .git made above the
+    specs after they were recorded moves it, and every record is a miss."""
+    specs, out = _fleet(tmp_path / "repo", 2)
+    _recorded(specs, out, compiled)
+    os.mkdir(tmp_path / "repo" / ".git")
+    _cli("check", *specs, "-o", out)
+    assert sorted(compiled) == ["node-0000.toml", "node-0001.toml"]
+
+
+def test_a_spec_named_by_a_symlink_is_never_taken_from_the_cache(tmp_path, no_margin,
+                                                                 compiled):
+    """A spec path that is a symlink is compiled every time (its record would have to
+    follow the link); the others are recorded as usual."""
+    specs, out = _fleet(tmp_path, 2)
+    link = str(tmp_path / "specs" / "link.toml")
+    os.rename(specs[1], str(tmp_path / "node-0001.toml"))
+    os.symlink(str(tmp_path / "node-0001.toml"), link)
+    every = [specs[0], link]
+    for _run in range(3):
+        compiled.clear()
+        assert _cli("check", *every, "-o", out)[0] == 0
+    assert compiled == ["link.toml"]
+
+
+def test_records_made_later_than_now_are_not_trusted(tmp_path, no_margin, compiled):
+    """A record made after this run began (the clock stepped back since) holds nothing."""
+    specs, out = _fleet(tmp_path, 2)
+    _recorded(specs, out, compiled)
+    memo = cache.load(out, None)
+    suffix = memo.suffix(())
+    items = list(enumerate(specs))
+    assert cache.valid_indexes(memo, items, suffix, ())[0] == [0, 1]
+    memo = cache.load(out, None)
+    memo.now = min(memo.records(suffix).made) - 1
+    assert cache.valid_indexes(memo, items, suffix, ())[0] == []
+
+
 def test_another_host_profile_is_another_record(tmp_path, no_margin, compiled):
     specs, out = _fleet(tmp_path, 2)
     profiles = []
