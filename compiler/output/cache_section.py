@@ -164,25 +164,44 @@ class Section(MutableMapping):
 
     # -- writing ------------------------------------------------------------------------
     def line(self) -> bytes:
-        """The section as its line holds it after the suffix and a tab. A record that
-        cgsc would not write so (a report or claims of another form, keys that are not
-        for its files) is left out: a miss, compiled again."""
+        """The section as its line holds it after the suffix and a tab: the records kept
+        from the columns as they were (a run of positions at a time), then the rows. A
+        row that cgsc would not write so (a report or claims of another form, keys that
+        are not for its files) is left out: a miss, compiled again."""
         out: Dict[str, list] = {field: [] for field in FIELDS}
-        tables: Dict[str, Dict[str, int]] = {table: {} for table in TABLES}
+        tables = {table: list(getattr(self, table)) for table in TABLES}   # (kept indexes
+        seen = {table: {_text(v): i for i, v in enumerate(values)}         # stay valid)
+                for table, values in tables.items()}
         made, counts = array("q"), array("I")
         keys: List[bytes] = []
         exclusive, shared = array("q"), array("q")
-        for spec in self:
+        kept = sorted((j, spec) for spec, j in self.where.items())
+        offsets = self.offsets() if kept else ([0], [0])
+        start = 0
+        for k in range(1, len(kept) + 1):
+            if k < len(kept) and kept[k][0] == kept[k - 1][0] + 1:
+                continue
+            first, end = kept[start][0], kept[k - 1][0] + 1
+            out["spec"] += [spec for _j, spec in kept[start:k]]
+            for field in FIELDS[1:]:
+                out[field] += getattr(self, field)[first:end]
+            made += self.made[first:end]
+            counts += self.counts[2 * first:2 * end]
+            keys.append(self.keys[self.starts[first] * KEY.size:self.starts[end] * KEY.size])
+            exclusive += self.exclusive[offsets[0][first]:offsets[0][end]]
+            shared += self.shared[offsets[1][first]:offsets[1][end]]
+            start = k
+        for spec, record in self.rows.items():
             try:
-                name, (state, place), when, names, inputs, summary = self[spec]
+                name, (state, place), when, names, inputs, summary = record
                 report, claims = _split(summary)
-                indexes = [_index(tables[table], value) for table, value in
-                           zip(TABLES, (names, inputs, place))]
                 files = 2 + len(names.split("/")) if names else 2
                 if (report is None or type(state) is not bytes
                         or len(state) != files * KEY.size or type(name) is not str
                         or type(when) is not int):
                     continue
+                indexes = [_index(seen[table], tables[table], value) for table, value in
+                           zip(TABLES, (names, inputs, place))]
                 made.append(when)
             except (TypeError, ValueError, AttributeError, OverflowError):
                 continue
@@ -194,8 +213,7 @@ class Section(MutableMapping):
                 values.frombytes(data)
         columns = {field: _compact(values) for field, values in out.items()}
         columns["spec"] = out["spec"]
-        columns.update({table: [json.loads(v) for v in values]
-                        for table, values in tables.items()})
+        columns.update(tables)
         unique = set(exclusive)   # as conflicts.Registry finds no conflict at once
         columns["clean"] = len(unique) == len(exclusive) and unique.isdisjoint(shared)
         return b"".join((json.dumps(columns, separators=(",", ":")).encode("ascii"), b"\t",
@@ -233,10 +251,17 @@ def _at(table: list, index):
     return table[index] if type(index) is int and 0 <= index < len(table) else None
 
 
-def _index(table: Dict[str, int], value) -> int:
-    """The index of `value` in a table being written (JSON text -> index)."""
-    text = json.dumps(value, separators=(",", ":"))
-    return table.setdefault(text, len(table))
+def _text(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _index(seen: Dict[str, int], table: list, value) -> int:
+    """The index of `value` in a table being written (added if new)."""
+    text = _text(value)
+    if text not in seen:
+        seen[text] = len(table)
+        table.append(json.loads(text))
+    return seen[text]
 
 
 def _split(summary) -> Tuple[object, Tuple[bytes, bytes]]:

@@ -858,6 +858,29 @@ def test_records_asked_for_in_another_order_are_compared_each_with_its_own(tmp_p
     assert found == [0, 3]
 
 
+def test_a_section_written_and_read_again_holds_the_same_records(tmp_path, no_margin,
+                                                                   compiled):
+    """A section's line keeps the records read from the columns as they were (runs of
+    them around one deleted), adds the rows stored since, and leaves out a row cgsc
+    would not write (its keys not for its files)."""
+    from cgsc.output.cache_section import Section
+    specs, out = _fleet(tmp_path, 4)
+    _recorded(specs, out, compiled)
+    memo = cache.load(out, None)
+    section = memo.records(memo.suffix(()))
+    expected = {spec: section[spec] for spec in specs}
+    del section[specs[1]], expected[specs[1]]
+    moved = list(expected[specs[3]])
+    moved[3] = moved[3].replace("manifest.json", "m.json")   # another set of artifact names
+    section["elsewhere.toml"] = expected["elsewhere.toml"] = moved
+    short = list(expected[specs[0]])
+    short[1] = [short[1][0][:-1], short[1][1]]
+    section["short.toml"] = short
+    again = Section(section.line())
+    assert {spec: again[spec] for spec in again} == expected
+    assert again.artifact_sets == [section.artifact_sets[0], moved[3]]
+
+
 def _parts(data: bytes):
     """(header line, inputs line, [each section's line]) of a cache file, where its
     header's table says the sections are (a section's raw numbers may hold a newline)."""
