@@ -209,7 +209,10 @@ class Claims:
         order)."""
         if not hits:
             return
-        self.clean = section.clean and not self._runs   # (one section's only)
+        # (one section's only, each of its records once: a spec named twice is two
+        # guests whose claims meet, which the section's clean flag knows nothing of)
+        self.clean = (section.clean and not self._runs
+                      and len({j for _index, j in hits}) == len(hits))
         decoded = section.exclusive, section.shared
         offsets, counts = section.offsets(), (section.counts[0::2], section.counts[1::2])
         start = 0
