@@ -73,7 +73,8 @@ class Section(MutableMapping):
         columns = _parsed(line[:tab])
         specs = columns.get("spec")
         tables = [columns.get(table) for table in TABLES]
-        if type(specs) is not list or not all(type(t) is list for t in tables):
+        if (type(specs) is not list or not all(type(s) is str for s in specs)
+                or not all(type(t) is list for t in tables)):
             return
         count = len(specs)
         values = [specs] + [_column(columns.get(field), count) for field in FIELDS[1:]]
