@@ -100,3 +100,21 @@ def test_a_spec_column_entry_that_is_no_string_is_no_crash(tmp_path, no_margin, 
     for _run in range(2):
         code, _o, err = _cli("check", *specs, "-o", out)
         assert code == 0 and "3 guest(s) up to date" in err, err
+
+
+@pytest.mark.parametrize("name", ["\ud800", "node-\udbff"])
+def test_a_name_column_entry_that_is_no_file_name_is_a_miss_not_a_crash(tmp_path, no_margin,
+                                                                        name):
+    """A record's guest name goes into the stat entries of its block as text encoded with
+    surrogateescape; a lone surrogate that is no escaped byte (U+D800..U+DBFF) cannot be
+    encoded, and the UnicodeEncodeError ended the run with an internal error (format 3
+    caught UnicodeError for its record alone: a miss)."""
+    specs, out = _fleet(tmp_path)
+    assert _cli("check", *specs, "-o", out)[0] == 0   # every guest recorded
+    header, inputs, sections = _sections(out)
+    (section,) = sections
+    section[1]["name"] = [name, "node-0001", "node-0002"]
+    _rewritten(out, header, inputs, sections)
+    for _run in range(2):
+        code, _o, err = _cli("check", *specs, "-o", out)
+        assert code == 0 and "3 guest(s) up to date" in err, err
