@@ -379,7 +379,10 @@ class Cache:
                         previous = j
                 except (TypeError, IndexError, AttributeError):
                     continue
-            blob = "".join(entries).encode("utf-8", "surrogateescape")
+            try:
+                blob = "".join(entries).encode("utf-8", "surrogateescape")
+            except UnicodeError:   # a name that is no file name (a lone surrogate): the
+                blob = b""         # block misses (never cgsc's)
             if block and blob.count(b"\0") == count:   # (else a NUL in a spec or name,
                 blocks.append((block, runs == 1))     # never cgsc's: misses)
                 yield blob
