@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import threading
 import time
 
@@ -1061,3 +1062,32 @@ def test_a_spec_in_the_root_directory_does_not_move_a_spec_of_the_working_direct
         memo = cache.Cache(out, None, secret)
         place(memo, first)
         assert place(memo, second) == alone
+
+
+# -- a manifest that names a target by no string (check --all) ------------------------------
+
+@pytest.mark.parametrize("target", [5, None, True, 1.5])
+def test_a_manifest_target_that_is_no_string_is_reported_as_without_the_cache(
+        tmp_path, no_margin, monkeypatch, target):
+    """`check --all` checks each guest with the targets its manifest lists; the manifest is
+    an artifact under the output directory (anyone who can change out/ can change it), and
+    a target there that is no string is a spec error without the cache (CGS-TARGET-001:
+    no target named 5). With the cache, Cache.suffix() joined the targets with ",".join
+    and raised TypeError: an internal error (exit 3) on every run, for a tampered
+    artifact that --no-cache reports."""
+    specs = make_fleet(tmp_path / "specs", 2)
+    monkeypatch.chdir(tmp_path / "specs")   # what the manifests' spec paths are relative to
+    out = str(tmp_path / "out")
+    assert _cli("build", *specs, "-o", out)[0] == 0
+    assert _cli("check", "--all", "-o", out)[0] == 0   # every guest recorded
+    manifest = os.path.join(out, "node-0001", "manifest.json")
+    with open(manifest, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    doc["artifacts"][0]["target"] = target
+    with open(manifest, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    expected = _cli("check", "--all", "-o", out, "--no-cache")
+    assert expected[0] == 1, expected
+    for _run in range(2):
+        assert _cli("check", "--all", "-o", out) == expected
+
