@@ -284,8 +284,10 @@ class Cache:
     def suffix(self, requested: Sequence[str], strict: bool = False) -> str:
         """What a record's key holds besides its spec: the targets asked for (-t), --strict,
         the host profile and the working directory (last: _directory())."""
-        return "\n".join(("", ",".join(requested), "strict" if strict else "", self.host,
-                          self.cwd))
+        # (check --all takes the targets from manifests: any JSON value; str() of one that
+        # is no string names no target, so no record of such a run is ever made)
+        return "\n".join(("", ",".join(map(str, requested)), "strict" if strict else "",
+                          self.host, self.cwd))
 
     def records(self, suffix: str) -> Section:
         """spec -> record of the runs with this suffix (parsed now if not yet: a cache
