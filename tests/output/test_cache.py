@@ -1091,3 +1091,33 @@ def test_a_manifest_target_that_is_no_string_is_reported_as_without_the_cache(
     for _run in range(2):
         assert _cli("check", "--all", "-o", out) == expected
 
+
+# -- a report nested deeper than it is decoded ----------------------------------------------
+
+@pytest.mark.parametrize("field", ["skipped", "diagnostics"])
+def test_a_report_nested_deeper_than_it_is_decoded_is_a_miss_not_a_crash(tmp_path, no_margin,
+                                                                        compiled, field):
+    """A report recorded in full (a dict: cache._summary) is decoded (cache._decode) for
+    every hit, two Python frames a level of arrays; the section's parse takes one (C)
+    frame a level. An array nested ~600 deep parses, and its decoding raised
+    RecursionError out of Cache.summaries(): an internal error (exit 3) on every run
+    until the cache was removed by hand (a record of a value cgsc would not write is a
+    miss, never a crash: cache_section.py)."""
+    specs, out = _fleet(tmp_path)
+    assert _cli("check", *specs, "-o", out)[0] == 0   # every guest recorded
+    header, inputs, sections = _sections(out)
+    (section,) = sections
+    machine = section[1]["report"]
+    assert machine == "q35"   # (every guest's the usual report: one value)
+    nested = []
+    for _ in range(3 * sys.getrecursionlimit() // 5):
+        nested = [nested]
+    report = {"name": "node-0000", "diagnostics": [], "skipped": [], "machine": machine}
+    report[field] = nested
+    section[1]["report"] = [report, machine, machine]
+    _rewritten(out, header, inputs, sections)
+    for _run in range(2):
+        compiled.clear()
+        code, _o, err = _cli("check", *specs, "-o", out)
+        assert code == 0 and "3 guest(s) up to date" in err, err
+        assert compiled in ([], ["node-0000.toml"])
