@@ -468,7 +468,8 @@ class Cache:
                     out.append((names[j], (), (), report, sets[files[j]]))
                 else:
                     out.append((names[j], *_report(names[j], report), sets[files[j]]))
-            except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError):
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError,
+                    RecursionError):   # (arrays nested deeper than _decode recurses)
                 out.append(None)
         return out
 
