@@ -81,8 +81,11 @@ class Section(MutableMapping):
         if any(v is None for v in values):
             return
         try:
+            files = values[2]   # (an index past the table, or a negative one, which
+            if files and not 0 <= min(files) <= max(files) < len(tables[0]):   # sizes[]
+                return                                          # would take from the end)
             sizes = [2 + len(names.split("/")) if names else 2 for names in tables[0]]
-            starts = list(accumulate(map(sizes.__getitem__, values[2]), initial=0))
+            starts = list(accumulate(map(sizes.__getitem__, files), initial=0))
             where = dict(zip(specs, range(count)))
             numbers = memoryview(line)[tab + 1:]
             made, counts = _ints("q", numbers, 0, count), _ints("I", numbers, 8 * count, 2 * count)
@@ -91,11 +94,9 @@ class Section(MutableMapping):
             at += len(keys)
             exclusive = _ints("q", numbers, at, sum(counts[0::2]))
             shared = _ints("q", numbers, at + 8 * len(exclusive), sum(counts[1::2]))
-        except (TypeError, IndexError, AttributeError, ValueError):   # (a negative index:
-            return                                                    # no table entry)
-        if (len(where) != count or len(keys) != starts[-1] * KEY.size or not all(
-                0 <= i < len(tables[0]) for i in (min(values[2], default=0),
-                                                  max(values[2], default=0)))
+        except (TypeError, IndexError, AttributeError, ValueError):   # (not cgsc's)
+            return
+        if (len(where) != count or len(keys) != starts[-1] * KEY.size
                 or len(numbers) != at + 8 * (len(exclusive) + len(shared))):
             return
         self.where, self.starts, self.keys, self.made, self.counts = (where, starts, keys,

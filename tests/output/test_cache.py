@@ -1121,3 +1121,24 @@ def test_a_report_nested_deeper_than_it_is_decoded_is_a_miss_not_a_crash(tmp_pat
         code, _o, err = _cli("check", *specs, "-o", out)
         assert code == 0 and "3 guest(s) up to date" in err, err
         assert compiled == ([] if run else ["node-0000.toml"]), (run, compiled)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("files", -1), ("files", 99), ("files", "x"), ("files", 1.5), ("files", [0]),
+    ("dir", -1), ("dir", 7), ("inputs", "0"), ("name", 5), ("report", None),
+    ("spec", "one"), ("artifact_sets", [5]), ("dirs", {}), ("input_sets", None)])
+def test_a_column_cgsc_would_not_write_makes_misses_not_crashes(tmp_path, no_margin, compiled,
+                                                                field, value):
+    """A column of another shape or type than cgsc writes (in a cache with every MAC
+    holding) leaves its records misses: every guest is compiled again, and the verdict
+    is the one without the cache."""
+    specs, out = _fleet(tmp_path)
+    assert _cli("check", *specs, "-o", out)[0] == 0   # every guest recorded
+    header, inputs, sections = _sections(out)
+    (section,) = sections
+    section[1][field] = value
+    _rewritten(out, header, inputs, sections)
+    compiled.clear()
+    code, _o, err = _cli("check", *specs, "-o", out)
+    assert code == 0 and "3 guest(s) up to date" in err, err
+    assert sorted(compiled) == [os.path.basename(s) for s in specs]
