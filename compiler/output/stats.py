@@ -104,7 +104,7 @@ def spread(dir_fd: int, blobs: Iterable[bytes], helpers: int, use: Callable,
             state["next"] = i + 1
         try:
             result = batch(dir_fd, made[i])
-        except Exception as exc:   # (MemoryError: the caller takes the slow way)
+        except Exception as exc:   # (MemoryError: the caller makes its records misses)
             result = exc
         results[i] = result
         return True
