@@ -61,16 +61,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic
 from ..spec.paths import spec_root
-from . import cache_file
+from . import cache_file, stats
 from .cache_env import code_digest, cwd, fingerprint
 from .cache_section import Section, owners
 from .outdir import PRIVATE, open_root, plain
-from . import stats
 from .stats import FIELDS, FROM_CWD, KEY, NO_LINK, NOFOLLOW, entry, spread, unpacked
 
 FORMAT = "cgsc-incremental-cache"
 VERSION = 4   # 4: sections of columns (cache_section.py)
 _DOTS = ("", os.curdir, os.pardir)   # a spec path ending so names a directory
+# a guest's stat entries (stats.batch) begin with its spec's path: from the working
+# directory, not followed, no symlink (cgsc records none); then Cache._template()'s
+_SPEC = entry(FROM_CWD | NOFOLLOW | NO_LINK, "")[:-1]
 MARGIN_NS = 2_000_000_000   # timestamps this close to a record are not trusted: file
 #                             systems with 1-2 s timestamps (FAT, ext3), clock steps
 
@@ -361,7 +363,6 @@ class Cache:
         where, names, files = section.where, section.name, section.files
         templates = [self._template(names) for names in section.artifact_sets]
         bad = self._unusable(section, pending)
-        head = entry(FROM_CWD | NOFOLLOW | NO_LINK, "")[:-1]   # the spec's flag
         for at in range(0, len(items), self._BLOCK):
             block: List[Tuple[int, int]] = []
             entries: List[str] = []
@@ -374,7 +375,7 @@ class Cache:
                 try:
                     template, size = templates[files[j]]
                     if size:
-                        entries.append(f"{head}{spec}{template.replace('%', names[j])}")
+                        entries.append(f"{_SPEC}{spec}{template.replace('%', names[j])}")
                         block.append((index, j))
                         count += size
                         runs += j != previous + 1
@@ -541,14 +542,13 @@ class Cache:
                 made = started if earlier is None else min(started, earlier.since)
                 inputs.append([path, reals.get(path), sha, *FIELDS(st)[:5], made])
             encoded = "/".join(n.replace(out.name, "%") for n in names)
-            # as valid_many() stats them: the spec from the working directory, not
-            # followed and no symlink, the guest directory not followed
-            guest = os.path.join(self.root, out.name)
-            keys, failed = stats.batch(-1, "".join((
-                entry(FROM_CWD | NOFOLLOW | NO_LINK, spec), entry(FROM_CWD | NOFOLLOW, guest),
-                *(entry(FROM_CWD, os.path.join(guest, artifact))
-                  for artifact in artifact_names(encoded, out.name)))).encode(
-                      "utf-8", "surrogateescape"))
+            root = open_root(self.root)   # (its files stat'd as valid_many() stats them)
+            try:
+                template = self._template(encoded)[0].replace("%", out.name)
+                keys, failed = stats.batch(root, f"{_SPEC}{spec}{template}".encode(
+                    "utf-8", "surrogateescape"))
+            finally:
+                os.close(root)
             place = list(self._place(directory))
         except (OSError, ValueError, UnicodeError):
             return None
@@ -560,14 +560,14 @@ class Cache:
     def store(self, spec: str, requested: Sequence[str], strict: bool, observed: list) -> None:
         name, state, started, names, inputs, summary = observed
         recorded = []
-        for entry in inputs:
-            i = self.index.get(entry[0])
+        for one in inputs:
+            i = self.index.get(one[0])
             if i is None:
-                i = self.index[entry[0]] = len(self.inputs)
-                self.inputs.append(entry)
-            elif self.inputs[i][1:8] != entry[1:8]:
-                self.inputs[i] = entry
-            recorded.append([i, entry[2]])
+                i = self.index[one[0]] = len(self.inputs)
+                self.inputs.append(one)
+            elif self.inputs[i][1:8] != one[1:8]:
+                self.inputs[i] = one
+            recorded.append([i, one[2]])
         self.records(self.suffix(requested, strict))[spec] = [name, state, started, names,
                                                               recorded, summary]
         self.dirty = True

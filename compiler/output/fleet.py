@@ -211,8 +211,8 @@ def _chunk(items) -> List[Result]:
 
 
 def _prepare() -> None:
-    """What compiling a guest loads, loaded ahead: while forked workers validate a large
-    fleet's cache records, for the guests that miss."""
+    """What compiling a guest loads, loaded ahead: while threads stat a large fleet's
+    cache records (cache.valid_indexes), for the guests that miss."""
     from ..pipeline import build  # noqa: F401 (imported for its cost, here)
     _warm()
 

@@ -1142,3 +1142,23 @@ def test_a_column_cgsc_would_not_write_makes_misses_not_crashes(tmp_path, no_mar
     code, _o, err = _cli("check", *specs, "-o", out)
     assert code == 0 and "3 guest(s) up to date" in err, err
     assert sorted(compiled) == [os.path.basename(s) for s in specs]
+
+
+def test_a_spec_path_with_the_name_placeholder_is_recorded_as_named(tmp_path, no_margin,
+                                                                    compiled):
+    """A record's artifact names use "%" for the guest's name; a spec path may hold one
+    too (specs/50%.toml), and its record stats that path as named, then holds."""
+    specs, out = _fleet(tmp_path, 2)
+    odd = str(tmp_path / "specs" / "50%-node.toml")
+    os.rename(specs[1], odd)
+    assert _cli("build", specs[0], odd, "-o", out)[0] == 0   # (the artifacts name the spec)
+    time.sleep(0.01)
+    for _run in range(2):   # compared and recorded, then held
+        compiled.clear()
+        assert _cli("check", specs[0], odd, "-o", out)[0] == 0
+    assert compiled == []
+    with open(odd, "a", encoding="utf-8") as fh:
+        fh.write("# changed\n")
+    compiled.clear()
+    code, _o, err = _cli("check", specs[0], odd, "-o", out)   # (its manifest names the
+    assert code == 1 and "50%-node.toml" in err and compiled == ["50%-node.toml"]   # spec's sha)
