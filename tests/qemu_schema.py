@@ -9,11 +9,11 @@ QEMU on this machine accepts.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from functools import lru_cache
 from typing import Dict, Optional
+
+from qmp import ask
 
 _WIDTH = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "size": 64,
           "int8": 7, "int16": 15, "int32": 31, "int64": 63, "int": 63}
@@ -23,22 +23,19 @@ class QemuSchema:
     """One QEMU binary's -object types, from its QMP introspection."""
 
     def __init__(self, binary: str, qom_types=()):
-        commands = ['{"execute":"qmp_capabilities"}', '{"execute":"query-version"}',
-                    '{"execute":"query-qmp-schema"}']
-        commands += ['{"execute":"qom-list-properties","arguments":{"typename":%s}}'
-                     % json.dumps(t) for t in qom_types]
-        commands.append('{"execute":"quit"}')
-        out = subprocess.run([binary, "-machine", "none", "-nodefaults", "-display", "none",
-                              "-qmp", "stdio"], input="\n".join(commands) + "\n",
-                             capture_output=True, text=True, timeout=120).stdout
-        replies = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        replies = [r for r in replies if "return" in r or "error" in r]
-        version = replies[1]["return"]["qemu"]
+        commands = [{"execute": "query-version"}, {"execute": "query-qmp-schema"}]
+        commands += [{"execute": "qom-list-properties", "arguments": {"typename": t}}
+                     for t in qom_types]
+        answer = ask([binary, "-machine", "none", "-nodefaults", "-display", "none",
+                      "-qmp", "stdio"], commands)
+        replies = answer.replies
+        assert len(replies) == len(commands), answer.said[-2000:] + answer.stderr
+        version = replies[0]["return"]["qemu"]
         self.binary = binary
         self.version = (version["major"], version["minor"], version["micro"])
-        self.entities = {e["name"]: e for e in replies[2]["return"]}
+        self.entities = {e["name"]: e for e in replies[1]["return"]}
         self.qom: Dict[str, Optional[Dict[str, str]]] = {}
-        for qom_type, reply in zip(qom_types, replies[3:]):
+        for qom_type, reply in zip(qom_types, replies[2:]):
             self.qom[qom_type] = ({p["name"]: p["type"] for p in reply["return"]}
                                   if "return" in reply else None)
         options = self.entities[self.entities["object-add"]["arg-type"]]

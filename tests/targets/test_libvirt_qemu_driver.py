@@ -22,6 +22,7 @@ import subprocess
 import pytest
 from conftest import missing
 from helpers import VALID_SPECS, compile_plan, rel, render
+from qmp import ask
 
 from cgsc import targets
 
@@ -456,14 +457,10 @@ def test_the_comparison_can_fail(qemu_uri, tmp_path):
 
 def _qmp(binary: str, args, commands) -> list:
     """QEMU stopped before the guest runs (-S), asked over QMP: each command's return."""
-    lines = [{"execute": "qmp_capabilities"}] + list(commands) + [{"execute": "quit"}]
-    result = subprocess.run([binary, "-S", "-display", "none", "-nodefaults", "-accel", "tcg",
-                             "-qmp", "stdio", "-monitor", "none"] + list(args),
-                            input="".join(json.dumps(c) + "\n" for c in lines),
-                            capture_output=True, text=True, timeout=120)
-    answers = [json.loads(l) for l in result.stdout.splitlines() if l.startswith("{")]
-    returns = [a["return"] for a in answers if "return" in a][1:-1]   # not capabilities, quit
-    assert len(returns) == len(commands), result.stdout + result.stderr
+    answer = ask([binary, "-S", "-display", "none", "-nodefaults", "-accel", "tcg",
+                  "-qmp", "stdio", "-monitor", "none"] + list(args), commands)
+    returns = [a["return"] for a in answer.replies if "return" in a]
+    assert len(returns) == len(commands), answer.said + answer.stderr
     return returns
 
 

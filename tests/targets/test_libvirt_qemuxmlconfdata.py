@@ -24,7 +24,6 @@ domain XMLs with validation and formats their <launchSecurity>.
 
 from __future__ import annotations
 
-import json
 import lzma
 import os
 import re
@@ -33,6 +32,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from helpers import DATA
+from qmp import ask
 from test_libvirt_qemu_driver import _kv
 
 from cgsc import targets
@@ -369,15 +369,11 @@ def test_every_known_difference_is_met(tmp_path):
 
 def _qmp(trixie, argv, commands) -> list:
     """QEMU 11.1 of the root, stopped before any guest runs, answering QMP commands."""
-    cmds = [{"execute": "qmp_capabilities"}] + commands + [{"execute": "quit"}]
-    result = trixie.run(["qemu-system-x86_64", "-S", "-display", "none", "-nodefaults",
-                         "-accel", "tcg", "-qmp", "stdio"] + argv,
-                        input="".join(json.dumps(c) + "\n" for c in cmds))
-    assert result.stderr == "", result.stderr
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
-    answers = [a for a in answers if "return" in a or "error" in a]
-    assert len(answers) == len(cmds), result.stdout
-    return answers[1:-1]
+    answer = ask(trixie.argv(["qemu-system-x86_64", "-S", "-display", "none", "-nodefaults",
+                              "-accel", "tcg", "-qmp", "stdio"] + argv), commands)
+    assert answer.stderr == "", answer.stderr
+    assert len(answer.replies) == len(commands), answer.said
+    return answer.replies
 
 
 def _object_arg(argv, object_id: str) -> str:

@@ -20,6 +20,7 @@ import re
 import pytest
 from derive_qemu_since import derive_release, dumps
 from helpers import ROOT, VALID_SPECS, rel
+from qmp import ask
 from test_qemu import materialize
 from trixie_root import backports_plan, run_qemu
 
@@ -135,16 +136,13 @@ def test_a_misspelled_monitor_property_is_refused(trixie, tmp_path):
 
 
 def _qom_properties(trixie, binary, types):
-    cmds = [{"execute": "qmp_capabilities"}] + [
-        {"execute": "qom-list-properties", "arguments": {"typename": t}} for t in types] + [
-        {"execute": "quit"}]
-    result = trixie.run([binary, "-S", "-display", "none", "-nodefaults", "-machine", "none",
-                         "-accel", "tcg", "-qmp", "stdio"],
-                        input="".join(json.dumps(c) + "\n" for c in cmds))
-    assert result.stderr == "", result.stderr
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
-    lists = [a["return"] for a in answers if isinstance(a.get("return"), list)]
-    assert len(lists) == len(types), result.stdout
+    answer = ask(trixie.argv([binary, "-S", "-display", "none", "-nodefaults", "-machine",
+                              "none", "-accel", "tcg", "-qmp", "stdio"]),
+                 [{"execute": "qom-list-properties", "arguments": {"typename": t}}
+                  for t in types])
+    assert answer.stderr == "", answer.stderr
+    lists = [a["return"] for a in answer.replies if isinstance(a.get("return"), list)]
+    assert len(lists) == len(types), answer.said
     return {t: {p["name"] for p in props} - {"type"} for t, props in zip(types, lists)}
 
 

@@ -11,7 +11,6 @@ default /var/cache/cgsc/trixie-root), chrooted in a private mount namespace with
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -19,6 +18,7 @@ import subprocess
 
 import pytest
 from conftest import missing
+from qmp import ask
 
 pytestmark = pytest.mark.stack   # runs programs of the trixie root from outside it
 
@@ -67,7 +67,7 @@ class Qemu:
                 fh.write(data)
             fds.append((fd, os.open(path, os.O_RDONLY)))
             os.unlink(path)
-        commands = [{"execute": "qmp_capabilities"}]
+        commands = []
         for c in qmp:
             if c["execute"] == "pmemsave":
                 fd = c["arguments"]["filename"]["fd"]
@@ -76,25 +76,20 @@ class Qemu:
                 c = {"execute": "pmemsave",
                      "arguments": {**c["arguments"], "filename": f"/proc/self/fd/{fd}"}}
             commands.append(c)
-        commands.append({"execute": "quit"})
         machine = "q35" if arch == "x86_64" else "s390-ccw-virtio"
         argv = self.command(arch) + ["-nodefaults", "-display", "none", "-accel", "tcg",
                                      "-machine", machine, "-S", "-qmp", "stdio"] + args
         try:
-            proc = subprocess.run(argv, input="".join(json.dumps(c) + "\n" for c in commands),
-                                  capture_output=True, text=True, timeout=60,
-                                  pass_fds=[fd for fd, _real in fds],
-                                  preexec_fn=lambda: _place(fds))
+            answer = ask(argv, commands, timeout=60, pass_fds=[fd for fd, _real in fds],
+                         preexec_fn=lambda: _place(fds))
         finally:
             for _fd, real in fds:
                 os.close(real)
-        replies = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
         out = {}
         for fd, path in dumps.items():
             with open(path, "rb") as fh:
                 out[fd] = fh.read()
-        return (proc.returncode, [r for r in replies if "return" in r or "error" in r],
-                proc.stderr, out)
+        return answer.returncode, answer.replies, answer.stderr, out
 
 
 def _place(fds):

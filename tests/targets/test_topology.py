@@ -7,13 +7,13 @@ the pinned machine type (one socket of N cores), not a value taken from cgsc."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 import pytest
 import yaml
 from helpers import ROOT
+from qmp import ask
 from test_libvirt_12 import URI, domain_xml
 from test_libvirt_qemu_driver import translate
 from trixie_root import backports_plan
@@ -27,17 +27,14 @@ IDS = ("socket-id", "die-id", "core-id", "thread-id")
 
 def layout(trixie, binary, machine, smp):
     """QEMU's own answer: the (socket, die, core, thread) ids of every vCPU slot."""
-    cmds = [{"execute": "qmp_capabilities"}, {"execute": "query-hotpluggable-cpus"},
-            {"execute": "quit"}]
     # the layout does not depend on the CPU model; TCG's x86 models warn about threads as an
     # AMD family without topoext, or about features TCG lacks, so an Intel qemu64 (x86 only)
     cpu = ["-cpu", "qemu64,vendor=GenuineIntel"] if binary.endswith("x86_64") else []
-    result = trixie.run([binary, "-S", "-display", "none", "-nodefaults", "-accel", "tcg",
-                         "-machine", machine] + cpu + ["-smp", smp, "-qmp", "stdio"],
-                        input="".join(json.dumps(c) + "\n" for c in cmds))
-    assert result.stderr == "", result.stderr
-    slots = next(json.loads(line)["return"] for line in result.stdout.splitlines()
-                 if line.startswith('{"return": [{'))
+    answer = ask(trixie.argv([binary, "-S", "-display", "none", "-nodefaults", "-accel", "tcg",
+                              "-machine", machine] + cpu + ["-smp", smp, "-qmp", "stdio"]),
+                 [{"execute": "query-hotpluggable-cpus"}])
+    assert answer.stderr == "", answer.stderr
+    slots = answer.replies[0]["return"]
     return sorted(tuple(s["props"].get(k, 0) for k in IDS) for s in slots)
 
 
