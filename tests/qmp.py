@@ -2,7 +2,7 @@
 
 Each command is sent only after the previous one's reply has been read, and `quit` only
 after the last. Sending everything at once races: QEMU queues a reply larger than the pipe
-(query-qmp-schema is ~100 KiB) and `quit` exits with the rest of it unwritten, which a
+(query-qmp-schema is ~230 KiB) and `quit` exits with the rest of it unwritten, which a
 loaded machine turns into a reply cut at 64 KiB.
 """
 
