@@ -60,7 +60,7 @@ from array import array
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core.diagnostics import Diagnostic
-from ..spec.paths import spec_root
+from ..spec.paths import directory_root
 from . import cache_file, stats
 from .cache_env import code_digest, cwd, fingerprint
 from .cache_section import Section, owners
@@ -428,8 +428,7 @@ class Cache:
         if place is None:   # a fleet's specs share a few directories: resolved once
             real_dir = os.path.realpath(directory or os.curdir)
             prefix = real_dir if real_dir.endswith(os.sep) else real_dir + os.sep
-            place = self._places[directory] = [directory, prefix,
-                                               spec_root(prefix + "x", prefix + "x")]
+            place = self._places[directory] = [directory, prefix, directory_root(real_dir)]
         return place
 
     def _inputs_hold(self, inputs) -> bool:

@@ -112,8 +112,7 @@ def _hit(check: bool, path: str, found) -> Result:
     when it compiles and compares it (`check`: or when it builds it)."""
     name, diagnostics, skipped, machine, names = found
     if check:   # (every field given: _make is a tuple's, not the keyword constructor)
-        return _MAKE((path, name, (), diagnostics, (), (), skipped, machine, None, "", False,
-                      None))
+        return _MAKE((path, name, (), diagnostics, (), (), skipped, machine, None) + _UNSET)
     from .cache import artifact_names
     return Result(path, name, (), diagnostics,
                   tuple((f, "") for f in artifact_names(names, name)), (), skipped, machine,
@@ -121,6 +120,7 @@ def _hit(check: bool, path: str, found) -> Result:
 
 
 _MAKE = Result._make
+_UNSET = tuple(Result._field_defaults[f] for f in Result._fields[9:])   # refused, unchanged, cache
 
 
 def default_jobs(count: int) -> int:

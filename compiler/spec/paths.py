@@ -86,7 +86,11 @@ def real_path_stat(path: str):
 def spec_root(spec: str, real: Optional[str] = None) -> str:
     """The directory every path of this spec's extends chain is recorded against
     (`real`: the spec's resolved path, when known)."""
-    directory = os.path.dirname(real or os.path.realpath(spec))
+    return directory_root(os.path.dirname(real or os.path.realpath(spec)))
+
+
+def directory_root(directory: str) -> str:
+    """spec_root() of every spec in `directory` (resolved)."""
     return _root_above(directory) or directory
 
 

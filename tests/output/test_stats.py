@@ -174,7 +174,7 @@ def test_threads_spread_the_work_and_every_result_is_used_in_order(entries, monk
     used = []
     before = threading.active_count()
     stats.spread(fd, iter(blobs), 3, lambda i, result: used.append((i, result)),
-                     lambda: time.sleep(0.03))
+                 lambda: time.sleep(0.03))
     assert [i for i, _r in used] == list(range(40))
     assert all(r == real(fd, blobs[i]) for i, r in used if i != 30)
     assert isinstance(used[30][1], MemoryError)
